@@ -1,0 +1,391 @@
+"""YAML or a plain dict -> ``Topology``, via cattrs, with errors naming the file, service and field."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import yaml
+from cattrs.gen import make_dict_structure_fn, override
+
+from ._units import parse_duration, parse_size
+from .errors import ConfigError
+from .spec import (
+    CONDITIONS,
+    AllOf,
+    AnyOf,
+    Check,
+    Dependency,
+    ExecCheck,
+    HttpCheck,
+    LogCheck,
+    LogPolicy,
+    PortSpec,
+    Probe,
+    Service,
+    StopPolicy,
+    TcpCheck,
+    Topology,
+)
+
+__all__ = ["load", "topology_from_dict"]
+
+_VARIABLE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+_PROBE_SETTINGS = {
+    "period": "period_seconds",
+    "timeout": "timeout_seconds",
+    "attempt_timeout": "attempt_timeout_seconds",
+    "initial_delay": "initial_delay_seconds",
+}
+_CHECK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "http": ("status", "body", "json"),
+    "tcp": (),
+    "log": (),
+    "exec": (),
+    "all": (),
+    "any": (),
+}
+
+
+class _UnknownField(ValueError):
+    def __init__(self, field: str, known: list[str]) -> None:
+        super().__init__(_unknown_message(field, known))
+
+
+def _unknown_message(field: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+    return f"unknown field '{field}'" + hint
+
+
+def _yaml_name(field: attrs.Attribute[Any]) -> str:
+    return field.name.removesuffix("_seconds")
+
+
+def _yaml_names(cls: type) -> list[str]:
+    return [_yaml_name(field) for field in attrs.fields(cls)]
+
+
+def _strict_int(value: object, _: object = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _strict_str(value: object, _: object = None) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def _strings(value: object, _: object = None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return Service(name="_", command=value).command
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of arguments, got {value!r}")
+    return tuple(_strict_str(item) for item in value)
+
+
+def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, float]]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a probe such as {{http: URL}} or {{log: REGEX}}, got {value!r}")
+    kinds = [key for key in value if key in _CHECK_OPTIONS]
+    if not kinds:
+        raise ValueError(f"a probe needs one of {', '.join(_CHECK_OPTIONS)}; got {sorted(value)}")
+    if len(kinds) > 1:
+        raise ValueError(f"one check per probe, got {kinds}: combine checks with all: or any:")
+    kind = kinds[0]
+    allowed = [kind, *_CHECK_OPTIONS[kind], *(_PROBE_SETTINGS if with_settings else ())]
+    for key in value:
+        if key not in allowed:
+            raise _UnknownField(str(key), allowed)
+    target = value[kind]
+    check: Check
+    if kind == "http":
+        status = value.get("status")
+        json_subset = value.get("json")
+        if json_subset is not None and not isinstance(json_subset, Mapping):
+            raise ValueError(f"json: expected a mapping of expected keys and values, got {json_subset!r}")
+        body = value.get("body")
+        check = HttpCheck(
+            _strict_str(target),
+            status=None if status is None else _strict_int(status),
+            body=None if body is None else _strict_str(body),
+            json=json_subset,
+        )
+    elif kind == "tcp":
+        check = TcpCheck(_strict_str(target))
+    elif kind == "log":
+        check = LogCheck(_strict_str(target))
+    elif kind == "exec":
+        check = ExecCheck(_strings(target))
+    else:
+        if not isinstance(target, list) or not target:
+            raise ValueError(f"{kind}: expected a non-empty list of checks, got {target!r}")
+        inner = tuple(_check(item, with_settings=False)[0] for item in target)
+        check = AllOf(inner) if kind == "all" else AnyOf(inner)
+    settings = {_PROBE_SETTINGS[key]: parse_duration(value[key]) for key in value if key in _PROBE_SETTINGS}
+    return check, settings
+
+
+def _probe(value: object, _: object = None) -> Probe | None:
+    if value is None:
+        return None
+    check, settings = _check(value, with_settings=True)
+    return Probe(check, **settings)
+
+
+def _dependencies(value: object, _: object = None) -> tuple[Dependency, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return tuple(Dependency(_strict_str(name)) for name in value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a list of services or a mapping service: condition, got {value!r}")
+    deps = []
+    for name, condition in value.items():
+        if isinstance(condition, Mapping):  # compose style: {kv: {condition: ready}}
+            extra = [key for key in condition if key != "condition"]
+            if extra:
+                raise _UnknownField(str(extra[0]), ["condition"])
+            condition = condition.get("condition", "ready")
+        if condition not in CONDITIONS:
+            raise ValueError(f"{name}: condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+        deps.append(Dependency(str(name), condition))
+    return tuple(deps)
+
+
+def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
+    items: list[tuple[object, object]] = []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                items.extend(item.items())
+            else:
+                items.append((item, None))
+    else:
+        raise ValueError(f"expected a list of port names or a mapping name: number, got {value!r}")
+    ports = []
+    for name, number in items:
+        if number is not None and not (isinstance(number, int) and not isinstance(number, bool)):
+            raise ValueError(f"port {name}: expected a number or nothing, got {number!r}")
+        if isinstance(number, int) and not 1 <= number <= 65535:
+            raise ValueError(f"port {name}: {number} is outside 1..65535")
+        ports.append(PortSpec(_strict_str(name), number))
+    return tuple(ports)
+
+
+def _env(value: object, _: object = None) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping NAME: value, got {value!r}")
+    return {str(key): "" if item is None else _strict_str(item) for key, item in value.items()}
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(str, _strict_str)
+    hooks: dict[str, Callable[[object, object], object]] = {
+        "command": _strings,
+        "ready": _probe,
+        "depends_on": _dependencies,
+        "ports": _ports,
+        "env": _env,
+    }
+    for cls in (StopPolicy, LogPolicy, Service, Topology):
+        overrides = {}
+        for field in attrs.fields(cls):
+            if field.name.endswith("_seconds"):
+                overrides[field.name] = override(
+                    rename=_yaml_name(field), struct_hook=lambda v, _: parse_duration(v)
+                )
+            elif field.name == "max_bytes":
+                overrides[field.name] = override(struct_hook=lambda v, _: parse_size(v))
+            elif cls is Service and field.name in hooks:
+                overrides[field.name] = override(struct_hook=hooks[field.name])
+            elif cls is Topology and field.name == "source":
+                overrides[field.name] = override(omit=True)
+        converter.register_structure_hook(
+            cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True, **overrides)
+        )
+    return converter
+
+
+_CONVERTER = _make_converter()
+_FIELDS_OF = {cls: _yaml_names(cls) for cls in (StopPolicy, LogPolicy, Service, Topology)}
+_FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
+
+
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        known = _FIELDS_OF.get(exc.cl, [])
+        return "; ".join(_unknown_message(field, known) for field in sorted(exc.extra_fields))
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, (ValueError, TypeError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _locate(path: str, names: list[str]) -> str:
+    """``$.services[2].ready.timeout`` -> ``service 'decode', field 'ready.timeout'``."""
+    match = re.match(r"^\$\.services\[(\d+)\]\.?(.*)$", path)
+    if match:
+        index = int(match.group(1))
+        service = names[index] if index < len(names) else f"#{index}"
+        field = match.group(2)
+        return f"service '{service}'" + (f", field '{field}'" if field else "")
+    field = path.removeprefix("$").lstrip(".")
+    return f"field '{field}'" if field else "top level"
+
+
+class _Variables:
+    """``${VAR}`` / ``${VAR:-default}`` from overrides, then the environment, then the file's ``vars:``."""
+
+    def __init__(self, overrides: Mapping[str, str], environ: Mapping[str, str], defaults: Mapping[str, str]):
+        self.overrides, self.environ, self.defaults = overrides, environ, defaults
+        self.used: set[str] = set()
+        self.problems: list[str] = []
+
+    def expand(self, value: object, where: str) -> object:
+        if isinstance(value, str):
+            return _VARIABLE.sub(lambda match: self._replace(match, where), value)
+        if isinstance(value, list):
+            return [self.expand(item, where) for item in value]
+        if isinstance(value, Mapping):
+            return {key: self.expand(item, _join(where, key)) for key, item in value.items()}
+        return value
+
+    def _replace(self, match: re.Match[str], where: str) -> str:
+        escaped, name, operator, default = match.groups()
+        if escaped:
+            return match.group(0)[1:]
+        self.used.add(name)
+        for source in (self.overrides, self.environ, self.defaults):
+            if name in source and (source[name] != "" or operator != ":-"):
+                return str(source[name])
+        if operator is not None:
+            return default
+        self.problems.append(f"{where}: ${{{name}}} is not set (export it, pass --set {name}=..., or add vars:)")
+        return ""
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _describe(where: str) -> str:
+    parts = where.split(".", 2)
+    if parts[0] == "services" and len(parts) > 1:
+        return f"service '{parts[1]}'" + (f", field '{parts[2]}'" if len(parts) > 2 else "")
+    return f"field '{where}'"
+
+
+def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
+    value = yaml.safe_load(raw) if raw != "" else ""
+    node: Any = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            known = list(node) if isinstance(node, dict) else []
+            raise ConfigError(f"--set {key}: no '{'.'.join(parts[: depth + 1])}'" + _suggest(part, known))
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: '{'.'.join(parts[:-1])}' is not a mapping")
+    node[parts[-1]] = value
+
+
+def _suggest(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def topology_from_dict(
+    data: object,
+    *,
+    source: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Topology:
+    """Build a ``Topology`` from parsed YAML. ``overrides``: ``a.b=v`` paths set fields, plain names set vars."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("a topology file must be a mapping with name: and services:", source=source)
+    data = dict(data)
+    defaults = data.pop("vars", None) or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError("field 'vars': expected a mapping NAME: default", source=source)
+    variables: dict[str, str] = {}
+    try:
+        for key, raw in (overrides or {}).items():
+            if "." in key or key in _FIELDS_OF[Topology]:
+                _apply_structural(data, key, str(raw))
+            else:
+                variables[key] = str(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=source) from None
+    expander = _Variables(variables, os.environ if environ is None else environ, {str(k): str(v) for k, v in defaults.items()})
+    data = expander.expand(data, "")  # type: ignore[assignment]
+    problems = list(expander.problems)
+    for name in variables:
+        if name not in expander.used:
+            known = sorted(expander.used | set(defaults))
+            problems.append(f"--set {name}: the file uses no ${{{name}}}" + _suggest(name, known))
+    if problems:
+        raise ConfigError([_describe_problem(p) for p in problems], source=source)
+
+    services = data.get("services")
+    names: list[str] = []
+    if isinstance(services, Mapping):
+        listed = []
+        for name, body in services.items():
+            names.append(str(name))
+            if body is None:
+                body = {}
+            listed.append({"name": str(name), **body} if isinstance(body, Mapping) else body)
+        data["services"] = listed
+    elif "services" not in data:
+        raise ConfigError("field 'services': required (a mapping of service name to its settings)", source=source)
+    elif not isinstance(services, list):
+        raise ConfigError("field 'services': expected a mapping of service name to its settings", source=source)
+    try:
+        topology = _CONVERTER.structure(data, Topology)
+    except Exception as exc:  # cattrs raises exception groups carrying each field's path
+        messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
+        lines = []
+        for message in messages:
+            text, _, path = message.rpartition(" @ ")
+            lines.append(f"{_locate(path, names)}: {text}")
+        raise ConfigError(lines, source=source) from None
+    return attrs.evolve(topology, source=source)
+
+
+def _describe_problem(problem: str) -> str:
+    where, sep, rest = problem.partition(": ")
+    if sep and where and not where.startswith("--set"):
+        return f"{_describe(where)}: {rest}"
+    return problem
+
+
+def load(path: str | os.PathLike[str], overrides: Mapping[str, object] | None = None) -> Topology:
+    """Read a topology YAML file. Relative ``run_dir`` and ``cwd`` stay relative to the caller's cwd."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the topology file: {exc.strerror}", source=str(file)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}invalid YAML: {problem}", source=str(file)) from None
+    return topology_from_dict(data, source=str(file), overrides=overrides)

@@ -1,0 +1,62 @@
+"""One exception hierarchy: every message names the service, the cause and, where known, the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ReadinessTimeout",
+    "ServiceFailed",
+    "SupervisorError",
+]
+
+
+class SupervisorError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class ConfigError(SupervisorError):
+    """The topology cannot be run as written; raised before any process starts.
+
+    ``problems`` holds one line per problem found, each naming file, service and field.
+    """
+
+    def __init__(self, problems: list[str] | str, *, source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            message = head + self.problems[0]
+        else:
+            message = head + f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class ServiceFailed(SupervisorError):
+    """A service could not start, or died while it was expected to run."""
+
+    def __init__(
+        self,
+        replica: str,
+        reason: str,
+        *,
+        log_tail: list[str] | None = None,
+        log_path: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        self.replica = replica
+        self.service = replica.split(".")[0] if replica.rsplit(".", 1)[-1].isdigit() else replica
+        self.reason = reason
+        self.log_tail = list(log_tail or [])
+        self.log_path = log_path
+        self.exit_code = exit_code
+        lines = [f"{replica}: {reason}"]
+        if self.log_tail:
+            lines.append(f"last {len(self.log_tail)} log lines" + (f" ({log_path})" if log_path else "") + ":")
+            lines.extend(f"  | {line}" for line in self.log_tail)
+        elif log_path:
+            lines.append(f"(no output; log: {log_path})")
+        super().__init__("\n".join(lines))
+
+
+class ReadinessTimeout(ServiceFailed):
+    """A readiness probe did not pass within its deadline."""

@@ -1,0 +1,268 @@
+"""Readiness probes: http, tcp, log line, exec, python callable, and all/any of them.
+
+One protocol: ``await check() -> CheckResult``. Log checks are event-driven (they watch the line stream
+from the moment the process spawns); the others are polled, fast at first and backing off to the
+probe's period, and output from the service wakes the poll early, since servers print when they are up.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import attrs
+
+from .logs import LineStream
+from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, TcpCheck
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["CheckResult", "ProbeTarget", "ReadinessRunner", "describe_check"]
+
+FIRST_DELAY_SECONDS = 0.002  #: first gap between attempts; grows x1.5 up to the probe's period
+ACTIVITY_SPACING_SECONDS = 0.005  #: output can pull attempts forward, but not closer than this
+
+
+@attrs.frozen
+class ProbeTarget:
+    """What a python callable check is told about the replica it checks."""
+
+    name: str
+    service: str
+    index: int
+    pid: int
+    host: str
+    ports: Mapping[str, int] = attrs.field(hash=False)
+
+    @property
+    def port(self) -> int | None:
+        return next(iter(self.ports.values()), None)
+
+    @property
+    def url(self) -> str | None:
+        return None if self.port is None else f"http://{self.host}:{self.port}"
+
+
+@attrs.frozen
+class CheckResult:
+    ok: bool
+    detail: str = ""
+
+
+class _Runnable(Protocol):
+    async def check(self) -> CheckResult: ...
+
+
+def describe_check(check: Check) -> str:
+    if isinstance(check, HttpCheck):
+        return f"http {check.url}" + (f" (status {check.status})" if check.status else "")
+    if isinstance(check, TcpCheck):
+        return f"tcp {check.address}"
+    if isinstance(check, LogCheck):
+        return f"log /{check.pattern}/"
+    if isinstance(check, ExecCheck):
+        return "exec " + " ".join(check.command)
+    if isinstance(check, CallableCheck):
+        return f"call {getattr(check.function, '__qualname__', repr(check.function))}"
+    word = "all" if isinstance(check, AllOf) else "any"
+    return f"{word}(" + ", ".join(describe_check(inner) for inner in check.checks) + ")"
+
+
+class _Http:
+    def __init__(self, check: HttpCheck, client: Callable[[], httpx.AsyncClient], timeout: float) -> None:
+        self.spec, self._client, self._timeout = check, client, timeout
+        self._body = re.compile(check.body) if check.body else None
+
+    async def check(self) -> CheckResult:
+        import httpx
+
+        try:
+            response = await self._client().get(self.spec.url, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            return CheckResult(False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        expected = self.spec.status
+        if (expected is None and not 200 <= response.status_code < 300) or (
+            expected is not None and response.status_code != expected
+        ):
+            return CheckResult(False, f"status {response.status_code}: {response.text[:200]!r}")
+        if self._body is not None and not self._body.search(response.text):
+            return CheckResult(False, f"body does not match /{self.spec.body}/: {response.text[:200]!r}")
+        if self.spec.json is not None:
+            try:
+                document = response.json()
+            except ValueError:
+                return CheckResult(False, f"body is not JSON: {response.text[:200]!r}")
+            if not _contains(document, self.spec.json):
+                return CheckResult(False, f"JSON {document!r} lacks {dict(self.spec.json)!r}")
+        return CheckResult(True, f"status {response.status_code}")
+
+
+def _contains(document: Any, expected: Any) -> bool:
+    if isinstance(expected, Mapping):
+        return isinstance(document, Mapping) and all(
+            key in document and _contains(document[key], value) for key, value in expected.items()
+        )
+    return bool(document == expected)
+
+
+class _Tcp:
+    def __init__(self, check: TcpCheck, timeout: float) -> None:
+        host, _, port = check.address.rpartition(":")
+        self.host, self.port, self._timeout = host.strip("[]") or "127.0.0.1", int(port), timeout
+
+    async def check(self) -> CheckResult:
+        try:
+            with anyio.fail_after(self._timeout):
+                stream = await anyio.connect_tcp(self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            return CheckResult(False, f"connect {self.host}:{self.port}: {exc.strerror or exc!s}"
+                               if isinstance(exc, OSError) else "connect timed out")  # fmt: skip
+        await stream.aclose()
+        return CheckResult(True, "connected")
+
+
+class _Log:
+    """Watches the line stream from spawn on; once the pattern matched, the check stays passed."""
+
+    def __init__(self, check: LogCheck, stream: LineStream) -> None:
+        self._pattern = re.compile(check.pattern, re.MULTILINE)
+        self.matched: str | None = None
+        self._unsubscribe = stream.subscribe(self._on_lines)
+
+    def _on_lines(self, block: bytes) -> None:
+        text = block.decode("utf-8", "replace")
+        match = self._pattern.search(text)
+        if match:
+            start = text.rfind("\n", 0, match.start()) + 1
+            end = text.find("\n", match.end())
+            self.matched = text[start : end if end >= 0 else len(text)]
+            self._unsubscribe()
+
+    async def check(self) -> CheckResult:
+        if self.matched is not None:
+            return CheckResult(True, f"line {self.matched!r}")
+        return CheckResult(False, f"no line matched /{self._pattern.pattern}/ yet")
+
+
+class _Exec:
+    def __init__(self, check: ExecCheck, env: Mapping[str, str], timeout: float) -> None:
+        self.spec, self._env, self._timeout = check, env, timeout
+
+    async def check(self) -> CheckResult:
+        try:
+            with anyio.fail_after(self._timeout):
+                result = await anyio.run_process(list(self.spec.command), check=False, env=dict(self._env))
+        except TimeoutError:
+            return CheckResult(False, f"timed out after {self._timeout:g}s")
+        except OSError as exc:
+            return CheckResult(False, str(exc))
+        output = (result.stdout + result.stderr).decode(errors="replace").strip()[-200:]
+        return CheckResult(result.returncode == 0, f"exit {result.returncode}" + (f": {output}" if output else ""))
+
+
+class _Call:
+    def __init__(self, function: Callable[[ProbeTarget], Awaitable[bool]], target: ProbeTarget, timeout: float):
+        self._function, self._target, self._timeout = function, target, timeout
+
+    async def check(self) -> CheckResult:
+        try:
+            with anyio.fail_after(self._timeout):
+                ok = await self._function(self._target)
+        except TimeoutError:
+            return CheckResult(False, f"timed out after {self._timeout:g}s")
+        except Exception as exc:
+            return CheckResult(False, f"{type(exc).__name__}: {exc}")
+        return CheckResult(bool(ok), "returned " + repr(ok))
+
+
+class _Combined:
+    def __init__(self, parts: list[_Runnable], need_all: bool) -> None:
+        self._parts, self._need_all = parts, need_all
+        self._passed: set[int] = set()  # parts already passed stay passed (e.g. a log line seen once)
+
+    async def check(self) -> CheckResult:
+        details = []
+        for index, part in enumerate(self._parts):
+            if index in self._passed:
+                continue
+            result = await part.check()
+            if result.ok:
+                self._passed.add(index)
+                if not self._need_all:
+                    return result
+            else:
+                details.append(result.detail)
+                if self._need_all:
+                    break
+        ok = len(self._passed) == len(self._parts) if self._need_all else bool(self._passed)
+        return CheckResult(ok, "; ".join(details))
+
+
+class ReadinessRunner:
+    """Builds a probe's checks when the replica spawns and polls them until they pass or time out."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        *,
+        target: ProbeTarget,
+        stream: LineStream,
+        env: Mapping[str, str],
+        http_client: Callable[[], httpx.AsyncClient],
+    ) -> None:
+        self.probe = probe
+        self._stream = stream
+        self._only_log = True
+        self._root = self._build(probe.check, target, env, http_client)
+        self.last = CheckResult(False, "not checked yet")
+        self.attempts = 0
+
+    def _build(
+        self, check: Check, target: ProbeTarget, env: Mapping[str, str], client: Callable[[], httpx.AsyncClient]
+    ) -> _Runnable:
+        timeout = self.probe.attempt_timeout_seconds
+        if isinstance(check, LogCheck):
+            return _Log(check, self._stream)
+        self._only_log = self._only_log and isinstance(check, (AllOf, AnyOf))
+        if isinstance(check, HttpCheck):
+            return _Http(check, client, timeout)
+        if isinstance(check, TcpCheck):
+            return _Tcp(check, timeout)
+        if isinstance(check, ExecCheck):
+            return _Exec(check, env, timeout)
+        if isinstance(check, CallableCheck):
+            return _Call(check.function, target, timeout)
+        parts = [self._build(inner, target, env, client) for inner in check.checks]
+        return _Combined(parts, isinstance(check, AllOf))
+
+    async def wait_passed(self) -> CheckResult:
+        """Return the passing result; raise ``TimeoutError`` once the probe's deadline is over."""
+        deadline = time.monotonic() + self.probe.timeout_seconds
+        if self.probe.initial_delay_seconds:
+            await anyio.sleep(self.probe.initial_delay_seconds)
+        delay = FIRST_DELAY_SECONDS
+        while True:
+            attempt_started = time.monotonic()
+            self.attempts += 1
+            self.last = await self._root.check()
+            if self.last.ok:
+                return self.last
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if self._only_log:  # nothing to poll: only new output can change the answer
+                with anyio.move_on_after(remaining):
+                    await self._stream.wait_activity()
+                continue
+            wait_until = attempt_started + min(delay, remaining)
+            with anyio.move_on_after(max(wait_until - time.monotonic(), 0)):
+                await self._stream.wait_activity()
+                # output arrived: try again soon, but not in a tight loop on a chatty service
+                await anyio.sleep(max(attempt_started + ACTIVITY_SPACING_SECONDS - time.monotonic(), 0))
+                delay = FIRST_DELAY_SECONDS
+                continue
+            delay = min(delay * 1.5, self.probe.period_seconds)

@@ -1,0 +1,32 @@
+"""Loopback port allocation. (GPU inventory joins this module with the GPU issue.)"""
+
+from __future__ import annotations
+
+import socket
+
+__all__ = ["PortAllocator"]
+
+
+class PortAllocator:
+    """Hands out free loopback ports, never the same one twice in one run.
+
+    The kernel picks the port (bind to port 0); a port is free when we look, so a server that is slow to
+    bind can still lose it to another program. Fixed ports are reserved so they are never handed out.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._taken: set[int] = set()
+
+    def reserve(self, port: int) -> None:
+        self._taken.add(port)
+
+    def allocate(self) -> int:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((self.host, 0))
+                port: int = sock.getsockname()[1]
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise RuntimeError("no free loopback port found after 1000 tries")

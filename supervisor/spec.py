@@ -1,0 +1,237 @@
+"""What the user asked for: frozen attrs classes, built from YAML by ``config`` or directly in code.
+
+Specs hold no runtime state and import no runtime module. Durations are seconds (strings such as
+``"500ms"`` are accepted), sizes are bytes (``"50MB"`` accepted).
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal as _signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+import attrs
+
+from ._units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from .probes import ProbeTarget
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "CallableCheck",
+    "Check",
+    "Condition",
+    "Dependency",
+    "ExecCheck",
+    "HttpCheck",
+    "LogCheck",
+    "LogPolicy",
+    "PortSpec",
+    "Probe",
+    "Service",
+    "StopPolicy",
+    "TcpCheck",
+    "Topology",
+]
+
+Condition = Literal["started", "ready", "completed"]
+CONDITIONS: tuple[str, ...] = ("started", "ready", "completed")
+
+
+def _strings(value: Iterable[object] | str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(shlex.split(value))
+    return tuple(str(item) for item in value)
+
+
+def _signal_name(value: str | int) -> str:
+    if isinstance(value, int):
+        return _signal.Signals(value).name
+    name = value.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name not in _signal.Signals.__members__:
+        raise ValueError(f"unknown signal {value!r} (e.g. SIGTERM, SIGINT, SIGKILL)")
+    return name
+
+
+@attrs.frozen
+class HttpCheck:
+    """Passes when a GET answers with ``status`` (any 2xx when unset) and the optional body predicates."""
+
+    url: str
+    status: int | None = None
+    body: str | None = None  #: regex that must match somewhere in the response body
+    json: Mapping[str, Any] | None = None  #: keys and values the JSON body must contain
+
+
+@attrs.frozen
+class TcpCheck:
+    """Passes when a TCP connection to ``address`` (``host:port`` or a port) is accepted."""
+
+    address: str = attrs.field(converter=str)
+
+
+@attrs.frozen
+class LogCheck:
+    """Passes when a line of the service's output matches ``pattern``; fires on the line, no polling."""
+
+    pattern: str
+
+
+@attrs.frozen
+class ExecCheck:
+    """Passes when ``command`` exits 0 (run without a shell)."""
+
+    command: tuple[str, ...] = attrs.field(converter=_strings)
+
+
+@attrs.frozen
+class CallableCheck:
+    """Passes when the async callable returns true; it receives the replica as a ``ProbeTarget``."""
+
+    function: Callable[[ProbeTarget], Awaitable[bool]]
+
+
+def _checks(value: Iterable[Check]) -> tuple[Check, ...]:
+    return tuple(_as_check(item) for item in value)
+
+
+@attrs.frozen
+class AllOf:
+    """Passes when every inner check passes."""
+
+    checks: tuple[Check, ...] = attrs.field(converter=_checks)
+
+
+@attrs.frozen
+class AnyOf:
+    """Passes when at least one inner check passes."""
+
+    checks: tuple[Check, ...] = attrs.field(converter=_checks)
+
+
+Check = Union[HttpCheck, TcpCheck, LogCheck, ExecCheck, CallableCheck, AllOf, AnyOf]
+_CHECK_TYPES = (HttpCheck, TcpCheck, LogCheck, ExecCheck, CallableCheck, AllOf, AnyOf)
+
+
+def _as_check(value: object) -> Check:
+    if isinstance(value, _CHECK_TYPES):
+        return value
+    if callable(value):
+        return CallableCheck(value)  # type: ignore[arg-type]
+    raise TypeError(f"expected a check (HttpCheck, TcpCheck, LogCheck, ...), got {value!r}")
+
+
+@attrs.frozen
+class Probe:
+    """A check plus its timing; defaults live here and nowhere else.
+
+    Readiness is polled fast at first (a few ms) and backs off to ``period_seconds``; any output
+    from the service makes the next attempt come early, so readiness is seen within milliseconds.
+    """
+
+    check: Check = attrs.field(converter=_as_check)
+    period_seconds: float = attrs.field(default=0.1, converter=parse_duration)  #: slowest poll period
+    timeout_seconds: float = attrs.field(default=600.0, converter=parse_duration)  #: deadline to pass
+    attempt_timeout_seconds: float = attrs.field(default=2.0, converter=parse_duration)  #: one attempt
+    initial_delay_seconds: float = attrs.field(default=0.0, converter=parse_duration)  #: before 1st try
+
+
+def _as_probe(value: object) -> Probe | None:
+    if value is None or isinstance(value, Probe):
+        return value
+    return Probe(_as_check(value))
+
+
+@attrs.frozen
+class Dependency:
+    """Start after ``service`` reached ``condition``: started, ready (default) or completed (exit 0)."""
+
+    service: str
+    condition: Condition = "ready"
+
+
+def _dependencies(value: object) -> tuple[Dependency, ...]:
+    if isinstance(value, Mapping):
+        return tuple(Dependency(str(name), condition) for name, condition in value.items())
+    if isinstance(value, (str, Dependency)):
+        value = [value]
+    return tuple(item if isinstance(item, Dependency) else Dependency(str(item)) for item in value)  # type: ignore[attr-defined]
+
+
+@attrs.frozen
+class PortSpec:
+    """A named port: a fixed ``number``, or a free loopback port picked at plan time when unset."""
+
+    name: str
+    number: int | None = None
+
+
+def _ports(value: object) -> tuple[PortSpec, ...]:
+    if isinstance(value, Mapping):
+        return tuple(PortSpec(str(name), number) for name, number in value.items())
+    ports: list[PortSpec] = []
+    for item in value:  # type: ignore[attr-defined]
+        if isinstance(item, PortSpec):
+            ports.append(item)
+        elif isinstance(item, Mapping):
+            ports.extend(PortSpec(str(name), number) for name, number in item.items())
+        else:
+            ports.append(PortSpec(str(item)))
+    return tuple(ports)
+
+
+@attrs.frozen
+class StopPolicy:
+    """How a replica is asked to stop: ``signal`` to its process group, SIGKILL after ``grace_seconds``."""
+
+    signal: str = attrs.field(default="SIGTERM", converter=_signal_name)
+    grace_seconds: float = attrs.field(default=10.0, converter=parse_duration)
+
+
+@attrs.frozen
+class LogPolicy:
+    """Size rotation of ``<run_dir>/logs/<service>[.<n>].log``: keep ``backups`` old files."""
+
+    max_bytes: int = attrs.field(default=50_000_000, converter=parse_size)
+    backups: int = 5
+
+
+def _env(value: Mapping[str, object] | None) -> Mapping[str, str]:
+    return {str(key): "" if item is None else str(item) for key, item in (value or {}).items()}
+
+
+@attrs.frozen
+class Service:
+    """One program of the topology, run as ``replicas`` OS processes."""
+
+    name: str
+    command: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    shell: str | None = None  #: a shell command line, run with /bin/sh -c; only when asked for
+    ports: tuple[PortSpec, ...] = attrs.field(default=(), converter=_ports)
+    replicas: int = 1
+    depends_on: tuple[Dependency, ...] = attrs.field(default=(), converter=_dependencies)
+    ready: Probe | None = attrs.field(default=None, converter=_as_probe)
+    stop: StopPolicy = attrs.field(factory=StopPolicy)
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_env, hash=False)
+    cwd: str | None = None
+    log: LogPolicy = attrs.field(factory=LogPolicy)
+
+
+def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:
+    if isinstance(value, Mapping):
+        return tuple(value.values())
+    return tuple(value)
+
+
+@attrs.frozen
+class Topology:
+    """A named graph of services. ``source`` (the YAML path, if any) only labels error messages."""
+
+    name: str
+    services: tuple[Service, ...] = attrs.field(converter=_services)
+    run_dir: str | None = None  #: parent of the per-run directories; default: the user's state dir
+    source: str | None = attrs.field(default=None, eq=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 
 def _refuse_supervisord_clash() -> None:
     """supervisord's distribution installs the same import name; both in one environment break each other."""
@@ -17,34 +20,37 @@ def _refuse_supervisord_clash() -> None:
 
 _refuse_supervisord_clash()
 
-from .config import load, topology_from_dict  # noqa: E402
-from .errors import ConfigError, ReadinessTimeout, ServiceFailed, SupervisorError  # noqa: E402
-from .events import Completed, Event, Exited, Failed, Ready, Spawned, Stopped, Stopping  # noqa: E402
-from .group import Replica, ReplicaState, RunningTopology, ServiceHandle  # noqa: E402
-from .launch import launch, run  # noqa: E402
-from .plan import Plan, make_plan  # noqa: E402
-from .probes import ProbeTarget  # noqa: E402
-from .spec import (  # noqa: E402
-    AllOf,
-    AnyOf,
-    CallableCheck,
-    Dependency,
-    ExecCheck,
-    HttpCheck,
-    LogCheck,
-    LogPolicy,
-    PortSpec,
-    Probe,
-    Service,
-    StopPolicy,
-    TcpCheck,
-    Topology,
-)
+if TYPE_CHECKING:
+    from .config import load, topology_from_dict
+    from .errors import ConfigError, ReadinessTimeout, ServiceFailed, SupervisorError
+    from .events import Completed, Event, Exited, Failed, Ready, Spawned, Stopped, Stopping
+    from .group import Replica, ReplicaState, RunningTopology, ServiceHandle
+    from .launch import launch, run
+    from .plan import Plan, make_plan
+    from .probes import ProbeTarget
+    from .spec import (
+        AllOf,
+        AnyOf,
+        CallableCheck,
+        Check,
+        Dependency,
+        ExecCheck,
+        HttpCheck,
+        LogCheck,
+        LogPolicy,
+        PortSpec,
+        Probe,
+        Service,
+        StopPolicy,
+        TcpCheck,
+        Topology,
+    )
 
 __all__ = [
     "AllOf",
     "AnyOf",
     "CallableCheck",
+    "Check",
     "Completed",
     "ConfigError",
     "Dependency",
@@ -80,3 +86,59 @@ __all__ = [
     "run",
     "topology_from_dict",
 ]
+
+
+_LAZY = {
+    "AllOf": "spec",
+    "AnyOf": "spec",
+    "CallableCheck": "spec",
+    "Check": "spec",
+    "Completed": "events",
+    "ConfigError": "errors",
+    "Dependency": "spec",
+    "Event": "events",
+    "ExecCheck": "spec",
+    "Exited": "events",
+    "Failed": "events",
+    "HttpCheck": "spec",
+    "LogCheck": "spec",
+    "LogPolicy": "spec",
+    "Plan": "plan",
+    "PortSpec": "spec",
+    "Probe": "spec",
+    "ProbeTarget": "probes",
+    "ReadinessTimeout": "errors",
+    "Ready": "events",
+    "Replica": "group",
+    "ReplicaState": "group",
+    "RunningTopology": "group",
+    "Service": "spec",
+    "ServiceFailed": "errors",
+    "ServiceHandle": "group",
+    "Spawned": "events",
+    "StopPolicy": "spec",
+    "Stopped": "events",
+    "Stopping": "events",
+    "SupervisorError": "errors",
+    "TcpCheck": "spec",
+    "Topology": "spec",
+    "launch": "launch",
+    "load": "config",
+    "make_plan": "plan",
+    "run": "launch",
+    "topology_from_dict": "config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use: ``python -m supervisor.standin`` and ``import supervisor`` stay fast."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'supervisor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,8 +79,9 @@ class Stopped(Event):
 class EventLog:
     """History + live fan-out + ``events.jsonl``. Emitting never blocks."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, hook: Callable[[Event], None] | None = None) -> None:
         self.history: list[Event] = []
+        self._hook = hook
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._file = path.open("a", buffering=1) if path is not None else None
         self.closed = False
@@ -89,6 +90,8 @@ class EventLog:
         self.history.append(event)
         if self._file is not None:
             self._file.write(json.dumps(event.to_json()) + "\n")
+        if self._hook is not None:
+            self._hook(event)
         for stream in list(self._subscribers):
             try:
                 stream.send_nowait(event)

@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,14 +127,21 @@ class ServiceHandle:
 class RunningTopology:
     """Handle on a launched topology: ``group["svc"]``, ``group["svc.1"]``, ``run_dir``, ``events()``."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self.plan = plan
+        self._on_output = on_output
         self.run_id = plan.run_id
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.run_dir, 0o700)
-        self._events = EventLog(self.run_dir / "events.jsonl")
+        self._events = EventLog(self.run_dir / "events.jsonl", hook=on_event)
         self._services: dict[str, ServiceHandle] = {}
         self._replicas: dict[str, Replica] = {}
         for service in plan.services:
@@ -147,6 +154,8 @@ class RunningTopology:
             s.name: {c: anyio.Event() for c in ("started", "ready", "completed")} for s in plan.services
         }
         self._tg: TaskGroup | None = None
+        self._body_scope: anyio.CancelScope | None = None
+        self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened
         self._http: httpx.AsyncClient | None = None
         self._stopping = False
         self._kill_now = False
@@ -230,6 +239,9 @@ class RunningTopology:
         env.update({RUN_ID_ENV: self.run_id, REPLICA_ENV: plan.name, "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1")})
         sink = RotatingLogFile(replica.log_path, plan.log.max_bytes, plan.log.backups)
         replica.stream = LineStream(sink)
+        if self._on_output is not None:
+            on_output, name = self._on_output, plan.name
+            replica.stream.subscribe(lambda block: on_output(name, block))
         replica.state = ReplicaState.STARTING
         try:
             process = ChildProcess.spawn(plan.argv, env, plan.cwd)
@@ -352,7 +364,14 @@ class RunningTopology:
             exit_code=code,
         )
         self._events.emit(Failed(replica=replica.name, service=replica.service, reason=error.reason))
-        raise error
+        self._fail(error)
+
+    def _fail(self, error: ServiceFailed) -> None:
+        """Record the first fatal failure and cancel the start or the caller's body; teardown follows."""
+        if self.failure is None:
+            self.failure = error
+        if self._body_scope is not None:
+            self._body_scope.cancel()
 
     def _check_completed(self, service: str) -> None:
         replicas = self._services[service].replicas

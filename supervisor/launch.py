@@ -6,13 +6,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from pathlib import Path
+from typing import Generic, NoReturn, TypeVar
 
 import anyio
+import attrs
 
 from .errors import SupervisorError
+from .events import Event
 from .group import RunningTopology
 from .plan import Plan, make_plan
 from .spec import Topology
@@ -20,7 +23,9 @@ from .spec import Topology
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["launch", "run"]
+__all__ = ["Outcome", "launch", "run", "supervise"]
+
+T = TypeVar("T")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -56,50 +61,95 @@ def _reraise(group: BaseExceptionGroup[BaseException]) -> NoReturn:
 
 @asynccontextmanager
 async def launch(
-    topology: Topology | Plan, *, runs_dir: str | os.PathLike[str] | None = None
+    topology: Topology | Plan,
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
 
     A failure while starting raises one ``ServiceFailed`` naming the replica, the probe and its log tail,
     after everything already started was stopped. A service that dies later cancels the ``async with``
-    body and raises the same way.
+    body and raises the same way. ``on_event`` sees every event as it happens; ``on_output`` every block
+    of complete output lines, with the replica's name.
     """
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
-    group = RunningTopology(plan)
+    group = RunningTopology(plan, on_event=on_event, on_output=on_output)
     try:
+        # The outer group holds pumps and exit watchers: it must outlive the teardown, which relies on
+        # them. A failure cancels only the inner scope (the start, or the caller's body), never them.
         async with anyio.create_task_group() as tg:
-            try:
-                await group._start(tg)
-                yield group
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await group._teardown()
-                tg.cancel_scope.cancel()
+            with anyio.CancelScope() as body_scope:
+                group._body_scope = body_scope
+                try:
+                    await group._start(tg)
+                    yield group
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await group._teardown()
+            tg.cancel_scope.cancel()
     except BaseExceptionGroup as exc:
         _reraise(exc)
+    if group.failure is not None:
+        raise group.failure
 
 
-async def run(topology: Topology | Plan, *, runs_dir: str | os.PathLike[str] | None = None) -> int | None:
+async def run(
+    topology: Topology | Plan,
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
+) -> int | None:
     """Start the topology and supervise it until a signal, a fatal failure, or every job completed.
 
     In the main thread, SIGINT/SIGTERM/SIGHUP start an orderly teardown and the number of the signal is
     returned; a second signal SIGKILLs everything at once. Failures raise ``ServiceFailed``.
     """
+
+    async def until_done(group: RunningTopology) -> None:
+        await group.wait()
+
+    outcome = await supervise(topology, until_done, runs_dir=runs_dir, on_event=on_event, on_output=on_output)
+    return outcome.signal
+
+
+@attrs.frozen
+class Outcome(Generic[T]):
+    """How a supervised run ended: the body's result, or the signal that stopped it."""
+
+    result: T | None
+    signal: int | None
+    run_dir: Path
+
+
+async def supervise(
+    topology: Topology | Plan,
+    body: Callable[[RunningTopology], Awaitable[T]],
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
+) -> Outcome[T]:
+    """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core."""
     handle_signals = threading.current_thread() is threading.main_thread()
     received: list[int] = []
     group_box: list[RunningTopology] = []
+    result: list[T] = []
+    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
     try:
         async with anyio.create_task_group() as outer:
             with anyio.CancelScope() as main_scope:
                 if handle_signals:
                     outer.start_soon(_on_signals, main_scope, received, group_box)
-                async with launch(topology, runs_dir=runs_dir) as group:
+                async with launch(plan, on_event=on_event, on_output=on_output) as group:
                     group_box.append(group)
-                    await group.wait()
+                    result.append(await body(group))
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as exc:
         _reraise(exc)
-    return received[0] if received else None
+    return Outcome(result[0] if result else None, received[0] if received else None, plan.run_dir)
 
 
 async def _on_signals(scope: anyio.CancelScope, received: list[int], group_box: list[RunningTopology]) -> None:

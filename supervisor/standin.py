@@ -299,6 +299,8 @@ class _HttpServer:
             await self._serve(reader, writer)
         except (OSError, EOFError):
             pass  # the client went away
+        except asyncio.CancelledError:
+            pass  # close() drops us; ending normally keeps asyncio's stream callback quiet
         finally:
             if task is not None:
                 self._connections.discard(task)
@@ -596,7 +598,7 @@ class _KvStore(_Role):
     async def route(self, request: Request) -> Response | StreamResponse:
         if request.path == "/v1/kv":
             _require(request, "GET")
-            self._check_ready()
+            self._count_operation()
             prefix = request.query.get("prefix", [""])[0]
             return _json_response(200, {k: v for k, v in sorted(self.data.items()) if k.startswith(prefix)})
         if not request.path.startswith("/v1/kv/"):
@@ -605,7 +607,7 @@ class _KvStore(_Role):
         if not key:
             raise HttpError(400, "empty key")
         _require(request, "GET", "PUT", "DELETE")
-        self._check_ready()
+        self._count_operation()
         if request.method == "GET":
             if key not in self.data:
                 raise HttpError(404, f"no such key {key!r}")
@@ -621,7 +623,8 @@ class _KvStore(_Role):
         deleted = self.data.pop(key, None) is not None
         return _json_response(200, {"key": key, "deleted": int(deleted)})
 
-    def _check_ready(self) -> None:
+    def _count_operation(self) -> None:
+        """Counts a kv operation; like a starting etcd, answers 503 until ready."""
         self.requests_total += 1
         if not self.ready.is_set():
             raise HttpError(503, "key-value store is still starting")
@@ -715,11 +718,12 @@ class _Worker(_Role):
                 ok = status == 200
             except _UpstreamError:
                 ok = False
-            if ok != healthy:
-                (self.log.info if ok else self.log.warning)(
-                    f"registration with {self.args.kv} {'restored' if ok else 'failing'}"
-                )
-            healthy = self._registered = ok or self._registered
+            if ok and not healthy:
+                self.log.info(f"registration with {self.args.kv} restored")
+            elif healthy and not ok:
+                self.log.warning(f"registration with {self.args.kv} failing; will keep trying")
+            healthy = ok
+            self._registered = self._registered or ok
 
     async def shutdown(self, graceful: bool) -> None:
         if self._refresher is not None:

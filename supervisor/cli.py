@@ -1,0 +1,194 @@
+"""The ``supervisor`` command: a thin ``main(argv) -> int`` over the library.
+
+Exit codes: 0 success, 1 a service failed, 2 bad input (nothing was started), 128+N stopped by signal N,
+and with ``run FILE -- CMD`` the exit code of CMD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from .config import load
+from .errors import ConfigError, ServiceFailed, SupervisorError
+from .events import Event, Exited, Failed, Ready, Spawned, Stopped
+from .group import RunningTopology
+from .launch import supervise
+from .plan import Plan, fill_templates, make_plan
+from .process import RUN_ID_ENV
+
+__all__ = ["main"]
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supervisor", description="Launch and supervise process topologies.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_file(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("file", help="topology YAML file")
+        sub.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="set ${KEY} for the file, or a field by path (services.decode.replicas=4); repeatable",
+        )  # fmt: skip
+        sub.add_argument("--runs-dir", help="parent of the run directory (default: run_dir: or the state dir)")
+        return sub
+
+    run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
+    run.add_argument("--logs", action="store_true", help="also print every service's output, prefixed")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only errors and the final summary")
+    run.epilog = "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work)."
+    with_file("validate", "check a topology file and show the start order; starts nothing")
+    return parser
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    topology = load(args.file, overrides=_overrides(args.overrides))
+    return make_plan(topology, runs_dir=args.runs_dir)
+
+
+def _say(message: str) -> None:
+    print(f"[supervisor] {message}", file=sys.stderr, flush=True)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    replicas = sum(len(s.replicas) for s in plan.services)
+    print(f"ok: {args.file}: {len(plan.services)} services, {replicas} replicas")
+    width = max((len(r.name) for s in plan.services for r in s.replicas), default=0)
+    for service in plan.services:
+        deps = ", ".join(f"{d.service} ({d.condition})" for d in service.depends_on) or "-"
+        for replica in service.replicas:
+            ports = " ".join(f"{k}={v}" for k, v in replica.ports.items()) or "-"
+            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}")
+    return 0
+
+
+class _Reporter:
+    """Prints events (and optionally output lines) as they happen."""
+
+    def __init__(self, *, quiet: bool, logs: bool) -> None:
+        self.quiet, self.logs = quiet, logs
+        self.started = time.monotonic()
+
+    def event(self, event: Event) -> None:
+        if isinstance(event, Failed):
+            _say(f"{event.replica}: FAILED: {event.reason}")
+        if self.quiet:
+            return
+        if isinstance(event, Spawned):
+            _say(f"{event.replica}: started, pid {event.pid}")
+        elif isinstance(event, Ready):
+            _say(f"{event.replica}: ready in {event.seconds:.2f}s")
+        elif isinstance(event, Exited) and not event.expected:
+            _say(f"{event.replica}: exited ({event.signal or event.exit_code})")
+        elif isinstance(event, Stopped) and event.killed:
+            _say(f"{event.replica}: did not stop within its grace, killed")
+
+    def output(self, replica: str, block: bytes) -> None:
+        if self.logs:
+            text = block.decode("utf-8", "replace")
+            sys.stdout.write("".join(f"{replica} | {line}\n" for line in text.splitlines()))
+            sys.stdout.flush()
+
+
+async def _run_command(group: RunningTopology, argv: list[str]) -> int:
+    """Run CMD in our own process group (so Ctrl-C reaches it); stop it if we are cancelled first."""
+    context = group.plan.context()
+    problems: list[str] = []
+    argv = [fill_templates(arg, context, problems.append) for arg in argv]
+    if problems:
+        raise ConfigError([f"-- {' '.join(argv)}: {p}" for p in problems])
+    env = dict(os.environ, TOPOVISOR_RUN_DIR=str(group.run_dir), **{RUN_ID_ENV: group.run_id})
+    try:
+        process = await anyio.open_process(argv, stdin=None, stdout=None, stderr=None, env=env)
+    except OSError as exc:
+        raise ConfigError(f"-- {argv[0]}: cannot run: {exc.strerror or exc}") from None
+    try:
+        return await process.wait()
+    finally:
+        if process.returncode is None:
+            with anyio.CancelScope(shield=True):
+                process.terminate()
+                with anyio.move_on_after(10):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
+def _run(args: argparse.Namespace) -> int:
+    command: list[str] = args.cmd
+    plan = _plan(args)
+    reporter = _Reporter(quiet=args.quiet, logs=args.logs)
+    replicas = sum(len(s.replicas) for s in plan.services)
+    if not args.quiet:
+        _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+
+    async def body(group: RunningTopology) -> int | None:
+        if not args.quiet:
+            urls = ", ".join(f"{s.name} {s.url}" for s in group if s.url)
+            _say(f"all {replicas} ready in {time.monotonic() - reporter.started:.2f}s" + (f": {urls}" if urls else ""))
+        if command:
+            return await _run_command(group, command)
+        await group.wait()
+        return None
+
+    outcome = anyio.run(lambda: supervise(plan, body, on_event=reporter.event, on_output=reporter.output))
+    if outcome.signal is not None:
+        _say(f"stopped by {signal.Signals(outcome.signal).name}; everything is down")
+        return 128 + outcome.signal
+    if not args.quiet:
+        _say("everything is down")
+    return outcome.result if isinstance(outcome.result, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = _parser().parse_args(argv)
+    args.cmd = command
+    if command and args.command != "run":
+        print("supervisor: error: only 'run' takes a command after --", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if args.command == "validate":
+            return _validate(args)
+        return _run(args)
+    except ConfigError as exc:
+        print(f"supervisor: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ServiceFailed as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except SupervisorError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

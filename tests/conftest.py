@@ -1,0 +1,58 @@
+"""Shared test helpers. Every test is checked for leftovers: no process carrying a run mark may outlive it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor.process import marked_processes
+
+PROGRAMS = Path(__file__).parent / "programs"
+PYTHON = sys.executable
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Poll ``predicate`` until true; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(runs_dir: Path) -> Iterator[None]:
+    """After each test, no process of any run it started (under ``runs_dir``) may be alive."""
+    yield
+    left = {}
+    for run in runs_dir.iterdir() if runs_dir.is_dir() else ():
+        left.update(marked_processes(run.name))
+    if left:
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        pytest.fail(f"processes of a run outlived the test: {sorted(left)}")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -27,9 +27,7 @@ def _model_ids(listing: object) -> list[str]:
     return [str(item["id"]) for item in listing["data"] if isinstance(item, dict) and "id" in item]
 
 
-def _stream_chat(
-    base: str, model: str, prompt: str, max_tokens: int, timeout: float
-) -> tuple[int, float, float]:
+def _stream_chat(base: str, model: str, prompt: str, max_tokens: int, timeout: float) -> tuple[int, float, float]:
     """Streams one completion to stdout; returns (tokens, seconds to first token, total seconds)."""
     body = {
         "model": model,

@@ -53,6 +53,19 @@ _CHECK_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings (``[echo, yes]``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 class _UnknownField(ValueError):
     def __init__(self, field: str, known: list[str]) -> None:
         super().__init__(_unknown_message(field, known))
@@ -79,7 +92,9 @@ def _strict_int(value: object, _: object = None) -> int:
 
 
 def _strict_str(value: object, _: object = None) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool):  # only true/false are booleans (see _Loader); as an argument they are text
+        return "true" if value else "false"
+    if not isinstance(value, (str, int, float)):
         raise ValueError(f"expected a string, got {value!r}")
     return str(value)
 
@@ -204,23 +219,25 @@ def _make_converter() -> cattrs.Converter:
         overrides = {}
         for field in attrs.fields(cls):
             if field.name.endswith("_seconds"):
-                overrides[field.name] = override(
-                    rename=_yaml_name(field), struct_hook=lambda v, _: parse_duration(v)
-                )
+                overrides[field.name] = override(rename=_yaml_name(field), struct_hook=lambda v, _: parse_duration(v))
             elif field.name == "max_bytes":
                 overrides[field.name] = override(struct_hook=lambda v, _: parse_size(v))
             elif cls is Service and field.name in hooks:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
             elif cls is Topology and field.name == "source":
                 overrides[field.name] = override(omit=True)
-        converter.register_structure_hook(
-            cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True, **overrides)
+        structure = make_dict_structure_fn(
+            cls,
+            converter,
+            _cattrs_forbid_extra_keys=True,
+            **overrides,  # type: ignore[arg-type]
         )
+        converter.register_structure_hook(cls, structure)
     return converter
 
 
 _CONVERTER = _make_converter()
-_FIELDS_OF = {cls: _yaml_names(cls) for cls in (StopPolicy, LogPolicy, Service, Topology)}
+_FIELDS_OF: dict[type, list[str]] = {cls: _yaml_names(cls) for cls in (StopPolicy, LogPolicy, Service, Topology)}
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 
 
@@ -237,6 +254,7 @@ def _format_exception(exc: BaseException, type_: type | None) -> str:
 
 def _locate(path: str, names: list[str]) -> str:
     """``$.services[2].ready.timeout`` -> ``service 'decode', field 'ready.timeout'``."""
+    path = re.sub(r"_seconds\b", "", path)
     match = re.match(r"^\$\.services\[(\d+)\]\.?(.*)$", path)
     if match:
         index = int(match.group(1))
@@ -318,7 +336,7 @@ def topology_from_dict(
     """Build a ``Topology`` from parsed YAML. ``overrides``: ``a.b=v`` paths set fields, plain names set vars."""
     if not isinstance(data, Mapping):
         raise ConfigError("a topology file must be a mapping with name: and services:", source=source)
-    data = dict(data)
+    data = dict[str, Any](data)
     defaults = data.pop("vars", None) or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("field 'vars': expected a mapping NAME: default", source=source)
@@ -331,8 +349,12 @@ def topology_from_dict(
                 variables[key] = str(raw)
     except ConfigError as exc:
         raise ConfigError(exc.problems, source=source) from None
-    expander = _Variables(variables, os.environ if environ is None else environ, {str(k): str(v) for k, v in defaults.items()})
-    data = expander.expand(data, "")  # type: ignore[assignment]
+    expander = _Variables(
+        variables, os.environ if environ is None else environ, {str(k): str(v) for k, v in defaults.items()}
+    )
+    expanded = expander.expand(data, "")
+    assert isinstance(expanded, dict)
+    data = expanded
     problems = list(expander.problems)
     for name in variables:
         if name not in expander.used:
@@ -341,6 +363,10 @@ def topology_from_dict(
     if problems:
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 
+    known = [name for name in _FIELDS_OF[Topology] if name != "source"]
+    unknown = [_unknown_message(str(key), known) for key in data if key not in known]
+    if unknown:
+        raise ConfigError([f"top level: {message}" for message in unknown], source=source)
     services = data.get("services")
     names: list[str] = []
     if isinstance(services, Mapping):
@@ -382,7 +408,7 @@ def load(path: str | os.PathLike[str], overrides: Mapping[str, object] | None = 
     except OSError as exc:
         raise ConfigError(f"cannot read the topology file: {exc.strerror}", source=str(file)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

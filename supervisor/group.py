@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,7 @@ class RunningTopology:
             s.name: {c: anyio.Event() for c in ("started", "ready", "completed")} for s in plan.services
         }
         self._tg: TaskGroup | None = None
+        self._task_scopes: list[anyio.CancelScope] = []
         self._body_scope: anyio.CancelScope | None = None
         self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened
         self._http: httpx.AsyncClient | None = None
@@ -226,7 +227,7 @@ class RunningTopology:
         runners = [self._spawn(r) for r in replicas]
         conditions["started"].set()
         async with anyio.create_task_group() as ready_group:
-            for replica, runner in zip(replicas, runners):
+            for replica, runner in zip(replicas, runners, strict=True):
                 ready_group.start_soon(self._await_ready, replica, runner, name=f"ready {replica.name}")
         conditions["ready"].set()
         self._check_completed(service.name)
@@ -236,7 +237,13 @@ class RunningTopology:
         plan = replica.plan
         env = dict(os.environ)
         env.update(plan.env)
-        env.update({RUN_ID_ENV: self.run_id, REPLICA_ENV: plan.name, "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1")})
+        env.update(
+            {
+                RUN_ID_ENV: self.run_id,
+                REPLICA_ENV: plan.name,
+                "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
+            }
+        )
         sink = RotatingLogFile(replica.log_path, plan.log.max_bytes, plan.log.backups)
         replica.stream = LineStream(sink)
         if self._on_output is not None:
@@ -254,11 +261,20 @@ class RunningTopology:
         runner = None
         if plan.ready is not None:  # subscribe before the first byte is read: no line can be missed
             target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
-            runner = ReadinessRunner(plan.ready, target=target, stream=replica.stream, env=env, http_client=self._client)
-        self._tg.start_soon(self._pump, replica, name=f"pump {plan.name}")
-        self._tg.start_soon(self._watch, replica, name=f"watch {plan.name}")
+            runner = ReadinessRunner(
+                plan.ready, target=target, stream=replica.stream, env=env, http_client=self._client
+            )
+        self._tg.start_soon(self._shielded, self._pump, replica, name=f"pump {plan.name}")
+        self._tg.start_soon(self._shielded, self._watch, replica, name=f"watch {plan.name}")
         self._events.emit(Spawned(replica=plan.name, service=plan.service, pid=process.pid))
         return runner
+
+    async def _shielded(self, task: Callable[[Replica], Awaitable[None]], replica: Replica) -> None:
+        """Pumps and watchers ignore outside cancellation: teardown needs them (to see exits, and to
+        keep draining output while children shut down) and ends them itself when it is done."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._task_scopes.append(scope)
+            await task(replica)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -291,7 +307,9 @@ class RunningTopology:
                 race.start_soon(exit_watch)
             if outcome:
                 replica.state = ReplicaState.FAILED
-                self._events.emit(Failed(replica=replica.name, service=replica.service, reason=str(outcome[0]).split("\n")[0]))
+                self._events.emit(
+                    Failed(replica=replica.name, service=replica.service, reason=str(outcome[0]).split("\n")[0])
+                )
                 raise outcome[0]
         if replica.state is ReplicaState.STARTING:
             replica.state = ReplicaState.READY
@@ -407,6 +425,8 @@ class RunningTopology:
                     replica.stream.close()
             self._write_manifest()
         finally:
+            for scope in self._task_scopes:
+                scope.cancel()
             self._events.close()
             self._torn_down.set()
 
@@ -512,4 +532,3 @@ async def _wait_gone(processes: list[psutil.Process]) -> None:
     while any(alive(p) for p in processes):
         await anyio.sleep(delay)
         delay = min(delay * 2, 0.02)
-

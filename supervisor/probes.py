@@ -222,7 +222,11 @@ class ReadinessRunner:
         self.attempts = 0
 
     def _build(
-        self, check: Check, target: ProbeTarget, env: Mapping[str, str], client: Callable[[], httpx.AsyncClient]
+        self,
+        check: Check,
+        target: ProbeTarget,
+        env: Mapping[str, str],
+        client: Callable[[], httpx.AsyncClient],
     ) -> _Runnable:
         timeout = self.probe.attempt_timeout_seconds
         if isinstance(check, LogCheck):

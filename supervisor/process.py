@@ -20,8 +20,8 @@ import anyio
 import psutil
 
 __all__ = [
-    "RUN_ID_ENV",
     "REPLICA_ENV",
+    "RUN_ID_ENV",
     "ChildProcess",
     "describe_exit",
     "marked_processes",

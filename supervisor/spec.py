@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import signal as _signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -113,7 +113,7 @@ class AnyOf:
     checks: tuple[Check, ...] = attrs.field(converter=_checks)
 
 
-Check = Union[HttpCheck, TcpCheck, LogCheck, ExecCheck, CallableCheck, AllOf, AnyOf]
+Check = HttpCheck | TcpCheck | LogCheck | ExecCheck | CallableCheck | AllOf | AnyOf
 _CHECK_TYPES = (HttpCheck, TcpCheck, LogCheck, ExecCheck, CallableCheck, AllOf, AnyOf)
 
 
@@ -121,7 +121,7 @@ def _as_check(value: object) -> Check:
     if isinstance(value, _CHECK_TYPES):
         return value
     if callable(value):
-        return CallableCheck(value)  # type: ignore[arg-type]
+        return CallableCheck(value)
     raise TypeError(f"expected a check (HttpCheck, TcpCheck, LogCheck, ...), got {value!r}")
 
 

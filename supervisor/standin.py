@@ -336,9 +336,7 @@ class _HttpServer:
             if not keep_alive:
                 return
 
-    async def _parse(
-        self, head: list[str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Request:
+    async def _parse(self, head: list[str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request:
         parts = head[0].split(" ")
         if len(parts) != 3:
             raise HttpError(400, f"malformed request line {head[0][:80]!r}")
@@ -371,9 +369,7 @@ class _HttpServer:
         writer.write(_head_bytes(response.status, headers) + response.body)
         await writer.drain()
 
-    async def _send_stream(
-        self, writer: asyncio.StreamWriter, request: Request, response: StreamResponse
-    ) -> None:
+    async def _send_stream(self, writer: asyncio.StreamWriter, request: Request, response: StreamResponse) -> None:
         chunked = request.version == "HTTP/1.1"
         headers = [("content-type", response.content_type), ("cache-control", "no-cache")]
         if chunked:
@@ -486,9 +482,7 @@ async def _open(url: str, method: str = "GET", body: bytes | None = None, timeou
         raise _UpstreamError(f"{method} {url}: {exc!r}") from None
 
 
-async def _fetch(
-    url: str, method: str = "GET", body: bytes | None = None, timeout: float = 2.0
-) -> tuple[int, bytes]:
+async def _fetch(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
     upstream = await _open(url, method, body, timeout)
     try:
         return upstream.status, await upstream.read(timeout)
@@ -513,9 +507,7 @@ class _Role:
 
     def bound(self, host: str, port: int) -> None:
         advertised = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
-        self.base_url = (
-            f"http://[{advertised}]:{port}" if ":" in advertised else f"http://{advertised}:{port}"
-        )
+        self.base_url = f"http://[{advertised}]:{port}" if ":" in advertised else f"http://{advertised}:{port}"
 
     def mark_ready(self) -> None:
         """Health turns 200 and the readiness line is printed in the same loop step."""
@@ -569,9 +561,7 @@ def _require(request: Request, *methods: str) -> None:
 
 
 def _models_response(model: str) -> Response:
-    return _json_response(
-        200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "standin"}]}
-    )
+    return _json_response(200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "standin"}]})
 
 
 class _KvStore(_Role):
@@ -685,9 +675,7 @@ class _Worker(_Role):
             self.log.raw(("\r" if done else "") + line)
         self.log.raw("\n")
         self.log.info(f"Graph capturing finished in {loop.time() - graph_start:.2f} secs")
-        self.log.info(
-            f"init engine (profile, create kv cache, warmup model) took {loop.time() - start:.2f} seconds"
-        )
+        self.log.info(f"init engine (profile, create kv cache, warmup model) took {loop.time() - start:.2f} seconds")
 
     async def _register(self) -> None:
         url = f"{self.args.kv.rstrip('/')}/v1/kv/{self._key}"
@@ -837,9 +825,7 @@ class _ChatRequest:
 
     __slots__ = ("include_usage", "max_tokens", "prompt_tokens", "stream", "words")
 
-    def __init__(
-        self, words: list[str], prompt_tokens: int, max_tokens: int, stream: bool, usage: bool
-    ) -> None:
+    def __init__(self, words: list[str], prompt_tokens: int, max_tokens: int, stream: bool, usage: bool) -> None:
         self.words = words
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
@@ -1099,8 +1085,7 @@ async def _run(args: argparse.Namespace) -> int:
         await role.ready.wait()
         await asyncio.sleep(seconds)
         log.error(
-            f"simulated fatal error after {seconds:g}s of readiness (--exit-after); "
-            f"exiting with code {args.exit_code}"
+            f"simulated fatal error after {seconds:g}s of readiness (--exit-after); exiting with code {args.exit_code}"
         )
         crash_code.append(args.exit_code)
         stop.set()
@@ -1139,9 +1124,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--load-seconds", type=float, default=load_seconds, help="startup time before ready (%(default)s)"
         )
-        sub.add_argument(
-            "--exit-after", type=float, metavar="SECONDS", help="crash this long after becoming ready"
-        )
+        sub.add_argument("--exit-after", type=float, metavar="SECONDS", help="crash this long after becoming ready")
         sub.add_argument("--exit-code", type=int, default=1, help="exit status of --exit-after (%(default)s)")
         sub.add_argument("--access-log", action="store_true", help="print one line per HTTP request")
         return sub
@@ -1151,12 +1134,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--role-name", choices=("prefill", "decode"), default="decode")
     worker.add_argument("--model", default=DEFAULT_MODEL)
     worker.add_argument("--kv", metavar="URL", help="register under workers/<role-name>/<port> in this kv")
-    worker.add_argument(
-        "--tokens-per-second", type=float, default=200.0, help="generation pace (%(default)s)"
-    )
-    frontend = role(
-        "frontend", "Dynamo frontend stand-in: routes chat completions to registered workers", 0.0
-    )
+    worker.add_argument("--tokens-per-second", type=float, default=200.0, help="generation pace (%(default)s)")
+    frontend = role("frontend", "Dynamo frontend stand-in: routes chat completions to registered workers", 0.0)
     frontend.add_argument("--kv", metavar="URL", required=True, help="kv to discover workers in")
     frontend.add_argument("--model", default=DEFAULT_MODEL)
     frontend.add_argument(

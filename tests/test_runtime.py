@@ -112,7 +112,16 @@ async def test_http_probe_status_and_json_predicates(runs_dir: Path) -> None:
         services=[
             sv.Service(
                 name="worker",
-                command=[PYTHON, "-m", "supervisor.standin", "worker", "--port", "{port}", "--load-seconds", "0.5"],
+                command=[
+                    PYTHON,
+                    "-m",
+                    "supervisor.standin",
+                    "worker",
+                    "--port",
+                    "{port}",
+                    "--load-seconds",
+                    "0.5",
+                ],
                 ports=["port"],
                 ready=sv.HttpCheck("http://127.0.0.1:{port}/health", status=200, json={"status": "ok"}, body="ok"),
             )
@@ -199,7 +208,9 @@ async def test_missing_program_at_spawn_is_a_clear_failure(runs_dir: Path, tmp_p
     program = tmp_path / "vanishing"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)
-    plan = sv.make_plan(sv.Topology(name="gone", services=[sv.Service(name="x", command=[str(program)])]), runs_dir=runs_dir)
+    plan = sv.make_plan(
+        sv.Topology(name="gone", services=[sv.Service(name="x", command=[str(program)])]), runs_dir=runs_dir
+    )
     program.unlink()  # it existed when we planned, not when we spawn
     with pytest.raises(sv.ServiceFailed, match="x: cannot start"):
         async with sv.launch(plan):
@@ -214,7 +225,12 @@ async def test_teardown_kills_stubborn_leader_and_setsid_grandchildren(runs_dir:
     topo = sv.Topology(
         name="stubborn",
         services=[
-            sv.Service(name="tree", command=argv, ready=sv.LogCheck("tree ready"), stop=sv.StopPolicy(grace_seconds=0.3)),
+            sv.Service(
+                name="tree",
+                command=argv,
+                ready=sv.LogCheck("tree ready"),
+                stop=sv.StopPolicy(grace_seconds=0.3),
+            ),
             sleeper("polite", depends_on=["tree"]),
         ],
     )
@@ -232,7 +248,10 @@ async def test_teardown_kills_stubborn_leader_and_setsid_grandchildren(runs_dir:
 
 async def test_teardown_waits_for_graceful_exit_within_grace(runs_dir: Path) -> None:
     code = "import signal, sys, time\ndef bye(*_):\n    time.sleep(0.3); print('bye', flush=True); sys.exit(0)\nsignal.signal(signal.SIGTERM, bye)\nprint('up', flush=True)\nwhile True: time.sleep(1)"
-    topo = sv.Topology(name="graceful", services=[sv.Service(name="g", command=[PYTHON, "-c", code], ready=sv.LogCheck("up"))])
+    topo = sv.Topology(
+        name="graceful",
+        services=[sv.Service(name="g", command=[PYTHON, "-c", code], ready=sv.LogCheck("up"))],
+    )
     async with sv.launch(topo, runs_dir=runs_dir) as group:
         pass
     stopped = next(e for e in group.event_history if isinstance(e, sv.Stopped))
@@ -244,7 +263,10 @@ async def test_crash_after_ready_cancels_the_body_and_raises(runs_dir: Path) -> 
     code = "import sys, time; print('up', flush=True); time.sleep(0.3); print('segfault imminent', flush=True); sys.exit(7)"
     topo = sv.Topology(
         name="crash",
-        services=[sleeper("steady"), sv.Service(name="crashy", command=[PYTHON, "-c", code], ready=sv.LogCheck("up"))],
+        services=[
+            sleeper("steady"),
+            sv.Service(name="crashy", command=[PYTHON, "-c", code], ready=sv.LogCheck("up")),
+        ],
     )
     with pytest.raises(sv.ServiceFailed) as info:
         async with sv.launch(topo, runs_dir=runs_dir) as group:
@@ -270,6 +292,7 @@ async def test_events_stream_and_jsonl_record(runs_dir: Path) -> None:
     topo = sv.Topology(name="ev", services=[sleeper("a"), sleeper("b", depends_on=["a"])])
     seen: list[str] = []
     async with sv.launch(topo, runs_dir=runs_dir) as group:
+
         async def collect() -> None:
             async for event in group.events(history=True):
                 seen.append(f"{event.kind}:{event.replica}")
@@ -298,10 +321,20 @@ async def test_secrets_are_redacted_in_the_manifest(runs_dir: Path) -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_second_kill_now_skips_the_grace(runs_dir: Path, tmp_path: Path) -> None:
     pids_file = tmp_path / "pids"
-    argv = [PYTHON, str(PROGRAMS / "tree.py"), "--pids", str(pids_file), "--ignore-term", "--setsid-children", "1"]
+    argv = [
+        PYTHON,
+        str(PROGRAMS / "tree.py"),
+        "--pids",
+        str(pids_file),
+        "--ignore-term",
+        "--setsid-children",
+        "1",
+    ]
     topo = sv.Topology(
         name="killnow",
-        services=[sv.Service(name="t", command=argv, ready=sv.LogCheck("tree ready"), stop=sv.StopPolicy(grace_seconds=60))],
+        services=[
+            sv.Service(name="t", command=argv, ready=sv.LogCheck("tree ready"), stop=sv.StopPolicy(grace_seconds=60))
+        ],
     )
     began = time.monotonic()
     async with sv.launch(topo, runs_dir=runs_dir) as group:
@@ -315,3 +348,43 @@ def test_signal_constants_are_real() -> None:
     assert sv.StopPolicy(signal=signal.SIGINT).signal == "SIGINT"
     with pytest.raises(ValueError, match="unknown signal"):
         sv.StopPolicy(signal="SIGNOPE")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_outside_cancellation_still_tears_everything_down(runs_dir: Path, tmp_path: Path) -> None:
+    """The caller's timeout cancels the block; teardown still sees exits and escalates to SIGKILL."""
+    pids_file = tmp_path / "pids"
+    argv = [
+        PYTHON,
+        str(PROGRAMS / "tree.py"),
+        "--pids",
+        str(pids_file),
+        "--ignore-term",
+        "--setsid-children",
+        "1",
+    ]
+    topo = sv.Topology(
+        name="cancel",
+        services=[
+            sv.Service(name="t", command=argv, ready=sv.LogCheck("tree ready"), stop=sv.StopPolicy(grace_seconds=0.2)),
+            sleeper("s", depends_on=["t"]),
+        ],
+    )
+    with anyio.move_on_after(15) as outer:
+        async with sv.launch(topo, runs_dir=runs_dir) as group:
+            outer.deadline = anyio.current_time()  # cancel right now, from outside
+            await anyio.sleep(30)
+    assert outer.cancelled_caught
+    assert not [p for p in map(int, pids_file.read_text().split()) if alive(p)]
+    assert [e.replica for e in group.event_history if isinstance(e, sv.Stopped)] == ["s", "t"]
+
+
+async def test_cancelled_while_starting_stops_what_was_spawned(runs_dir: Path) -> None:
+    topo = sv.Topology(name="midstart", services=[sleeper("fast"), sleeper("slow", after=30)])
+    with anyio.move_on_after(1.0):
+        async with sv.launch(topo, runs_dir=runs_dir):
+            pytest.fail("must not be ready")
+    run = next(runs_dir.iterdir())
+    manifest = json.loads((run / "manifest.json").read_text())
+    pids = [r["pid"] for s in manifest["services"].values() for r in s["replicas"]]
+    assert len(pids) == 2 and not [p for p in pids if alive(p)]

@@ -79,9 +79,7 @@ class Standin:
         with self._lock:
             return self._err.decode("utf-8", "replace")
 
-    def signal_and_wait(
-        self, sig: signal.Signals = signal.SIGTERM, timeout: float = 5.0
-    ) -> tuple[int, float]:
+    def signal_and_wait(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
         """Sends ``sig``; returns the exit code and how long the process took to exit."""
         start = time.monotonic()
         self.proc.send_signal(sig)
@@ -182,25 +180,19 @@ def test_kv_put_get_prefix_delete(spawn: Spawn, client: httpx.Client) -> None:
     assert len(client.get(f"{kv.url}/v1/kv").json()) == 3
     assert client.delete(f"{kv.url}/v1/kv/workers/decode/1").json()["deleted"] == 1
     assert client.get(f"{kv.url}/v1/kv/workers/decode/1").status_code == 404
-    assert client.get(f"{kv.url}/v1/kv", params={"prefix": "workers/"}).json() == {
-        "workers/decode/2": "http://b"
-    }
+    assert client.get(f"{kv.url}/v1/kv", params={"prefix": "workers/"}).json() == {"workers/decode/2": "http://b"}
     assert metric(client, kv, "standin_kv_keys") == 2
 
 
 def test_http_keep_alive_malformed_and_unknown(spawn: Spawn, client: httpx.Client) -> None:
     kv = spawn("kv", "--load-seconds", "0")
     wait_healthy(client, kv)
-    two = (
-        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
+    two = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     answer = raw_exchange(kv.port, two)
     assert answer.count(b"HTTP/1.1 200 OK") == 2  # both on one connection
     assert b"connection: keep-alive" in answer.lower()
     assert raw_exchange(kv.port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    assert raw_exchange(kv.port, b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n").startswith(
-        b"HTTP/1.1 400 "
-    )
+    assert raw_exchange(kv.port, b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     bad_length = b"PUT /v1/kv/a HTTP/1.1\r\nContent-Length: nope\r\n\r\n"
     assert raw_exchange(kv.port, bad_length).startswith(b"HTTP/1.1 400 ")
     assert client.get(f"{kv.url}/nope").status_code == 404
@@ -221,11 +213,7 @@ def test_worker_loads_then_turns_healthy_with_the_ready_line(spawn: Spawn, clien
     out = worker.stdout
     assert out.count(READY_LINE) == 1
     assert f"Uvicorn running on {worker.url}" in out
-    assert (
-        out.index("Uvicorn running on")
-        < out.index("Loading safetensors checkpoint shards")
-        < out.index(READY_LINE)
-    )
+    assert out.index("Uvicorn running on") < out.index("Loading safetensors checkpoint shards") < out.index(READY_LINE)
     assert "\r" in out and "5/5" in out
 
 
@@ -330,9 +318,7 @@ def test_frontend_routes_through_prefill_and_decode(spawn: Spawn, client: httpx.
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("role", ["kv", "worker", "frontend"])
-def test_signal_exits_zero_quickly(
-    spawn: Spawn, client: httpx.Client, role: str, sig: signal.Signals
-) -> None:
+def test_signal_exits_zero_quickly(spawn: Spawn, client: httpx.Client, role: str, sig: signal.Signals) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"  # an unreachable kv: the worker keeps retrying to register
     extra = {"kv": [], "worker": ["--kv", nowhere], "frontend": ["--kv", nowhere]}[role]
     standin = spawn(role, "--load-seconds", "0", *extra)
@@ -346,12 +332,8 @@ def test_signal_exits_zero_quickly(
     assert "Finished server process" in standin.stdout
 
 
-@pytest.mark.parametrize(
-    ("role", "code_args", "expected"), [("kv", [], 1), ("worker", ["--exit-code", "3"], 3)]
-)
-def test_exit_after_crashes_with_the_code(
-    spawn: Spawn, role: str, code_args: list[str], expected: int
-) -> None:
+@pytest.mark.parametrize(("role", "code_args", "expected"), [("kv", [], 1), ("worker", ["--exit-code", "3"], 3)])
+def test_exit_after_crashes_with_the_code(spawn: Spawn, role: str, code_args: list[str], expected: int) -> None:
     standin = spawn(role, "--load-seconds", "0", "--exit-after", "0.2", *code_args)
     assert standin.proc.wait(10) == expected
     assert READY_LINE in standin.stdout
@@ -367,9 +349,7 @@ def test_demo_client_streams_through_the_frontend(spawn: Spawn, client: httpx.Cl
     frontend = spawn("frontend", "--kv", kv.url)
     wait_healthy(client, frontend)
     demo = [sys.executable, str(ROOT / "examples" / "demo_client.py")]
-    done = subprocess.run(
-        [*demo, frontend.url, "--max-tokens", "8"], capture_output=True, text=True, timeout=30
-    )
+    done = subprocess.run([*demo, frontend.url, "--max-tokens", "8"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "models: standin/tiny-llm" in done.stdout and "tokens=8 " in done.stdout
     failed = subprocess.run(

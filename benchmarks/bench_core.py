@@ -1,0 +1,937 @@
+"""Core benchmarks of topovisor (package ``supervisor``), each against a baseline measured in the same run.
+
+    python benchmarks/bench_core.py [--quick] [--json PATH] [--only NAME ...] [--repeats N]
+
+Every figure is the median of several runs (min and max shown too). Supervisor runs and their hand-driven
+baselines alternate, so both see the same machine state. Everything talks to 127.0.0.1 only, lives in a
+temporary directory, and every process started here is stopped before the script exits. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+
+import supervisor as sv
+from supervisor.process import marked_processes
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+LAUNCH_LIMIT_SECONDS = 120.0  # no single launch (or hand-driven equivalent) may take longer than this
+
+# ---------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Stats:
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"median": self.median, "min": self.low, "max": self.high, "values": self.values}
+
+
+@dataclass
+class Result:
+    """One measurement line: the supervisor's figure, the same-run baseline, and the goal."""
+
+    key: str
+    title: str
+    unit: str
+    value: Stats
+    baseline: Stats | None
+    baseline_label: str
+    goal_kind: str  # "ratio": value/baseline (elapsed times) <= goal; "max": value <= goal; "info": no goal
+    goal: float | None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float | None:
+        """What the goal is compared with: the ratio of medians, or the median itself."""
+        if self.goal_kind == "ratio":
+            assert self.baseline is not None
+            return self.value.median / self.baseline.median
+        if self.goal_kind == "max":
+            return self.value.median
+        return None
+
+    @property
+    def verdict(self) -> str:
+        if self.goal is None or self.score is None:
+            return "INFO"
+        return "PASS" if self.score <= self.goal else "MISS"
+
+    def goal_text(self) -> str:
+        if self.goal_kind == "ratio":
+            return f"ratio {self.score:.3f} (goal <= {self.goal:g})"
+        if self.goal_kind == "max":
+            return f"median {fmt(self.value.median, self.unit)} (goal <= {fmt(self.goal or 0, self.unit)})"
+        return "no goal"
+
+    def line(self) -> str:
+        base = ""
+        if self.baseline is not None:
+            base = f" | {self.baseline_label} {fmt_stats(self.baseline, self.unit)}"
+        note = f"  [{self.note}]" if self.note else ""
+        figure = fmt_stats(self.value, self.unit)
+        return f"{self.title}: {figure}{base} | {self.goal_text()} {self.verdict}{note}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "unit": self.unit,
+            "value": self.value.to_json(),
+            "baseline": self.baseline.to_json() if self.baseline else None,
+            "baseline_label": self.baseline_label,
+            "goal_kind": self.goal_kind,
+            "goal": self.goal,
+            "score": self.score,
+            "verdict": self.verdict,
+            "note": self.note,
+            "extra": self.extra,
+        }
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "%":
+        return f"{value:.2f} %"
+    return f"{value:.1f} {unit}"
+
+
+def fmt_stats(stats: Stats, unit: str) -> str:
+    if len(stats.values) == 1:
+        return fmt(stats.median, unit)
+    low, high = fmt(stats.low, unit), fmt(stats.high, unit)
+    return f"{fmt(stats.median, unit)} (min {low}, max {high}, n={len(stats.values)})"
+
+
+def report(result: Result, results: list[Result]) -> None:
+    results.append(result)
+    print(result.line(), flush=True)
+
+
+def info(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# settings
+
+
+@dataclass
+class Settings:
+    quick: bool
+    repeats: int | None  # overrides every section's count
+    work: Path  # temporary directory of this run
+
+    def count(self, full: int, quick: int) -> int:
+        return self.repeats if self.repeats is not None else (quick if self.quick else full)
+
+    def budget(self, full: float, quick: float) -> float:
+        return quick if self.quick else full
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.work / "runs"
+
+
+def rounds(count: int, budget_seconds: float, minimum: int = 1) -> Iterator[int]:
+    """Repeat ``count`` times, but stop early (after ``minimum``) once ``budget_seconds`` are spent."""
+    deadline = time.monotonic() + budget_seconds
+    for index in range(count):
+        if index >= minimum and time.monotonic() > deadline:
+            info(f"(time budget of {budget_seconds:g}s spent: {index} of {count} rounds)")
+            return
+        yield index
+
+
+def child_env() -> dict[str, str]:
+    """The environment the supervisor gives a child, minus its two marks: same for hand-driven runs."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hand-driven process handling (the baselines)
+
+
+class HandProcesses:
+    """Processes started by hand: each in its own session; all SIGKILLed and reaped on close."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, argv: Sequence[str], *, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        if proc.stdout is not None:
+            os.set_blocking(proc.stdout.fileno(), False)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def hand_processes() -> Iterator[HandProcesses]:
+    hand = HandProcesses()
+    try:
+        yield hand
+    finally:
+        hand.close()
+
+
+async def read_until(fd: int, marker: bytes, buffer: bytearray) -> float:
+    """Read a non-blocking pipe until ``marker`` appears; return ``time.monotonic()`` at that moment."""
+    while marker not in buffer:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
+            continue
+        if not chunk:
+            raise RuntimeError(f"end of output before {marker!r}: {bytes(buffer[-300:])!r}")
+        buffer += chunk
+    return time.monotonic()
+
+
+async def read_stamp(path: Path, limit: float = 5.0) -> float:
+    """The float a child wrote to ``path`` (it may write it just after we noticed readiness)."""
+    with anyio.fail_after(limit):
+        while not path.exists():
+            await anyio.sleep(0.001)
+    return float(path.read_text())
+
+
+def spread(index: int, low: float, high: float) -> float:
+    """A delay in [low, high) that differs from round to round, so polls meet readiness at varied phases."""
+    return low + (high - low) * ((index * 0.6180339887) % 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. DAG all-ready vs a hand-driven ideal launch
+
+# name, delay before "ready", dependencies: three levels, six services
+DAG: list[tuple[str, float, list[str]]] = [
+    ("kv", 0.3, []),
+    ("tokenizer", 0.2, []),
+    ("prefill", 0.3, ["kv"]),
+    ("decode", 0.2, ["kv", "tokenizer"]),
+    ("router", 0.3, ["prefill", "decode"]),
+    ("gateway", 0.4, ["decode"]),
+]
+
+
+def dag_argv(delay: float) -> list[str]:
+    return [PYTHON, "-S", str(PROGRAMS / "sleep_ready.py"), str(delay)]
+
+
+async def dag_supervised(settings: Settings) -> float:
+    topology = sv.Topology(
+        name="bench-dag",
+        services=[
+            sv.Service(name=name, command=dag_argv(delay), depends_on=deps, ready=sv.LogCheck("^ready$"))
+            for name, delay, deps in DAG
+        ],
+    )
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        began = time.monotonic()
+        async with sv.launch(topology, runs_dir=settings.runs_dir):
+            return time.monotonic() - began
+    raise AssertionError("unreachable")
+
+
+async def dag_ideal() -> float:
+    """Spawn each program the moment all its dependencies printed their ready line; until the last did."""
+    ready = {name: anyio.Event() for name, _, _ in DAG}
+    ready_at: dict[str, float] = {}
+    with hand_processes() as hand, anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        began = time.monotonic()
+
+        async def run(name: str, delay: float, deps: list[str]) -> None:
+            for dep in deps:
+                await ready[dep].wait()
+            proc = hand.spawn(dag_argv(delay))
+            assert proc.stdout is not None
+            ready_at[name] = await read_until(proc.stdout.fileno(), b"ready\n", bytearray())
+            ready[name].set()
+
+        async with anyio.create_task_group() as tg:
+            for name, delay, deps in DAG:
+                tg.start_soon(run, name, delay, deps)
+        return max(ready_at.values()) - began
+
+
+async def bench_dag(settings: Settings, results: list[Result]) -> None:
+    critical = max_path_delay()
+    info(f"DAG of {len(DAG)} services on 3 levels, log probes; critical path sleeps {critical:.1f} s in all")
+    supervised: list[float] = []
+    ideal: list[float] = []
+    for index in rounds(settings.count(7, 3), settings.budget(40, 15)):
+        pair: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
+            (supervised, lambda: dag_supervised(settings)),
+            (ideal, dag_ideal),
+        ]
+        for bucket, runner in pair if index % 2 == 0 else reversed(pair):
+            bucket.append(await runner())
+    report(
+        Result(
+            key="dag_all_ready",
+            title="1. DAG all-ready (6 services, 3 levels)",
+            unit="s",
+            value=Stats(supervised),
+            baseline=Stats(ideal),
+            baseline_label="ideal",
+            goal_kind="ratio",
+            goal=1.05,
+            note="launch() entry to body vs hand-spawned on ready lines",
+        ),
+        results,
+    )
+
+
+def max_path_delay() -> float:
+    delays = {name: delay for name, delay, _ in DAG}
+    finish: dict[str, float] = {}
+    for name, _, deps in DAG:  # listed in dependency order
+        finish[name] = max((finish[d] for d in deps), default=0.0) + delays[name]
+    return max(finish.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. readiness notice latency
+
+
+@dataclass
+class Variant:
+    key: str
+    title: str
+    mode: str  # 503 | late | log
+    announce: bool
+    goal: float  # ms
+
+
+VARIANTS = [
+    Variant("ready_log", "2. ready latency, log probe", "log", True, 2.0),
+    Variant("ready_http_503_announced", "2. ready latency, http 503->200, line printed", "503", True, 10.0),
+    Variant("ready_http_503_silent", "2. ready latency, http 503->200, silent", "503", False, 10.0),
+    Variant("ready_http_late_announced", "2. ready latency, http bind-late, line printed", "late", True, 10.0),
+    Variant("ready_http_late_silent", "2. ready latency, http bind-late, silent", "late", False, 10.0),
+]
+
+
+def server_argv(mode: str, delay: float, stamp: Path, port: str, *, announce: bool) -> list[str]:
+    argv = [PYTHON, "-S", str(PROGRAMS / "ready_server.py"), "--mode", mode, "--delay", f"{delay:.4f}"]
+    argv += ["--stamp", str(stamp), "--port", port]
+    return argv + (["--announce"] if announce else [])
+
+
+async def latency_supervised(settings: Settings, variant: Variant, delay: float, stamp: Path) -> float:
+    http = sv.HttpCheck("http://127.0.0.1:{port}/health")
+    check: sv.Check = sv.LogCheck("^READY$") if variant.mode == "log" else http
+    service = sv.Service(
+        name="server",
+        command=server_argv(variant.mode, delay, stamp, "{port}", announce=variant.announce),
+        ports=["port"],
+        ready=sv.Probe(check, timeout_seconds=60),
+    )
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        async with sv.launch(sv.Topology(name="bench-ready", services=[service]), runs_dir=settings.runs_dir):
+            returned = time.monotonic()
+            return (returned - await read_stamp(stamp)) * 1000
+
+
+async def http_ok(port: int) -> bool:
+    """One raw GET /health; true on a 200."""
+    try:
+        async with await anyio.connect_tcp(HOST, port) as stream:
+            await stream.send(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b""
+            while b"\r\n" not in head:
+                head += await stream.receive(256)
+            return head.split(b" ", 2)[1] == b"200"
+    except (OSError, anyio.EndOfStream, IndexError):
+        return False
+
+
+async def latency_hand(mode: str, delay: float, stamp: Path) -> float:
+    """The floor: read the pipe directly (log), or a raw GET every millisecond (http)."""
+    port = free_port()
+    with hand_processes() as hand, anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        proc = hand.spawn(server_argv(mode, delay, stamp, str(port), announce=mode == "log"))
+        assert proc.stdout is not None
+        if mode == "log":
+            seen = await read_until(proc.stdout.fileno(), b"READY\n", bytearray())
+        else:
+            while not await http_ok(port):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}")
+                await anyio.sleep(0.001)
+            seen = time.monotonic()
+        return (seen - await read_stamp(stamp)) * 1000
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def bench_readiness(settings: Settings, results: list[Result]) -> None:
+    count = settings.count(7, 3)
+    info("servers become ready 0.3-0.5 s after start (varied per round); latency = launch return - ready stamp")
+    hand: dict[str, list[float]] = {"log": [], "503": [], "late": []}
+    supervised: dict[str, list[float]] = {v.key: [] for v in VARIANTS}
+    stamps = settings.work / "stamps"
+    stamps.mkdir(exist_ok=True)
+    serial = 0
+
+    def next_stamp() -> Path:
+        nonlocal serial
+        serial += 1
+        return stamps / f"ready-{serial}"
+
+    for index in rounds(count, settings.budget(90, 35)):
+        delay = spread(index, 0.3, 0.5)
+        for mode in hand:
+            hand[mode].append(await latency_hand(mode, delay, next_stamp()))
+        for variant in VARIANTS:
+            supervised[variant.key].append(await latency_supervised(settings, variant, delay, next_stamp()))
+    for variant in VARIANTS:
+        floor = "pipe read" if variant.mode == "log" else "raw 1ms poll"
+        report(
+            Result(
+                key=variant.key,
+                title=variant.title,
+                unit="ms",
+                value=Stats(supervised[variant.key]),
+                baseline=Stats(hand[variant.mode]),
+                baseline_label=f"hand {floor}",
+                goal_kind="max",
+                goal=variant.goal,
+            ),
+            results,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. teardown overhead
+
+TEARDOWN = [("kv", 1, []), ("tokenizer", 1, []), ("prefill", 2, ["kv"]), ("decode", 2, ["kv", "tokenizer"]),
+            ("router", 2, ["prefill", "decode"]), ("gateway", 2, ["decode"])]  # fmt: skip
+
+
+def last_stamp(directory: Path, expected: int) -> float:
+    stamps = [float(p.read_text()) for p in directory.iterdir() if p.read_text()]
+    if len(stamps) != expected:
+        raise RuntimeError(f"{len(stamps)} SIGTERM stamps in {directory}, expected {expected}")
+    return max(stamps)
+
+
+async def teardown_supervised(settings: Settings, stamp_dir: Path) -> tuple[float, float]:
+    """(overhead after the last exit, whole teardown) in ms."""
+    argv = [PYTHON, "-S", str(PROGRAMS / "term_stamp.py"), str(stamp_dir)]
+    topology = sv.Topology(
+        name="bench-teardown",
+        services=[
+            sv.Service(name=name, command=argv, replicas=n, depends_on=deps, ready=sv.LogCheck("^ready$"))
+            for name, n, deps in TEARDOWN
+        ],
+    )
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        async with sv.launch(topology, runs_dir=settings.runs_dir):
+            leaving = time.monotonic()
+        left = time.monotonic()
+    last = last_stamp(stamp_dir, sum(n for _, n, _ in TEARDOWN))
+    return (left - last) * 1000, (left - leaving) * 1000
+
+
+async def teardown_hand(stamp_dir: Path) -> tuple[float, float]:
+    """The floor: SIGTERM level by level (dependents first), await each exit on a pidfd, reap."""
+    argv = [PYTHON, "-S", str(PROGRAMS / "term_stamp.py"), str(stamp_dir)]
+    levels: dict[str, int] = {}
+    for name, _, deps in TEARDOWN:
+        levels[name] = 1 + max((levels[d] for d in deps), default=0)
+    with hand_processes() as hand, anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        by_level: dict[int, list[subprocess.Popen[bytes]]] = {}
+        for name, n, _ in TEARDOWN:
+            by_level.setdefault(levels[name], []).extend(hand.spawn(argv) for _ in range(n))
+        for proc in hand.procs:
+            assert proc.stdout is not None
+            await read_until(proc.stdout.fileno(), b"ready\n", bytearray())
+        leaving = time.monotonic()
+        for level in sorted(by_level, reverse=True):
+            procs = by_level[level]
+            for proc in procs:
+                os.killpg(proc.pid, signal.SIGTERM)
+            async with anyio.create_task_group() as tg:
+                for proc in procs:
+                    tg.start_soon(reap, proc)
+        left = time.monotonic()
+        hand_pids = [p.pid for p in hand.procs]
+    last = last_stamp(stamp_dir, len(hand_pids))
+    return (left - last) * 1000, (left - leaving) * 1000
+
+
+async def reap(proc: subprocess.Popen[bytes]) -> None:
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    proc.wait()
+
+
+async def bench_teardown(settings: Settings, results: list[Result]) -> None:
+    replicas = sum(n for _, n, _ in TEARDOWN)
+    info(f"{len(TEARDOWN)} services / {replicas} replicas on 3 levels; children stamp SIGTERM then os._exit(0)")
+    overhead: list[float] = []
+    whole: list[float] = []
+    hand_overhead: list[float] = []
+    hand_whole: list[float] = []
+    for index in rounds(settings.count(7, 3), settings.budget(30, 12)):
+        for first in (index % 2 == 0, index % 2 != 0):
+            stamp_dir = settings.work / f"term-{index}-{int(first)}"
+            stamp_dir.mkdir()
+            if first:
+                o, w = await teardown_supervised(settings, stamp_dir)
+                overhead.append(o)
+                whole.append(w)
+            else:
+                o, w = await teardown_hand(stamp_dir)
+                hand_overhead.append(o)
+                hand_whole.append(w)
+    report(
+        Result(
+            key="teardown_overhead",
+            title="3. teardown overhead after last exit",
+            unit="ms",
+            value=Stats(overhead),
+            baseline=Stats(hand_overhead),
+            baseline_label="hand pidfd",
+            goal_kind="max",
+            goal=50.0,
+            note="last child's SIGTERM stamp -> block exited",
+        ),
+        results,
+    )
+    report(
+        Result(
+            key="teardown_total",
+            title="3. teardown total (body end -> block exited)",
+            unit="ms",
+            value=Stats(whole),
+            baseline=Stats(hand_whole),
+            baseline_label="hand",
+            goal_kind="info",
+            goal=None,
+        ),
+        results,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. log throughput
+
+LINE_BYTES = 100
+LINES_PER_BLOCK = 10_000
+BLOCK_BYTES = LINE_BYTES * LINES_PER_BLOCK
+
+
+def count_lines(paths: Sequence[Path]) -> int:
+    lines = 0
+    for path in paths:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 22):
+                lines += chunk.count(b"\n")
+    return lines
+
+
+async def logs_supervised(settings: Settings, blocks: int) -> tuple[float, float, list[Path]]:
+    """(elapsed s, supervisor cpu s, log files) for the spewing child under the supervisor."""
+    service = sv.Service(
+        name="spew",
+        command=[PYTHON, "-S", str(PROGRAMS / "spew.py"), str(blocks)],
+        log=sv.LogPolicy(max_bytes="50MB", backups=20),
+    )
+    me = psutil.Process()
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        cpu = me.cpu_times()
+        began = time.monotonic()
+        async with sv.launch(sv.Topology(name="bench-logs", services=[service]), runs_dir=settings.runs_dir) as group:
+            await group.wait()
+            logs_dir = group.logs_dir
+        elapsed = time.monotonic() - began
+        after = me.cpu_times()
+    files = sorted(logs_dir.glob("spew.log*"))
+    return elapsed, (after.user + after.system) - (cpu.user + cpu.system), files
+
+
+def logs_direct(path: Path, blocks: int) -> float:
+    with hand_processes() as hand, path.open("wb") as out:
+        began = time.monotonic()
+        proc = hand.spawn([PYTHON, "-S", str(PROGRAMS / "spew.py"), str(blocks)], stdout=out.fileno())
+        proc.wait(timeout=LAUNCH_LIMIT_SECONDS)
+        elapsed = time.monotonic() - began
+    if proc.returncode != 0:
+        raise RuntimeError(f"spew exited with {proc.returncode}")
+    return elapsed
+
+
+async def bench_logs(settings: Settings, results: list[Result]) -> None:
+    blocks = 200
+    megabytes = blocks * BLOCK_BYTES / 1e6
+    expected = blocks * LINES_PER_BLOCK
+    info(f"child writes {megabytes:.0f} MB ({expected:,} lines of {LINE_BYTES} B) as fast as it can; "
+         "supervisor log rotates at 50 MB")  # fmt: skip
+    supervised: list[float] = []
+    direct: list[float] = []
+    cpu: list[float] = []
+    files_seen = 0
+    for index in rounds(settings.count(5, 2), settings.budget(45, 20)):
+        for first in (index % 2 == 0, index % 2 != 0):
+            if first:
+                elapsed, cpu_seconds, files = await logs_supervised(settings, blocks)
+                got = count_lines(files)
+                if got != expected:
+                    raise RuntimeError(f"supervisor logs hold {got} lines, expected {expected}: {files}")
+                files_seen = len(files)
+                for path in files:
+                    path.unlink()
+                supervised.append(elapsed)
+                cpu.append(cpu_seconds)
+            else:
+                path = settings.work / "direct.log"
+                direct.append(await anyio.to_thread.run_sync(logs_direct, path, blocks))
+                got = count_lines([path])
+                path.unlink()
+                if got != expected:
+                    raise RuntimeError(f"direct file holds {got} lines, expected {expected}")
+    info(f"line count exact in all {len(supervised)} supervised runs: {expected:,} lines in {files_seen} files")
+    report(
+        Result(
+            key="logs_elapsed",
+            title=f"4. log {megabytes:.0f} MB elapsed",
+            unit="s",
+            value=Stats(supervised),
+            baseline=Stats(direct),
+            baseline_label="stdout=file",
+            goal_kind="ratio",
+            goal=1.2,
+            note=f"supervisor process CPU {statistics.median(cpu):.2f} s per run",
+        ),
+        results,
+    )
+    report(
+        Result(
+            key="logs_throughput",
+            title="4. log throughput",
+            unit="MB/s",
+            value=Stats([megabytes / s for s in supervised]),
+            baseline=Stats([megabytes / s for s in direct]),
+            baseline_label="stdout=file",
+            goal_kind="info",
+            goal=None,
+        ),
+        results,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. 200 replicas
+
+TINY = "import sys, time\nsys.stdout.write('ready\\n')\nsys.stdout.flush()\nwhile True: time.sleep(3600)"
+REPLICAS = 200
+
+
+def tiny_argv() -> list[str]:
+    return [PYTHON, "-S", "-c", TINY]
+
+
+def replicas_hand(count: int) -> float:
+    """Popen all, then wait on one selector until every one printed its line."""
+    with hand_processes() as hand:
+        began = time.monotonic()
+        deadline = began + LAUNCH_LIMIT_SECONDS
+        procs = [hand.spawn(tiny_argv()) for _ in range(count)]
+        buffers: dict[int, bytearray] = {}
+        with selectors.DefaultSelector() as selector:
+            for proc in procs:
+                assert proc.stdout is not None
+                selector.register(proc.stdout.fileno(), selectors.EVENT_READ)
+                buffers[proc.stdout.fileno()] = bytearray()
+            waiting = len(procs)
+            while waiting:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{waiting} of {count} replicas never printed their line")
+                for key, _ in selector.select(timeout=1.0):
+                    fd = int(key.fd)
+                    chunk = os.read(fd, 65536)
+                    buffers[fd] += chunk
+                    if b"ready\n" in buffers[fd] or not chunk:
+                        if not chunk:
+                            raise RuntimeError("a replica ended before its line")
+                        selector.unregister(fd)
+                        waiting -= 1
+        return time.monotonic() - began
+
+
+def cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+async def replicas_supervised(settings: Settings, count: int, idle_seconds: float) -> dict[str, float]:
+    topology = sv.Topology(
+        name="bench-replicas",
+        services=[sv.Service(name="tiny", command=tiny_argv(), replicas=count, ready=sv.LogCheck("^ready$"))],
+    )
+    me = psutil.Process()
+    gc.collect()
+    rss_before = me.memory_info().rss
+    out: dict[str, float] = {}
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS + idle_seconds):
+        began = time.monotonic()
+        async with sv.launch(topology, runs_dir=settings.runs_dir) as group:
+            out["ready_s"] = time.monotonic() - began
+            assert len(group["tiny"].pids) == count
+            if idle_seconds:
+                await anyio.sleep(0.2)  # let the last lines of output and events settle
+                cpu0, wall0 = cpu_seconds(), time.monotonic()
+                await anyio.sleep(idle_seconds)
+                cpu1, wall1 = cpu_seconds(), time.monotonic()
+                out["idle_cpu_pct"] = 100 * (cpu1 - cpu0) / (wall1 - wall0)
+                gc.collect()
+                out["rss_mib"] = me.memory_info().rss / 2**20
+                out["rss_increase_mib"] = (me.memory_info().rss - rss_before) / 2**20
+                out["rss_before_mib"] = rss_before / 2**20
+            leaving = time.monotonic()
+        out["teardown_s"] = time.monotonic() - leaving
+    return out
+
+
+async def bench_replicas(settings: Settings, results: list[Result]) -> None:
+    info(f"{REPLICAS} replicas of `python -S -c` printing a line at once; log probe vs Popen-all + selector")
+    supervised: list[float] = []
+    hand: list[float] = []
+    teardown: list[float] = []
+    idle: dict[str, float] = {}
+    count = settings.count(3, 1)
+    idle_seconds = settings.budget(5.0, 2.0)
+    # idle CPU of this same process with nothing launched, over the same window: the floor
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    await anyio.sleep(min(idle_seconds, 2.0))
+    idle_floor = 100 * (cpu_seconds() - cpu0) / (time.monotonic() - wall0)
+    for index in rounds(count, settings.budget(90, 40)):
+        for first in (index % 2 == 0, index % 2 != 0):
+            if first:
+                measure_idle = index == count - 1 or not idle
+                out = await replicas_supervised(settings, REPLICAS, idle_seconds if measure_idle else 0.0)
+                supervised.append(out["ready_s"])
+                teardown.append(out["teardown_s"])
+                if "idle_cpu_pct" in out:
+                    idle = out
+            else:
+                hand.append(await anyio.to_thread.run_sync(replicas_hand, REPLICAS))
+    report(
+        Result(
+            key="replicas_all_ready",
+            title=f"5. {REPLICAS} replicas all-ready",
+            unit="s",
+            value=Stats(supervised),
+            baseline=Stats(hand),
+            baseline_label="hand Popen+selector",
+            goal_kind="ratio",
+            goal=1.2,
+            note=f"supervisor teardown median {statistics.median(teardown):.3f} s",
+        ),
+        results,
+    )
+    report(
+        Result(
+            key="replicas_idle_cpu",
+            title=f"5. supervisor idle CPU, {REPLICAS} ready",
+            unit="%",
+            value=Stats([idle["idle_cpu_pct"]]),
+            baseline=Stats([idle_floor]),
+            baseline_label="nothing launched",
+            goal_kind="max",
+            goal=1.0,
+            note=f"% of one core over {idle_seconds:g} s",
+        ),
+        results,
+    )
+    report(
+        Result(
+            key="replicas_rss",
+            title=f"5. supervisor RSS, {REPLICAS} ready",
+            unit="MiB",
+            value=Stats([idle["rss_mib"]]),
+            baseline=Stats([idle["rss_before_mib"]]),
+            baseline_label="before launch",
+            goal_kind="info",
+            goal=None,
+            note=f"+{idle['rss_increase_mib']:.1f} MiB",
+        ),
+        results,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# driver
+
+SECTIONS: dict[str, Callable[[Settings, list[Result]], Awaitable[None]]] = {
+    "dag": bench_dag,
+    "ready": bench_readiness,
+    "teardown": bench_teardown,
+    "logs": bench_logs,
+    "replicas": bench_replicas,
+}
+
+
+def leftovers(settings: Settings) -> list[int]:
+    """Processes this script started that are still alive: our children, and anything of our runs."""
+    pids = {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+    runs = settings.runs_dir
+    for run in runs.iterdir() if runs.is_dir() else ():
+        pids.update(marked_processes(run.name))
+    return sorted(pids)
+
+
+def kill_leftovers(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+
+
+def summary(results: Sequence[Result]) -> str:
+    rows = [("measurement", "median", "min", "max", "baseline", "goal", "score", "result")]
+    for r in results:
+        ratio = r.goal_kind == "ratio"
+        goal = "-" if r.goal is None else (f"<= {r.goal:g}" if ratio else f"<= {fmt(r.goal, r.unit)}")
+        score = "-" if r.score is None else (f"{r.score:.3f}" if ratio else fmt(r.score, r.unit))
+        rows.append(
+            (r.title, fmt(r.value.median, r.unit), fmt(r.value.low, r.unit), fmt(r.value.high, r.unit),
+             fmt(r.baseline.median, r.unit) if r.baseline else "-", goal, score, r.verdict)
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+async def main_async(settings: Settings, only: Sequence[str]) -> list[Result]:
+    results: list[Result] = []
+    for name, section in SECTIONS.items():
+        if only and name not in only:
+            continue
+        began = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            await section(settings, results)
+        finally:
+            left = leftovers(settings)
+            if left:
+                kill_leftovers(left)
+                print(f"!! {name}: processes left behind and killed: {left}", flush=True)
+        info(f"({time.monotonic() - began:.1f} s)")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (about a minute in all)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=[], help="run only these sections")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a goal is missed")
+    parser.add_argument("--repeats", type=int, help="rounds per section (overrides --quick's and the default)")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    cpus = os.cpu_count()
+    system = f"{platform.system()} {platform.release()}"
+    mode = "quick" if args.quick else "full"
+    print(f"topovisor bench_core: python {platform.python_version()}, {system}, {cpus} CPUs, {mode}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="topovisor-bench-") as work:
+        settings = Settings(quick=args.quick, repeats=args.repeats, work=Path(work))
+        try:
+            results = anyio.run(main_async, settings, args.only, backend="asyncio")
+        finally:
+            left = leftovers(settings)
+            if left:
+                kill_leftovers(left)
+                print(f"!! processes left behind and killed: {left}", flush=True)
+    elapsed = time.monotonic() - began
+    print(f"\nsummary ({elapsed:.0f} s in all)\n" + summary(results), flush=True)
+    if args.json:
+        document = {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": cpus,
+            "quick": args.quick,
+            "elapsed_seconds": elapsed,
+            "results": [r.to_json() for r in results],
+        }
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+    misses = [r.key for r in results if r.verdict == "MISS"]
+    return 1 if misses and args.strict else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""YAML -> spec: formats, variables, overrides, and errors that name the file, service and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+from supervisor._units import parse_duration, parse_size
+
+DEMO = Path(__file__).parent.parent / "examples" / "demo.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (3, 3.0), ("1.5s", 1.5), ("250us", 0.00025)]
+)  # fmt: skip
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("text", "size"), [("50MB", 50_000_000), ("4MiB", 4 * 2**20), ("512k", 512_000), (1024, 1024)])
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["10 parsecs", "-1s", "", True, [1]])
+def test_bad_durations_are_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_yaml_and_code_build_the_same_topology(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+name: same
+services:
+  kv:
+    command: [etcd, --port, "{port}"]
+    ports: [port]
+    ready: {http: "http://127.0.0.1:{port}/health", period: 50ms, timeout: 1m, status: 200}
+    stop: {signal: SIGINT, grace: 2s}
+    log: {max_bytes: 4MB, backups: 2}
+  worker:
+    command: [python, -m, worker, --kv, "{kv.url}"]
+    replicas: 2
+    depends_on: {kv: ready}
+    ready: {all: [{log: "ready to roll"}, {tcp: "{port}"}], timeout: 90s}
+    env: {MODE: fast, LEVEL: 3}
+""",
+    )
+    in_code = sv.Topology(
+        name="same",
+        services=[
+            sv.Service(
+                name="kv",
+                command=["etcd", "--port", "{port}"],
+                ports=["port"],
+                ready=sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/health", status=200), period_seconds=0.05, timeout_seconds=60),
+                stop=sv.StopPolicy(signal="SIGINT", grace_seconds=2),
+                log=sv.LogPolicy(max_bytes="4MB", backups=2),
+            ),
+            sv.Service(
+                name="worker",
+                command="python -m worker --kv {kv.url}",
+                replicas=2,
+                depends_on=["kv"],
+                ready=sv.Probe(sv.AllOf([sv.LogCheck("ready to roll"), sv.TcpCheck("{port}")]), timeout_seconds="90s"),
+                env={"MODE": "fast", "LEVEL": 3},
+            ),
+        ],
+    )  # fmt: skip
+    assert sv.load(path) == in_code
+
+
+def test_environment_variables_overrides_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TV_TOKEN", "secret")
+    path = write(
+        tmp_path,
+        """
+name: vars
+vars: {model: tiny, port: 8000}
+services:
+  server:
+    command: [serve, "${model}", --port, "${port}", "${MISSING:-fallback}", "$${literal}"]
+    env: {TOKEN: "${TV_TOKEN}"}
+""",
+    )
+    topo = sv.load(path, overrides={"model": "big", "services.server.replicas": "3"})
+    service = topo.services[0]
+    assert service.command == ("serve", "big", "--port", "8000", "fallback", "${literal}")
+    assert service.env == {"TOKEN": "secret"} and service.replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nservices:\n  a: {command: [true], replicsa: 2}\n", "service 'a': unknown field 'replicsa' (did you mean 'replicas'?)"),
+        ("name: x\nservices:\n  a: {command: [true], stop: {grace: soon}}\n", "service 'a', field 'stop.grace': expected a duration"),
+        ("name: x\nservices:\n  a: {command: [true], log: {max_bytes: lots}}\n", "service 'a', field 'log.max_bytes': expected a size"),
+        ("name: x\nservices:\n  a: {command: [true], ready: {htp: x}}\n", "service 'a', field 'ready': a probe needs one of"),
+        ("name: x\nservices:\n  a: {command: [true], ready: {http: x, perod: 1s}}\n", "unknown field 'perod' (did you mean 'period'?)"),
+        ("name: x\nservices:\n  a: {command: [true], replicas: two}\n", "service 'a', field 'replicas': expected a whole number"),
+        ("name: x\nservices:\n  a: {command: [true], depends_on: {b: healthy}}\n", "condition must be one of"),
+        ("name: x\nservices:\n  a: {command: [true], stop: {signal: SIGNOPE}}\n", "unknown signal"),
+        ("name: x\nservices:\n  a: {command: [true], ports: {http: 70000}}\n", "outside 1..65535"),
+        ("name: x\nservics: {}\n", "unknown field 'servics' (did you mean 'services'?)"),
+        ("name: x\nservices:\n  a: {command: [run, '${NOT_SET_ANYWHERE}']}\n", "${NOT_SET_ANYWHERE} is not set"),
+        ("name: x\nservices: [oops\n", "invalid YAML"),
+    ],
+)  # fmt: skip
+def test_bad_input_names_file_service_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(sv.ConfigError) as info:
+        sv.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert expected in message, message
+
+
+def test_misspelt_override_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nvars: {model: a}\nservices:\n  a: {command: [run, '${model}']}\n")
+    with pytest.raises(sv.ConfigError, match=r"--set modle: the file uses no \$\{modle\} \(did you mean 'model'\?\)"):
+        sv.load(path, overrides={"modle": "b"})
+    with pytest.raises(sv.ConfigError, match="did you mean 'services'"):
+        sv.load(path, overrides={"servics.a.replicas": "2"})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(sv.ConfigError, match="cannot read the topology file"):
+        sv.load(tmp_path / "nope.yaml")
+
+
+def test_the_demo_loads() -> None:
+    topo = sv.load(DEMO)
+    assert [s.name for s in topo.services] == ["kv", "prefill", "decode", "frontend"]

@@ -1,0 +1,127 @@
+"""Validation before anything starts, start order, templates, ports and replica expansion."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+
+PY = sys.executable
+
+
+def plan(*services: sv.Service, tmp_path: Path) -> sv.Plan:
+    return sv.make_plan(sv.Topology(name="t", services=list(services)), runs_dir=tmp_path)
+
+
+def problems(*services: sv.Service, tmp_path: Path) -> str:
+    with pytest.raises(sv.ConfigError) as info:
+        plan(*services, tmp_path=tmp_path)
+    return str(info.value)
+
+
+def svc(name: str, **kwargs: object) -> sv.Service:
+    kwargs.setdefault("command", [PY, "-c", "pass"])
+    return sv.Service(name=name, **kwargs)  # type: ignore[arg-type]
+
+
+def test_start_order_is_dependencies_first_then_file_order(tmp_path: Path) -> None:
+    result = plan(
+        svc("front", depends_on=["b", "a"]),
+        svc("b", depends_on=["kv"]),
+        svc("a"),
+        svc("kv"),
+        tmp_path=tmp_path,
+    )
+    assert [s.name for s in result.services] == ["a", "kv", "b", "front"]
+    assert result.dependents("kv") == ["b"]
+
+
+def test_cycle_is_named(tmp_path: Path) -> None:
+    message = problems(
+        svc("a", depends_on=["c"]), svc("b", depends_on=["a"]), svc("c", depends_on=["b"]), tmp_path=tmp_path
+    )
+    assert "dependency cycle: a -> c -> b -> a" in message
+
+
+@pytest.mark.parametrize(
+    ("services", "expected"),
+    [
+        ([svc("a", depends_on=["kvv"]), svc("kv")], "service 'a', field 'depends_on': unknown service 'kvv' (did you mean 'kv'?)"),
+        ([svc("a", depends_on=["a"])], "cannot depend on itself"),
+        ([svc("a", replicas=-1)], "service 'a', field 'replicas': must be 0 or more, got -1"),
+        ([sv.Service(name="a")], "service 'a', field 'command': missing"),
+        ([svc("a", command=["no-such-program-xyz"])], "executable 'no-such-program-xyz' not found on PATH"),
+        ([svc("a", command=["./missing/run.sh"])], "./missing/run.sh does not exist"),
+        ([svc("a", ports={"http": 8000}), svc("b", ports={"grpc": 8000})], "port 8000 is also a.http"),
+        ([svc("a", ports={"http": 8000}, replicas=2)], "would be bound by all 2 replicas"),
+        ([svc("a", ports=["http", "http"])], "port 'http' named twice"),
+        ([svc("a", command=[PY, "{prot}"], ports=["port"])], "unknown template {prot} (did you mean 'port'?)"),
+        ([svc("a", command=[PY, "{kv.ulr}"]), svc("kv", ports=["port"])], "unknown template {kv.ulr} (did you mean 'kv.url'?)"),
+        ([svc("a", ready=sv.LogCheck("ready ("))], "bad regex 'ready ('"),
+        ([svc("a", ready=sv.HttpCheck("http://x", body="[unclosed"))], "bad regex"),
+        ([svc("a.b")], "a name must be letters, digits"),
+        ([svc("a"), svc("a")], "service 'a': defined twice"),
+        ([svc("a", shell="echo hi")], "give either command: or shell:, not both"),
+    ],
+)  # fmt: skip
+def test_invalid_topologies_are_refused_with_the_field_named(
+    tmp_path: Path, services: list[sv.Service], expected: str
+) -> None:
+    assert expected in problems(*services, tmp_path=tmp_path)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    message = problems(svc("a", replicas=-1), sv.Service(name="b"), svc("c", depends_on=["zz"]), tmp_path=tmp_path)
+    assert "3 problems" in message
+
+
+def test_templates_ports_and_replicas(tmp_path: Path) -> None:
+    result = plan(
+        svc("kv", ports=["port"]),
+        svc("worker", replicas=2, ports=["http", "metrics"],
+            command=["{python}", "--kv", "{kv.url}", "--http", "{http}", "--metrics", "{metrics}", "--rank", "{replica}",
+                     "--name", "{name}", "--dir", "{run_dir}", '{"json": "kept"}', "{{literal}}"],
+            env={"KV_PORT": "{kv.port}"}),
+        svc("front", command=[PY, "{worker.urls}", "{worker.1.http}"], ports=["port"], ready=sv.HttpCheck("{url}/health")),
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    kv = result.service("kv").replicas[0]
+    w0, w1 = result.service("worker").replicas
+    assert (w0.name, w1.name) == ("worker.0", "worker.1")
+    ports = {kv.port, w0.ports["http"], w0.ports["metrics"], w1.ports["http"], w1.ports["metrics"]}
+    assert len(ports) == 5 and None not in ports
+    assert w1.argv == (
+        PY, "--kv", f"http://127.0.0.1:{kv.port}", "--http", str(w1.ports["http"]), "--metrics",
+        str(w1.ports["metrics"]), "--rank", "1", "--name", "worker.1", "--dir", str(result.run_dir),
+        '{"json": "kept"}', "{literal}",
+    )  # fmt: skip
+    assert w0.env == {"KV_PORT": str(kv.port)}
+    front = result.service("front").replicas[0]
+    assert front.argv[1] == f"{w0.url},{w1.url}" and front.argv[2] == str(w1.ports["http"])
+    assert front.ready is not None and front.ready.check == sv.HttpCheck(f"{front.url}/health")
+    assert result.run_dir.parent == tmp_path and result.run_id.endswith(result.run_dir.name[-6:])
+
+
+def test_fixed_ports_are_kept_and_never_handed_out(tmp_path: Path) -> None:
+    handed = iter([9001, 9002])
+    result = sv.make_plan(
+        sv.Topology(name="t", services=[svc("a", ports={"http": 9000}), svc("b", ports=["port"])]),
+        runs_dir=tmp_path,
+        allocate_port=lambda: next(handed),
+        reserve_port=lambda port: None,
+    )
+    assert result.service("a").replicas[0].port == 9000
+    assert result.service("b").replicas[0].port == 9001
+
+
+def test_shell_is_used_only_when_asked(tmp_path: Path) -> None:
+    result = (
+        plan(svc("a", command=None, shell="echo {port} | cat", ports=["port"]), tmp_path=tmp_path)
+        if False
+        else plan(sv.Service(name="a", shell="echo {port} | cat", ports=["port"]), tmp_path=tmp_path)
+    )
+    replica = result.service("a").replicas[0]
+    assert replica.argv == ("/bin/sh", "-c", f"echo {replica.port} | cat")

@@ -1,0 +1,73 @@
+"""The public surface: one sorted ``__all__``, every name importable, nothing public left out."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import supervisor
+
+MODULES = [
+    "spec",
+    "config",
+    "plan",
+    "probes",
+    "process",
+    "logs",
+    "events",
+    "group",
+    "launch",
+    "errors",
+    "resources",
+]
+
+
+def test_all_is_sorted_and_importable() -> None:
+    assert supervisor.__all__ == sorted(supervisor.__all__)
+    for name in supervisor.__all__:
+        assert getattr(supervisor, name) is not None
+
+
+def test_every_module_declares_all_and_public_classes_are_exported() -> None:
+    exported = set(supervisor.__all__)
+    for name in MODULES:
+        module = importlib.import_module(f"supervisor.{name}")
+        assert hasattr(module, "__all__"), name
+    for name in (
+        "Topology",
+        "Service",
+        "Probe",
+        "HttpCheck",
+        "ServiceFailed",
+        "ConfigError",
+        "launch",
+        "run",
+        "load",
+    ):
+        assert name in exported
+
+
+def test_import_is_light() -> None:
+    """``import supervisor`` loads no heavy dependency until a name is used."""
+    code = "import sys, supervisor; print(sorted(m for m in ('httpx', 'cattrs', 'yaml', 'psutil', 'anyio') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_supervisord_install_over_ours_is_detected(tmp_path: Path) -> None:
+    package = Path(supervisor.__file__).parent
+    fake = tmp_path / "supervisor"
+    fake.mkdir()
+    for source in package.glob("*.py"):
+        (fake / source.name).write_text(source.read_text())
+    (fake / "supervisord.py").write_text("# supervisord's main module\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "import supervisor"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode != 0 and "mixes topovisor with supervisord" in result.stderr

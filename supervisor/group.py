@@ -163,6 +163,8 @@ class RunningTopology:
         self._torn_down = anyio.Event()
         self._all_done = anyio.Event()
         self.started_at = time.monotonic()
+        self._started_wall = time.time()
+        self.phase = "pending"  #: pending, starting, running, stopping, stopped
         self.ready_at: float | None = None
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
 
@@ -213,10 +215,13 @@ class RunningTopology:
     # ----- start ----------------------------------------------------------------------------------
     async def _start(self, tg: TaskGroup) -> None:
         self._tg = tg
+        self.phase = "starting"
+        self._write_manifest()
         async with anyio.create_task_group() as start_group:
             for service in self.plan.services:
                 start_group.start_soon(self._start_service, service, name=f"start {service.name}")
         self.ready_at = time.monotonic()
+        self.phase = "running"
         self._write_manifest()
 
     async def _start_service(self, service: ServicePlan) -> None:
@@ -225,6 +230,7 @@ class RunningTopology:
         conditions = self._conditions[service.name]
         replicas = self._services[service.name].replicas
         runners = [self._spawn(r) for r in replicas]
+        self._write_manifest()  # pids on disk before anything else can go wrong
         conditions["started"].set()
         async with anyio.create_task_group() as ready_group:
             for replica, runner in zip(replicas, runners, strict=True):
@@ -405,6 +411,8 @@ class RunningTopology:
             await self._torn_down.wait()
             return
         self._stopping = True
+        self.phase = "stopping"
+        self._write_manifest()
         try:
             marked = await anyio.to_thread.run_sync(marked_processes, self.run_id)
             by_replica: dict[str, list[psutil.Process]] = {}
@@ -423,6 +431,7 @@ class RunningTopology:
                         while not replica.stream.closed:
                             await replica.stream.wait_activity()
                     replica.stream.close()
+            self.phase = "stopped"
             self._write_manifest()
         finally:
             for scope in self._task_scopes:
@@ -446,7 +455,8 @@ class RunningTopology:
             return
         others = [p for p in others if p.pid != process.pid]
         if replica.exited.is_set() and not any(alive(p) for p in others):
-            replica.state = ReplicaState.STOPPED if replica.state is not ReplicaState.FAILED else replica.state
+            if replica.state not in (ReplicaState.FAILED, ReplicaState.COMPLETED):
+                replica.state = ReplicaState.STOPPED
             return
         replica.stopping = True
         replica.state = ReplicaState.STOPPING
@@ -494,7 +504,10 @@ class RunningTopology:
             "name": self.plan.name,
             "source": self.plan.source,
             "run_dir": str(self.run_dir),
+            "phase": self.phase,
             "supervisor_pid": os.getpid(),
+            "supervisor_create_time": _own_create_time(),
+            "started_wall_time": self._started_wall,
             "services": {
                 s.name: {
                     "depends_on": {d.service: d.condition for d in s.plan.depends_on},
@@ -524,7 +537,12 @@ def _replica_record(replica: Replica) -> dict[str, Any]:
         "ports": replica.ports,
         "url": replica.url,
         "log": str(replica.log_path),
+        "stop": {"signal": replica.plan.stop.signal, "grace_seconds": replica.plan.stop.grace_seconds},
     }
+
+
+def _own_create_time() -> float:
+    return psutil.Process().create_time()
 
 
 async def _wait_gone(processes: list[psutil.Process]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import psutil
 
 import supervisor as sv
@@ -73,7 +76,7 @@ class Result:
     baseline: Stats | None
     baseline_label: str
     goal_kind: str  # "ratio": value/baseline (elapsed times) <= goal; "max": value <= goal; "info": no goal
-    goal: float | None
+    goal: float | None  # None: shown, but no PASS/MISS (INFO)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -95,8 +98,8 @@ class Result:
 
     def goal_text(self) -> str:
         if self.goal_kind == "ratio":
-            return f"ratio {self.score:.3f} (goal <= {self.goal:g})"
-        if self.goal_kind == "max":
+            return f"ratio {self.score:.3f}" + (f" (goal <= {self.goal:g})" if self.goal is not None else "")
+        if self.goal_kind == "max" and self.goal is not None:
             return f"median {fmt(self.value.median, self.unit)} (goal <= {fmt(self.goal or 0, self.unit)})"
         return "no goal"
 
@@ -362,7 +365,8 @@ class Variant:
     title: str
     mode: str  # 503 | late | log
     announce: bool
-    goal: float  # ms
+    goal: float | None  # ms
+    health_seconds: float = 0.0  # how long each GET /health takes (a busy server)
 
 
 VARIANTS = [
@@ -371,12 +375,14 @@ VARIANTS = [
     Variant("ready_http_503_silent", "2. ready latency, http 503->200, silent", "503", False, 10.0),
     Variant("ready_http_late_announced", "2. ready latency, http bind-late, line printed", "late", True, 10.0),
     Variant("ready_http_late_silent", "2. ready latency, http bind-late, silent", "late", False, 10.0),
+    # diagnostic: output that arrives while a probe attempt is in flight should still wake the probe
+    Variant("ready_http_503_slow", "2. ready latency, 503->200, printed, 30ms /health", "503", True, None, 0.03),
 ]
 
 
-def server_argv(mode: str, delay: float, stamp: Path, port: str, *, announce: bool) -> list[str]:
+def server_argv(mode: str, delay: float, stamp: Path, port: str, *, announce: bool, health: float = 0.0) -> list[str]:
     argv = [PYTHON, "-S", str(PROGRAMS / "ready_server.py"), "--mode", mode, "--delay", f"{delay:.4f}"]
-    argv += ["--stamp", str(stamp), "--port", port]
+    argv += ["--stamp", str(stamp), "--port", port, "--health-seconds", str(health)]
     return argv + (["--announce"] if announce else [])
 
 
@@ -385,7 +391,9 @@ async def latency_supervised(settings: Settings, variant: Variant, delay: float,
     check: sv.Check = sv.LogCheck("^READY$") if variant.mode == "log" else http
     service = sv.Service(
         name="server",
-        command=server_argv(variant.mode, delay, stamp, "{port}", announce=variant.announce),
+        command=server_argv(
+            variant.mode, delay, stamp, "{port}", announce=variant.announce, health=variant.health_seconds
+        ),
         ports=["port"],
         ready=sv.Probe(check, timeout_seconds=60),
     )
@@ -456,6 +464,11 @@ async def bench_readiness(settings: Settings, results: list[Result]) -> None:
             supervised[variant.key].append(await latency_supervised(settings, variant, delay, next_stamp()))
     for variant in VARIANTS:
         floor = "pipe read" if variant.mode == "log" else "raw 1ms poll"
+        if variant.health_seconds:
+            info(
+                f"(next line: each GET /health takes {variant.health_seconds * 1000:.0f} ms, so about that is "
+                "expected; a max near the 100 ms poll period means a ready line was missed)"
+            )
         report(
             Result(
                 key=variant.key,
@@ -464,7 +477,7 @@ async def bench_readiness(settings: Settings, results: list[Result]) -> None:
                 value=Stats(supervised[variant.key]),
                 baseline=Stats(hand[variant.mode]),
                 baseline_label=f"hand {floor}",
-                goal_kind="max",
+                goal_kind="max" if variant.goal is not None else "info",
                 goal=variant.goal,
             ),
             results,
@@ -590,9 +603,32 @@ async def bench_teardown(settings: Settings, results: list[Result]) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # 4. log throughput
 
-LINE_BYTES = 100
-LINES_PER_BLOCK = 10_000
-BLOCK_BYTES = LINE_BYTES * LINES_PER_BLOCK
+LINE_BYTES = 100  # both writers print numbered lines of exactly 100 bytes
+F_SETPIPE_SZ = 1031
+
+
+@dataclass
+class Writer:
+    key: str
+    title: str
+    argv: list[str]
+    lines: int
+    goal: float | None  # on the elapsed ratio vs stdout=file
+
+    @property
+    def megabytes(self) -> float:
+        return self.lines * LINE_BYTES / 1e6
+
+
+def writers(settings: Settings) -> list[Writer]:
+    blocks = 200  # of 10,000 lines
+    printed = 500_000
+    return [
+        Writer("logs_bulk", "4. log 200 MB, bulk writes", [PYTHON, "-S", str(PROGRAMS / "spew.py"), str(blocks)],
+               blocks * 10_000, 1.2),
+        Writer("logs_print", "4. log 50 MB, print() per line", [PYTHON, "-S", str(PROGRAMS / "print_lines.py"),
+               str(printed)], printed, None),
+    ]  # fmt: skip
 
 
 def count_lines(paths: Sequence[Path]) -> int:
@@ -604,88 +640,122 @@ def count_lines(paths: Sequence[Path]) -> int:
     return lines
 
 
-async def logs_supervised(settings: Settings, blocks: int) -> tuple[float, float, list[Path]]:
-    """(elapsed s, supervisor cpu s, log files) for the spewing child under the supervisor."""
-    service = sv.Service(
-        name="spew",
-        command=[PYTHON, "-S", str(PROGRAMS / "spew.py"), str(blocks)],
-        log=sv.LogPolicy(max_bytes="50MB", backups=20),
-    )
-    me = psutil.Process()
+async def logs_supervised(settings: Settings, writer: Writer) -> tuple[float, float]:
+    """(elapsed s, supervisor CPU s): launch() entry until the block has exited, output all on disk."""
+    service = sv.Service(name="spew", command=writer.argv, log=sv.LogPolicy(max_bytes="50MB", backups=20))
     with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
-        cpu = me.cpu_times()
+        cpu = cpu_seconds()
         began = time.monotonic()
-        async with sv.launch(sv.Topology(name="bench-logs", services=[service]), runs_dir=settings.runs_dir) as group:
+        topology = sv.Topology(name="bench-logs", services=[service])
+        async with sv.launch(topology, runs_dir=settings.runs_dir) as group:
             await group.wait()
             logs_dir = group.logs_dir
         elapsed = time.monotonic() - began
-        after = me.cpu_times()
+        cpu = cpu_seconds() - cpu
     files = sorted(logs_dir.glob("spew.log*"))
-    return elapsed, (after.user + after.system) - (cpu.user + cpu.system), files
+    got = count_lines(files)
+    if got != writer.lines:
+        raise RuntimeError(f"supervisor logs hold {got} lines, expected {writer.lines}: {files}")
+    for path in files:
+        path.unlink()
+    return elapsed, cpu
 
 
-def logs_direct(path: Path, blocks: int) -> float:
+def logs_direct(settings: Settings, writer: Writer) -> float:
+    """The child's stdout is the file itself."""
+    path = settings.work / "direct.log"
     with hand_processes() as hand, path.open("wb") as out:
         began = time.monotonic()
-        proc = hand.spawn([PYTHON, "-S", str(PROGRAMS / "spew.py"), str(blocks)], stdout=out.fileno())
+        proc = hand.spawn(writer.argv, stdout=out.fileno())
         proc.wait(timeout=LAUNCH_LIMIT_SECONDS)
         elapsed = time.monotonic() - began
-    if proc.returncode != 0:
-        raise RuntimeError(f"spew exited with {proc.returncode}")
+    check_file(path, writer, proc)
     return elapsed
 
 
+def logs_pipe(settings: Settings, writer: Writer) -> float:
+    """A bare pipe in between: read up to 1 MiB, write it to the file, nothing else (one thread, blocking)."""
+    path = settings.work / "pipe.log"
+    with hand_processes() as hand, path.open("wb") as out:
+        began = time.monotonic()
+        proc = hand.spawn(writer.argv)
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # as the supervisor does
+        os.set_blocking(fd, True)
+        while chunk := os.read(fd, 1 << 20):
+            out.write(chunk)
+        out.flush()
+        proc.wait(timeout=LAUNCH_LIMIT_SECONDS)
+        elapsed = time.monotonic() - began
+    check_file(path, writer, proc)
+    return elapsed
+
+
+def check_file(path: Path, writer: Writer, proc: subprocess.Popen[bytes]) -> None:
+    got = count_lines([path])
+    path.unlink()
+    if proc.returncode != 0 or got != writer.lines:
+        raise RuntimeError(f"{writer.argv}: exit {proc.returncode}, {got} lines, expected {writer.lines}")
+
+
 async def bench_logs(settings: Settings, results: list[Result]) -> None:
-    blocks = 200
-    megabytes = blocks * BLOCK_BYTES / 1e6
-    expected = blocks * LINES_PER_BLOCK
-    info(f"child writes {megabytes:.0f} MB ({expected:,} lines of {LINE_BYTES} B) as fast as it can; "
-         "supervisor log rotates at 50 MB")  # fmt: skip
+    info("numbered 100-byte lines to stdout as fast as the child can; supervisor log rotates at 50 MB;")
+    info("baselines: stdout=open(file) (the goal), and a bare pipe->file drain by hand (what a pipe costs)")
+    for writer in writers(settings):
+        await bench_writer(settings, writer, results)
+
+
+async def bench_writer(settings: Settings, writer: Writer, results: list[Result]) -> None:
+    # one unmeasured round of each: the first run pays for page cache growth and lazy imports
+    await logs_supervised(settings, writer)
+    await anyio.to_thread.run_sync(logs_direct, settings, writer)
     supervised: list[float] = []
-    direct: list[float] = []
     cpu: list[float] = []
-    files_seen = 0
-    for index in rounds(settings.count(5, 2), settings.budget(45, 20)):
-        for first in (index % 2 == 0, index % 2 != 0):
-            if first:
-                elapsed, cpu_seconds, files = await logs_supervised(settings, blocks)
-                got = count_lines(files)
-                if got != expected:
-                    raise RuntimeError(f"supervisor logs hold {got} lines, expected {expected}: {files}")
-                files_seen = len(files)
-                for path in files:
-                    path.unlink()
-                supervised.append(elapsed)
-                cpu.append(cpu_seconds)
-            else:
-                path = settings.work / "direct.log"
-                direct.append(await anyio.to_thread.run_sync(logs_direct, path, blocks))
-                got = count_lines([path])
-                path.unlink()
-                if got != expected:
-                    raise RuntimeError(f"direct file holds {got} lines, expected {expected}")
-    info(f"line count exact in all {len(supervised)} supervised runs: {expected:,} lines in {files_seen} files")
+    direct: list[float] = []
+    pipe: list[float] = []
+
+    async def run_supervised() -> None:
+        elapsed, cpu_seconds = await logs_supervised(settings, writer)
+        supervised.append(elapsed)
+        cpu.append(cpu_seconds)
+
+    async def run_direct() -> None:
+        direct.append(await anyio.to_thread.run_sync(logs_direct, settings, writer))
+
+    async def run_pipe() -> None:
+        pipe.append(await anyio.to_thread.run_sync(logs_pipe, settings, writer))
+
+    runs = [run_supervised, run_direct, run_pipe]
+    for index in rounds(settings.count(5, 2), settings.budget(30, 12)):
+        for run in runs[index % 3 :] + runs[: index % 3]:  # rotate who goes first
+            await run()
+    pipe_ratio = statistics.median(supervised) / statistics.median(pipe)
+    info(f"{writer.title}: line count exact in every run ({writer.lines:,} lines; rotated files summed)")
     report(
         Result(
-            key="logs_elapsed",
-            title=f"4. log {megabytes:.0f} MB elapsed",
+            key=f"{writer.key}_elapsed",
+            title=writer.title,
             unit="s",
             value=Stats(supervised),
             baseline=Stats(direct),
             baseline_label="stdout=file",
             goal_kind="ratio",
-            goal=1.2,
-            note=f"supervisor process CPU {statistics.median(cpu):.2f} s per run",
+            goal=writer.goal,
+            note=f"hand pipe drain {statistics.median(pipe):.3f} s, ratio to it {pipe_ratio:.2f}; "
+            f"supervisor CPU {statistics.median(cpu):.2f} s",
+            extra={"pipe_drain": Stats(pipe).to_json(), "supervisor_cpu_seconds": Stats(cpu).to_json()},
         ),
         results,
     )
     report(
         Result(
-            key="logs_throughput",
-            title="4. log throughput",
+            key=f"{writer.key}_throughput",
+            title=f"{writer.title}, MB/s",
             unit="MB/s",
-            value=Stats([megabytes / s for s in supervised]),
-            baseline=Stats([megabytes / s for s in direct]),
+            value=Stats([writer.megabytes / s for s in supervised]),
+            baseline=Stats([writer.megabytes / s for s in direct]),
             baseline_label="stdout=file",
             goal_kind="info",
             goal=None,
@@ -724,83 +794,95 @@ def replicas_hand(count: int) -> float:
                 for key, _ in selector.select(timeout=1.0):
                     fd = int(key.fd)
                     chunk = os.read(fd, 65536)
+                    if not chunk:
+                        raise RuntimeError("a replica ended before its line")
                     buffers[fd] += chunk
-                    if b"ready\n" in buffers[fd] or not chunk:
-                        if not chunk:
-                            raise RuntimeError("a replica ended before its line")
+                    if b"ready\n" in buffers[fd]:
                         selector.unregister(fd)
                         waiting -= 1
         return time.monotonic() - began
 
 
 def cpu_seconds() -> float:
+    """This process's user+system CPU as psutil reports it (clock ticks: 10 ms resolution)."""
     times = psutil.Process().cpu_times()
     return times.user + times.system
 
 
-async def replicas_supervised(settings: Settings, count: int, idle_seconds: float) -> dict[str, float]:
+@dataclass
+class Idle:
+    """CPU use over a window, in % of one core: psutil's figure, and the ns-resolution process clock's."""
+
+    psutil_pct: float
+    clock_pct: float
+
+
+async def idle_cpu(seconds: float) -> Idle:
+    ticks, clock, wall = cpu_seconds(), time.process_time(), time.monotonic()
+    await anyio.sleep(seconds)
+    elapsed = time.monotonic() - wall
+    return Idle(100 * (cpu_seconds() - ticks) / elapsed, 100 * (time.process_time() - clock) / elapsed)
+
+
+@dataclass
+class ReplicasRun:
+    ready_seconds: float
+    teardown_seconds: float
+    idle: Idle | None = None
+    rss_before_mib: float = 0.0
+    rss_mib: float = 0.0
+
+
+async def replicas_supervised(settings: Settings, count: int, idle_seconds: float) -> ReplicasRun:
     topology = sv.Topology(
         name="bench-replicas",
         services=[sv.Service(name="tiny", command=tiny_argv(), replicas=count, ready=sv.LogCheck("^ready$"))],
     )
     me = psutil.Process()
     gc.collect()
-    rss_before = me.memory_info().rss
-    out: dict[str, float] = {}
+    rss_before = me.memory_info().rss / 2**20
     with anyio.fail_after(LAUNCH_LIMIT_SECONDS + idle_seconds):
         began = time.monotonic()
         async with sv.launch(topology, runs_dir=settings.runs_dir) as group:
-            out["ready_s"] = time.monotonic() - began
-            assert len(group["tiny"].pids) == count
+            run = ReplicasRun(time.monotonic() - began, 0.0)
+            if len(group["tiny"].pids) != count:
+                raise RuntimeError(f"{len(group['tiny'].pids)} pids, expected {count}")
             if idle_seconds:
-                await anyio.sleep(0.2)  # let the last lines of output and events settle
-                cpu0, wall0 = cpu_seconds(), time.monotonic()
-                await anyio.sleep(idle_seconds)
-                cpu1, wall1 = cpu_seconds(), time.monotonic()
-                out["idle_cpu_pct"] = 100 * (cpu1 - cpu0) / (wall1 - wall0)
+                await anyio.sleep(0.2)  # let the last events settle
+                run.idle = await idle_cpu(idle_seconds)
                 gc.collect()
-                out["rss_mib"] = me.memory_info().rss / 2**20
-                out["rss_increase_mib"] = (me.memory_info().rss - rss_before) / 2**20
-                out["rss_before_mib"] = rss_before / 2**20
+                run.rss_before_mib, run.rss_mib = rss_before, me.memory_info().rss / 2**20
             leaving = time.monotonic()
-        out["teardown_s"] = time.monotonic() - leaving
-    return out
+        run.teardown_seconds = time.monotonic() - leaving
+    return run
 
 
 async def bench_replicas(settings: Settings, results: list[Result]) -> None:
-    info(f"{REPLICAS} replicas of `python -S -c` printing a line at once; log probe vs Popen-all + selector")
-    supervised: list[float] = []
-    hand: list[float] = []
-    teardown: list[float] = []
-    idle: dict[str, float] = {}
-    count = settings.count(3, 1)
+    info(f"{REPLICAS} replicas of `python -S -c` that print a line at once: log probe vs Popen-all + selector")
     idle_seconds = settings.budget(5.0, 2.0)
-    # idle CPU of this same process with nothing launched, over the same window: the floor
-    cpu0, wall0 = cpu_seconds(), time.monotonic()
-    await anyio.sleep(min(idle_seconds, 2.0))
-    idle_floor = 100 * (cpu_seconds() - cpu0) / (time.monotonic() - wall0)
-    for index in rounds(count, settings.budget(90, 40)):
+    floor = await idle_cpu(min(idle_seconds, 2.0))  # this process, nothing launched
+    supervised: list[ReplicasRun] = []
+    hand: list[float] = []
+    for index in rounds(settings.count(5, 2), settings.budget(75, 25)):
         for first in (index % 2 == 0, index % 2 != 0):
-            if first:
-                measure_idle = index == count - 1 or not idle
-                out = await replicas_supervised(settings, REPLICAS, idle_seconds if measure_idle else 0.0)
-                supervised.append(out["ready_s"])
-                teardown.append(out["teardown_s"])
-                if "idle_cpu_pct" in out:
-                    idle = out
+            if first:  # round 0 runs the supervisor first and measures idle CPU and memory
+                supervised.append(await replicas_supervised(settings, REPLICAS, idle_seconds if index == 0 else 0))
             else:
                 hand.append(await anyio.to_thread.run_sync(replicas_hand, REPLICAS))
+    measured = supervised[0]
+    assert measured.idle is not None
+    teardown = statistics.median(r.teardown_seconds for r in supervised)
     report(
         Result(
             key="replicas_all_ready",
             title=f"5. {REPLICAS} replicas all-ready",
             unit="s",
-            value=Stats(supervised),
+            value=Stats([r.ready_seconds for r in supervised]),
             baseline=Stats(hand),
             baseline_label="hand Popen+selector",
             goal_kind="ratio",
             goal=1.2,
-            note=f"supervisor teardown median {statistics.median(teardown):.3f} s",
+            note=f"supervisor teardown median {teardown:.3f} s",
         ),
         results,
     )
@@ -809,12 +891,13 @@ async def bench_replicas(settings: Settings, results: list[Result]) -> None:
             key="replicas_idle_cpu",
             title=f"5. supervisor idle CPU, {REPLICAS} ready",
             unit="%",
-            value=Stats([idle["idle_cpu_pct"]]),
-            baseline=Stats([idle_floor]),
+            value=Stats([measured.idle.psutil_pct]),
+            baseline=Stats([floor.psutil_pct]),
             baseline_label="nothing launched",
             goal_kind="max",
             goal=1.0,
-            note=f"% of one core over {idle_seconds:g} s",
+            note=f"% of one core over {idle_seconds:g} s, psutil; process clock: {measured.idle.clock_pct:.3f} %"
+            f" vs {floor.clock_pct:.3f} %",
         ),
         results,
     )
@@ -823,12 +906,86 @@ async def bench_replicas(settings: Settings, results: list[Result]) -> None:
             key="replicas_rss",
             title=f"5. supervisor RSS, {REPLICAS} ready",
             unit="MiB",
-            value=Stats([idle["rss_mib"]]),
-            baseline=Stats([idle["rss_before_mib"]]),
+            value=Stats([measured.rss_mib]),
+            baseline=Stats([measured.rss_before_mib]),
             baseline_label="before launch",
             goal_kind="info",
             goal=None,
-            note=f"+{idle['rss_increase_mib']:.1f} MiB",
+            note=f"+{measured.rss_mib - measured.rss_before_mib:.1f} MiB",
+        ),
+        results,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. a big service beside a short chain: does spawning many replicas hold up the rest?
+
+CHAIN = [("a", 0.1, []), ("b", 1.0, ["a"])]  # b starts when a is ready, then takes 1 s
+
+
+async def mixed_supervised(settings: Settings) -> float:
+    services = [
+        sv.Service(name=name, command=dag_argv(delay), depends_on=deps, ready=sv.LogCheck("^ready$"))
+        for name, delay, deps in CHAIN
+    ]
+    services.append(sv.Service(name="big", command=tiny_argv(), replicas=REPLICAS, ready=sv.LogCheck("^ready$")))
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        began = time.monotonic()
+        async with sv.launch(sv.Topology(name="bench-mixed", services=services), runs_dir=settings.runs_dir):
+            return time.monotonic() - began
+    raise AssertionError("unreachable")
+
+
+async def mixed_ideal() -> float:
+    """The chain as in the DAG ideal; the big service spawned one by one, yielding to the loop in between."""
+    ready = {name: anyio.Event() for name, _, _ in CHAIN}
+    ready_at: list[float] = []
+    with hand_processes() as hand, anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        began = time.monotonic()
+
+        async def run(name: str, delay: float, deps: list[str]) -> None:
+            for dep in deps:
+                await ready[dep].wait()
+            proc = hand.spawn(dag_argv(delay))
+            assert proc.stdout is not None
+            ready_at.append(await read_until(proc.stdout.fileno(), b"ready\n", bytearray()))
+            ready[name].set()
+
+        async def watch(proc: subprocess.Popen[bytes]) -> None:
+            assert proc.stdout is not None
+            ready_at.append(await read_until(proc.stdout.fileno(), b"ready\n", bytearray()))
+
+        async with anyio.create_task_group() as tg:
+            for name, delay, deps in CHAIN:
+                tg.start_soon(run, name, delay, deps)
+            for _ in range(REPLICAS):
+                tg.start_soon(watch, hand.spawn(tiny_argv()))
+                await anyio.lowlevel.checkpoint()
+        return max(ready_at) - began
+
+
+async def bench_mixed(settings: Settings, results: list[Result]) -> None:
+    info(f"services a (ready after 0.1 s) -> b (1.0 s), beside `big` with {REPLICAS} tiny replicas; all-ready time")
+    supervised: list[float] = []
+    ideal: list[float] = []
+    for index in rounds(settings.count(3, 1), settings.budget(30, 10)):
+        pair: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
+            (supervised, lambda: mixed_supervised(settings)),
+            (ideal, mixed_ideal),
+        ]
+        for bucket, runner in pair if index % 2 == 0 else reversed(pair):
+            bucket.append(await runner())
+    report(
+        Result(
+            key="mixed_all_ready",
+            title=f"6. chain beside {REPLICAS} replicas all-ready",
+            unit="s",
+            value=Stats(supervised),
+            baseline=Stats(ideal),
+            baseline_label="ideal",
+            goal_kind="ratio",
+            goal=None,
+            note="diagnostic: a long synchronous spawn loop delays the chain",
         ),
         results,
     )
@@ -843,6 +1000,7 @@ SECTIONS: dict[str, Callable[[Settings, list[Result]], Awaitable[None]]] = {
     "teardown": bench_teardown,
     "logs": bench_logs,
     "replicas": bench_replicas,
+    "mixed": bench_mixed,
 }
 
 
@@ -877,8 +1035,43 @@ def summary(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def library_version() -> str:
+    """Where ``supervisor`` was imported from, and the git commit there (with a mark for local edits)."""
+    package = Path(sv.__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        edited = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, edited = "", ""
+    if not commit:
+        return str(package)
+    return f"{package} at {commit}" + (" with uncommitted changes" if edited else "")
+
+
+async def warm_up(settings: Settings) -> None:
+    """One unmeasured launch with a log and an http probe: lazy imports (httpx included) happen here."""
+    stamp = settings.work / "warm-up-stamp"
+    services = [
+        sv.Service(name="log", command=dag_argv(0.0), ready=sv.LogCheck("^ready$")),
+        sv.Service(
+            name="http",
+            command=server_argv("503", 0.05, stamp, "{port}", announce=False),
+            ports=["port"],
+            ready=sv.HttpCheck("http://127.0.0.1:{port}/health"),
+        ),
+    ]
+    with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+        async with sv.launch(sv.Topology(name="bench-warm-up", services=services), runs_dir=settings.runs_dir):
+            pass
+
+
 async def main_async(settings: Settings, only: Sequence[str]) -> list[Result]:
     results: list[Result] = []
+    await warm_up(settings)
     for name, section in SECTIONS.items():
         if only and name not in only:
             continue
@@ -908,6 +1101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     system = f"{platform.system()} {platform.release()}"
     mode = "quick" if args.quick else "full"
     print(f"topovisor bench_core: python {platform.python_version()}, {system}, {cpus} CPUs, {mode}", flush=True)
+    print(f"library: {library_version()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="topovisor-bench-") as work:
         settings = Settings(quick=args.quick, repeats=args.repeats, work=Path(work))
         try:
@@ -921,6 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nsummary ({elapsed:.0f} s in all)\n" + summary(results), flush=True)
     if args.json:
         document = {
+            "library": library_version(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": cpus,

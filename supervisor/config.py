@@ -20,6 +20,7 @@ from .spec import (
     CONDITIONS,
     AllOf,
     AnyOf,
+    Backoff,
     Check,
     Dependency,
     ExecCheck,
@@ -28,6 +29,7 @@ from .spec import (
     LogPolicy,
     PortSpec,
     Probe,
+    RestartPolicy,
     Service,
     StopPolicy,
     TcpCheck,
@@ -42,6 +44,9 @@ _PROBE_SETTINGS = {
     "timeout": "timeout_seconds",
     "attempt_timeout": "attempt_timeout_seconds",
     "initial_delay": "initial_delay_seconds",
+    "progress_timeout": "progress_timeout_seconds",
+    "failures": "failures",
+    "progress": "progress",
 }
 _CHECK_OPTIONS: dict[str, tuple[str, ...]] = {
     "http": ("status", "body", "json"),
@@ -107,7 +112,7 @@ def _strings(value: object, _: object = None) -> tuple[str, ...]:
     return tuple(_strict_str(item) for item in value)
 
 
-def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, float]]:
+def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]]:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a probe such as {{http: URL}} or {{log: REGEX}}, got {value!r}")
     kinds = [key for key in value if key in _CHECK_OPTIONS]
@@ -145,7 +150,14 @@ def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, floa
             raise ValueError(f"{kind}: expected a non-empty list of checks, got {target!r}")
         inner = tuple(_check(item, with_settings=False)[0] for item in target)
         check = AllOf(inner) if kind == "all" else AnyOf(inner)
-    settings = {_PROBE_SETTINGS[key]: parse_duration(value[key]) for key in value if key in _PROBE_SETTINGS}
+    settings: dict[str, Any] = {}
+    for key in value:
+        if key == "failures":
+            settings["failures"] = _strict_int(value[key])
+        elif key == "progress":
+            settings["progress"] = _strict_str(value[key])
+        elif key in _PROBE_SETTINGS:
+            settings[_PROBE_SETTINGS[key]] = parse_duration(value[key])
     return check, settings
 
 
@@ -198,6 +210,20 @@ def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
     return tuple(ports)
 
 
+def _restart(value: object, _: object = None) -> RestartPolicy:
+    if isinstance(value, str):  # restart: on-failure
+        value = {"policy": value}
+    return _CONVERTER.structure(value, RestartPolicy)
+
+
+def _patterns(value: object, _: object = None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of regexes, got {value!r}")
+    return tuple(_strict_str(item) for item in value)
+
+
 def _env(value: object, _: object = None) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping NAME: value, got {value!r}")
@@ -214,8 +240,11 @@ def _make_converter() -> cattrs.Converter:
         "depends_on": _dependencies,
         "ports": _ports,
         "env": _env,
+        "alive": _probe,
+        "restart": _restart,
+        "fatal": _patterns,
     }
-    for cls in (StopPolicy, LogPolicy, Service, Topology):
+    for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
         overrides = {}
         for field in attrs.fields(cls):
             if field.name.endswith("_seconds"):
@@ -237,7 +266,9 @@ def _make_converter() -> cattrs.Converter:
 
 
 _CONVERTER = _make_converter()
-_FIELDS_OF: dict[type, list[str]] = {cls: _yaml_names(cls) for cls in (StopPolicy, LogPolicy, Service, Topology)}
+_FIELDS_OF: dict[type, list[str]] = {
+    cls: _yaml_names(cls) for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology)
+}
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 
 

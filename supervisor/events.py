@@ -13,7 +13,20 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
-__all__ = ["Completed", "Event", "EventLog", "Exited", "Failed", "Ready", "Spawned", "Stopped", "Stopping"]
+__all__ = [
+    "Completed",
+    "Degraded",
+    "Event",
+    "EventLog",
+    "Exited",
+    "Failed",
+    "Ready",
+    "Restarting",
+    "Spawned",
+    "Stopped",
+    "Stopping",
+    "Unready",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -64,9 +77,37 @@ class Failed(Event):
 
 
 @attrs.frozen(kw_only=True)
+class Unready(Event):
+    """A ready replica missed a liveness check; it is replaced only after ``failures`` misses in a row."""
+
+    kind: ClassVar[str] = "unready"
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Restarting(Event):
+    kind: ClassVar[str] = "restarting"
+    reason: str
+    delay_seconds: float
+    attempt: int  #: backoff attempt (starts over after a stable uptime)
+    restarts: int  #: restarts of this replica so far, this one included
+
+
+@attrs.frozen(kw_only=True)
+class Degraded(Event):
+    """A replica is lost for good but the service keeps its quorum (``min_ready``)."""
+
+    kind: ClassVar[str] = "degraded"
+    ready: int
+    total: int
+    min_ready: int
+
+
+@attrs.frozen(kw_only=True)
 class Stopping(Event):
     kind: ClassVar[str] = "stopping"
     signal: str
+    reason: str = "teardown"
 
 
 @attrs.frozen(kw_only=True)

@@ -1,41 +1,35 @@
-"""The running topology: spawns replicas in dependency order, probes them, watches them, tears them down.
+"""The running topology: starts services in dependency order, supervises every replica (restart policy,
+strategies, liveness, quorum), and tears everything down.
 
-One task group holds every long-lived task (output pumps, exit watchers). A replica that dies when it
-should be running raises ``ServiceFailed`` inside that group, which cancels whatever the caller is doing
-and leads to the (shielded) teardown.
+Long-lived tasks live in one task group. Output pumps and exit watchers are shielded (teardown needs them
+and ends them); each replica's supervision loop has its own cancel scope so a strategy can restart a set
+of replicas. A failure that cannot be absorbed cancels the start or the caller's body, and the shielded
+teardown follows.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import attrs
 import psutil
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from .errors import ReadinessTimeout, ServiceFailed
-from .events import Completed, Event, EventLog, Exited, Failed, Ready, Spawned, Stopped, Stopping
-from .logs import LineStream, RotatingLogFile, pump_pipe
-from .plan import Plan, ReplicaPlan, ServicePlan
-from .probes import ProbeTarget, ReadinessRunner, describe_check
-from .process import (
-    REPLICA_ENV,
-    RUN_ID_ENV,
-    ChildProcess,
-    alive,
-    describe_exit,
-    marked_processes,
-    signal_processes,
-)
+from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restarting, Unready
+from .plan import Plan, ServicePlan
+from .policy import Decision, decide
+from .probes import describe_check
+from .process import alive, describe_exit, marked_processes, signal_processes
+from .replica import Incarnation, Replica, ReplicaState, wait_gone
 
 if TYPE_CHECKING:
     import httpx
@@ -43,53 +37,24 @@ if TYPE_CHECKING:
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
 
 _SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
-_KILL_WAIT_SECONDS = 30.0  # after SIGKILL; only a process stuck in the kernel (a GPU driver call) takes long
+_ACTIVE = (
+    ReplicaState.PENDING,
+    ReplicaState.STARTING,
+    ReplicaState.READY,
+    ReplicaState.UNREADY,
+    ReplicaState.RESTARTING,
+    ReplicaState.STOPPING,
+)
+_CONDITIONS = ("started", "ready", "completed")
 
 
-class ReplicaState(str, enum.Enum):
-    PENDING = "pending"
-    STARTING = "starting"
-    READY = "ready"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+@attrs.frozen
+class _Ending:
+    """How an incarnation ended on its own (not because we stopped it)."""
 
-
-class Replica:
-    """One process of a service, as the caller sees it: ``pid``, ``port``, ``url``, ``state``, ``log_path``."""
-
-    def __init__(self, plan: ReplicaPlan, log_path: Path) -> None:
-        self.plan = plan
-        self.log_path = log_path
-        self.state = ReplicaState.PENDING
-        self.process: ChildProcess | None = None
-        self.stream: LineStream | None = None
-        self.spawned_at: float | None = None
-        self.exited = anyio.Event()
-        self.returncode: int | None = None
-        self.stopping = False
-
-    name = property(lambda self: self.plan.name)
-    service = property(lambda self: self.plan.service)
-    index = property(lambda self: self.plan.index)
-    ports = property(lambda self: dict(self.plan.ports))
-    port = property(lambda self: self.plan.port)
-    url = property(lambda self: self.plan.url)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
-    def pids(self) -> list[int]:
-        return [self.pid] if self.pid is not None else []
-
-    def log_tail(self, lines: int = 20) -> list[str]:
-        return self.stream.tail(lines) if self.stream else []
-
-    def __repr__(self) -> str:
-        return f"<Replica {self.name} pid={self.pid} port={self.port} {self.state.value}>"
+    why: str
+    exit_code: int | None
+    timed_out: bool = False
 
 
 class ServiceHandle:
@@ -120,6 +85,10 @@ class ServiceHandle:
     def urls(self) -> list[str]:
         return [r.url for r in self.replicas if r.url]
 
+    @property
+    def ready_count(self) -> int:
+        return sum(r.state is ReplicaState.READY for r in self.replicas)
+
     def __repr__(self) -> str:
         return f"<Service {self.name} x{len(self.replicas)} pids={self.pids}>"
 
@@ -135,37 +104,36 @@ class RunningTopology:
         on_output: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.plan = plan
-        self._on_output = on_output
         self.run_id = plan.run_id
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.run_dir, 0o700)
+        self._on_output = on_output
         self._events = EventLog(self.run_dir / "events.jsonl", hook=on_event)
         self._services: dict[str, ServiceHandle] = {}
         self._replicas: dict[str, Replica] = {}
         for service in plan.services:
-            replicas = [Replica(r, self.logs_dir / f"{r.name}.log") for r in service.replicas]
+            replicas = [Replica(r, service.spec, self.logs_dir / f"{r.name}.log") for r in service.replicas]
             self._services[service.name] = ServiceHandle(service, replicas)
             self._replicas.update({r.name: r for r in replicas})
             for r in replicas:
                 self._replicas.setdefault(f"{service.name}.{r.index}", r)
-        self._conditions = {
-            s.name: {c: anyio.Event() for c in ("started", "ready", "completed")} for s in plan.services
-        }
+        self._conditions = {s.name: {c: anyio.Event() for c in _CONDITIONS} for s in plan.services}
         self._tg: TaskGroup | None = None
         self._task_scopes: list[anyio.CancelScope] = []
         self._body_scope: anyio.CancelScope | None = None
-        self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened
         self._http: httpx.AsyncClient | None = None
+        self._restart_lock = anyio.Lock()
         self._stopping = False
         self._kill_now = False
         self._torn_down = anyio.Event()
         self._all_done = anyio.Event()
+        self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened
         self.started_at = time.monotonic()
         self._started_wall = time.time()
-        self.phase = "pending"  #: pending, starting, running, stopping, stopped
         self.ready_at: float | None = None
+        self.phase = "pending"  #: pending, starting, running, stopping, stopped
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
 
     # ----- public surface -------------------------------------------------------------------------
@@ -196,93 +164,67 @@ class RunningTopology:
         return list(self._events.history)
 
     async def wait(self) -> None:
-        """Until every replica has completed (one-shot jobs); a failure raises in the caller instead."""
+        """Until no replica is active any more (jobs completed); a failure raises in the caller instead."""
         await self._all_done.wait()
 
-    async def stop(self) -> None:
-        """Orderly teardown now (the ``launch`` block then has nothing left to do)."""
-        with anyio.CancelScope(shield=True):
-            await self._teardown()
+    async def stop(self, name: str | None = None) -> None:
+        """Stop one service or replica (no restart follows), or, without a name, tear everything down."""
+        if name is None:
+            with anyio.CancelScope(shield=True):
+                await self._teardown()
+            return
+        targets = self._targets(name)
+        async with self._restart_lock:
+            for replica in targets:
+                if replica.loop_scope is not None:
+                    replica.loop_scope.cancel()
+            await self._stop_in_order(targets, reason="stop requested")
+            for replica in targets:
+                if replica.state in _ACTIVE:
+                    replica.state = ReplicaState.STOPPED
+        self._check_done()
+
+    async def restart(self, name: str) -> None:
+        """Restart a service (every replica) or one replica now; returns once it is ready again.
+        Dependents keep running unless the service's strategy says otherwise."""
+        targets = self._targets(name)
+        service = targets[0].service
+        strategy = targets[0].spec.strategy or self.plan.strategy
+        if strategy == "rest_for_one":
+            affected = self.plan.dependents_closure(service)
+            targets = sorted(
+                {*targets, *(r for s in affected[1:] for r in self._services[s].replicas)}, key=self._order
+            )
+        elif strategy == "one_for_all":
+            targets = self.replicas
+        for replica in targets:
+            replica.restarts += 1
+        await self._restart_set(targets, delay_seconds=0.0, reason="restart requested", wait=True)
 
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
         self._kill_now = True
         for replica in self.replicas:
-            if replica.process is not None and not replica.exited.is_set():
-                replica.process.signal_group(signal.SIGKILL)
+            replica.kill_now()
         signal_processes([p for _, p in marked_processes(self.run_id).values()], signal.SIGKILL)
 
-    # ----- start ----------------------------------------------------------------------------------
-    async def _start(self, tg: TaskGroup) -> None:
-        self._tg = tg
-        self.phase = "starting"
-        self._write_manifest()
-        async with anyio.create_task_group() as start_group:
-            for service in self.plan.services:
-                start_group.start_soon(self._start_service, service, name=f"start {service.name}")
-        self.ready_at = time.monotonic()
-        self.phase = "running"
-        self._write_manifest()
+    # ----- ReplicaHost ----------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        self._events.emit(event)
 
-    async def _start_service(self, service: ServicePlan) -> None:
-        for dep in service.depends_on:
-            await self._conditions[dep.service][dep.condition].wait()
-        conditions = self._conditions[service.name]
-        replicas = self._services[service.name].replicas
-        runners = [self._spawn(r) for r in replicas]
-        self._write_manifest()  # pids on disk before anything else can go wrong
-        conditions["started"].set()
-        async with anyio.create_task_group() as ready_group:
-            for replica, runner in zip(replicas, runners, strict=True):
-                ready_group.start_soon(self._await_ready, replica, runner, name=f"ready {replica.name}")
-        conditions["ready"].set()
-        self._check_completed(service.name)
+    def start_shielded(self, task: Callable[[], Awaitable[None]], name: str) -> None:
+        """Pumps and watchers ignore outside cancellation: teardown needs them (to see exits, and to keep
+        draining output while children shut down) and ends them itself when it is done."""
 
-    def _spawn(self, replica: Replica) -> ReadinessRunner | None:
+        async def shielded() -> None:
+            with anyio.CancelScope(shield=True) as scope:
+                self._task_scopes.append(scope)
+                await task()
+
         assert self._tg is not None
-        plan = replica.plan
-        env = dict(os.environ)
-        env.update(plan.env)
-        env.update(
-            {
-                RUN_ID_ENV: self.run_id,
-                REPLICA_ENV: plan.name,
-                "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
-            }
-        )
-        sink = RotatingLogFile(replica.log_path, plan.log.max_bytes, plan.log.backups)
-        replica.stream = LineStream(sink)
-        if self._on_output is not None:
-            on_output, name = self._on_output, plan.name
-            replica.stream.subscribe(lambda block: on_output(name, block))
-        replica.state = ReplicaState.STARTING
-        try:
-            process = ChildProcess.spawn(plan.argv, env, plan.cwd)
-        except OSError as exc:
-            replica.state = ReplicaState.FAILED
-            replica.stream.close()
-            raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
-        replica.process = process
-        replica.spawned_at = time.monotonic()
-        runner = None
-        if plan.ready is not None:  # subscribe before the first byte is read: no line can be missed
-            target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
-            runner = ReadinessRunner(
-                plan.ready, target=target, stream=replica.stream, env=env, http_client=self._client
-            )
-        self._tg.start_soon(self._shielded, self._pump, replica, name=f"pump {plan.name}")
-        self._tg.start_soon(self._shielded, self._watch, replica, name=f"watch {plan.name}")
-        self._events.emit(Spawned(replica=plan.name, service=plan.service, pid=process.pid))
-        return runner
+        self._tg.start_soon(shielded, name=name)
 
-    async def _shielded(self, task: Callable[[Replica], Awaitable[None]], replica: Replica) -> None:
-        """Pumps and watchers ignore outside cancellation: teardown needs them (to see exits, and to
-        keep draining output while children shut down) and ends them itself when it is done."""
-        with anyio.CancelScope(shield=True) as scope:
-            self._task_scopes.append(scope)
-            await task(replica)
-
-    def _client(self) -> httpx.AsyncClient:
+    def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
             import httpx
 
@@ -291,103 +233,297 @@ class RunningTopology:
             )
         return self._http
 
-    async def _await_ready(self, replica: Replica, runner: ReadinessRunner | None) -> None:
-        """Probe until ready, racing the process: an exit fails at once with its code and log tail."""
+    def on_output(self, replica: str, block: bytes) -> None:
+        if self._on_output is not None:
+            self._on_output(replica, block)
+
+    # ----- start ----------------------------------------------------------------------------------
+    async def _start(self, tg: TaskGroup) -> None:
+        self._tg = tg
+        self.phase = "starting"
+        self._write_manifest()
+        async with anyio.create_task_group() as start_group:
+            for service in self.plan.services:
+                start_group.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
+        self.ready_at = time.monotonic()
+        self.phase = "running"
+        self._write_manifest()
+
+    async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
+        """Wait for the dependencies, start the replicas' supervision loops, and wait until each is ready
+        once (or completed, or failed with the quorum kept)."""
+        service = self.plan.service(name)
+        for dep in service.depends_on:
+            await self._conditions[dep.service][dep.condition].wait()
+        targets = replicas if replicas is not None else self._services[name].replicas
+        assert self._tg is not None
+        for replica in targets:
+            replica.settled = anyio.Event()
+            replica.loop_scope = anyio.CancelScope()
+            await self._tg.start(self._supervise, replica, replica.loop_scope, name=f"supervise {replica.name}")
+        self._write_manifest()  # pids on disk before anything else can go wrong
+        self._conditions[name]["started"].set()
+        for replica in targets:
+            await replica.settled.wait()
+        if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
+            self._conditions[name]["ready"].set()
+        self._check_completed(name)
+
+    # ----- supervision ----------------------------------------------------------------------------
+    async def _supervise(
+        self, replica: Replica, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """One replica's life: spawn, become ready, run; after each end, the restart policy decides.
+        Reports ``started`` once the first incarnation was spawned (or could not be)."""
+        reported = False
+        with scope:
+            while True:
+                try:
+                    incarnation = replica.spawn(self)
+                except ServiceFailed as error:
+                    if not reported:
+                        task_status.started()
+                    self._replica_failed(replica, error)
+                    return
+                if not reported:
+                    task_status.started()
+                    reported = True
+                if incarnation.number > 0:
+                    self._write_manifest()
+                ending = await self._live(replica, incarnation)
+                if ending is None or self._stopping:
+                    return  # we stopped it: teardown, an explicit stop, or a strategy restart
+                await self._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
+                decision = decide(
+                    replica.spec.restart,
+                    replica.budget,
+                    exit_code=ending.exit_code,
+                    now=time.monotonic(),
+                    uptime_seconds=incarnation.uptime_seconds if incarnation.ready_at else 0.0,
+                    fatal_line=incarnation.fatal_line,
+                    why=ending.why,
+                )
+                if decision.action == "complete":
+                    replica.state = ReplicaState.COMPLETED
+                    replica.settled.set()
+                    self.emit(Completed(replica=replica.name, service=replica.service))
+                    self._check_completed(replica.service)
+                    return
+                if decision.action == "fail":
+                    error_type = ReadinessTimeout if ending.timed_out and not incarnation.fatal_line else ServiceFailed
+                    self._replica_failed(
+                        replica,
+                        error_type(
+                            replica.name,
+                            decision.reason,
+                            log_tail=replica.log_tail(),
+                            log_path=str(replica.log_path),
+                            exit_code=ending.exit_code,
+                        ),
+                    )
+                    return
+                replica.restarts += 1
+                strategy = replica.spec.strategy or self.plan.strategy
+                if strategy != "one_for_one" or replica.spec.restart.group:
+                    assert self._tg is not None
+                    self._tg.start_soon(self._restart_for, replica, decision, strategy)
+                    return
+                self._announce_restart(replica, decision)
+                replica.state = ReplicaState.RESTARTING
+                await anyio.sleep(decision.delay_seconds)
+
+    async def _live(self, replica: Replica, incarnation: Incarnation) -> _Ending | None:
+        """Until this incarnation ends. None when we stopped it; otherwise why it ended."""
+        runner = incarnation.runner
         if runner is not None:
-            outcome: list[BaseException] = []
+            outcome: list[str] = []
             async with anyio.create_task_group() as race:
 
                 async def probe() -> None:
                     try:
                         await runner.wait_passed()
+                        outcome.append("ready")
                     except TimeoutError:
-                        outcome.append(self._readiness_timeout(replica, runner))
+                        outcome.append("timeout")
                     race.cancel_scope.cancel()
 
                 async def exit_watch() -> None:
-                    await replica.exited.wait()
-                    outcome.append(self._died_before_ready(replica, runner))
+                    await incarnation.exited.wait()
+                    outcome.append("exited")
                     race.cancel_scope.cancel()
 
                 race.start_soon(probe)
                 race.start_soon(exit_watch)
-            if outcome:
-                replica.state = ReplicaState.FAILED
-                self._events.emit(
-                    Failed(replica=replica.name, service=replica.service, reason=str(outcome[0]).split("\n")[0])
+            probe_text = f"probe {describe_check(runner.probe.check)}"
+            if outcome[0] == "exited":
+                if incarnation.stop_reason is not None:
+                    return None
+                code = incarnation.returncode if incarnation.returncode is not None else -1
+                return _Ending(f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code)
+            if outcome[0] == "timeout":
+                why = (
+                    f"not ready after {runner.probe.ready_timeout:g}s: {probe_text} failed {runner.attempts} times, "
+                    f"last: {runner.last.detail}"
                 )
-                raise outcome[0]
-        if replica.state is ReplicaState.STARTING:
-            replica.state = ReplicaState.READY
-        seconds = time.monotonic() - (replica.spawned_at or 0.0)
-        self._events.emit(Ready(replica=replica.name, service=replica.service, pid=replica.pid or 0, seconds=seconds))
+                if runner.probe.progress_timeout_seconds is not None:
+                    why = (
+                        f"not ready: no progress for {runner.probe.progress_timeout_seconds:g}s "
+                        f"({probe_text}, last: {runner.last.detail})"
+                    )
+                await self._stop_one(replica, reason="readiness timeout")
+                return _Ending(why, None, timed_out=True)
+        self._became_ready(replica, incarnation)
+        liveness = replica.liveness_runner(self, incarnation)
+        if liveness is None:
+            await incarnation.exited.wait()
+        else:
+            reason = await self._watch_liveness(replica, incarnation, liveness)
+            if reason is not None:
+                await self._stop_one(replica, reason="liveness")
+                return _Ending(reason, None)
+        if incarnation.stop_reason is not None:
+            return None
+        code = incarnation.returncode if incarnation.returncode is not None else -1
+        return _Ending(f"{describe_exit(code)} while running", code)
 
-    def _readiness_timeout(self, replica: Replica, runner: ReadinessRunner) -> ServiceFailed:
-        probe = runner.probe
-        return ReadinessTimeout(
-            replica.name,
-            f"not ready after {probe.timeout_seconds:g}s: probe {describe_check(probe.check)} "
-            f"failed {runner.attempts} times, last: {runner.last.detail}",
-            log_tail=replica.log_tail(),
-            log_path=str(replica.log_path),
-        )
-
-    def _died_before_ready(self, replica: Replica, runner: ReadinessRunner) -> ServiceFailed:
-        code = replica.returncode if replica.returncode is not None else -1
-        return ServiceFailed(
-            replica.name,
-            f"{describe_exit(code)} before it was ready (probe {describe_check(runner.probe.check)}, "
-            f"last: {runner.last.detail})",
-            log_tail=replica.log_tail(),
-            log_path=str(replica.log_path),
-            exit_code=code,
-        )
-
-    # ----- watch ----------------------------------------------------------------------------------
-    async def _pump(self, replica: Replica) -> None:
-        assert replica.process is not None and replica.stream is not None
-        fd = replica.process.output_fd
-        try:
-            await pump_pipe(fd, replica.stream)
-        finally:
-            os.close(fd)
-
-    async def _watch(self, replica: Replica) -> None:
-        assert replica.process is not None
-        code = await replica.process.wait()
-        replica.returncode = code
-        replica.process.close()
-        asked = self._stopping or replica.stopping
-        signame = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
-        self._events.emit(
-            Exited(
+    def _became_ready(self, replica: Replica, incarnation: Incarnation) -> None:
+        incarnation.ready_at = time.monotonic()
+        replica.state = ReplicaState.READY
+        replica.ever_ready.set()
+        replica.settled.set()
+        self.emit(
+            Ready(
                 replica=replica.name,
                 service=replica.service,
-                pid=replica.process.pid,
-                exit_code=code if code >= 0 else None,
-                signal=signame,
-                expected=asked or code == 0,
+                pid=incarnation.process.pid,
+                seconds=incarnation.ready_at - incarnation.spawned_at,
             )
         )
-        replica.exited.set()
-        if asked:
-            return
-        if replica.state is ReplicaState.STARTING:
-            return  # still starting: _await_ready reports it (or, without a probe, it is handled below)
-        if code == 0:
-            replica.state = ReplicaState.COMPLETED
-            self._events.emit(Completed(replica=replica.name, service=replica.service))
-            self._check_completed(replica.service)
-            return
-        replica.state = ReplicaState.FAILED
-        error = ServiceFailed(
-            replica.name,
-            f"{describe_exit(code)} while running (restart policy: no)",
-            log_tail=replica.log_tail(),
-            log_path=str(replica.log_path),
-            exit_code=code,
+
+    async def _watch_liveness(self, replica: Replica, incarnation: Incarnation, runner: Any) -> str | None:
+        """Check every period; a miss makes the replica unready, ``failures`` misses in a row replace it.
+        Returns the reason to replace it, or None once the incarnation exited by itself."""
+        probe = runner.probe
+        misses = 0
+        result: list[str | None] = []
+        async with anyio.create_task_group() as race:
+
+            async def checks() -> None:
+                nonlocal misses
+                await anyio.sleep(probe.initial_delay_seconds)
+                while True:
+                    await anyio.sleep(probe.alive_period)
+                    check = await runner.check_once()
+                    if check.ok:
+                        if misses and replica.state is ReplicaState.UNREADY:
+                            replica.state = ReplicaState.READY
+                            self.emit(
+                                Ready(replica=replica.name, service=replica.service, pid=incarnation.process.pid, seconds=0.0)
+                            )
+                        misses = 0
+                        continue
+                    misses += 1
+                    if misses == 1 and replica.state is ReplicaState.READY:
+                        replica.state = ReplicaState.UNREADY
+                        self.emit(Unready(replica=replica.name, service=replica.service, reason=check.detail))
+                    if misses >= probe.failures:
+                        result.append(
+                            f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
+                            f"last: {check.detail}"
+                        )
+                        race.cancel_scope.cancel()
+                        return
+
+            async def exit_watch() -> None:
+                await incarnation.exited.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(checks)
+            race.start_soon(exit_watch)
+        return result[0] if result else None
+
+    def _announce_restart(self, replica: Replica, decision: Decision) -> None:
+        self.emit(
+            Restarting(
+                replica=replica.name,
+                service=replica.service,
+                reason=decision.reason,
+                delay_seconds=decision.delay_seconds,
+                attempt=decision.attempt,
+                restarts=replica.restarts,
+            )
         )
-        self._events.emit(Failed(replica=replica.name, service=replica.service, reason=error.reason))
+
+    async def _restart_for(self, failed: Replica, decision: Decision, strategy: str) -> None:
+        """A failed replica takes others with it: its group, its dependents, or everything."""
+        service = self._services[failed.service]
+        own = service.replicas if failed.spec.restart.group else [failed]
+        if strategy == "one_for_all":
+            targets = self.replicas
+        elif strategy == "rest_for_one":
+            dependents = self.plan.dependents_closure(failed.service)[1:]
+            targets = [*own, *(r for name in dependents for r in self._services[name].replicas)]
+        else:
+            targets = list(own)
+        self._announce_restart(failed, decision)
+        for replica in targets:
+            if replica is not failed:
+                replica.restarts += 1
+        await self._restart_set(
+            sorted(set(targets), key=self._order),
+            delay_seconds=decision.delay_seconds,
+            reason=f"{strategy} restart after {failed.name}: {decision.reason}",
+            wait=False,
+        )
+
+    async def _restart_set(self, targets: list[Replica], *, delay_seconds: float, reason: str, wait: bool) -> None:
+        """Stop ``targets`` in reverse dependency order, wait ``delay_seconds``, start them again in order;
+        their services' dependents wait for readiness again."""
+        async with self._restart_lock:
+            if self._stopping:
+                return
+            for replica in targets:
+                if replica.loop_scope is not None:
+                    replica.loop_scope.cancel()
+            services = [s.name for s in self.plan.services if any(r.service == s.name for r in targets)]
+            for name in services:
+                self._conditions[name] = {c: anyio.Event() for c in _CONDITIONS}
+            await self._stop_in_order(targets, reason=reason)
+            for replica in targets:
+                replica.state = ReplicaState.RESTARTING
+            await anyio.sleep(delay_seconds)
+            if self._stopping:
+                return
+            assert self._tg is not None
+            async with anyio.create_task_group() as starts:
+                for name in services:
+                    subset = [r for r in targets if r.service == name]
+                    if wait:
+                        starts.start_soon(self._start_service, name, subset)
+                    else:
+                        self._tg.start_soon(self._start_service, name, subset)
+
+    def _replica_failed(self, replica: Replica, error: ServiceFailed) -> None:
+        """A replica is lost for good: degrade if the service keeps its quorum, else fail the run."""
+        replica.state = ReplicaState.FAILED
+        replica.settled.set()
+        self.emit(Failed(replica=replica.name, service=replica.service, reason=error.reason))
+        service = self._services[replica.service]
+        min_ready = replica.spec.min_ready
+        if min_ready is not None:
+            viable = sum(r.state in _ACTIVE for r in service.replicas)
+            if viable >= min_ready:
+                self.emit(
+                    Degraded(
+                        replica=replica.name,
+                        service=replica.service,
+                        ready=service.ready_count,
+                        total=len(service.replicas),
+                        min_ready=min_ready,
+                    )
+                )
+                self._check_done()
+                return
         self._fail(error)
 
     def _fail(self, error: ServiceFailed) -> None:
@@ -399,12 +535,66 @@ class RunningTopology:
 
     def _check_completed(self, service: str) -> None:
         replicas = self._services[service].replicas
-        if all(r.state is ReplicaState.COMPLETED for r in replicas):
+        if replicas and all(r.state is ReplicaState.COMPLETED for r in replicas):
             self._conditions[service]["completed"].set()
-        if all(r.state is ReplicaState.COMPLETED for r in self.replicas):
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if not any(r.state in _ACTIVE for r in self.replicas):
             self._all_done.set()
 
-    # ----- teardown -------------------------------------------------------------------------------
+    def _targets(self, name: str) -> list[Replica]:
+        target = self[name]
+        return list(target.replicas) if isinstance(target, ServiceHandle) else [target]
+
+    def _order(self, replica: Replica) -> tuple[int, int]:
+        names = [s.name for s in self.plan.services]
+        return names.index(replica.service), replica.index
+
+    # ----- stopping -------------------------------------------------------------------------------
+    async def _marked_by_replica(self) -> dict[str, list[psutil.Process]]:
+        marked = await anyio.to_thread.run_sync(marked_processes, self.run_id)
+        by_replica: dict[str, list[psutil.Process]] = {}
+        for replica_name, process in marked.values():
+            by_replica.setdefault(replica_name, []).append(process)
+        return by_replica
+
+    async def _stop_one(self, replica: Replica, *, reason: str) -> None:
+        marked = await self._marked_by_replica()
+        await replica.stop(self, marked.get(replica.name, []), reason=reason, kill_now=self._kill_now)
+
+    async def _stop_leftovers(self, replica: Replica) -> None:
+        others = [p for p in (await self._marked_by_replica()).get(replica.name, []) if alive(p)]
+        if others:
+            await replica.stop(self, others, reason="leftovers of an ended incarnation", kill_now=self._kill_now)
+
+    async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None:
+        """Stop replicas in reverse dependency order: a service stops once its dependents among the
+        targets have stopped."""
+        targets = list(targets)
+        marked = await self._marked_by_replica()
+        services = [s for s in self.plan.services if any(r.service == s.name for r in targets)]
+        stopped = {s.name: anyio.Event() for s in services}
+
+        async def stop_service(service: ServicePlan) -> None:
+            for dependent in self.plan.dependents(service.name):
+                if dependent in stopped:
+                    await stopped[dependent].wait()
+            async with anyio.create_task_group() as tg:
+                for replica in targets:
+                    if replica.service == service.name:
+                        tg.start_soon(self._stop_replica, replica, marked.get(replica.name, []), reason)
+            stopped[service.name].set()
+
+        async with anyio.create_task_group() as tg:
+            for service in reversed(services):
+                tg.start_soon(stop_service, service)
+
+    async def _stop_replica(self, replica: Replica, others: list[psutil.Process], reason: str) -> None:
+        await replica.stop(self, others, reason=reason, kill_now=self._kill_now)
+        if replica.state in _ACTIVE:
+            replica.state = ReplicaState.STOPPED
+
     async def _teardown(self) -> None:
         """Reverse dependency order, stop signal, grace, SIGKILL; then verify nothing of the run is left."""
         if self._stopping:
@@ -412,25 +602,22 @@ class RunningTopology:
             return
         self._stopping = True
         self.phase = "stopping"
+        for replica in self.replicas:
+            if replica.loop_scope is not None:
+                replica.loop_scope.cancel()
         self._write_manifest()
         try:
-            marked = await anyio.to_thread.run_sync(marked_processes, self.run_id)
-            by_replica: dict[str, list[psutil.Process]] = {}
-            for replica_name, process in marked.values():
-                by_replica.setdefault(replica_name, []).append(process)
-            stopped = {s.name: anyio.Event() for s in self.plan.services}
-            async with anyio.create_task_group() as tg:
-                for service in reversed(self.plan.services):
-                    tg.start_soon(self._stop_service, service, by_replica, stopped)
+            await self._stop_in_order(self.replicas, reason="teardown")
             await self._sweep()
             if self._http is not None:
                 await self._http.aclose()
             for replica in self.replicas:  # output ends once every writer is gone; give the pumps a moment
-                if replica.stream is not None and not replica.stream.closed:
+                stream = replica.stream
+                if stream is not None and not stream.closed:
                     with anyio.move_on_after(0.5):
-                        while not replica.stream.closed:
-                            await replica.stream.wait_activity()
-                    replica.stream.close()
+                        while not stream.closed:
+                            await stream.wait_activity()
+                    stream.close()
             self.phase = "stopped"
             self._write_manifest()
         finally:
@@ -439,53 +626,9 @@ class RunningTopology:
             self._events.close()
             self._torn_down.set()
 
-    async def _stop_service(
-        self, service: ServicePlan, marked: dict[str, list[psutil.Process]], stopped: dict[str, anyio.Event]
-    ) -> None:
-        for dependent in self.plan.dependents(service.name):
-            await stopped[dependent].wait()
-        async with anyio.create_task_group() as tg:
-            for replica in self._services[service.name].replicas:
-                tg.start_soon(self._stop_replica, replica, marked.get(replica.name, []))
-        stopped[service.name].set()
-
-    async def _stop_replica(self, replica: Replica, others: list[psutil.Process]) -> None:
-        process = replica.process
-        if process is None:
-            return
-        others = [p for p in others if p.pid != process.pid]
-        if replica.exited.is_set() and not any(alive(p) for p in others):
-            if replica.state not in (ReplicaState.FAILED, ReplicaState.COMPLETED):
-                replica.state = ReplicaState.STOPPED
-            return
-        replica.stopping = True
-        replica.state = ReplicaState.STOPPING
-        stop_signal = signal.SIGKILL if self._kill_now else signal.Signals[replica.plan.stop.signal]
-        began = time.monotonic()
-        self._events.emit(Stopping(replica=replica.name, service=replica.service, signal=stop_signal.name))
-        process.signal_group(stop_signal)
-        signal_processes(others, stop_signal)
-        killed = False
-        with anyio.move_on_after(replica.plan.stop.grace_seconds) as grace:
-            await self._gone(replica, others)
-        if grace.cancelled_caught:
-            killed = True
-            process.signal_group(signal.SIGKILL)
-            signal_processes(others, signal.SIGKILL)
-            with anyio.move_on_after(_KILL_WAIT_SECONDS):
-                await self._gone(replica, others)
-        replica.state = ReplicaState.STOPPED
-        self._events.emit(
-            Stopped(replica=replica.name, service=replica.service, seconds=time.monotonic() - began, killed=killed)
-        )
-
-    async def _gone(self, replica: Replica, others: list[psutil.Process]) -> None:
-        await replica.exited.wait()
-        await _wait_gone(others)
-
     async def _sweep(self) -> None:
         """Whatever still carries the run's mark (spawned mid-teardown, re-parented) gets SIGKILL."""
-        deadline = time.monotonic() + _KILL_WAIT_SECONDS
+        deadline = time.monotonic() + 30.0
         left: list[psutil.Process] = []
         while time.monotonic() < deadline:
             left = [p for _, p in (await anyio.to_thread.run_sync(marked_processes, self.run_id)).values()]
@@ -494,7 +637,7 @@ class RunningTopology:
                 break
             signal_processes(left, signal.SIGKILL)
             with anyio.move_on_after(1.0):
-                await _wait_gone(left)
+                await wait_gone(left)
         self.leftovers = [p.pid for p in left if alive(p)]
 
     # ----- record ---------------------------------------------------------------------------------
@@ -532,6 +675,7 @@ def _replica_record(replica: Replica) -> dict[str, Any]:
         "pgid": replica.pid,
         "create_time": process.create_time if process else None,
         "returncode": replica.returncode,
+        "restarts": replica.restarts,
         "command": list(replica.plan.argv),
         "env": {k: ("<redacted>" if _SECRET.search(k) else v) for k, v in replica.plan.env.items()},
         "ports": replica.ports,
@@ -541,12 +685,10 @@ def _replica_record(replica: Replica) -> dict[str, Any]:
     }
 
 
+_OWN_CREATE_TIME: list[float] = []
+
+
 def _own_create_time() -> float:
-    return psutil.Process().create_time()
-
-
-async def _wait_gone(processes: list[psutil.Process]) -> None:
-    delay = 0.001
-    while any(alive(p) for p in processes):
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 0.02)
+    if not _OWN_CREATE_TIME:
+        _OWN_CREATE_TIME.append(psutil.Process().create_time())
+    return _OWN_CREATE_TIME[0]

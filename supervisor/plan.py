@@ -21,6 +21,7 @@ import attrs
 
 from .errors import ConfigError
 from .spec import (
+    STRATEGIES,
     AllOf,
     AnyOf,
     CallableCheck,
@@ -60,6 +61,7 @@ class ReplicaPlan:
     stop: StopPolicy
     log: LogPolicy
     host: str = HOST
+    alive: Probe | None = None
 
     @property
     def port(self) -> int | None:
@@ -76,6 +78,7 @@ class ServicePlan:
     name: str
     replicas: tuple[ReplicaPlan, ...]
     depends_on: tuple[Dependency, ...]
+    spec: Service = attrs.field(eq=False, repr=False)  #: restart policy, liveness, fatal patterns, quorum
 
 
 @attrs.frozen
@@ -87,6 +90,7 @@ class Plan:
     run_dir: Path
     services: tuple[ServicePlan, ...]
     source: str | None = None
+    strategy: str = "one_for_one"
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -96,6 +100,14 @@ class Plan:
 
     def dependents(self, name: str) -> list[str]:
         return [s.name for s in self.services if any(d.service == name for d in s.depends_on)]
+
+    def dependents_closure(self, name: str) -> list[str]:
+        """``name`` and everything that depends on it, transitively, in start order."""
+        found = {name}
+        for service in self.services:  # start order: dependencies come before dependents
+            if any(d.service in found for d in service.depends_on):
+                found.add(service.name)
+        return [s.name for s in self.services if s.name in found]
 
     def context(self) -> dict[str, str]:
         """Templates usable outside any service (e.g. the CLI's ``-- CMD``): ``{svc.url}``, ``{run_dir}``."""
@@ -149,6 +161,7 @@ def make_plan(
             name,
             tuple(_skeleton(services[name], i, ports[name][i]) for i in range(services[name].replicas)),
             services[name].depends_on,
+            services[name],
         )
         for name in order
     )
@@ -163,10 +176,12 @@ def make_plan(
         resolved.append(attrs.evolve(plan, replicas=replicas))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
-    return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source)
+    return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy)
 
 
 def _check_names(topology: Topology, problems: list[str]) -> None:
+    if topology.strategy not in STRATEGIES:
+        problems.append(f"field 'strategy': must be one of {', '.join(STRATEGIES)}")
     if not _NAME.match(topology.name):
         problems.append(f"field 'name': {topology.name!r} must be letters, digits, '_' or '-'")
     seen: set[str] = set()
@@ -206,11 +221,35 @@ def _check_services(topology: Topology, problems: list[str]) -> None:
             if port.name in _OWN_NAMES[1:]:
                 problems.append(f"{where}, field 'ports': '{port.name}' is a reserved template name")
             seen_ports.add(port.name)
-        if service.ready is not None:
-            _check_probe(service.ready.check, f"{where}, field 'ready'", problems)
+        for field, probe in (("ready", service.ready), ("alive", service.alive)):
+            if probe is None:
+                continue
+            _check_probe(probe.check, f"{where}, field '{field}'", problems)
             for setting in ("period_seconds", "attempt_timeout_seconds"):
-                if getattr(service.ready, setting) <= 0:
-                    problems.append(f"{where}, field 'ready.{setting.removesuffix('_seconds')}': must be > 0")
+                if (getattr(probe, setting) or 1) <= 0:
+                    problems.append(f"{where}, field '{field}.{setting.removesuffix('_seconds')}': must be > 0")
+            if probe.failures < 1:
+                problems.append(f"{where}, field '{field}.failures': must be 1 or more")
+            _check_regex(probe.progress, f"{where}, field '{field}.progress'", problems)
+        for pattern in service.fatal:
+            _check_regex(pattern, f"{where}, field 'fatal'", problems)
+        if service.strategy is not None and service.strategy not in STRATEGIES:
+            problems.append(f"{where}, field 'strategy': must be one of {', '.join(STRATEGIES)}")
+        if service.restart.policy not in ("no", "on-failure", "always"):
+            problems.append(f"{where}, field 'restart.policy': must be one of no, on-failure, always")
+        if service.restart.max_restarts < 0:
+            problems.append(f"{where}, field 'restart.max_restarts': must be 0 or more")
+        if service.min_ready is not None and not 0 <= service.min_ready <= service.replicas:
+            problems.append(f"{where}, field 'min_ready': must be between 0 and replicas ({service.replicas})")
+
+
+def _check_regex(pattern: str | None, where: str, problems: list[str]) -> None:
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        problems.append(f"{where}: bad regex {pattern!r}: {exc}")
 
 
 def _check_probe(check: Check, where: str, problems: list[str]) -> None:
@@ -309,6 +348,7 @@ def _skeleton(service: Service, index: int, ports: dict[str, int]) -> ReplicaPla
         ready=service.ready,
         stop=service.stop,
         log=service.log,
+        alive=service.alive,
     )
 
 
@@ -358,12 +398,14 @@ def _resolve_replica(
     argv = tuple(fill(arg, "shell" if service.shell else "command") for arg in replica.argv)
     env = {key: fill(value, f"env.{key}") for key, value in replica.env.items()}
     cwd = fill(replica.cwd, "cwd") if replica.cwd else None
-    ready = None
+    ready = alive = None
     if replica.ready is not None:
         ready = attrs.evolve(replica.ready, check=_resolve_check(replica.ready.check, fill))
+    if replica.alive is not None:
+        alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill))
     if check_executables and argv and argv[0] and replica.index == 0:
         _check_executable(argv[0], cwd, env, where, problems, which)
-    return attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready)
+    return attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive)
 
 
 def _resolve_check(check: Check, fill: Callable[[str, str], str]) -> Check:

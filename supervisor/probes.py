@@ -220,6 +220,31 @@ class ReadinessRunner:
         self._root = self._build(probe.check, target, env, http_client)
         self.last = CheckResult(False, "not checked yet")
         self.attempts = 0
+        self.last_progress = time.monotonic()
+        if probe.progress_timeout_seconds is not None:
+            pattern = re.compile(probe.progress, re.MULTILINE) if probe.progress else None
+            self._unsubscribe_progress = stream.subscribe(lambda block: self._on_output(block, pattern))
+
+    def _on_output(self, block: bytes, pattern: re.Pattern[str] | None) -> None:
+        if pattern is None or pattern.search(block.decode("utf-8", "replace")):
+            self.last_progress = time.monotonic()
+
+    def _deadline(self, started: float) -> float:
+        """The readiness deadline; with ``progress_timeout`` it moves on while the service shows progress."""
+        extend = self.probe.progress_timeout_seconds
+        if extend is None:
+            return started + self.probe.ready_timeout
+        base = self.probe.timeout_seconds if self.probe.timeout_seconds is not None else extend
+        return max(started + base, self.last_progress + extend)
+
+    async def check_once(self) -> CheckResult:
+        """One attempt (liveness uses this); log checks stay passed once they matched."""
+        self.attempts += 1
+        with anyio.move_on_after(self.probe.alive_attempt_timeout):
+            self.last = await self._root.check()
+            return self.last
+        self.last = CheckResult(False, f"no answer within {self.probe.alive_attempt_timeout:g}s")
+        return self.last
 
     def _build(
         self,
@@ -228,7 +253,7 @@ class ReadinessRunner:
         env: Mapping[str, str],
         client: Callable[[], httpx.AsyncClient],
     ) -> _Runnable:
-        timeout = self.probe.attempt_timeout_seconds
+        timeout = self.probe.attempt_timeout
         if isinstance(check, LogCheck):
             return _Log(check, self._stream)
         self._only_log = self._only_log and isinstance(check, (AllOf, AnyOf))
@@ -245,7 +270,7 @@ class ReadinessRunner:
 
     async def wait_passed(self) -> CheckResult:
         """Return the passing result; raise ``TimeoutError`` once the probe's deadline is over."""
-        deadline = time.monotonic() + self.probe.timeout_seconds
+        started = time.monotonic()
         if self.probe.initial_delay_seconds:
             await anyio.sleep(self.probe.initial_delay_seconds)
         delay = FIRST_DELAY_SECONDS
@@ -255,11 +280,12 @@ class ReadinessRunner:
             self.last = await self._root.check()
             if self.last.ok:
                 return self.last
-            remaining = deadline - time.monotonic()
+            remaining = self._deadline(started) - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             if self._only_log:  # nothing to poll: only new output can change the answer
-                with anyio.move_on_after(remaining):
+                recheck = 1.0 if self.probe.progress_timeout_seconds is not None else remaining  # deadline moves
+                with anyio.move_on_after(min(remaining, recheck)):
                     await self._stream.wait_activity()
                 continue
             wait_until = attempt_started + min(delay, remaining)
@@ -269,4 +295,4 @@ class ReadinessRunner:
                 await anyio.sleep(max(attempt_started + ACTIVITY_SPACING_SECONDS - time.monotonic(), 0))
                 delay = FIRST_DELAY_SECONDS
                 continue
-            delay = min(delay * 1.5, self.probe.period_seconds)
+            delay = min(delay * 1.5, self.probe.ready_period)

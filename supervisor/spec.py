@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AllOf",
     "AnyOf",
+    "Backoff",
     "CallableCheck",
     "Check",
     "Condition",
@@ -31,8 +32,10 @@ __all__ = [
     "LogPolicy",
     "PortSpec",
     "Probe",
+    "RestartPolicy",
     "Service",
     "StopPolicy",
+    "Strategy",
     "TcpCheck",
     "Topology",
 ]
@@ -125,19 +128,59 @@ def _as_check(value: object) -> Check:
     raise TypeError(f"expected a check (HttpCheck, TcpCheck, LogCheck, ...), got {value!r}")
 
 
+def _optional_duration(value: object) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+READY_PERIOD_SECONDS = 0.1  #: slowest readiness poll; polls start at a few ms
+READY_TIMEOUT_SECONDS = 600.0  #: model loads are slow; progress_timeout lets a stalled one fail sooner
+ATTEMPT_TIMEOUT_SECONDS = 2.0
+ALIVE_PERIOD_SECONDS = 5.0
+ALIVE_FAILURES = 3
+
+
 @attrs.frozen
 class Probe:
-    """A check plus its timing; defaults live here and nowhere else.
+    """A check plus its timing. Unset timings take the defaults above, which differ for readiness and
+    liveness: readiness polls fast (a few ms, backing off to ``period``; output pulls attempts forward),
+    liveness checks every ``period`` (5 s) and acts after ``failures`` misses in a row.
 
-    Readiness is polled fast at first (a few ms) and backs off to ``period_seconds``; any output
-    from the service makes the next attempt come early, so readiness is seen within milliseconds.
+    For readiness ``timeout`` is the deadline to pass, extended while the service shows progress when
+    ``progress_timeout`` is set (like systemd's EXTEND_TIMEOUT): any output line, or lines matching
+    ``progress``. For liveness ``timeout`` bounds one attempt.
     """
 
     check: Check = attrs.field(converter=_as_check)
-    period_seconds: float = attrs.field(default=0.1, converter=parse_duration)  #: slowest poll period
-    timeout_seconds: float = attrs.field(default=600.0, converter=parse_duration)  #: deadline to pass
-    attempt_timeout_seconds: float = attrs.field(default=2.0, converter=parse_duration)  #: one attempt
-    initial_delay_seconds: float = attrs.field(default=0.0, converter=parse_duration)  #: before 1st try
+    period_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+    timeout_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+    attempt_timeout_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+    initial_delay_seconds: float = attrs.field(default=0.0, converter=parse_duration)
+    failures: int = ALIVE_FAILURES  #: liveness: consecutive misses before the replica is replaced
+    progress_timeout_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+    progress: str | None = None  #: regex: only matching lines count as progress (default: any line)
+
+    @property
+    def ready_period(self) -> float:
+        return self.period_seconds if self.period_seconds is not None else READY_PERIOD_SECONDS
+
+    @property
+    def ready_timeout(self) -> float:
+        return self.timeout_seconds if self.timeout_seconds is not None else READY_TIMEOUT_SECONDS
+
+    @property
+    def attempt_timeout(self) -> float:
+        return self.attempt_timeout_seconds if self.attempt_timeout_seconds is not None else ATTEMPT_TIMEOUT_SECONDS
+
+    @property
+    def alive_period(self) -> float:
+        return self.period_seconds if self.period_seconds is not None else ALIVE_PERIOD_SECONDS
+
+    @property
+    def alive_attempt_timeout(self) -> float:
+        for value in (self.attempt_timeout_seconds, self.timeout_seconds):
+            if value is not None:
+                return value
+        return ATTEMPT_TIMEOUT_SECONDS
 
 
 def _as_probe(value: object) -> Probe | None:
@@ -204,6 +247,48 @@ def _env(value: Mapping[str, object] | None) -> Mapping[str, str]:
     return {str(key): "" if item is None else str(item) for key, item in (value or {}).items()}
 
 
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+STRATEGIES: tuple[str, ...] = ("one_for_one", "one_for_all", "rest_for_one")
+
+
+@attrs.frozen
+class Backoff:
+    """Delay before restart n: ``initial * factor**(n-1)``, at most ``max``, varied by +-``jitter`` (a fraction)."""
+
+    initial_seconds: float = attrs.field(default=0.5, converter=parse_duration)
+    max_seconds: float = attrs.field(default=30.0, converter=parse_duration)
+    factor: float = 2.0
+    jitter: float = 0.1
+
+
+@attrs.frozen
+class RestartPolicy:
+    """When a replica that ended is started again.
+
+    ``no``: never (an exit with a success code completes a job, anything else fails the service);
+    ``on-failure``: unless it exited with one of ``success_codes``; ``always``: whatever the exit (Dynamo's
+    frontend exits 0 when it loses etcd). More than ``max_restarts`` within ``window`` gives up; the
+    backoff starts over after ``reset_after`` of uptime. ``group``: all replicas restart together (a
+    tensor-parallel set).
+    """
+
+    policy: Literal["no", "on-failure", "always"] = "no"
+    success_codes: tuple[int, ...] = attrs.field(default=(0,), converter=tuple)
+    max_restarts: int = 5
+    window_seconds: float = attrs.field(default=60.0, converter=parse_duration)
+    reset_after_seconds: float = attrs.field(default=60.0, converter=parse_duration)
+    backoff: Backoff = attrs.field(factory=Backoff)
+    group: bool = False
+
+
+def _restart_policy(value: object) -> RestartPolicy:
+    if isinstance(value, RestartPolicy):
+        return value
+    if isinstance(value, str):
+        return RestartPolicy(policy=value)  # type: ignore[arg-type]
+    raise TypeError(f"expected a RestartPolicy or one of no, on-failure, always; got {value!r}")
+
+
 @attrs.frozen
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
@@ -219,6 +304,12 @@ class Service:
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_env, hash=False)
     cwd: str | None = None
     log: LogPolicy = attrs.field(factory=LogPolicy)
+    alive: Probe | None = attrs.field(default=None, converter=_as_probe)  #: liveness, checked once ready
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy, converter=_restart_policy)
+    strategy: Strategy | None = None  #: overrides the topology's strategy for this service's failures
+    fatal: tuple[str, ...] = attrs.field(default=(), converter=tuple)  #: regexes: such a line = no restart
+    builtin_fatal: bool = True  #: also treat CUDA OOM, address in use, model not found, NCCL errors as fatal
+    min_ready: int | None = None  #: stay up, degraded, while at least this many replicas are ready
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:
@@ -234,4 +325,5 @@ class Topology:
     name: str
     services: tuple[Service, ...] = attrs.field(converter=_services)
     run_dir: str | None = None  #: parent of the per-run directories; default: the user's state dir
+    strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)

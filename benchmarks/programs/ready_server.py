@@ -5,6 +5,7 @@
 --mode log   no server: prints ``READY`` when ready
 --announce   (http modes) also print a line at the moment of readiness, as uvicorn does
 --access-log (http modes) log every request to stderr, as most servers do
+--health-seconds  (http modes) each GET /health takes this long (a busy server), decided at arrival
 """
 
 import argparse
@@ -21,14 +22,18 @@ parser.add_argument("--stamp", required=True)
 parser.add_argument("--port", type=int, default=0)
 parser.add_argument("--announce", action="store_true")
 parser.add_argument("--access-log", action="store_true")
+parser.add_argument("--health-seconds", type=float, default=0.0)
 args = parser.parse_args()
 ready = threading.Event()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = b'{"status": "ok"}' if ready.is_set() else b'{"status": "loading"}'
-        self.send_response(200 if ready.is_set() else 503)
+        ok = ready.is_set()
+        if args.health_seconds:
+            time.sleep(args.health_seconds)
+        body = b'{"status": "ok"}' if ok else b'{"status": "loading"}'
+        self.send_response(200 if ok else 503)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -1,0 +1,122 @@
+"""Restart decisions, as pure functions over a small config: should this exit restart, after how long,
+and has the service used up its restarts? ``set_testing(True)`` zeroes every wait."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+
+import attrs
+
+from .spec import RestartPolicy
+
+__all__ = ["BUILTIN_FATAL_PATTERNS", "Decision", "RestartBudget", "backoff_delay", "decide", "set_testing"]
+
+#: Output that says a restart cannot help. Matched line by line; each pattern names what went wrong.
+BUILTIN_FATAL_PATTERNS: dict[str, str] = {
+    "CUDA out of memory": r"CUDA out of memory|CUDA error: out of memory|torch\.OutOfMemoryError|OutOfMemoryError: CUDA",
+    "address already in use": r"[Aa]ddress already in use|EADDRINUSE",
+    "model or tokenizer not found": (
+        r"RepositoryNotFoundError|Repository Not Found|is not a valid model identifier"
+        r"|Can't load tokenizer|does not appear to have a file named config\.json"
+        r"|No such file or directory: '[^']*(?:config\.json|tokenizer[^']*)'"
+    ),
+    "NCCL error": r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|ncclInvalidUsage",
+}
+
+_testing = False
+
+
+def set_testing(no_waits: bool) -> None:
+    """In tests: every backoff delay becomes 0, so restart tests run at the speed of the processes."""
+    global _testing
+    _testing = no_waits
+
+
+def backoff_delay(policy: RestartPolicy, attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before restart number ``attempt`` (1-based): initial * factor^(attempt-1), capped, +-jitter."""
+    if _testing:
+        return 0.0
+    backoff = policy.backoff
+    delay = min(backoff.initial_seconds * backoff.factor ** max(attempt - 1, 0), backoff.max_seconds)
+    if backoff.jitter:
+        delay *= 1 + (rng or random).uniform(-backoff.jitter, backoff.jitter)
+    return max(delay, 0.0)
+
+
+@attrs.frozen
+class Decision:
+    """``restart`` with ``delay_seconds``, or ``complete`` (a clean, expected end), or ``fail`` (``reason``)."""
+
+    action: str
+    reason: str = ""
+    delay_seconds: float = 0.0
+    attempt: int = 0
+
+    @property
+    def restart(self) -> bool:
+        return self.action == "restart"
+
+
+class RestartBudget:
+    """Counts restarts in the sliding ``window``; the backoff attempt resets after a stable uptime."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self.restart_times: deque[float] = deque()
+        self.attempt = 0
+        self.total = 0
+
+    def note_uptime(self, uptime_seconds: float) -> None:
+        if uptime_seconds >= self.policy.reset_after_seconds:
+            self.attempt = 0
+
+    def exhausted(self, now: float) -> bool:
+        while self.restart_times and now - self.restart_times[0] > self.policy.window_seconds:
+            self.restart_times.popleft()
+        return len(self.restart_times) >= self.policy.max_restarts
+
+    def take(self, now: float) -> int:
+        self.restart_times.append(now)
+        self.attempt += 1
+        self.total += 1
+        return self.attempt
+
+
+def decide(
+    policy: RestartPolicy,
+    budget: RestartBudget,
+    *,
+    exit_code: int | None,
+    now: float,
+    uptime_seconds: float,
+    fatal_line: str | None = None,
+    why: str,
+) -> Decision:
+    """What to do after an incarnation ended. ``exit_code`` is None when it never ran to an exit
+    (a readiness timeout or a liveness kill); ``why`` describes the end for messages."""
+    budget.note_uptime(uptime_seconds)
+    if fatal_line is not None:
+        return Decision("fail", f"{why}; not retried, the output says: {fatal_line.strip()!r}")
+    success = exit_code is not None and exit_code in policy.success_codes
+    if policy.policy == "no" or (policy.policy == "on-failure" and success):
+        if success:
+            return Decision("complete")
+        return Decision("fail", f"{why} (restart policy: {policy.policy})")
+    if budget.exhausted(now):
+        return Decision(
+            "fail",
+            f"{why}; gave up after {len(budget.restart_times)} restarts within {policy.window_seconds:g}s "
+            f"(max_restarts: {policy.max_restarts})",
+        )
+    attempt = budget.take(now)
+    return Decision("restart", why, backoff_delay(policy, attempt), attempt)
+
+
+def compile_fatal(patterns: tuple[str, ...], builtin: bool) -> re.Pattern[str] | None:
+    """One regex over the user's patterns and (optionally) the built-in ones."""
+    parts = list(patterns) + (list(BUILTIN_FATAL_PATTERNS.values()) if builtin else [])
+    if not parts:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in parts), re.MULTILINE)

@@ -1,0 +1,258 @@
+"""One replica of a service: its incarnations (one OS process tree each), their output, exits, and stop.
+
+The group decides *when* (start order, restarts, strategies, teardown); this module knows *how*.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import psutil
+
+from .errors import ServiceFailed
+from .events import Event, Exited, Spawned, Stopped, Stopping
+from .logs import LineStream, RotatingLogFile, pump_pipe
+from .plan import ReplicaPlan
+from .policy import RestartBudget, compile_fatal
+from .probes import ProbeTarget, ReadinessRunner
+from .process import REPLICA_ENV, RUN_ID_ENV, ChildProcess, alive, signal_processes
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .spec import Service
+
+__all__ = ["Incarnation", "Replica", "ReplicaHost", "ReplicaState"]
+
+KILL_WAIT_SECONDS = 30.0  # after SIGKILL; only a process stuck in the kernel (a GPU driver call) takes long
+
+
+class ReplicaState(str, enum.Enum):
+    PENDING = "pending"
+    STARTING = "starting"
+    READY = "ready"
+    UNREADY = "unready"  #: missed liveness checks, not yet replaced
+    RESTARTING = "restarting"  #: waiting out the backoff
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class ReplicaHost(Protocol):
+    """What a replica needs from the running group."""
+
+    run_id: str
+
+    def emit(self, event: Event) -> None: ...
+
+    def start_shielded(self, task: Callable[[], Awaitable[None]], name: str) -> None: ...
+
+    def http_client(self) -> httpx.AsyncClient: ...
+
+    def on_output(self, replica: str, block: bytes) -> None: ...
+
+
+class Incarnation:
+    """One spawn of a replica: the process (leader of its own group), its output stream, how it ended."""
+
+    def __init__(self, number: int, process: ChildProcess, stream: LineStream) -> None:
+        self.number = number
+        self.process = process
+        self.stream = stream
+        self.spawned_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.exited = anyio.Event()
+        self.returncode: int | None = None
+        self.stop_reason: str | None = None  #: set when we asked it to stop (teardown, liveness, strategy)
+        self.fatal_line: str | None = None
+        self.runner: ReadinessRunner | None = None
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - (self.ready_at or self.spawned_at)
+
+
+class Replica:
+    """One process of a service, as the caller sees it: ``pid``, ``port``, ``url``, ``state``, ``log_path``."""
+
+    def __init__(self, plan: ReplicaPlan, service: Service, log_path: Path) -> None:
+        self.plan = plan
+        self.spec = service
+        self.log_path = log_path
+        self.state = ReplicaState.PENDING
+        self.incarnation: Incarnation | None = None
+        self.restarts = 0
+        self.budget = RestartBudget(service.restart)
+        self.ever_ready = anyio.Event()
+        self.settled = anyio.Event()  #: ready once, completed, or failed for good
+        self.loop_scope: anyio.CancelScope | None = None
+        self._fatal = compile_fatal(service.fatal, service.builtin_fatal)
+
+    name = property(lambda self: self.plan.name)
+    service = property(lambda self: self.plan.service)
+    index = property(lambda self: self.plan.index)
+    ports = property(lambda self: dict(self.plan.ports))
+    port = property(lambda self: self.plan.port)
+    url = property(lambda self: self.plan.url)
+
+    @property
+    def process(self) -> ChildProcess | None:
+        return self.incarnation.process if self.incarnation else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.incarnation.process.pid if self.incarnation else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid] if self.pid is not None else []
+
+    @property
+    def running(self) -> bool:
+        return self.incarnation is not None and not self.incarnation.exited.is_set()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.incarnation.returncode if self.incarnation else None
+
+    @property
+    def stream(self) -> LineStream | None:
+        return self.incarnation.stream if self.incarnation else None
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        return self.incarnation.stream.tail(lines) if self.incarnation else []
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.name} pid={self.pid} port={self.port} {self.state.value}>"
+
+    # ----- spawn ----------------------------------------------------------------------------------
+    def spawn(self, host: ReplicaHost) -> Incarnation:
+        """Start a new incarnation; its readiness runner subscribes before the first byte is read."""
+        plan = self.plan
+        env = dict(os.environ)
+        env.update(plan.env)
+        env.update({RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name})
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
+        stream.subscribe(lambda block: host.on_output(plan.name, block))
+        self.state = ReplicaState.STARTING
+        try:
+            process = ChildProcess.spawn(plan.argv, env, plan.cwd)
+        except OSError as exc:
+            stream.close()
+            raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
+        number = self.incarnation.number + 1 if self.incarnation else 0
+        incarnation = Incarnation(number, process, stream)
+        if self._fatal is not None:
+            fatal = self._fatal
+            stream.subscribe(lambda block: self._look_for_fatal(incarnation, fatal, block))
+        if plan.ready is not None:
+            target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
+            incarnation.runner = ReadinessRunner(
+                plan.ready, target=target, stream=stream, env=env, http_client=host.http_client
+            )
+        self.incarnation = incarnation
+        host.start_shielded(lambda: self._pump(incarnation), name=f"pump {plan.name}")
+        host.start_shielded(lambda: self._watch(incarnation, host), name=f"watch {plan.name}")
+        host.emit(Spawned(replica=plan.name, service=plan.service, pid=process.pid))
+        return incarnation
+
+    def liveness_runner(self, host: ReplicaHost, incarnation: Incarnation) -> ReadinessRunner | None:
+        plan = self.plan
+        if plan.alive is None:
+            return None
+        target = ProbeTarget(plan.name, plan.service, plan.index, incarnation.process.pid, plan.host, plan.ports)
+        return ReadinessRunner(
+            plan.alive, target=target, stream=incarnation.stream, env=dict(os.environ), http_client=host.http_client
+        )
+
+    @staticmethod
+    def _look_for_fatal(incarnation: Incarnation, fatal: re.Pattern[str], block: bytes) -> None:
+        if incarnation.fatal_line is None:
+            text = block.decode("utf-8", "replace")
+            match = fatal.search(text)
+            if match:
+                start = text.rfind("\n", 0, match.start()) + 1
+                end = text.find("\n", match.end())
+                incarnation.fatal_line = text[start : end if end >= 0 else len(text)]
+
+    async def _pump(self, incarnation: Incarnation) -> None:
+        fd = incarnation.process.output_fd
+        try:
+            await pump_pipe(fd, incarnation.stream)
+        finally:
+            os.close(fd)
+
+    async def _watch(self, incarnation: Incarnation, host: ReplicaHost) -> None:
+        code = await incarnation.process.wait()
+        incarnation.returncode = code
+        incarnation.process.close()
+        signame = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
+        host.emit(
+            Exited(
+                replica=self.name,
+                service=self.service,
+                pid=incarnation.process.pid,
+                exit_code=code if code >= 0 else None,
+                signal=signame,
+                expected=incarnation.stop_reason is not None,
+            )
+        )
+        incarnation.exited.set()
+
+    # ----- stop -----------------------------------------------------------------------------------
+    async def stop(
+        self, host: ReplicaHost, others: list[psutil.Process], *, reason: str, kill_now: bool = False
+    ) -> None:
+        """Stop signal to the process group and every other process of this replica; SIGKILL after the
+        grace; return once all of them are gone. ``others`` come from the run-mark scan."""
+        incarnation = self.incarnation
+        if incarnation is None:
+            return
+        others = [p for p in others if p.pid != incarnation.process.pid]
+        if incarnation.exited.is_set() and not any(alive(p) for p in others):
+            return
+        incarnation.stop_reason = incarnation.stop_reason or reason
+        stop_signal = signal.SIGKILL if kill_now else signal.Signals[self.plan.stop.signal]
+        began = time.monotonic()
+        self.state = ReplicaState.STOPPING
+        host.emit(Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason))
+        incarnation.process.signal_group(stop_signal)
+        signal_processes(others, stop_signal)
+        killed = False
+        with anyio.move_on_after(self.plan.stop.grace_seconds) as grace:
+            await _gone(incarnation, others)
+        if grace.cancelled_caught:
+            killed = True
+            incarnation.process.signal_group(signal.SIGKILL)
+            signal_processes(others, signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT_SECONDS):
+                await _gone(incarnation, others)
+        host.emit(Stopped(replica=self.name, service=self.service, seconds=time.monotonic() - began, killed=killed))
+
+    def kill_now(self) -> None:
+        if self.incarnation is not None and not self.incarnation.exited.is_set():
+            self.incarnation.stop_reason = self.incarnation.stop_reason or "killed"
+            self.incarnation.process.signal_group(signal.SIGKILL)
+
+
+async def _gone(incarnation: Incarnation, others: list[psutil.Process]) -> None:
+    await incarnation.exited.wait()
+    await wait_gone(others)
+
+
+async def wait_gone(processes: list[psutil.Process]) -> None:
+    delay = 0.001
+    while any(alive(p) for p in processes):
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+

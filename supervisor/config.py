@@ -96,6 +96,12 @@ def _strict_int(value: object, _: object = None) -> int:
     return value
 
 
+def _strict_bool(value: object, _: object = None) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _strict_str(value: object, _: object = None) -> str:
     if isinstance(value, bool):  # only true/false are booleans (see _Loader); as an argument they are text
         return "true" if value else "false"
@@ -233,6 +239,7 @@ def _env(value: object, _: object = None) -> dict[str, str]:
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook(str, _strict_str)
     hooks: dict[str, Callable[[object, object], object]] = {
         "command": _strings,

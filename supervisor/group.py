@@ -359,7 +359,9 @@ class RunningTopology:
                 if incarnation.stop_reason is not None:
                     return None
                 code = incarnation.returncode if incarnation.returncode is not None else -1
-                return _Ending(f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code)
+                return _Ending(
+                    f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code
+                )
             if outcome[0] == "timeout":
                 why = (
                     f"not ready after {runner.probe.ready_timeout:g}s: {probe_text} failed {runner.attempts} times, "
@@ -418,7 +420,12 @@ class RunningTopology:
                         if misses and replica.state is ReplicaState.UNREADY:
                             replica.state = ReplicaState.READY
                             self.emit(
-                                Ready(replica=replica.name, service=replica.service, pid=incarnation.process.pid, seconds=0.0)
+                                Ready(
+                                    replica=replica.name,
+                                    service=replica.service,
+                                    pid=incarnation.process.pid,
+                                    seconds=0.0,
+                                )
                             )
                         misses = 0
                         continue

@@ -15,7 +15,9 @@ __all__ = ["BUILTIN_FATAL_PATTERNS", "Decision", "RestartBudget", "backoff_delay
 
 #: Output that says a restart cannot help. Matched line by line; each pattern names what went wrong.
 BUILTIN_FATAL_PATTERNS: dict[str, str] = {
-    "CUDA out of memory": r"CUDA out of memory|CUDA error: out of memory|torch\.OutOfMemoryError|OutOfMemoryError: CUDA",
+    "CUDA out of memory": (
+        r"CUDA out of memory|CUDA error: out of memory|torch\.OutOfMemoryError|OutOfMemoryError: CUDA"
+    ),
     "address already in use": r"[Aa]ddress already in use|EADDRINUSE",
     "model or tokenizer not found": (
         r"RepositoryNotFoundError|Repository Not Found|is not a valid model identifier"

@@ -255,4 +255,3 @@ async def wait_gone(processes: list[psutil.Process]) -> None:
     while any(alive(p) for p in processes):
         await anyio.sleep(delay)
         delay = min(delay * 2, 0.02)
-

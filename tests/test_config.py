@@ -141,3 +141,56 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_the_demo_loads() -> None:
     topo = sv.load(DEMO)
     assert [s.name for s in topo.services] == ["kv", "prefill", "decode", "frontend"]
+
+
+def test_supervision_fields_from_yaml(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+name: sup
+strategy: rest_for_one
+services:
+  decode:
+    command: [serve]
+    replicas: 4
+    min_ready: 2
+    ready: {log: "startup complete", timeout: 2m, progress_timeout: 30s, progress: "Loading"}
+    alive: {http: "http://127.0.0.1:{port}/health", period: 5s, timeout: 1s, failures: 3}
+    restart: {policy: on-failure, success_codes: [0, 3], max_restarts: 5, window: 60s, reset_after: 2m,
+              backoff: {initial: 500ms, max: 30s, factor: 3, jitter: 0.2}, group: true}
+    fatal: ["bad config"]
+    builtin_fatal: false
+    strategy: one_for_one
+  front: {command: [serve], restart: always}
+""",
+    )
+    decode, front = sv.load(path).services
+    assert decode.restart == sv.RestartPolicy(
+        policy="on-failure",
+        success_codes=(0, 3),
+        max_restarts=5,
+        window_seconds=60,
+        reset_after_seconds=120,
+        backoff=sv.Backoff(initial_seconds=0.5, max_seconds=30, factor=3, jitter=0.2),
+        group=True,
+    )
+    assert decode.alive == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/health"), period_seconds=5, timeout_seconds=1, failures=3)
+    assert decode.ready is not None and decode.ready.progress_timeout_seconds == 30 and decode.ready.progress == "Loading"
+    assert (decode.fatal, decode.builtin_fatal, decode.min_ready, decode.strategy) == (("bad config",), False, 2, "one_for_one")
+    assert front.restart.policy == "always"
+    assert sv.load(path).strategy == "rest_for_one"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nstrategy: one_for_some\nservices:\n  a: {command: [true]}\n", "field 'strategy'"),
+        ("name: x\nservices:\n  a: {command: [true], restart: sometimes}\n", "service 'a', field 'restart.policy'"),
+        ("name: x\nservices:\n  a: {command: [true], restart: {backoff: {inital: 1s}}}\n", "unknown field 'inital' (did you mean 'initial'?)"),
+        ("name: x\nservices:\n  a: {command: [true], alive: {http: x, failures: many}}\n", "expected a whole number"),
+    ],
+)  # fmt: skip
+def test_bad_supervision_fields(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(sv.ConfigError) as info:
+        sv.load(write(tmp_path, text))
+    assert expected in str(info.value), str(info.value)

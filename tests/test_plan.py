@@ -125,3 +125,22 @@ def test_shell_is_used_only_when_asked(tmp_path: Path) -> None:
     )
     replica = result.service("a").replicas[0]
     assert replica.argv == ("/bin/sh", "-c", f"echo {replica.port} | cat")
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        (svc("a", replicas=2, min_ready=3), "field 'min_ready': must be between 0 and replicas (2)"),
+        (svc("a", fatal=["oops ("]), "field 'fatal': bad regex"),
+        (svc("a", alive=sv.Probe(sv.TcpCheck("1"), failures=0)), "field 'alive.failures': must be 1 or more"),
+        (svc("a", ready=sv.Probe(sv.LogCheck("x"), progress="(")), "field 'ready.progress': bad regex"),
+        (svc("a", restart=sv.RestartPolicy(policy="on-failure", max_restarts=-1)), "restart.max_restarts"),
+    ],
+)
+def test_invalid_supervision_settings(tmp_path: Path, service: sv.Service, expected: str) -> None:
+    assert expected in problems(service, tmp_path=tmp_path)
+
+
+def test_rest_for_one_closure_is_transitive(tmp_path: Path) -> None:
+    result = plan(svc("kv"), svc("w", depends_on=["kv"]), svc("f", depends_on=["w"]), svc("x"), tmp_path=tmp_path)
+    assert result.dependents_closure("kv") == ["kv", "w", "f"]

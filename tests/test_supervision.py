@@ -39,7 +39,9 @@ async def wait_for(group: sv.RunningTopology, predicate: object, timeout: float 
 
 async def test_crash_after_ready_comes_back_after_the_backoff(runs_dir: Path, tmp_path: Path) -> None:
     policy = sv.RestartPolicy(policy="on-failure", backoff=sv.Backoff(initial_seconds=0.3, jitter=0))
-    topo = sv.Topology(name="crash", services=[flaky("w", "--crash-after", "0.2", "--once", str(tmp_path / "once"), restart=policy)])
+    topo = sv.Topology(
+        name="crash", services=[flaky("w", "--crash-after", "0.2", "--once", str(tmp_path / "once"), restart=policy)]
+    )
     async with sv.launch(topo, runs_dir=runs_dir) as group:
         first_pid = group["w"].pids[0]
         await wait_for(group, lambda h: len([e for e in h if isinstance(e, sv.Ready)]) == 2)
@@ -65,8 +67,10 @@ async def test_crash_loop_gives_up_after_exactly_max_restarts(runs_dir: Path) ->
 
 async def test_crash_loop_before_ready_fails_the_launch(runs_dir: Path) -> None:
     policy = sv.RestartPolicy(policy="on-failure", max_restarts=2, backoff=QUICK)
-    topo = sv.Topology(name="early", services=[flaky("bad", "--crash-after", "0", ready=sv.LogCheck("never"), restart=policy)])
-    with pytest.raises(sv.ServiceFailed, match="before it was ready .*gave up after 2 restarts"):
+    topo = sv.Topology(
+        name="early", services=[flaky("bad", "--crash-after", "0", ready=sv.LogCheck("never"), restart=policy)]
+    )
+    with pytest.raises(sv.ServiceFailed, match=r"before it was ready .*gave up after 2 restarts"):
         async with sv.launch(topo, runs_dir=runs_dir):
             pytest.fail("must not be ready")
 
@@ -75,7 +79,9 @@ async def test_always_restarts_a_clean_exit_and_no_completes_it(runs_dir: Path, 
     policy = sv.RestartPolicy(policy="always", backoff=QUICK)
     topo = sv.Topology(
         name="always",
-        services=[flaky("front", "--crash-after", "0.1", "--exit-code", "0", "--once", str(tmp_path / "o"), restart=policy)],
+        services=[
+            flaky("front", "--crash-after", "0.1", "--exit-code", "0", "--once", str(tmp_path / "o"), restart=policy)
+        ],
     )
     async with sv.launch(topo, runs_dir=runs_dir) as group:
         await wait_for(group, lambda h: len([e for e in h if isinstance(e, sv.Ready)]) == 2)
@@ -112,7 +118,10 @@ async def test_one_for_all_restarts_everything(runs_dir: Path, tmp_path: Path) -
     topo = sv.Topology(
         name="all",
         strategy="one_for_all",
-        services=[flaky("a", restart=policy), flaky("b", "--crash-after", "0.3", "--once", str(tmp_path / "o"), restart=policy)],
+        services=[
+            flaky("a", restart=policy),
+            flaky("b", "--crash-after", "0.3", "--once", str(tmp_path / "o"), restart=policy),
+        ],
     )
     async with sv.launch(topo, runs_dir=runs_dir) as group:
         before = group["a"].pids[0]
@@ -141,7 +150,9 @@ async def test_replica_group_restarts_together(runs_dir: Path, tmp_path: Path) -
 
 async def test_hung_service_is_replaced_by_liveness(runs_dir: Path, tmp_path: Path) -> None:
     policy = sv.RestartPolicy(policy="on-failure", backoff=QUICK)
-    alive_probe = sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/health"), period_seconds=0.1, timeout_seconds=0.3, failures=2)
+    alive_probe = sv.Probe(
+        sv.HttpCheck("http://127.0.0.1:{port}/health"), period_seconds=0.1, timeout_seconds=0.3, failures=2
+    )
     topo = sv.Topology(
         name="hung",
         services=[
@@ -184,7 +195,9 @@ async def test_lost_and_regained_readiness_is_an_event_not_a_restart(runs_dir: P
 )
 async def test_fatal_output_is_not_retried(runs_dir: Path, say: str, fatal: tuple[str, ...], quoted: str) -> None:
     policy = sv.RestartPolicy(policy="on-failure", max_restarts=5, backoff=QUICK)
-    topo = sv.Topology(name="fatal", services=[flaky("w", "--crash-after", "0.1", "--say", say, restart=policy, fatal=fatal)])
+    topo = sv.Topology(
+        name="fatal", services=[flaky("w", "--crash-after", "0.1", "--say", say, restart=policy, fatal=fatal)]
+    )
     with pytest.raises(sv.ServiceFailed) as info:
         async with sv.launch(topo, runs_dir=runs_dir) as group:
             await anyio.sleep(30)
@@ -248,7 +261,7 @@ async def test_progress_extends_the_readiness_deadline(runs_dir: Path) -> None:
 async def test_silence_fails_the_progress_deadline(runs_dir: Path) -> None:
     probe = sv.Probe(sv.LogCheck("service ready"), progress_timeout_seconds=0.4)
     topo = sv.Topology(name="stall", services=[flaky("loader", "--load", "30", ready=probe)])
-    with pytest.raises(sv.ReadinessTimeout, match="no progress for 0.4s"):
+    with pytest.raises(sv.ReadinessTimeout, match=r"no progress for 0\.4s"):
         async with sv.launch(topo, runs_dir=runs_dir):
             pytest.fail("must not be ready")
 
@@ -266,9 +279,13 @@ async def test_group_restart_and_stop_by_name(runs_dir: Path) -> None:
 
 
 def test_backoff_is_a_pure_function() -> None:
-    policy = sv.RestartPolicy(policy="on-failure", backoff=sv.Backoff(initial_seconds=1, max_seconds=5, factor=2, jitter=0))
+    policy = sv.RestartPolicy(
+        policy="on-failure", backoff=sv.Backoff(initial_seconds=1, max_seconds=5, factor=2, jitter=0)
+    )
     assert [backoff_delay(policy, n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
     budget = RestartBudget(sv.RestartPolicy(policy="on-failure", max_restarts=2, window_seconds=10))
-    decisions = [decide(budget.policy, budget, exit_code=1, now=t, uptime_seconds=0, why="x").action for t in (0, 1, 2, 20)]
+    decisions = [
+        decide(budget.policy, budget, exit_code=1, now=t, uptime_seconds=0, why="x").action for t in (0, 1, 2, 20)
+    ]
     assert decisions == ["restart", "restart", "fail", "restart"]  # the window slides
     assert decide(budget.policy, budget, exit_code=0, now=30, uptime_seconds=0, why="x").action == "complete"

@@ -27,7 +27,18 @@ args = parser.parse_args()
 env = dict(os.environ, **{RUN_ID_ENV: args.run_id, REPLICA_ENV: "engine"})
 tree = Path(__file__).with_name("tree.py")
 leader = subprocess.Popen(
-    [sys.executable, str(tree), "--pids", args.pids, "--ignore-term", "--children", "2", "--setsid-children", "2", "--daemon"],
+    [
+        sys.executable,
+        str(tree),
+        "--pids",
+        args.pids,
+        "--ignore-term",
+        "--children",
+        "2",
+        "--setsid-children",
+        "2",
+        "--daemon",
+    ],
     env=env,
     stdout=subprocess.PIPE,
     start_new_session=True,

@@ -41,8 +41,9 @@ while time.monotonic() - started < args.load:
         time.sleep(args.load)
 
 if args.port:
+
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"ok")

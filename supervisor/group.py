@@ -294,6 +294,8 @@ class RunningTopology:
                 if ending is None or self._stopping:
                     return  # we stopped it: teardown, an explicit stop, or a strategy restart
                 await self._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
+                await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
+                incarnation.fatal_line = replica.find_fatal_line(incarnation)
                 decision = decide(
                     replica.spec.restart,
                     replica.budget,

@@ -17,7 +17,7 @@ __all__ = ["LineStream", "RotatingLogFile", "pump_pipe"]
 
 LineSubscriber = Callable[[bytes], None]
 _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out anyway
-_TAIL_BYTES = 32 * 1024
+_TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much of the end
 _READ_SIZE = 1 << 20
 
 
@@ -152,11 +152,22 @@ class LineStream:
             self._activity.set()
             self._activity = None
 
-    def tail(self, lines: int = 20) -> list[str]:
+    def tail_text(self) -> str:
+        """The last 64 KiB of output, including a last line still without its newline."""
         text = self._tail.decode("utf-8", "replace")
         if self._pending:
             text += self._pending.decode("utf-8", "replace").replace("\r", "") + "\n"
-        return [line for line in text.splitlines() if line.strip()][-lines:]
+        return text
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return [line for line in self.tail_text().splitlines() if line.strip()][-lines:]
+
+    async def wait_closed(self, timeout_seconds: float) -> bool:
+        """Wait until the output has ended (every writer closed the pipe); False at the timeout."""
+        with anyio.move_on_after(timeout_seconds):
+            while not self.closed:
+                await self.wait_activity()
+        return self.closed
 
 
 async def pump_pipe(fd: int, stream: LineStream) -> None:

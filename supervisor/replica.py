@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -152,9 +151,6 @@ class Replica:
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
-        if self._fatal is not None:
-            fatal = self._fatal
-            stream.subscribe(lambda block: self._look_for_fatal(incarnation, fatal, block))
         if plan.ready is not None:
             target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
             incarnation.runner = ReadinessRunner(
@@ -175,15 +171,21 @@ class Replica:
             plan.alive, target=target, stream=incarnation.stream, env=dict(os.environ), http_client=host.http_client
         )
 
-    @staticmethod
-    def _look_for_fatal(incarnation: Incarnation, fatal: re.Pattern[str], block: bytes) -> None:
-        if incarnation.fatal_line is None:
-            text = block.decode("utf-8", "replace")
-            match = fatal.search(text)
-            if match:
-                start = text.rfind("\n", 0, match.start()) + 1
-                end = text.find("\n", match.end())
-                incarnation.fatal_line = text[start : end if end >= 0 else len(text)]
+    def find_fatal_line(self, incarnation: Incarnation) -> str | None:
+        """The line of the last 64 KiB of output that says a restart cannot help, if any.
+
+        Only the end is read: that is where a process says why it died, it costs nothing while the
+        service runs, and an old recovered error (an OOM in one request hours ago) does not count.
+        """
+        if self._fatal is None:
+            return None
+        text = incarnation.stream.tail_text()
+        match = self._fatal.search(text)
+        if match is None:
+            return None
+        start = text.rfind("\n", 0, match.start()) + 1
+        end = text.find("\n", match.end())
+        return text[start : end if end >= 0 else len(text)]
 
     async def _pump(self, incarnation: Incarnation) -> None:
         fd = incarnation.process.output_fd

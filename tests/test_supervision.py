@@ -289,3 +289,22 @@ def test_backoff_is_a_pure_function() -> None:
     ]
     assert decisions == ["restart", "restart", "fail", "restart"]  # the window slides
     assert decide(budget.policy, budget, exit_code=0, now=30, uptime_seconds=0, why="x").action == "complete"
+
+
+async def test_an_old_recovered_error_does_not_block_restarts(runs_dir: Path, tmp_path: Path) -> None:
+    """Only the end of the output (64 KiB) is judged: an OOM in one request long ago is not why it died."""
+    once = tmp_path / "once"
+    code = (
+        "import os, sys; print('service ready', flush=True)\n"
+        "if not os.path.exists(sys.argv[1]):\n"
+        "    open(sys.argv[1], 'w'); print('request 7: CUDA out of memory, request failed, serving on')\n"
+        "    print('\\n'.join(f'served request {i}' for i in range(20000)), flush=True); sys.exit(1)\n"
+        "import time; time.sleep(3600)"
+    )
+    policy = sv.RestartPolicy(policy="on-failure", backoff=QUICK)
+    topo = sv.Topology(
+        name="old", services=[sv.Service(name="w", command=[PYTHON, "-c", code, str(once)], ready=sv.LogCheck("service ready"), restart=policy)]
+    )
+    async with sv.launch(topo, runs_dir=runs_dir) as group:
+        await wait_for(group, lambda h: len([e for e in h if isinstance(e, sv.Ready)]) == 2)
+        assert len(of(group, sv.Restarting)) == 1

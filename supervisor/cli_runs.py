@@ -1,0 +1,408 @@
+"""``supervisor ps | stop | gc | logs``: commands on runs owned by other processes, over ``record``.
+
+``cli.py`` adds them with ``add_commands(subparsers)`` and hands parsed arguments to ``dispatch``, which
+returns an exit code for these commands and None for any other. ``python -m supervisor.cli_runs`` runs
+them on their own. Exit codes: 0 ok, 1 something is left or failed, 2 bad input (an unknown run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+
+from ._units import parse_duration
+from .errors import SupervisorError
+from .reclaim import StopReport, stop_run
+from .record import (
+    ReplicaRecord,
+    RunRecord,
+    UnknownRun,
+    gc_candidates,
+    leftover_members,
+    list_runs,
+    resolve_run,
+    unrecorded_marks,
+    unregister_run,
+)
+
+__all__ = ["COMMANDS", "add_commands", "dispatch", "main"]
+
+COMMANDS = ("ps", "stop", "gc", "logs")
+EXIT_OK = 0
+EXIT_LEFT = 1
+EXIT_BAD_INPUT = 2
+_FOLLOW_POLL_SECONDS = 0.2
+_FOLLOW_RUN_CHECK_SECONDS = 1.0
+_TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``ps``, ``stop``, ``gc`` and ``logs`` to the ``supervisor`` command's subparsers."""
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.set_defaults(runs_command=name)
+        return parser
+
+    ps = command("ps", "list recorded runs and their replicas: state, pids, ports, uptime, restarts")
+    ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ps.add_argument("--all", action="store_true", help="also list finished runs kept in the state dir")
+    stop = command("stop", "tear down a run started by another process (its supervisor may be dead)")
+    stop.add_argument("run", metavar="RUN", help="run id, a unique prefix or suffix of one, its name, or its dir")
+    stop.add_argument("--grace", type=_duration, metavar="DURATION", help="replace each replica's stop grace")
+    gc = command("gc", "find leftovers of runs whose supervisor died; stop them with --yes")
+    gc.add_argument("--yes", action="store_true", help="stop them (default: only list them)")
+    logs = command("logs", "print a run's logs (all replicas, one service, or one replica)")
+    logs.add_argument("run", metavar="RUN", help="run id, a unique prefix or suffix of one, its name, or its dir")
+    logs.add_argument("service", metavar="SERVICE", nargs="?", help="a service or a replica such as decode.1")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
+    logs.add_argument("-n", "--lines", type=int, default=20, metavar="LINES", help="lines of history (default 20)")
+
+
+def dispatch(args: argparse.Namespace) -> int | None:
+    """Run the command if it is one of ours and return its exit code; None for any other command."""
+    handler = _HANDLERS.get(getattr(args, "runs_command", None) or "")
+    if handler is None:
+        return None
+    try:
+        return handler(args)
+    except UnknownRun as exc:
+        print(f"supervisor: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SupervisorError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_LEFT
+    except BrokenPipeError:  # ``supervisor logs RUN | head``
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """These commands alone (``python -m supervisor.cli_runs ps``), until ``cli.py`` includes them."""
+    parser = argparse.ArgumentParser(prog="supervisor", description="Inspect and stop recorded runs.")
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    code = dispatch(parser.parse_args(argv))
+    return EXIT_BAD_INPUT if code is None else code
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# ----- ps ----------------------------------------------------------------------------------------------
+def _ps(args: argparse.Namespace) -> int:
+    now = time.time()
+    views = [_run_view(record, now) for record in list_runs(include_finished=args.all)]
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return EXIT_OK
+    if not views:
+        print("no runs" + ("" if args.all else " (supervisor ps --all also lists finished ones)"))
+        return EXIT_OK
+    for index, view in enumerate(views):
+        if index:
+            print()
+        supervisor = view["supervisor"]
+        pid = "-" if supervisor["pid"] is None else str(supervisor["pid"])
+        head = [["RUN", "NAME", "STATUS", "SUPERVISOR", "UPTIME"]]
+        head.append(
+            [view["run_id"], view["name"] or "-", view["status"], pid + ("" if supervisor["alive"] else " (dead)"),
+             _age(view["uptime_seconds"])]
+        )  # fmt: skip
+        _print_table(head)
+        rows = [["REPLICA", "STATE", "PID", "PORTS", "UPTIME", "RESTARTS"]]
+        for service in view["services"].values():
+            for r in service["replicas"]:
+                ports = " ".join(f"{k}={v}" for k, v in r["ports"].items()) or "-"
+                rows.append([r["name"], r["state"], str(r["pid"] or "-"), ports, _age(r["uptime_seconds"]),
+                             str(r["restarts"])])  # fmt: skip
+        if len(rows) > 1:
+            _print_table(rows, indent="    ")
+        if view["leftovers"]:
+            print(f"    left over: {' '.join(map(str, view['leftovers']))} (supervisor stop {view['run_id']})")
+    return EXIT_OK
+
+
+def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
+    """Everything ``ps`` shows about one run, as plain data (``--json`` prints it as is)."""
+    left = sorted(leftover_members(record)) if not record.supervisor_alive else []
+    if record.supervisor_alive:
+        status = record.phase
+    elif left:
+        status = "orphaned"
+    else:
+        status = "stopped" if record.phase == "stopped" else "dead"
+    running = record.supervisor_alive or bool(left)
+    services: dict[str, Any] = {}
+    for service, replicas in record.services().items():
+        services[service] = {
+            "depends_on": record.depends_on(service),
+            "replicas": [_replica_view(r, record.supervisor_alive, now) for r in replicas],
+        }
+    return {
+        "run_id": record.run_id,
+        "name": record.name,
+        "run_dir": str(record.run_dir),
+        "phase": record.phase,
+        "status": status,
+        "supervisor": {"pid": record.supervisor_pid, "alive": record.supervisor_alive},
+        "watchdog": {"pid": record.watchdog_pid, "alive": record.watchdog_alive},
+        "started_wall_time": record.started_wall_time,
+        "uptime_seconds": now - record.started_wall_time if running and record.started_wall_time else None,
+        "leftovers": left,
+        "services": services,
+    }
+
+
+def _replica_view(replica: ReplicaRecord, supervised: bool, now: float) -> dict[str, Any]:
+    process = replica.process()
+    if supervised or replica.state in _TERMINAL_STATES:
+        state = replica.state
+    else:
+        state = "left over" if process is not None else "gone"
+    return {
+        "name": replica.name,
+        "service": replica.service,
+        "state": state,
+        "pid": replica.pid,
+        "alive": process is not None,
+        "ports": replica.ports,
+        "url": replica.url,
+        "uptime_seconds": now - replica.create_time if process is not None and replica.create_time else None,
+        "restarts": replica.restarts,
+        "log": str(replica.log),
+    }
+
+
+def _print_table(rows: list[list[str]], indent: str = "") -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+# ----- stop and gc -------------------------------------------------------------------------------------
+def _stop(args: argparse.Namespace) -> int:
+    record = resolve_run(args.run)
+    if not record.supervisor_alive and not leftover_members(record):
+        if record.indexed:
+            unregister_run(record.run_id)
+        print(f"run {record.run_id}: nothing is running")
+        return EXIT_OK
+    print(f"run {record.run_id}: stopping", file=sys.stderr, flush=True)
+    report = anyio.run(functools.partial(stop_run, record, grace_seconds=args.grace))
+    return _say_stopped(record, report)
+
+
+def _say_stopped(record: RunRecord, report: StopReport) -> int:
+    if report.supervisor_was_alive:
+        how = f"its supervisor (pid {record.supervisor_pid}) stopped it"
+        if report.supervisor_killed:
+            how = f"its supervisor (pid {record.supervisor_pid}) did not finish in time and was killed"
+    else:
+        how = f"its supervisor is dead; stopped {len(report.signalled)} processes from the record"
+    if report.killed:
+        how += f" ({len(report.killed)} needed SIGKILL)"
+    print(f"run {record.run_id}: {how} in {report.seconds:.1f}s")
+    if report.remaining:
+        print(f"run {record.run_id}: still alive after SIGKILL: {_describe(report.remaining)}", file=sys.stderr)
+        return EXIT_LEFT
+    return EXIT_OK
+
+
+def _gc(args: argparse.Namespace) -> int:
+    candidates = [(record, sorted(leftover_members(record))) for record in gc_candidates()]
+    unrecorded = unrecorded_marks()
+    if not candidates and not unrecorded:
+        print("nothing to collect")
+        return EXIT_OK
+    for record, left in candidates:
+        dead = f"supervisor {record.supervisor_pid} is dead" if record.supervisor_pid else "no supervisor recorded"
+        if left:
+            print(f"run {record.run_id}: {dead}; left over: {_describe(left)}")
+        else:
+            print(f"run {record.run_id}: {dead}; nothing left (stale record)")
+    for run_id, pids in unrecorded.items():
+        print(f"run {run_id}: no record here; not touched: {_describe(pids)}")
+    if not args.yes:
+        print("dry run: nothing was signalled; `supervisor gc --yes` stops the runs listed above")
+        return EXIT_OK
+    code = EXIT_OK
+    for record, left in candidates:
+        if not left:
+            unregister_run(record.run_id)
+            continue
+        code = max(code, _say_stopped(record, anyio.run(stop_run, record)))
+    return code
+
+
+def _describe(pids: Sequence[int]) -> str:
+    parts = []
+    for pid in pids:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            command = ""
+        parts.append(f"{pid} ({command[:60]})" if command else str(pid))
+    return ", ".join(parts)
+
+
+# ----- logs --------------------------------------------------------------------------------------------
+def _logs(args: argparse.Namespace) -> int:
+    record = resolve_run(args.run)
+    sources = _log_sources(record, args.service)
+    prefixed = len(sources) > 1
+    followers = [_Follower(path) for _, path in sources]
+    out = sys.stdout
+    for (name, _), follower in zip(sources, followers, strict=True):
+        for line in follower.history(max(0, args.lines)):
+            out.write(f"{name} | {line}\n" if prefixed else f"{line}\n")
+    out.flush()
+    if not args.follow:
+        return EXIT_OK
+    running = _run_is_running(record)
+    next_check = time.monotonic() + _FOLLOW_RUN_CHECK_SECONDS
+    try:
+        while True:  # until Ctrl-C or the end of the run: that is what --follow asks for
+            for (name, _), follower in zip(sources, followers, strict=True):
+                for line in follower.new_lines():
+                    out.write(f"{name} | {line}\n" if prefixed else f"{line}\n")
+            out.flush()
+            if not running:
+                return EXIT_OK  # one last drain above, after the run ended
+            time.sleep(_FOLLOW_POLL_SECONDS)
+            if time.monotonic() >= next_check:
+                running = _run_is_running(record)
+                next_check = time.monotonic() + _FOLLOW_RUN_CHECK_SECONDS
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        for follower in followers:
+            follower.close()
+
+
+def _run_is_running(record: RunRecord) -> bool:
+    fresh = record.reload()
+    return fresh.supervisor_alive or bool(leftover_members(fresh))
+
+
+def _log_sources(record: RunRecord, selector: str | None) -> list[tuple[str, Path]]:
+    """(replica name, log path) for every replica, one service's, or one replica's."""
+    replicas = record.replicas()
+    sources = [(r.name, r.log) for r in replicas if selector in (None, r.service, r.name)]
+    if not replicas:  # no manifest: whatever the logs directory holds
+        found = sorted((record.run_dir / "logs").glob("*.log"))
+        sources = [(p.stem, p) for p in found if selector in (None, p.stem, p.stem.split(".")[0])]
+    if not sources and selector is not None:
+        names = sorted({r.service for r in replicas} | {r.name for r in replicas})
+        raise UnknownRun(
+            f"run {record.run_id} has no service or replica {selector!r}; it has: {', '.join(names) or 'none'}",
+            names,
+        )
+    return sources
+
+
+class _Follower:
+    """Reads one replica's log as it grows; follows it across rotation (``x.log`` -> ``x.log.1``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+        self._inode: int | None = None
+        self._partial = b""
+        self._open()
+
+    def _open(self) -> bool:
+        try:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open across polls, closed in close()
+        except OSError:
+            return False
+        self._inode = os.fstat(self._file.fileno()).st_ino
+        return True
+
+    def history(self, count: int) -> list[str]:
+        """The last ``count`` lines up to now (reaching into ``x.log.1`` if the file is young); reading
+        continues from here."""
+        if self._file is None:
+            return []
+        data = self._file.read()
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(lines) < count:
+            backup = self.path.with_name(self.path.name + ".1")
+            with contextlib.suppress(OSError):
+                lines = backup.read_bytes().split(b"\n")[:-1] + lines
+        return [_text(line) for line in lines[-count:]] if count else []
+
+    def new_lines(self) -> list[str]:
+        if self._file is None and not self._open():
+            return []
+        lines = self._read_lines()
+        try:
+            rotated = os.stat(self.path).st_ino != self._inode
+        except OSError:
+            rotated = False  # between rename and re-create: try again next time
+        if rotated:  # drain the old file (now x.log.1), then start on the new one from its beginning
+            lines += self._read_lines()
+            if self._partial:
+                lines.append(_text(self._partial))
+                self._partial = b""
+            self._file.close()
+            self._file = None
+            if self._open():
+                lines += self._read_lines()
+        return lines
+
+    def _read_lines(self) -> list[str]:
+        data = self._file.read()
+        if not data:
+            return []
+        pieces = (self._partial + data).split(b"\n")
+        self._partial = pieces.pop()
+        return [_text(piece) for piece in pieces]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", "replace").rstrip("\r")
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"ps": _ps, "stop": _stop, "gc": _gc, "logs": _logs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -298,7 +298,7 @@ async def test_an_old_recovered_error_does_not_block_restarts(runs_dir: Path, tm
         "import os, sys; print('service ready', flush=True)\n"
         "if not os.path.exists(sys.argv[1]):\n"
         "    open(sys.argv[1], 'w'); print('request 7: CUDA out of memory, request failed, serving on')\n"
-        "    print('\\n'.join(f'served request {i}' for i in range(20000)), flush=True); sys.exit(1)\n"
+        "    print('\\n'.join('served request %d' % i for i in range(20000)), flush=True); sys.exit(1)\n"
         "import time; time.sleep(3600)"
     )
     policy = sv.RestartPolicy(policy="on-failure", backoff=QUICK)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ from .record import (
     list_runs,
     resolve_run,
     unrecorded_marks,
-    unregister_run,
 )
 
 __all__ = ["COMMANDS", "add_commands", "dispatch", "main"]
@@ -215,8 +215,8 @@ def _age(seconds: float | None) -> str:
 def _stop(args: argparse.Namespace) -> int:
     record = resolve_run(args.run)
     if not record.supervisor_alive and not leftover_members(record):
-        if record.indexed:
-            unregister_run(record.run_id)
+        if record.indexed or record.phase != "stopped":  # a dead supervisor's record: close it
+            anyio.run(stop_run, record)
         print(f"run {record.run_id}: nothing is running")
         return EXIT_OK
     print(f"run {record.run_id}: stopping", file=sys.stderr, flush=True)
@@ -229,8 +229,10 @@ def _say_stopped(record: RunRecord, report: StopReport) -> int:
         how = f"its supervisor (pid {record.supervisor_pid}) stopped it"
         if report.supervisor_killed:
             how = f"its supervisor (pid {record.supervisor_pid}) did not finish in time and was killed"
-    else:
+    elif report.signalled:
         how = f"its supervisor is dead; stopped {len(report.signalled)} processes from the record"
+    else:
+        how = "nothing was running; record closed"
     if report.killed:
         how += f" ({len(report.killed)} needed SIGKILL)"
     print(f"run {record.run_id}: {how} in {report.seconds:.1f}s")
@@ -253,28 +255,28 @@ def _gc(args: argparse.Namespace) -> int:
         else:
             print(f"run {record.run_id}: {dead}; nothing left (stale record)")
     for run_id, pids in unrecorded.items():
-        print(f"run {run_id}: no record here; not touched: {_describe(pids)}")
+        print(f"run {run_id}: no record here, so it is not touched ({len(pids)} processes): {_describe(pids)}")
     if not args.yes:
-        print("dry run: nothing was signalled; `supervisor gc --yes` stops the runs listed above")
+        if candidates:
+            print("dry run: nothing was signalled; `supervisor gc --yes` stops the recorded runs listed above")
         return EXIT_OK
     code = EXIT_OK
-    for record, left in candidates:
-        if not left:
-            unregister_run(record.run_id)
-            continue
+    for record, _ in candidates:
         code = max(code, _say_stopped(record, anyio.run(stop_run, record)))
     return code
 
 
-def _describe(pids: Sequence[int]) -> str:
+def _describe(pids: Sequence[int], limit: int = 5) -> str:
+    """``pid (command)`` for the first few, then how many more."""
     parts = []
-    for pid in pids:
+    for pid in pids[:limit]:
         try:
             command = " ".join(psutil.Process(pid).cmdline())
         except psutil.Error:
             command = ""
         parts.append(f"{pid} ({command[:60]})" if command else str(pid))
-    return ", ".join(parts)
+    more = f" and {len(pids) - limit} more" if len(pids) > limit else ""
+    return ", ".join(parts) + more
 
 
 # ----- logs --------------------------------------------------------------------------------------------
@@ -337,7 +339,7 @@ class _Follower:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: Any = None
+        self._file: BufferedReader | None = None
         self._inode: int | None = None
         self._partial = b""
         self._open()
@@ -377,13 +379,14 @@ class _Follower:
             if self._partial:
                 lines.append(_text(self._partial))
                 self._partial = b""
-            self._file.close()
-            self._file = None
+            self.close()
             if self._open():
                 lines += self._read_lines()
         return lines
 
     def _read_lines(self) -> list[str]:
+        if self._file is None:
+            return []
         data = self._file.read()
         if not data:
             return []

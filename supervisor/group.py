@@ -48,6 +48,18 @@ _ACTIVE = (
 _CONDITIONS = ("started", "ready", "completed")
 
 
+class _ReportOnce:
+    """``task_status.started()`` exactly once, whichever way the task goes."""
+
+    def __init__(self, task_status: TaskStatus[None]) -> None:
+        self._task_status: TaskStatus[None] | None = task_status
+
+    def __call__(self) -> None:
+        if self._task_status is not None:
+            task_status, self._task_status = self._task_status, None
+            task_status.started()
+
+
 @attrs.frozen
 class _Ending:
     """How an incarnation ended on its own (not because we stopped it)."""
@@ -257,6 +269,8 @@ class RunningTopology:
             await self._conditions[dep.service][dep.condition].wait()
         targets = replicas if replicas is not None else self._services[name].replicas
         assert self._tg is not None
+        if self._stopping:
+            return
         for replica in targets:
             replica.settled = anyio.Event()
             replica.loop_scope = anyio.CancelScope()
@@ -274,65 +288,69 @@ class RunningTopology:
         self, replica: Replica, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """One replica's life: spawn, become ready, run; after each end, the restart policy decides.
-        Reports ``started`` once the first incarnation was spawned (or could not be)."""
-        reported = False
-        with scope:
-            while True:
-                try:
-                    incarnation = replica.spawn(self)
-                except ServiceFailed as error:
-                    if not reported:
-                        task_status.started()
-                    self._replica_failed(replica, error)
-                    return
-                if not reported:
-                    task_status.started()
-                    reported = True
-                if incarnation.number > 0:
-                    self._write_manifest()
-                ending = await self._live(replica, incarnation)
-                if ending is None or self._stopping:
-                    return  # we stopped it: teardown, an explicit stop, or a strategy restart
-                await self._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
-                await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
-                incarnation.fatal_line = replica.find_fatal_line(incarnation)
-                decision = decide(
-                    replica.spec.restart,
-                    replica.budget,
-                    exit_code=ending.exit_code,
-                    now=time.monotonic(),
-                    uptime_seconds=incarnation.uptime_seconds if incarnation.ready_at else 0.0,
-                    fatal_line=incarnation.fatal_line,
-                    why=ending.why,
-                )
-                if decision.action == "complete":
-                    replica.state = ReplicaState.COMPLETED
-                    replica.settled.set()
-                    self.emit(Completed(replica=replica.name, service=replica.service))
-                    self._check_completed(replica.service)
-                    return
-                if decision.action == "fail":
-                    error_type = ReadinessTimeout if ending.timed_out and not incarnation.fatal_line else ServiceFailed
-                    self._replica_failed(
-                        replica,
-                        error_type(
-                            replica.name,
-                            decision.reason,
-                            log_tail=replica.log_tail(),
-                            log_path=str(replica.log_path),
-                            exit_code=ending.exit_code,
-                        ),
-                    )
-                    return
-                replica.restarts += 1
-                strategy = replica.spec.strategy or self.plan.strategy
-                if strategy != "one_for_one" or replica.spec.restart.group:
-                    assert self._tg is not None
-                    self._tg.start_soon(self._restart_for, replica, decision, strategy)
-                    return
-                self._announce_restart(replica, decision)
-                replica.state = ReplicaState.RESTARTING
-                await anyio.sleep(decision.delay_seconds)
+        Reports ``started`` once the first incarnation was spawned (or could not be, or never will)."""
+        started = _ReportOnce(task_status)
+        try:
+            with scope:
+                while not self._stopping:  # once teardown began, nothing new is spawned
+                    try:
+                        incarnation = replica.spawn(self)
+                    except ServiceFailed as error:
+                        self._replica_failed(replica, error)
+                        return
+                    finally:
+                        started()
+                    if not await self._run_incarnation(replica, incarnation):
+                        return
+        finally:
+            started()
+
+    async def _run_incarnation(self, replica: Replica, incarnation: Incarnation) -> bool:
+        """Live through one incarnation and apply the restart policy; True: spawn the next one here."""
+        if incarnation.number > 0:
+            self._write_manifest()
+        ending = await self._live(replica, incarnation)
+        if ending is None or self._stopping:
+            return False  # we stopped it: teardown, an explicit stop, or a strategy restart
+        await self._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
+        await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
+        incarnation.fatal_line = replica.find_fatal_line(incarnation)
+        decision = decide(
+            replica.spec.restart,
+            replica.budget,
+            exit_code=ending.exit_code,
+            now=time.monotonic(),
+            uptime_seconds=incarnation.uptime_seconds if incarnation.ready_at else 0.0,
+            fatal_line=incarnation.fatal_line,
+            why=ending.why,
+        )
+        if decision.action == "complete":
+            replica.state = ReplicaState.COMPLETED
+            replica.settled.set()
+            self.emit(Completed(replica=replica.name, service=replica.service))
+            self._check_completed(replica.service)
+            return False
+        if decision.action == "fail":
+            error_type = ReadinessTimeout if ending.timed_out and not incarnation.fatal_line else ServiceFailed
+            error = error_type(
+                replica.name,
+                decision.reason,
+                log_tail=replica.log_tail(),
+                log_path=str(replica.log_path),
+                exit_code=ending.exit_code,
+            )
+            self._replica_failed(replica, error)
+            return False
+        replica.restarts += 1
+        strategy = replica.spec.strategy or self.plan.strategy
+        if strategy != "one_for_one" or replica.spec.restart.group:
+            assert self._tg is not None
+            self._tg.start_soon(self._restart_for, replica, decision, strategy)
+            return False
+        self._announce_restart(replica, decision)
+        replica.state = ReplicaState.RESTARTING
+        await anyio.sleep(decision.delay_seconds)
+        return True
 
     async def _live(self, replica: Replica, incarnation: Incarnation) -> _Ending | None:
         """Until this incarnation ends. None when we stopped it; otherwise why it ended."""

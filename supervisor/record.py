@@ -278,7 +278,10 @@ def list_runs(*, include_finished: bool = False) -> list[RunRecord]:
         run_dir = Path(str(entry.get("run_dir") or runs_dir() / run_id))
         records[run_id] = load_run(run_dir, run_id=run_id, entry=entry or {"run_id": run_id})
     if include_finished:
-        for run_dir in sorted(p for p in runs_dir().iterdir() if (p / "manifest.json").is_file()):
+        finished = runs_dir()
+        for run_dir in sorted(finished.iterdir() if finished.is_dir() else ()):
+            if not (run_dir / "manifest.json").is_file():
+                continue
             record = load_run(run_dir)
             records.setdefault(record.run_id, record)
     return sorted(records.values(), key=lambda r: (r.started_wall_time or 0.0, r.run_id))

@@ -9,6 +9,7 @@ teardown follows.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,7 +30,9 @@ from .plan import Plan, ServicePlan
 from .policy import Decision, decide
 from .probes import describe_check
 from .process import alive, describe_exit, marked_processes, signal_processes
+from .record import register_run, unregister_run
 from .replica import Incarnation, Replica, ReplicaState, wait_gone
+from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     import httpx
@@ -136,6 +139,7 @@ class RunningTopology:
         self._task_scopes: list[anyio.CancelScope] = []
         self._body_scope: anyio.CancelScope | None = None
         self._http: httpx.AsyncClient | None = None
+        self._watchdog: Watchdog | None = None
         self._restart_lock = anyio.Lock()
         self._stopping = False
         self._kill_now = False
@@ -245,6 +249,13 @@ class RunningTopology:
             )
         return self._http
 
+    def track(self, replica: Replica, incarnation: Incarnation) -> None:
+        if self._watchdog is not None:
+            process, stop = incarnation.process, replica.plan.stop
+            self._watchdog.track(
+                process.pid, process.create_time, process.pid, stop.signal, stop.grace_seconds, replica.name
+            )
+
     def on_output(self, replica: str, block: bytes) -> None:
         if self._on_output is not None:
             self._on_output(replica, block)
@@ -253,7 +264,10 @@ class RunningTopology:
     async def _start(self, tg: TaskGroup) -> None:
         self._tg = tg
         self.phase = "starting"
+        # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
+        self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
         self._write_manifest()
+        register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
         async with anyio.create_task_group() as start_group:
             for service in self.plan.services:
                 start_group.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
@@ -648,10 +662,21 @@ class RunningTopology:
             self.phase = "stopped"
             self._write_manifest()
         finally:
+            await self._close_watchdog()
             for scope in self._task_scopes:
                 scope.cancel()
             self._events.close()
             self._torn_down.set()
+
+    async def _close_watchdog(self) -> None:
+        """Our teardown verified the run is empty: the watchdog may go without sweeping. If it did not
+        (leftovers), the watchdog sweeps once more and the run stays in the index for ``gc``."""
+        if self._watchdog is None:
+            return
+        clean = not self.leftovers and self.phase == "stopped"
+        await anyio.to_thread.run_sync(functools.partial(self._watchdog.close, clean=clean))
+        if clean:
+            unregister_run(self.run_id)
 
     async def _sweep(self) -> None:
         """Whatever still carries the run's mark (spawned mid-teardown, re-parented) gets SIGKILL."""

@@ -59,6 +59,8 @@ class ReplicaHost(Protocol):
 
     def on_output(self, replica: str, block: bytes) -> None: ...
 
+    def track(self, replica: Replica, incarnation: Incarnation) -> None: ...
+
 
 class Incarnation:
     """One spawn of a replica: the process (leader of its own group), its output stream, how it ended."""
@@ -157,6 +159,7 @@ class Replica:
                 plan.ready, target=target, stream=stream, env=env, http_client=host.http_client
             )
         self.incarnation = incarnation
+        host.track(self, incarnation)
         host.start_shielded(lambda: self._pump(incarnation), name=f"pump {plan.name}")
         host.start_shielded(lambda: self._watch(incarnation, host), name=f"watch {plan.name}")
         host.emit(Spawned(replica=plan.name, service=plan.service, pid=process.pid))

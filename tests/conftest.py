@@ -40,6 +40,14 @@ def runs_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run records of a test go to its own state dir, never the user's (children inherit the variable)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
+
+
+@pytest.fixture(autouse=True)
 def no_leftovers(runs_dir: Path) -> Iterator[None]:
     """After each test, no process of any run it started (under ``runs_dir``) may be alive."""
     yield

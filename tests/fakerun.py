@@ -38,8 +38,8 @@ class Reaper:
     """Everything a test started: killed (process group and pid, create time checked) and reaped at the end."""
 
     def __init__(self) -> None:
-        self.popens: list[subprocess.Popen[bytes]] = []
-        self.processes: list[psutil.Process] = []
+        self.popens: list[subprocess.Popen[Any]] = []
+        self.groups: list[int] = []  #: sessions we started; an unreaped leader keeps its id from reuse
         self.run_ids: list[str] = []
 
     def start(
@@ -54,7 +54,8 @@ class Reaper:
             start_new_session=new_session,
         )
         self.popens.append(popen)
-        self.processes.append(psutil.Process(popen.pid))
+        if new_session:
+            self.groups.append(popen.pid)
         if ready:
             assert popen.stdout is not None
             assert popen.stdout.readline(), f"{argv} exited before it was ready"
@@ -81,16 +82,21 @@ class Reaper:
             self.run_ids.append(run_id)
 
     def cleanup(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(psutil.Error, OSError):
-                if process.is_running():
-                    os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(psutil.Error):
-                process.send_signal(signal.SIGKILL)
-        for run_id in self.run_ids:
-            for member in run_members(run_id).values():
+        for pgid in self.groups:  # before reaping: until then the leader's pid (= group id) stays ours
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+        for popen in self.popens:
+            with contextlib.suppress(OSError):
+                popen.kill()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:  # SIGKILL is asynchronous: until the marked ones are really gone
+            left = [pid for run_id in self.run_ids for pid in run_members(run_id)]
+            if not left:
+                break
+            for pid in left:
                 with contextlib.suppress(OSError):
-                    os.kill(member.pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
         for popen in self.popens:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(10)

@@ -325,9 +325,9 @@ def test_signal_exits_zero_quickly(spawn: Spawn, client: httpx.Client, role: str
     wait_until(lambda: "Uvicorn running on" in standin.stdout, 10, "the start line")
     if role != "frontend":
         wait_healthy(client, standin)
-    code, took = standin.signal_and_wait(sig)
+    code, took = standin.signal_and_wait(sig, timeout=20)
     assert code == 0, standin.stderr
-    assert took < 1.0
+    assert took < 10  # promptly; the ~20 ms it takes is a benchmark figure, not a test bound
     assert f"Shutting down (received {sig.name})" in standin.stdout
     assert "Finished server process" in standin.stdout
 

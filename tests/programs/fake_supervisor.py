@@ -1,7 +1,7 @@
-"""Stands in for a supervisor that is about to die: starts a hard-to-kill replica tree (tree.py, marked with
-the run id, in its own session) and the run's watchdog, tracks the leader, prints 'supervising <watchdog
-pid>', then idles until killed. With --bye it instead says goodbye to the watchdog and exits at once,
-leaving the tree running (a test then checks that the watchdog swept nothing)."""
+"""Stands in for a supervisor that is about to die: starts the run's watchdog, then --replicas hard-to-kill
+replica trees (tree.py, marked with the run id, each in its own session), tracks each leader, prints
+'supervising <watchdog pid>' and idles until killed. With --bye it instead says goodbye to the watchdog and
+exits at once, leaving the trees running (a test then checks that the watchdog swept nothing)."""
 
 import argparse
 import os
@@ -22,12 +22,15 @@ parser.add_argument("--pids", required=True)
 parser.add_argument("--grace", type=float, default=0.5)
 parser.add_argument("--bye", action="store_true")
 parser.add_argument("--idle-seconds", type=float, default=120.0)
+parser.add_argument("--replicas", type=int, default=1)
 args = parser.parse_args()
 
-env = dict(os.environ, **{RUN_ID_ENV: args.run_id, REPLICA_ENV: "engine"})
 tree = Path(__file__).with_name("tree.py")
-leader = subprocess.Popen(
-    [
+watchdog = Watchdog.spawn(args.run_id, args.run_dir)
+for index in range(args.replicas):
+    name = "engine" if args.replicas == 1 else f"engine.{index}"
+    env = dict(os.environ, **{RUN_ID_ENV: args.run_id, REPLICA_ENV: name})
+    argv = [
         sys.executable,
         str(tree),
         "--pids",
@@ -37,16 +40,11 @@ leader = subprocess.Popen(
         "2",
         "--setsid-children",
         "2",
-        "--daemon",
-    ],
-    env=env,
-    stdout=subprocess.PIPE,
-    start_new_session=True,
-)
-assert leader.stdout is not None
-assert leader.stdout.readline().strip() == b"tree ready"
-watchdog = Watchdog.spawn(args.run_id, args.run_dir)
-watchdog.track(leader.pid, psutil.Process(leader.pid).create_time(), leader.pid, "SIGTERM", args.grace, "engine")
+    ]
+    leader = subprocess.Popen([*argv, "--daemon"], env=env, stdout=subprocess.PIPE, start_new_session=True)
+    assert leader.stdout is not None
+    assert leader.stdout.readline().strip() == b"tree ready"
+    watchdog.track(leader.pid, psutil.Process(leader.pid).create_time(), leader.pid, "SIGTERM", args.grace, name)
 print(f"supervising {watchdog.pid}", flush=True)
 if args.bye:
     sys.exit(watchdog.close(clean=True))

@@ -7,20 +7,24 @@ and with ``run FILE -- CMD`` the exit code of CMD.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
+from .cli_runs import add_commands, dispatch
 from .config import load
-from .errors import ConfigError, ServiceFailed, SupervisorError
+from .errors import ConfigError, SupervisorError
 from .events import Event, Exited, Failed, Ready, Spawned, Stopped
 from .group import RunningTopology
 from .launch import supervise
-from .plan import Plan, fill_templates, make_plan
+from .plan import Plan, default_runs_dir, fill_templates, make_plan
 from .process import RUN_ID_ENV
 
 __all__ = ["main"]
@@ -46,8 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
     run.add_argument("--logs", action="store_true", help="also print every service's output, prefixed")
     run.add_argument("--quiet", "-q", action="store_true", help="print only errors and the final summary")
+    run.add_argument(
+        "--detach", "-d", action="store_true",
+        help="supervise in the background; return once all are ready, printing the run id (stop: supervisor stop ID)",
+    )  # fmt: skip
+    run.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)  # --detach's channel to the background run
     run.epilog = "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work)."
     with_file("validate", "check a topology file and show the start order; starts nothing")
+    add_commands(commands)
     return parser
 
 
@@ -145,6 +155,8 @@ def _run(args: argparse.Namespace) -> int:
         _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
 
     async def body(group: RunningTopology) -> int | None:
+        if args.notify_fd is not None:
+            _notify(args.notify_fd, f"ready {group.run_id} {group.run_dir}")
         if not args.quiet:
             urls = ", ".join(f"{s.name} {s.url}" for s in group if s.url)
             _say(f"all {replicas} ready in {time.monotonic() - reporter.started:.2f}s" + (f": {urls}" if urls else ""))
@@ -162,7 +174,54 @@ def _run(args: argparse.Namespace) -> int:
     return outcome.result if isinstance(outcome.result, int) else 0
 
 
+def _notify(fd: int, message: str) -> None:
+    """Tell the ``--detach`` parent how the start went; it returns as soon as it hears."""
+    with contextlib.suppress(OSError):
+        os.write(fd, (message.replace("\n", "\\n") + "\n").encode())
+        os.close(fd)
+
+
+def _detach(args: argparse.Namespace, argv: list[str]) -> int:
+    """Re-run ourselves in a new session without --detach, and wait for its ready (or error) line."""
+    _plan(args)  # bad input is reported here, by the process the user is watching
+    read_fd, write_fd = os.pipe()
+    log_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    child_argv = [a for a in argv if a not in ("--detach", "-d")]
+    with open(log_dir / "detached.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                *child_argv[:1],
+                "--quiet",
+                "--notify-fd",
+                str(write_fd),
+                *child_argv[1:],
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as channel:
+        line = channel.readline().decode().strip().replace("\\n", "\n")
+    if line.startswith("ready "):
+        _, run_id, run_dir = line.split(" ", 2)
+        print(run_id)
+        _say(f"running in the background (pid {process.pid}); logs in {run_dir}/logs; stop: supervisor stop {run_id}")
+        return 0
+    code = process.wait()
+    message = line.removeprefix("error ") or f"the background supervisor exited with code {code}"
+    print(f"supervisor: {message}", file=sys.stderr)
+    return code or EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    original_argv = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
     if "--" in argv:
@@ -173,17 +232,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command and args.command != "run":
         print("supervisor: error: only 'run' takes a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT
+    code = dispatch(args)
+    if code is not None:
+        return code
+    notify_fd = getattr(args, "notify_fd", None)
     try:
         if args.command == "validate":
             return _validate(args)
+        if args.detach:
+            return _detach(args, list(sys.argv[1:] if original_argv is None else original_argv))
         return _run(args)
     except ConfigError as exc:
+        if notify_fd is not None:
+            _notify(notify_fd, f"error error: {exc}")
         print(f"supervisor: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ServiceFailed as exc:
-        print(f"supervisor: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except SupervisorError as exc:
+        if notify_fd is not None:
+            _notify(notify_fd, f"error {exc}")
         print(f"supervisor: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -14,10 +14,11 @@ from typing import Generic, NoReturn, TypeVar
 import anyio
 import attrs
 
-from .errors import SupervisorError
+from .errors import ConfigError, SupervisorError
 from .events import Event
 from .group import RunningTopology
 from .plan import Plan, make_plan
+from .record import port_owners
 from .spec import Topology
 
 if sys.version_info < (3, 11):
@@ -75,6 +76,7 @@ async def launch(
     of complete output lines, with the replica's name.
     """
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
+    refuse_taken_ports(plan)
     group = RunningTopology(plan, on_event=on_event, on_output=on_output)
     try:
         # The outer group holds pumps and exit watchers: it must outlive the teardown, which relies on
@@ -93,6 +95,25 @@ async def launch(
         _reraise(exc)
     if group.failure is not None:
         raise group.failure
+
+
+def refuse_taken_ports(plan: Plan) -> None:
+    """A port already bound (a stale server from an earlier run, say) is reported before anything
+    starts, with its owner, instead of surfacing later as a crash."""
+    wanted = {
+        port: replica.name
+        for service in plan.services
+        for replica in service.replicas
+        for port in replica.ports.values()
+    }
+    if not wanted:
+        return
+    owners = port_owners(list(wanted))
+    if owners:
+        raise ConfigError(
+            [f"service '{wanted[port].split('.')[0]}': {owner.describe()}" for port, owner in sorted(owners.items())],
+            source=plan.source,
+        )
 
 
 async def run(

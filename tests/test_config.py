@@ -174,9 +174,18 @@ services:
         backoff=sv.Backoff(initial_seconds=0.5, max_seconds=30, factor=3, jitter=0.2),
         group=True,
     )
-    assert decode.alive == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/health"), period_seconds=5, timeout_seconds=1, failures=3)
-    assert decode.ready is not None and decode.ready.progress_timeout_seconds == 30 and decode.ready.progress == "Loading"
-    assert (decode.fatal, decode.builtin_fatal, decode.min_ready, decode.strategy) == (("bad config",), False, 2, "one_for_one")
+    assert decode.alive == sv.Probe(
+        sv.HttpCheck("http://127.0.0.1:{port}/health"), period_seconds=5, timeout_seconds=1, failures=3
+    )
+    assert (
+        decode.ready is not None and decode.ready.progress_timeout_seconds == 30 and decode.ready.progress == "Loading"
+    )
+    assert (decode.fatal, decode.builtin_fatal, decode.min_ready, decode.strategy) == (
+        ("bad config",),
+        False,
+        2,
+        "one_for_one",
+    )
     assert front.restart.policy == "always"
     assert sv.load(path).strategy == "rest_for_one"
 

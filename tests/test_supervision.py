@@ -303,7 +303,12 @@ async def test_an_old_recovered_error_does_not_block_restarts(runs_dir: Path, tm
     )
     policy = sv.RestartPolicy(policy="on-failure", backoff=QUICK)
     topo = sv.Topology(
-        name="old", services=[sv.Service(name="w", command=[PYTHON, "-c", code, str(once)], ready=sv.LogCheck("service ready"), restart=policy)]
+        name="old",
+        services=[
+            sv.Service(
+                name="w", command=[PYTHON, "-c", code, str(once)], ready=sv.LogCheck("service ready"), restart=policy
+            )
+        ],
     )
     async with sv.launch(topo, runs_dir=runs_dir) as group:
         await wait_for(group, lambda h: len([e for e in h if isinstance(e, sv.Ready)]) == 2)

@@ -166,11 +166,16 @@ def _run(args: argparse.Namespace) -> int:
         return None
 
     outcome = anyio.run(lambda: supervise(plan, body, on_event=reporter.event, on_output=reporter.output))
+    down = (
+        f"{len(outcome.leftovers)} processes survived the teardown: {list(outcome.leftovers)}"
+        if outcome.leftovers
+        else "everything is down (verified: no process of the run is left)"
+    )
     if outcome.signal is not None:
-        _say(f"stopped by {signal.Signals(outcome.signal).name}; everything is down")
+        _say(f"stopped by {signal.Signals(outcome.signal).name}; {down}")
         return 128 + outcome.signal
-    if not args.quiet:
-        _say("everything is down")
+    if not args.quiet or outcome.leftovers:
+        _say(down)
     return outcome.result if isinstance(outcome.result, int) else 0
 
 

@@ -268,6 +268,7 @@ class RunningTopology:
         self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
         self._write_manifest()
         register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
+        tg.start_soon(self._keep_watchdog, name="keep watchdog")
         async with anyio.create_task_group() as start_group:
             for service in self.plan.services:
                 start_group.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
@@ -661,12 +662,28 @@ class RunningTopology:
                     stream.close()
             self.phase = "stopped"
             self._write_manifest()
+            self._write_summary()
         finally:
             await self._close_watchdog()
             for scope in self._task_scopes:
                 scope.cancel()
             self._events.close()
             self._torn_down.set()
+
+    async def _keep_watchdog(self) -> None:
+        """A watchdog that dies (killed by someone) is replaced at once and told every live leader again,
+        so the run stays covered against our own death."""
+        while not self._stopping:
+            watchdog = self._watchdog
+            assert watchdog is not None
+            await watchdog.wait_exit()
+            if self._stopping or watchdog is not self._watchdog:
+                return
+            self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
+            register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
+            for replica in self.replicas:
+                if replica.incarnation is not None and not replica.incarnation.exited.is_set():
+                    self.track(replica, replica.incarnation)
 
     async def _close_watchdog(self) -> None:
         """Our teardown verified the run is empty: the watchdog may go without sweeping. If it did not
@@ -716,6 +733,30 @@ class RunningTopology:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(manifest, indent=2))
         os.replace(temporary, path)
+
+    def _write_summary(self) -> None:
+        """How the run ended, and the verification that nothing of it is left (checked on every run)."""
+        if self.failure is not None:
+            outcome = "failed"
+        elif self.replicas and all(r.state is ReplicaState.COMPLETED for r in self.replicas):
+            outcome = "completed"
+        else:
+            outcome = "stopped"
+        summary = {
+            "run_id": self.run_id,
+            "outcome": outcome,
+            "failure": str(self.failure) if self.failure is not None else None,
+            "started_wall_time": self._started_wall,
+            "ended_wall_time": time.time(),
+            "ready_seconds": None if self.ready_at is None else self.ready_at - self.started_at,
+            "replicas": {
+                r.name: {"state": r.state.value, "restarts": r.restarts, "returncode": r.returncode}
+                for r in self.replicas
+            },
+            "verified_no_leftovers": not self.leftovers,
+            "leftovers": self.leftovers,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def _replica_record(replica: Replica) -> dict[str, Any]:

@@ -143,6 +143,7 @@ class Outcome(Generic[T]):
     result: T | None
     signal: int | None
     run_dir: Path
+    leftovers: tuple[int, ...] = ()  #: pids that survived the teardown; verified empty on every run
 
 
 async def supervise(
@@ -170,7 +171,8 @@ async def supervise(
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as exc:
         _reraise(exc)
-    return Outcome(result[0] if result else None, received[0] if received else None, plan.run_dir)
+    leftovers = tuple(group_box[0].leftovers) if group_box else ()
+    return Outcome(result[0] if result else None, received[0] if received else None, plan.run_dir, leftovers)
 
 
 async def _on_signals(scope: anyio.CancelScope, received: list[int], group_box: list[RunningTopology]) -> None:

@@ -127,6 +127,22 @@ class Watchdog:
         fields = ["track", str(pid), repr(float(create_time)), str(pgid), name, repr(float(grace_seconds))]
         self._send(" ".join([*fields, replica] if replica else fields))
 
+    async def wait_exit(self) -> None:
+        """Return when the watchdog process has exited (pidfd where the kernel has it, else a slow poll)."""
+        import anyio  # only the supervisor side needs it; the watchdog program starts without it
+
+        pidfd = None
+        with contextlib.suppress(AttributeError, OSError):
+            pidfd = os.pidfd_open(self._popen.pid)
+        try:
+            if pidfd is not None:
+                await anyio.wait_readable(pidfd)
+            while self._popen.poll() is None:
+                await anyio.sleep(0.5)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
     def untrack(self, pid: int) -> None:
         """Forget a leader that exited (a restarted replica gets a new one)."""
         self._send(f"untrack {pid}")

@@ -227,3 +227,16 @@ def test_chaos_never_leaves_a_survivor(tmp_path: Path, runs_dir: Path, private_s
             )
     print(f"chaos: {CHAOS_ITERATIONS} iterations, {faults} faults injected, 0 survivors")
     assert faults >= CHAOS_ITERATIONS
+
+
+def test_a_killed_watchdog_is_replaced_and_still_sweeps(
+    tmp_path: Path, runs_dir: Path, private_state_dir: Path
+) -> None:
+    run_id, run_dir = start_detached(hard_topology(tmp_path), runs_dir)
+    pids = run_pids(run_dir)
+    first = watchdog_pid(private_state_dir, run_id)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: watchdog_pid(private_state_dir, run_id) != first, timeout=10)
+    os.kill(pids["supervisor"], signal.SIGKILL)  # now only the replacement can clean up
+    tree = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    wait_until(lambda: not marked_processes(run_id) and not any(alive(p) for p in tree), timeout=10)

@@ -308,6 +308,8 @@ async def test_events_stream_and_jsonl_record(runs_dir: Path) -> None:
     manifest = json.loads((group.run_dir / "manifest.json").read_text())
     assert manifest["services"]["a"]["replicas"][0]["pid"] == group["a"].pids[0]
     assert (group.run_dir.stat().st_mode & 0o777) == 0o700
+    summary = json.loads((group.run_dir / "summary.json").read_text())
+    assert summary["outcome"] == "stopped" and summary["verified_no_leftovers"] is True and summary["leftovers"] == []
 
 
 async def test_secrets_are_redacted_in_the_manifest(runs_dir: Path) -> None:

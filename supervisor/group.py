@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -25,13 +24,13 @@ import psutil
 from anyio.abc import TaskGroup, TaskStatus
 
 from .errors import ReadinessTimeout, ServiceFailed
-from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restarting, Unready
+from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restarting
 from .plan import Plan, ServicePlan
 from .policy import Decision, decide
 from .probes import describe_check
 from .process import alive, describe_exit, marked_processes, signal_processes
-from .record import register_run, unregister_run
-from .replica import Incarnation, Replica, ReplicaState, wait_gone
+from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
+from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
 
-_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
 _ACTIVE = (
     ReplicaState.PENDING,
     ReplicaState.STARTING,
@@ -70,42 +68,6 @@ class _Ending:
     why: str
     exit_code: int | None
     timed_out: bool = False
-
-
-class ServiceHandle:
-    """All replicas of one service; ``port``/``url`` are those of replica 0."""
-
-    def __init__(self, plan: ServicePlan, replicas: list[Replica]) -> None:
-        self.plan = plan
-        self.name = plan.name
-        self.replicas = replicas
-
-    @property
-    def pids(self) -> list[int]:
-        return [pid for r in self.replicas for pid in r.pids]
-
-    @property
-    def port(self) -> int | None:
-        return self.replicas[0].port if self.replicas else None
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return self.replicas[0].ports if self.replicas else {}
-
-    @property
-    def url(self) -> str | None:
-        return self.replicas[0].url if self.replicas else None
-
-    @property
-    def urls(self) -> list[str]:
-        return [r.url for r in self.replicas if r.url]
-
-    @property
-    def ready_count(self) -> int:
-        return sum(r.state is ReplicaState.READY for r in self.replicas)
-
-    def __repr__(self) -> str:
-        return f"<Service {self.name} x{len(self.replicas)} pids={self.pids}>"
 
 
 class RunningTopology:
@@ -147,7 +109,7 @@ class RunningTopology:
         self._all_done = anyio.Event()
         self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened
         self.started_at = time.monotonic()
-        self._started_wall = time.time()
+        self.started_wall_time = time.time()
         self.ready_at: float | None = None
         self.phase = "pending"  #: pending, starting, running, stopping, stopped
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
@@ -414,7 +376,7 @@ class RunningTopology:
         if liveness is None:
             await incarnation.exited.wait()
         else:
-            reason = await self._watch_liveness(replica, incarnation, liveness)
+            reason = await replica.watch_liveness(self, incarnation, liveness)
             if reason is not None:
                 await self._stop_one(replica, reason="liveness")
                 return _Ending(reason, None)
@@ -436,53 +398,6 @@ class RunningTopology:
                 seconds=incarnation.ready_at - incarnation.spawned_at,
             )
         )
-
-    async def _watch_liveness(self, replica: Replica, incarnation: Incarnation, runner: Any) -> str | None:
-        """Check every period; a miss makes the replica unready, ``failures`` misses in a row replace it.
-        Returns the reason to replace it, or None once the incarnation exited by itself."""
-        probe = runner.probe
-        misses = 0
-        result: list[str | None] = []
-        async with anyio.create_task_group() as race:
-
-            async def checks() -> None:
-                nonlocal misses
-                await anyio.sleep(probe.initial_delay_seconds)
-                while True:
-                    await anyio.sleep(probe.alive_period)
-                    check = await runner.check_once()
-                    if check.ok:
-                        if misses and replica.state is ReplicaState.UNREADY:
-                            replica.state = ReplicaState.READY
-                            self.emit(
-                                Ready(
-                                    replica=replica.name,
-                                    service=replica.service,
-                                    pid=incarnation.process.pid,
-                                    seconds=0.0,
-                                )
-                            )
-                        misses = 0
-                        continue
-                    misses += 1
-                    if misses == 1 and replica.state is ReplicaState.READY:
-                        replica.state = ReplicaState.UNREADY
-                        self.emit(Unready(replica=replica.name, service=replica.service, reason=check.detail))
-                    if misses >= probe.failures:
-                        result.append(
-                            f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
-                            f"last: {check.detail}"
-                        )
-                        race.cancel_scope.cancel()
-                        return
-
-            async def exit_watch() -> None:
-                await incarnation.exited.wait()
-                race.cancel_scope.cancel()
-
-            race.start_soon(checks)
-            race.start_soon(exit_watch)
-        return result[0] if result else None
 
     def _announce_restart(self, replica: Replica, decision: Decision) -> None:
         self.emit(
@@ -711,77 +626,8 @@ class RunningTopology:
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
-        manifest = {
-            "run_id": self.run_id,
-            "name": self.plan.name,
-            "source": self.plan.source,
-            "run_dir": str(self.run_dir),
-            "phase": self.phase,
-            "supervisor_pid": os.getpid(),
-            "supervisor_create_time": _own_create_time(),
-            "started_wall_time": self._started_wall,
-            "services": {
-                s.name: {
-                    "depends_on": {d.service: d.condition for d in s.plan.depends_on},
-                    "replicas": [_replica_record(r) for r in s.replicas],
-                }
-                for s in self.services
-            },
-            "leftovers": self.leftovers,
-        }
-        path = self.run_dir / "manifest.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(manifest, indent=2))
-        os.replace(temporary, path)
+        write_manifest(self.run_dir, manifest_of(self))
 
     def _write_summary(self) -> None:
         """How the run ended, and the verification that nothing of it is left (checked on every run)."""
-        if self.failure is not None:
-            outcome = "failed"
-        elif self.replicas and all(r.state is ReplicaState.COMPLETED for r in self.replicas):
-            outcome = "completed"
-        else:
-            outcome = "stopped"
-        summary = {
-            "run_id": self.run_id,
-            "outcome": outcome,
-            "failure": str(self.failure) if self.failure is not None else None,
-            "started_wall_time": self._started_wall,
-            "ended_wall_time": time.time(),
-            "ready_seconds": None if self.ready_at is None else self.ready_at - self.started_at,
-            "replicas": {
-                r.name: {"state": r.state.value, "restarts": r.restarts, "returncode": r.returncode}
-                for r in self.replicas
-            },
-            "verified_no_leftovers": not self.leftovers,
-            "leftovers": self.leftovers,
-        }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-
-
-def _replica_record(replica: Replica) -> dict[str, Any]:
-    process = replica.process
-    return {
-        "name": replica.name,
-        "state": replica.state.value,
-        "pid": replica.pid,
-        "pgid": replica.pid,
-        "create_time": process.create_time if process else None,
-        "returncode": replica.returncode,
-        "restarts": replica.restarts,
-        "command": list(replica.plan.argv),
-        "env": {k: ("<redacted>" if _SECRET.search(k) else v) for k, v in replica.plan.env.items()},
-        "ports": replica.ports,
-        "url": replica.url,
-        "log": str(replica.log_path),
-        "stop": {"signal": replica.plan.stop.signal, "grace_seconds": replica.plan.stop.grace_seconds},
-    }
-
-
-_OWN_CREATE_TIME: list[float] = []
-
-
-def _own_create_time() -> float:
-    if not _OWN_CREATE_TIME:
-        _OWN_CREATE_TIME.append(psutil.Process().create_time())
-    return _OWN_CREATE_TIME[0]
+        (self.run_dir / "summary.json").write_text(json.dumps(summary_of(self), indent=2))

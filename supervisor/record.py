@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import psutil
@@ -25,6 +26,10 @@ import psutil
 from .errors import SupervisorError
 from .process import REPLICA_ENV, RUN_ID_ENV
 from .proctable import Member, matching_process, run_members
+
+if TYPE_CHECKING:
+    from .group import RunningTopology
+    from .replica import Replica
 
 __all__ = [
     "PortOwner",
@@ -36,6 +41,7 @@ __all__ = [
     "leftovers",
     "list_runs",
     "load_run",
+    "manifest_of",
     "port_owner",
     "port_owners",
     "protected_pids",
@@ -43,6 +49,7 @@ __all__ = [
     "resolve_run",
     "runs_dir",
     "state_dir",
+    "summary_of",
     "unrecorded_marks",
     "unregister_run",
     "write_manifest",
@@ -438,3 +445,81 @@ def _int_or_none(value: object) -> int | None:
 
 def _float_or_none(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+# ----- what a running group writes ---------------------------------------------------------------------
+_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
+
+
+def manifest_of(group: RunningTopology) -> dict[str, Any]:
+    """``manifest.json``: resolved commands, redacted env, ports, and every pid with its create time."""
+    return {
+        "run_id": group.run_id,
+        "name": group.plan.name,
+        "source": group.plan.source,
+        "run_dir": str(group.run_dir),
+        "phase": group.phase,
+        "supervisor_pid": os.getpid(),
+        "supervisor_create_time": _own_create_time(),
+        "started_wall_time": group.started_wall_time,
+        "services": {
+            s.name: {
+                "depends_on": {d.service: d.condition for d in s.plan.depends_on},
+                "replicas": [_replica_record(r) for r in s.replicas],
+            }
+            for s in group.services
+        },
+        "leftovers": group.leftovers,
+    }
+
+
+def summary_of(group: RunningTopology) -> dict[str, Any]:
+    """``summary.json``: how the run ended and whether anything survived it."""
+    replicas = group.replicas
+    if group.failure is not None:
+        outcome = "failed"
+    elif replicas and all(r.state.value == "completed" for r in replicas):
+        outcome = "completed"
+    else:
+        outcome = "stopped"
+    return {
+        "run_id": group.run_id,
+        "outcome": outcome,
+        "failure": str(group.failure) if group.failure is not None else None,
+        "started_wall_time": group.started_wall_time,
+        "ended_wall_time": time.time(),
+        "ready_seconds": None if group.ready_at is None else group.ready_at - group.started_at,
+        "replicas": {
+            r.name: {"state": r.state.value, "restarts": r.restarts, "returncode": r.returncode} for r in replicas
+        },
+        "verified_no_leftovers": not group.leftovers,
+        "leftovers": group.leftovers,
+    }
+
+
+def _replica_record(replica: Replica) -> dict[str, Any]:
+    process = replica.process
+    return {
+        "name": replica.name,
+        "state": replica.state.value,
+        "pid": replica.pid,
+        "pgid": replica.pid,
+        "create_time": process.create_time if process else None,
+        "returncode": replica.returncode,
+        "restarts": replica.restarts,
+        "command": list(replica.plan.argv),
+        "env": {k: ("<redacted>" if _SECRET.search(k) else v) for k, v in replica.plan.env.items()},
+        "ports": replica.ports,
+        "url": replica.url,
+        "log": str(replica.log_path),
+        "stop": {"signal": replica.plan.stop.signal, "grace_seconds": replica.plan.stop.grace_seconds},
+    }
+
+
+_OWN_CREATE_TIME: list[float] = []
+
+
+def _own_create_time() -> float:
+    if not _OWN_CREATE_TIME:
+        _OWN_CREATE_TIME.append(psutil.Process().create_time())
+    return _OWN_CREATE_TIME[0]

@@ -17,11 +17,11 @@ import anyio
 import psutil
 
 from .errors import ServiceFailed
-from .events import Event, Exited, Spawned, Stopped, Stopping
+from .events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from .logs import LineStream, RotatingLogFile, pump_pipe
-from .plan import ReplicaPlan
+from .plan import ReplicaPlan, ServicePlan
 from .policy import RestartBudget, compile_fatal
-from .probes import ProbeTarget, ReadinessRunner
+from .probes import ProbeTarget, ReadinessRunner, describe_check
 from .process import REPLICA_ENV, RUN_ID_ENV, ChildProcess, alive, signal_processes
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .spec import Service
 
-__all__ = ["Incarnation", "Replica", "ReplicaHost", "ReplicaState"]
+__all__ = ["Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
 
 KILL_WAIT_SECONDS = 30.0  # after SIGKILL; only a process stuck in the kernel (a GPU driver call) takes long
 
@@ -214,6 +214,53 @@ class Replica:
         )
         incarnation.exited.set()
 
+    async def watch_liveness(self, host: ReplicaHost, incarnation: Incarnation, runner: ReadinessRunner) -> str | None:
+        """Check every period; a miss makes the replica unready, ``failures`` misses in a row replace it.
+        Returns the reason to replace it, or None once the incarnation exited by itself."""
+        probe = runner.probe
+        misses = 0
+        result: list[str | None] = []
+        async with anyio.create_task_group() as race:
+
+            async def checks() -> None:
+                nonlocal misses
+                await anyio.sleep(probe.initial_delay_seconds)
+                while True:
+                    await anyio.sleep(probe.alive_period)
+                    check = await runner.check_once()
+                    if check.ok:
+                        if misses and self.state is ReplicaState.UNREADY:
+                            self.state = ReplicaState.READY
+                            host.emit(
+                                Ready(
+                                    replica=self.name,
+                                    service=self.service,
+                                    pid=incarnation.process.pid,
+                                    seconds=0.0,
+                                )
+                            )
+                        misses = 0
+                        continue
+                    misses += 1
+                    if misses == 1 and self.state is ReplicaState.READY:
+                        self.state = ReplicaState.UNREADY
+                        host.emit(Unready(replica=self.name, service=self.service, reason=check.detail))
+                    if misses >= probe.failures:
+                        result.append(
+                            f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
+                            f"last: {check.detail}"
+                        )
+                        race.cancel_scope.cancel()
+                        return
+
+            async def exit_watch() -> None:
+                await incarnation.exited.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(checks)
+            race.start_soon(exit_watch)
+        return result[0] if result else None
+
     # ----- stop -----------------------------------------------------------------------------------
     async def stop(
         self, host: ReplicaHost, others: list[psutil.Process], *, reason: str, kill_now: bool = False
@@ -248,6 +295,42 @@ class Replica:
         if self.incarnation is not None and not self.incarnation.exited.is_set():
             self.incarnation.stop_reason = self.incarnation.stop_reason or "killed"
             self.incarnation.process.signal_group(signal.SIGKILL)
+
+
+class ServiceHandle:
+    """All replicas of one service; ``port``/``url`` are those of replica 0."""
+
+    def __init__(self, plan: ServicePlan, replicas: list[Replica]) -> None:
+        self.plan = plan
+        self.name = plan.name
+        self.replicas = replicas
+
+    @property
+    def pids(self) -> list[int]:
+        return [pid for r in self.replicas for pid in r.pids]
+
+    @property
+    def port(self) -> int | None:
+        return self.replicas[0].port if self.replicas else None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.replicas[0].ports if self.replicas else {}
+
+    @property
+    def url(self) -> str | None:
+        return self.replicas[0].url if self.replicas else None
+
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self.replicas if r.url]
+
+    @property
+    def ready_count(self) -> int:
+        return sum(r.state is ReplicaState.READY for r in self.replicas)
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name} x{len(self.replicas)} pids={self.pids}>"
 
 
 async def _gone(incarnation: Incarnation, others: list[psutil.Process]) -> None:

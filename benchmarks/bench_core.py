@@ -18,6 +18,7 @@ import os
 import platform
 import selectors
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -434,8 +435,6 @@ async def latency_hand(mode: str, delay: float, stamp: Path) -> float:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
@@ -475,7 +474,7 @@ async def bench_readiness(settings: Settings, results: list[Result]) -> None:
                 title=variant.title,
                 unit="ms",
                 value=Stats(supervised[variant.key]),
-                baseline=Stats(hand[variant.mode]),
+                baseline=None if variant.health_seconds else Stats(hand[variant.mode]),
                 baseline_label=f"hand {floor}",
                 goal_kind="max" if variant.goal is not None else "info",
                 goal=variant.goal,
@@ -775,9 +774,10 @@ def tiny_argv() -> list[str]:
     return [PYTHON, "-S", "-c", TINY]
 
 
-def replicas_hand(count: int) -> float:
-    """Popen all, then wait on one selector until every one printed its line."""
+def replicas_hand(count: int) -> tuple[float, float]:
+    """Popen all, then wait on one selector until every one printed its line: (elapsed s, CPU s)."""
     with hand_processes() as hand:
+        cpu = time.process_time()
         began = time.monotonic()
         deadline = began + LAUNCH_LIMIT_SECONDS
         procs = [hand.spawn(tiny_argv()) for _ in range(count)]
@@ -800,7 +800,7 @@ def replicas_hand(count: int) -> float:
                     if b"ready\n" in buffers[fd]:
                         selector.unregister(fd)
                         waiting -= 1
-        return time.monotonic() - began
+        return time.monotonic() - began, time.process_time() - cpu
 
 
 def cpu_seconds() -> float:
@@ -827,6 +827,7 @@ async def idle_cpu(seconds: float) -> Idle:
 @dataclass
 class ReplicasRun:
     ready_seconds: float
+    cpu_seconds: float  # this process, from launch() entry until the body runs
     teardown_seconds: float
     idle: Idle | None = None
     rss_before_mib: float = 0.0
@@ -842,9 +843,10 @@ async def replicas_supervised(settings: Settings, count: int, idle_seconds: floa
     gc.collect()
     rss_before = me.memory_info().rss / 2**20
     with anyio.fail_after(LAUNCH_LIMIT_SECONDS + idle_seconds):
+        cpu = time.process_time()
         began = time.monotonic()
         async with sv.launch(topology, runs_dir=settings.runs_dir) as group:
-            run = ReplicasRun(time.monotonic() - began, 0.0)
+            run = ReplicasRun(time.monotonic() - began, time.process_time() - cpu, 0.0)
             if len(group["tiny"].pids) != count:
                 raise RuntimeError(f"{len(group['tiny'].pids)} pids, expected {count}")
             if idle_seconds:
@@ -863,15 +865,20 @@ async def bench_replicas(settings: Settings, results: list[Result]) -> None:
     floor = await idle_cpu(min(idle_seconds, 2.0))  # this process, nothing launched
     supervised: list[ReplicasRun] = []
     hand: list[float] = []
+    hand_cpu: list[float] = []
     for index in rounds(settings.count(5, 2), settings.budget(75, 25)):
         for first in (index % 2 == 0, index % 2 != 0):
             if first:  # round 0 runs the supervisor first and measures idle CPU and memory
                 supervised.append(await replicas_supervised(settings, REPLICAS, idle_seconds if index == 0 else 0))
             else:
-                hand.append(await anyio.to_thread.run_sync(replicas_hand, REPLICAS))
+                elapsed, cpu = await anyio.to_thread.run_sync(replicas_hand, REPLICAS)
+                hand.append(elapsed)
+                hand_cpu.append(cpu)
     measured = supervised[0]
     assert measured.idle is not None
     teardown = statistics.median(r.teardown_seconds for r in supervised)
+    cpu_per_replica = 1000 * statistics.median(r.cpu_seconds for r in supervised) / REPLICAS
+    hand_per_replica = 1000 * statistics.median(hand_cpu) / REPLICAS
     report(
         Result(
             key="replicas_all_ready",
@@ -882,7 +889,13 @@ async def bench_replicas(settings: Settings, results: list[Result]) -> None:
             baseline_label="hand Popen+selector",
             goal_kind="ratio",
             goal=1.2,
-            note=f"supervisor teardown median {teardown:.3f} s",
+            note=f"CPU in this process until ready: {cpu_per_replica:.2f} ms/replica, hand "
+            f"{hand_per_replica:.2f}; supervisor teardown {teardown:.3f} s",
+            extra={
+                "cpu_ms_per_replica": cpu_per_replica,
+                "hand_cpu_ms_per_replica": hand_per_replica,
+                "teardown_seconds": Stats([r.teardown_seconds for r in supervised]).to_json(),
+            },
         ),
         results,
     )
@@ -1102,17 +1115,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"topovisor bench_core: python {platform.python_version()}, {system}, {cpus} CPUs, {mode}", flush=True)
     print(f"library: {library_version()}", flush=True)
+    load_before = os.getloadavg()[0]
+    print(f"load average (1 min) at start: {load_before:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="topovisor-bench-") as work:
         settings = Settings(quick=args.quick, repeats=args.repeats, work=Path(work))
         try:
             results = anyio.run(main_async, settings, args.only, backend="asyncio")
+        except KeyboardInterrupt:
+            print("\ninterrupted", flush=True)
+            return 130
         finally:
             left = leftovers(settings)
             if left:
                 kill_leftovers(left)
                 print(f"!! processes left behind and killed: {left}", flush=True)
     elapsed = time.monotonic() - began
-    print(f"\nsummary ({elapsed:.0f} s in all)\n" + summary(results), flush=True)
+    load_after = os.getloadavg()[0]
+    loads = f"load average {load_before:.2f} -> {load_after:.2f}"
+    print(f"\nsummary ({elapsed:.0f} s in all, {loads})\n" + summary(results), flush=True)
     if args.json:
         document = {
             "library": library_version(),
@@ -1121,6 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": cpus,
             "quick": args.quick,
             "elapsed_seconds": elapsed,
+            "load_average": [load_before, load_after],
             "results": [r.to_json() for r in results],
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")

@@ -37,10 +37,10 @@ if TYPE_CHECKING:
         Unready,
     )
     from .group import RunningTopology, ServiceHandle
-    from .launch import launch, run
     from .plan import Plan, make_plan
     from .probes import ProbeTarget
     from .replica import Replica, ReplicaState
+    from .runner import launch, run
     from .spec import (
         AllOf,
         AnyOf,
@@ -129,8 +129,8 @@ _LAZY = {
     "ServiceHandle": "group",
     "Replica": "replica",
     "ReplicaState": "replica",
-    "launch": "launch",
-    "run": "launch",
+    "launch": "runner",
+    "run": "runner",
     "Plan": "plan",
     "make_plan": "plan",
     "ProbeTarget": "probes",

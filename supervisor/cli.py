@@ -23,9 +23,9 @@ from .config import load
 from .errors import ConfigError, SupervisorError
 from .events import Event, Exited, Failed, Ready, Spawned, Stopped
 from .group import RunningTopology
-from .launch import supervise
 from .plan import Plan, default_runs_dir, fill_templates, make_plan
 from .process import RUN_ID_ENV
+from .runner import supervise
 
 __all__ = ["main"]
 

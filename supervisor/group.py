@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 import attrs
 import psutil
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 
 from .errors import ReadinessTimeout, ServiceFailed
 from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restarting
@@ -49,18 +49,6 @@ _ACTIVE = (
 _CONDITIONS = ("started", "ready", "completed")
 
 
-class _ReportOnce:
-    """``task_status.started()`` exactly once, whichever way the task goes."""
-
-    def __init__(self, task_status: TaskStatus[None]) -> None:
-        self._task_status: TaskStatus[None] | None = task_status
-
-    def __call__(self) -> None:
-        if self._task_status is not None:
-            task_status, self._task_status = self._task_status, None
-            task_status.started()
-
-
 @attrs.frozen
 class _Ending:
     """How an incarnation ended on its own (not because we stopped it)."""
@@ -82,6 +70,7 @@ class RunningTopology:
     ) -> None:
         self.plan = plan
         self.run_id = plan.run_id
+        self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -236,6 +225,9 @@ class RunningTopology:
                 start_group.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
         self.ready_at = time.monotonic()
         self.phase = "running"
+        tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
+
+    async def _write_manifest_soon(self) -> None:
         self._write_manifest()
 
     async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
@@ -251,7 +243,12 @@ class RunningTopology:
         for replica in targets:
             replica.settled = anyio.Event()
             replica.loop_scope = anyio.CancelScope()
-            await self._tg.start(self._supervise, replica, replica.loop_scope, name=f"supervise {replica.name}")
+            try:
+                first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
+            except ServiceFailed as error:
+                self._replica_failed(replica, error)
+                continue
+            self._tg.start_soon(self._supervise, replica, replica.loop_scope, first, name=f"supervise {replica.name}")
         self._write_manifest()  # pids on disk before anything else can go wrong
         self._conditions[name]["started"].set()
         for replica in targets:
@@ -261,26 +258,19 @@ class RunningTopology:
         self._check_completed(name)
 
     # ----- supervision ----------------------------------------------------------------------------
-    async def _supervise(
-        self, replica: Replica, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """One replica's life: spawn, become ready, run; after each end, the restart policy decides.
-        Reports ``started`` once the first incarnation was spawned (or could not be, or never will)."""
-        started = _ReportOnce(task_status)
-        try:
-            with scope:
-                while not self._stopping:  # once teardown began, nothing new is spawned
-                    try:
-                        incarnation = replica.spawn(self)
-                    except ServiceFailed as error:
-                        self._replica_failed(replica, error)
-                        return
-                    finally:
-                        started()
-                    if not await self._run_incarnation(replica, incarnation):
-                        return
-        finally:
-            started()
+    async def _supervise(self, replica: Replica, scope: anyio.CancelScope, first: Incarnation) -> None:
+        """One replica's life: become ready, run; after each end the restart policy decides, and the next
+        incarnation is spawned here."""
+        incarnation = first
+        with scope:
+            while await self._run_incarnation(replica, incarnation):
+                if self._stopping:  # once teardown began, nothing new is spawned
+                    return
+                try:
+                    incarnation = replica.spawn(self)
+                except ServiceFailed as error:
+                    self._replica_failed(replica, error)
+                    return
 
     async def _run_incarnation(self, replica: Replica, incarnation: Incarnation) -> bool:
         """Live through one incarnation and apply the restart policy; True: spawn the next one here."""
@@ -333,33 +323,22 @@ class RunningTopology:
         """Until this incarnation ends. None when we stopped it; otherwise why it ended."""
         runner = incarnation.runner
         if runner is not None:
-            outcome: list[str] = []
-            async with anyio.create_task_group() as race:
-
-                async def probe() -> None:
-                    try:
-                        await runner.wait_passed()
-                        outcome.append("ready")
-                    except TimeoutError:
-                        outcome.append("timeout")
-                    race.cancel_scope.cancel()
-
-                async def exit_watch() -> None:
-                    await incarnation.exited.wait()
-                    outcome.append("exited")
-                    race.cancel_scope.cancel()
-
-                race.start_soon(probe)
-                race.start_soon(exit_watch)
+            outcome = "exited"
+            with incarnation.until_exit():  # the process's exit cancels the probing
+                try:
+                    await runner.wait_passed()
+                    outcome = "ready"
+                except TimeoutError:
+                    outcome = "timeout"
             probe_text = f"probe {describe_check(runner.probe.check)}"
-            if outcome[0] == "exited":
+            if outcome == "exited":
                 if incarnation.stop_reason is not None:
                     return None
                 code = incarnation.returncode if incarnation.returncode is not None else -1
                 return _Ending(
                     f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code
                 )
-            if outcome[0] == "timeout":
+            if outcome == "timeout":
                 why = (
                     f"not ready after {runner.probe.ready_timeout:g}s: {probe_text} failed {runner.attempts} times, "
                     f"last: {runner.last.detail}"

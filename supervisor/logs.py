@@ -92,6 +92,7 @@ class LineStream:
         self._tail = b""
         self._subscribers: list[LineSubscriber] = []
         self._activity: anyio.Event | None = None
+        self.generation = 0  #: counts blocks of output; lets a waiter notice output that came meanwhile
         self.closed = False
 
     def subscribe(self, subscriber: LineSubscriber) -> Callable[[], None]:
@@ -99,8 +100,11 @@ class LineStream:
         self._subscribers.append(subscriber)
         return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
 
-    async def wait_activity(self) -> None:
-        """Return once new output arrives (or the stream ends)."""
+    async def wait_activity(self, since: int | None = None) -> None:
+        """Return once new output arrives (or the stream ends); at once if ``generation`` moved past
+        ``since`` already (output that came while the caller was busy is not lost as a wake-up)."""
+        if since is not None and self.generation != since:
+            return
         if self.closed:
             await anyio.sleep_forever()
         if self._activity is None:
@@ -148,6 +152,7 @@ class LineStream:
         self._wake()
 
     def _wake(self) -> None:
+        self.generation += 1
         if self._activity is not None:
             self._activity.set()
             self._activity = None

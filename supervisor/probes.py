@@ -276,6 +276,7 @@ class ReadinessRunner:
         delay = FIRST_DELAY_SECONDS
         while True:
             attempt_started = time.monotonic()
+            seen = self._stream.generation
             self.attempts += 1
             self.last = await self._root.check()
             if self.last.ok:
@@ -286,11 +287,11 @@ class ReadinessRunner:
             if self._only_log:  # nothing to poll: only new output can change the answer
                 recheck = 1.0 if self.probe.progress_timeout_seconds is not None else remaining  # deadline moves
                 with anyio.move_on_after(min(remaining, recheck)):
-                    await self._stream.wait_activity()
+                    await self._stream.wait_activity(seen)
                 continue
             wait_until = attempt_started + min(delay, remaining)
             with anyio.move_on_after(max(wait_until - time.monotonic(), 0)):
-                await self._stream.wait_activity()
+                await self._stream.wait_activity(seen)
                 # output arrived: try again soon, but not in a tight loop on a chatty service
                 await anyio.sleep(max(attempt_started + ACTIVITY_SPACING_SECONDS - time.monotonic(), 0))
                 delay = FIRST_DELAY_SECONDS

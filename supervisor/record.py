@@ -94,7 +94,7 @@ def _write_json(path: Path, data: dict[str, Any], *, indent: int | None = None) 
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as file:
-        json.dump(data, file, indent=indent)
+        file.write(json.dumps(data, indent=indent))  # dumps, not dump: only dumps uses the C encoder
     os.replace(temporary, path)
 
 
@@ -145,7 +145,7 @@ def unregister_run(run_id: str) -> bool:
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Replace ``manifest.json`` atomically (``supervisor stop`` updates a dead supervisor's record)."""
-    _write_json(run_dir / "manifest.json", manifest, indent=2)
+    _write_json(run_dir / "manifest.json", manifest)  # compact: written after every spawn batch
 
 
 # ----- records -----------------------------------------------------------------------------------------

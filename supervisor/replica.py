@@ -5,11 +5,12 @@ The group decides *when* (start order, restarts, strategies, teardown); this mod
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,6 +51,7 @@ class ReplicaHost(Protocol):
     """What a replica needs from the running group."""
 
     run_id: str
+    base_env: dict[str, str]  #: the caller's environment, read once per run
 
     def emit(self, event: Event) -> None: ...
 
@@ -76,6 +78,25 @@ class Incarnation:
         self.stop_reason: str | None = None  #: set when we asked it to stop (teardown, liveness, strategy)
         self.fatal_line: str | None = None
         self.runner: ReadinessRunner | None = None
+        self._exit_scopes: list[anyio.CancelScope] = []
+
+    @contextlib.contextmanager
+    def until_exit(self) -> Iterator[anyio.CancelScope]:
+        """A cancel scope that the process's exit cancels: race a wait against the exit without a task."""
+        with anyio.CancelScope() as scope:
+            if self.exited.is_set():
+                scope.cancel()
+            self._exit_scopes.append(scope)
+            try:
+                yield scope
+            finally:
+                self._exit_scopes.remove(scope)
+
+    def mark_exited(self, returncode: int) -> None:
+        self.returncode = returncode
+        self.exited.set()
+        for scope in self._exit_scopes:
+            scope.cancel()
 
     @property
     def uptime_seconds(self) -> float:
@@ -139,10 +160,7 @@ class Replica:
     def spawn(self, host: ReplicaHost) -> Incarnation:
         """Start a new incarnation; its readiness runner subscribes before the first byte is read."""
         plan = self.plan
-        env = dict(os.environ)
-        env.update(plan.env)
-        env.update({RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name})
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
         self.state = ReplicaState.STARTING
@@ -199,7 +217,6 @@ class Replica:
 
     async def _watch(self, incarnation: Incarnation, host: ReplicaHost) -> None:
         code = await incarnation.process.wait()
-        incarnation.returncode = code
         incarnation.process.close()
         signame = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
         host.emit(
@@ -212,54 +229,36 @@ class Replica:
                 expected=incarnation.stop_reason is not None,
             )
         )
-        incarnation.exited.set()
+        incarnation.mark_exited(code)
 
     async def watch_liveness(self, host: ReplicaHost, incarnation: Incarnation, runner: ReadinessRunner) -> str | None:
         """Check every period; a miss makes the replica unready, ``failures`` misses in a row replace it.
         Returns the reason to replace it, or None once the incarnation exited by itself."""
         probe = runner.probe
         misses = 0
-        result: list[str | None] = []
-        async with anyio.create_task_group() as race:
-
-            async def checks() -> None:
-                nonlocal misses
-                await anyio.sleep(probe.initial_delay_seconds)
-                while True:
-                    await anyio.sleep(probe.alive_period)
-                    check = await runner.check_once()
-                    if check.ok:
-                        if misses and self.state is ReplicaState.UNREADY:
-                            self.state = ReplicaState.READY
-                            host.emit(
-                                Ready(
-                                    replica=self.name,
-                                    service=self.service,
-                                    pid=incarnation.process.pid,
-                                    seconds=0.0,
-                                )
-                            )
-                        misses = 0
-                        continue
-                    misses += 1
-                    if misses == 1 and self.state is ReplicaState.READY:
-                        self.state = ReplicaState.UNREADY
-                        host.emit(Unready(replica=self.name, service=self.service, reason=check.detail))
-                    if misses >= probe.failures:
-                        result.append(
-                            f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
-                            f"last: {check.detail}"
+        with incarnation.until_exit():
+            await anyio.sleep(probe.initial_delay_seconds)
+            while True:
+                await anyio.sleep(probe.alive_period)
+                check = await runner.check_once()
+                if check.ok:
+                    if misses and self.state is ReplicaState.UNREADY:
+                        self.state = ReplicaState.READY
+                        host.emit(
+                            Ready(replica=self.name, service=self.service, pid=incarnation.process.pid, seconds=0.0)
                         )
-                        race.cancel_scope.cancel()
-                        return
-
-            async def exit_watch() -> None:
-                await incarnation.exited.wait()
-                race.cancel_scope.cancel()
-
-            race.start_soon(checks)
-            race.start_soon(exit_watch)
-        return result[0] if result else None
+                    misses = 0
+                    continue
+                misses += 1
+                if misses == 1 and self.state is ReplicaState.READY:
+                    self.state = ReplicaState.UNREADY
+                    host.emit(Unready(replica=self.name, service=self.service, reason=check.detail))
+                if misses >= probe.failures:
+                    return (
+                        f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
+                        f"last: {check.detail}"
+                    )
+        return None
 
     # ----- stop -----------------------------------------------------------------------------------
     async def stop(

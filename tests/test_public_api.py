@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import supervisor
 
-MODULES = [
-    "spec",
-    "config",
-    "plan",
-    "probes",
-    "process",
-    "logs",
-    "events",
-    "group",
-    "launch",
-    "errors",
-    "resources",
-]
+MODULES = sorted(
+    info.name for info in pkgutil.iter_modules(supervisor.__path__) if info.name not in ("__main__", "standin")
+)
 
 
 def test_all_is_sorted_and_importable() -> None:
@@ -47,6 +39,14 @@ def test_every_module_declares_all_and_public_classes_are_exported() -> None:
         "load",
     ):
         assert name in exported
+
+
+def test_importing_a_module_never_hides_a_public_name() -> None:
+    """``import supervisor.runner`` must not turn ``supervisor.launch`` into a module (names must differ)."""
+    for name in MODULES:
+        importlib.import_module(f"supervisor.{name}")
+    shadowed = [name for name in supervisor.__all__ if isinstance(getattr(supervisor, name), types.ModuleType)]
+    assert shadowed == []
 
 
 def test_import_is_light() -> None:

@@ -27,7 +27,7 @@ from .errors import ReadinessTimeout, ServiceFailed
 from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restarting
 from .plan import Plan, ServicePlan
 from .policy import Decision, decide
-from .probes import describe_check
+from .probes import PollBudget, describe_check
 from .process import alive, describe_exit, marked_processes, signal_processes
 from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
@@ -71,6 +71,7 @@ class RunningTopology:
         self.plan = plan
         self.run_id = plan.run_id
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
+        self.poll_budget = PollBudget()
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

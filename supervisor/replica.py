@@ -22,7 +22,7 @@ from .events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from .logs import LineStream, RotatingLogFile, pump_pipe
 from .plan import ReplicaPlan, ServicePlan
 from .policy import RestartBudget, compile_fatal
-from .probes import ProbeTarget, ReadinessRunner, describe_check
+from .probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
 from .process import REPLICA_ENV, RUN_ID_ENV, ChildProcess, alive, signal_processes
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class ReplicaHost(Protocol):
 
     run_id: str
     base_env: dict[str, str]  #: the caller's environment, read once per run
+    poll_budget: PollBudget  #: shared by every readiness probe of the run
 
     def emit(self, event: Event) -> None: ...
 
@@ -174,7 +175,7 @@ class Replica:
         if plan.ready is not None:
             target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
             incarnation.runner = ReadinessRunner(
-                plan.ready, target=target, stream=stream, env=env, http_client=host.http_client
+                plan.ready, target=target, stream=stream, env=env, http_client=host.http_client, budget=host.poll_budget
             )
         self.incarnation = incarnation
         host.track(self, incarnation)

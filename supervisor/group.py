@@ -250,6 +250,7 @@ class RunningTopology:
                 self._replica_failed(replica, error)
                 continue
             self._tg.start_soon(self._supervise, replica, replica.loop_scope, first, name=f"supervise {replica.name}")
+            await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
         self._write_manifest()  # pids on disk before anything else can go wrong
         self._conditions[name]["started"].set()
         for replica in targets:

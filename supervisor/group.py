@@ -89,6 +89,8 @@ class RunningTopology:
         self._conditions = {s.name: {c: anyio.Event() for c in _CONDITIONS} for s in plan.services}
         self._tg: TaskGroup | None = None
         self._task_scopes: list[anyio.CancelScope] = []
+        self._start_scopes: dict[str, set[anyio.CancelScope]] = {s.name: set() for s in plan.services}
+        self._condition_waits: set[anyio.CancelScope] = set()
         self._body_scope: anyio.CancelScope | None = None
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
@@ -221,9 +223,10 @@ class RunningTopology:
         self._write_manifest()
         register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
         tg.start_soon(self._keep_watchdog, name="keep watchdog")
-        async with anyio.create_task_group() as start_group:
-            for service in self.plan.services:
-                start_group.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
+        for service in self.plan.services:
+            tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
+        for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
+            await self._wait_condition(service.name, "ready")
         self.ready_at = time.monotonic()
         self.phase = "running"
         tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
@@ -231,15 +234,48 @@ class RunningTopology:
     async def _write_manifest_soon(self) -> None:
         self._write_manifest()
 
+    async def _wait_condition(self, service: str, condition: str) -> None:
+        """Until ``service`` reached ``condition``; a strategy restart resets conditions, and a waiter
+        then waits for the new one instead of the old, which will never be set."""
+        while True:
+            event = self._conditions[service][condition]
+            with anyio.CancelScope() as scope:
+                self._condition_waits.add(scope)
+                try:
+                    await event.wait()
+                    return
+                finally:
+                    self._condition_waits.discard(scope)
+
+    def _reset_conditions(self, services: list[str]) -> None:
+        for name in services:
+            for scope in list(self._start_scopes[name]):  # a start in progress is redone from scratch
+                scope.cancel()
+            self._conditions[name] = {c: anyio.Event() for c in _CONDITIONS}
+        for scope in list(self._condition_waits):
+            scope.cancel()
+
     async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
         """Wait for the dependencies, start the replicas' supervision loops, and wait until each is ready
         once (or completed, or failed with the quorum kept)."""
+        with anyio.CancelScope() as scope:
+            self._start_scopes[name].add(scope)
+            try:
+                await self._start_service_now(name, replicas)
+            finally:
+                self._start_scopes[name].discard(scope)
+
+    async def _start_service_now(self, name: str, replicas: list[Replica] | None) -> None:
         service = self.plan.service(name)
         for dep in service.depends_on:
-            await self._conditions[dep.service][dep.condition].wait()
+            await self._wait_condition(dep.service, dep.condition)
         targets = replicas if replicas is not None else self._services[name].replicas
         assert self._tg is not None
         if self._stopping:
+            return
+        if not self._services[name].replicas:  # replicas: 0 -- nothing to wait for
+            for event in self._conditions[name].values():
+                event.set()
             return
         for replica in targets:
             replica.settled = anyio.Event()
@@ -424,8 +460,7 @@ class RunningTopology:
                 if replica.loop_scope is not None:
                     replica.loop_scope.cancel()
             services = [s.name for s in self.plan.services if any(r.service == s.name for r in targets)]
-            for name in services:
-                self._conditions[name] = {c: anyio.Event() for c in _CONDITIONS}
+            self._reset_conditions(services)
             await self._stop_in_order(targets, reason=reason)
             for replica in targets:
                 replica.state = ReplicaState.RESTARTING

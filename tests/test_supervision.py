@@ -313,3 +313,31 @@ async def test_an_old_recovered_error_does_not_block_restarts(runs_dir: Path, tm
     async with sv.launch(topo, runs_dir=runs_dir) as group:
         await wait_for(group, lambda h: len([e for e in h if isinstance(e, sv.Ready)]) == 2)
         assert len(of(group, sv.Restarting)) == 1
+
+
+async def test_rest_for_one_while_dependents_are_still_starting(runs_dir: Path, tmp_path: Path) -> None:
+    """kv is ready, worker is still loading when kv crashes: both restart, and launch still returns ready."""
+    policy = sv.RestartPolicy(policy="on-failure", backoff=QUICK)
+    topo = sv.Topology(
+        name="midstart",
+        strategy="rest_for_one",
+        services=[
+            flaky("kv", "--crash-after", "0.2", "--once", str(tmp_path / "once"), restart=policy),
+            flaky("worker", "--load", "1.0", depends_on=["kv"], restart=policy),
+            flaky("front", depends_on=["worker"], restart=policy),
+        ],
+    )
+    with anyio.fail_after(30):
+        async with sv.launch(topo, runs_dir=runs_dir) as group:
+            assert {r.state for s in group for r in s.replicas} == {sv.ReplicaState.READY}
+            spawned = [e.replica for e in of(group, sv.Spawned)]
+            assert spawned.count("kv") == 2 and spawned.count("worker") == 2 and spawned.count("front") == 1
+            ready = {e.replica: e.monotonic for e in of(group, sv.Ready)}  # the last Ready of each
+            assert ready["kv"] < ready["worker"] < ready["front"]
+
+
+async def test_zero_replicas_do_not_block_dependents(runs_dir: Path) -> None:
+    topo = sv.Topology(name="zero", services=[flaky("off", replicas=0), flaky("on", depends_on=["off"])])
+    with anyio.fail_after(20):
+        async with sv.launch(topo, runs_dir=runs_dir) as group:
+            assert group["on"].replicas[0].state is sv.ReplicaState.READY and group["off"].pids == []

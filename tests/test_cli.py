@@ -191,3 +191,14 @@ def test_python_dash_m_and_console_script_agree() -> None:
     a = subprocess.run([str(console), "--help"], capture_output=True, text=True, timeout=30)
     b = supervisor("--help")
     assert a.returncode == b.returncode == 0 and "validate" in a.stdout and a.stdout == b.stdout
+
+
+def test_logs_flag_streams_prefixed_output(tmp_path: Path, runs_dir: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: t\nservices:\n  talker:\n    command: ['{python}', -c, \"print('hello from talker', flush=True)\"]\n"
+    )
+    result = supervisor("run", str(path), "--logs", "--runs-dir", str(runs_dir))
+    assert result.returncode == 0, result.stderr
+    assert "talker | hello from talker" in result.stdout
+    assert "verified: no process of the run is left" in result.stderr

@@ -35,7 +35,7 @@ import anyio.to_thread
 import psutil
 
 import supervisor as sv
-from supervisor.process import marked_processes
+from supervisor.proctable import marked_processes
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 PYTHON = sys.executable

@@ -28,7 +28,8 @@ from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restart
 from .plan import Plan, ServicePlan
 from .policy import Decision, decide
 from .probes import PollBudget, describe_check
-from .process import alive, describe_exit, marked_processes, signal_processes
+from .process import alive, describe_exit, signal_processes
+from .proctable import marked_processes
 from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
 from .watchdog import Watchdog

@@ -2,7 +2,7 @@
 
 Every process we start carries ``TOPOVISOR_RUN_ID`` in its environment, and descendants inherit it. That
 finds grandchildren that left the process group (``setsid``) or were re-parented, so teardown can reach
-them without ever killing by name.
+them without ever killing by name (``proctable.marked_processes``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import anyio
 import psutil
@@ -24,7 +23,6 @@ __all__ = [
     "RUN_ID_ENV",
     "ChildProcess",
     "describe_exit",
-    "marked_processes",
     "signal_processes",
 ]
 
@@ -132,48 +130,6 @@ def _create_time(pid: int) -> float:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return 0.0
-
-
-def marked_processes(run_id: str) -> dict[int, tuple[str, psutil.Process]]:
-    """Every live process whose environment carries this run's id: pid -> (replica name, process).
-
-    Reads ``/proc/<pid>/environ`` directly on Linux (a few ms for a thousand processes); psutil elsewhere.
-    Zombies have no environment and are not listed: they hold no memory.
-    """
-    needle = f"{RUN_ID_ENV}={run_id}\0".encode()
-    found: dict[int, tuple[str, psutil.Process]] = {}
-    me = os.getpid()
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in os.listdir(proc):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as file:
-                    environ = file.read()
-            except OSError:
-                continue
-            if needle in b"\0" + environ:
-                replica = _env_value(environ, REPLICA_ENV)
-                with contextlib.suppress(psutil.Error):
-                    found[int(entry)] = (replica, psutil.Process(int(entry)))
-        return found
-    for process in psutil.process_iter():
-        if process.pid == me:
-            continue
-        with contextlib.suppress(psutil.Error):
-            env = process.environ()
-            if env.get(RUN_ID_ENV) == run_id:
-                found[process.pid] = (env.get(REPLICA_ENV, ""), process)
-    return found
-
-
-def _env_value(environ: bytes, name: str) -> str:
-    prefix = name.encode() + b"="
-    for item in environ.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode(errors="replace")
-    return ""
 
 
 def signal_processes(processes: Sequence[psutil.Process], signum: int) -> None:

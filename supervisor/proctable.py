@@ -24,6 +24,7 @@ from .process import REPLICA_ENV, RUN_ID_ENV
 __all__ = [
     "CREATE_TIME_TOLERANCE_SECONDS",
     "Member",
+    "marked_processes",
     "matching_process",
     "run_members",
 ]
@@ -56,6 +57,16 @@ def matching_process(pid: int | None, create_time: float | None) -> psutil.Proce
     except psutil.Error:
         return None
     return process
+
+
+def marked_processes(run_id: str) -> dict[int, tuple[str, psutil.Process]]:
+    """Every live process carrying ``run_id``'s mark: pid -> (replica name, process). Signalling through the
+    psutil handle re-checks the create time, so a pid reused since the scan is not touched."""
+    found: dict[int, tuple[str, psutil.Process]] = {}
+    for pid, member in run_members(run_id).items():
+        with contextlib.suppress(psutil.Error):
+            found[pid] = (member.replica or "", psutil.Process(pid))
+    return found
 
 
 def run_members(run_id: str | None, pgids: Collection[int] = (), *, exclude: Collection[int] = ()) -> dict[int, Member]:

@@ -134,7 +134,8 @@ async def _run_command(group: RunningTopology, argv: list[str]) -> int:
     except OSError as exc:
         raise ConfigError(f"-- {argv[0]}: cannot run: {exc.strerror or exc}") from None
     try:
-        return await process.wait()
+        code = await process.wait()
+        return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell reports it
     finally:
         if process.returncode is None:
             with anyio.CancelScope(shield=True):
@@ -192,7 +193,8 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
     read_fd, write_fd = os.pipe()
     log_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    child_argv = [a for a in argv if a not in ("--detach", "-d")]
+    split = argv.index("--") if "--" in argv else len(argv)
+    child_argv = [a for a in argv[:split] if a not in ("--detach", "-d")] + argv[split:]
     with open(log_dir / "detached.log", "ab") as log:
         process = subprocess.Popen(
             [

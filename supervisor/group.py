@@ -89,7 +89,7 @@ class RunningTopology:
                 self._replicas.setdefault(f"{service.name}.{r.index}", r)
         self._conditions = {s.name: {c: anyio.Event() for c in _CONDITIONS} for s in plan.services}
         self._tg: TaskGroup | None = None
-        self._task_scopes: list[anyio.CancelScope] = []
+        self._task_scopes: set[anyio.CancelScope] = set()
         self._start_scopes: dict[str, set[anyio.CancelScope]] = {s.name: set() for s in plan.services}
         self._condition_waits: set[anyio.CancelScope] = set()
         self._body_scope: anyio.CancelScope | None = None
@@ -145,6 +145,8 @@ class RunningTopology:
                 await self._teardown()
             return
         targets = self._targets(name)
+        for replica in targets:
+            replica.held = True  # a start or strategy restart still pending must leave it alone
         async with self._restart_lock:
             for replica in targets:
                 if replica.loop_scope is not None:
@@ -170,6 +172,9 @@ class RunningTopology:
             targets = self.replicas
         for replica in targets:
             replica.restarts += 1
+            replica.held = False
+        if self._all_done.is_set():  # everything had stopped; now something runs again
+            self._all_done = anyio.Event()
         await self._restart_set(targets, delay_seconds=0.0, reason="restart requested", wait=True)
 
     def kill_now(self) -> None:
@@ -189,8 +194,11 @@ class RunningTopology:
 
         async def shielded() -> None:
             with anyio.CancelScope(shield=True) as scope:
-                self._task_scopes.append(scope)
-                await task()
+                self._task_scopes.add(scope)
+                try:
+                    await task()
+                finally:
+                    self._task_scopes.discard(scope)
 
         assert self._tg is not None
         self._tg.start_soon(shielded, name=name)
@@ -278,8 +286,12 @@ class RunningTopology:
             for event in self._conditions[name].values():
                 event.set()
             return
+        targets = [r for r in targets if not r.held]
         for replica in targets:
+            if self._stopping:  # teardown began while we were spawning
+                return
             replica.settled = anyio.Event()
+            replica.restart_pending = False
             replica.loop_scope = anyio.CancelScope()
             try:
                 first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
@@ -350,8 +362,13 @@ class RunningTopology:
         replica.restarts += 1
         strategy = replica.spec.strategy or self.plan.strategy
         if strategy != "one_for_one" or replica.spec.restart.group:
+            if replica.restart_pending:  # a restart that includes this replica is already under way
+                return False
+            targets = self._restart_targets(replica, strategy)
+            for target in targets:
+                target.restart_pending = True
             assert self._tg is not None
-            self._tg.start_soon(self._restart_for, replica, decision, strategy)
+            self._tg.start_soon(self._restart_for, replica, decision, strategy, targets)
             return False
         self._announce_restart(replica, decision)
         replica.state = ReplicaState.RESTARTING
@@ -406,7 +423,6 @@ class RunningTopology:
     def _became_ready(self, replica: Replica, incarnation: Incarnation) -> None:
         incarnation.ready_at = time.monotonic()
         replica.state = ReplicaState.READY
-        replica.ever_ready.set()
         replica.settled.set()
         self.emit(
             Ready(
@@ -429,17 +445,18 @@ class RunningTopology:
             )
         )
 
-    async def _restart_for(self, failed: Replica, decision: Decision, strategy: str) -> None:
-        """A failed replica takes others with it: its group, its dependents, or everything."""
-        service = self._services[failed.service]
-        own = service.replicas if failed.spec.restart.group else [failed]
+    def _restart_targets(self, failed: Replica, strategy: str) -> list[Replica]:
+        """What a failed replica takes with it: its group, its dependents, or everything."""
+        own = self._services[failed.service].replicas if failed.spec.restart.group else [failed]
         if strategy == "one_for_all":
-            targets = self.replicas
-        elif strategy == "rest_for_one":
+            return self.replicas
+        if strategy == "rest_for_one":
             dependents = self.plan.dependents_closure(failed.service)[1:]
-            targets = [*own, *(r for name in dependents for r in self._services[name].replicas)]
-        else:
-            targets = list(own)
+            return [*own, *(r for name in dependents for r in self._services[name].replicas)]
+        return list(own)
+
+    async def _restart_for(self, failed: Replica, decision: Decision, strategy: str, targets: list[Replica]) -> None:
+        targets = [t for t in targets if not t.held]
         self._announce_restart(failed, decision)
         for replica in targets:
             if replica is not failed:
@@ -597,7 +614,7 @@ class RunningTopology:
             self._write_summary()
         finally:
             await self._close_watchdog()
-            for scope in self._task_scopes:
+            for scope in list(self._task_scopes):
                 scope.cancel()
             self._events.close()
             self._torn_down.set()

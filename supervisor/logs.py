@@ -28,7 +28,6 @@ class RotatingLogFile:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self.rotations = 0
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
 
@@ -74,7 +73,6 @@ class RotatingLogFile:
             os.unlink(self.path)
         self._fd = self._open()
         self._size = 0
-        self.rotations += 1
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -112,6 +110,8 @@ class LineStream:
         await self._activity.wait()
 
     def feed(self, chunk: bytes) -> None:
+        if self.closed:  # a process we could not reach still holds the pipe; its log is already closed
+            return
         self.bytes_seen += len(chunk)
         data = self._pending + chunk if self._pending else chunk
         hold = b""

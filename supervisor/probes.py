@@ -338,11 +338,13 @@ class _Call:
 
 
 class _Combined:
-    def __init__(self, parts: list[_Runnable], need_all: bool) -> None:
-        self._parts, self._need_all = parts, need_all
-        self._passed: set[int] = set()  # parts already passed stay passed (e.g. a log line seen once)
+    def __init__(self, parts: list[_Runnable], need_all: bool, *, sticky: bool) -> None:
+        self._parts, self._need_all, self._sticky = parts, need_all, sticky
+        self._passed: set[int] = set()  # readiness: parts already passed stay passed (a log line seen once)
 
     async def check(self) -> CheckResult:
+        if not self._sticky:  # liveness: every part is judged again each time
+            self._passed.clear()
         details = []
         for index, part in enumerate(self._parts):
             if index in self._passed:
@@ -372,8 +374,11 @@ class ReadinessRunner:
         env: Mapping[str, str],
         http_client: Callable[[], httpx.AsyncClient],
         budget: PollBudget | None = None,
+        liveness: bool = False,
     ) -> None:
         self.probe = probe
+        self._liveness = liveness
+        self._attempt_timeout = probe.alive_attempt_timeout if liveness else probe.attempt_timeout
         self._budget = budget or PollBudget()
         self._stream = stream
         self._only_log = True
@@ -400,10 +405,10 @@ class ReadinessRunner:
     async def check_once(self) -> CheckResult:
         """One attempt (liveness uses this); log checks stay passed once they matched."""
         self.attempts += 1
-        with anyio.move_on_after(self.probe.alive_attempt_timeout):
+        with anyio.move_on_after(self._attempt_timeout):
             self.last = await self._root.check()
             return self.last
-        self.last = CheckResult(False, f"no answer within {self.probe.alive_attempt_timeout:g}s")
+        self.last = CheckResult(False, f"no answer within {self._attempt_timeout:g}s")
         return self.last
 
     def _build(
@@ -413,7 +418,7 @@ class ReadinessRunner:
         env: Mapping[str, str],
         client: Callable[[], httpx.AsyncClient],
     ) -> _Runnable:
-        timeout = self.probe.attempt_timeout
+        timeout = self._attempt_timeout
         if isinstance(check, LogCheck):
             return _Log(check, self._stream)
         self._only_log = self._only_log and isinstance(check, (AllOf, AnyOf))
@@ -426,7 +431,7 @@ class ReadinessRunner:
         if isinstance(check, CallableCheck):
             return _Call(check.function, target, timeout)
         parts = [self._build(inner, target, env, client) for inner in check.checks]
-        return _Combined(parts, isinstance(check, AllOf))
+        return _Combined(parts, isinstance(check, AllOf), sticky=not self._liveness)
 
     async def wait_passed(self) -> CheckResult:
         """Return the passing result; raise ``TimeoutError`` once the probe's deadline is over."""
@@ -445,7 +450,13 @@ class ReadinessRunner:
             attempt_started = time.monotonic()
             seen = self._stream.generation
             self.attempts += 1
-            self.last = await self._root.check()
+            with anyio.move_on_after(max(self._deadline(started) - attempt_started, 0)) as bounded:
+                self.last = await self._root.check()
+            if bounded.cancelled_caught:  # an attempt that hangs does not stretch the deadline
+                cut = "the last attempt was still waiting for an answer at the deadline"
+                earlier = self.last.detail if self.attempts > 1 else ""
+                self.last = CheckResult(False, f"{earlier}; {cut}" if earlier else cut)
+                raise TimeoutError
             if self.last.ok:
                 return self.last
             remaining = self._deadline(started) - time.monotonic()

@@ -79,6 +79,7 @@ class Incarnation:
         self.stop_reason: str | None = None  #: set when we asked it to stop (teardown, liveness, strategy)
         self.fatal_line: str | None = None
         self.runner: ReadinessRunner | None = None
+        self.env: dict[str, str] = {}  #: what the process was started with (exec probes get the same)
         self._exit_scopes: list[anyio.CancelScope] = []
 
     @contextlib.contextmanager
@@ -115,7 +116,8 @@ class Replica:
         self.incarnation: Incarnation | None = None
         self.restarts = 0
         self.budget = RestartBudget(service.restart)
-        self.ever_ready = anyio.Event()
+        self.held = False  #: stopped on request: no pending start or restart may spawn it again
+        self.restart_pending = False  #: part of a strategy restart already under way
         self.settled = anyio.Event()  #: ready once, completed, or failed for good
         self.loop_scope: anyio.CancelScope | None = None
         self._fatal = compile_fatal(service.fatal, service.builtin_fatal)
@@ -172,6 +174,7 @@ class Replica:
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
+        incarnation.env = env
         if plan.ready is not None:
             target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
             incarnation.runner = ReadinessRunner(
@@ -190,7 +193,12 @@ class Replica:
             return None
         target = ProbeTarget(plan.name, plan.service, plan.index, incarnation.process.pid, plan.host, plan.ports)
         return ReadinessRunner(
-            plan.alive, target=target, stream=incarnation.stream, env=dict(os.environ), http_client=host.http_client
+            plan.alive,
+            target=target,
+            stream=incarnation.stream,
+            env=incarnation.env,
+            http_client=host.http_client,
+            liveness=True,
         )
 
     def find_fatal_line(self, incarnation: Incarnation) -> str | None:

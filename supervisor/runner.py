@@ -67,6 +67,7 @@ async def launch(
     runs_dir: str | os.PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
+    _on_group: Callable[[RunningTopology], None] | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
 
@@ -78,6 +79,8 @@ async def launch(
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
     refuse_taken_ports(plan)
     group = RunningTopology(plan, on_event=on_event, on_output=on_output)
+    if _on_group is not None:  # before anything spawns: a second Ctrl-C during startup can kill at once
+        _on_group(group)
     try:
         # The outer group holds pumps and exit watchers: it must outlive the teardown, which relies on
         # them. A failure cancels only the inner scope (the start, or the caller's body), never them.
@@ -165,8 +168,7 @@ async def supervise(
             with anyio.CancelScope() as main_scope:
                 if handle_signals:
                     outer.start_soon(_on_signals, main_scope, received, group_box)
-                async with launch(plan, on_event=on_event, on_output=on_output) as group:
-                    group_box.append(group)
+                async with launch(plan, on_event=on_event, on_output=on_output, _on_group=group_box.append) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as exc:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
 __all__ = [
     "Completed",
     "Degraded",
     "Event",
     "EventLog",
+    "EventSubscription",
     "Exited",
     "Failed",
     "Ready",
@@ -117,13 +118,47 @@ class Stopped(Event):
     killed: bool  #: needed SIGKILL after the grace
 
 
+class EventSubscription:
+    """An async iterator of events. A plain object, not an async generator: leaving an ``async for`` early
+    needs no ``aclose`` (trio warns about unfinished generators), and an abandoned one is forgotten."""
+
+    def __init__(self, backlog: list[Event], *, ended: bool) -> None:
+        self._queue: deque[Event] = deque(backlog)
+        self._wakeup: anyio.Event | None = None
+        self._ended = ended
+
+    def push(self, event: Event) -> None:
+        self._queue.append(event)
+        self._wake()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def __aiter__(self) -> EventSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._queue:
+            if self._ended:
+                raise StopAsyncIteration
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        return self._queue.popleft()
+
+
 class EventLog:
     """History + live fan-out + ``events.jsonl``. Emitting never blocks."""
 
     def __init__(self, path: Path | None, *, hook: Callable[[Event], None] | None = None) -> None:
         self.history: list[Event] = []
         self._hook = hook
-        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._subscribers: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
         self._file = path.open("a", buffering=1) if path is not None else None
         self.closed = False
 
@@ -133,35 +168,21 @@ class EventLog:
             self._file.write(json.dumps(event.to_json()) + "\n")
         if self._hook is not None:
             self._hook(event)
-        for stream in list(self._subscribers):
-            try:
-                stream.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.remove(stream)
+        for subscription in list(self._subscribers):
+            subscription.push(event)
 
-    async def subscribe(self, *, history: bool = False) -> AsyncIterator[Event]:
+    def subscribe(self, *, history: bool = False) -> EventSubscription:
         """Events from now on (and past ones first with ``history``), until the run is over."""
-        send, receive = anyio.create_memory_object_stream[Event](math.inf)
-        for event in self.history if history else ():
-            send.send_nowait(event)
-        if self.closed:
-            send.close()
-        else:
-            self._subscribers.append(send)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            send.close()
-            if send in self._subscribers:
-                self._subscribers.remove(send)
+        subscription = EventSubscription(list(self.history) if history else [], ended=self.closed)
+        if not self.closed:
+            self._subscribers.add(subscription)
+        return subscription
 
     def close(self) -> None:
         self.closed = True
-        for stream in self._subscribers:
-            stream.close()
-        self._subscribers.clear()
+        for subscription in list(self._subscribers):
+            subscription.end()
+        self._subscribers = weakref.WeakSet()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +24,7 @@ import psutil
 from anyio.abc import TaskGroup
 
 from .errors import ReadinessTimeout, ServiceFailed
-from .events import Completed, Degraded, Event, EventLog, Failed, Ready, Restarting
+from .events import Completed, Degraded, Event, EventLog, EventSubscription, Failed, Ready, Restarting
 from .plan import Plan, ServicePlan
 from .policy import Decision, decide
 from .probes import PollBudget, describe_check
@@ -126,7 +126,7 @@ class RunningTopology:
     def replicas(self) -> list[Replica]:
         return [r for s in self._services.values() for r in s.replicas]
 
-    def events(self, *, history: bool = False) -> AsyncIterator[Event]:
+    def events(self, *, history: bool = False) -> EventSubscription:
         """Typed events from now on (with ``history``, past ones first); ends when the run is over."""
         return self._events.subscribe(history=history)
 

@@ -63,4 +63,5 @@ def no_leftovers(runs_dir: Path) -> Iterator[None]:
 
 @pytest.fixture
 def anyio_backend() -> str:
-    return "asyncio"
+    """asyncio by default; TOPOVISOR_TEST_BACKEND=trio runs every async test on trio instead."""
+    return os.environ.get("TOPOVISOR_TEST_BACKEND", "asyncio")

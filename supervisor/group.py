@@ -219,6 +219,11 @@ class RunningTopology:
                 process.pid, process.create_time, process.pid, stop.signal, stop.grace_seconds, replica.name
             )
 
+    def untrack(self, incarnation: Incarnation) -> None:
+        """An exited leader: the watchdog forgets it (restarts would otherwise grow its list)."""
+        if self._watchdog is not None:
+            self._watchdog.untrack(incarnation.process.pid)
+
     def on_output(self, replica: str, block: bytes) -> None:
         if self._on_output is not None:
             self._on_output(replica, block)

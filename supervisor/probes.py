@@ -386,7 +386,8 @@ class ReadinessRunner:
         self.last = CheckResult(False, "not checked yet")
         self.attempts = 0
         self.last_progress = time.monotonic()
-        if probe.progress_timeout_seconds is not None:
+        self._unsubscribe_progress: Callable[[], None] | None = None
+        if probe.progress_timeout_seconds is not None and not liveness:
             pattern = re.compile(probe.progress, re.MULTILINE) if probe.progress else None
             self._unsubscribe_progress = stream.subscribe(lambda block: self._on_output(block, pattern))
 
@@ -443,6 +444,9 @@ class ReadinessRunner:
             return await self._poll(started)
         finally:
             self._budget.active -= 1
+            if self._unsubscribe_progress is not None:  # progress only matters until ready
+                self._unsubscribe_progress()
+                self._unsubscribe_progress = None
 
     async def _poll(self, started: float) -> CheckResult:
         delay = FIRST_DELAY_SECONDS

@@ -64,6 +64,8 @@ class ReplicaHost(Protocol):
 
     def track(self, replica: Replica, incarnation: Incarnation) -> None: ...
 
+    def untrack(self, incarnation: Incarnation) -> None: ...
+
 
 class Incarnation:
     """One spawn of a replica: the process (leader of its own group), its output stream, how it ended."""
@@ -239,6 +241,7 @@ class Replica:
             )
         )
         incarnation.mark_exited(code)
+        host.untrack(incarnation)
 
     async def watch_liveness(self, host: ReplicaHost, incarnation: Incarnation, runner: ReadinessRunner) -> str | None:
         """Check every period; a miss makes the replica unready, ``failures`` misses in a row replace it.

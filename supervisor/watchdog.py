@@ -265,14 +265,28 @@ def _sweep(run_id: str, leaders: dict[int, _Leader]) -> _Sweep:
     for member in processes:
         if member.pgid not in groups:
             _signal([], [member.pid], by_replica.get(member.replica, signal.SIGTERM))
-    graces = [leader.grace_seconds for leader in (groups or leaders).values()]
-    grace = min(_GRACE_CAP_SECONDS, max(graces, default=1.0))
-    deadline = time.monotonic() + grace
+    # each replica gets its own grace (capped): a quick service is not held up by a slow one's grace
+    grace_of_replica: dict[str | None, float] = {
+        t.replica: min(t.grace_seconds, _GRACE_CAP_SECONDS) for t in leaders.values() if t.replica
+    }
+    grace_of_group = {pgid: min(leader.grace_seconds, _GRACE_CAP_SECONDS) for pgid, leader in groups.items()}
+    default_grace = min(max(grace_of_group.values(), default=1.0), _GRACE_CAP_SECONDS)
+    deadline = time.monotonic() + max([default_grace, *grace_of_group.values(), *grace_of_replica.values()])
     while processes and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
         members = run_members(run_id, pgids, exclude=exclude)
         groups, processes = _ours(members, run_id, leaders, trusted, seen)
         seen.update(m.pid for m in processes)
+        elapsed = time.monotonic() - began
+        overdue_groups = [g for g in groups if elapsed >= grace_of_group.get(g, default_grace)]
+        overdue = [
+            m.pid
+            for m in processes
+            if m.pgid not in groups and elapsed >= grace_of_replica.get(m.replica, default_grace)
+        ]
+        if overdue_groups or overdue:
+            _signal(overdue_groups, overdue, signal.SIGKILL)
+            trusted.update(overdue_groups)
     # 2. SIGKILL whatever is left, re-scanning until nothing is (new forks, late re-parenting)
     deadline = time.monotonic() + _KILL_BOUND_SECONDS
     for _ in range(int(_KILL_BOUND_SECONDS / _POLL_SECONDS)):

@@ -38,7 +38,7 @@ from .spec import (
     Topology,
 )
 
-__all__ = ["Plan", "ReplicaPlan", "ServicePlan", "default_runs_dir", "make_plan"]
+__all__ = ["Plan", "ReplicaPlan", "ServicePlan", "default_runs_dir", "default_state_dir", "make_plan"]
 
 HOST = "127.0.0.1"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -114,9 +114,14 @@ class Plan:
         return _shared_context(self.services, self.run_dir)
 
 
-def default_runs_dir() -> Path:
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/topovisor`` (default ``~/.local/state/topovisor``): run records and runs."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "topovisor" / "runs"
+    return Path(state) / "topovisor"
+
+
+def default_runs_dir() -> Path:
+    return default_state_dir() / "runs"
 
 
 def make_plan(

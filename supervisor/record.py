@@ -24,6 +24,7 @@ import attrs
 import psutil
 
 from .errors import SupervisorError
+from .plan import default_runs_dir, default_state_dir
 from .process import REPLICA_ENV, RUN_ID_ENV
 from .proctable import Member, matching_process, run_members
 
@@ -69,13 +70,13 @@ class UnknownRun(SupervisorError):
 # ----- where records live ------------------------------------------------------------------------------
 def state_dir() -> Path:
     """``$XDG_STATE_HOME/topovisor`` (default ``~/.local/state/topovisor``), created private (0700)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return _private_dir(Path(base) / "topovisor")
+    return _private_dir(default_state_dir())
 
 
 def runs_dir() -> Path:
-    """Where runs go when the topology names no ``run_dir`` (``plan.default_runs_dir`` says the same)."""
-    return state_dir() / "runs"
+    """Where runs go when the topology names no ``run_dir``."""
+    state_dir()  # made private first
+    return default_runs_dir()
 
 
 def _index_dir() -> Path:

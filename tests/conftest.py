@@ -62,6 +62,14 @@ def no_leftovers(runs_dir: Path) -> Iterator[None]:
 
 
 @pytest.fixture
+def reaper() -> Iterator[object]:
+    """Kills whatever a hand-built run of the test started, even when the test fails."""
+    from .fakerun import reaper_fixture  # fakerun imports this module's helpers
+
+    yield from reaper_fixture()
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     """asyncio by default; TOPOVISOR_TEST_BACKEND=trio runs every async test on trio instead."""
     return os.environ.get("TOPOVISOR_TEST_BACKEND", "asyncio")

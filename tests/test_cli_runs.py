@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,21 +16,9 @@ from supervisor.cli_runs import add_commands, dispatch
 from supervisor.record import list_runs, register_run
 
 from .conftest import PYTHON, alive, wait_until
-from .fakerun import STUBBORN, Reaper, reaper_fixture, replica_entry, write_run
+from .fakerun import STUBBORN, Reaper, replica_entry, write_run
 
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    yield from reaper_fixture()
-
-
-@pytest.fixture(autouse=True)
-def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "state"
-    monkeypatch.setenv("XDG_STATE_HOME", str(home))
-    return home
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

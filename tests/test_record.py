@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,33 +29,20 @@ from supervisor.record import (
 )
 
 from .conftest import PROGRAMS, PYTHON, alive, wait_until
-from .fakerun import POLITE, STUBBORN, Reaper, read_events, reaper_fixture, replica_entry, write_run
+from .fakerun import POLITE, STUBBORN, Reaper, read_events, replica_entry, write_run
 
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    yield from reaper_fixture()
-
-
-@pytest.fixture(autouse=True)
-def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never the real ~/.local/state."""
-    home = tmp_path / "state"
-    monkeypatch.setenv("XDG_STATE_HOME", str(home))
-    return home
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_index_register_list_unregister_with_private_modes(runs_dir: Path, state_home: Path) -> None:
+def test_index_register_list_unregister_with_private_modes(runs_dir: Path, private_state_dir: Path) -> None:
     """Entries are private files in a 0700 directory; a run without a manifest still lists."""
     path = register_run("20250101-000000-demo-abc123", runs_dir / "x", supervisor_pid=os.getpid(), watchdog_pid=None)
-    assert state_dir() == state_home / "topovisor"
-    assert mode(state_home / "topovisor") == 0o700 and mode(path.parent) == 0o700 and mode(path) == 0o600
+    assert state_dir() == private_state_dir / "topovisor"
+    assert mode(private_state_dir / "topovisor") == 0o700 and mode(path.parent) == 0o700 and mode(path) == 0o600
     (record,) = list_runs()
     assert record.run_id == "20250101-000000-demo-abc123" and record.indexed
     assert record.supervisor_alive and record.supervisor_pid == os.getpid()
@@ -242,14 +228,14 @@ def test_port_owner_names_pid_command_and_run(reaper: Reaper, runs_dir: Path) ->
     assert port_owner(free) is None
 
 
-def test_state_dir_is_made_private_again(state_home: Path) -> None:
+def test_state_dir_is_made_private_again(private_state_dir: Path) -> None:
     """A state dir left world-readable (by hand, an old version) is tightened on first use."""
-    (state_home / "topovisor").mkdir(parents=True, mode=0o755)
-    os.chmod(state_home / "topovisor", 0o755)
+    (private_state_dir / "topovisor").mkdir(parents=True, mode=0o755)
+    os.chmod(private_state_dir / "topovisor", 0o755)
     assert mode(state_dir()) == 0o700
 
 
-def test_list_runs_all_includes_finished_runs_in_the_default_runs_dir(state_home: Path) -> None:
+def test_list_runs_all_includes_finished_runs_in_the_default_runs_dir(private_state_dir: Path) -> None:
     """``ps --all``: a finished run is no longer indexed but its directory under the state dir remains."""
     write_run(state_dir() / "runs", "run-old", {}, phase="stopped")
     assert list_runs() == []

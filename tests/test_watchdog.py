@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -18,12 +17,7 @@ from supervisor.process import RUN_ID_ENV
 from supervisor.watchdog import SWEEP_EVENT, Watchdog
 
 from .conftest import PROGRAMS, PYTHON, alive, wait_until
-from .fakerun import POLITE, Reaper, all_gone, read_events, reaper_fixture
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    yield from reaper_fixture()
+from .fakerun import POLITE, Reaper, all_gone, read_events
 
 
 def fake_supervisor(reaper: Reaper, run_dir: Path, pids_file: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:

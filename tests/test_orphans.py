@@ -151,7 +151,7 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path, runs_dir: Path, private
 
 def test_a_taken_fixed_port_is_reported_with_its_owner_before_start(tmp_path: Path, runs_dir: Path) -> None:
     squatter = subprocess.Popen(
-        [PYTHON, "-m", "http.server", "--bind", "127.0.0.1", "0"], stdout=subprocess.PIPE, text=True
+        [PYTHON, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert squatter.stdout is not None

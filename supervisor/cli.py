@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 
+from ._redact import Redactor
 from .cli_runs import add_commands, dispatch
 from .config import load
 from .errors import ConfigError, SupervisorError
@@ -72,12 +73,23 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _plan(args: argparse.Namespace) -> Plan:
+    global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
-    return make_plan(topology, runs_dir=args.runs_dir)
+    plan = make_plan(topology, runs_dir=args.runs_dir)
+    _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
+    return plan
+
+
+#: what the console must never show: the caller's secrets, and the services' once a plan is made
+_secrets = Redactor.from_environments(os.environ)
 
 
 def _say(message: str) -> None:
-    print(f"[supervisor] {message}", file=sys.stderr, flush=True)
+    print(f"[supervisor] {_secrets.text(message)}", file=sys.stderr, flush=True)
+
+
+def _error(message: str) -> None:
+    print(f"supervisor: {_secrets.text(message)}", file=sys.stderr)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -116,7 +128,7 @@ class _Reporter:
 
     def output(self, replica: str, block: bytes) -> None:
         if self.logs:
-            text = block.decode("utf-8", "replace")
+            text = _secrets.text(block.decode("utf-8", "replace"))
             sys.stdout.write("".join(f"{replica} | {line}\n" for line in text.splitlines()))
             sys.stdout.flush()
 
@@ -223,7 +235,7 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     code = process.wait()
     message = line.removeprefix("error ") or f"the background supervisor exited with code {code}"
-    print(f"supervisor: {message}", file=sys.stderr)
+    _error(message)
     return code or EXIT_FAILED
 
 
@@ -251,13 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except ConfigError as exc:
         if notify_fd is not None:
-            _notify(notify_fd, f"error error: {exc}")
-        print(f"supervisor: error: {exc}", file=sys.stderr)
+            _notify(notify_fd, _secrets.text(f"error error: {exc}"))
+        _error(f"error: {exc}")
         return EXIT_BAD_INPUT
     except SupervisorError as exc:
         if notify_fd is not None:
-            _notify(notify_fd, f"error {exc}")
-        print(f"supervisor: {exc}", file=sys.stderr)
+            _notify(notify_fd, _secrets.text(f"error {exc}"))
+        _error(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

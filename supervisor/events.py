@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import weakref
 from collections import deque
@@ -12,6 +13,8 @@ from typing import Any, ClassVar
 
 import anyio
 import attrs
+
+from ._redact import Redactor
 
 __all__ = [
     "Completed",
@@ -153,9 +156,20 @@ class EventSubscription:
 
 
 class EventLog:
-    """History + live fan-out + ``events.jsonl``. Emitting never blocks."""
+    """History + live fan-out + ``events.jsonl``. Emitting never blocks.
 
-    def __init__(self, path: Path | None, *, hook: Callable[[Event], None] | None = None) -> None:
+    What goes to the file passes ``redactor`` first (by default the secrets of the caller's environment;
+    the group adds its services' once it knows them); history and subscribers get the events as they are.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        hook: Callable[[Event], None] | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.redactor = redactor if redactor is not None else Redactor.from_environments(os.environ)
         self.history: list[Event] = []
         self._hook = hook
         self._subscribers: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
@@ -165,7 +179,7 @@ class EventLog:
     def emit(self, event: Event) -> None:
         self.history.append(event)
         if self._file is not None:
-            self._file.write(json.dumps(event.to_json()) + "\n")
+            self._file.write(json.dumps(self.redactor.data(event.to_json())) + "\n")
         if self._hook is not None:
             self._hook(event)
         for subscription in list(self._subscribers):

@@ -30,7 +30,7 @@ from .policy import Decision, decide
 from .probes import PollBudget, describe_check
 from .process import alive, describe_exit, signal_processes
 from .proctable import marked_processes
-from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
+from .record import manifest_of, redactor_of, register_run, summary_of, unregister_run, write_manifest
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
 from .watchdog import Watchdog
 
@@ -665,6 +665,7 @@ class RunningTopology:
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
+        self._events.redactor = redactor_of(self)  # events.jsonl hides the services' secrets too
         write_manifest(self.run_dir, manifest_of(self))
 
     def _write_summary(self) -> None:

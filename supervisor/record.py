@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
+import weakref
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import psutil
 
+from ._redact import Redactor
 from .errors import SupervisorError
 from .plan import default_runs_dir, default_state_dir
 from .process import REPLICA_ENV, RUN_ID_ENV
@@ -46,6 +47,7 @@ __all__ = [
     "port_owner",
     "port_owners",
     "protected_pids",
+    "redactor_of",
     "register_run",
     "resolve_run",
     "runs_dir",
@@ -449,12 +451,22 @@ def _float_or_none(value: object) -> float | None:
 
 
 # ----- what a running group writes ---------------------------------------------------------------------
-_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
+_REDACTORS: weakref.WeakKeyDictionary[RunningTopology, Redactor] = weakref.WeakKeyDictionary()
+
+
+def redactor_of(group: RunningTopology) -> Redactor:
+    """The secrets of a run: those of the caller's environment and of every service's env."""
+    redactor = _REDACTORS.get(group)
+    if redactor is None:
+        redactor = Redactor.from_environments(group.base_env, *(r.plan.env for r in group.replicas))
+        _REDACTORS[group] = redactor
+    return redactor
 
 
 def manifest_of(group: RunningTopology) -> dict[str, Any]:
     """``manifest.json``: resolved commands, redacted env, ports, and every pid with its create time."""
-    return {
+    redactor = redactor_of(group)
+    manifest = {
         "run_id": group.run_id,
         "name": group.plan.name,
         "source": group.plan.source,
@@ -466,12 +478,13 @@ def manifest_of(group: RunningTopology) -> dict[str, Any]:
         "services": {
             s.name: {
                 "depends_on": {d.service: d.condition for d in s.plan.depends_on},
-                "replicas": [_replica_record(r) for r in s.replicas],
+                "replicas": [_replica_record(r, redactor) for r in s.replicas],
             }
             for s in group.services
         },
         "leftovers": group.leftovers,
     }
+    return redactor.data(manifest)  # type: ignore[no-any-return]
 
 
 def summary_of(group: RunningTopology) -> dict[str, Any]:
@@ -483,7 +496,7 @@ def summary_of(group: RunningTopology) -> dict[str, Any]:
         outcome = "completed"
     else:
         outcome = "stopped"
-    return {
+    summary = {
         "run_id": group.run_id,
         "outcome": outcome,
         "failure": str(group.failure) if group.failure is not None else None,
@@ -496,9 +509,10 @@ def summary_of(group: RunningTopology) -> dict[str, Any]:
         "verified_no_leftovers": not group.leftovers,
         "leftovers": group.leftovers,
     }
+    return redactor_of(group).data(summary)  # type: ignore[no-any-return]
 
 
-def _replica_record(replica: Replica) -> dict[str, Any]:
+def _replica_record(replica: Replica, redactor: Redactor) -> dict[str, Any]:
     process = replica.process
     return {
         "name": replica.name,
@@ -508,8 +522,8 @@ def _replica_record(replica: Replica) -> dict[str, Any]:
         "create_time": process.create_time if process else None,
         "returncode": replica.returncode,
         "restarts": replica.restarts,
-        "command": list(replica.plan.argv),
-        "env": {k: ("<redacted>" if _SECRET.search(k) else v) for k, v in replica.plan.env.items()},
+        "command": redactor.argv(replica.plan.argv),
+        "env": redactor.env(replica.plan.env),
         "ports": replica.ports,
         "url": replica.url,
         "log": str(replica.log_path),

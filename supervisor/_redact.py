@@ -1,0 +1,126 @@
+"""Secrets never reach disk or the console: one redactor for argv, env, events, summaries and CLI output.
+
+Three rules, applied wherever text is written:
+
+- by name: the value of a variable whose name looks secret (``HF_TOKEN``, ``OPENAI_KEY``, ``DB_PASS``,
+  ``AUTH_HEADER``, ``AWS_SECRET_ACCESS_KEY``) is replaced in ``env``, and so is the value after a flag
+  with such a name in argv (``--api-key X``, ``--hf-token=X``);
+- by value: any value of a secret-named variable, from a service's env or the caller's environment, is
+  replaced wherever it lands (a command line built from ``${HF_TOKEN}``, a log line quoted in a failure),
+  as is the password of any URL found in a variable (``DATABASE_URL``);
+- URL userinfo: ``scheme://user:password@host`` keeps the user and loses the password, in any string.
+
+Pure functions over strings; nothing here knows about runs or files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["REDACTED", "Redactor", "is_secret_name"]
+
+REDACTED = "<redacted>"
+#: shorter values are not replaced by value (``KEY=1`` must not blank every ``1``); by name they still are
+MIN_VALUE_LENGTH = 6
+#: a name part (names split at ``_``, ``-`` and ``.``) that is, or ends with, one of these is secret
+_SECRET_SUFFIXES = (
+    "TOKEN",
+    "SECRET",
+    "SECRETS",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "CREDENTIALS",
+    "KEY",
+)
+#: a name part equal to one of these is secret
+_SECRET_PARTS = frozenset({"PASS", "PW", "AUTH", "AUTHORIZATION", "CREDS", "PAT", "PRIVATE", "COOKIE"})
+#: names that match a pattern above but are well-known non-secrets
+_NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "KEYBOARD", "XAUTHORITY", "GPG_KEY_ID"})
+_NAME_PARTS = re.compile(r"[_\-.]+")
+_URL_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:)(?P<password>[^\s/@]+)(?=@)")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable or flag name looks like it holds a secret (``HF_TOKEN``, ``--api-key``)."""
+    upper = name.strip("-").upper()
+    if upper in _NOT_SECRET:
+        return False
+    parts = [p for p in _NAME_PARTS.split(upper) if p]
+    return any(p in _SECRET_PARTS or p.endswith(_SECRET_SUFFIXES) for p in parts)
+
+
+def _url_passwords(text: str) -> list[str]:
+    return [m.group("password") for m in _URL_USERINFO.finditer(text)]
+
+
+class Redactor:
+    """Replaces known secret values, URL passwords and secret flag values in whatever it is given."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        wanted = {v for v in values if len(v) >= MIN_VALUE_LENGTH and v != REDACTED}
+        self.values: tuple[str, ...] = tuple(sorted(wanted, key=lambda v: (-len(v), v)))  #: longest first
+        self._pattern = re.compile("|".join(map(re.escape, self.values))) if self.values else None
+
+    @classmethod
+    def from_environments(cls, *environments: Mapping[str, str]) -> Redactor:
+        """Secrets of the given environments: values of secret-named variables and URL passwords."""
+        values: set[str] = set()
+        for environment in environments:
+            for name, value in environment.items():
+                if is_secret_name(name):
+                    values.add(value)
+                values.update(_url_passwords(value))
+        return cls(values)
+
+    def text(self, text: str) -> str:
+        """``text`` with every known secret value and every URL password replaced."""
+        if self._pattern is not None:
+            text = self._pattern.sub(REDACTED, text)
+        if "://" in text:
+            text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
+        return text
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """A command line: secret values, and the value of each secret-named flag (``--token X``,
+        ``--token=X``)."""
+        redacted: list[str] = []
+        hide_next = False
+        for arg in argv:
+            if hide_next and not arg.startswith("--"):
+                redacted.append(REDACTED)
+                hide_next = False
+                continue
+            hide_next = False
+            if arg.startswith("-") and len(arg) > 1:
+                flag, equals, _ = arg.partition("=")
+                if is_secret_name(flag):
+                    if equals:
+                        redacted.append(f"{flag}={REDACTED}")
+                        continue
+                    hide_next = True
+            redacted.append(self.text(arg))
+        return redacted
+
+    def env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """An environment: secret-named variables lose their value, the others are redacted as text."""
+        return {k: REDACTED if is_secret_name(k) else self.text(v) for k, v in env.items()}
+
+    def data(self, value: Any) -> Any:
+        """Every string inside JSON-like data (dicts, lists, strings), keys included."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.data(k) if isinstance(k, str) else k: self.data(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.data(v) for v in value]
+        return value
+
+    def __or__(self, other: Redactor) -> Redactor:
+        return Redactor({*self.values, *other.values})
+
+    def __repr__(self) -> str:
+        return f"<Redactor of {len(self.values)} secret values>"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import weakref
@@ -14,6 +13,7 @@ from typing import Any, ClassVar
 import anyio
 import attrs
 
+from ._records.eventfile import EventFile
 from ._redact import Redactor
 
 __all__ = [
@@ -156,7 +156,7 @@ class EventSubscription:
 
 
 class EventLog:
-    """History + live fan-out + ``events.jsonl``. Emitting never blocks.
+    """History + live fan-out + ``events.jsonl``. Emitting never blocks, and never raises for the file.
 
     What goes to the file passes ``redactor`` first (by default the secrets of the caller's environment;
     the group adds its services' once it knows them); history and subscribers get the events as they are.
@@ -173,13 +173,13 @@ class EventLog:
         self.history: list[Event] = []
         self._hook = hook
         self._subscribers: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
-        self._file = path.open("a", buffering=1) if path is not None else None
+        self._file = EventFile(path) if path is not None else None
         self.closed = False
 
     def emit(self, event: Event) -> None:
         self.history.append(event)
         if self._file is not None:
-            self._file.write(json.dumps(self.redactor.data(event.to_json())) + "\n")
+            self._file.write(self.redactor.data(event.to_json()))
         if self._hook is not None:
             self._hook(event)
         for subscription in list(self._subscribers):

@@ -10,7 +10,6 @@ teardown follows.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import time
@@ -30,7 +29,7 @@ from .policy import Decision, decide
 from .probes import PollBudget, describe_check
 from .process import alive, describe_exit, signal_processes
 from .proctable import marked_processes
-from .record import manifest_of, redactor_of, register_run, summary_of, unregister_run, write_manifest
+from .record import manifest_of, redactor_of, register_run, save_record, summary_of, unregister_run
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
 from .watchdog import Watchdog
 
@@ -666,8 +665,8 @@ class RunningTopology:
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
         self._events.redactor = redactor_of(self)  # events.jsonl hides the services' secrets too
-        write_manifest(self.run_dir, manifest_of(self))
+        save_record(self.run_dir, "manifest.json", manifest_of(self))  # never raises: teardown goes on
 
     def _write_summary(self) -> None:
         """How the run ended, and the verification that nothing of it is left (checked on every run)."""
-        (self.run_dir / "summary.json").write_text(json.dumps(summary_of(self), indent=2))
+        save_record(self.run_dir, "summary.json", summary_of(self), indent=2)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import psutil
 
-from .process import REPLICA_ENV, RUN_ID_ENV
+from ._marks import REPLICA_ENV, RUN_ID_ENV
 
 __all__ = [
     "CREATE_TIME_TOLERANCE_SECONDS",

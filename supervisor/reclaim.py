@@ -24,6 +24,7 @@ import anyio.to_thread
 import attrs
 import psutil
 
+from ._records.eventfile import append_event
 from .process import alive
 from .proctable import Member, matching_process
 from .record import (
@@ -191,8 +192,8 @@ def _close_record(record: RunRecord, report: StopReport) -> None:
             "monotonic": time.monotonic(),
             "wall_time": time.time(),
         }
-        with contextlib.suppress(OSError), open(record.run_dir / "events.jsonl", "a") as file:
-            file.write(json.dumps(event) + "\n")
+        with contextlib.suppress(OSError):
+            append_event(record.run_dir / "events.jsonl", event)
     if not report.remaining:
         unregister_run(record.run_id)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 import weakref
@@ -51,10 +52,12 @@ __all__ = [
     "register_run",
     "resolve_run",
     "runs_dir",
+    "save_record",
     "state_dir",
     "summary_of",
     "unrecorded_marks",
     "unregister_run",
+    "warn_record_failure",
     "write_manifest",
 ]
 
@@ -96,9 +99,14 @@ def _write_json(path: Path, data: dict[str, Any], *, indent: int | None = None) 
     """Atomically: readers see the old file or the new one, never half of one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(json.dumps(data, indent=indent))  # dumps, not dump: only dumps uses the C encoder
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(data, indent=indent))  # dumps, not dump: only dumps uses the C encoder
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)  # a full disk keeps no half-written temporary
+        raise
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -149,6 +157,30 @@ def unregister_run(run_id: str) -> bool:
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Replace ``manifest.json`` atomically (``supervisor stop`` updates a dead supervisor's record)."""
     _write_json(run_dir / "manifest.json", manifest)  # compact: written after every spawn batch
+
+
+_log = logging.getLogger("supervisor.records")
+_warned: set[Path] = set()  #: run dirs already warned about: one warning per run, not one per write
+
+
+def save_record(run_dir: Path, name: str, data: dict[str, Any], *, indent: int | None = None) -> bool:
+    """Write ``<run_dir>/<name>`` atomically, never raising: a full disk or a deleted run directory must
+    not stand in the way of a run or its teardown. The first failure of a run is a warning; False then."""
+    try:
+        _write_json(run_dir / name, data, indent=indent)
+    except OSError as exc:
+        warn_record_failure(run_dir, name, exc)
+        return False
+    return True
+
+
+def warn_record_failure(run_dir: Path, name: str, exc: OSError) -> None:
+    """Log the first failed record write of a run (later ones are expected to fail the same way)."""
+    if run_dir in _warned:
+        return
+    _warned.add(run_dir)
+    reason = exc.strerror or str(exc)
+    _log.warning("cannot write %s in %s (%s); the run goes on without its record", name, run_dir, reason)
 
 
 # ----- records -----------------------------------------------------------------------------------------

@@ -25,14 +25,14 @@ stays on disk for those: ``supervisor gc`` finds and stops what is left.
 
 The watchdog does not carry the run mark (the client scrubs it from its environment), lives in its own
 session (a terminal's Ctrl-C does not reach it), ignores SIGINT and SIGHUP, and never signals itself or
-its parent. It imports only the standard library, psutil and ``supervisor.proctable`` so it starts fast.
+its parent. It imports only the standard library, psutil, ``supervisor.proctable`` and the events writer,
+never anyio, so it starts fast (a test keeps it so).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -43,7 +43,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .process import REPLICA_ENV, RUN_ID_ENV
+from ._marks import REPLICA_ENV, RUN_ID_ENV
+from ._records.eventfile import append_event
 from .proctable import Member, matching_process, run_members
 
 __all__ = ["SWEEP_EVENT", "Watchdog", "main"]
@@ -313,11 +314,7 @@ def _append_event(run_dir: Path, run_id: str, sweep: _Sweep) -> None:
         "monotonic": time.monotonic(),
         "wall_time": time.time(),
     }
-    fd = os.open(run_dir / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, (json.dumps(event) + "\n").encode())
-    finally:
-        os.close(fd)
+    append_event(run_dir / "events.jsonl", event)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,14 @@
+"""Run records on disk: where they live, what they hold, and what a run left behind.
+
+Submodules, imported one by one (this file imports nothing, so the watchdog can use ``eventfile``
+without pulling in the rest):
+
+- ``paths``: the state dir, the runs dir, the index dir, atomic JSON files, writes that never raise;
+- ``eventfile``: the one writer of ``events.jsonl`` (the supervisor, its watchdog, ``supervisor stop``);
+- ``schema``: ``manifest.json``, ``summary.json`` and index entries as attrs classes, through cattrs;
+- ``index``: registering runs, listing and resolving them (``RunRecord``, ``ReplicaRecord``);
+- ``leftovers``: what of a run is still alive, gc candidates;
+- ``ports``: who holds a port we want.
+
+``supervisor.record`` re-exports the public names.
+"""

@@ -15,13 +15,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 
+from ._logfollow import LogFollower
 from ._units import parse_duration
 from .errors import SupervisorError
 from .reclaim import StopReport, stop_run
@@ -284,7 +284,7 @@ def _logs(args: argparse.Namespace) -> int:
     record = resolve_run(args.run)
     sources = _log_sources(record, args.service)
     prefixed = len(sources) > 1
-    followers = [_Follower(path) for _, path in sources]
+    followers = [LogFollower(path) for _, path in sources]
     out = sys.stdout
     for (name, _), follower in zip(sources, followers, strict=True):
         for line in follower.history(max(0, args.lines)):
@@ -332,76 +332,6 @@ def _log_sources(record: RunRecord, selector: str | None) -> list[tuple[str, Pat
             names,
         )
     return sources
-
-
-class _Follower:
-    """Reads one replica's log as it grows; follows it across rotation (``x.log`` -> ``x.log.1``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: BufferedReader | None = None
-        self._inode: int | None = None
-        self._partial = b""
-        self._open()
-
-    def _open(self) -> bool:
-        try:
-            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open across polls, closed in close()
-        except OSError:
-            return False
-        self._inode = os.fstat(self._file.fileno()).st_ino
-        return True
-
-    def history(self, count: int) -> list[str]:
-        """The last ``count`` lines up to now (reaching into ``x.log.1`` if the file is young); reading
-        continues from here."""
-        if self._file is None:
-            return []
-        data = self._file.read()
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        if len(lines) < count:
-            backup = self.path.with_name(self.path.name + ".1")
-            with contextlib.suppress(OSError):
-                lines = backup.read_bytes().split(b"\n")[:-1] + lines
-        return [_text(line) for line in lines[-count:]] if count else []
-
-    def new_lines(self) -> list[str]:
-        if self._file is None and not self._open():
-            return []
-        lines = self._read_lines()
-        try:
-            rotated = os.stat(self.path).st_ino != self._inode
-        except OSError:
-            rotated = False  # between rename and re-create: try again next time
-        if rotated:  # drain the old file (now x.log.1), then start on the new one from its beginning
-            lines += self._read_lines()
-            if self._partial:
-                lines.append(_text(self._partial))
-                self._partial = b""
-            self.close()
-            if self._open():
-                lines += self._read_lines()
-        return lines
-
-    def _read_lines(self) -> list[str]:
-        if self._file is None:
-            return []
-        data = self._file.read()
-        if not data:
-            return []
-        pieces = (self._partial + data).split(b"\n")
-        self._partial = pieces.pop()
-        return [_text(piece) for piece in pieces]
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace").rstrip("\r")
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"ps": _ps, "stop": _stop, "gc": _gc, "logs": _logs}

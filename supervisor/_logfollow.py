@@ -1,0 +1,131 @@
+"""Follow one replica's log as it grows, by inode, across any number of rotations between two reads.
+
+The writer (``logs.RotatingLogFile``) closes ``x.log`` when it is full and shifts the chain:
+``x.log.N-1 -> x.log.N``, ..., ``x.log -> x.log.1``, then starts a new ``x.log``. A renamed file keeps its
+inode, so the follower holds the file it reads open and reads it to its end, whatever its name is by now.
+Once ``x.log`` is another inode, the files written since are the ones in front of ours in the chain: they
+are read from their beginning, oldest first, and the newest one is held from then on. Lines are lost only
+when the writer rotates more than ``backups`` times between two reads (our file was deleted by then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from io import BufferedReader
+from pathlib import Path
+
+__all__ = ["LogFollower"]
+
+
+class LogFollower:
+    """Reads ``path`` (``x.log``) and whatever rotation made of it; ``new_lines`` returns complete lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BufferedReader | None = None
+        self._inode: int | None = None
+        self._partial = b""
+        self._file = self._open(path)
+
+    def _open(self, path: Path) -> BufferedReader | None:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
+        except OSError:
+            return None
+        self._inode = os.fstat(file.fileno()).st_ino
+        return file
+
+    def history(self, count: int) -> list[str]:
+        """The last ``count`` lines up to now (reaching into ``x.log.1`` if the file is young); reading
+        continues from here."""
+        if self._file is None:
+            return []
+        lines = self._file.read().split(b"\n")
+        self._partial = lines.pop()
+        if len(lines) < count:
+            with contextlib.suppress(OSError):
+                lines = self.path.with_name(self.path.name + ".1").read_bytes().split(b"\n")[:-1] + lines
+        return [_text(line) for line in lines[-count:]] if count else []
+
+    def new_lines(self) -> list[str]:
+        """Every complete line written since the last call, in order, across rotations."""
+        lines = self._read_to_end(self._file)
+        try:
+            current = os.stat(self.path).st_ino
+        except OSError:
+            current = None  # between the rename and the new file: the chain is looked at once it exists
+        if current is not None and current == self._inode and self._file is not None:
+            return lines
+        if current is None and self._file is not None:
+            return lines
+        newer = self._newer_files()
+        if not newer:
+            return lines
+        if self._partial:  # the writer writes whole lines; a cut one ends with its file
+            lines.append(_text(self._partial))
+            self._partial = b""
+        for file in newer[:-1]:  # finished files, oldest first
+            lines += self._read_to_end(file)
+            if self._partial:
+                lines.append(_text(self._partial))
+                self._partial = b""
+            file.close()
+        self.close()
+        self._file = newer[-1]
+        self._inode = os.fstat(self._file.fileno()).st_ino
+        return lines + self._read_to_end(self._file)
+
+    def _newer_files(self) -> list[BufferedReader]:
+        """The files written after ours, opened, oldest first (all of the chain if ours is gone).
+
+        Scanning from ``x.log`` towards the oldest backup, a rotation in the middle of the scan can only
+        move a file further along, where we meet it again (same inode, skipped): nothing is missed."""
+        found: list[BufferedReader] = []
+        inodes: set[int] = set()
+        for index in range(self._last_backup() + 2):  # one past the last: a rotation may have just added it
+            path = self.path if index == 0 else self.path.with_name(f"{self.path.name}.{index}")
+            try:
+                file = open(path, "rb")  # noqa: SIM115 - handed to the caller, which closes it
+            except OSError:
+                continue  # a gap while the chain shifts
+            inode = os.fstat(file.fileno()).st_ino
+            if inode == self._inode:
+                file.close()
+                break
+            if inode in inodes:
+                file.close()
+                continue
+            inodes.add(inode)
+            found.append(file)
+        return found[::-1]
+
+    def _last_backup(self) -> int:
+        pattern = re.compile(re.escape(self.path.name) + r"\.(\d+)")
+        indices = [0]
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.path.parent):
+                match = pattern.fullmatch(name)
+                if match:
+                    indices.append(int(match.group(1)))
+        return max(indices)
+
+    def _read_to_end(self, file: BufferedReader | None) -> list[str]:
+        if file is None:
+            return []
+        data = file.read()
+        if not data:
+            return []
+        pieces = (self._partial + data).split(b"\n")
+        self._partial = pieces.pop()
+        return [_text(piece) for piece in pieces]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", "replace").rstrip("\r")

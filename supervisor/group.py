@@ -22,6 +22,7 @@ import attrs
 import psutil
 from anyio.abc import TaskGroup
 
+from ._snapshot import manifest_of, redactor_of, summary_of
 from .errors import ReadinessTimeout, ServiceFailed
 from .events import Completed, Degraded, Event, EventLog, EventSubscription, Failed, Ready, Restarting
 from .plan import Plan, ServicePlan
@@ -29,7 +30,7 @@ from .policy import Decision, decide
 from .probes import PollBudget, describe_check
 from .process import alive, describe_exit, signal_processes
 from .proctable import marked_processes
-from .record import manifest_of, redactor_of, register_run, save_record, summary_of, unregister_run
+from .record import register_run, save_record, unregister_run
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
 from .watchdog import Watchdog
 

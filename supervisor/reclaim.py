@@ -12,12 +12,10 @@ against its create time first.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -28,10 +26,12 @@ from ._records.eventfile import append_event
 from .process import alive
 from .proctable import Member, matching_process
 from .record import (
+    ACTIVE_STATES,
     ReplicaRecord,
     RunRecord,
     leftover_members,
     protected_pids,
+    read_manifest,
     unregister_run,
     write_manifest,
 )
@@ -43,7 +43,6 @@ _KILL_WAIT_SECONDS = 10.0  #: after SIGKILL; only a process stuck in the kernel 
 _SUPERVISOR_MARGIN_SECONDS = 10.0  #: on top of the graces: the supervisor's own sweep and record keeping
 _SWEEP_TERM_SECONDS = 1.0  #: a process found only by the final sweep gets this long after SIGTERM
 _SWEEP_ROUNDS = 20
-_ACTIVE_STATES = frozenset({"pending", "starting", "ready", "unready", "restarting", "stopping"})
 
 
 @attrs.frozen
@@ -168,15 +167,14 @@ async def _sweep(record: RunRecord, signalled: set[int], killed: set[int]) -> No
 
 def _close_record(record: RunRecord, report: StopReport) -> None:
     """Mark the manifest stopped (a dead supervisor could not), log what we did, leave the index."""
-    manifest = _read_manifest(record)
-    if manifest is not None and not report.remaining:
-        manifest["phase"] = "stopped"
-        for info in (manifest.get("services") or {}).values():
-            for replica in info.get("replicas") or []:
-                if isinstance(replica, dict) and replica.get("state") in _ACTIVE_STATES:
-                    replica["state"] = "stopped"
+    manifest = read_manifest(record.run_dir)
     if manifest is not None:
-        manifest["leftovers"] = list(report.remaining)
+        if not report.remaining:
+            manifest.phase = "stopped"
+            for _, replica in manifest.replicas():
+                if replica.state in ACTIVE_STATES:
+                    replica.state = "stopped"
+        manifest.leftovers = list(report.remaining)
         with contextlib.suppress(OSError):
             write_manifest(record.run_dir, manifest)
     if record.run_dir.is_dir():
@@ -196,14 +194,6 @@ def _close_record(record: RunRecord, report: StopReport) -> None:
             append_event(record.run_dir / "events.jsonl", event)
     if not report.remaining:
         unregister_run(record.run_id)
-
-
-def _read_manifest(record: RunRecord) -> dict[str, Any] | None:
-    try:
-        data = json.loads((record.run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _processes(pids: Sequence[int]) -> list[psutil.Process]:

@@ -1,5 +1,5 @@
-"""Runs built by hand for the record, watchdog and CLI tests: real marked processes, a manifest written the
-way ``group.py`` writes it, and a ``Reaper`` that kills whatever a test started, even when it fails."""
+"""Runs built by hand for the record, watchdog and CLI tests: real marked processes, a manifest written
+with the records' own schema, and a ``Reaper`` that kills whatever a test started, even when it fails."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psutil
 
 from supervisor.process import REPLICA_ENV, RUN_ID_ENV
 from supervisor.proctable import run_members
+from supervisor.record import Manifest, ReplicaEntry, ServiceEntry, StopEntry, write_manifest
 
 from .conftest import PROGRAMS, PYTHON, alive, wait_until
 
@@ -122,33 +124,28 @@ def dead_process() -> tuple[int, float]:
 
 def replica_entry(
     name: str, popen: subprocess.Popen[bytes] | None, run_dir: Path, *, create_time: float | None = None, **extra: Any
-) -> dict[str, Any]:
+) -> ReplicaEntry:
     """A manifest replica entry for a process started with ``Reaper.start_replica``."""
     pid = popen.pid if popen is not None else None
     if create_time is None and pid is not None:
         create_time = psutil.Process(pid).create_time()
-    entry: dict[str, Any] = {
-        "name": name,
-        "state": "ready",
-        "pid": pid,
-        "pgid": pid,
-        "create_time": create_time,
-        "returncode": None,
-        "command": ["python"],
-        "env": {},
-        "ports": {},
-        "url": None,
-        "log": str(run_dir / "logs" / f"{name}.log"),
-        "stop": {"signal": "SIGTERM", "grace_seconds": 0.5},
-    }
-    entry.update(extra)
-    return entry
+    entry = ReplicaEntry(
+        name=name,
+        state="ready",
+        pid=pid,
+        pgid=pid,
+        create_time=create_time,
+        command=["python"],
+        log=str(run_dir / "logs" / f"{name}.log"),
+        stop=StopEntry(signal="SIGTERM", grace_seconds=0.5),
+    )
+    return attrs.evolve(entry, **extra)
 
 
 def write_run(
     runs_dir: Path,
     run_id: str,
-    services: Mapping[str, tuple[Sequence[str], Sequence[dict[str, Any]]]],
+    services: Mapping[str, tuple[Sequence[str], Sequence[ReplicaEntry]]],
     *,
     supervisor: tuple[int, float] | None = None,
     phase: str = "running",
@@ -158,22 +155,20 @@ def write_run(
     run_dir = runs_dir / run_id
     (run_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
     supervisor_pid, supervisor_create_time = supervisor or dead_process()
-    manifest = {
-        "run_id": run_id,
-        "name": name,
-        "source": None,
-        "run_dir": str(run_dir),
-        "phase": phase,
-        "supervisor_pid": supervisor_pid,
-        "supervisor_create_time": supervisor_create_time,
-        "started_wall_time": time.time() - 5,
-        "services": {
-            service: {"depends_on": {dep: "ready" for dep in deps}, "replicas": list(replicas)}
+    manifest = Manifest(
+        run_id=run_id,
+        name=name,
+        run_dir=str(run_dir),
+        phase=phase,
+        supervisor_pid=supervisor_pid,
+        supervisor_create_time=supervisor_create_time,
+        started_wall_time=time.time() - 5,
+        services={
+            service: ServiceEntry(depends_on={dep: "ready" for dep in deps}, replicas=list(replicas))
             for service, (deps, replicas) in services.items()
         },
-        "leftovers": [],
-    }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    )
+    write_manifest(run_dir, manifest)
     return run_dir
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from supervisor.reclaim import STOP_EVENT, stop_run
 from supervisor.record import (
+    Manifest,
+    StopEntry,
     UnknownRun,
     gc_candidates,
     leftovers,
@@ -46,7 +48,7 @@ def test_index_register_list_unregister_with_private_modes(runs_dir: Path, priva
     (record,) = list_runs()
     assert record.run_id == "20250101-000000-demo-abc123" and record.indexed
     assert record.supervisor_alive and record.supervisor_pid == os.getpid()
-    assert record.phase == "unknown" and record.replicas() == [] and record.manifest == {}
+    assert record.phase == "unknown" and record.replicas() == [] and record.manifest == Manifest()
     assert unregister_run(record.run_id) and not unregister_run(record.run_id)
     assert list_runs() == []
 
@@ -118,7 +120,7 @@ async def test_stop_run_of_a_dead_supervisor_in_reverse_dependency_order(
         "api": (["db"], [replica_entry(f"api.{i}", p, run_dir) for i, p in enumerate(api)]),
         "frontend": (
             ["api"],
-            [replica_entry("frontend", frontend, run_dir, stop={"signal": "SIGTERM", "grace_seconds": 0.2})],
+            [replica_entry("frontend", frontend, run_dir, stop=StopEntry("SIGTERM", 0.2))],
         ),
     }
     write_run(runs_dir, run_id, services)

@@ -1,0 +1,100 @@
+"""Where records live, and how they are written: atomically, privately, and never in teardown's way."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..plan import default_runs_dir, default_state_dir
+from .schema import IndexEntry, Manifest, Summary, to_json
+
+__all__ = [
+    "index_dir",
+    "index_path",
+    "read_json",
+    "runs_dir",
+    "save_record",
+    "state_dir",
+    "warn_record_failure",
+    "write_json",
+]
+
+_log = logging.getLogger("supervisor.records")
+_warned: set[Path] = set()  #: run dirs already warned about: one warning per run, not one per write
+
+
+def state_dir() -> Path:
+    """``$XDG_STATE_HOME/topovisor`` (default ``~/.local/state/topovisor``), created private (0700)."""
+    return _private_dir(default_state_dir())
+
+
+def runs_dir() -> Path:
+    """Where runs go when the topology names no ``run_dir``."""
+    state_dir()  # made private first
+    return default_runs_dir()
+
+
+def index_dir() -> Path:
+    return _private_dir(state_dir() / "index")
+
+
+def index_path(run_id: str) -> Path:
+    return index_dir() / f"{run_id}.json"
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    return path
+
+
+def write_json(
+    path: Path, data: Manifest | Summary | IndexEntry | dict[str, Any], *, indent: int | None = None
+) -> None:
+    """Atomically: readers see the old file or the new one, never half of one. Raises OSError."""
+    if not isinstance(data, dict):
+        data = to_json(data)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(data, indent=indent))  # dumps, not dump: only dumps uses the C encoder
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)  # a full disk keeps no half-written temporary
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The object in ``path``; an empty dict when it is missing, unreadable or half-written by a crash."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_record(run_dir: Path, name: str, record: Manifest | Summary, *, indent: int | None = None) -> bool:
+    """Write ``<run_dir>/<name>`` atomically, never raising: a full disk or a deleted run directory must
+    not stand in the way of a run or its teardown. The first failure of a run is a warning; False then."""
+    try:
+        write_json(run_dir / name, record, indent=indent)
+    except OSError as exc:
+        warn_record_failure(run_dir, name, exc)
+        return False
+    return True
+
+
+def warn_record_failure(run_dir: Path, name: str, exc: OSError) -> None:
+    """Log the first failed record write of a run (later ones are expected to fail the same way)."""
+    if run_dir in _warned:
+        return
+    _warned.add(run_dir)
+    reason = exc.strerror or str(exc)
+    _log.warning("cannot write %s in %s (%s); the run goes on without its record", name, run_dir, reason)

@@ -1,0 +1,229 @@
+"""What a run writes on disk, as attrs classes: one schema for the writer, the readers and the tests.
+
+``manifest.json`` (the resolved run: commands, redacted env, ports, every pid with its create time),
+``summary.json`` (how it ended) and the index entry (who supervises it). ``to_json`` and the ``*_from_json``
+readers go through one cattrs converter. Reading is forgiving on purpose: a record may be half-written by a
+crash, or come from an older version; a field of the wrong type reads as its default, never as an error,
+so ``supervisor ps/stop/gc`` always work on what is there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, get_origin
+
+import attrs
+import cattrs
+
+__all__ = [
+    "ACTIVE_STATES",
+    "IndexEntry",
+    "Manifest",
+    "ReplicaEntry",
+    "ReplicaOutcome",
+    "ServiceEntry",
+    "StopEntry",
+    "Summary",
+    "index_entry_from_json",
+    "manifest_from_json",
+    "summary_from_json",
+    "to_json",
+]
+
+#: replica states in which its processes may still run (the rest are terminal)
+ACTIVE_STATES = frozenset({"pending", "starting", "ready", "unready", "restarting", "stopping"})
+
+
+@attrs.define
+class StopEntry:
+    signal: str = "SIGTERM"  #: sent to the process group first
+    grace_seconds: float = 10.0  #: before SIGKILL
+
+
+@attrs.define
+class ReplicaEntry:
+    """One replica as the supervisor last saw it."""
+
+    name: str = ""
+    state: str = "unknown"
+    pid: int | None = None
+    pgid: int | None = None
+    create_time: float | None = None  #: of ``pid``; without it the pid is never trusted
+    returncode: int | None = None
+    restarts: int = 0
+    command: list[str] = attrs.Factory(list)  #: redacted
+    env: dict[str, str] = attrs.Factory(dict)  #: what the service adds to the caller's environment, redacted
+    ports: dict[str, int] = attrs.Factory(dict)
+    url: str | None = None
+    log: str | None = None
+    stop: StopEntry = attrs.Factory(StopEntry)
+
+
+@attrs.define
+class ServiceEntry:
+    depends_on: dict[str, str] = attrs.Factory(dict)  #: service -> condition
+    replicas: list[ReplicaEntry] = attrs.Factory(list)  #: in start order
+
+
+@attrs.define
+class Manifest:
+    """``manifest.json``: rewritten after each spawn batch and at each phase change."""
+
+    run_id: str = ""
+    name: str = ""
+    source: str | None = None
+    run_dir: str = ""
+    phase: str = "unknown"  #: pending, starting, running, stopping, stopped
+    supervisor_pid: int | None = None
+    supervisor_create_time: float | None = None
+    started_wall_time: float | None = None
+    services: dict[str, ServiceEntry] = attrs.Factory(dict)  #: in start order
+    leftovers: list[int] = attrs.Factory(list)  #: pids alive after teardown
+
+    def replicas(self) -> list[tuple[str, ReplicaEntry]]:
+        return [(name, r) for name, service in self.services.items() for r in service.replicas]
+
+
+@attrs.define
+class ReplicaOutcome:
+    state: str = "unknown"
+    restarts: int = 0
+    returncode: int | None = None
+
+
+@attrs.define
+class Summary:
+    """``summary.json``: how the run ended and whether anything survived it."""
+
+    run_id: str = ""
+    outcome: str = "unknown"  #: completed, stopped or failed
+    failure: str | None = None  #: the failure with its log tail, redacted
+    started_wall_time: float | None = None
+    ended_wall_time: float | None = None
+    ready_seconds: float | None = None
+    replicas: dict[str, ReplicaOutcome] = attrs.Factory(dict)
+    verified_no_leftovers: bool = False
+    leftovers: list[int] = attrs.Factory(list)
+
+
+@attrs.define
+class IndexEntry:
+    """``<state dir>/index/<run_id>.json``: a run that may still own processes, and who supervises it."""
+
+    run_id: str = ""
+    run_dir: str = ""
+    supervisor_pid: int | None = None
+    supervisor_create_time: float | None = None
+    watchdog_pid: int | None = None
+    watchdog_create_time: float | None = None
+    registered_wall_time: float | None = None
+
+
+# ----- one forgiving converter ---------------------------------------------------------------------------
+_T = TypeVar("_T")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_RECORD_CLASSES = (StopEntry, ReplicaEntry, ServiceEntry, Manifest, ReplicaOutcome, Summary, IndexEntry)
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+def _forgiving(converter: cattrs.Converter, cls: type[_T]) -> Any:
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+
+    def structure(value: object, _: object) -> _T:
+        data = value if isinstance(value, dict) else {}
+        kwargs = {}
+        for field in fields:
+            if field.name in data:
+                item = converter.structure(data[field.name], field.type)
+                if item is not _MISSING:
+                    kwargs[field.name] = item
+        return cls(**kwargs)
+
+    return structure
+
+
+def _dict_of(converter: cattrs.Converter, value_type: type[_T]) -> Any:
+    def structure(value: object, _: object) -> Any:
+        if not isinstance(value, dict):
+            return _MISSING
+        return {str(k): converter.structure(v, value_type) for k, v in value.items() if isinstance(v, dict)}
+
+    return structure
+
+
+def _list_of(converter: cattrs.Converter, item_type: type[_T]) -> Any:
+    def structure(value: object, _: object) -> Any:
+        if not isinstance(value, list):
+            return _MISSING
+        return [converter.structure(v, item_type) for v in value if isinstance(v, dict)]
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+
+    def hook(kind: Any, function: Any) -> None:
+        if isinstance(kind, type) and get_origin(kind) is None:
+            converter.register_structure_hook(kind, function)  # a class: ahead of cattrs' own hooks
+        else:
+            converter.register_structure_hook_func(lambda t: t == kind, function)
+
+    # scalars: the wrong type reads as "absent", and the attrs class then uses the field's default
+    hook(int | None, lambda v, _: v if _is_int(v) else None)
+    hook(float | None, lambda v, _: float(v) if _is_number(v) else None)
+    hook(str | None, lambda v, _: v if isinstance(v, str) else None)
+    hook(str, lambda v, _: v if isinstance(v, str) else _MISSING)
+    hook(int, lambda v, _: v if _is_int(v) else _MISSING)
+    hook(float, lambda v, _: float(v) if _is_number(v) else _MISSING)
+    hook(bool, lambda v, _: v if isinstance(v, bool) else _MISSING)
+    hook(list[str], lambda v, _: [x for x in v if isinstance(x, str)] if isinstance(v, list) else _MISSING)
+    hook(list[int], lambda v, _: [x for x in v if _is_int(x)] if isinstance(v, list) else _MISSING)
+    hook(
+        dict[str, str],
+        lambda v, _: {str(k): x for k, x in v.items() if isinstance(x, str)} if isinstance(v, dict) else _MISSING,
+    )
+    hook(
+        dict[str, int],
+        lambda v, _: {str(k): x for k, x in v.items() if _is_int(x)} if isinstance(v, dict) else _MISSING,
+    )
+    for cls in _RECORD_CLASSES:
+        attrs.resolve_types(cls)
+        hook(cls, _forgiving(converter, cls))
+        hook(list[cls], _list_of(converter, cls))  # type: ignore[valid-type]
+        hook(dict[str, cls], _dict_of(converter, cls))  # type: ignore[valid-type]
+    return converter
+
+
+_converter = _make_converter()
+
+
+def to_json(record: Manifest | Summary | IndexEntry) -> dict[str, Any]:
+    """The record as JSON-ready data (field order kept: people read these files)."""
+    return _converter.unstructure(record)  # type: ignore[no-any-return]
+
+
+def manifest_from_json(data: object) -> Manifest:
+    return _converter.structure(data, Manifest)
+
+
+def summary_from_json(data: object) -> Summary:
+    return _converter.structure(data, Summary)
+
+
+def index_entry_from_json(data: object) -> IndexEntry:
+    return _converter.structure(data, IndexEntry)

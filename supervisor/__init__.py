@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from .group import RunningTopology, ServiceHandle
     from .plan import Plan, make_plan
     from .probes import ProbeTarget
+    from .reclaim import StopReport, stop_run
+    from .record import RunRecord, UnknownRun, list_runs
     from .replica import Replica, ReplicaState
     from .runner import launch, run
     from .spec import (
@@ -88,22 +90,27 @@ __all__ = [
     "ReplicaState",
     "RestartPolicy",
     "Restarting",
+    "RunRecord",
     "RunningTopology",
     "Service",
     "ServiceFailed",
     "ServiceHandle",
     "Spawned",
     "StopPolicy",
+    "StopReport",
     "Stopped",
     "Stopping",
     "SupervisorError",
     "TcpCheck",
     "Topology",
+    "UnknownRun",
     "Unready",
     "launch",
+    "list_runs",
     "load",
     "make_plan",
     "run",
+    "stop_run",
     "topology_from_dict",
 ]
 
@@ -134,6 +141,11 @@ _LAZY = {
     "Plan": "plan",
     "make_plan": "plan",
     "ProbeTarget": "probes",
+    "StopReport": "reclaim",
+    "stop_run": "reclaim",
+    "RunRecord": "record",
+    "UnknownRun": "record",
+    "list_runs": "record",
     "AllOf": "spec",
     "AnyOf": "spec",
     "Backoff": "spec",

@@ -12,3 +12,5 @@ without pulling in the rest):
 
 ``supervisor.record`` re-exports the public names.
 """
+
+__all__: list[str] = []

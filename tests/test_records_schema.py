@@ -1,0 +1,94 @@
+"""One schema for the records: what the group writes is what the readers, reclaim and fakerun use; reading
+forgives damage; the records import nothing of the runtime, and the watchdog stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+from supervisor import _marks, process
+from supervisor.record import Manifest, ReplicaEntry, load_run, manifest_from_json, summary_from_json, to_json
+
+from .conftest import PYTHON
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.anyio
+async def test_a_real_runs_records_round_trip_through_the_schema(runs_dir: Path) -> None:
+    """manifest.json and summary.json of a real run parse into the schema and serialise back unchanged:
+    the writer has no fields of its own."""
+    topo = sv.Topology(
+        name="schema",
+        services=[
+            sv.Service(name="a", command=[PYTHON, "-c", "print('up', flush=True); import time; time.sleep(60)"],
+                       ports=["port"], ready=sv.LogCheck("up"), replicas=2),
+        ],
+    )  # fmt: skip
+    async with sv.launch(topo, runs_dir=runs_dir) as group:
+        pass
+    manifest_data = json.loads((group.run_dir / "manifest.json").read_text())
+    summary_data = json.loads((group.run_dir / "summary.json").read_text())
+    manifest = manifest_from_json(manifest_data)
+    assert to_json(manifest) == manifest_data
+    assert to_json(summary_from_json(summary_data)) == summary_data
+    assert [r.name for _, r in manifest.replicas()] == ["a.0", "a.1"] and manifest.phase == "stopped"
+    record = load_run(group.run_dir)
+    assert [r.ports["port"] for r in record.replicas()] == [r.port for r in group["a"].replicas]
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        None,
+        [],
+        {"services": 3},
+        {"services": {"a": 3, "b": {"replicas": [5, {"pid": "x", "ports": {"p": "q", "r": 1}, "stop": None}]}}},
+        {"phase": 3, "leftovers": ["1", 2], "supervisor_pid": True, "started_wall_time": "yesterday"},
+    ],
+)
+def test_a_damaged_manifest_reads_as_defaults_never_an_error(damaged: object) -> None:
+    """A crash or an old version may leave anything: the wrong type of a field reads as its default."""
+    manifest = manifest_from_json(damaged)
+    assert isinstance(manifest, Manifest)
+    for _, replica in manifest.replicas():
+        assert replica.pid is None and replica.ports == {"r": 1} and replica.stop.signal == "SIGTERM"
+    if isinstance(damaged, dict) and "phase" in damaged:
+        assert manifest.phase == "unknown" and manifest.leftovers == [2] and manifest.supervisor_pid is None
+        assert manifest.started_wall_time is None
+
+
+def test_replica_entry_defaults_match_what_readers_assume() -> None:
+    """A bare entry: no pid (never signalled), SIGTERM with a 10 s grace, no restarts."""
+    entry = ReplicaEntry()
+    assert (entry.pid, entry.create_time, entry.stop.signal, entry.stop.grace_seconds, entry.restarts) == (
+        None, None, "SIGTERM", 10.0, 0,
+    )  # fmt: skip
+
+
+def run_python(code: str) -> None:
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_records_import_nothing_of_the_runtime() -> None:
+    """record and every module of _records load without the group, the replicas or anyio."""
+    run_python(
+        "import sys, supervisor.record, supervisor._records.index, supervisor._records.leftovers, "
+        "supervisor._records.ports, supervisor._records.paths\n"
+        "bad = [m for m in ('supervisor.group', 'supervisor.replica', 'supervisor.runner', 'anyio') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+
+
+def test_the_watchdog_imports_no_anyio() -> None:
+    """The watchdog is a small separate process: the standard library, psutil and the process table."""
+    run_python("import sys, supervisor.watchdog\nassert 'anyio' not in sys.modules and 'attrs' not in sys.modules")
+
+
+def test_the_mark_names_are_the_ones_the_spawner_sets() -> None:
+    assert (_marks.RUN_ID_ENV, _marks.REPLICA_ENV) == (process.RUN_ID_ENV, process.REPLICA_ENV)

@@ -14,6 +14,7 @@ from typing import Generic, NoReturn, TypeVar
 import anyio
 import attrs
 
+from ._preflight import prepare_run_dir, raise_open_files_limit
 from .errors import ConfigError, SupervisorError
 from .events import Event
 from .group import RunningTopology
@@ -77,7 +78,9 @@ async def launch(
     of complete output lines, with the replica's name.
     """
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
+    raise_open_files_limit(plan)
     refuse_taken_ports(plan)
+    prepare_run_dir(plan)
     group = RunningTopology(plan, on_event=on_event, on_output=on_output)
     if _on_group is not None:  # before anything spawns: a second Ctrl-C during startup can kill at once
         _on_group(group)

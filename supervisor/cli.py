@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+import anyio.abc
 
 from ._redact import Redactor
 from .cli_runs import add_commands, dispatch
@@ -133,7 +134,11 @@ class _Reporter:
             sys.stdout.flush()
 
 
-async def _run_command(group: RunningTopology, argv: list[str]) -> int:
+#: How long CMD may take to finish on its own after a stop signal (writing its results, say).
+CMD_GRACE_SECONDS = 10.0
+
+
+async def _run_command(group: RunningTopology, argv: list[str], stop_signals: list[int]) -> int:
     """Run CMD in our own process group (so Ctrl-C reaches it); stop it if we are cancelled first."""
     context = group.plan.context()
     problems: list[str] = []
@@ -151,12 +156,37 @@ async def _run_command(group: RunningTopology, argv: list[str]) -> int:
     finally:
         if process.returncode is None:
             with anyio.CancelScope(shield=True):
-                process.terminate()
-                with anyio.move_on_after(10):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+                await _stop_command(process, stop_signals)
+
+
+async def _stop_command(process: anyio.abc.Process, stop_signals: list[int]) -> None:
+    """CMD gets the stop signal once and ``CMD_GRACE_SECONDS`` to finish (a benchmark catching Ctrl-C to
+    write its results), then SIGTERM, then SIGKILL; a second signal to us ends the wait at once."""
+    signum = signal.Signals(stop_signals[0]) if stop_signals else signal.SIGTERM
+    if not (signum == signal.SIGINT and _terminal_sent_sigint()):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+    deadline = anyio.current_time() + CMD_GRACE_SECONDS
+    while process.returncode is None and len(stop_signals) < 2 and anyio.current_time() < deadline:
+        with anyio.move_on_after(0.05):
+            await process.wait()
+    for last, wait_seconds in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(last)
+        with anyio.move_on_after(wait_seconds if len(stop_signals) < 2 else 0.0):
+            await process.wait()
+    await process.wait()
+
+
+def _terminal_sent_sigint() -> bool:
+    """Ctrl-C at a terminal goes to its whole foreground process group, CMD included: no second SIGINT."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+    return False
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -174,11 +204,14 @@ def _run(args: argparse.Namespace) -> int:
             urls = ", ".join(f"{s.name} {s.url}" for s in group if s.url)
             _say(f"all {replicas} ready in {time.monotonic() - reporter.started:.2f}s" + (f": {urls}" if urls else ""))
         if command:
-            return await _run_command(group, command)
+            return await _run_command(group, command, stop_signals)
         await group.wait()
         return None
 
-    outcome = anyio.run(lambda: supervise(plan, body, on_event=reporter.event, on_output=reporter.output))
+    stop_signals: list[int] = []
+    outcome = anyio.run(
+        lambda: supervise(plan, body, on_event=reporter.event, on_output=reporter.output, on_signal=stop_signals.append)
+    )
     down = (
         f"{len(outcome.leftovers)} processes survived the teardown: {list(outcome.leftovers)}"
         if outcome.leftovers
@@ -226,8 +259,11 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
             start_new_session=True,
         )
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as channel:
-        line = channel.readline().decode().strip().replace("\\n", "\n")
+    try:
+        with os.fdopen(read_fd, "rb") as channel:
+            line = channel.readline().decode().strip().replace("\\n", "\n")
+    except KeyboardInterrupt:  # before the run was handed over: it is still ours to cancel, whole
+        return _cancel_detached(process)
     if line.startswith("ready "):
         _, run_id, run_dir = line.split(" ", 2)
         print(run_id)
@@ -237,6 +273,24 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
     message = line.removeprefix("error ") or f"the background supervisor exited with code {code}"
     _error(message)
     return code or EXIT_FAILED
+
+
+def _cancel_detached(process: subprocess.Popen[bytes]) -> int:
+    """Ctrl-C while a ``--detach`` run is starting: stop it (an orderly teardown) and wait until it is down,
+    so no run keeps loading in the background with no id printed. A second Ctrl-C kills it at once (its
+    watchdog then sweeps whatever it had started)."""
+    _say("interrupted while starting: stopping the background run")
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=600)
+    except KeyboardInterrupt:
+        process.kill()
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=60)
+    return 128 + signal.SIGINT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,10 @@ never written twice; ``\\r`` progress updates (tqdm) become lines of their own s
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,23 +22,55 @@ LineSubscriber = Callable[[bytes], None]
 _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out anyway
 _TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much of the end
 _READ_SIZE = 1 << 20
+_REOPEN_INTERVAL_SECONDS = 1.0  # after a failed write, how often to try the file again
+_log = logging.getLogger("supervisor.logs")
 
 
 class RotatingLogFile:
-    """Appends whole lines; before a write would pass ``max_bytes`` it rotates ``x.log`` -> ``x.log.1`` ..."""
+    """Appends whole lines; before a write would pass ``max_bytes`` it rotates ``x.log`` -> ``x.log.1`` ...
 
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+    A log that cannot be written (a full disk, the run dir deleted) never stops the output from being
+    drained: lines are dropped and counted, ``on_error`` is called once per outage, and the file is tried
+    again at most once a second, so a service never dies of EPIPE or blocks on a full pipe because of it.
+    """
+
+    def __init__(
+        self, path: Path, max_bytes: int, backups: int, *, on_error: Callable[[OSError], None] | None = None
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        self.on_error = on_error
+        self.error: OSError | None = None  #: the current outage, None while writes succeed
+        self.dropped_bytes = 0
+        self._retry_at = 0.0
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
+        self._present = self._count_backups()  #: x.log.1 .. x.log.<present> exist (kept, not re-scanned)
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
+    def _backup(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def _count_backups(self) -> int:
+        present = 0
+        while present < self.backups and self._backup(present + 1).exists():
+            present += 1
+        return present
+
     def write_lines(self, block: bytes) -> None:
-        """Write ``block`` (complete lines only), rotating between lines as needed."""
+        """Write ``block`` (complete lines only), rotating between lines as needed; never raises OSError."""
+        if self.error is not None and not self._recover():
+            self.dropped_bytes += len(block)
+            return
+        try:
+            self._write_lines(block)
+        except OSError as error:
+            self._failed(error, len(block))
+
+    def _write_lines(self, block: bytes) -> None:
         view = memoryview(block)
         start = 0
         while start < len(block):
@@ -62,22 +97,51 @@ class RotatingLogFile:
             data = data[written:]
 
     def _rotate(self) -> None:
-        os.close(self._fd)
+        """Shift only the backups that exist: the cost follows the files on disk, not ``backups``."""
+        self._close_fd()
         if self.backups > 0:
-            for index in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{index}")
-                if older.exists():
-                    os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            for index in range(min(self._present, self.backups - 1), 0, -1):
+                os.replace(self._backup(index), self._backup(index + 1))
+            os.replace(self.path, self._backup(1))
+            self._present = min(self._present + 1, self.backups)
         else:
             os.unlink(self.path)
         self._fd = self._open()
         self._size = 0
 
-    def close(self) -> None:
+    def _failed(self, error: OSError, lost: int) -> None:
+        self.dropped_bytes += lost
+        self._retry_at = time.monotonic() + _REOPEN_INTERVAL_SECONDS
+        if self.error is None:
+            self.error = error
+            _log.warning("cannot write %s (%s): dropping its output until it can be written again", self.path, error)
+            if self.on_error is not None:
+                self.on_error(error)
+
+    def _recover(self) -> bool:
+        """After an outage: reopen the file (at most once a second); True when writes can go on."""
+        if time.monotonic() < self._retry_at:
+            return False
+        self._close_fd()
+        try:
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
+            self._present = self._count_backups()
+        except OSError:
+            self._retry_at = time.monotonic() + _REOPEN_INTERVAL_SECONDS
+            return False
+        _log.warning("%s is writable again; %d bytes of output were dropped", self.path, self.dropped_bytes)
+        self.error = None
+        return True
+
+    def _close_fd(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):  # ENOSPC/EIO can surface at close; the fd is gone anyway
+                os.close(fd)
+
+    def close(self) -> None:
+        self._close_fd()
 
 
 class LineStream:

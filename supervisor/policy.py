@@ -3,15 +3,17 @@ and has the service used up its restarts? ``set_testing(True)`` zeroes every wai
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import deque
+from typing import Literal
 
 import attrs
 
 from .spec import RestartPolicy
 
-__all__ = ["BUILTIN_FATAL_PATTERNS", "Decision", "RestartBudget", "backoff_delay", "decide", "set_testing"]
+__all__ = ["BUILTIN_FATAL_PATTERNS", "Action", "Decision", "RestartBudget", "backoff_delay", "decide", "set_testing"]
 
 #: Output that says a restart cannot help. Matched line by line; each pattern names what went wrong.
 BUILTIN_FATAL_PATTERNS: dict[str, str] = {
@@ -41,17 +43,34 @@ def backoff_delay(policy: RestartPolicy, attempt: int, rng: random.Random | None
     if _testing:
         return 0.0
     backoff = policy.backoff
-    delay = min(backoff.initial_seconds * backoff.factor ** max(attempt - 1, 0), backoff.max_seconds)
+    delay = _capped_growth(backoff.initial_seconds, backoff.factor, max(attempt - 1, 0), backoff.max_seconds)
     if backoff.jitter:
         delay *= 1 + (rng or random).uniform(-backoff.jitter, backoff.jitter)
     return max(delay, 0.0)
+
+
+def _capped_growth(initial: float, factor: float, exponent: int, cap: float) -> float:
+    """``min(initial * factor**exponent, cap)`` without ever computing an unbounded power: a worker that
+    crash-loops for hours reaches attempt 1,024 and more, where ``2.0 ** 1024`` overflows."""
+    if initial <= 0 or cap <= 0:
+        return max(min(initial, cap), 0.0)
+    if initial >= cap:
+        return cap
+    if factor <= 1:
+        return initial * factor**exponent if factor > 0 else (initial if exponent == 0 else 0.0)
+    if exponent >= math.log(cap / initial, factor):
+        return cap
+    return min(initial * factor**exponent, cap)
+
+
+Action = Literal["restart", "complete", "fail"]
 
 
 @attrs.frozen
 class Decision:
     """``restart`` with ``delay_seconds``, or ``complete`` (a clean, expected end), or ``fail`` (``reason``)."""
 
-    action: str
+    action: Action
     reason: str = ""
     delay_seconds: float = 0.0
     attempt: int = 0

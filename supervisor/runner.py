@@ -14,6 +14,7 @@ from typing import Generic, NoReturn, TypeVar
 import anyio
 import attrs
 
+from ._preflight import prepare_run_dir, raise_open_files_limit
 from .errors import ConfigError, SupervisorError
 from .events import Event
 from .group import RunningTopology
@@ -77,7 +78,9 @@ async def launch(
     of complete output lines, with the replica's name.
     """
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
+    raise_open_files_limit(plan)
     refuse_taken_ports(plan)
+    prepare_run_dir(plan)
     group = RunningTopology(plan, on_event=on_event, on_output=on_output)
     if _on_group is not None:  # before anything spawns: a second Ctrl-C during startup can kill at once
         _on_group(group)
@@ -156,8 +159,10 @@ async def supervise(
     runs_dir: str | os.PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
+    on_signal: Callable[[int], None] | None = None,
 ) -> Outcome[T]:
-    """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core."""
+    """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
+    ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
     handle_signals = threading.current_thread() is threading.main_thread()
     received: list[int] = []
     group_box: list[RunningTopology] = []
@@ -167,7 +172,7 @@ async def supervise(
         async with anyio.create_task_group() as outer:
             with anyio.CancelScope() as main_scope:
                 if handle_signals:
-                    outer.start_soon(_on_signals, main_scope, received, group_box)
+                    outer.start_soon(_on_signals, main_scope, received, group_box, on_signal)
                 async with launch(plan, on_event=on_event, on_output=on_output, _on_group=group_box.append) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()
@@ -177,10 +182,17 @@ async def supervise(
     return Outcome(result[0] if result else None, received[0] if received else None, plan.run_dir, leftovers)
 
 
-async def _on_signals(scope: anyio.CancelScope, received: list[int], group_box: list[RunningTopology]) -> None:
+async def _on_signals(
+    scope: anyio.CancelScope,
+    received: list[int],
+    group_box: list[RunningTopology],
+    on_signal: Callable[[int], None] | None,
+) -> None:
     with anyio.open_signal_receiver(*_SIGNALS) as signals:
         async for signum in signals:
             received.append(signum)
+            if on_signal is not None:
+                on_signal(signum)
             if len(received) == 1:
                 scope.cancel()
             elif group_box:

@@ -102,3 +102,96 @@ def test_line_stream_joins_chunks_and_crlf_across_boundaries() -> None:
     stream.close()
     assert b"".join(blocks) == b"partial\nnext\nover\ntail without newline\n"
     assert stream.tail(2) == ["over", "tail without newline"]
+
+
+def test_rotation_cost_follows_the_files_on_disk_not_backups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``backups: 100000000`` once spun the event loop through 10^8 existence checks per rotation."""
+
+    class TooManyChecks(Exception):
+        pass
+
+    calls = {"n": 0}
+    real_exists = Path.exists
+
+    def counting_exists(self: Path, *args: object, **kwargs: object) -> bool:
+        calls["n"] += 1
+        if calls["n"] > 10_000:
+            raise TooManyChecks
+        return real_exists(self)
+
+    scanned_too_much = False
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "exists", counting_exists)
+        sink = RotatingLogFile(tmp_path / "x.log", max_bytes=1000, backups=100_000_000)
+        try:
+            for i in range(200):
+                sink.write_lines(b"%04d" % i + b"x" * 495 + b"\n")  # 500 bytes: a rotation every other line
+        except TooManyChecks:
+            scanned_too_much = True
+        sink.close()
+    assert not scanned_too_much, "rotation looked for backups that do not exist"
+    files = log_files(tmp_path / "x.log")
+    assert len(files) == 100  # nothing dropped: 99 backups and the current file, oldest first
+    assert b"".join(p.read_bytes() for p in files).count(b"\n") == 200
+    assert files[0].read_bytes().startswith(b"0000")
+
+
+def test_a_full_disk_drops_output_once_warned_and_never_raises(tmp_path: Path) -> None:
+    """ENOSPC (``/dev/full``) used to propagate into the output reader and kill it."""
+    errors: list[OSError] = []
+    log = tmp_path / "full.log"
+    log.symlink_to("/dev/full")
+    sink = RotatingLogFile(log, max_bytes=1 << 20, backups=2, on_error=errors.append)
+    for _ in range(5):
+        sink.write_lines(b"a line that cannot be written\n")
+    sink.close()
+    assert len(errors) == 1 and errors[0].errno == 28  # ENOSPC, reported once per outage
+    assert sink.error is not None and sink.dropped_bytes == 5 * 30
+
+
+def test_a_log_writable_again_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import supervisor.logs as logs_module
+
+    monkeypatch.setattr(logs_module, "_REOPEN_INTERVAL_SECONDS", 0.0)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    sink = RotatingLogFile(logs / "x.log", max_bytes=10, backups=1)
+    sink.write_lines(b"first\n")
+    import shutil
+
+    shutil.rmtree(logs)
+    sink.write_lines(b"second line\n")  # needs a rotation into a directory that is gone
+    assert sink.error is not None
+    logs.mkdir()
+    sink.write_lines(b"third\n")
+    sink.close()
+    assert sink.error is None and (logs / "x.log").read_bytes() == b"third\n"
+
+
+@pytest.mark.anyio
+async def test_a_deleted_log_dir_never_kills_the_service_or_hangs_teardown(runs_dir: Path) -> None:
+    """The run's logs dir removed mid-run: output keeps being drained, the service lives, teardown ends."""
+    import shutil
+
+    code = "import itertools, time\nfor i in itertools.count():\n    print('tick', i, 'x' * 200, flush=True)\n    time.sleep(0.001)"
+    topo = sv.Topology(
+        name="nolog",
+        services=[
+            sv.Service(
+                name="chatty",
+                command=[PYTHON, "-c", code],
+                ready=sv.Probe(sv.LogCheck("^tick 5 "), timeout_seconds=30),
+                log=sv.LogPolicy(max_bytes="4k", backups=2),
+            )
+        ],
+    )
+    with anyio.fail_after(60):
+        async with sv.launch(topo, runs_dir=runs_dir) as group:
+            replica = group["chatty"].replicas[0]
+            shutil.rmtree(group.run_dir / "logs")
+            seen = replica.stream.bytes_seen
+            while replica.stream.bytes_seen < seen + 200_000:  # ~1000 more lines, past many rotations
+                assert replica.running, "the service died when its log became unwritable"
+                await anyio.sleep(0.01)
+            assert re.match(r"tick \d+ x+$", replica.log_tail(1)[0])
+            assert replica.running

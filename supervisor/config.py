@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -15,9 +14,9 @@ import yaml
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._units import parse_duration, parse_size
+from ._validate import suggest
 from .errors import ConfigError
 from .spec import (
-    CONDITIONS,
     AllOf,
     AnyOf,
     Backoff,
@@ -77,8 +76,7 @@ class _UnknownField(ValueError):
 
 
 def _unknown_message(field: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+    hint = suggest(field, known, 0.6) or f" (known: {', '.join(sorted(known))})"
     return f"unknown field '{field}'" + hint
 
 
@@ -102,12 +100,22 @@ def _strict_bool(value: object, _: object = None) -> bool:
     return value
 
 
+def _strict_float(value: object, _: object = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value  # as written, like a number given in code (3, not 3.0, in messages)
+
+
 def _strict_str(value: object, _: object = None) -> str:
     if isinstance(value, bool):  # only true/false are booleans (see _Loader); as an argument they are text
         return "true" if value else "false"
     if not isinstance(value, (str, int, float)):
         raise ValueError(f"expected a string, got {value!r}")
     return str(value)
+
+
+def _optional_str(value: object, _: object = None) -> str | None:
+    return None if value is None else _strict_str(value)
 
 
 def _strings(value: object, _: object = None) -> tuple[str, ...]:
@@ -188,9 +196,7 @@ def _dependencies(value: object, _: object = None) -> tuple[Dependency, ...]:
             if extra:
                 raise _UnknownField(str(extra[0]), ["condition"])
             condition = condition.get("condition", "ready")
-        if condition not in CONDITIONS:
-            raise ValueError(f"{name}: condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
-        deps.append(Dependency(str(name), condition))
+        deps.append(Dependency(_strict_str(name), condition))  # the condition is checked by plan
     return tuple(deps)
 
 
@@ -206,14 +212,7 @@ def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
                 items.append((item, None))
     else:
         raise ValueError(f"expected a list of port names or a mapping name: number, got {value!r}")
-    ports = []
-    for name, number in items:
-        if number is not None and not (isinstance(number, int) and not isinstance(number, bool)):
-            raise ValueError(f"port {name}: expected a number or nothing, got {number!r}")
-        if isinstance(number, int) and not 1 <= number <= 65535:
-            raise ValueError(f"port {name}: {number} is outside 1..65535")
-        ports.append(PortSpec(_strict_str(name), number))
-    return tuple(ports)
+    return tuple(PortSpec(_strict_str(name), number) for name, number in items)  # type: ignore[arg-type]  # numbers: checked by plan
 
 
 def _restart(value: object, _: object = None) -> RestartPolicy:
@@ -241,6 +240,9 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(float, _strict_float)
+    # one-of-a-set fields are plain strings here: plan checks the value, as for topologies built in code
+    choices = {(RestartPolicy, "policy"), (Service, "strategy"), (Topology, "strategy")}
     hooks: dict[str, Callable[[object, object], object]] = {
         "command": _strings,
         "ready": _probe,
@@ -262,6 +264,8 @@ def _make_converter() -> cattrs.Converter:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
             elif cls is Topology and field.name == "source":
                 overrides[field.name] = override(omit=True)
+            elif (cls, field.name) in choices:
+                overrides[field.name] = override(struct_hook=_optional_str)
         structure = make_dict_structure_fn(
             cls,
             converter,
@@ -360,8 +364,7 @@ def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
 
 
 def _suggest(word: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(word, [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return suggest(word, [str(k) for k in known], 0.6)
 
 
 def topology_from_dict(
@@ -396,8 +399,9 @@ def topology_from_dict(
     problems = list(expander.problems)
     for name in variables:
         if name not in expander.used:
-            known = sorted(expander.used | set(defaults))
-            problems.append(f"--set {name}: the file uses no ${{{name}}}" + _suggest(name, known))
+            known = sorted(expander.used | {str(k) for k in defaults})
+            declared = " (it is in vars: but nothing uses it)" if name in known else suggest(name, known, 0.6)
+            problems.append(f"--set {name}: the file uses no ${{{name}}}" + declared)
     if problems:
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 

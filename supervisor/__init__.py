@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     )
     from .group import RunningTopology, ServiceHandle
     from .plan import Plan, make_plan
-    from .probes import ProbeTarget
     from .replica import Replica, ReplicaState
     from .runner import launch, run
     from .spec import (
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
         LogPolicy,
         PortSpec,
         Probe,
+        ProbeTarget,
         RestartPolicy,
         Service,
         StopPolicy,
@@ -133,7 +133,7 @@ _LAZY = {
     "run": "runner",
     "Plan": "plan",
     "make_plan": "plan",
-    "ProbeTarget": "probes",
+    "ProbeTarget": "spec",
     "AllOf": "spec",
     "AnyOf": "spec",
     "Backoff": "spec",

@@ -85,7 +85,7 @@ def test_run_dir_that_is_a_file(tmp_path: Path) -> None:
     path.write_text(f"name: t\nrun_dir: {tmp_path / 'afile'}\nservices:\n  a: {OK}\n")
     with pytest.raises(sv.ConfigError, match=r"field 'run_dir': .*afile is not a directory"):
         sv.make_plan(sv.load(path))
-    with pytest.raises(sv.ConfigError, match="runs dir: .*afile is not a directory"):
+    with pytest.raises(sv.ConfigError, match=r"runs dir: .*afile is not a directory"):
         sv.make_plan(sv.load(path), runs_dir=tmp_path / "afile" / "x")
 
 

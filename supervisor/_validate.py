@@ -296,7 +296,7 @@ def check_replica(
         return
     cwd = replica.cwd
     if cwd is not None:
-        path = Path(cwd).expanduser()
+        path = Path(cwd)  # used as written: the runtime does not expand ~ either
         if not path.exists():
             report(f"{where}, field 'cwd': {cwd} does not exist")
             return
@@ -376,7 +376,7 @@ def check_executable(
     which: Callable[[str, str | None], str | None],
 ) -> None:
     if os.sep in program:
-        path = Path(cwd or ".").expanduser() / program
+        path = Path(cwd or ".") / program
         if not path.is_file():
             report(f"{where}: {program} does not exist")
         elif not os.access(path, os.X_OK):

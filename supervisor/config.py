@@ -343,7 +343,7 @@ _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 def _format_exception(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         known = _FIELDS_OF.get(exc.cl, [])
-        return "; ".join(_unknown_message(field, known) for field in sorted(exc.extra_fields))
+        return "; ".join(_unknown_message(field, known) for field in sorted(map(str, exc.extra_fields)))
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, (ValueError, TypeError)):

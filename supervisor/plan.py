@@ -158,8 +158,13 @@ def make_plan(
     problems: list[str] = []
     report = problems.append
     check_topology(topology, report)
-    base = Path(runs_dir or topology.run_dir or default_runs_dir()).expanduser().absolute()
-    check_run_dir(base, "field 'run_dir'" if runs_dir is None and topology.run_dir else "runs dir", report)
+    base_field = "field 'run_dir'" if runs_dir is None and topology.run_dir else "runs dir"
+    try:
+        base = Path(runs_dir or topology.run_dir or default_runs_dir()).expanduser().absolute()
+    except RuntimeError as exc:  # ~user of an unknown user
+        report(f"{base_field}: {exc}")
+    else:
+        check_run_dir(base, base_field, report)
     if problems:  # what follows relies on well-typed fields
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
     services = {s.name: s for s in topology.services}

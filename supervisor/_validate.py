@@ -272,8 +272,8 @@ def check_run_dir(path: Path, where: str, report: Report) -> None:
         if candidate.exists():
             if not candidate.is_dir():
                 report(f"{where}: {candidate} is not a directory")
-            elif not os.access(candidate, os.W_OK | os.X_OK) and candidate == path:
-                report(f"{where}: {candidate} is not writable")
+            elif not os.access(candidate, os.W_OK | os.X_OK):
+                report(f"{where}: {candidate} is not writable (the run directory is created there)")
             return
 
 

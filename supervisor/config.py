@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
-import yaml
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._units import parse_duration, parse_size
 from ._validate import suggest
+from ._yaml import parse_yaml, read_text
 from .errors import ConfigError
 from .spec import (
     AllOf,
@@ -57,76 +56,6 @@ _CHECK_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-MAX_FILE_BYTES = 4 * 1024 * 1024  #: a topology is a few KB; a bigger file is a mistake (or an attack)
-MAX_NODES = 100_000  #: values in the document once aliases are expanded (a 1 KB alias bomb has billions)
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings (``[echo, yes]``).
-
-    Bounded: duplicate keys are an error, and a document whose aliases expand past ``MAX_NODES`` values
-    is refused before it is built (the expansion happens later, in ``${VAR}`` substitution and cattrs).
-    """
-
-    def compose_document(self) -> yaml.Node | None:
-        node: yaml.Node | None = super().compose_document()
-        if node is not None:
-            _count_nodes(node)
-        return node
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _count_nodes(root: yaml.Node) -> None:
-    """Size of the document with every alias expanded, counted once per distinct node (linear time)."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
-            raise yaml.composer.ComposerError(None, None, "an alias refers to itself", node.start_mark)
-        active.add(key)
-        total = 1
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [item for pair in node.value for item in pair]
-        else:
-            children = []
-        for child in children:
-            total += size(child)
-            if total > MAX_NODES:
-                raise yaml.composer.ComposerError(
-                    None, None, f"the document expands to more than {MAX_NODES} values (too many aliases?)",
-                    node.start_mark,
-                )  # fmt: skip
-        active.discard(key)
-        sizes[key] = total
-        return total
-
-    size(root)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
 class _UnknownField(ValueError):
     def __init__(self, field: str, known: list[str]) -> None:
         super().__init__(_unknown_message(field, known))
@@ -164,7 +93,7 @@ def _strict_float(value: object, _: object = None) -> float:
 
 
 def _strict_str(value: object, _: object = None) -> str:
-    if isinstance(value, bool):  # only true/false are booleans (see _Loader); as an argument they are text
+    if isinstance(value, bool):  # only true/false are booleans (see _yaml); as an argument they are text
         return "true" if value else "false"
     if not isinstance(value, (str, int, float)):
         raise ValueError(f"expected a string, got {value!r}")
@@ -408,9 +337,9 @@ def _describe(where: str) -> str:
 
 def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"--set {key}: invalid YAML value: {exc}") from None
+        value = parse_yaml(raw, "") if raw != "" else ""
+    except ConfigError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from None
     node: Any = data
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -504,35 +433,12 @@ def _describe_problem(problem: str) -> str:
 
 def load(path: str | os.PathLike[str], overrides: Mapping[str, object] | None = None) -> Topology:
     """Read a topology YAML file. Relative ``run_dir`` and ``cwd`` stay relative to the caller's cwd."""
-    file = Path(path)
-    try:
-        with file.open("rb") as stream:
-            raw = stream.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the topology file: {exc.strerror}", source=str(file)) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"the file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB", source=str(file))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start}): {exc.reason}", source=str(file)) from None
-    return topology_from_text(text, source=str(file), overrides=overrides)
+    file = str(path)
+    return topology_from_dict(parse_yaml(read_text(file), file), source=file, overrides=overrides)
 
 
 def topology_from_text(
     text: str, *, source: str | None = None, overrides: Mapping[str, object] | None = None
 ) -> Topology:
     """Parse YAML text (bounded: size of the expanded document, no duplicate keys) into a ``Topology``."""
-    file = source or "<text>"
-    if "\0" in text:
-        raise ConfigError("the file contains a NUL byte", source=file)
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except RecursionError:
-        raise ConfigError("invalid YAML: nested too deeply", source=file) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}invalid YAML: {problem}", source=file) from None
-    return topology_from_dict(data, source=source, overrides=overrides)
+    return topology_from_dict(parse_yaml(text, source or "<text>"), source=source, overrides=overrides)

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     )
     from .group import RunningTopology, ServiceHandle
     from .plan import Plan, make_plan
-    from .probes import ProbeTarget
     from .reclaim import StopReport, stop_run
     from .record import RunRecord, UnknownRun, list_runs
     from .replica import Replica, ReplicaState
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
         LogPolicy,
         PortSpec,
         Probe,
+        ProbeTarget,
         RestartPolicy,
         Service,
         StopPolicy,
@@ -140,7 +140,7 @@ _LAZY = {
     "run": "runner",
     "Plan": "plan",
     "make_plan": "plan",
-    "ProbeTarget": "probes",
+    "ProbeTarget": "spec",
     "StopReport": "reclaim",
     "stop_run": "reclaim",
     "RunRecord": "record",

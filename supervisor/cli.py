@@ -25,7 +25,7 @@ from .config import load
 from .errors import ConfigError, SupervisorError
 from .events import Event, Exited, Failed, Ready, Spawned, Stopped
 from .group import RunningTopology
-from .plan import Plan, default_runs_dir, fill_templates, make_plan
+from .plan import Plan, default_runs_dir, fill_command, make_plan
 from .process import RUN_ID_ENV
 from .runner import supervise
 
@@ -74,10 +74,14 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _plan(args: argparse.Namespace) -> Plan:
+    """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
     plan = make_plan(topology, runs_dir=args.runs_dir)
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
+    cmd: list[str] = getattr(args, "cmd", [])
+    if cmd:
+        args.filled_cmd = fill_command(cmd, plan)
     return plan
 
 
@@ -139,12 +143,8 @@ CMD_GRACE_SECONDS = 10.0
 
 
 async def _run_command(group: RunningTopology, argv: list[str], stop_signals: list[int]) -> int:
-    """Run CMD in our own process group (so Ctrl-C reaches it); stop it if we are cancelled first."""
-    context = group.plan.context()
-    problems: list[str] = []
-    argv = [fill_templates(arg, context, problems.append) for arg in argv]
-    if problems:
-        raise ConfigError([f"-- {' '.join(argv)}: {p}" for p in problems])
+    """Run CMD (templates filled and checked by ``_plan``) in our own process group (so Ctrl-C reaches
+    it); stop it if we are cancelled first."""
     env = dict(os.environ, TOPOVISOR_RUN_DIR=str(group.run_dir), **{RUN_ID_ENV: group.run_id})
     try:
         process = await anyio.open_process(argv, stdin=None, stdout=None, stderr=None, env=env)
@@ -190,8 +190,8 @@ def _terminal_sent_sigint() -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    command: list[str] = args.cmd
     plan = _plan(args)
+    command: list[str] = getattr(args, "filled_cmd", [])
     reporter = _Reporter(quiet=args.quiet, logs=args.logs)
     replicas = sum(len(s.replicas) for s in plan.services)
     if not args.quiet:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
-import yaml
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._units import parse_duration, parse_size
+from ._validate import suggest
+from ._yaml import parse_yaml, read_text
 from .errors import ConfigError
 from .spec import (
-    CONDITIONS,
     AllOf,
     AnyOf,
     Backoff,
@@ -36,7 +34,7 @@ from .spec import (
     Topology,
 )
 
-__all__ = ["load", "topology_from_dict"]
+__all__ = ["load", "topology_from_dict", "topology_from_text"]
 
 _VARIABLE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 _PROBE_SETTINGS = {
@@ -58,27 +56,13 @@ _CHECK_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings (``[echo, yes]``)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
 class _UnknownField(ValueError):
     def __init__(self, field: str, known: list[str]) -> None:
         super().__init__(_unknown_message(field, known))
 
 
 def _unknown_message(field: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+    hint = suggest(field, known, 0.6) or f" (known: {', '.join(sorted(known))})"
     return f"unknown field '{field}'" + hint
 
 
@@ -102,12 +86,22 @@ def _strict_bool(value: object, _: object = None) -> bool:
     return value
 
 
+def _strict_float(value: object, _: object = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value  # as written, like a number given in code (3, not 3.0, in messages)
+
+
 def _strict_str(value: object, _: object = None) -> str:
-    if isinstance(value, bool):  # only true/false are booleans (see _Loader); as an argument they are text
+    if isinstance(value, bool):  # only true/false are booleans (see _yaml); as an argument they are text
         return "true" if value else "false"
     if not isinstance(value, (str, int, float)):
         raise ValueError(f"expected a string, got {value!r}")
     return str(value)
+
+
+def _optional_str(value: object, _: object = None) -> str | None:
+    return None if value is None else _strict_str(value)
 
 
 def _strings(value: object, _: object = None) -> tuple[str, ...]:
@@ -188,9 +182,7 @@ def _dependencies(value: object, _: object = None) -> tuple[Dependency, ...]:
             if extra:
                 raise _UnknownField(str(extra[0]), ["condition"])
             condition = condition.get("condition", "ready")
-        if condition not in CONDITIONS:
-            raise ValueError(f"{name}: condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
-        deps.append(Dependency(str(name), condition))
+        deps.append(Dependency(_strict_str(name), condition))  # the condition is checked by plan
     return tuple(deps)
 
 
@@ -206,14 +198,7 @@ def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
                 items.append((item, None))
     else:
         raise ValueError(f"expected a list of port names or a mapping name: number, got {value!r}")
-    ports = []
-    for name, number in items:
-        if number is not None and not (isinstance(number, int) and not isinstance(number, bool)):
-            raise ValueError(f"port {name}: expected a number or nothing, got {number!r}")
-        if isinstance(number, int) and not 1 <= number <= 65535:
-            raise ValueError(f"port {name}: {number} is outside 1..65535")
-        ports.append(PortSpec(_strict_str(name), number))
-    return tuple(ports)
+    return tuple(PortSpec(_strict_str(name), number) for name, number in items)  # type: ignore[arg-type]  # numbers: checked by plan
 
 
 def _restart(value: object, _: object = None) -> RestartPolicy:
@@ -241,6 +226,9 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(float, _strict_float)
+    # one-of-a-set fields are plain strings here: plan checks the value, as for topologies built in code
+    choices = {(RestartPolicy, "policy"), (Service, "strategy"), (Topology, "strategy")}
     hooks: dict[str, Callable[[object, object], object]] = {
         "command": _strings,
         "ready": _probe,
@@ -262,6 +250,8 @@ def _make_converter() -> cattrs.Converter:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
             elif cls is Topology and field.name == "source":
                 overrides[field.name] = override(omit=True)
+            elif (cls, field.name) in choices:
+                overrides[field.name] = override(struct_hook=_optional_str)
         structure = make_dict_structure_fn(
             cls,
             converter,
@@ -282,7 +272,7 @@ _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 def _format_exception(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         known = _FIELDS_OF.get(exc.cl, [])
-        return "; ".join(_unknown_message(field, known) for field in sorted(exc.extra_fields))
+        return "; ".join(_unknown_message(field, known) for field in sorted(map(str, exc.extra_fields)))
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, (ValueError, TypeError)):
@@ -346,7 +336,10 @@ def _describe(where: str) -> str:
 
 
 def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = parse_yaml(raw, "") if raw != "" else ""
+    except ConfigError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from None
     node: Any = data
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -360,8 +353,7 @@ def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
 
 
 def _suggest(word: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(word, [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return suggest(word, [str(k) for k in known], 0.6)
 
 
 def topology_from_dict(
@@ -396,8 +388,9 @@ def topology_from_dict(
     problems = list(expander.problems)
     for name in variables:
         if name not in expander.used:
-            known = sorted(expander.used | set(defaults))
-            problems.append(f"--set {name}: the file uses no ${{{name}}}" + _suggest(name, known))
+            known = sorted(expander.used | {str(k) for k in defaults})
+            declared = " (it is in vars: but nothing uses it)" if name in known else suggest(name, known, 0.6)
+            problems.append(f"--set {name}: the file uses no ${{{name}}}" + declared)
     if problems:
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 
@@ -440,16 +433,12 @@ def _describe_problem(problem: str) -> str:
 
 def load(path: str | os.PathLike[str], overrides: Mapping[str, object] | None = None) -> Topology:
     """Read a topology YAML file. Relative ``run_dir`` and ``cwd`` stay relative to the caller's cwd."""
-    file = Path(path)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the topology file: {exc.strerror}", source=str(file)) from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}invalid YAML: {problem}", source=str(file)) from None
-    return topology_from_dict(data, source=str(file), overrides=overrides)
+    file = str(path)
+    return topology_from_dict(parse_yaml(read_text(file), file), source=file, overrides=overrides)
+
+
+def topology_from_text(
+    text: str, *, source: str | None = None, overrides: Mapping[str, object] | None = None
+) -> Topology:
+    """Parse YAML text (bounded: size of the expanded document, no duplicate keys) into a ``Topology``."""
+    return topology_from_dict(parse_yaml(text, source or "<text>"), source=source, overrides=overrides)

@@ -14,8 +14,8 @@ class SupervisorError(Exception):
     """Base of every error this library raises on purpose."""
 
 
-class ConfigError(SupervisorError):
-    """The topology cannot be run as written; raised before any process starts.
+class ConfigError(SupervisorError, ValueError):
+    """The topology cannot be run as written; raised before any process starts. Also a ``ValueError``.
 
     ``problems`` holds one line per problem found, each naming file, service and field.
     """

@@ -6,22 +6,23 @@ naming the service and the field. Pure apart from the two injected look-ups (fre
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import secrets
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ._validate import check_executable, check_replica, check_run_dir, check_topology, suggest
 from .errors import ConfigError
+from .policy import BUILTIN_FATAL_PATTERNS
 from .spec import (
-    STRATEGIES,
     AllOf,
     AnyOf,
     CallableCheck,
@@ -32,18 +33,26 @@ from .spec import (
     LogCheck,
     LogPolicy,
     Probe,
+    RestartPolicy,
     Service,
     StopPolicy,
     TcpCheck,
     Topology,
 )
 
-__all__ = ["Plan", "ReplicaPlan", "ServicePlan", "default_runs_dir", "default_state_dir", "make_plan"]
+__all__ = [
+    "Plan",
+    "ReplicaPlan",
+    "ServicePlan",
+    "default_runs_dir",
+    "default_state_dir",
+    "fill_command",
+    "make_plan",
+]
 
 HOST = "127.0.0.1"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\}")
-_OWN_NAMES = ("port", "url", "host", "replica", "replicas", "name", "service", "run_dir", "python")
+_SHARED_NAMES = ("run_dir", "python", "host")  #: templates that mean the same outside any service
 
 
 @attrs.frozen
@@ -75,10 +84,16 @@ class ReplicaPlan:
 
 @attrs.frozen
 class ServicePlan:
+    """One service, resolved: everything the runtime needs without reading the ``Service`` again."""
+
     name: str
     replicas: tuple[ReplicaPlan, ...]
     depends_on: tuple[Dependency, ...]
-    spec: Service = attrs.field(eq=False, repr=False)  #: restart policy, liveness, fatal patterns, quorum
+    spec: Service = attrs.field(eq=False, repr=False)  #: the service as written (runtime readers move off it)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    fatal: tuple[str, ...] = ()  #: regexes: the user's, then the built-in ones unless builtin_fatal is false
+    min_ready: int | None = None  #: stay up, degraded, while at least this many replicas are ready
+    strategy: str = "one_for_one"  #: the service's own strategy, else the topology's
 
 
 @attrs.frozen
@@ -141,17 +156,25 @@ def make_plan(
         allocate_port, reserve_port = allocator.allocate, allocator.reserve
     which = which or (lambda name, path: shutil.which(name, path=path))
     problems: list[str] = []
+    report = problems.append
+    check_topology(topology, report)
+    base_field = "field 'run_dir'" if runs_dir is None and topology.run_dir else "runs dir"
+    try:
+        base = Path(runs_dir or topology.run_dir or default_runs_dir()).expanduser().absolute()
+    except RuntimeError as exc:  # ~user of an unknown user
+        report(f"{base_field}: {exc}")
+    else:
+        check_run_dir(base, base_field, report)
+    if problems:  # what follows relies on well-typed fields
+        raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
     services = {s.name: s for s in topology.services}
-    _check_names(topology, problems)
-    _check_services(topology, problems)
     order = _start_order(topology, problems)
     fixed = _check_ports(topology, problems)
     if problems:
         raise ConfigError(problems, source=topology.source)
 
-    base = Path(runs_dir or topology.run_dir or default_runs_dir())
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{topology.name}-{secrets.token_hex(3)}"
-    run_dir = base.expanduser().absolute() / run_id
+    run_dir = base / run_id
     for port in fixed:
         reserve_port(port)
     ports: dict[str, list[dict[str, int]]] = {}
@@ -161,22 +184,13 @@ def make_plan(
             {p.name: p.number if p.number is not None else allocate_port() for p in service.ports}
             for _ in range(service.replicas)
         ]
-    skeletons = tuple(
-        ServicePlan(
-            name,
-            tuple(_skeleton(services[name], i, ports[name][i]) for i in range(services[name].replicas)),
-            services[name].depends_on,
-            services[name],
-        )
-        for name in order
-    )
+    skeletons = tuple(_service_plan(services[name], ports[name], topology.strategy) for name in order)
     shared = _shared_context(skeletons, run_dir)
     resolved = []
     for plan in skeletons:
         service = services[plan.name]
         replicas = tuple(
-            _resolve_replica(service, replica, shared, run_dir, problems, which, check_executables)
-            for replica in plan.replicas
+            _resolve_replica(service, replica, shared, problems, which, check_executables) for replica in plan.replicas
         )
         resolved.append(attrs.evolve(plan, replicas=replicas))
     if problems:
@@ -184,91 +198,18 @@ def make_plan(
     return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy)
 
 
-def _check_names(topology: Topology, problems: list[str]) -> None:
-    if topology.strategy not in STRATEGIES:
-        problems.append(f"field 'strategy': must be one of {', '.join(STRATEGIES)}")
-    if not _NAME.match(topology.name):
-        problems.append(f"field 'name': {topology.name!r} must be letters, digits, '_' or '-'")
-    seen: set[str] = set()
-    for service in topology.services:
-        if not _NAME.match(service.name):
-            problems.append(f"service {service.name!r}: a name must be letters, digits, '_' or '-'")
-        if service.name in seen:
-            problems.append(f"service '{service.name}': defined twice")
-        seen.add(service.name)
-
-
-def _check_services(topology: Topology, problems: list[str]) -> None:
-    names = [s.name for s in topology.services]
-    for service in topology.services:
-        where = f"service '{service.name}'"
-        if service.replicas < 0:
-            problems.append(f"{where}, field 'replicas': must be 0 or more, got {service.replicas}")
-        if not service.command and not service.shell:
-            problems.append(f"{where}, field 'command': missing (give command: [program, args...] or shell:)")
-        if service.command and service.shell:
-            problems.append(f"{where}: give either command: or shell:, not both")
-        if service.log.backups < 0:
-            problems.append(f"{where}, field 'log.backups': must be 0 or more")
-        if service.log.max_bytes <= 0:
-            problems.append(f"{where}, field 'log.max_bytes': must be more than 0")
-        for dep in service.depends_on:
-            if dep.service == service.name:
-                problems.append(f"{where}, field 'depends_on': a service cannot depend on itself")
-            elif dep.service not in names:
-                problems.append(
-                    f"{where}, field 'depends_on': unknown service '{dep.service}'" + _suggest(dep.service, names)
-                )
-        seen_ports: set[str] = set()
-        for port in service.ports:
-            if port.name in seen_ports:
-                problems.append(f"{where}, field 'ports': port '{port.name}' named twice")
-            if port.name in _OWN_NAMES[1:]:
-                problems.append(f"{where}, field 'ports': '{port.name}' is a reserved template name")
-            seen_ports.add(port.name)
-        for field, probe in (("ready", service.ready), ("alive", service.alive)):
-            if probe is None:
-                continue
-            _check_probe(probe.check, f"{where}, field '{field}'", problems)
-            for setting in ("period_seconds", "attempt_timeout_seconds"):
-                if (getattr(probe, setting) or 1) <= 0:
-                    problems.append(f"{where}, field '{field}.{setting.removesuffix('_seconds')}': must be > 0")
-            if probe.failures < 1:
-                problems.append(f"{where}, field '{field}.failures': must be 1 or more")
-            _check_regex(probe.progress, f"{where}, field '{field}.progress'", problems)
-        for pattern in service.fatal:
-            _check_regex(pattern, f"{where}, field 'fatal'", problems)
-        if service.strategy is not None and service.strategy not in STRATEGIES:
-            problems.append(f"{where}, field 'strategy': must be one of {', '.join(STRATEGIES)}")
-        if service.restart.policy not in ("no", "on-failure", "always"):
-            problems.append(f"{where}, field 'restart.policy': must be one of no, on-failure, always")
-        if service.restart.max_restarts < 0:
-            problems.append(f"{where}, field 'restart.max_restarts': must be 0 or more")
-        if service.min_ready is not None and not 0 <= service.min_ready <= service.replicas:
-            problems.append(f"{where}, field 'min_ready': must be between 0 and replicas ({service.replicas})")
-
-
-def _check_regex(pattern: str | None, where: str, problems: list[str]) -> None:
-    if pattern is None:
-        return
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        problems.append(f"{where}: bad regex {pattern!r}: {exc}")
-
-
-def _check_probe(check: Check, where: str, problems: list[str]) -> None:
-    pattern = check.pattern if isinstance(check, LogCheck) else check.body if isinstance(check, HttpCheck) else None
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            problems.append(f"{where}: bad regex {pattern!r}: {exc}")
-    if isinstance(check, ExecCheck) and not check.command:
-        problems.append(f"{where}: exec: needs a command")
-    if isinstance(check, (AllOf, AnyOf)):
-        for inner in check.checks:
-            _check_probe(inner, where, problems)
+def _service_plan(service: Service, ports: list[dict[str, int]], strategy: str) -> ServicePlan:
+    fatal = service.fatal + (tuple(BUILTIN_FATAL_PATTERNS.values()) if service.builtin_fatal else ())
+    return ServicePlan(
+        service.name,
+        tuple(_skeleton(service, i, ports[i]) for i in range(service.replicas)),
+        service.depends_on,
+        service,
+        restart=service.restart,
+        fatal=fatal,
+        min_ready=service.min_ready,
+        strategy=service.strategy or strategy,
+    )
 
 
 def _start_order(topology: Topology, problems: list[str]) -> list[str]:
@@ -331,11 +272,6 @@ def _check_ports(topology: Topology, problems: list[str]) -> list[int]:
     return list(owners)
 
 
-def _suggest(word: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _replica_name(service: Service, index: int) -> str:
     return service.name if service.replicas == 1 else f"{service.name}.{index}"
 
@@ -357,7 +293,7 @@ def _skeleton(service: Service, index: int, ports: dict[str, int]) -> ReplicaPla
     )
 
 
-def _shared_context(services: tuple[ServicePlan, ...], run_dir: Path) -> dict[str, str]:
+def _shared_context(services: Sequence[ServicePlan], run_dir: Path) -> dict[str, str]:
     context = {"run_dir": str(run_dir), "python": sys.executable, "host": HOST}
     for service in services:
         urls = [r.url for r in service.replicas if r.url]
@@ -380,22 +316,18 @@ def _resolve_replica(
     service: Service,
     replica: ReplicaPlan,
     shared: dict[str, str],
-    run_dir: Path,
     problems: list[str],
     which: Callable[[str, str | None], str | None],
-    check_executables: bool,
+    check_files: bool,
 ) -> ReplicaPlan:
-    context = dict(shared)
-    context.update(
-        replica=str(replica.index),
-        replicas=str(service.replicas),
-        name=replica.name,
-        service=service.name,
-    )
+    own = {"replica": str(replica.index), "replicas": str(service.replicas), "name": replica.name}
+    own["service"] = service.name
     if replica.url:
-        context.update(port=str(replica.port), url=replica.url)
-    context.update({name: str(number) for name, number in replica.ports.items()})
+        own.update(port=str(replica.port), url=replica.url)
+    own.update({name: str(number) for name, number in replica.ports.items()})
+    context = ChainMap(own, shared)  # no copy of the shared table per replica: planning stays linear
     where = f"service '{service.name}'"
+    known_problems = len(problems)
 
     def fill(text: str, field: str) -> str:
         return fill_templates(text, context, lambda msg: problems.append(f"{where}, field '{field}': {msg}"))
@@ -405,26 +337,27 @@ def _resolve_replica(
     cwd = fill(replica.cwd, "cwd") if replica.cwd else None
     ready = alive = None
     if replica.ready is not None:
-        ready = attrs.evolve(replica.ready, check=_resolve_check(replica.ready.check, fill))
+        ready = attrs.evolve(replica.ready, check=_resolve_check(replica.ready.check, fill, "ready"))
     if replica.alive is not None:
-        alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill))
-    if check_executables and argv and argv[0] and replica.index == 0:
-        _check_executable(argv[0], cwd, env, where, problems, which)
-    return attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive)
+        alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill, "alive"))
+    resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive)
+    if len(problems) == known_problems:  # a template left unfilled would only repeat the same problem
+        check_replica(service, resolved, where, problems.append, which, check_files)
+    return resolved
 
 
-def _resolve_check(check: Check, fill: Callable[[str, str], str]) -> Check:
+def _resolve_check(check: Check, fill: Callable[[str, str], str], field: str) -> Check:
     if isinstance(check, HttpCheck):
-        return attrs.evolve(check, url=fill(check.url, "ready.http"))
+        return attrs.evolve(check, url=fill(check.url, f"{field}.http"))
     if isinstance(check, TcpCheck):
-        address = fill(check.address, "ready.tcp")
+        address = fill(check.address, f"{field}.tcp")
         return TcpCheck(address if ":" in address else f"{HOST}:{address}")
     if isinstance(check, LogCheck):
-        return LogCheck(fill(check.pattern, "ready.log"))
+        return LogCheck(fill(check.pattern, f"{field}.log"))
     if isinstance(check, ExecCheck):
-        return ExecCheck(tuple(fill(arg, "ready.exec") for arg in check.command))
+        return ExecCheck(tuple(fill(arg, f"{field}.exec") for arg in check.command))
     if isinstance(check, (AllOf, AnyOf)):
-        return type(check)(tuple(_resolve_check(inner, fill) for inner in check.checks))
+        return type(check)(tuple(_resolve_check(inner, fill, field) for inner in check.checks))
     assert isinstance(check, CallableCheck)
     return check
 
@@ -438,25 +371,45 @@ def fill_templates(text: str, context: Mapping[str, str], report: Callable[[str]
             return whole[0]
         if name in context:
             return context[name]
-        report(f"unknown template {whole}" + _suggest(name, list(context)))
+        report(f"unknown template {whole}" + suggest(name, list(context)))
         return whole
 
     return _TEMPLATE.sub(replace, text)
 
 
-def _check_executable(
-    program: str,
-    cwd: str | None,
-    env: Mapping[str, str],
-    where: str,
-    problems: list[str],
-    which: Callable[[str, str | None], str | None],
-) -> None:
-    if os.sep in program:
-        path = Path(cwd or ".") / program
-        if not path.is_file():
-            problems.append(f"{where}, field 'command': {program} does not exist")
-        elif not os.access(path, os.X_OK):
-            problems.append(f"{where}, field 'command': {program} is not executable (chmod +x?)")
-    elif which(program, env.get("PATH", os.environ.get("PATH"))) is None:
-        problems.append(f"{where}, field 'command': executable '{program}' not found on PATH")
+def fill_command(
+    argv: Sequence[str], plan: Plan, which: Callable[[str, str | None], str | None] | None = None
+) -> list[str]:
+    """Fill our templates in the CLI's ``-- CMD`` and check it can run, before anything starts.
+
+    Only templates that are ours are filled: ``{run_dir}``, ``{python}``, ``{host}`` and ``{svc.field}``
+    of a service of the plan. Any other braces (``awk '{print $1}'``, f-strings, JSON) pass through;
+    ``{svc.typo}`` of a known service is an error. Raises ``ConfigError`` naming the problem.
+    """
+    context = plan.context()
+    services = {s.name for s in plan.services}
+    problems: list[str] = []
+
+    def ours(name: str) -> bool:
+        return name in _SHARED_NAMES or (name.split(".", 1)[0] in services and "." in name)
+
+    def replace(match: re.Match[str]) -> str:
+        whole, name = match.group(0), match.group(1)
+        if name is None or not ours(name):
+            return whole  # {{ and }} are not ours either: CMD gets its text as written
+        if name in context:
+            return context[name]
+        problems.append(f"unknown template {whole}" + suggest(name, list(context)))
+        return whole
+
+    filled = [_TEMPLATE.sub(replace, arg) for arg in argv]
+    if not filled or not filled[0]:
+        problems.append("no command after --")
+    elif any("\0" in arg for arg in filled):
+        problems.append("contains a NUL byte")
+    else:
+        lookup = which or (lambda name, path: shutil.which(name, path=path))
+        check_executable(filled[0], None, {}, "program", problems.append, lookup)
+    if problems:
+        raise ConfigError([f"-- {' '.join(argv)}: {p}" for p in dict.fromkeys(problems)], source=plan.source)
+    return filled

@@ -21,7 +21,7 @@ import anyio
 import attrs
 
 from .logs import LineStream
-from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, TcpCheck
+from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, ProbeTarget, TcpCheck
 
 if TYPE_CHECKING:
     import httpx
@@ -48,26 +48,6 @@ class PollBudget:
     def period(self, *, cheap: bool) -> float:
         rate = self.CHEAP_PER_SECOND if cheap else self.FULL_PER_SECOND
         return max(MIN_PERIOD_SECONDS, self.active / rate)
-
-
-@attrs.frozen
-class ProbeTarget:
-    """What a python callable check is told about the replica it checks."""
-
-    name: str
-    service: str
-    index: int
-    pid: int
-    host: str
-    ports: Mapping[str, int] = attrs.field(hash=False)
-
-    @property
-    def port(self) -> int | None:
-        return next(iter(self.ports.values()), None)
-
-    @property
-    def url(self) -> str | None:
-        return None if self.port is None else f"http://{self.host}:{self.port}"
 
 
 @attrs.frozen

@@ -9,14 +9,11 @@ from __future__ import annotations
 import shlex
 import signal as _signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import attrs
 
 from ._units import parse_duration, parse_size
-
-if TYPE_CHECKING:
-    from .probes import ProbeTarget
 
 __all__ = [
     "AllOf",
@@ -32,6 +29,7 @@ __all__ = [
     "LogPolicy",
     "PortSpec",
     "Probe",
+    "ProbeTarget",
     "RestartPolicy",
     "Service",
     "StopPolicy",
@@ -89,6 +87,26 @@ class ExecCheck:
     """Passes when ``command`` exits 0 (run without a shell)."""
 
     command: tuple[str, ...] = attrs.field(converter=_strings)
+
+
+@attrs.frozen
+class ProbeTarget:
+    """What a python callable check is told about the replica it checks."""
+
+    name: str
+    service: str
+    index: int
+    pid: int
+    host: str
+    ports: Mapping[str, int] = attrs.field(hash=False)
+
+    @property
+    def port(self) -> int | None:
+        return next(iter(self.ports.values()), None)
+
+    @property
+    def url(self) -> str | None:
+        return None if self.port is None else f"http://{self.host}:{self.port}"
 
 
 @attrs.frozen

@@ -18,6 +18,11 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def load_and_plan(path: Path) -> sv.Plan:
+    """Both stages: config gives YAML its shape, plan checks what it means."""
+    return sv.make_plan(sv.load(path), runs_dir=path.parent / "runs")
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (3, 3.0), ("1.5s", 1.5), ("250us", 0.00025)]
 )  # fmt: skip
@@ -110,7 +115,7 @@ services:
         ("name: x\nservices:\n  a: {command: [true], replicas: two}\n", "service 'a', field 'replicas': expected a whole number"),
         ("name: x\nservices:\n  a: {command: [true], depends_on: {b: healthy}}\n", "condition must be one of"),
         ("name: x\nservices:\n  a: {command: [true], stop: {signal: SIGNOPE}}\n", "unknown signal"),
-        ("name: x\nservices:\n  a: {command: [true], ports: {http: 70000}}\n", "outside 1..65535"),
+        ("name: x\nservices:\n  a: {command: [true], ports: {http: 70000}}\n", "port http: must be at most 65535, got 70000"),
         ("name: x\nservics: {}\n", "unknown field 'servics' (did you mean 'services'?)"),
         ("name: x\nservices:\n  a: {command: [run, '${NOT_SET_ANYWHERE}']}\n", "${NOT_SET_ANYWHERE} is not set"),
         ("name: x\nservices: [oops\n", "invalid YAML"),
@@ -119,7 +124,7 @@ services:
 def test_bad_input_names_file_service_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(sv.ConfigError) as info:
-        sv.load(path)
+        load_and_plan(path)
     message = str(info.value)
     assert message.startswith(str(path)), message
     assert expected in message, message
@@ -201,5 +206,5 @@ services:
 )  # fmt: skip
 def test_bad_supervision_fields(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(sv.ConfigError) as info:
-        sv.load(write(tmp_path, text))
+        load_and_plan(write(tmp_path, text))
     assert expected in str(info.value), str(info.value)

@@ -144,3 +144,32 @@ def test_invalid_supervision_settings(tmp_path: Path, service: sv.Service, expec
 def test_rest_for_one_closure_is_transitive(tmp_path: Path) -> None:
     result = plan(svc("kv"), svc("w", depends_on=["kv"]), svc("f", depends_on=["w"]), svc("x"), tmp_path=tmp_path)
     assert result.dependents_closure("kv") == ["kv", "w", "f"]
+
+
+def test_service_plan_holds_what_the_runtime_needs(tmp_path: Path) -> None:
+    from supervisor.policy import BUILTIN_FATAL_PATTERNS
+
+    restart = sv.RestartPolicy(policy="always", max_restarts=2)
+    result = sv.make_plan(
+        sv.Topology(
+            name="t",
+            strategy="rest_for_one",
+            services=[
+                svc("a", replicas=3, min_ready=2, restart=restart, fatal=["boom"]),
+                svc("b", strategy="one_for_all", fatal=["x"], builtin_fatal=False),
+            ],
+        ),
+        runs_dir=tmp_path,
+    )
+    a, b = result.service("a"), result.service("b")
+    assert (a.restart, a.min_ready, a.strategy) == (restart, 2, "rest_for_one")
+    assert a.fatal == ("boom", *BUILTIN_FATAL_PATTERNS.values())
+    assert (b.fatal, b.min_ready, b.strategy, b.restart) == (("x",), None, "one_for_all", sv.RestartPolicy())
+
+
+def test_spec_imports_no_runtime_module() -> None:
+    import subprocess
+
+    code = "import sys, supervisor.spec; print(sorted(m for m in sys.modules if m.startswith('supervisor.')))"
+    loaded = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "supervisor.probes" not in loaded and "supervisor.spec" in loaded, loaded

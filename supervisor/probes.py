@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import attrs
 
+from ._probe_exec import run_command
 from .logs import LineStream
 from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, TcpCheck
 
@@ -312,14 +313,13 @@ class _Exec:
 
     async def check(self) -> CheckResult:
         try:
-            with anyio.fail_after(self._timeout):
-                result = await anyio.run_process(list(self.spec.command), check=False, env=dict(self._env))
+            code, output_bytes = await run_command(self.spec.command, self._env, self._timeout)
         except TimeoutError:
             return CheckResult(False, f"timed out after {self._timeout:g}s")
         except OSError as exc:
             return CheckResult(False, str(exc))
-        output = (result.stdout + result.stderr).decode(errors="replace").strip()[-200:]
-        return CheckResult(result.returncode == 0, f"exit {result.returncode}" + (f": {output}" if output else ""))
+        output = output_bytes.decode(errors="replace").strip()[-200:]
+        return CheckResult(code == 0, f"exit {code}" + (f": {output}" if output else ""))
 
 
 class _Call:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 from anyio.abc import SocketStream
 
 from supervisor.logs import LineStream
 from supervisor.probes import PollBudget, ProbeTarget, ReadinessRunner, _raw_get
-from supervisor.spec import HttpCheck, Probe
+from supervisor.spec import ExecCheck, HttpCheck, Probe
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +81,75 @@ def test_poll_budget_spreads_a_fixed_rate() -> None:
     assert budget.period(cheap=False) == pytest.approx(0.01) and budget.period(cheap=True) == pytest.approx(0.005)
     budget.active = 200
     assert budget.period(cheap=False) == pytest.approx(2.0) and budget.period(cheap=True) == pytest.approx(0.2)
+
+
+def _tree_probe(pids_file: Path) -> Probe:
+    """An exec probe that never answers and leaves two sleeps: one in its group, one that left it (setsid)."""
+    script = f"sleep 60 & echo $! >> {pids_file}; setsid sleep 60 & echo $! >> {pids_file}; wait"
+    return Probe(ExecCheck(["sh", "-c", script]), attempt_timeout_seconds=1.0)
+
+
+async def test_exec_probe_timing_out_ends_its_whole_tree(tmp_path: Path) -> None:
+    """Issue 12: attempts that time out left the probe command's grandchildren running (2, 4, 9 leaked)."""
+    pids_file = tmp_path / "pids"
+    runner = ReadinessRunner(
+        _tree_probe(pids_file), target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None),
+        env=dict(os.environ), http_client=lambda: pytest.fail("unused"), liveness=True,
+    )  # fmt: skip
+    try:
+        for _ in range(2):
+            with anyio.fail_after(10):
+                result = await runner.check_once()
+            assert not result.ok
+        pids = [int(word) for word in pids_file.read_text().split()]
+        assert len(pids) >= 2, "the probe command did not start its sleeps"
+        left = await _survivors(pids)
+        assert not left, f"descendants of the exec probe still alive: {left}"
+    finally:
+        _kill_all(pids_file)
+
+
+async def test_exec_probe_cancelled_ends_its_whole_tree(tmp_path: Path) -> None:
+    """Cancelling an attempt (the replica stops) ends the probe's tree too, and waits for it."""
+    pids_file = tmp_path / "pids"
+    runner = ReadinessRunner(
+        _tree_probe(pids_file), target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None),
+        env=dict(os.environ), http_client=lambda: pytest.fail("unused"), liveness=True,
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(10), anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.check_once)
+                deadline = time.monotonic() + 8
+                while len(pids_file.read_text().split() if pids_file.exists() else []) < 2:
+                    assert time.monotonic() < deadline, "the probe command did not start its sleeps"
+                    await anyio.sleep(0.01)
+                scope.cancel()
+        left = await _survivors([int(word) for word in pids_file.read_text().split()])
+        assert not left, f"descendants of the exec probe still alive: {left}"
+    finally:
+        _kill_all(pids_file)
+
+
+async def _survivors(pids: list[int], within: float = 5.0) -> list[int]:
+    """The pids still running (zombies count as gone) once ``within`` seconds passed, or none earlier."""
+    deadline = time.monotonic() + within
+    while True:
+        left = [pid for pid in pids if alive_pid(pid)]
+        if not left or time.monotonic() > deadline:
+            return left
+        await anyio.sleep(0.02)
+
+
+def alive_pid(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _kill_all(pids_file: Path) -> None:
+    """Test cleanup only: the sleeps this test started, by pid."""
+    for word in pids_file.read_text().split() if pids_file.exists() else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(word), signal.SIGKILL)

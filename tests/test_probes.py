@@ -3,73 +3,179 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import signal
+import socket
+import ssl
+import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
+import httpx
 import psutil
 import pytest
-from anyio.abc import SocketStream
+from anyio.abc import Listener
+from anyio.streams.tls import TLSListener
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from supervisor.logs import LineStream
-from supervisor.probes import PollBudget, ProbeTarget, ReadinessRunner, _raw_get
-from supervisor.spec import ExecCheck, HttpCheck, Probe
+from supervisor.probes import PollBudget, ProbeTarget, ReadinessRunner
+from supervisor.spec import ExecCheck, HttpCheck, Probe, TcpCheck
 
 pytestmark = pytest.mark.anyio
 
 
-@asynccontextmanager
-async def serving(response: bytes, *, close: bool = True) -> AsyncIterator[int]:
-    """A loopback server that answers every request with ``response`` (and keeps the socket open unless close)."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for localhost, 127.0.0.1 and ::1: (server context, client context)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        cert_path, key_path = Path(directory, "cert.pem"), Path(directory, "key.pem")
+        cert_path.write_bytes(cert_pem)
+        key_path.write_bytes(key_pem)
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cadata=cert_pem.decode())
+    return server, client
 
-    async def handle(stream: SocketStream) -> None:
+
+@asynccontextmanager
+async def serving(
+    response: bytes, *, host: str = "127.0.0.1", close: bool = True, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """A loopback server that answers every request with ``response`` (and keeps the socket open unless close)."""
+    tcp = await anyio.create_tcp_listener(local_host=host)
+    port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener: Listener[Any] = tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
         async with stream:
-            await stream.receive()
-            await stream.send(response)
-            if not close:
-                await anyio.sleep(30)
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError):
+                await stream.receive()
+                await stream.send(response)
+                if not close:
+                    await anyio.sleep(30)
 
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
-        yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        yield port
         tg.cancel_scope.cancel()
 
 
-async def test_content_length_response_on_a_kept_open_socket() -> None:
-    """Servers that ignore Connection: close must not make the probe wait for a close."""
-    async with serving(b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"status":"ok"}', close=False) as port:
-        with anyio.fail_after(5):
-            status, body = await _raw_get(("127.0.0.1", port), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert (status, body) == (200, b'{"status":"ok"}')
+OK_JSON = b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'
+CHUNKED = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"status\r\n7\r\n":"ok"}\r\n0\r\n\r\n'
+HTTP10 = b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"status": "ok", "model": {"id": "m"}}'
+LOADING = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 7\r\n\r\nloading"
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
+
+#: (id, response, server closes after it, check arguments, passes, a piece of the detail)
+HTTP_CASES = [
+    ("content-length, socket kept open", OK_JSON, False, {"json": {"status": "ok"}}, True, "status 200"),
+    ("chunked + json", CHUNKED, True, {"json": {"status": "ok"}}, True, "status 200"),
+    ("HTTP/1.0 close-delimited + nested json", HTTP10, True, {"json": {"model": {"id": "m"}}}, True, "status 200"),
+    ("body regex", HTTP10, True, {"body": r'"status": "ok"'}, True, "status 200"),
+    ("body regex misses", OK_JSON, True, {"body": "^ready$"}, False, "body does not match"),
+    ("json lacks a key", CHUNKED, True, {"json": {"status": "ok", "x": 1}}, False, "lacks"),
+    ("non-2xx fails by default", LOADING, True, {}, False, "status 503: 'loading'"),
+    ("expected status", LOADING, True, {"status": 503}, True, "status 503"),
+    ("204 without a body", NO_CONTENT, True, {}, True, "status 204"),
+    ("not HTTP", b"garbage\r\n\r\n", True, {}, False, ""),
+]
+HOSTS = [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]"), ("127.0.0.1", "localhost")]  # (bind, URL host)
 
 
-async def test_chunked_response_and_json_predicate() -> None:
-    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"status\r\n7\r\n":"ok"}\r\n0\r\n\r\n'
-    async with serving(chunked) as port:
-        probe = Probe(HttpCheck(f"http://127.0.0.1:{port}/health", json={"status": "ok"}))
+def runner_for(check: HttpCheck, client: Callable[[], httpx.AsyncClient], **probe: Any) -> ReadinessRunner:
+    return ReadinessRunner(
+        Probe(check, **probe), target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None), env={},
+        http_client=client, budget=PollBudget(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize(("bind", "url_host"), HOSTS, ids=[url for _, url in HOSTS])
+@pytest.mark.parametrize(
+    ("response", "close", "arguments", "passes", "detail"),
+    [case[1:] for case in HTTP_CASES],
+    ids=[case[0] for case in HTTP_CASES],
+)
+async def test_http_check_table(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext], scheme: str, bind: str, url_host: str,
+    response: bytes, close: bool, arguments: dict[str, Any], passes: bool, detail: str,
+) -> None:  # fmt: skip
+    """One table, both paths: http:// over the probes' own client (never httpx), https:// over httpx."""
+    server_tls, client_tls = tls
+    async with (
+        serving(response, host=bind, close=close, tls=server_tls if scheme == "https" else None) as port,
+        httpx.AsyncClient(verify=client_tls, trust_env=False) as client,
+    ):
+        check = HttpCheck(f"{scheme}://{url_host}:{port}/health", **arguments)
+        use = (lambda: client) if scheme == "https" else (lambda: pytest.fail("http:// must not need httpx"))
+        with anyio.fail_after(10):
+            result = await runner_for(check, use, attempt_timeout_seconds=5).check_once()
+    assert result.ok is passes, result.detail
+    assert detail in result.detail
+
+
+async def test_tcp_check_resolves_localhost_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: a tcp probe on ``localhost`` resolved the name with a blocking call on the event loop."""
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    in_worker: list[str] = []
+    real = socket.getaddrinfo
+
+    def spy(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if not flags & socket.AI_NUMERICHOST:  # numeric-only calls never wait for a lookup (trio tries one first)
+            (on_loop if threading.get_ident() == loop_thread else in_worker).append(name)
+        return real(host, port, family, type, proto, flags)
+
+    async with serving(OK_JSON) as port:
+        monkeypatch.setattr(socket, "getaddrinfo", spy)
         runner = ReadinessRunner(
-            probe, target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None), env={},
-            http_client=lambda: pytest.fail("http:// must not need httpx"), budget=PollBudget(),
+            Probe(TcpCheck(f"localhost:{port}")), target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}),
+            stream=LineStream(None), env={}, http_client=lambda: pytest.fail("unused"), budget=PollBudget(),
         )  # fmt: skip
-        with anyio.fail_after(5):
-            result = await runner.wait_passed()
-    assert result.ok and result.detail == "status 200"
+        with anyio.fail_after(10):
+            result = await runner.check_once()
+    assert result.ok, result.detail
+    assert not on_loop, f"getaddrinfo ran on the event loop thread for {on_loop}"
+    assert in_worker == ["localhost"], "the name was not resolved in a worker thread (once)"
 
 
 async def test_refused_connection_is_reported_as_cheap() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
-    probe = Probe(HttpCheck(f"http://127.0.0.1:{port}/"), timeout_seconds=0.2)
-    runner = ReadinessRunner(
-        probe, target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None), env={},
-        http_client=lambda: pytest.fail("unused"), budget=PollBudget(),
-    )  # fmt: skip
+    runner = runner_for(HttpCheck(f"http://127.0.0.1:{port}/"), lambda: pytest.fail("unused"), timeout_seconds=0.2)
     with pytest.raises(TimeoutError):
         await runner.wait_passed()
     assert "connection refused" in runner.last.detail and runner.attempts > 5

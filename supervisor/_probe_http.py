@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import anyio
 import h11
 
-__all__ = ["Address", "connect", "get", "resolve"]
+__all__ = ["Address", "connect", "get", "request", "resolve"]
 
 Address = tuple[int, tuple[str, int]]  #: (address family, socket address)
 
@@ -76,16 +76,23 @@ async def _connect_one(family: int, sockaddr: tuple[str, int]) -> socket.socket:
     return sock
 
 
-async def get(addresses: Sequence[Address], target: str, host_header: str) -> tuple[int, bytes]:
+def request(target: str, host_header: str) -> h11.Request:
+    """The GET a probe sends on every attempt (built once: h11 validates it; ValueError when invalid)."""
+    headers = [("Host", host_header), ("User-Agent", _USER_AGENT), ("Accept", "*/*"), ("Connection", "close")]
+    try:
+        return h11.Request(method="GET", target=target, headers=headers)
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"cannot send GET {target!r} to {host_header!r}: {exc}") from None
+
+
+async def get(addresses: Sequence[Address], request: h11.Request) -> tuple[int, bytes]:
     """One GET on a fresh connection: (status, body). Refused connections raise at once; a response that
     is not HTTP raises ValueError. Reading stops when the message is complete, not when the socket closes."""
     sock = await connect(addresses)
     try:
         connection = h11.Connection(h11.CLIENT)
-        headers = [("Host", host_header), ("User-Agent", _USER_AGENT), ("Accept", "*/*"), ("Connection", "close")]
-        request = connection.send(h11.Request(method="GET", target=target, headers=headers))
-        request += connection.send(h11.EndOfMessage()) or b""
-        await _send_all(sock, request or b"")
+        data = (connection.send(request) or b"") + (connection.send(h11.EndOfMessage()) or b"")
+        await _send_all(sock, data)
         return await _receive_response(sock, connection)
     finally:
         sock.close()

@@ -23,6 +23,7 @@ from .logs import LineStream
 from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, TcpCheck
 
 if TYPE_CHECKING:
+    import h11
     import httpx
 
 __all__ = ["CheckResult", "PollBudget", "ProbeTarget", "ReadinessRunner", "describe_check"]
@@ -108,18 +109,24 @@ class _Http:
         self._raw = url.scheme == "http" and url.hostname is not None
         if self._raw:
             self._host, self._port = url.hostname or "127.0.0.1", url.port or 80
-            self._target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            self._host_header = url.netloc.rpartition("@")[2]
+            target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            self._request: h11.Request | ValueError
+            try:
+                self._request = _probe_http.request(target, url.netloc.rpartition("@")[2])
+            except ValueError as exc:  # reported by every attempt rather than at spawn
+                self._request = exc
             self._addresses: list[_probe_http.Address] | None = None  # resolved once, on the first attempt
 
     async def check(self) -> CheckResult:
         self.cheap = False
         if self._raw:
+            if isinstance(self._request, ValueError):
+                return CheckResult(False, str(self._request))
             try:
                 with anyio.fail_after(self._timeout):
                     if self._addresses is None:
                         self._addresses = await _probe_http.resolve(self._host, self._port)
-                    status, body = await _probe_http.get(self._addresses, self._target, self._host_header)
+                    status, body = await _probe_http.get(self._addresses, self._request)
             except ConnectionRefusedError:
                 self.cheap = True
                 return CheckResult(False, f"connect {self._host}:{self._port}: connection refused")

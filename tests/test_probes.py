@@ -145,6 +145,12 @@ async def test_http_check_table(
     assert detail in result.detail
 
 
+async def test_unsendable_url_fails_each_attempt_instead_of_the_spawn() -> None:
+    runner = runner_for(HttpCheck("http://127.0.0.1:1/a b"), lambda: pytest.fail("unused"))
+    result = await runner.check_once()
+    assert not result.ok and "cannot send GET '/a b'" in result.detail
+
+
 async def test_tcp_check_resolves_localhost_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 11: a tcp probe on ``localhost`` resolved the name with a blocking call on the event loop."""
     loop_thread = threading.get_ident()

@@ -12,7 +12,7 @@ from pathlib import Path
 import supervisor
 
 MODULES = sorted(
-    info.name for info in pkgutil.iter_modules(supervisor.__path__) if info.name not in ("__main__", "standin")
+    info.name for info in pkgutil.iter_modules(supervisor.__path__) if info.name != "__main__"
 )
 
 

@@ -42,14 +42,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "c
 
 
 class Standin:
-    """One ``python -m supervisor.standin`` process; its output is collected by reader threads."""
+    """One ``python -m standins`` process; its output is collected by reader threads."""
 
     def __init__(self, role: str, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        argv = [sys.executable, "-m", "supervisor.standin", role, "--port", str(self.port), *args]
+        argv = [sys.executable, "-m", "standins", role, "--port", str(self.port), *args]
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )

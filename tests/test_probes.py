@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import signal
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +20,6 @@ import psutil
 import pytest
 from anyio.abc import Listener
 from anyio.streams.tls import TLSListener
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from supervisor.logs import LineStream
 from supervisor.probes import PollBudget, ProbeTarget, ReadinessRunner
@@ -35,37 +28,15 @@ from supervisor.spec import ExecCheck, HttpCheck, Probe, TcpCheck
 pytestmark = pytest.mark.anyio
 
 
+TLS_FILES = Path(__file__).resolve().parent / "tls"
+
+
 @pytest.fixture(scope="module")
 def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A self-signed certificate for localhost, 127.0.0.1 and ::1: (server context, client context)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    names = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    with tempfile.TemporaryDirectory() as directory:
-        cert_path, key_path = Path(directory, "cert.pem"), Path(directory, "key.pem")
-        cert_path.write_bytes(cert_pem)
-        key_path.write_bytes(key_pem)
-        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server.load_cert_chain(cert_path, key_path)
-    client = ssl.create_default_context(cadata=cert_pem.decode())
-    return server, client
+    """Contexts for https on loopback with the self-signed test certificate: (server, client)."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(TLS_FILES / "localhost-cert.pem", TLS_FILES / "localhost-key.pem")
+    return server, ssl.create_default_context(cafile=str(TLS_FILES / "localhost-cert.pem"))
 
 
 @asynccontextmanager

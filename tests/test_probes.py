@@ -214,6 +214,25 @@ async def test_exec_probe_cancelled_ends_its_whole_tree(tmp_path: Path) -> None:
         _kill_all(pids_file)
 
 
+async def test_exec_probe_that_exits_leaves_no_background_child(tmp_path: Path) -> None:
+    """A command that exits 0 but left a background child passes at once, and the child ends with it
+    (it held the output pipe, so the attempt used to wait for it and time out)."""
+    pids_file = tmp_path / "pids"
+    probe = Probe(ExecCheck(["sh", "-c", f"sleep 60 & echo $! >> {pids_file}; echo up"]), attempt_timeout_seconds=5)
+    runner = ReadinessRunner(
+        probe, target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None),
+        env=dict(os.environ), http_client=lambda: pytest.fail("unused"), liveness=True,
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(10):
+            result = await runner.check_once()
+        assert result.ok and result.detail == "exit 0: up", result.detail
+        left = await _survivors([int(word) for word in pids_file.read_text().split()])
+        assert not left, f"the background child of the exec probe is still alive: {left}"
+    finally:
+        _kill_all(pids_file)
+
+
 async def _survivors(pids: list[int], within: float = 5.0) -> list[int]:
     """The pids still running (zombies count as gone) once ``within`` seconds passed, or none earlier."""
     deadline = time.monotonic() + within

@@ -7,11 +7,8 @@ probe's period, and output from the service wakes the poll early, since servers 
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
-import socket
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,10 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import attrs
 
+from . import _probe_http
+from ._probe_exec import run_command
 from .logs import LineStream
 from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, ProbeTarget, TcpCheck
 
 if TYPE_CHECKING:
+    import h11
     import httpx
 
 __all__ = ["CheckResult", "PollBudget", "ProbeTarget", "ReadinessRunner", "describe_check"]
@@ -88,21 +88,28 @@ class _Http:
         url = urllib.parse.urlsplit(check.url)
         self._raw = url.scheme == "http" and url.hostname is not None
         if self._raw:
-            self._address = (url.hostname or "127.0.0.1", url.port or 80)
-            self._request = (
-                f"GET {url.path or '/'}{'?' + url.query if url.query else ''} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                "User-Agent: topovisor-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-            ).encode()
+            self._host, self._port = url.hostname or "127.0.0.1", url.port or 80
+            target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            self._request: h11.Request | ValueError
+            try:
+                self._request = _probe_http.request(target, url.netloc.rpartition("@")[2])
+            except ValueError as exc:  # reported by every attempt rather than at spawn
+                self._request = exc
+            self._addresses: list[_probe_http.Address] | None = None  # resolved once, on the first attempt
 
     async def check(self) -> CheckResult:
         self.cheap = False
         if self._raw:
+            if isinstance(self._request, ValueError):
+                return CheckResult(False, str(self._request))
             try:
                 with anyio.fail_after(self._timeout):
-                    status, body = await _raw_get(self._address, self._request)
+                    if self._addresses is None:
+                        self._addresses = await _probe_http.resolve(self._host, self._port)
+                    status, body = await _probe_http.get(self._addresses, self._request)
             except ConnectionRefusedError:
                 self.cheap = True
-                return CheckResult(False, f"connect {self._address[0]}:{self._address[1]}: connection refused")
+                return CheckResult(False, f"connect {self._host}:{self._port}: connection refused")
             except TimeoutError:
                 return CheckResult(False, f"no answer within {self._timeout:g}s")
             except (OSError, ValueError) as exc:
@@ -134,88 +141,6 @@ class _Http:
         return CheckResult(True, f"status {status}")
 
 
-_MAX_RESPONSE_BYTES = 1 << 20
-
-
-async def _raw_get(address: tuple[str, int], request: bytes) -> tuple[int, bytes]:
-    """One HTTP/1.1 GET on a fresh connection: (status, body). Connection refused raises at once."""
-    sock = await _connect(address)
-    try:
-        view = memoryview(request)
-        while view:
-            try:
-                view = view[sock.send(view) :]
-            except BlockingIOError:
-                await anyio.wait_writable(sock)
-        data = bytearray()
-        while len(data) < _MAX_RESPONSE_BYTES:
-            try:
-                chunk = sock.recv(65536)
-            except BlockingIOError:
-                await anyio.wait_readable(sock)
-                continue
-            if not chunk:
-                break
-            data += chunk
-            if _complete(data):
-                break
-    finally:
-        sock.close()
-    return _parse_response(bytes(data))
-
-
-def _split_head(data: bytes) -> tuple[int, dict[str, str], bytes] | None:
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = data[:end].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ValueError(f"not an HTTP response: {lines[0][:80]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers, data[end + 4 :]
-
-
-def _complete(data: bytearray) -> bool:
-    """Stop reading as soon as a Content-Length body is complete (servers may keep the socket open)."""
-    head = _split_head(bytes(data))
-    if head is None:
-        return False
-    _, headers, body = head
-    length = headers.get("content-length")
-    return length is not None and length.isdigit() and len(body) >= int(length)
-
-
-def _parse_response(data: bytes) -> tuple[int, bytes]:
-    head = _split_head(data)
-    if head is None:
-        raise ValueError("connection closed before the response headers")
-    status, headers, body = head
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _dechunk(body)
-    elif (length := headers.get("content-length", "")).isdigit():
-        body = body[: int(length)]
-    return status, body
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    position = 0
-    while True:
-        line_end = body.find(b"\r\n", position)
-        if line_end < 0:
-            break
-        size = int(body[position:line_end].split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += body[line_end + 2 : line_end + 2 + size]
-        position = line_end + 2 + size + 2
-    return bytes(out)
-
-
 def _contains(document: Any, expected: Any) -> bool:
     if isinstance(expected, Mapping):
         return isinstance(document, Mapping) and all(
@@ -230,37 +155,20 @@ class _Tcp:
     def __init__(self, check: TcpCheck, timeout: float) -> None:
         host, _, port = check.address.rpartition(":")
         self.host, self.port, self._timeout = host.strip("[]") or "127.0.0.1", int(port), timeout
+        self._addresses: list[_probe_http.Address] | None = None  # resolved once, without blocking the loop
 
     async def check(self) -> CheckResult:
         try:
             with anyio.fail_after(self._timeout):
-                sock = await _connect((self.host, self.port))
+                if self._addresses is None:
+                    self._addresses = await _probe_http.resolve(self.host, self.port)
+                sock = await _probe_http.connect(self._addresses)
         except TimeoutError:
             return CheckResult(False, f"connect {self.host}:{self.port}: timed out")
         except OSError as exc:
             return CheckResult(False, f"connect {self.host}:{self.port}: {exc.strerror or exc}")
         sock.close()
         return CheckResult(True, "connected")
-
-
-async def _connect(address: tuple[str, int]) -> socket.socket:
-    """A non-blocking TCP connection (no name resolution: probes target addresses)."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        error = sock.connect_ex(address)
-        if error == errno.EINPROGRESS:
-            await anyio.wait_writable(sock)
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error == errno.ECONNREFUSED:
-            raise ConnectionRefusedError(error, os.strerror(error))
-        if error:
-            raise OSError(error, os.strerror(error))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _Log:
@@ -292,14 +200,13 @@ class _Exec:
 
     async def check(self) -> CheckResult:
         try:
-            with anyio.fail_after(self._timeout):
-                result = await anyio.run_process(list(self.spec.command), check=False, env=dict(self._env))
+            code, output_bytes = await run_command(self.spec.command, self._env, self._timeout)
         except TimeoutError:
             return CheckResult(False, f"timed out after {self._timeout:g}s")
         except OSError as exc:
             return CheckResult(False, str(exc))
-        output = (result.stdout + result.stderr).decode(errors="replace").strip()[-200:]
-        return CheckResult(result.returncode == 0, f"exit {result.returncode}" + (f": {output}" if output else ""))
+        output = output_bytes.decode(errors="replace").strip()[-200:]
+        return CheckResult(code == 0, f"exit {code}" + (f": {output}" if output else ""))
 
 
 class _Call:

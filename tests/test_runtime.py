@@ -115,7 +115,7 @@ async def test_http_probe_status_and_json_predicates(runs_dir: Path) -> None:
                 command=[
                     PYTHON,
                     "-m",
-                    "supervisor.standin",
+                    "standins",
                     "worker",
                     "--port",
                     "{port}",

@@ -42,14 +42,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "c
 
 
 class Standin:
-    """One ``python -m supervisor.standin`` process; its output is collected by reader threads."""
+    """One ``python -m standins`` process; its output is collected by reader threads."""
 
     def __init__(self, role: str, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        argv = [sys.executable, "-m", "supervisor.standin", role, "--port", str(self.port), *args]
+        argv = [sys.executable, "-m", "standins", role, "--port", str(self.port), *args]
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
@@ -356,3 +356,16 @@ def test_demo_client_streams_through_the_frontend(spawn: Spawn, client: httpx.Cl
         [*demo, f"http://127.0.0.1:{free_port()}", "--timeout", "2"], capture_output=True, timeout=30
     )
     assert failed.returncode == 1
+
+
+def test_standins_import_the_standard_library_only() -> None:
+    """The stand-ins are not the library: they never import ``supervisor`` (nor its dependencies)."""
+    code = (
+        "import sys, standins._cli, standins.kv, standins.worker, standins.frontend\n"
+        "print(sorted(m for m in ('supervisor', 'anyio', 'httpx', 'h11', 'psutil', 'attrs') if m in sys.modules))"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

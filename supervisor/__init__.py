@@ -167,7 +167,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import on first use: ``python -m supervisor.standin`` and ``import supervisor`` stay fast."""
+    """Import on first use: ``python -m standins`` and ``import supervisor`` stay fast."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'supervisor' has no attribute {name!r}")

@@ -9,6 +9,7 @@ teardown follows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -29,7 +30,7 @@ from .plan import Plan, ServicePlan
 from .policy import Decision, decide
 from .probes import PollBudget, describe_check
 from .process import alive, describe_exit, signal_processes
-from .proctable import marked_processes
+from .proctable import marked_processes, run_members
 from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
 from .watchdog import Watchdog
@@ -548,27 +549,41 @@ class RunningTopology:
         return names.index(replica.service), replica.index
 
     # ----- stopping -------------------------------------------------------------------------------
-    async def _marked_by_replica(self) -> dict[str, list[psutil.Process]]:
-        marked = await anyio.to_thread.run_sync(marked_processes, self.run_id)
+    def _pinned_groups(self) -> dict[int, str]:
+        """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
+        return {
+            r.incarnation.process.pid: r.name
+            for r in self.replicas
+            if r.incarnation is not None and not r.incarnation.process.reaped
+        }
+
+    async def _members_by_replica(self) -> dict[str, list[psutil.Process]]:
+        """Every live process of the run, by replica: marked ones, and members of our process groups
+        (an ``env -i`` child carries no mark)."""
+        groups = self._pinned_groups()
+        members = await anyio.to_thread.run_sync(functools.partial(run_members, self.run_id, groups))
         by_replica: dict[str, list[psutil.Process]] = {}
-        for replica_name, process in marked.values():
-            by_replica.setdefault(replica_name, []).append(process)
+        for member in members.values():
+            name = groups.get(member.pgid) or member.replica or ""
+            with contextlib.suppress(psutil.Error):
+                by_replica.setdefault(name, []).append(psutil.Process(member.pid))
         return by_replica
 
     async def _stop_one(self, replica: Replica, *, reason: str) -> None:
-        marked = await self._marked_by_replica()
+        marked = await self._members_by_replica()
         await replica.stop(self, marked.get(replica.name, []), reason=reason, kill_now=self._kill_now)
 
     async def _stop_leftovers(self, replica: Replica) -> None:
-        others = [p for p in (await self._marked_by_replica()).get(replica.name, []) if alive(p)]
-        if others:
-            await replica.stop(self, others, reason="leftovers of an ended incarnation", kill_now=self._kill_now)
+        """After an incarnation ended by itself: what it left (marked, or in its process group) is stopped,
+        then its pid is released."""
+        others = [p for p in (await self._members_by_replica()).get(replica.name, []) if alive(p)]
+        await replica.stop(self, others, reason="leftovers of an ended incarnation", kill_now=self._kill_now)
 
     async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None:
         """Stop replicas in reverse dependency order: a service stops once its dependents among the
         targets have stopped."""
         targets = list(targets)
-        marked = await self._marked_by_replica()
+        marked = await self._members_by_replica()
         services = [s for s in self.plan.services if any(r.service == s.name for r in targets)]
         stopped = {s.name: anyio.Event() for s in services}
 
@@ -650,18 +665,21 @@ class RunningTopology:
             unregister_run(self.run_id)
 
     async def _sweep(self) -> None:
-        """Whatever still carries the run's mark (spawned mid-teardown, re-parented) gets SIGKILL."""
+        """Whatever is still of the run (marked, spawned mid-teardown, re-parented, or in one of our
+        process groups) gets SIGKILL; then the leaders' pids are released."""
         deadline = time.monotonic() + 30.0
         left: list[psutil.Process] = []
         while time.monotonic() < deadline:
-            left = [p for _, p in (await anyio.to_thread.run_sync(marked_processes, self.run_id)).values()]
-            left = [p for p in left if alive(p)]
+            left = [p for ps in (await self._members_by_replica()).values() for p in ps if alive(p)]
             if not left:
                 break
             signal_processes(left, signal.SIGKILL)
             with anyio.move_on_after(1.0):
                 await wait_gone(left)
         self.leftovers = [p.pid for p in left if alive(p)]
+        for replica in self.replicas:
+            if replica.incarnation is not None:
+                replica.incarnation.process.reap()
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:

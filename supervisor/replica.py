@@ -174,6 +174,8 @@ class Replica:
         except OSError as exc:
             stream.close()
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
+        if self.incarnation is not None:
+            self.incarnation.process.reap()  # normally done by its stop; this catches a stuck leftover
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
         incarnation.env = env
@@ -227,8 +229,7 @@ class Replica:
             os.close(fd)
 
     async def _watch(self, incarnation: Incarnation, host: ReplicaHost) -> None:
-        code = await incarnation.process.wait()
-        incarnation.process.close()
+        code = await incarnation.process.wait()  # the leader stays unreaped: its group is still ours
         signame = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
         host.emit(
             Exited(
@@ -277,33 +278,39 @@ class Replica:
         self, host: ReplicaHost, others: list[psutil.Process], *, reason: str, kill_now: bool = False
     ) -> None:
         """Stop signal to the process group and every other process of this replica; SIGKILL after the
-        grace; return once all of them are gone. ``others`` come from the run-mark scan."""
+        grace; return once all of them are gone, then release the leader's pid. ``others`` come from the
+        scan for the run's mark and for members of the replica's process group: an env-scrubbed child
+        (``env -i``) carries no mark but is still in the group after its leader exited."""
         incarnation = self.incarnation
         if incarnation is None:
             return
-        others = [p for p in others if p.pid != incarnation.process.pid]
+        process = incarnation.process
+        others = [p for p in others if p.pid != process.pid]
         if incarnation.exited.is_set() and not any(alive(p) for p in others):
+            process.reap()
             return
         incarnation.stop_reason = incarnation.stop_reason or reason
         stop_signal = signal.SIGKILL if kill_now else signal.Signals[self.plan.stop.signal]
         began = time.monotonic()
         self.state = ReplicaState.STOPPING
         host.emit(Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason))
-        incarnation.process.signal_group(stop_signal)
+        process.signal_group(stop_signal)
         signal_processes(others, stop_signal)
         killed = False
         with anyio.move_on_after(self.plan.stop.grace_seconds) as grace:
             await _gone(incarnation, others)
         if grace.cancelled_caught:
             killed = True
-            incarnation.process.signal_group(signal.SIGKILL)
+            process.signal_group(signal.SIGKILL)
             signal_processes(others, signal.SIGKILL)
             with anyio.move_on_after(KILL_WAIT_SECONDS):
                 await _gone(incarnation, others)
+        if incarnation.exited.is_set() and not any(alive(p) for p in others):
+            process.reap()  # else the teardown's sweep still needs the group pinned
         host.emit(Stopped(replica=self.name, service=self.service, seconds=time.monotonic() - began, killed=killed))
 
     def kill_now(self) -> None:
-        if self.incarnation is not None and not self.incarnation.exited.is_set():
+        if self.incarnation is not None and not self.incarnation.process.reaped:
             self.incarnation.stop_reason = self.incarnation.stop_reason or "killed"
             self.incarnation.process.signal_group(signal.SIGKILL)
 

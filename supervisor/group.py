@@ -15,8 +15,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -40,14 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
 
-_ACTIVE = (
-    ReplicaState.PENDING,
-    ReplicaState.STARTING,
-    ReplicaState.READY,
-    ReplicaState.UNREADY,
-    ReplicaState.RESTARTING,
-    ReplicaState.STOPPING,
-)
 _CONDITIONS = ("started", "ready", "completed")
 
 
@@ -109,12 +101,58 @@ class RunningTopology:
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
 
     # ----- public surface -------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> Any:
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        plan: Plan,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
+        on_group: Callable[[RunningTopology], None] | None = None,
+    ) -> AsyncIterator[RunningTopology]:
+        """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
+
+        The outer task group holds pumps and exit watchers: it must outlive the teardown, which relies on
+        them. A failure cancels only the inner scope (the start, or the caller's body), never them. The
+        first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
+        spawns (a second Ctrl-C during startup can kill at once).
+        """
+        group = cls(plan, on_event=on_event, on_output=on_output)
+        if on_group is not None:
+            on_group(group)
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as body_scope:
+                group._body_scope = body_scope
+                try:
+                    await group._start(tg)
+                    yield group
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await group._teardown()
+            tg.cancel_scope.cancel()
+        if group.failure is not None:
+            raise group.failure
+
+    def __getitem__(self, name: str) -> ServiceHandle | Replica:
+        """A service (``"decode"``) or one replica (``"decode.1"``); see ``service()`` and ``replica()``."""
         if name in self._services:
             return self._services[name]
         if name in self._replicas:
             return self._replicas[name]
         raise KeyError(f"no service or replica named {name!r}; services: {', '.join(self._services)}")
+
+    def service(self, name: str) -> ServiceHandle:
+        """The service ``name`` (every replica of it)."""
+        if name not in self._services:
+            raise KeyError(f"no service named {name!r}; services: {', '.join(self._services)}")
+        return self._services[name]
+
+    def replica(self, name: str) -> Replica:
+        """One replica: ``"decode.1"``, or a single-replica service's name."""
+        if name not in self._replicas:
+            raise KeyError(f"no replica named {name!r}; replicas: {', '.join(r.name for r in self.replicas)}")
+        return self._replicas[name]
 
     def __iter__(self) -> Iterator[ServiceHandle]:
         return iter(self._services.values())
@@ -154,7 +192,7 @@ class RunningTopology:
                     replica.loop_scope.cancel()
             await self._stop_in_order(targets, reason="stop requested")
             for replica in targets:
-                if replica.state in _ACTIVE:
+                if replica.state.active:
                     replica.state = ReplicaState.STOPPED
         self._check_done()
 
@@ -508,7 +546,7 @@ class RunningTopology:
         service = self._services[replica.service]
         min_ready = replica.spec.min_ready
         if min_ready is not None:
-            viable = sum(r.state in _ACTIVE for r in service.replicas)
+            viable = sum(r.state.active for r in service.replicas)
             if viable >= min_ready:
                 self.emit(
                     Degraded(
@@ -537,7 +575,7 @@ class RunningTopology:
         self._check_done()
 
     def _check_done(self) -> None:
-        if not any(r.state in _ACTIVE for r in self.replicas):
+        if not any(r.state.active for r in self.replicas):
             self._all_done.set()
 
     def _targets(self, name: str) -> list[Replica]:
@@ -603,7 +641,7 @@ class RunningTopology:
 
     async def _stop_replica(self, replica: Replica, others: list[psutil.Process], reason: str) -> None:
         await replica.stop(self, others, reason=reason, kill_now=self._kill_now)
-        if replica.state in _ACTIVE:
+        if replica.state.active:
             replica.state = ReplicaState.STOPPED
 
     async def _teardown(self) -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from .spec import Service
 
-__all__ = ["Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
+__all__ = ["ACTIVE_STATES", "Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
 
 KILL_WAIT_SECONDS = 30.0  # after SIGKILL; only a process stuck in the kernel (a GPU driver call) takes long
 
@@ -45,6 +45,23 @@ class ReplicaState(str, enum.Enum):
     FAILED = "failed"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+    @property
+    def active(self) -> bool:
+        """Still running or about to: counts for quorum and keeps the run alive."""
+        return self in ACTIVE_STATES
+
+
+ACTIVE_STATES = frozenset(
+    {
+        ReplicaState.PENDING,
+        ReplicaState.STARTING,
+        ReplicaState.READY,
+        ReplicaState.UNREADY,
+        ReplicaState.RESTARTING,
+        ReplicaState.STOPPING,
+    }
+)
 
 
 class ReplicaHost(Protocol):
@@ -124,12 +141,29 @@ class Replica:
         self.loop_scope: anyio.CancelScope | None = None
         self._fatal = compile_fatal(service.fatal, service.builtin_fatal)
 
-    name = property(lambda self: self.plan.name)
-    service = property(lambda self: self.plan.service)
-    index = property(lambda self: self.plan.index)
-    ports = property(lambda self: dict(self.plan.ports))
-    port = property(lambda self: self.plan.port)
-    url = property(lambda self: self.plan.url)
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def service(self) -> str:
+        return self.plan.service
+
+    @property
+    def index(self) -> int:
+        return self.plan.index
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.plan.ports)
+
+    @property
+    def port(self) -> int | None:
+        return self.plan.port
+
+    @property
+    def url(self) -> str | None:
+        return self.plan.url
 
     @property
     def process(self) -> ChildProcess | None:

@@ -24,23 +24,23 @@ import attrs
 import psutil
 from anyio.abc import TaskGroup
 
+from ._conditions import StartConditions
+from ._teardown import stop_in_order, stop_prerequisites, sweep
 from .errors import ReadinessTimeout, ServiceFailed
 from .events import Completed, Degraded, Event, EventLog, EventSubscription, Failed, Ready, Restarting
-from .plan import Plan, ServicePlan
+from .plan import Plan
 from .policy import Decision, decide
 from .probes import PollBudget, describe_check
 from .process import alive, describe_exit, signal_processes
 from .proctable import marked_processes, run_members
 from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
-from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
+from .replica import Incarnation, Replica, ReplicaState, ServiceHandle
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
-
-_CONDITIONS = ("started", "ready", "completed")
 
 
 @attrs.frozen
@@ -80,11 +80,9 @@ class RunningTopology:
             self._replicas.update({r.name: r for r in replicas})
             for r in replicas:
                 self._replicas.setdefault(f"{service.name}.{r.index}", r)
-        self._conditions = {s.name: {c: anyio.Event() for c in _CONDITIONS} for s in plan.services}
+        self._conditions = StartConditions(s.name for s in plan.services)
         self._tg: TaskGroup | None = None
         self._task_scopes: set[anyio.CancelScope] = set()
-        self._start_scopes: dict[str, set[anyio.CancelScope]] = {s.name: set() for s in plan.services}
-        self._condition_waits: set[anyio.CancelScope] = set()
         self._body_scope: anyio.CancelScope | None = None
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
@@ -279,7 +277,7 @@ class RunningTopology:
         for service in self.plan.services:
             tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
         for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
-            await self._wait_condition(service.name, "ready")
+            await self._conditions.wait(service.name, "ready")
         self.ready_at = time.monotonic()
         self.phase = "running"
         tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
@@ -287,48 +285,22 @@ class RunningTopology:
     async def _write_manifest_soon(self) -> None:
         self._write_manifest()
 
-    async def _wait_condition(self, service: str, condition: str) -> None:
-        """Until ``service`` reached ``condition``; a strategy restart resets conditions, and a waiter
-        then waits for the new one instead of the old, which will never be set."""
-        while True:
-            event = self._conditions[service][condition]
-            with anyio.CancelScope() as scope:
-                self._condition_waits.add(scope)
-                try:
-                    await event.wait()
-                    return
-                finally:
-                    self._condition_waits.discard(scope)
-
-    def _reset_conditions(self, services: list[str]) -> None:
-        for name in services:
-            for scope in list(self._start_scopes[name]):  # a start in progress is redone from scratch
-                scope.cancel()
-            self._conditions[name] = {c: anyio.Event() for c in _CONDITIONS}
-        for scope in list(self._condition_waits):
-            scope.cancel()
-
     async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
         """Wait for the dependencies, start the replicas' supervision loops, and wait until each is ready
-        once (or completed, or failed with the quorum kept)."""
-        with anyio.CancelScope() as scope:
-            self._start_scopes[name].add(scope)
-            try:
-                await self._start_service_now(name, replicas)
-            finally:
-                self._start_scopes[name].discard(scope)
+        once (or completed, or failed with the quorum kept). A strategy restart redoes it from scratch."""
+        with self._conditions.starting(name):
+            await self._start_service_now(name, replicas)
 
     async def _start_service_now(self, name: str, replicas: list[Replica] | None) -> None:
         service = self.plan.service(name)
         for dep in service.depends_on:
-            await self._wait_condition(dep.service, dep.condition)
+            await self._conditions.wait(dep.service, dep.condition)
         targets = replicas if replicas is not None else self._services[name].replicas
         assert self._tg is not None
         if self._stopping:
             return
         if not self._services[name].replicas:  # replicas: 0 -- nothing to wait for
-            for event in self._conditions[name].values():
-                event.set()
+            self._conditions.set(name)
             return
         targets = [r for r in targets if not r.held]
         for replica in targets:
@@ -345,11 +317,11 @@ class RunningTopology:
             self._tg.start_soon(self._supervise, replica, replica.loop_scope, first, name=f"supervise {replica.name}")
             await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
         self._write_manifest()  # pids on disk before anything else can go wrong
-        self._conditions[name]["started"].set()
+        self._conditions.set(name, "started")
         for replica in targets:
             await replica.settled.wait()
         if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
-            self._conditions[name]["ready"].set()
+            self._conditions.set(name, "ready")
         self._check_completed(name)
 
     # ----- supervision ----------------------------------------------------------------------------
@@ -522,7 +494,7 @@ class RunningTopology:
                 if replica.loop_scope is not None:
                     replica.loop_scope.cancel()
             services = [s.name for s in self.plan.services if any(r.service == s.name for r in targets)]
-            self._reset_conditions(services)
+            self._conditions.reset(services)
             await self._stop_in_order(targets, reason=reason)
             for replica in targets:
                 replica.state = ReplicaState.RESTARTING
@@ -571,7 +543,7 @@ class RunningTopology:
     def _check_completed(self, service: str) -> None:
         replicas = self._services[service].replicas
         if replicas and all(r.state is ReplicaState.COMPLETED for r in replicas):
-            self._conditions[service]["completed"].set()
+            self._conditions.set(service, "completed")
         self._check_done()
 
     def _check_done(self) -> None:
@@ -621,23 +593,21 @@ class RunningTopology:
         """Stop replicas in reverse dependency order: a service stops once its dependents among the
         targets have stopped."""
         targets = list(targets)
-        marked = await self._members_by_replica()
-        services = [s for s in self.plan.services if any(r.service == s.name for r in targets)]
-        stopped = {s.name: anyio.Event() for s in services}
+        members = await self._members_by_replica()
+        by_service = {
+            s.name: [r for r in targets if r.service == s.name]
+            for s in self.plan.services
+            if any(r.service == s.name for r in targets)
+        }
+        before = stop_prerequisites(list(by_service), self._depends_on)
 
-        async def stop_service(service: ServicePlan) -> None:
-            for dependent in self.plan.dependents(service.name):
-                if dependent in stopped:
-                    await stopped[dependent].wait()
-            async with anyio.create_task_group() as tg:
-                for replica in targets:
-                    if replica.service == service.name:
-                        tg.start_soon(self._stop_replica, replica, marked.get(replica.name, []), reason)
-            stopped[service.name].set()
+        async def stop(replica: Replica) -> None:
+            await self._stop_replica(replica, members.get(replica.name, []), reason)
 
-        async with anyio.create_task_group() as tg:
-            for service in reversed(services):
-                tg.start_soon(stop_service, service)
+        await stop_in_order(by_service, before, stop)
+
+    def _depends_on(self, service: str) -> list[str]:
+        return [d.service for d in self.plan.service(service).depends_on]
 
     async def _stop_replica(self, replica: Replica, others: list[psutil.Process], reason: str) -> None:
         await replica.stop(self, others, reason=reason, kill_now=self._kill_now)
@@ -705,16 +675,11 @@ class RunningTopology:
     async def _sweep(self) -> None:
         """Whatever is still of the run (marked, spawned mid-teardown, re-parented, or in one of our
         process groups) gets SIGKILL; then the leaders' pids are released."""
-        deadline = time.monotonic() + 30.0
-        left: list[psutil.Process] = []
-        while time.monotonic() < deadline:
-            left = [p for ps in (await self._members_by_replica()).values() for p in ps if alive(p)]
-            if not left:
-                break
-            signal_processes(left, signal.SIGKILL)
-            with anyio.move_on_after(1.0):
-                await wait_gone(left)
-        self.leftovers = [p.pid for p in left if alive(p)]
+
+        async def find() -> list[psutil.Process]:
+            return [p for ps in (await self._members_by_replica()).values() for p in ps]
+
+        self.leftovers = await sweep(find)
         for replica in self.replicas:
             if replica.incarnation is not None:
                 replica.incarnation.process.reap()

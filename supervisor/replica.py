@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import psutil
 
+from ._teardown import wait_gone
 from .errors import ServiceFailed
 from .events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from .logs import LineStream, RotatingLogFile, pump_pipe
@@ -388,10 +389,3 @@ class ServiceHandle:
 async def _gone(incarnation: Incarnation, others: list[psutil.Process]) -> None:
     await incarnation.exited.wait()
     await wait_gone(others)
-
-
-async def wait_gone(processes: list[psutil.Process]) -> None:
-    delay = 0.001
-    while any(alive(p) for p in processes):
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 0.02)

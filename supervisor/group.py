@@ -1,5 +1,8 @@
-"""The running topology: starts services in dependency order, supervises every replica (restart policy,
-strategies, liveness, quorum), and tears everything down.
+"""The running topology: the public handle (``RunningTopology``) and its lifecycle (``open``): start in
+dependency order, hand each replica to supervision, tear everything down.
+
+Start conditions live in ``_conditions``, each replica's supervision (restart policy, strategies,
+liveness, quorum) in ``_supervision``, the stop order and the final sweep in ``_teardown``.
 
 Long-lived tasks live in one task group. Output pumps and exit watchers are shielded (teardown needs them
 and ends them); each replica's supervision loop has its own cancel scope so a strategy can restart a set
@@ -20,18 +23,17 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import attrs
 import psutil
 from anyio.abc import TaskGroup
 
+from . import _supervision
 from ._conditions import StartConditions
 from ._teardown import stop_in_order, stop_prerequisites, sweep
-from .errors import ReadinessTimeout, ServiceFailed
-from .events import Completed, Degraded, Event, EventLog, EventSubscription, Failed, Ready, Restarting
+from .errors import ServiceFailed
+from .events import Event, EventLog, EventSubscription
 from .plan import Plan
-from .policy import Decision, decide
-from .probes import PollBudget, describe_check
-from .process import alive, describe_exit, signal_processes
+from .probes import PollBudget
+from .process import alive, signal_processes
 from .proctable import marked_processes, run_members
 from .record import manifest_of, register_run, summary_of, unregister_run, write_manifest
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle
@@ -41,15 +43,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
-
-
-@attrs.frozen
-class _Ending:
-    """How an incarnation ended on its own (not because we stopped it)."""
-
-    why: str
-    exit_code: int | None
-    timed_out: bool = False
 
 
 class RunningTopology:
@@ -192,7 +185,7 @@ class RunningTopology:
             for replica in targets:
                 if replica.state.active:
                     replica.state = ReplicaState.STOPPED
-        self._check_done()
+        _supervision.check_done(self)
 
     async def restart(self, name: str) -> None:
         """Restart a service (every replica) or one replica now; returns once it is ready again.
@@ -212,7 +205,7 @@ class RunningTopology:
             replica.held = False
         if self._all_done.is_set():  # everything had stopped; now something runs again
             self._all_done = anyio.Event()
-        await self._restart_set(targets, delay_seconds=0.0, reason="restart requested", wait=True)
+        await _supervision.restart_set(self, targets, delay_seconds=0.0, reason="restart requested", wait=True)
 
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
@@ -312,9 +305,11 @@ class RunningTopology:
             try:
                 first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
             except ServiceFailed as error:
-                self._replica_failed(replica, error)
+                _supervision.replica_failed(self, replica, error)
                 continue
-            self._tg.start_soon(self._supervise, replica, replica.loop_scope, first, name=f"supervise {replica.name}")
+            self._tg.start_soon(
+                _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
+            )
             await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
         self._write_manifest()  # pids on disk before anything else can go wrong
         self._conditions.set(name, "started")
@@ -322,233 +317,7 @@ class RunningTopology:
             await replica.settled.wait()
         if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
             self._conditions.set(name, "ready")
-        self._check_completed(name)
-
-    # ----- supervision ----------------------------------------------------------------------------
-    async def _supervise(self, replica: Replica, scope: anyio.CancelScope, first: Incarnation) -> None:
-        """One replica's life: become ready, run; after each end the restart policy decides, and the next
-        incarnation is spawned here."""
-        incarnation = first
-        with scope:
-            while await self._run_incarnation(replica, incarnation):
-                if self._stopping:  # once teardown began, nothing new is spawned
-                    return
-                try:
-                    incarnation = replica.spawn(self)
-                except ServiceFailed as error:
-                    self._replica_failed(replica, error)
-                    return
-
-    async def _run_incarnation(self, replica: Replica, incarnation: Incarnation) -> bool:
-        """Live through one incarnation and apply the restart policy; True: spawn the next one here."""
-        if incarnation.number > 0:
-            self._write_manifest()
-        ending = await self._live(replica, incarnation)
-        if ending is None or self._stopping:
-            return False  # we stopped it: teardown, an explicit stop, or a strategy restart
-        await self._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
-        await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
-        incarnation.fatal_line = replica.find_fatal_line(incarnation)
-        decision = decide(
-            replica.spec.restart,
-            replica.budget,
-            exit_code=ending.exit_code,
-            now=time.monotonic(),
-            uptime_seconds=incarnation.uptime_seconds if incarnation.ready_at else 0.0,
-            fatal_line=incarnation.fatal_line,
-            why=ending.why,
-        )
-        if decision.action == "complete":
-            replica.state = ReplicaState.COMPLETED
-            replica.settled.set()
-            self.emit(Completed(replica=replica.name, service=replica.service))
-            self._check_completed(replica.service)
-            return False
-        if decision.action == "fail":
-            error_type = ReadinessTimeout if ending.timed_out and not incarnation.fatal_line else ServiceFailed
-            error = error_type(
-                replica.name,
-                decision.reason,
-                log_tail=replica.log_tail(),
-                log_path=str(replica.log_path),
-                exit_code=ending.exit_code,
-            )
-            self._replica_failed(replica, error)
-            return False
-        replica.restarts += 1
-        strategy = replica.spec.strategy or self.plan.strategy
-        if strategy != "one_for_one" or replica.spec.restart.group:
-            if replica.restart_pending:  # a restart that includes this replica is already under way
-                return False
-            targets = self._restart_targets(replica, strategy)
-            for target in targets:
-                target.restart_pending = True
-            assert self._tg is not None
-            self._tg.start_soon(self._restart_for, replica, decision, strategy, targets)
-            return False
-        self._announce_restart(replica, decision)
-        replica.state = ReplicaState.RESTARTING
-        await anyio.sleep(decision.delay_seconds)
-        return True
-
-    async def _live(self, replica: Replica, incarnation: Incarnation) -> _Ending | None:
-        """Until this incarnation ends. None when we stopped it; otherwise why it ended."""
-        runner = incarnation.runner
-        if runner is not None:
-            outcome = "exited"
-            with incarnation.until_exit():  # the process's exit cancels the probing
-                try:
-                    await runner.wait_passed()
-                    outcome = "ready"
-                except TimeoutError:
-                    outcome = "timeout"
-            probe_text = f"probe {describe_check(runner.probe.check)}"
-            if outcome == "exited":
-                if incarnation.stop_reason is not None:
-                    return None
-                code = incarnation.returncode if incarnation.returncode is not None else -1
-                return _Ending(
-                    f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code
-                )
-            if outcome == "timeout":
-                why = (
-                    f"not ready after {runner.probe.ready_timeout:g}s: {probe_text} failed {runner.attempts} times, "
-                    f"last: {runner.last.detail}"
-                )
-                if runner.probe.progress_timeout_seconds is not None:
-                    why = (
-                        f"not ready: no progress for {runner.probe.progress_timeout_seconds:g}s "
-                        f"({probe_text}, last: {runner.last.detail})"
-                    )
-                await self._stop_one(replica, reason="readiness timeout")
-                return _Ending(why, None, timed_out=True)
-        self._became_ready(replica, incarnation)
-        liveness = replica.liveness_runner(self, incarnation)
-        if liveness is None:
-            await incarnation.exited.wait()
-        else:
-            reason = await replica.watch_liveness(self, incarnation, liveness)
-            if reason is not None:
-                await self._stop_one(replica, reason="liveness")
-                return _Ending(reason, None)
-        if incarnation.stop_reason is not None:
-            return None
-        code = incarnation.returncode if incarnation.returncode is not None else -1
-        return _Ending(f"{describe_exit(code)} while running", code)
-
-    def _became_ready(self, replica: Replica, incarnation: Incarnation) -> None:
-        incarnation.ready_at = time.monotonic()
-        replica.state = ReplicaState.READY
-        replica.settled.set()
-        self.emit(
-            Ready(
-                replica=replica.name,
-                service=replica.service,
-                pid=incarnation.process.pid,
-                seconds=incarnation.ready_at - incarnation.spawned_at,
-            )
-        )
-
-    def _announce_restart(self, replica: Replica, decision: Decision) -> None:
-        self.emit(
-            Restarting(
-                replica=replica.name,
-                service=replica.service,
-                reason=decision.reason,
-                delay_seconds=decision.delay_seconds,
-                attempt=decision.attempt,
-                restarts=replica.restarts,
-            )
-        )
-
-    def _restart_targets(self, failed: Replica, strategy: str) -> list[Replica]:
-        """What a failed replica takes with it: its group, its dependents, or everything."""
-        own = self._services[failed.service].replicas if failed.spec.restart.group else [failed]
-        if strategy == "one_for_all":
-            return self.replicas
-        if strategy == "rest_for_one":
-            dependents = self.plan.dependents_closure(failed.service)[1:]
-            return [*own, *(r for name in dependents for r in self._services[name].replicas)]
-        return list(own)
-
-    async def _restart_for(self, failed: Replica, decision: Decision, strategy: str, targets: list[Replica]) -> None:
-        targets = [t for t in targets if not t.held]
-        self._announce_restart(failed, decision)
-        for replica in targets:
-            if replica is not failed:
-                replica.restarts += 1
-        await self._restart_set(
-            sorted(set(targets), key=self._order),
-            delay_seconds=decision.delay_seconds,
-            reason=f"{strategy} restart after {failed.name}: {decision.reason}",
-            wait=False,
-        )
-
-    async def _restart_set(self, targets: list[Replica], *, delay_seconds: float, reason: str, wait: bool) -> None:
-        """Stop ``targets`` in reverse dependency order, wait ``delay_seconds``, start them again in order;
-        their services' dependents wait for readiness again."""
-        async with self._restart_lock:
-            if self._stopping:
-                return
-            for replica in targets:
-                if replica.loop_scope is not None:
-                    replica.loop_scope.cancel()
-            services = [s.name for s in self.plan.services if any(r.service == s.name for r in targets)]
-            self._conditions.reset(services)
-            await self._stop_in_order(targets, reason=reason)
-            for replica in targets:
-                replica.state = ReplicaState.RESTARTING
-            await anyio.sleep(delay_seconds)
-            if self._stopping:
-                return
-            assert self._tg is not None
-            async with anyio.create_task_group() as starts:
-                for name in services:
-                    subset = [r for r in targets if r.service == name]
-                    if wait:
-                        starts.start_soon(self._start_service, name, subset)
-                    else:
-                        self._tg.start_soon(self._start_service, name, subset)
-
-    def _replica_failed(self, replica: Replica, error: ServiceFailed) -> None:
-        """A replica is lost for good: degrade if the service keeps its quorum, else fail the run."""
-        replica.state = ReplicaState.FAILED
-        replica.settled.set()
-        self.emit(Failed(replica=replica.name, service=replica.service, reason=error.reason))
-        service = self._services[replica.service]
-        min_ready = replica.spec.min_ready
-        if min_ready is not None:
-            viable = sum(r.state.active for r in service.replicas)
-            if viable >= min_ready:
-                self.emit(
-                    Degraded(
-                        replica=replica.name,
-                        service=replica.service,
-                        ready=service.ready_count,
-                        total=len(service.replicas),
-                        min_ready=min_ready,
-                    )
-                )
-                self._check_done()
-                return
-        self._fail(error)
-
-    def _fail(self, error: ServiceFailed) -> None:
-        """Record the first fatal failure and cancel the start or the caller's body; teardown follows."""
-        if self.failure is None:
-            self.failure = error
-        if self._body_scope is not None:
-            self._body_scope.cancel()
-
-    def _check_completed(self, service: str) -> None:
-        replicas = self._services[service].replicas
-        if replicas and all(r.state is ReplicaState.COMPLETED for r in replicas):
-            self._conditions.set(service, "completed")
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if not any(r.state.active for r in self.replicas):
-            self._all_done.set()
+        _supervision.check_completed(self, name)
 
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]

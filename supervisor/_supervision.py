@@ -70,9 +70,8 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
         why=ending.why,
     )
     if decision.action == "complete":
-        replica.state = ReplicaState.COMPLETED
+        replica.transition(ReplicaState.COMPLETED, Completed(replica=replica.name, service=replica.service), group.emit)
         replica.settled.set()
-        group.emit(Completed(replica=replica.name, service=replica.service))
         check_completed(group, replica.service)
         return False
     if decision.action == "fail":
@@ -97,8 +96,7 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
         assert group._tg is not None
         group._tg.start_soon(restart_for, group, replica, decision, strategy, targets)
         return False
-    announce_restart(group, replica, decision)
-    replica.state = ReplicaState.RESTARTING
+    replica.transition(ReplicaState.RESTARTING, restarting_event(replica, decision), group.emit)
     await anyio.sleep(decision.delay_seconds)
     return True
 
@@ -151,28 +149,24 @@ async def live(group: RunningTopology, replica: Replica, incarnation: Incarnatio
 
 def became_ready(group: RunningTopology, replica: Replica, incarnation: Incarnation) -> None:
     incarnation.ready_at = time.monotonic()
-    replica.state = ReplicaState.READY
-    replica.settled.set()
-    group.emit(
-        Ready(
-            replica=replica.name,
-            service=replica.service,
-            pid=incarnation.process.pid,
-            seconds=incarnation.ready_at - incarnation.spawned_at,
-        )
+    ready = Ready(
+        replica=replica.name,
+        service=replica.service,
+        pid=incarnation.process.pid,
+        seconds=incarnation.ready_at - incarnation.spawned_at,
     )
+    replica.transition(ReplicaState.READY, ready, group.emit)
+    replica.settled.set()
 
 
-def announce_restart(group: RunningTopology, replica: Replica, decision: Decision) -> None:
-    group.emit(
-        Restarting(
-            replica=replica.name,
-            service=replica.service,
-            reason=decision.reason,
-            delay_seconds=decision.delay_seconds,
-            attempt=decision.attempt,
-            restarts=replica.restarts,
-        )
+def restarting_event(replica: Replica, decision: Decision) -> Restarting:
+    return Restarting(
+        replica=replica.name,
+        service=replica.service,
+        reason=decision.reason,
+        delay_seconds=decision.delay_seconds,
+        attempt=decision.attempt,
+        restarts=replica.restarts,
     )
 
 
@@ -191,7 +185,7 @@ async def restart_for(
     group: RunningTopology, failed: Replica, decision: Decision, strategy: str, targets: list[Replica]
 ) -> None:
     targets = [t for t in targets if not t.held]
-    announce_restart(group, failed, decision)
+    group.emit(restarting_event(failed, decision))
     for replica in targets:
         if replica is not failed:
             replica.restarts += 1
@@ -219,7 +213,7 @@ async def restart_set(
         group._conditions.reset(services)
         await group._stop_in_order(targets, reason=reason)
         for replica in targets:
-            replica.state = ReplicaState.RESTARTING
+            replica.transition(ReplicaState.RESTARTING)
         await anyio.sleep(delay_seconds)
         if group._stopping:
             return
@@ -235,9 +229,9 @@ async def restart_set(
 
 def replica_failed(group: RunningTopology, replica: Replica, error: ServiceFailed) -> None:
     """A replica is lost for good: degrade if the service keeps its quorum, else fail the run."""
-    replica.state = ReplicaState.FAILED
+    failed = Failed(replica=replica.name, service=replica.service, reason=error.reason)
+    replica.transition(ReplicaState.FAILED, failed, group.emit)
     replica.settled.set()
-    group.emit(Failed(replica=replica.name, service=replica.service, reason=error.reason))
     service = group._services[replica.service]
     min_ready = replica.spec.min_ready
     if min_ready is not None:

@@ -184,7 +184,7 @@ class RunningTopology:
             await self._stop_in_order(targets, reason="stop requested")
             for replica in targets:
                 if replica.state.active:
-                    replica.state = ReplicaState.STOPPED
+                    replica.transition(ReplicaState.STOPPED)
         _supervision.check_done(self)
 
     async def restart(self, name: str) -> None:
@@ -381,7 +381,7 @@ class RunningTopology:
     async def _stop_replica(self, replica: Replica, others: list[psutil.Process], reason: str) -> None:
         await replica.stop(self, others, reason=reason, kill_now=self._kill_now)
         if replica.state.active:
-            replica.state = ReplicaState.STOPPED
+            replica.transition(ReplicaState.STOPPED)
 
     async def _teardown(self) -> None:
         """Reverse dependency order, stop signal, grace, SIGKILL; then verify nothing of the run is left."""

@@ -65,6 +65,26 @@ ACTIVE_STATES = frozenset(
 )
 
 
+_FINISHED = frozenset(set(ReplicaState) - ACTIVE_STATES)
+#: Allowed state changes. Nothing returns to PENDING; a finished replica (completed, failed, stopped)
+#: runs again only through a new start (STARTING, or RESTARTING first), never straight to READY.
+_ALLOWED: dict[ReplicaState, frozenset[ReplicaState]] = {
+    **{state: frozenset(set(ReplicaState) - {ReplicaState.PENDING}) for state in ACTIVE_STATES},
+    **{
+        state: frozenset(
+            {
+                ReplicaState.STARTING,
+                ReplicaState.RESTARTING,
+                ReplicaState.STOPPING,
+                ReplicaState.STOPPED,
+                ReplicaState.FAILED,
+            }
+        )
+        for state in _FINISHED
+    },
+}
+
+
 class ReplicaHost(Protocol):
     """What a replica needs from the running group."""
 
@@ -196,6 +216,18 @@ class Replica:
     def __repr__(self) -> str:
         return f"<Replica {self.name} pid={self.pid} port={self.port} {self.state.value}>"
 
+    def transition(
+        self, state: ReplicaState, event: Event | None = None, emit: Callable[[Event], None] | None = None
+    ) -> None:
+        """The one way the state changes: refuses a change the life cycle does not allow (a bug), and
+        emits ``event`` with it, so the event log and the state never disagree."""
+        if state is not self.state and state not in _ALLOWED[self.state]:
+            raise RuntimeError(f"replica {self.name}: no transition from {self.state.value} to {state.value}")
+        self.state = state
+        if event is not None:
+            assert emit is not None, "an event needs somewhere to go"
+            emit(event)
+
     # ----- spawn ----------------------------------------------------------------------------------
     def spawn(self, host: ReplicaHost) -> Incarnation:
         """Start a new incarnation; its readiness runner subscribes before the first byte is read."""
@@ -203,7 +235,6 @@ class Replica:
         env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
-        self.state = ReplicaState.STARTING
         try:
             process = ChildProcess.spawn(plan.argv, env, plan.cwd)
         except OSError as exc:
@@ -223,7 +254,9 @@ class Replica:
         host.track(self, incarnation)
         host.start_shielded(lambda: self._pump(incarnation), name=f"pump {plan.name}")
         host.start_shielded(lambda: self._watch(incarnation, host), name=f"watch {plan.name}")
-        host.emit(Spawned(replica=plan.name, service=plan.service, pid=process.pid))
+        self.transition(
+            ReplicaState.STARTING, Spawned(replica=plan.name, service=plan.service, pid=process.pid), host.emit
+        )
         return incarnation
 
     def liveness_runner(self, host: ReplicaHost, incarnation: Incarnation) -> ReadinessRunner | None:
@@ -291,16 +324,14 @@ class Replica:
                 check = await runner.check_once()
                 if check.ok:
                     if misses and self.state is ReplicaState.UNREADY:
-                        self.state = ReplicaState.READY
-                        host.emit(
-                            Ready(replica=self.name, service=self.service, pid=incarnation.process.pid, seconds=0.0)
-                        )
+                        ready = Ready(replica=self.name, service=self.service, pid=incarnation.process.pid, seconds=0.0)
+                        self.transition(ReplicaState.READY, ready, host.emit)
                     misses = 0
                     continue
                 misses += 1
                 if misses == 1 and self.state is ReplicaState.READY:
-                    self.state = ReplicaState.UNREADY
-                    host.emit(Unready(replica=self.name, service=self.service, reason=check.detail))
+                    unready = Unready(replica=self.name, service=self.service, reason=check.detail)
+                    self.transition(ReplicaState.UNREADY, unready, host.emit)
                 if misses >= probe.failures:
                     return (
                         f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
@@ -327,8 +358,8 @@ class Replica:
         incarnation.stop_reason = incarnation.stop_reason or reason
         stop_signal = signal.SIGKILL if kill_now else signal.Signals[self.plan.stop.signal]
         began = time.monotonic()
-        self.state = ReplicaState.STOPPING
-        host.emit(Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason))
+        stopping = Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason)
+        self.transition(ReplicaState.STOPPING, stopping, host.emit)
         process.signal_group(stop_signal)
         signal_processes(others, stop_signal)
         killed = False

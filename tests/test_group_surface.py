@@ -34,3 +34,24 @@ def test_the_active_states_are_those_that_keep_a_run_alive() -> None:
     """One set: finished states are not active, every other one is."""
     finished = {ReplicaState.COMPLETED, ReplicaState.FAILED, ReplicaState.STOPPED}
     assert {s for s in ReplicaState if s.active} == set(ReplicaState) - finished == ACTIVE_STATES
+
+
+def test_a_replica_changes_state_only_as_its_life_cycle_allows(runs_dir: Path) -> None:
+    """A finished replica cannot jump to ready, nothing returns to pending; each change carries its event."""
+    from supervisor.plan import make_plan
+    from supervisor.replica import Replica
+
+    service = sv.Service(name="web", command=[PYTHON, "-c", "pass"])
+    plan = make_plan(sv.Topology(name="states", services=[service]), runs_dir=runs_dir)
+    replica = Replica(plan.services[0].replicas[0], service, runs_dir / "web.log")
+    seen: list[sv.Event] = []
+    replica.transition(ReplicaState.STARTING, sv.Spawned(replica="web", service="web", pid=1), seen.append)
+    replica.transition(ReplicaState.COMPLETED)
+    assert replica.state is ReplicaState.COMPLETED and [type(e) for e in seen] == [sv.Spawned]
+    with pytest.raises(RuntimeError, match="no transition from completed to ready"):
+        replica.transition(ReplicaState.READY)
+    with pytest.raises(RuntimeError, match="to pending"):
+        replica.transition(ReplicaState.PENDING)
+    replica.transition(ReplicaState.RESTARTING)
+    replica.transition(ReplicaState.STARTING)
+    assert replica.state is ReplicaState.STARTING

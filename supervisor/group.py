@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup
 
 from . import _supervision
 from ._conditions import StartConditions
+from ._launcher import Launcher, LocalLauncher
 from ._teardown import stop_in_order, stop_prerequisites, sweep
 from .errors import ServiceFailed
 from .events import Event, EventLog, EventSubscription
@@ -54,11 +55,13 @@ class RunningTopology:
         *,
         on_event: Callable[[Event], None] | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = plan.run_id
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
+        self.launcher: Launcher = launcher or LocalLauncher()
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -101,6 +104,7 @@ class RunningTopology:
         on_event: Callable[[Event], None] | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
         on_group: Callable[[RunningTopology], None] | None = None,
+        launcher: Launcher | None = None,
     ) -> AsyncIterator[RunningTopology]:
         """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
 
@@ -109,7 +113,7 @@ class RunningTopology:
         first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
         spawns (a second Ctrl-C during startup can kill at once).
         """
-        group = cls(plan, on_event=on_event, on_output=on_output)
+        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher)
         if on_group is not None:
             on_group(group)
         async with anyio.create_task_group() as tg:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import psutil
 
+from ._launcher import LaunchedProcess, Launcher
 from ._teardown import wait_gone
 from .errors import ServiceFailed
 from .events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
@@ -24,7 +25,7 @@ from .logs import LineStream, RotatingLogFile, pump_pipe
 from .plan import ReplicaPlan, ServicePlan
 from .policy import RestartBudget, compile_fatal
 from .probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
-from .process import REPLICA_ENV, RUN_ID_ENV, ChildProcess, alive, signal_processes
+from .process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
 
 if TYPE_CHECKING:
     import httpx
@@ -91,6 +92,7 @@ class ReplicaHost(Protocol):
     run_id: str
     base_env: dict[str, str]  #: the caller's environment, read once per run
     poll_budget: PollBudget  #: shared by every readiness probe of the run
+    launcher: Launcher  #: where processes run
 
     def emit(self, event: Event) -> None: ...
 
@@ -108,7 +110,7 @@ class ReplicaHost(Protocol):
 class Incarnation:
     """One spawn of a replica: the process (leader of its own group), its output stream, how it ended."""
 
-    def __init__(self, number: int, process: ChildProcess, stream: LineStream) -> None:
+    def __init__(self, number: int, process: LaunchedProcess, stream: LineStream) -> None:
         self.number = number
         self.process = process
         self.stream = stream
@@ -187,7 +189,7 @@ class Replica:
         return self.plan.url
 
     @property
-    def process(self) -> ChildProcess | None:
+    def process(self) -> LaunchedProcess | None:
         return self.incarnation.process if self.incarnation else None
 
     @property
@@ -236,7 +238,7 @@ class Replica:
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
         try:
-            process = ChildProcess.spawn(plan.argv, env, plan.cwd)
+            process = host.launcher.launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None

@@ -55,3 +55,26 @@ def test_a_replica_changes_state_only_as_its_life_cycle_allows(runs_dir: Path) -
     replica.transition(ReplicaState.RESTARTING)
     replica.transition(ReplicaState.STARTING)
     assert replica.state is ReplicaState.STARTING
+
+
+async def test_a_launcher_starts_every_process_of_the_run(runs_dir: Path) -> None:
+    """The seam where a replica's process is started: every spawn goes through the group's launcher."""
+    from collections.abc import Mapping, Sequence
+
+    from supervisor._launcher import LaunchedProcess, LocalLauncher
+    from supervisor.group import RunningTopology
+    from supervisor.plan import make_plan
+
+    launched: list[list[str]] = []
+
+    class Recording(LocalLauncher):
+        def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> LaunchedProcess:
+            launched.append(list(argv))
+            return super().launch(argv, env, cwd)
+
+    code = "print('up', flush=True); import time; time.sleep(3600)"
+    web = sv.Service(name="web", command=[PYTHON, "-c", code], replicas=2, ready=sv.LogCheck("up"))
+    plan = make_plan(sv.Topology(name="launcher", services=[web]), runs_dir=runs_dir)
+    async with RunningTopology.open(plan, launcher=Recording()) as group:
+        assert len(group.service("web").pids) == 2
+    assert launched == [[PYTHON, "-c", code]] * 2

@@ -38,7 +38,7 @@ async def run_command(argv: Sequence[str], env: Mapping[str, str], timeout: floa
         with anyio.CancelScope(shield=True):
             _end_tree(process)
             await process.wait()
-            process.close()
+            process.reap()
             os.close(process.output_fd)
 
 

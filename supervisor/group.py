@@ -1,5 +1,8 @@
-"""The running topology: starts services in dependency order, supervises every replica (restart policy,
-strategies, liveness, quorum), and tears everything down.
+"""The running topology: the public handle (``RunningTopology``) and its lifecycle (``open``): start in
+dependency order, hand each replica to supervision, tear everything down.
+
+Start conditions live in ``_conditions``, each replica's supervision (restart policy, strategies,
+liveness, quorum) in ``_supervision``, the stop order and the final sweep in ``_teardown``.
 
 Long-lived tasks live in one task group. Output pumps and exit watchers are shielded (teardown needs them
 and ends them); each replica's supervision loop has its own cancel scope so a strategy can restart a set
@@ -9,54 +12,38 @@ teardown follows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import attrs
 import psutil
 from anyio.abc import TaskGroup
 
+from . import _supervision
+from ._conditions import StartConditions
+from ._launcher import Launcher, LocalLauncher
 from ._snapshot import manifest_of, redactor_of, summary_of
-from .errors import ReadinessTimeout, ServiceFailed
-from .events import Completed, Degraded, Event, EventLog, EventSubscription, Failed, Ready, Restarting
-from .plan import Plan, ServicePlan
-from .policy import Decision, decide
-from .probes import PollBudget, describe_check
-from .process import alive, describe_exit, signal_processes
-from .proctable import marked_processes
+from ._teardown import stop_in_order, stop_prerequisites, sweep
+from .errors import ServiceFailed
+from .events import Event, EventLog, EventSubscription
+from .plan import Plan
+from .probes import PollBudget
+from .process import alive, signal_processes
+from .proctable import marked_processes, run_members
 from .record import register_run, save_record, unregister_run
-from .replica import Incarnation, Replica, ReplicaState, ServiceHandle, wait_gone
+from .replica import Incarnation, Replica, ReplicaState, ServiceHandle
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
-
-_ACTIVE = (
-    ReplicaState.PENDING,
-    ReplicaState.STARTING,
-    ReplicaState.READY,
-    ReplicaState.UNREADY,
-    ReplicaState.RESTARTING,
-    ReplicaState.STOPPING,
-)
-_CONDITIONS = ("started", "ready", "completed")
-
-
-@attrs.frozen
-class _Ending:
-    """How an incarnation ended on its own (not because we stopped it)."""
-
-    why: str
-    exit_code: int | None
-    timed_out: bool = False
 
 
 class RunningTopology:
@@ -68,11 +55,13 @@ class RunningTopology:
         *,
         on_event: Callable[[Event], None] | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = plan.run_id
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
+        self.launcher: Launcher = launcher or LocalLauncher()
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -87,11 +76,9 @@ class RunningTopology:
             self._replicas.update({r.name: r for r in replicas})
             for r in replicas:
                 self._replicas.setdefault(f"{service.name}.{r.index}", r)
-        self._conditions = {s.name: {c: anyio.Event() for c in _CONDITIONS} for s in plan.services}
+        self._conditions = StartConditions(s.name for s in plan.services)
         self._tg: TaskGroup | None = None
         self._task_scopes: set[anyio.CancelScope] = set()
-        self._start_scopes: dict[str, set[anyio.CancelScope]] = {s.name: set() for s in plan.services}
-        self._condition_waits: set[anyio.CancelScope] = set()
         self._body_scope: anyio.CancelScope | None = None
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
@@ -108,12 +95,59 @@ class RunningTopology:
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
 
     # ----- public surface -------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> Any:
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        plan: Plan,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
+        on_group: Callable[[RunningTopology], None] | None = None,
+        launcher: Launcher | None = None,
+    ) -> AsyncIterator[RunningTopology]:
+        """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
+
+        The outer task group holds pumps and exit watchers: it must outlive the teardown, which relies on
+        them. A failure cancels only the inner scope (the start, or the caller's body), never them. The
+        first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
+        spawns (a second Ctrl-C during startup can kill at once).
+        """
+        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher)
+        if on_group is not None:
+            on_group(group)
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as body_scope:
+                group._body_scope = body_scope
+                try:
+                    await group._start(tg)
+                    yield group
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await group._teardown()
+            tg.cancel_scope.cancel()
+        if group.failure is not None:
+            raise group.failure
+
+    def __getitem__(self, name: str) -> ServiceHandle | Replica:
+        """A service (``"decode"``) or one replica (``"decode.1"``); see ``service()`` and ``replica()``."""
         if name in self._services:
             return self._services[name]
         if name in self._replicas:
             return self._replicas[name]
         raise KeyError(f"no service or replica named {name!r}; services: {', '.join(self._services)}")
+
+    def service(self, name: str) -> ServiceHandle:
+        """The service ``name`` (every replica of it)."""
+        if name not in self._services:
+            raise KeyError(f"no service named {name!r}; services: {', '.join(self._services)}")
+        return self._services[name]
+
+    def replica(self, name: str) -> Replica:
+        """One replica: ``"decode.1"``, or a single-replica service's name."""
+        if name not in self._replicas:
+            raise KeyError(f"no replica named {name!r}; replicas: {', '.join(r.name for r in self.replicas)}")
+        return self._replicas[name]
 
     def __iter__(self) -> Iterator[ServiceHandle]:
         return iter(self._services.values())
@@ -153,9 +187,9 @@ class RunningTopology:
                     replica.loop_scope.cancel()
             await self._stop_in_order(targets, reason="stop requested")
             for replica in targets:
-                if replica.state in _ACTIVE:
-                    replica.state = ReplicaState.STOPPED
-        self._check_done()
+                if replica.state.active:
+                    replica.transition(ReplicaState.STOPPED)
+        _supervision.check_done(self)
 
     async def restart(self, name: str) -> None:
         """Restart a service (every replica) or one replica now; returns once it is ready again.
@@ -175,7 +209,7 @@ class RunningTopology:
             replica.held = False
         if self._all_done.is_set():  # everything had stopped; now something runs again
             self._all_done = anyio.Event()
-        await self._restart_set(targets, delay_seconds=0.0, reason="restart requested", wait=True)
+        await _supervision.restart_set(self, targets, delay_seconds=0.0, reason="restart requested", wait=True)
 
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
@@ -240,7 +274,7 @@ class RunningTopology:
         for service in self.plan.services:
             tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
         for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
-            await self._wait_condition(service.name, "ready")
+            await self._conditions.wait(service.name, "ready")
         self.ready_at = time.monotonic()
         self.phase = "running"
         tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
@@ -248,48 +282,22 @@ class RunningTopology:
     async def _write_manifest_soon(self) -> None:
         self._write_manifest()
 
-    async def _wait_condition(self, service: str, condition: str) -> None:
-        """Until ``service`` reached ``condition``; a strategy restart resets conditions, and a waiter
-        then waits for the new one instead of the old, which will never be set."""
-        while True:
-            event = self._conditions[service][condition]
-            with anyio.CancelScope() as scope:
-                self._condition_waits.add(scope)
-                try:
-                    await event.wait()
-                    return
-                finally:
-                    self._condition_waits.discard(scope)
-
-    def _reset_conditions(self, services: list[str]) -> None:
-        for name in services:
-            for scope in list(self._start_scopes[name]):  # a start in progress is redone from scratch
-                scope.cancel()
-            self._conditions[name] = {c: anyio.Event() for c in _CONDITIONS}
-        for scope in list(self._condition_waits):
-            scope.cancel()
-
     async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
         """Wait for the dependencies, start the replicas' supervision loops, and wait until each is ready
-        once (or completed, or failed with the quorum kept)."""
-        with anyio.CancelScope() as scope:
-            self._start_scopes[name].add(scope)
-            try:
-                await self._start_service_now(name, replicas)
-            finally:
-                self._start_scopes[name].discard(scope)
+        once (or completed, or failed with the quorum kept). A strategy restart redoes it from scratch."""
+        with self._conditions.starting(name):
+            await self._start_service_now(name, replicas)
 
     async def _start_service_now(self, name: str, replicas: list[Replica] | None) -> None:
         service = self.plan.service(name)
         for dep in service.depends_on:
-            await self._wait_condition(dep.service, dep.condition)
+            await self._conditions.wait(dep.service, dep.condition)
         targets = replicas if replicas is not None else self._services[name].replicas
         assert self._tg is not None
         if self._stopping:
             return
         if not self._services[name].replicas:  # replicas: 0 -- nothing to wait for
-            for event in self._conditions[name].values():
-                event.set()
+            self._conditions.set(name)
             return
         targets = [r for r in targets if not r.held]
         for replica in targets:
@@ -301,243 +309,19 @@ class RunningTopology:
             try:
                 first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
             except ServiceFailed as error:
-                self._replica_failed(replica, error)
+                _supervision.replica_failed(self, replica, error)
                 continue
-            self._tg.start_soon(self._supervise, replica, replica.loop_scope, first, name=f"supervise {replica.name}")
+            self._tg.start_soon(
+                _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
+            )
             await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
         self._write_manifest()  # pids on disk before anything else can go wrong
-        self._conditions[name]["started"].set()
+        self._conditions.set(name, "started")
         for replica in targets:
             await replica.settled.wait()
         if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
-            self._conditions[name]["ready"].set()
-        self._check_completed(name)
-
-    # ----- supervision ----------------------------------------------------------------------------
-    async def _supervise(self, replica: Replica, scope: anyio.CancelScope, first: Incarnation) -> None:
-        """One replica's life: become ready, run; after each end the restart policy decides, and the next
-        incarnation is spawned here."""
-        incarnation = first
-        with scope:
-            while await self._run_incarnation(replica, incarnation):
-                if self._stopping:  # once teardown began, nothing new is spawned
-                    return
-                try:
-                    incarnation = replica.spawn(self)
-                except ServiceFailed as error:
-                    self._replica_failed(replica, error)
-                    return
-
-    async def _run_incarnation(self, replica: Replica, incarnation: Incarnation) -> bool:
-        """Live through one incarnation and apply the restart policy; True: spawn the next one here."""
-        if incarnation.number > 0:
-            self._write_manifest()
-        ending = await self._live(replica, incarnation)
-        if ending is None or self._stopping:
-            return False  # we stopped it: teardown, an explicit stop, or a strategy restart
-        await self._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
-        await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
-        incarnation.fatal_line = replica.find_fatal_line(incarnation)
-        decision = decide(
-            replica.spec.restart,
-            replica.budget,
-            exit_code=ending.exit_code,
-            now=time.monotonic(),
-            uptime_seconds=incarnation.uptime_seconds if incarnation.ready_at else 0.0,
-            fatal_line=incarnation.fatal_line,
-            why=ending.why,
-        )
-        if decision.action == "complete":
-            replica.state = ReplicaState.COMPLETED
-            replica.settled.set()
-            self.emit(Completed(replica=replica.name, service=replica.service))
-            self._check_completed(replica.service)
-            return False
-        if decision.action == "fail":
-            error_type = ReadinessTimeout if ending.timed_out and not incarnation.fatal_line else ServiceFailed
-            error = error_type(
-                replica.name,
-                decision.reason,
-                log_tail=replica.log_tail(),
-                log_path=str(replica.log_path),
-                exit_code=ending.exit_code,
-            )
-            self._replica_failed(replica, error)
-            return False
-        replica.restarts += 1
-        strategy = replica.spec.strategy or self.plan.strategy
-        if strategy != "one_for_one" or replica.spec.restart.group:
-            if replica.restart_pending:  # a restart that includes this replica is already under way
-                return False
-            targets = self._restart_targets(replica, strategy)
-            for target in targets:
-                target.restart_pending = True
-            assert self._tg is not None
-            self._tg.start_soon(self._restart_for, replica, decision, strategy, targets)
-            return False
-        self._announce_restart(replica, decision)
-        replica.state = ReplicaState.RESTARTING
-        await anyio.sleep(decision.delay_seconds)
-        return True
-
-    async def _live(self, replica: Replica, incarnation: Incarnation) -> _Ending | None:
-        """Until this incarnation ends. None when we stopped it; otherwise why it ended."""
-        runner = incarnation.runner
-        if runner is not None:
-            outcome = "exited"
-            with incarnation.until_exit():  # the process's exit cancels the probing
-                try:
-                    await runner.wait_passed()
-                    outcome = "ready"
-                except TimeoutError:
-                    outcome = "timeout"
-            probe_text = f"probe {describe_check(runner.probe.check)}"
-            if outcome == "exited":
-                if incarnation.stop_reason is not None:
-                    return None
-                code = incarnation.returncode if incarnation.returncode is not None else -1
-                return _Ending(
-                    f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code
-                )
-            if outcome == "timeout":
-                why = (
-                    f"not ready after {runner.probe.ready_timeout:g}s: {probe_text} failed {runner.attempts} times, "
-                    f"last: {runner.last.detail}"
-                )
-                if runner.probe.progress_timeout_seconds is not None:
-                    why = (
-                        f"not ready: no progress for {runner.probe.progress_timeout_seconds:g}s "
-                        f"({probe_text}, last: {runner.last.detail})"
-                    )
-                await self._stop_one(replica, reason="readiness timeout")
-                return _Ending(why, None, timed_out=True)
-        self._became_ready(replica, incarnation)
-        liveness = replica.liveness_runner(self, incarnation)
-        if liveness is None:
-            await incarnation.exited.wait()
-        else:
-            reason = await replica.watch_liveness(self, incarnation, liveness)
-            if reason is not None:
-                await self._stop_one(replica, reason="liveness")
-                return _Ending(reason, None)
-        if incarnation.stop_reason is not None:
-            return None
-        code = incarnation.returncode if incarnation.returncode is not None else -1
-        return _Ending(f"{describe_exit(code)} while running", code)
-
-    def _became_ready(self, replica: Replica, incarnation: Incarnation) -> None:
-        incarnation.ready_at = time.monotonic()
-        replica.state = ReplicaState.READY
-        replica.settled.set()
-        self.emit(
-            Ready(
-                replica=replica.name,
-                service=replica.service,
-                pid=incarnation.process.pid,
-                seconds=incarnation.ready_at - incarnation.spawned_at,
-            )
-        )
-
-    def _announce_restart(self, replica: Replica, decision: Decision) -> None:
-        self.emit(
-            Restarting(
-                replica=replica.name,
-                service=replica.service,
-                reason=decision.reason,
-                delay_seconds=decision.delay_seconds,
-                attempt=decision.attempt,
-                restarts=replica.restarts,
-            )
-        )
-
-    def _restart_targets(self, failed: Replica, strategy: str) -> list[Replica]:
-        """What a failed replica takes with it: its group, its dependents, or everything."""
-        own = self._services[failed.service].replicas if failed.spec.restart.group else [failed]
-        if strategy == "one_for_all":
-            return self.replicas
-        if strategy == "rest_for_one":
-            dependents = self.plan.dependents_closure(failed.service)[1:]
-            return [*own, *(r for name in dependents for r in self._services[name].replicas)]
-        return list(own)
-
-    async def _restart_for(self, failed: Replica, decision: Decision, strategy: str, targets: list[Replica]) -> None:
-        targets = [t for t in targets if not t.held]
-        self._announce_restart(failed, decision)
-        for replica in targets:
-            if replica is not failed:
-                replica.restarts += 1
-        await self._restart_set(
-            sorted(set(targets), key=self._order),
-            delay_seconds=decision.delay_seconds,
-            reason=f"{strategy} restart after {failed.name}: {decision.reason}",
-            wait=False,
-        )
-
-    async def _restart_set(self, targets: list[Replica], *, delay_seconds: float, reason: str, wait: bool) -> None:
-        """Stop ``targets`` in reverse dependency order, wait ``delay_seconds``, start them again in order;
-        their services' dependents wait for readiness again."""
-        async with self._restart_lock:
-            if self._stopping:
-                return
-            for replica in targets:
-                if replica.loop_scope is not None:
-                    replica.loop_scope.cancel()
-            services = [s.name for s in self.plan.services if any(r.service == s.name for r in targets)]
-            self._reset_conditions(services)
-            await self._stop_in_order(targets, reason=reason)
-            for replica in targets:
-                replica.state = ReplicaState.RESTARTING
-            await anyio.sleep(delay_seconds)
-            if self._stopping:
-                return
-            assert self._tg is not None
-            async with anyio.create_task_group() as starts:
-                for name in services:
-                    subset = [r for r in targets if r.service == name]
-                    if wait:
-                        starts.start_soon(self._start_service, name, subset)
-                    else:
-                        self._tg.start_soon(self._start_service, name, subset)
-
-    def _replica_failed(self, replica: Replica, error: ServiceFailed) -> None:
-        """A replica is lost for good: degrade if the service keeps its quorum, else fail the run."""
-        replica.state = ReplicaState.FAILED
-        replica.settled.set()
-        self.emit(Failed(replica=replica.name, service=replica.service, reason=error.reason))
-        service = self._services[replica.service]
-        min_ready = replica.spec.min_ready
-        if min_ready is not None:
-            viable = sum(r.state in _ACTIVE for r in service.replicas)
-            if viable >= min_ready:
-                self.emit(
-                    Degraded(
-                        replica=replica.name,
-                        service=replica.service,
-                        ready=service.ready_count,
-                        total=len(service.replicas),
-                        min_ready=min_ready,
-                    )
-                )
-                self._check_done()
-                return
-        self._fail(error)
-
-    def _fail(self, error: ServiceFailed) -> None:
-        """Record the first fatal failure and cancel the start or the caller's body; teardown follows."""
-        if self.failure is None:
-            self.failure = error
-        if self._body_scope is not None:
-            self._body_scope.cancel()
-
-    def _check_completed(self, service: str) -> None:
-        replicas = self._services[service].replicas
-        if replicas and all(r.state is ReplicaState.COMPLETED for r in replicas):
-            self._conditions[service]["completed"].set()
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if not any(r.state in _ACTIVE for r in self.replicas):
-            self._all_done.set()
+            self._conditions.set(name, "ready")
+        _supervision.check_completed(self, name)
 
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]
@@ -548,48 +332,60 @@ class RunningTopology:
         return names.index(replica.service), replica.index
 
     # ----- stopping -------------------------------------------------------------------------------
-    async def _marked_by_replica(self) -> dict[str, list[psutil.Process]]:
-        marked = await anyio.to_thread.run_sync(marked_processes, self.run_id)
+    def _pinned_groups(self) -> dict[int, str]:
+        """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
+        return {
+            r.incarnation.process.pid: r.name
+            for r in self.replicas
+            if r.incarnation is not None and not r.incarnation.process.reaped
+        }
+
+    async def _members_by_replica(self) -> dict[str, list[psutil.Process]]:
+        """Every live process of the run, by replica: marked ones, and members of our process groups
+        (an ``env -i`` child carries no mark)."""
+        groups = self._pinned_groups()
+        members = await anyio.to_thread.run_sync(functools.partial(run_members, self.run_id, groups))
         by_replica: dict[str, list[psutil.Process]] = {}
-        for replica_name, process in marked.values():
-            by_replica.setdefault(replica_name, []).append(process)
+        for member in members.values():
+            name = groups.get(member.pgid) or member.replica or ""
+            with contextlib.suppress(psutil.Error):
+                by_replica.setdefault(name, []).append(psutil.Process(member.pid))
         return by_replica
 
     async def _stop_one(self, replica: Replica, *, reason: str) -> None:
-        marked = await self._marked_by_replica()
+        marked = await self._members_by_replica()
         await replica.stop(self, marked.get(replica.name, []), reason=reason, kill_now=self._kill_now)
 
     async def _stop_leftovers(self, replica: Replica) -> None:
-        others = [p for p in (await self._marked_by_replica()).get(replica.name, []) if alive(p)]
-        if others:
-            await replica.stop(self, others, reason="leftovers of an ended incarnation", kill_now=self._kill_now)
+        """After an incarnation ended by itself: what it left (marked, or in its process group) is stopped,
+        then its pid is released."""
+        others = [p for p in (await self._members_by_replica()).get(replica.name, []) if alive(p)]
+        await replica.stop(self, others, reason="leftovers of an ended incarnation", kill_now=self._kill_now)
 
     async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None:
         """Stop replicas in reverse dependency order: a service stops once its dependents among the
         targets have stopped."""
         targets = list(targets)
-        marked = await self._marked_by_replica()
-        services = [s for s in self.plan.services if any(r.service == s.name for r in targets)]
-        stopped = {s.name: anyio.Event() for s in services}
+        members = await self._members_by_replica()
+        by_service = {
+            s.name: [r for r in targets if r.service == s.name]
+            for s in self.plan.services
+            if any(r.service == s.name for r in targets)
+        }
+        before = stop_prerequisites(list(by_service), self._depends_on)
 
-        async def stop_service(service: ServicePlan) -> None:
-            for dependent in self.plan.dependents(service.name):
-                if dependent in stopped:
-                    await stopped[dependent].wait()
-            async with anyio.create_task_group() as tg:
-                for replica in targets:
-                    if replica.service == service.name:
-                        tg.start_soon(self._stop_replica, replica, marked.get(replica.name, []), reason)
-            stopped[service.name].set()
+        async def stop(replica: Replica) -> None:
+            await self._stop_replica(replica, members.get(replica.name, []), reason)
 
-        async with anyio.create_task_group() as tg:
-            for service in reversed(services):
-                tg.start_soon(stop_service, service)
+        await stop_in_order(by_service, before, stop)
+
+    def _depends_on(self, service: str) -> list[str]:
+        return [d.service for d in self.plan.service(service).depends_on]
 
     async def _stop_replica(self, replica: Replica, others: list[psutil.Process], reason: str) -> None:
         await replica.stop(self, others, reason=reason, kill_now=self._kill_now)
-        if replica.state in _ACTIVE:
-            replica.state = ReplicaState.STOPPED
+        if replica.state.active:
+            replica.transition(ReplicaState.STOPPED)
 
     async def _teardown(self) -> None:
         """Reverse dependency order, stop signal, grace, SIGKILL; then verify nothing of the run is left."""
@@ -650,18 +446,16 @@ class RunningTopology:
             unregister_run(self.run_id)
 
     async def _sweep(self) -> None:
-        """Whatever still carries the run's mark (spawned mid-teardown, re-parented) gets SIGKILL."""
-        deadline = time.monotonic() + 30.0
-        left: list[psutil.Process] = []
-        while time.monotonic() < deadline:
-            left = [p for _, p in (await anyio.to_thread.run_sync(marked_processes, self.run_id)).values()]
-            left = [p for p in left if alive(p)]
-            if not left:
-                break
-            signal_processes(left, signal.SIGKILL)
-            with anyio.move_on_after(1.0):
-                await wait_gone(left)
-        self.leftovers = [p.pid for p in left if alive(p)]
+        """Whatever is still of the run (marked, spawned mid-teardown, re-parented, or in one of our
+        process groups) gets SIGKILL; then the leaders' pids are released."""
+
+        async def find() -> list[psutil.Process]:
+            return [p for ps in (await self._members_by_replica()).values() for p in ps]
+
+        self.leftovers = await sweep(find)
+        for replica in self.replicas:
+            if replica.incarnation is not None:
+                replica.incarnation.process.reap()
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:

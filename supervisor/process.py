@@ -1,5 +1,9 @@
 """One OS process: spawn in its own session, wait for its exit without threads, signal its whole tree.
 
+The leader's exit is read without reaping it (``waitid(P_PIDFD, WNOWAIT)``): while its zombie stands, its
+pid and process-group id cannot be handed to anyone else, so ``signal_group`` can only reach our own
+processes. It is reaped (``reap``) once its group was stopped; after that the group is never signalled.
+
 Every process we start carries ``TOPOVISOR_RUN_ID`` in its environment, and descendants inherit it. That
 finds grandchildren that left the process group (``setsid``) or were re-parented, so teardown can reach
 them without ever killing by name (``proctable.marked_processes``).
@@ -50,6 +54,7 @@ class ChildProcess:
         self.output_fd = output_fd
         self.create_time = _create_time(popen.pid)
         self.returncode: int | None = None
+        self.reaped = False  #: the pid is released: it may name someone else's process (group) now
         self._pidfd = _pidfd_open(popen.pid)
 
     @classmethod
@@ -80,23 +85,54 @@ class ChildProcess:
         return cls(popen, read_fd)
 
     async def wait(self) -> int:
-        """Wait for exit (pidfd where the kernel has it, a gentle poll elsewhere) and reap."""
+        """Wait for the exit (pidfd where the kernel has it, a gentle poll elsewhere). With a pidfd the
+        leader stays a zombie, unreaped, so that its process group stays ours until ``reap``."""
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 await anyio.wait_readable(self._pidfd)
+            code = self._exit_status_unreaped()
+            if code is not None:
+                self.returncode = code
+                return code
         delay = 0.001
         while (code := self.popen.poll()) is None:
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.05)
+        self._released()
         self.returncode = code
         return code
 
+    def _exit_status_unreaped(self) -> int | None:
+        """The exit status, read without reaping (Popen's convention: -N for a signal); None if unknown."""
+        if self._pidfd is None or not hasattr(os, "P_PIDFD"):
+            return None
+        try:
+            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except OSError:
+            return None
+        if result is None:
+            return None
+        if result.si_code == os.CLD_EXITED:
+            return result.si_status
+        return -result.si_status
+
     def signal_group(self, signum: int) -> None:
-        """Signal the process group; harmless once it is gone."""
+        """Signal the process group, only while the leader is unreaped (its pid cannot have been reused);
+        harmless once the group is empty."""
+        if self.reaped:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 
-    def close(self) -> None:
+    def reap(self) -> None:
+        """Release the exited leader's pid (call once its group was stopped); no-op while it runs."""
+        if self.reaped or self.returncode is None:
+            return
+        if self.popen.poll() is not None:
+            self._released()
+
+    def _released(self) -> None:
+        self.reaped = True
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

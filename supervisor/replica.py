@@ -17,20 +17,22 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import psutil
 
+from ._launcher import LaunchedProcess, Launcher
+from ._teardown import wait_gone
 from .errors import ServiceFailed
 from .events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from .logs import LineStream, RotatingLogFile, pump_pipe
 from .plan import ReplicaPlan, ServicePlan
 from .policy import RestartBudget, compile_fatal
 from .probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
-from .process import REPLICA_ENV, RUN_ID_ENV, ChildProcess, alive, signal_processes
+from .process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
 
 if TYPE_CHECKING:
     import httpx
 
     from .spec import Service
 
-__all__ = ["Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
+__all__ = ["ACTIVE_STATES", "Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
 
 KILL_WAIT_SECONDS = 30.0  # after SIGKILL; only a process stuck in the kernel (a GPU driver call) takes long
 
@@ -46,6 +48,43 @@ class ReplicaState(str, enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
 
+    @property
+    def active(self) -> bool:
+        """Still running or about to: counts for quorum and keeps the run alive."""
+        return self in ACTIVE_STATES
+
+
+ACTIVE_STATES = frozenset(
+    {
+        ReplicaState.PENDING,
+        ReplicaState.STARTING,
+        ReplicaState.READY,
+        ReplicaState.UNREADY,
+        ReplicaState.RESTARTING,
+        ReplicaState.STOPPING,
+    }
+)
+
+
+_FINISHED = frozenset(set(ReplicaState) - ACTIVE_STATES)
+#: Allowed state changes. Nothing returns to PENDING; a finished replica (completed, failed, stopped)
+#: runs again only through a new start (STARTING, or RESTARTING first), never straight to READY.
+_ALLOWED: dict[ReplicaState, frozenset[ReplicaState]] = {
+    **{state: frozenset(set(ReplicaState) - {ReplicaState.PENDING}) for state in ACTIVE_STATES},
+    **{
+        state: frozenset(
+            {
+                ReplicaState.STARTING,
+                ReplicaState.RESTARTING,
+                ReplicaState.STOPPING,
+                ReplicaState.STOPPED,
+                ReplicaState.FAILED,
+            }
+        )
+        for state in _FINISHED
+    },
+}
+
 
 class ReplicaHost(Protocol):
     """What a replica needs from the running group."""
@@ -53,6 +92,7 @@ class ReplicaHost(Protocol):
     run_id: str
     base_env: dict[str, str]  #: the caller's environment, read once per run
     poll_budget: PollBudget  #: shared by every readiness probe of the run
+    launcher: Launcher  #: where processes run
 
     def emit(self, event: Event) -> None: ...
 
@@ -70,7 +110,7 @@ class ReplicaHost(Protocol):
 class Incarnation:
     """One spawn of a replica: the process (leader of its own group), its output stream, how it ended."""
 
-    def __init__(self, number: int, process: ChildProcess, stream: LineStream) -> None:
+    def __init__(self, number: int, process: LaunchedProcess, stream: LineStream) -> None:
         self.number = number
         self.process = process
         self.stream = stream
@@ -124,15 +164,32 @@ class Replica:
         self.loop_scope: anyio.CancelScope | None = None
         self._fatal = compile_fatal(service.fatal, service.builtin_fatal)
 
-    name = property(lambda self: self.plan.name)
-    service = property(lambda self: self.plan.service)
-    index = property(lambda self: self.plan.index)
-    ports = property(lambda self: dict(self.plan.ports))
-    port = property(lambda self: self.plan.port)
-    url = property(lambda self: self.plan.url)
+    @property
+    def name(self) -> str:
+        return self.plan.name
 
     @property
-    def process(self) -> ChildProcess | None:
+    def service(self) -> str:
+        return self.plan.service
+
+    @property
+    def index(self) -> int:
+        return self.plan.index
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.plan.ports)
+
+    @property
+    def port(self) -> int | None:
+        return self.plan.port
+
+    @property
+    def url(self) -> str | None:
+        return self.plan.url
+
+    @property
+    def process(self) -> LaunchedProcess | None:
         return self.incarnation.process if self.incarnation else None
 
     @property
@@ -161,6 +218,18 @@ class Replica:
     def __repr__(self) -> str:
         return f"<Replica {self.name} pid={self.pid} port={self.port} {self.state.value}>"
 
+    def transition(
+        self, state: ReplicaState, event: Event | None = None, emit: Callable[[Event], None] | None = None
+    ) -> None:
+        """The one way the state changes: refuses a change the life cycle does not allow (a bug), and
+        emits ``event`` with it, so the event log and the state never disagree."""
+        if state is not self.state and state not in _ALLOWED[self.state]:
+            raise RuntimeError(f"replica {self.name}: no transition from {self.state.value} to {state.value}")
+        self.state = state
+        if event is not None:
+            assert emit is not None, "an event needs somewhere to go"
+            emit(event)
+
     # ----- spawn ----------------------------------------------------------------------------------
     def spawn(self, host: ReplicaHost) -> Incarnation:
         """Start a new incarnation; its readiness runner subscribes before the first byte is read."""
@@ -168,12 +237,13 @@ class Replica:
         env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
-        self.state = ReplicaState.STARTING
         try:
-            process = ChildProcess.spawn(plan.argv, env, plan.cwd)
+            process = host.launcher.launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
+        if self.incarnation is not None:
+            self.incarnation.process.reap()  # normally done by its stop; this catches a stuck leftover
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
         incarnation.env = env
@@ -186,7 +256,9 @@ class Replica:
         host.track(self, incarnation)
         host.start_shielded(lambda: self._pump(incarnation), name=f"pump {plan.name}")
         host.start_shielded(lambda: self._watch(incarnation, host), name=f"watch {plan.name}")
-        host.emit(Spawned(replica=plan.name, service=plan.service, pid=process.pid))
+        self.transition(
+            ReplicaState.STARTING, Spawned(replica=plan.name, service=plan.service, pid=process.pid), host.emit
+        )
         return incarnation
 
     def liveness_runner(self, host: ReplicaHost, incarnation: Incarnation) -> ReadinessRunner | None:
@@ -227,8 +299,7 @@ class Replica:
             os.close(fd)
 
     async def _watch(self, incarnation: Incarnation, host: ReplicaHost) -> None:
-        code = await incarnation.process.wait()
-        incarnation.process.close()
+        code = await incarnation.process.wait()  # the leader stays unreaped: its group is still ours
         signame = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
         host.emit(
             Exited(
@@ -255,16 +326,14 @@ class Replica:
                 check = await runner.check_once()
                 if check.ok:
                     if misses and self.state is ReplicaState.UNREADY:
-                        self.state = ReplicaState.READY
-                        host.emit(
-                            Ready(replica=self.name, service=self.service, pid=incarnation.process.pid, seconds=0.0)
-                        )
+                        ready = Ready(replica=self.name, service=self.service, pid=incarnation.process.pid, seconds=0.0)
+                        self.transition(ReplicaState.READY, ready, host.emit)
                     misses = 0
                     continue
                 misses += 1
                 if misses == 1 and self.state is ReplicaState.READY:
-                    self.state = ReplicaState.UNREADY
-                    host.emit(Unready(replica=self.name, service=self.service, reason=check.detail))
+                    unready = Unready(replica=self.name, service=self.service, reason=check.detail)
+                    self.transition(ReplicaState.UNREADY, unready, host.emit)
                 if misses >= probe.failures:
                     return (
                         f"liveness probe {describe_check(probe.check)} failed {misses} times in a row, "
@@ -277,33 +346,39 @@ class Replica:
         self, host: ReplicaHost, others: list[psutil.Process], *, reason: str, kill_now: bool = False
     ) -> None:
         """Stop signal to the process group and every other process of this replica; SIGKILL after the
-        grace; return once all of them are gone. ``others`` come from the run-mark scan."""
+        grace; return once all of them are gone, then release the leader's pid. ``others`` come from the
+        scan for the run's mark and for members of the replica's process group: an env-scrubbed child
+        (``env -i``) carries no mark but is still in the group after its leader exited."""
         incarnation = self.incarnation
         if incarnation is None:
             return
-        others = [p for p in others if p.pid != incarnation.process.pid]
+        process = incarnation.process
+        others = [p for p in others if p.pid != process.pid]
         if incarnation.exited.is_set() and not any(alive(p) for p in others):
+            process.reap()
             return
         incarnation.stop_reason = incarnation.stop_reason or reason
         stop_signal = signal.SIGKILL if kill_now else signal.Signals[self.plan.stop.signal]
         began = time.monotonic()
-        self.state = ReplicaState.STOPPING
-        host.emit(Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason))
-        incarnation.process.signal_group(stop_signal)
+        stopping = Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason)
+        self.transition(ReplicaState.STOPPING, stopping, host.emit)
+        process.signal_group(stop_signal)
         signal_processes(others, stop_signal)
         killed = False
         with anyio.move_on_after(self.plan.stop.grace_seconds) as grace:
             await _gone(incarnation, others)
         if grace.cancelled_caught:
             killed = True
-            incarnation.process.signal_group(signal.SIGKILL)
+            process.signal_group(signal.SIGKILL)
             signal_processes(others, signal.SIGKILL)
             with anyio.move_on_after(KILL_WAIT_SECONDS):
                 await _gone(incarnation, others)
+        if incarnation.exited.is_set() and not any(alive(p) for p in others):
+            process.reap()  # else the teardown's sweep still needs the group pinned
         host.emit(Stopped(replica=self.name, service=self.service, seconds=time.monotonic() - began, killed=killed))
 
     def kill_now(self) -> None:
-        if self.incarnation is not None and not self.incarnation.exited.is_set():
+        if self.incarnation is not None and not self.incarnation.process.reaped:
             self.incarnation.stop_reason = self.incarnation.stop_reason or "killed"
             self.incarnation.process.signal_group(signal.SIGKILL)
 
@@ -347,10 +422,3 @@ class ServiceHandle:
 async def _gone(incarnation: Incarnation, others: list[psutil.Process]) -> None:
     await incarnation.exited.wait()
     await wait_gone(others)
-
-
-async def wait_gone(processes: list[psutil.Process]) -> None:
-    delay = 0.001
-    while any(alive(p) for p in processes):
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 0.02)

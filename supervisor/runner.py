@@ -81,26 +81,11 @@ async def launch(
     raise_open_files_limit(plan)
     refuse_taken_ports(plan)
     prepare_run_dir(plan)
-    group = RunningTopology(plan, on_event=on_event, on_output=on_output)
-    if _on_group is not None:  # before anything spawns: a second Ctrl-C during startup can kill at once
-        _on_group(group)
     try:
-        # The outer group holds pumps and exit watchers: it must outlive the teardown, which relies on
-        # them. A failure cancels only the inner scope (the start, or the caller's body), never them.
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as body_scope:
-                group._body_scope = body_scope
-                try:
-                    await group._start(tg)
-                    yield group
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await group._teardown()
-            tg.cancel_scope.cancel()
+        async with RunningTopology.open(plan, on_event=on_event, on_output=on_output, on_group=_on_group) as group:
+            yield group
     except BaseExceptionGroup as exc:
         _reraise(exc)
-    if group.failure is not None:
-        raise group.failure
 
 
 def refuse_taken_ports(plan: Plan) -> None:

@@ -61,7 +61,7 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
     await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
     incarnation.fatal_line = replica.find_fatal_line(incarnation)
     decision = decide(
-        replica.spec.restart,
+        replica.service_plan.restart,
         replica.budget,
         exit_code=ending.exit_code,
         now=time.monotonic(),
@@ -86,8 +86,8 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
         replica_failed(group, replica, error)
         return False
     replica.restarts += 1
-    strategy = replica.spec.strategy or group.plan.strategy
-    if strategy != "one_for_one" or replica.spec.restart.group:
+    strategy = replica.service_plan.strategy
+    if strategy != "one_for_one" or replica.service_plan.restart.group:
         if replica.restart_pending:  # a restart that includes this replica is already under way
             return False
         targets = restart_targets(group, replica, strategy)
@@ -172,7 +172,7 @@ def restarting_event(replica: Replica, decision: Decision) -> Restarting:
 
 def restart_targets(group: RunningTopology, failed: Replica, strategy: str) -> list[Replica]:
     """What a failed replica takes with it: its group, its dependents, or everything."""
-    own = group._services[failed.service].replicas if failed.spec.restart.group else [failed]
+    own = group._services[failed.service].replicas if failed.service_plan.restart.group else [failed]
     if strategy == "one_for_all":
         return group.replicas
     if strategy == "rest_for_one":
@@ -233,7 +233,7 @@ def replica_failed(group: RunningTopology, replica: Replica, error: ServiceFaile
     replica.transition(ReplicaState.FAILED, failed, group.emit)
     replica.settled.set()
     service = group._services[replica.service]
-    min_ready = replica.spec.min_ready
+    min_ready = replica.service_plan.min_ready
     if min_ready is not None:
         viable = sum(r.state.active for r in service.replicas)
         if viable >= min_ready:

@@ -71,7 +71,7 @@ class RunningTopology:
         self._services: dict[str, ServiceHandle] = {}
         self._replicas: dict[str, Replica] = {}
         for service in plan.services:
-            replicas = [Replica(r, service.spec, self.logs_dir / f"{r.name}.log") for r in service.replicas]
+            replicas = [Replica(r, service, self.logs_dir / f"{r.name}.log") for r in service.replicas]
             self._services[service.name] = ServiceHandle(service, replicas)
             self._replicas.update({r.name: r for r in replicas})
             for r in replicas:
@@ -196,7 +196,7 @@ class RunningTopology:
         Dependents keep running unless the service's strategy says otherwise."""
         targets = self._targets(name)
         service = targets[0].service
-        strategy = targets[0].spec.strategy or self.plan.strategy
+        strategy = targets[0].service_plan.strategy
         if strategy == "rest_for_one":
             affected = self.plan.dependents_closure(service)
             targets = sorted(

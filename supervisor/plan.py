@@ -89,7 +89,6 @@ class ServicePlan:
     name: str
     replicas: tuple[ReplicaPlan, ...]
     depends_on: tuple[Dependency, ...]
-    spec: Service = attrs.field(eq=False, repr=False)  #: the service as written (runtime readers move off it)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     fatal: tuple[str, ...] = ()  #: regexes: the user's, then the built-in ones unless builtin_fatal is false
     min_ready: int | None = None  #: stay up, degraded, while at least this many replicas are ready
@@ -204,7 +203,6 @@ def _service_plan(service: Service, ports: list[dict[str, int]], strategy: str) 
         service.name,
         tuple(_skeleton(service, i, ports[i]) for i in range(service.replicas)),
         service.depends_on,
-        service,
         restart=service.restart,
         fatal=fatal,
         min_ready=service.min_ready,

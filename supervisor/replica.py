@@ -30,7 +30,6 @@ from .process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
 if TYPE_CHECKING:
     import httpx
 
-    from .spec import Service
 
 __all__ = ["ACTIVE_STATES", "Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
 
@@ -150,9 +149,9 @@ class Incarnation:
 class Replica:
     """One process of a service, as the caller sees it: ``pid``, ``port``, ``url``, ``state``, ``log_path``."""
 
-    def __init__(self, plan: ReplicaPlan, service: Service, log_path: Path) -> None:
+    def __init__(self, plan: ReplicaPlan, service: ServicePlan, log_path: Path) -> None:
         self.plan = plan
-        self.spec = service
+        self.service_plan = service  #: restart policy, strategy, quorum and fatal patterns, all resolved
         self.log_path = log_path
         self.state = ReplicaState.PENDING
         self.incarnation: Incarnation | None = None
@@ -162,7 +161,7 @@ class Replica:
         self.restart_pending = False  #: part of a strategy restart already under way
         self.settled = anyio.Event()  #: ready once, completed, or failed for good
         self.loop_scope: anyio.CancelScope | None = None
-        self._fatal = compile_fatal(service.fatal, service.builtin_fatal)
+        self._fatal = compile_fatal(service.fatal, builtin=False)  # the plan added the built-ins
 
     @property
     def name(self) -> str:

@@ -20,150 +20,114 @@ def _refuse_supervisord_clash() -> None:
 
 _refuse_supervisord_clash()
 
-if TYPE_CHECKING:
-    from .config import load, topology_from_dict
-    from .errors import ConfigError, ReadinessTimeout, ServiceFailed, SupervisorError
-    from .events import (
-        Completed,
-        Degraded,
-        Event,
-        Exited,
-        Failed,
-        Ready,
-        Restarting,
-        Spawned,
-        Stopped,
-        Stopping,
-        Unready,
-    )
-    from .group import RunningTopology, ServiceHandle
-    from .plan import Plan, make_plan
-    from .reclaim import StopReport, stop_run
-    from .record import RunRecord, UnknownRun, list_runs
-    from .replica import Replica, ReplicaState
-    from .runner import launch, run
-    from .spec import (
-        AllOf,
-        AnyOf,
-        Backoff,
-        CallableCheck,
-        Check,
-        Dependency,
-        ExecCheck,
-        HttpCheck,
-        LogCheck,
-        LogPolicy,
-        PortSpec,
-        Probe,
-        ProbeTarget,
-        RestartPolicy,
-        Service,
-        StopPolicy,
-        TcpCheck,
-        Topology,
-    )
+if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps the two equal)
+    from ._config import load as load
+    from ._config import topology_from_dict as topology_from_dict
+    from ._errors import ConfigError as ConfigError
+    from ._errors import ReadinessTimeout as ReadinessTimeout
+    from ._errors import ServiceFailed as ServiceFailed
+    from ._errors import SupervisorError as SupervisorError
+    from ._events import Completed as Completed
+    from ._events import Degraded as Degraded
+    from ._events import Event as Event
+    from ._events import Exited as Exited
+    from ._events import Failed as Failed
+    from ._events import Ready as Ready
+    from ._events import Restarting as Restarting
+    from ._events import Spawned as Spawned
+    from ._events import Stopped as Stopped
+    from ._events import Stopping as Stopping
+    from ._events import Unready as Unready
+    from ._group import RunningTopology as RunningTopology
+    from ._group import ServiceHandle as ServiceHandle
+    from ._plan import Plan as Plan
+    from ._plan import make_plan as make_plan
+    from ._reclaim import StopReport as StopReport
+    from ._reclaim import stop_run as stop_run
+    from ._record import RunRecord as RunRecord
+    from ._record import UnknownRun as UnknownRun
+    from ._record import list_runs as list_runs
+    from ._replica import Replica as Replica
+    from ._replica import ReplicaState as ReplicaState
+    from ._runner import Outcome as Outcome
+    from ._runner import launch as launch
+    from ._runner import run as run
+    from ._runner import supervise as supervise
+    from ._spec import AllOf as AllOf
+    from ._spec import AnyOf as AnyOf
+    from ._spec import Backoff as Backoff
+    from ._spec import CallableCheck as CallableCheck
+    from ._spec import Check as Check
+    from ._spec import Dependency as Dependency
+    from ._spec import ExecCheck as ExecCheck
+    from ._spec import HttpCheck as HttpCheck
+    from ._spec import LogCheck as LogCheck
+    from ._spec import LogPolicy as LogPolicy
+    from ._spec import PortSpec as PortSpec
+    from ._spec import Probe as Probe
+    from ._spec import ProbeTarget as ProbeTarget
+    from ._spec import RestartPolicy as RestartPolicy
+    from ._spec import Service as Service
+    from ._spec import StopPolicy as StopPolicy
+    from ._spec import TcpCheck as TcpCheck
+    from ._spec import Topology as Topology
 
-__all__ = [
-    "AllOf",
-    "AnyOf",
-    "Backoff",
-    "CallableCheck",
-    "Check",
-    "Completed",
-    "ConfigError",
-    "Degraded",
-    "Dependency",
-    "Event",
-    "ExecCheck",
-    "Exited",
-    "Failed",
-    "HttpCheck",
-    "LogCheck",
-    "LogPolicy",
-    "Plan",
-    "PortSpec",
-    "Probe",
-    "ProbeTarget",
-    "ReadinessTimeout",
-    "Ready",
-    "Replica",
-    "ReplicaState",
-    "RestartPolicy",
-    "Restarting",
-    "RunRecord",
-    "RunningTopology",
-    "Service",
-    "ServiceFailed",
-    "ServiceHandle",
-    "Spawned",
-    "StopPolicy",
-    "StopReport",
-    "Stopped",
-    "Stopping",
-    "SupervisorError",
-    "TcpCheck",
-    "Topology",
-    "UnknownRun",
-    "Unready",
-    "launch",
-    "list_runs",
-    "load",
-    "make_plan",
-    "run",
-    "stop_run",
-    "topology_from_dict",
-]
 
+#: every public name and the module that defines it: the one table of the public surface
 _LAZY = {
-    "load": "config",
-    "topology_from_dict": "config",
-    "ConfigError": "errors",
-    "ReadinessTimeout": "errors",
-    "ServiceFailed": "errors",
-    "SupervisorError": "errors",
-    "Completed": "events",
-    "Degraded": "events",
-    "Event": "events",
-    "Exited": "events",
-    "Failed": "events",
-    "Ready": "events",
-    "Restarting": "events",
-    "Spawned": "events",
-    "Stopped": "events",
-    "Stopping": "events",
-    "Unready": "events",
-    "RunningTopology": "group",
-    "ServiceHandle": "group",
-    "Replica": "replica",
-    "ReplicaState": "replica",
-    "launch": "runner",
-    "run": "runner",
-    "Plan": "plan",
-    "make_plan": "plan",
-    "ProbeTarget": "spec",
-    "StopReport": "reclaim",
-    "stop_run": "reclaim",
-    "RunRecord": "record",
-    "UnknownRun": "record",
-    "list_runs": "record",
-    "AllOf": "spec",
-    "AnyOf": "spec",
-    "Backoff": "spec",
-    "CallableCheck": "spec",
-    "Check": "spec",
-    "Dependency": "spec",
-    "ExecCheck": "spec",
-    "HttpCheck": "spec",
-    "LogCheck": "spec",
-    "LogPolicy": "spec",
-    "PortSpec": "spec",
-    "Probe": "spec",
-    "RestartPolicy": "spec",
-    "Service": "spec",
-    "StopPolicy": "spec",
-    "TcpCheck": "spec",
-    "Topology": "spec",
+    "AllOf": "_spec",
+    "AnyOf": "_spec",
+    "Backoff": "_spec",
+    "CallableCheck": "_spec",
+    "Check": "_spec",
+    "Completed": "_events",
+    "ConfigError": "_errors",
+    "Degraded": "_events",
+    "Dependency": "_spec",
+    "Event": "_events",
+    "ExecCheck": "_spec",
+    "Exited": "_events",
+    "Failed": "_events",
+    "HttpCheck": "_spec",
+    "LogCheck": "_spec",
+    "LogPolicy": "_spec",
+    "Outcome": "_runner",
+    "Plan": "_plan",
+    "PortSpec": "_spec",
+    "Probe": "_spec",
+    "ProbeTarget": "_spec",
+    "ReadinessTimeout": "_errors",
+    "Ready": "_events",
+    "Replica": "_replica",
+    "ReplicaState": "_replica",
+    "RestartPolicy": "_spec",
+    "Restarting": "_events",
+    "RunRecord": "_record",
+    "RunningTopology": "_group",
+    "Service": "_spec",
+    "ServiceFailed": "_errors",
+    "ServiceHandle": "_group",
+    "Spawned": "_events",
+    "StopPolicy": "_spec",
+    "StopReport": "_reclaim",
+    "Stopped": "_events",
+    "Stopping": "_events",
+    "SupervisorError": "_errors",
+    "TcpCheck": "_spec",
+    "Topology": "_spec",
+    "UnknownRun": "_record",
+    "Unready": "_events",
+    "launch": "_runner",
+    "list_runs": "_record",
+    "load": "_config",
+    "make_plan": "_plan",
+    "run": "_runner",
+    "stop_run": "_reclaim",
+    "supervise": "_runner",
+    "topology_from_dict": "_config",
 }
+
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from .process import ChildProcess
+from ._process import ChildProcess
 
 __all__ = ["LaunchedProcess", "Launcher", "LocalLauncher"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import resource
 
-from .errors import ConfigError
-from .plan import Plan
+from ._errors import ConfigError
+from ._plan import Plan
 
 __all__ = ["FDS_PER_REPLICA", "prepare_run_dir", "raise_open_files_limit"]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import anyio
 import psutil
 
-from .process import ChildProcess, signal_processes
+from ._process import ChildProcess, signal_processes
 
 __all__ = ["run_command"]
 

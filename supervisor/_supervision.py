@@ -8,20 +8,54 @@ and cancels the start or the caller's body (``fail``); the group's shielded tear
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
 import anyio
+import anyio.abc
 import attrs
 
-from .errors import ReadinessTimeout, ServiceFailed
-from .events import Completed, Degraded, Failed, Ready, Restarting
-from .policy import Decision, decide
-from .probes import describe_check
-from .process import describe_exit
-from .replica import Incarnation, Replica, ReplicaState
+from ._conditions import StartConditions
+from ._errors import ReadinessTimeout, ServiceFailed
+from ._events import Completed, Degraded, Event, Failed, Ready, Restarting
+from ._plan import Plan
+from ._policy import Decision, decide
+from ._probes import describe_check
+from ._process import describe_exit
+from ._replica import Incarnation, Replica, ReplicaHost, ReplicaState, ServiceHandle
 
-if TYPE_CHECKING:
-    from .group import RunningTopology
+
+class RunningTopology(ReplicaHost, Protocol):
+    """What supervision reads and drives on the running group (``_group.RunningTopology`` is the one);
+    a protocol, so that this module and the group import each other at no time, not even for types."""
+
+    plan: Plan
+    failure: ServiceFailed | None
+    _services: dict[str, ServiceHandle]
+    _conditions: StartConditions
+    _tg: anyio.abc.TaskGroup | None
+    _body_scope: anyio.CancelScope | None
+    _restart_lock: anyio.Lock
+    _stopping: bool
+    _all_done: anyio.Event
+
+    @property
+    def replicas(self) -> list[Replica]: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    def _order(self, replica: Replica) -> tuple[int, int]: ...
+
+    def _write_manifest(self) -> None: ...
+
+    async def _start_service(self, name: str, replicas: list[Replica] | None) -> None: ...
+
+    async def _stop_one(self, replica: Replica, *, reason: str) -> None: ...
+
+    async def _stop_leftovers(self, replica: Replica) -> None: ...
+
+    async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None: ...
+
 
 __all__ = ["check_completed", "check_done", "fail", "replica_failed", "restart_set", "supervise"]
 

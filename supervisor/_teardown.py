@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import psutil
 
-from .process import alive, signal_processes
+from ._process import alive, signal_processes
 
 __all__ = ["SWEEP_SECONDS", "stop_in_order", "stop_prerequisites", "stop_waves", "sweep"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .spec import (
+from ._spec import (
     CONDITIONS,
     STRATEGIES,
     AllOf,

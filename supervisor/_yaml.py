@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ._errors import ConfigError
 
 __all__ = ["MAX_FILE_BYTES", "MAX_NODES", "parse_yaml", "read_text"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.proctable import marked_processes
+from supervisor._proctable import marked_processes
 
 PROGRAMS = Path(__file__).parent / "programs"
 PYTHON = sys.executable

@@ -16,9 +16,9 @@ from typing import Any
 import attrs
 import psutil
 
-from supervisor.process import REPLICA_ENV, RUN_ID_ENV
-from supervisor.proctable import run_members
-from supervisor.record import Manifest, ReplicaEntry, ServiceEntry, StopEntry, write_manifest
+from supervisor._process import REPLICA_ENV, RUN_ID_ENV
+from supervisor._proctable import run_members
+from supervisor._record import Manifest, ReplicaEntry, ServiceEntry, StopEntry, write_manifest
 
 from .conftest import PROGRAMS, PYTHON, alive, wait_until
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.proctable import marked_processes
+from supervisor._proctable import marked_processes
 
 from .conftest import PROGRAMS, PYTHON, alive, wait_until
 

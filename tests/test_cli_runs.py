@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.cli_runs import add_commands, dispatch
-from supervisor.record import list_runs, register_run
+from supervisor._cli_runs import add_commands, dispatch
+from supervisor._record import list_runs, register_run
 
 from .conftest import PYTHON, alive, wait_until
 from .fakerun import STUBBORN, Reaper, replica_entry, write_run
@@ -22,9 +22,9 @@ ROOT = Path(__file__).parent.parent
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m supervisor.cli_runs`` with this test's state dir (inherited through the environment)."""
+    """``python -m supervisor._cli_runs`` with this test's state dir (inherited through the environment)."""
     return subprocess.run(
-        [PYTHON, "-m", "supervisor.cli_runs", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [PYTHON, "-m", "supervisor._cli_runs", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
 
 
@@ -162,7 +162,7 @@ def test_logs_follow_across_rotation_until_the_run_ends(reaper: Reaper, runs_dir
     run_dir, pids = live_run(reaper, runs_dir, "run-follow")
     log = run_dir / "logs" / "kv.log"
     write_log(run_dir, "kv", ["before"])
-    follower = subprocess.Popen([PYTHON, "-m", "supervisor.cli_runs", "logs", "run-follow", "kv", "-f", "-n", "1"],
+    follower = subprocess.Popen([PYTHON, "-m", "supervisor._cli_runs", "logs", "run-follow", "kv", "-f", "-n", "1"],
                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
     try:
         seen: list[str] = []

@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from supervisor.proctable import marked_processes
+from supervisor._proctable import marked_processes
 
 from .conftest import PYTHON, alive, wait_until
 

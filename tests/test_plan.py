@@ -147,7 +147,7 @@ def test_rest_for_one_closure_is_transitive(tmp_path: Path) -> None:
 
 
 def test_service_plan_holds_what_the_runtime_needs(tmp_path: Path) -> None:
-    from supervisor.policy import BUILTIN_FATAL_PATTERNS
+    from supervisor._policy import BUILTIN_FATAL_PATTERNS
 
     restart = sv.RestartPolicy(policy="always", max_restarts=2)
     result = sv.make_plan(
@@ -170,6 +170,6 @@ def test_service_plan_holds_what_the_runtime_needs(tmp_path: Path) -> None:
 def test_spec_imports_no_runtime_module() -> None:
     import subprocess
 
-    code = "import sys, supervisor.spec; print(sorted(m for m in sys.modules if m.startswith('supervisor.')))"
+    code = "import sys, supervisor._spec; print(sorted(m for m in sys.modules if m.startswith('supervisor.')))"
     loaded = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "supervisor.probes" not in loaded and "supervisor.spec" in loaded, loaded
+    assert "supervisor._probes" not in loaded and "supervisor._spec" in loaded, loaded

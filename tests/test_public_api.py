@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import subprocess
@@ -40,7 +41,7 @@ def test_every_module_declares_all_and_public_classes_are_exported() -> None:
 
 
 def test_importing_a_module_never_hides_a_public_name() -> None:
-    """``import supervisor.runner`` must not turn ``supervisor.launch`` into a module (names must differ)."""
+    """``import supervisor._runner`` must not turn ``supervisor.launch`` into a module (names must differ)."""
     for name in MODULES:
         importlib.import_module(f"supervisor.{name}")
     shadowed = [name for name in supervisor.__all__ if isinstance(getattr(supervisor, name), types.ModuleType)]
@@ -69,3 +70,19 @@ def test_a_supervisord_install_over_ours_is_detected(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(tmp_path)},
     )
     assert result.returncode != 0 and "mixes topovisor with supervisord" in result.stderr
+
+
+def test_every_module_is_internal_and_the_surface_is_one_table() -> None:
+    """Users import ``supervisor`` only; the type checkers' view of it is the same table as ``_LAZY``."""
+    assert [name for name in MODULES if not name.startswith("_")] == []
+    source = Path(supervisor.__file__).read_text()
+    tree = ast.parse(source)
+    checked = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    typed = {
+        alias.asname or alias.name: node.module
+        for node in checked.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == supervisor._LAZY
+    assert supervisor.__all__ == sorted(supervisor._LAZY)

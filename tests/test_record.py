@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.reclaim import STOP_EVENT, stop_run
-from supervisor.record import (
+from supervisor._reclaim import STOP_EVENT, stop_run
+from supervisor._record import (
     Manifest,
     StopEntry,
     UnknownRun,

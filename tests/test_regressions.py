@@ -92,7 +92,7 @@ def test_second_signal_during_startup_kills_at_once(runs_dir: Path) -> None:
 
 def test_cli_command_killed_by_a_signal_exits_128_plus_n(tmp_path: Path, runs_dir: Path) -> None:
     """``run FILE -- CMD``: CMD killed by SIGTERM must give 143 like a shell, not ``sys.exit(-15)`` (= 241)."""
-    from supervisor.cli import main
+    from supervisor._cli import main
 
     path = tmp_path / "t.yaml"
     path.write_text(f"name: t\nservices:\n  a: {{command: [{PYTHON!r}, -c, 'import time; time.sleep(60)']}}\n")

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor.proctable import marked_processes
+from supervisor._proctable import marked_processes
 
 from .conftest import PROGRAMS, PYTHON, alive
 

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor.policy import RestartBudget, backoff_delay, decide
+from supervisor._policy import RestartBudget, backoff_delay, decide
 
 from .conftest import PROGRAMS, PYTHON, alive
 

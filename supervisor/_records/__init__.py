@@ -10,7 +10,7 @@ without pulling in the rest):
 - ``leftovers``: what of a run is still alive, gc candidates;
 - ``ports``: who holds a port we want.
 
-``supervisor.record`` re-exports the public names.
+``supervisor._record`` re-exports the public names.
 """
 
 __all__: list[str] = []

@@ -16,8 +16,8 @@ from pathlib import Path
 import attrs
 import psutil
 
-from ..errors import SupervisorError
-from ..proctable import matching_process
+from .._errors import SupervisorError
+from .._proctable import matching_process
 from .paths import index_dir, index_path, read_json, runs_dir, write_json
 from .schema import IndexEntry, Manifest, ReplicaEntry, index_entry_from_json, manifest_from_json
 

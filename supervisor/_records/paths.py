@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..plan import default_runs_dir, default_state_dir
+from .._plan import default_runs_dir, default_state_dir
 from .schema import IndexEntry, Manifest, Summary, to_json
 
 __all__ = [

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from supervisor.process import REPLICA_ENV, RUN_ID_ENV
-from supervisor.watchdog import Watchdog
+from supervisor._process import REPLICA_ENV, RUN_ID_ENV
+from supervisor._watchdog import Watchdog
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--run-id", required=True)

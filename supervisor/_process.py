@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 import anyio
 import psutil
 
+from ._marks import REPLICA_ENV, RUN_ID_ENV
+
 __all__ = [
     "REPLICA_ENV",
     "RUN_ID_ENV",
@@ -30,8 +32,6 @@ __all__ = [
     "signal_processes",
 ]
 
-RUN_ID_ENV = "TOPOVISOR_RUN_ID"
-REPLICA_ENV = "TOPOVISOR_REPLICA"
 _PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: room for bursts while the loop is busy
 _F_SETPIPE_SZ = 1031
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import attrs
 
-from ._validate import check_executable, check_replica, check_run_dir, check_topology, suggest
-from .errors import ConfigError
-from .policy import BUILTIN_FATAL_PATTERNS
-from .spec import (
+from ._errors import ConfigError
+from ._policy import BUILTIN_FATAL_PATTERNS
+from ._spec import (
     AllOf,
     AnyOf,
     CallableCheck,
@@ -39,6 +38,7 @@ from .spec import (
     TcpCheck,
     Topology,
 )
+from ._validate import check_executable, check_replica, check_run_dir, check_topology, suggest
 
 __all__ = [
     "Plan",
@@ -149,7 +149,7 @@ def make_plan(
 ) -> Plan:
     """Validate ``topology`` and resolve it; raises one ``ConfigError`` listing every problem."""
     if allocate_port is None or reserve_port is None:
-        from .resources import PortAllocator
+        from ._resources import PortAllocator
 
         allocator = PortAllocator(HOST)
         allocate_port, reserve_port = allocator.allocate, allocator.reserve

@@ -22,10 +22,9 @@ import anyio.to_thread
 import attrs
 import psutil
 
-from ._records.eventfile import append_event
-from .process import alive
-from .proctable import Member, matching_process
-from .record import (
+from ._process import alive
+from ._proctable import Member, matching_process
+from ._record import (
     ACTIVE_STATES,
     ReplicaRecord,
     RunRecord,
@@ -35,6 +34,7 @@ from .record import (
     unregister_run,
     write_manifest,
 )
+from ._records.eventfile import append_event
 
 __all__ = ["StopReport", "stop_run"]
 

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import psutil
 
+from ._errors import ServiceFailed
+from ._events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from ._launcher import LaunchedProcess, Launcher
+from ._logs import LineStream, RotatingLogFile, pump_pipe
+from ._plan import ReplicaPlan, ServicePlan
+from ._policy import RestartBudget, compile_fatal
+from ._probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
+from ._process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
 from ._teardown import wait_gone
-from .errors import ServiceFailed
-from .events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
-from .logs import LineStream, RotatingLogFile, pump_pipe
-from .plan import ReplicaPlan, ServicePlan
-from .policy import RestartBudget, compile_fatal
-from .probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
-from .process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
 
 if TYPE_CHECKING:
     import httpx

@@ -18,9 +18,9 @@ import anyio
 import attrs
 
 from . import _probe_http
+from ._logs import LineStream
 from ._probe_exec import run_command
-from .logs import LineStream
-from .spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, ProbeTarget, TcpCheck
+from ._spec import AllOf, AnyOf, CallableCheck, Check, ExecCheck, HttpCheck, LogCheck, Probe, ProbeTarget, TcpCheck
 
 if TYPE_CHECKING:
     import h11

@@ -1,7 +1,7 @@
 """``supervisor ps | stop | gc | logs``: commands on runs owned by other processes, over ``record``.
 
 ``cli.py`` adds them with ``add_commands(subparsers)`` and hands parsed arguments to ``dispatch``, which
-returns an exit code for these commands and None for any other. ``python -m supervisor.cli_runs`` runs
+returns an exit code for these commands and None for any other. ``python -m supervisor._cli_runs`` runs
 them on their own. Exit codes: 0 ok, 1 something is left or failed, 2 bad input (an unknown run).
 """
 
@@ -21,11 +21,10 @@ from typing import Any
 import anyio
 import psutil
 
+from ._errors import SupervisorError
 from ._logfollow import LogFollower
-from ._units import parse_duration
-from .errors import SupervisorError
-from .reclaim import StopReport, stop_run
-from .record import (
+from ._reclaim import StopReport, stop_run
+from ._record import (
     ReplicaRecord,
     RunRecord,
     UnknownRun,
@@ -35,6 +34,7 @@ from .record import (
     resolve_run,
     unrecorded_marks,
 )
+from ._units import parse_duration
 
 __all__ = ["COMMANDS", "add_commands", "dispatch", "main"]
 
@@ -90,7 +90,7 @@ def dispatch(args: argparse.Namespace) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """These commands alone (``python -m supervisor.cli_runs ps``), until ``cli.py`` includes them."""
+    """These commands alone (``python -m supervisor._cli_runs ps``), until ``cli.py`` includes them."""
     parser = argparse.ArgumentParser(prog="supervisor", description="Inspect and stop recorded runs.")
     add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     code = dispatch(parser.parse_args(argv))

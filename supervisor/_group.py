@@ -27,18 +27,18 @@ from anyio.abc import TaskGroup
 
 from . import _supervision
 from ._conditions import StartConditions
+from ._errors import ServiceFailed
+from ._events import Event, EventLog, EventSubscription
 from ._launcher import Launcher, LocalLauncher
+from ._plan import Plan
+from ._probes import PollBudget
+from ._process import alive, signal_processes
+from ._proctable import marked_processes, run_members
+from ._record import register_run, save_record, unregister_run
+from ._replica import Incarnation, Replica, ReplicaState, ServiceHandle
 from ._snapshot import manifest_of, redactor_of, summary_of
 from ._teardown import stop_in_order, stop_prerequisites, sweep
-from .errors import ServiceFailed
-from .events import Event, EventLog, EventSubscription
-from .plan import Plan
-from .probes import PollBudget
-from .process import alive, signal_processes
-from .proctable import marked_processes, run_members
-from .record import register_run, save_record, unregister_run
-from .replica import Incarnation, Replica, ReplicaState, ServiceHandle
-from .watchdog import Watchdog
+from ._watchdog import Watchdog
 
 if TYPE_CHECKING:
     import httpx

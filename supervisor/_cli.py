@@ -19,15 +19,15 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from ._cli_runs import add_commands, dispatch
+from ._config import load
+from ._errors import ConfigError, SupervisorError
+from ._events import Event, Exited, Failed, Ready, Spawned, Stopped
+from ._group import RunningTopology
+from ._plan import Plan, default_runs_dir, fill_command, make_plan
+from ._process import RUN_ID_ENV
 from ._redact import Redactor
-from .cli_runs import add_commands, dispatch
-from .config import load
-from .errors import ConfigError, SupervisorError
-from .events import Event, Exited, Failed, Ready, Spawned, Stopped
-from .group import RunningTopology
-from .plan import Plan, default_runs_dir, fill_command, make_plan
-from .process import RUN_ID_ENV
-from .runner import supervise
+from ._runner import supervise
 
 __all__ = ["main"]
 

@@ -1,5 +1,5 @@
 """Restart decisions, as pure functions over a small config: should this exit restart, after how long,
-and has the service used up its restarts? ``set_testing(True)`` zeroes every wait."""
+and has the service used up its restarts?"""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Literal
 
 import attrs
 
-from .spec import RestartPolicy
+from ._spec import RestartPolicy
 
-__all__ = ["BUILTIN_FATAL_PATTERNS", "Action", "Decision", "RestartBudget", "backoff_delay", "decide", "set_testing"]
+__all__ = ["BUILTIN_FATAL_PATTERNS", "Action", "Decision", "RestartBudget", "backoff_delay", "decide"]
 
 #: Output that says a restart cannot help. Matched line by line; each pattern names what went wrong.
 BUILTIN_FATAL_PATTERNS: dict[str, str] = {
@@ -29,19 +29,9 @@ BUILTIN_FATAL_PATTERNS: dict[str, str] = {
     "NCCL error": r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|ncclInvalidUsage",
 }
 
-_testing = False
-
-
-def set_testing(no_waits: bool) -> None:
-    """In tests: every backoff delay becomes 0, so restart tests run at the speed of the processes."""
-    global _testing
-    _testing = no_waits
-
 
 def backoff_delay(policy: RestartPolicy, attempt: int, rng: random.Random | None = None) -> float:
     """Delay before restart number ``attempt`` (1-based): initial * factor^(attempt-1), capped, +-jitter."""
-    if _testing:
-        return 0.0
     backoff = policy.backoff
     delay = _capped_growth(backoff.initial_seconds, backoff.factor, max(attempt - 1, 0), backoff.max_seconds)
     if backoff.jitter:

@@ -11,11 +11,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from ._units import parse_duration, parse_size
-from ._validate import suggest
-from ._yaml import parse_yaml, read_text
-from .errors import ConfigError
-from .spec import (
+from ._errors import ConfigError
+from ._spec import (
     AllOf,
     AnyOf,
     Backoff,
@@ -33,6 +30,9 @@ from .spec import (
     TcpCheck,
     Topology,
 )
+from ._units import parse_duration, parse_size
+from ._validate import suggest
+from ._yaml import parse_yaml, read_text
 
 __all__ = ["load", "topology_from_dict", "topology_from_text"]
 

@@ -23,7 +23,7 @@ _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out
 _TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much of the end
 _READ_SIZE = 1 << 20
 _REOPEN_INTERVAL_SECONDS = 1.0  # after a failed write, how often to try the file again
-_log = logging.getLogger("supervisor.logs")
+_log = logging.getLogger("supervisor._logs")
 
 
 class RotatingLogFile:

@@ -1,6 +1,6 @@
 """One small watchdog process per run: when the supervisor dies, for any reason, the run dies with it.
 
-The supervisor starts ``python -m supervisor.watchdog --run-id ID --run-dir DIR`` with a pipe on its
+The supervisor starts ``python -m supervisor._watchdog --run-id ID --run-dir DIR`` with a pipe on its
 stdin whose write end only the supervisor holds (close-on-exec, and closed in forked children), then
 writes one ``track`` line per replica leader it spawns. The kernel closes that write end whenever the
 supervisor exits, SIGKILL included, so end-of-file on stdin *is* the death notice: no polling, no
@@ -25,7 +25,7 @@ stays on disk for those: ``supervisor gc`` finds and stops what is left.
 
 The watchdog does not carry the run mark (the client scrubs it from its environment), lives in its own
 session (a terminal's Ctrl-C does not reach it), ignores SIGINT and SIGHUP, and never signals itself or
-its parent. It imports only the standard library, psutil, ``supervisor.proctable`` and the events writer,
+its parent. It imports only the standard library, psutil, ``supervisor._proctable`` and the events writer,
 never anyio, so it starts fast (a test keeps it so).
 """
 
@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ._marks import REPLICA_ENV, RUN_ID_ENV
+from ._proctable import Member, matching_process, run_members
 from ._records.eventfile import append_event
-from .proctable import Member, matching_process, run_members
 
 __all__ = ["SWEEP_EVENT", "Watchdog", "main"]
 
@@ -84,7 +84,7 @@ class Watchdog:
         env = {k: v for k, v in os.environ.items() if k not in (RUN_ID_ENV, REPLICA_ENV)}
         root = str(Path(__file__).resolve().parent.parent)  # the package we run from, installed or not
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        argv = [sys.executable, "-m", "supervisor.watchdog", "--run-id", run_id, "--run-dir", str(run_dir)]
+        argv = [sys.executable, "-m", "supervisor._watchdog", "--run-id", run_id, "--run-dir", str(run_dir)]
         read_fd, write_fd = os.pipe()  # both close-on-exec: replicas never inherit the write end
         try:
             with open(run_dir / "watchdog.log", "ab") as log:
@@ -319,7 +319,7 @@ def _append_event(run_dir: Path, run_id: str, sweep: _Sweep) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 clean or everything swept, 1 something survived the sweep, 2 bad usage."""
-    parser = argparse.ArgumentParser(prog="python -m supervisor.watchdog", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m supervisor._watchdog", description=__doc__.split("\n")[0])
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)

@@ -14,13 +14,13 @@ from typing import Generic, NoReturn, TypeVar
 import anyio
 import attrs
 
+from ._errors import ConfigError, SupervisorError
+from ._events import Event
+from ._group import RunningTopology
+from ._plan import Plan, make_plan
 from ._preflight import prepare_run_dir, raise_open_files_limit
-from .errors import ConfigError, SupervisorError
-from .events import Event
-from .group import RunningTopology
-from .plan import Plan, make_plan
-from .record import port_owners
-from .spec import Topology
+from ._record import port_owners
+from ._spec import Topology
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup

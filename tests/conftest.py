@@ -1,37 +1,15 @@
-"""Shared test helpers. Every test is checked for leftovers: no process carrying a run mark may outlive it."""
+"""Fixtures shared by every test (helpers live in ``helpers.py``). Every test is checked for leftovers: no process carrying a run mark may outlive it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from supervisor._proctable import marked_processes
-
-PROGRAMS = Path(__file__).parent / "programs"
-PYTHON = sys.executable
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` until true; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @pytest.fixture
@@ -64,7 +42,7 @@ def no_leftovers(runs_dir: Path) -> Iterator[None]:
 @pytest.fixture
 def reaper() -> Iterator[object]:
     """Kills whatever a hand-built run of the test started, even when the test fails."""
-    from .fakerun import reaper_fixture  # fakerun imports this module's helpers
+    from .fakerun import reaper_fixture
 
     yield from reaper_fixture()
 

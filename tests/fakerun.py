@@ -20,7 +20,7 @@ from supervisor._process import REPLICA_ENV, RUN_ID_ENV
 from supervisor._proctable import run_members
 from supervisor._record import Manifest, ReplicaEntry, ServiceEntry, StopEntry, write_manifest
 
-from .conftest import PROGRAMS, PYTHON, alive, wait_until
+from .helpers import PROGRAMS, PYTHON, alive, wait_until
 
 #: exits on SIGTERM after appending its replica name to $STOP_LOG: the order of lines is the stop order
 POLITE = (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PYTHON
+from .helpers import PYTHON
 from .test_cli import CANARY_SERVICE, supervisor
 
 TOPOLOGY = (

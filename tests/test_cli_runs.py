@@ -15,8 +15,8 @@ import pytest
 from supervisor._cli_runs import add_commands, dispatch
 from supervisor._record import list_runs, register_run
 
-from .conftest import PYTHON, alive, wait_until
 from .fakerun import STUBBORN, Reaper, replica_entry, write_run
+from .helpers import PYTHON, alive, wait_until
 
 ROOT = Path(__file__).parent.parent
 

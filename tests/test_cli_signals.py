@@ -10,7 +10,7 @@ from pathlib import Path
 
 from supervisor._proctable import marked_processes
 
-from .conftest import PYTHON, alive, wait_until
+from .helpers import PYTHON, alive, wait_until
 
 ROOT = Path(__file__).parent.parent
 SLEEPER = "name: t\nservices:\n  s:\n    command: [sleep, '60']\n"

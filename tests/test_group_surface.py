@@ -9,7 +9,7 @@ import pytest
 import supervisor as sv
 from supervisor._replica import ACTIVE_STATES, ReplicaState
 
-from .conftest import PYTHON
+from .helpers import PYTHON
 
 pytestmark = pytest.mark.anyio
 

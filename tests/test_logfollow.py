@@ -12,8 +12,8 @@ import psutil
 from supervisor._logfollow import LogFollower
 from supervisor._logs import RotatingLogFile
 
-from .conftest import PYTHON, alive, wait_until
 from .fakerun import Reaper, replica_entry, write_run
+from .helpers import PYTHON, alive, wait_until
 
 ROOT = Path(__file__).parent.parent
 

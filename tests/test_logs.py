@@ -11,7 +11,7 @@ import pytest
 import supervisor as sv
 from supervisor._logs import LineStream, RotatingLogFile
 
-from .conftest import PROGRAMS, PYTHON
+from .helpers import PROGRAMS, PYTHON
 
 
 def log_files(log: Path) -> list[Path]:

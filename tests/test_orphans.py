@@ -16,7 +16,7 @@ import pytest
 
 from supervisor._proctable import marked_processes
 
-from .conftest import PROGRAMS, PYTHON, alive, wait_until
+from .helpers import PROGRAMS, PYTHON, alive, wait_until
 
 ROOT = Path(__file__).parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PYTHON
+from .helpers import PYTHON
 
 ROOT = Path(__file__).parent.parent
 SLEEPERS = "name: many\nservices:\n  s:\n    command: [sleep, '60']\n    replicas: {replicas}\n"

@@ -30,8 +30,8 @@ from supervisor._record import (
     unregister_run,
 )
 
-from .conftest import PROGRAMS, PYTHON, alive, wait_until
 from .fakerun import POLITE, STUBBORN, Reaper, read_events, replica_entry, write_run
+from .helpers import PROGRAMS, PYTHON, alive, wait_until
 
 ROOT = Path(__file__).parent.parent
 

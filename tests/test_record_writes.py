@@ -13,7 +13,7 @@ import supervisor as sv
 from supervisor._record import save_record
 from supervisor._records.eventfile import EventFile
 
-from .conftest import PYTHON, alive
+from .helpers import PYTHON, alive
 
 ROOT = Path(__file__).parent.parent
 SLEEPER = [PYTHON, "-c", "print('up', flush=True); import time; time.sleep(3600)"]

@@ -13,7 +13,7 @@ import supervisor as sv
 from supervisor import _marks, _process
 from supervisor._record import Manifest, ReplicaEntry, load_run, manifest_from_json, summary_from_json, to_json
 
-from .conftest import PYTHON
+from .helpers import PYTHON
 
 ROOT = Path(__file__).parent.parent
 

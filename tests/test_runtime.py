@@ -13,7 +13,7 @@ import pytest
 import supervisor as sv
 from supervisor._proctable import marked_processes
 
-from .conftest import PROGRAMS, PYTHON, alive
+from .helpers import PROGRAMS, PYTHON, alive
 
 pytestmark = pytest.mark.anyio
 

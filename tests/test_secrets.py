@@ -9,7 +9,7 @@ import pytest
 
 import supervisor as sv
 
-from .conftest import PYTHON
+from .helpers import PYTHON
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ import pytest
 
 import supervisor as sv
 
-from .conftest import PYTHON, alive
+from .helpers import PYTHON, alive
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 import supervisor as sv
 from supervisor._policy import RestartBudget, backoff_delay, decide
 
-from .conftest import PROGRAMS, PYTHON, alive
+from .helpers import PROGRAMS, PYTHON, alive
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ import pytest
 from supervisor._process import RUN_ID_ENV
 from supervisor._watchdog import SWEEP_EVENT, Watchdog
 
-from .conftest import PROGRAMS, PYTHON, alive, wait_until
 from .fakerun import POLITE, Reaper, all_gone, read_events
+from .helpers import PROGRAMS, PYTHON, alive, wait_until
 
 
 def fake_supervisor(reaper: Reaper, run_dir: Path, pids_file: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:

@@ -1,0 +1,68 @@
+"""The CLI under signals: a second signal during startup kills at once; CMD killed by signal N exits 128+N."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import anyio
+
+import supervisor as sv
+
+from .helpers import PYTHON
+
+SLEEPER = [PYTHON, "-c", "import time; print('service ready', flush=True); time.sleep(60)"]
+
+
+async def wait_for(group: sv.RunningTopology, predicate, timeout: float = 8) -> None:
+    with anyio.fail_after(timeout):
+        if predicate(group.event_history):
+            return
+        async for _ in group.events():
+            if predicate(group.event_history):
+                return
+
+
+STUBBORN = [
+    PYTHON, "-c",
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)",
+]  # fmt: skip
+
+
+def test_second_signal_during_startup_kills_at_once(runs_dir: Path) -> None:
+    """A first Ctrl-C while services are still starting, then a second: everything must die at once.
+    ``_on_signals`` only kills when ``group_box`` holds the group, which happens after launch yields."""
+    sent: list[str] = []
+
+    def on_event(event: sv.Event) -> None:
+        if isinstance(event, sv.Ready) and event.replica == "stubborn" and not sent:
+            sent.append("first")
+            os.kill(os.getpid(), signal.SIGINT)  # "slow" is not ready yet: the start is in progress
+        elif isinstance(event, sv.Stopping) and event.replica == "stubborn" and sent == ["first"]:
+            sent.append("second")
+            os.kill(os.getpid(), signal.SIGINT)
+
+    topo = sv.Topology(
+        name="sig",
+        services=[
+            sv.Service(name="stubborn", command=STUBBORN, ready=sv.LogCheck("up"), stop=sv.StopPolicy(grace_seconds=6)),
+            sv.Service(name="slow", command=SLEEPER, ready=sv.Probe(sv.LogCheck("never"), timeout_seconds=30)),
+        ],
+    )
+    began = time.monotonic()
+    received = anyio.run(lambda: sv.run(topo, runs_dir=runs_dir, on_event=on_event))
+    elapsed = time.monotonic() - began
+    assert sent == ["first", "second"] and received == signal.SIGINT
+    assert elapsed < 4, f"the second signal did not kill at once: teardown took {elapsed:.1f}s (grace 6s)"
+
+
+def test_cli_command_killed_by_a_signal_exits_128_plus_n(tmp_path: Path, runs_dir: Path) -> None:
+    """``run FILE -- CMD``: CMD killed by SIGTERM must give 143 like a shell, not ``sys.exit(-15)`` (= 241)."""
+    from supervisor._cli import main
+
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nservices:\n  a: {{command: [{PYTHON!r}, -c, 'import time; time.sleep(60)']}}\n")
+    code = main(["run", str(path), "--runs-dir", str(runs_dir), "-q", "--", "sh", "-c", "kill -TERM $$"])
+    assert code == 128 + signal.SIGTERM, f"main() returned {code}; the process exit status would be {code & 0xFF}"

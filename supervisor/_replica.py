@@ -25,6 +25,7 @@ from ._plan import ReplicaPlan, ServicePlan
 from ._policy import RestartBudget, compile_fatal
 from ._probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
 from ._process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
+from ._records.schema import ACTIVE_STATES as RECORDED_ACTIVE_STATES
 from ._teardown import wait_gone
 
 if TYPE_CHECKING:
@@ -53,16 +54,8 @@ class ReplicaState(str, enum.Enum):
         return self in ACTIVE_STATES
 
 
-ACTIVE_STATES = frozenset(
-    {
-        ReplicaState.PENDING,
-        ReplicaState.STARTING,
-        ReplicaState.READY,
-        ReplicaState.UNREADY,
-        ReplicaState.RESTARTING,
-        ReplicaState.STOPPING,
-    }
-)
+#: the records' set (``_records.schema``, the one definition, read by ``ps``/``stop``/``gc`` too), as states
+ACTIVE_STATES = frozenset(state for state in ReplicaState if state.value in RECORDED_ACTIVE_STATES)
 
 
 _FINISHED = frozenset(set(ReplicaState) - ACTIVE_STATES)

@@ -395,7 +395,7 @@ def test_chaos_randomized_faults_leave_no_survivor_and_no_hang(tmp_path: Path, r
     print(
         f"chaos summary: seed {seed}, {iterations} iterations, {total} faults ({by_kind}),"
         f" topologies ({', '.join(f'{k} {n}' for k, n in sorted(features.items()))}),"
-        f" gc --yes needed {gc_runs}x, {len(failures)} failed iterations (survivors or hangs), {time.monotonic() - began:.1f}s"
+        f" gc --yes needed {gc_runs}x, {len(failures)} failed iterations (hang, crash or survivor), {time.monotonic() - began:.1f}s"
     )
     assert not failures, "\n".join(failures)
     assert iterations >= 2 and total >= min(FAULTS, 2 * iterations)

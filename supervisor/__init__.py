@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._errors import ReadinessTimeout as ReadinessTimeout
     from ._errors import ServiceFailed as ServiceFailed
     from ._errors import SupervisorError as SupervisorError
+    from ._errors import UnknownRun as UnknownRun
     from ._events import Completed as Completed
     from ._events import Degraded as Degraded
     from ._events import Event as Event
@@ -45,7 +46,6 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._reclaim import StopReport as StopReport
     from ._reclaim import stop_run as stop_run
     from ._record import RunRecord as RunRecord
-    from ._record import UnknownRun as UnknownRun
     from ._record import list_runs as list_runs
     from ._replica import Replica as Replica
     from ._replica import ReplicaState as ReplicaState
@@ -115,7 +115,7 @@ _LAZY = {
     "SupervisorError": "_errors",
     "TcpCheck": "_spec",
     "Topology": "_spec",
-    "UnknownRun": "_record",
+    "UnknownRun": "_errors",
     "Unready": "_events",
     "launch": "_runner",
     "list_runs": "_record",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "ConfigError",
     "ReadinessTimeout",
     "ServiceFailed",
     "SupervisorError",
+    "UnknownRun",
 ]
 
 
@@ -60,3 +63,11 @@ class ServiceFailed(SupervisorError):
 
 class ReadinessTimeout(ServiceFailed):
     """A readiness probe did not pass within its deadline."""
+
+
+class UnknownRun(SupervisorError):
+    """A run named on the command line matches no record, or more than one."""
+
+    def __init__(self, message: str, candidates: Iterable[str] = ()) -> None:
+        self.candidates = list(candidates)
+        super().__init__(message)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 import psutil
 
-from .._errors import SupervisorError
+from .._errors import UnknownRun
 from .._proctable import matching_process
 from .paths import index_dir, index_path, read_json, runs_dir, write_json
 from .schema import IndexEntry, Manifest, ReplicaEntry, index_entry_from_json, manifest_from_json
@@ -33,14 +32,6 @@ __all__ = [
     "unregister_run",
     "write_manifest",
 ]
-
-
-class UnknownRun(SupervisorError):
-    """A run named on the command line matches no record, or more than one."""
-
-    def __init__(self, message: str, candidates: Iterable[str] = ()) -> None:
-        self.candidates = list(candidates)
-        super().__init__(message)
 
 
 def _create_time(pid: int | None) -> float | None:

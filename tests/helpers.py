@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import psutil
+
+from supervisor import Event, RunningTopology
 
 PROGRAMS = Path(__file__).parent / "programs"
 PYTHON = sys.executable
@@ -27,3 +30,16 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+SLEEPER = [PYTHON, "-c", "import time; print('service ready', flush=True); time.sleep(60)"]
+
+
+async def wait_for(group: RunningTopology, predicate: Callable[[list[Event]], bool], timeout: float = 8) -> None:
+    """Wait until ``predicate(group.event_history)`` holds, woken by each event; fail at the deadline."""
+    with anyio.fail_after(timeout):
+        if predicate(group.event_history):
+            return
+        async for _ in group.events():
+            if predicate(group.event_history):
+                return

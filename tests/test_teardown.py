@@ -13,18 +13,7 @@ import pytest
 
 import supervisor as sv
 
-from .helpers import PYTHON
-
-SLEEPER = [PYTHON, "-c", "import time; print('service ready', flush=True); time.sleep(60)"]
-
-
-async def wait_for(group: sv.RunningTopology, predicate, timeout: float = 8) -> None:
-    with anyio.fail_after(timeout):
-        if predicate(group.event_history):
-            return
-        async for _ in group.events():
-            if predicate(group.event_history):
-                return
+from .helpers import PYTHON, SLEEPER, wait_for
 
 
 @pytest.mark.anyio

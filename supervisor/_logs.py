@@ -44,12 +44,26 @@ class RotatingLogFile:
         self.error: OSError | None = None  #: the current outage, None while writes succeed
         self.dropped_bytes = 0
         self._retry_at = 0.0
-        self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
-        self._present = self._count_backups()  #: x.log.1 .. x.log.<present> exist (kept, not re-scanned)
+        self._fd = -1
+        self._size = 0
+        self._present = 0  #: x.log.1 .. x.log.<present> exist (kept, not re-scanned)
+        try:  # a replica (re)started after its logs dir was deleted must still start: never raise here
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
+            self._present = self._count_backups()
+        except OSError as error:
+            self._failed(error, 0)
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        """Open for appending; a logs dir that was deleted is made again (inside a run dir that exists)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            if not self.path.parent.parent.is_dir():
+                raise
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            return os.open(self.path, flags, 0o600)
 
     def _backup(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")

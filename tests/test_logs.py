@@ -195,3 +195,42 @@ async def test_a_deleted_log_dir_never_kills_the_service_or_hangs_teardown(runs_
                 await anyio.sleep(0.01)
             assert re.match(r"tick \d+ x+$", replica.log_tail(1)[0])
             assert replica.running
+
+
+def test_a_log_opened_after_its_dir_was_deleted_never_raises(tmp_path: Path) -> None:
+    """A replica restarted after ``rm -rf <run_dir>/logs`` once crashed the whole run at its spawn."""
+    errors: list[OSError] = []
+    again = RotatingLogFile(tmp_path / "logs" / "x.log", max_bytes=100, backups=1)  # run dir there: logs/ made again
+    again.write_lines(b"kept\n")
+    again.close()
+    assert (tmp_path / "logs" / "x.log").read_bytes() == b"kept\n"
+    gone = RotatingLogFile(tmp_path / "no-run-dir" / "logs" / "x.log", max_bytes=100, backups=1, on_error=errors.append)
+    gone.write_lines(b"dropped\n")
+    gone.close()
+    assert [e.errno for e in errors] == [2] and gone.dropped_bytes == len(b"dropped\n")
+
+
+@pytest.mark.anyio
+async def test_a_restart_after_the_logs_dir_was_deleted_keeps_the_run_going(runs_dir: Path) -> None:
+    import shutil
+
+    crashy = [PYTHON, "-c", "import time; print('up', flush=True); time.sleep(0.2); raise SystemExit(1)"]
+    topo = sv.Topology(
+        name="relog",
+        services=[
+            sv.Service(name="crashy", command=crashy, restart=sv.RestartPolicy(policy="on-failure", max_restarts=1000, backoff=sv.Backoff(0.01, 0.01, 1.0, 0.0))),
+            sv.Service(name="web", command=[PYTHON, "-c", "import time; time.sleep(60)"]),
+        ],
+    )  # fmt: skip
+    with anyio.fail_after(60):
+        async with sv.launch(topo, runs_dir=runs_dir) as group:
+            shutil.rmtree(group.run_dir / "logs")
+            events = group.events()
+            spawned_after = 0
+            async for event in events:
+                if isinstance(event, sv.Spawned) and event.replica == "crashy":
+                    spawned_after += 1
+                    if spawned_after == 3:
+                        break
+            assert group.replica("web").running and group.failure is None
+    assert (runs_dir / group.run_id / "logs" / "crashy.log").exists()  # made again at the next spawn

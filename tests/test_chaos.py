@@ -217,6 +217,10 @@ class Iteration:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
                 sent = True
+        if sent and signum == signal.SIGKILL:  # gone before the next step: "dead" must mean dead
+            deadline = time.monotonic() + 5
+            while any(_ours(pid, self.run_id) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.005)
         if sent:
             self.faults[kind] += 1
             self.log.append(f"{kind} {pids}")
@@ -229,7 +233,9 @@ class Iteration:
         if signum == signal.SIGKILL and not self.cli_sigkilled:
             # the documented gc case: the watchdog is dead too (killed, its replacement not yet started);
             # none at all before the first spawn: then nothing was started and nothing should be needed
-            self.watchdog_dead_at_kill = not self.cli_watchdogs()
+            alive_watchdogs = self.cli_watchdogs()
+            self.watchdog_dead_at_kill = not alive_watchdogs
+            self.log.append(f"watchdogs alive at the CLI's SIGKILL: {alive_watchdogs}")
         with contextlib.suppress(ProcessLookupError):
             self.cli.send_signal(signum)  # our own child, not yet reaped: its pid cannot have been reused
             self.faults[kind] += 1

@@ -226,7 +226,12 @@ class LineStream:
         else:
             self._tail = (self._tail + complete)[-_TAIL_BYTES:]
         for subscriber in list(self._subscribers):
-            subscriber(complete)
+            try:
+                subscriber(complete)
+            except Exception as error:  # a consumer that fails (`--logs | head`) must not stop the draining
+                _log.warning("dropping an output subscriber that failed: %r", error)
+                with contextlib.suppress(ValueError):
+                    self._subscribers.remove(subscriber)
         self._wake()
 
     def _wake(self) -> None:

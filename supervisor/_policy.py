@@ -48,9 +48,10 @@ def _capped_growth(initial: float, factor: float, exponent: int, cap: float) -> 
         return cap
     if factor <= 1:
         return initial * factor**exponent if factor > 0 else (initial if exponent == 0 else 0.0)
-    if exponent >= math.log(cap / initial, factor):
+    log_delay = math.log(initial) + exponent * math.log(factor)  # in log space: no overflow, any inputs
+    if log_delay >= math.log(cap):
         return cap
-    return min(initial * factor**exponent, cap)
+    return min(math.exp(log_delay), cap)
 
 
 Action = Literal["restart", "complete", "fail"]

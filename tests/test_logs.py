@@ -234,3 +234,19 @@ async def test_a_restart_after_the_logs_dir_was_deleted_keeps_the_run_going(runs
                         break
             assert group.replica("web").running and group.failure is None
     assert (runs_dir / group.run_id / "logs" / "crashy.log").exists()  # made again at the next spawn
+
+
+def test_a_failing_output_subscriber_is_dropped_and_the_stream_goes_on() -> None:
+    """``supervisor run --logs | head -1``: the console's write fails; the pipe must still be drained."""
+    seen: list[bytes] = []
+
+    def broken(block: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    stream = LineStream(None)
+    stream.subscribe(broken)
+    stream.subscribe(seen.append)
+    stream.feed(b"one\n")
+    stream.feed(b"two\n")
+    stream.close()
+    assert seen == [b"one\n", b"two\n"] and stream.tail(2) == ["one", "two"]

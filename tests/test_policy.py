@@ -76,6 +76,8 @@ def test_a_crash_loop_for_hours_keeps_a_bounded_backoff() -> None:
         (1.0, 1.0, 30.0, 10**9, 1.0),
         (0.0, 2.0, 30.0, 10**6, 0.0),
         (60.0, 2.0, 30.0, 1, 30.0),  # initial above the cap: the cap wins
+        (1e-310, 2.0, 10.0, 3000, 10.0),  # cap / initial overflows to inf: compared in log space
+        (1e-310, 2.0, 1e308, 3000, 1e308),
     ],
 )
 def test_backoff_without_jitter(initial: float, factor: float, maximum: float, attempt: int, expected: float) -> None:

@@ -27,7 +27,7 @@ from ._group import RunningTopology
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
 from ._process import RUN_ID_ENV
 from ._redact import Redactor
-from ._runner import supervise
+from ._runner import hold_signals, supervise
 
 __all__ = ["main"]
 
@@ -209,9 +209,17 @@ def _run(args: argparse.Namespace) -> int:
         return None
 
     stop_signals: list[int] = []
-    outcome = anyio.run(
-        lambda: supervise(plan, body, on_event=reporter.event, on_output=reporter.output, on_signal=stop_signals.append)
-    )
+    with hold_signals() as early:
+        outcome = anyio.run(
+            lambda: supervise(
+                plan,
+                body,
+                on_event=reporter.event,
+                on_output=reporter.output,
+                on_signal=stop_signals.append,
+                early_signals=early,
+            )
+        )
     down = (
         f"{len(outcome.leftovers)} processes survived the teardown: {list(outcome.leftovers)}"
         if outcome.leftovers

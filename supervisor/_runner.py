@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Generic, NoReturn, TypeVar
 
 import anyio
+import anyio.abc
 import attrs
 
 from ._errors import ConfigError, SupervisorError
@@ -145,6 +147,7 @@ async def supervise(
     on_event: Callable[[Event], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
+    early_signals: list[int] | None = None,
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
     ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
@@ -157,7 +160,9 @@ async def supervise(
         async with anyio.create_task_group() as outer:
             with anyio.CancelScope() as main_scope:
                 if handle_signals:
-                    outer.start_soon(_on_signals, main_scope, received, group_box, on_signal)
+                    # handlers in place before anything spawns: until then, asyncio's own SIGINT handling
+                    # cancels the main task, which a shielded start-up step could absorb (a lost Ctrl-C)
+                    await outer.start(_on_signals, main_scope, received, group_box, on_signal, early_signals or [])
                 async with launch(plan, on_event=on_event, on_output=on_output, _on_group=group_box.append) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()
@@ -167,18 +172,42 @@ async def supervise(
     return Outcome(result[0] if result else None, received[0] if received else None, plan.run_dir, leftovers)
 
 
+@contextlib.contextmanager
+def hold_signals() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM/SIGHUP from now until ``supervise`` takes them over (pass the list as its
+    ``early_signals``). Without it, a Ctrl-C in the first moments of ``anyio.run`` goes to asyncio's own
+    handler, which cancels the main task natively, and that cancellation could be absorbed: a lost signal
+    and a run that goes on. Main thread only; the previous handlers come back on exit."""
+    early: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, _frame: early.append(number)) for signum in _SIGNALS}
+    try:
+        yield early
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 async def _on_signals(
     scope: anyio.CancelScope,
     received: list[int],
     group_box: list[RunningTopology],
     on_signal: Callable[[int], None] | None,
+    early: list[int],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    def handle(signum: int) -> None:
+        received.append(signum)
+        if on_signal is not None:
+            on_signal(signum)
+        if len(received) == 1:
+            scope.cancel()
+        elif group_box:
+            group_box[0].kill_now()
+
     with anyio.open_signal_receiver(*_SIGNALS) as signals:
+        task_status.started()
+        for signum in early:  # caught by hold_signals() before the event loop could take them
+            handle(signum)
         async for signum in signals:
-            received.append(signum)
-            if on_signal is not None:
-                on_signal(signum)
-            if len(received) == 1:
-                scope.cancel()
-            elif group_box:
-                group_box[0].kill_now()
+            handle(signum)

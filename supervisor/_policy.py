@@ -48,10 +48,12 @@ def _capped_growth(initial: float, factor: float, exponent: int, cap: float) -> 
         return cap
     if factor <= 1:
         return initial * factor**exponent if factor > 0 else (initial if exponent == 0 else 0.0)
-    log_delay = math.log(initial) + exponent * math.log(factor)  # in log space: no overflow, any inputs
-    if log_delay >= math.log(cap):
+    growth_log = exponent * math.log(factor)  # compared in log space: no overflow, whatever the inputs
+    if math.log(initial) + growth_log >= math.log(cap):
         return cap
-    return min(math.exp(log_delay), cap)
+    if growth_log < 700:  # factor**exponent is a finite float: exact figures (0.05 * 4**0 is 0.05)
+        return min(initial * factor**exponent, cap)
+    return min(math.exp(math.log(initial) + growth_log), cap)
 
 
 Action = Literal["restart", "complete", "fail"]

@@ -60,9 +60,11 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import Check as Check
     from ._spec import Dependency as Dependency
     from ._spec import ExecCheck as ExecCheck
+    from ._spec import GpuRequest as GpuRequest
     from ._spec import HttpCheck as HttpCheck
     from ._spec import LogCheck as LogCheck
     from ._spec import LogPolicy as LogPolicy
+    from ._spec import Phase as Phase
     from ._spec import PortSpec as PortSpec
     from ._spec import Probe as Probe
     from ._spec import ProbeTarget as ProbeTarget
@@ -90,7 +92,9 @@ _LAZY = {
     "Failed": "_events",
     "HttpCheck": "_spec",
     "LogCheck": "_spec",
+    "GpuRequest": "_spec",
     "LogPolicy": "_spec",
+    "Phase": "_spec",
     "Outcome": "_runner",
     "Plan": "_plan",
     "PortSpec": "_spec",

@@ -19,9 +19,11 @@ from ._spec import (
     Check,
     Dependency,
     ExecCheck,
+    GpuRequest,
     HttpCheck,
     LogCheck,
     LogPolicy,
+    Phase,
     PortSpec,
     Probe,
     RestartPolicy,
@@ -74,25 +76,62 @@ def _yaml_names(cls: type) -> list[str]:
     return [_yaml_name(field) for field in attrs.fields(cls)]
 
 
+class _Substituted(str):
+    """The text a whole-value ``${name}`` became: a string where the field wants one, else read as YAML.
+
+    So ``replicas: ${decode}`` with ``--set decode=2`` is the number 2, while ``model: ${model}`` with
+    ``--set model=007`` stays the text ``007``. Only substituted values are read this way: a quoted
+    ``replicas: "2"`` in the file is still an error.
+    """
+
+    variable: str
+
+    def __new__(cls, text: str, variable: str) -> _Substituted:
+        made = super().__new__(cls, text)
+        made.variable = variable
+        return made
+
+    def typed(self) -> object:
+        try:
+            return parse_yaml(str(self), "") if self.strip() else str(self)
+        except ConfigError:
+            return str(self)
+
+    def origin(self) -> str:
+        return f" (from ${{{self.variable}}})"
+
+
+def _typed(value: object) -> tuple[object, str]:
+    """A substituted value read as YAML, and where it came from (for messages)."""
+    if isinstance(value, _Substituted):
+        return value.typed(), value.origin()
+    return value, ""
+
+
 def _strict_int(value: object, _: object = None) -> int:
+    value, origin = _typed(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
+        raise ValueError(f"expected a whole number, got {value!r}{origin}")
     return value
 
 
 def _strict_bool(value: object, _: object = None) -> bool:
+    value, origin = _typed(value)
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {value!r}{origin}")
     return value
 
 
 def _strict_float(value: object, _: object = None) -> float:
+    value, origin = _typed(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {value!r}{origin}")
     return value  # as written, like a number given in code (3, not 3.0, in messages)
 
 
 def _strict_str(value: object, _: object = None) -> str:
+    if isinstance(value, _Substituted):
+        return str(value)
     if isinstance(value, bool):  # only true/false are booleans (see _yaml); as an argument they are text
         return "true" if value else "false"
     if not isinstance(value, (str, int, float)):
@@ -198,7 +237,7 @@ def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
                 items.append((item, None))
     else:
         raise ValueError(f"expected a list of port names or a mapping name: number, got {value!r}")
-    return tuple(PortSpec(_strict_str(name), number) for name, number in items)  # type: ignore[arg-type]  # numbers: checked by plan
+    return tuple(PortSpec(_strict_str(name), _typed(number)[0]) for name, number in items)  # type: ignore[arg-type]  # numbers: checked by plan
 
 
 def _restart(value: object, _: object = None) -> RestartPolicy:
@@ -221,6 +260,34 @@ def _env(value: object, _: object = None) -> dict[str, str]:
     return {str(key): "" if item is None else _strict_str(item) for key, item in value.items()}
 
 
+def _gpus(value: object, _: object = None) -> GpuRequest | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        allowed = _FIELDS_OF[GpuRequest]
+        for key in value:
+            if key not in allowed:
+                raise _UnknownField(str(key), allowed)
+        ids = value.get("ids")
+        if ids is not None and not isinstance(ids, list):
+            raise ValueError(f"ids: expected a list of GPU indices, got {ids!r}")
+        count = value.get("count")
+        memory = value.get("min_free_memory")
+        return GpuRequest(
+            count=len(ids) if count is None and ids is not None else _strict_int(count or 0),
+            ids=None if ids is None else tuple(_strict_int(item) for item in ids),
+            contiguous=_strict_bool(value.get("contiguous", False)),
+            min_free_memory_bytes=None if memory is None else parse_size(memory),
+        )
+    return GpuRequest(count=_strict_int(value))
+
+
+def _phases(value: object, _: object = None) -> tuple[Phase, ...]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping of phase name to the regex that starts it, got {value!r}")
+    return tuple(Phase(_strict_str(name), _strict_str(pattern)) for name, pattern in value.items())
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
@@ -238,6 +305,8 @@ def _make_converter() -> cattrs.Converter:
         "alive": _probe,
         "restart": _restart,
         "fatal": _patterns,
+        "gpus": _gpus,
+        "phases": _phases,
     }
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
         overrides = {}
@@ -267,6 +336,7 @@ _FIELDS_OF: dict[type, list[str]] = {
     cls: _yaml_names(cls) for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology)
 }
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
+_FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory"]
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:
@@ -296,13 +366,16 @@ def _locate(path: str, names: list[str]) -> str:
 class _Variables:
     """``${VAR}`` / ``${VAR:-default}`` from overrides, then the environment, then the file's ``vars:``."""
 
-    def __init__(self, overrides: Mapping[str, str], environ: Mapping[str, str], defaults: Mapping[str, str]):
+    def __init__(self, overrides: Mapping[str, str], environ: Mapping[str, str], defaults: Mapping[str, object]):
         self.overrides, self.environ, self.defaults = overrides, environ, defaults
         self.used: set[str] = set()
         self.problems: list[str] = []
 
     def expand(self, value: object, where: str) -> object:
         if isinstance(value, str):
+            whole = _VARIABLE.fullmatch(value)
+            if whole and not whole.group(1):
+                return self._whole(whole, where)
             return _VARIABLE.sub(lambda match: self._replace(match, where), value)
         if isinstance(value, list):
             return [self.expand(item, where) for item in value]
@@ -310,18 +383,35 @@ class _Variables:
             return {key: self.expand(item, _join(where, key)) for key, item in value.items()}
         return value
 
+    def _whole(self, match: re.Match[str], where: str) -> object:
+        """A field that is one ``${name}``: a typed default (a number, a list, a mapping) stays typed."""
+        name, operator = match.group(2), match.group(3)
+        if name not in self.overrides and name not in self.environ and name in self.defaults:
+            default = self.defaults[name]
+            if not isinstance(default, str) and (default is not None or operator is None):
+                self.used.add(name)
+                return default
+        return _Substituted(self._replace(match, where), name)
+
     def _replace(self, match: re.Match[str], where: str) -> str:
         escaped, name, operator, default = match.groups()
         if escaped:
             return match.group(0)[1:]
         self.used.add(name)
         for source in (self.overrides, self.environ, self.defaults):
-            if name in source and (source[name] != "" or operator != ":-"):
-                return str(source[name])
+            if name in source and (_text_of(source[name]) != "" or operator != ":-"):
+                return _text_of(source[name])
         if operator is not None:
             return default
         self.problems.append(f"{where}: ${{{name}}} is not set (export it, pass --set {name}=..., or add vars:)")
         return ""
+
+
+def _text_of(value: object) -> str:
+    """A var's value inside a longer string: YAML's spelling for booleans and nothing, else ``str``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 def _join(where: str, key: object) -> str:
@@ -379,9 +469,8 @@ def topology_from_dict(
                 variables[key] = str(raw)
     except ConfigError as exc:
         raise ConfigError(exc.problems, source=source) from None
-    expander = _Variables(
-        variables, os.environ if environ is None else environ, {str(k): str(v) for k, v in defaults.items()}
-    )
+    environ = os.environ if environ is None else environ
+    expander = _Variables(variables, environ, {str(k): v for k, v in defaults.items()})
     expanded = expander.expand(data, "")
     assert isinstance(expanded, dict)
     data = expanded

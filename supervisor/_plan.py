@@ -28,9 +28,11 @@ from ._spec import (
     Check,
     Dependency,
     ExecCheck,
+    GpuRequest,
     HttpCheck,
     LogCheck,
     LogPolicy,
+    Phase,
     Probe,
     RestartPolicy,
     Service,
@@ -71,6 +73,7 @@ class ReplicaPlan:
     log: LogPolicy
     host: str = HOST
     alive: Probe | None = None
+    gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML order = PCI bus order); CUDA_VISIBLE_DEVICES
 
     @property
     def port(self) -> int | None:
@@ -93,6 +96,8 @@ class ServicePlan:
     fatal: tuple[str, ...] = ()  #: regexes: the user's, then the built-in ones unless builtin_fatal is false
     min_ready: int | None = None  #: stay up, degraded, while at least this many replicas are ready
     strategy: str = "one_for_one"  #: the service's own strategy, else the topology's
+    gpus: GpuRequest | None = None  #: what each replica asked for (the assignment is on the replicas)
+    phases: tuple[Phase, ...] = ()  #: startup phases, in order
 
 
 @attrs.frozen
@@ -207,6 +212,8 @@ def _service_plan(service: Service, ports: list[dict[str, int]], strategy: str) 
         fatal=fatal,
         min_ready=service.min_ready,
         strategy=service.strategy or strategy,
+        gpus=service.gpus,
+        phases=service.phases,
     )
 
 

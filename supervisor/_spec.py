@@ -24,9 +24,11 @@ __all__ = [
     "Condition",
     "Dependency",
     "ExecCheck",
+    "GpuRequest",
     "HttpCheck",
     "LogCheck",
     "LogPolicy",
+    "Phase",
     "PortSpec",
     "Probe",
     "ProbeTarget",
@@ -307,6 +309,49 @@ def _restart_policy(value: object) -> RestartPolicy:
     raise TypeError(f"expected a RestartPolicy or one of no, on-failure, always; got {value!r}")
 
 
+def _optional_ids(value: Iterable[int] | None) -> tuple[int, ...] | None:
+    return None if value is None else tuple(value)
+
+
+@attrs.frozen
+class GpuRequest:
+    """GPUs for each replica of a service: a count, or explicit ids; planned before anything starts."""
+
+    count: int = 0  #: GPUs per replica (taken from ``ids`` when those are given)
+    ids: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_ids)
+    contiguous: bool = False  #: neighbouring indices only (e.g. one NVLink island on 8-GPU boxes)
+    min_free_memory_bytes: int | None = attrs.field(
+        default=None, converter=attrs.converters.optional(parse_size)
+    )  #: refuse to start unless each assigned GPU has this much free memory
+
+    @property
+    def per_replica(self) -> int:
+        return len(self.ids) if self.ids is not None else self.count
+
+
+def _gpus(value: object) -> GpuRequest | None:
+    if value is None or isinstance(value, GpuRequest):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a GpuRequest or a number of GPUs per replica, got {value!r}")
+    return GpuRequest(count=value)
+
+
+@attrs.frozen
+class Phase:
+    """A startup phase: it begins when ``pattern`` (a regex) matches an output line; it ends when the next
+    phase begins or the replica is ready. Recorded as events with durations, so a slow start says where."""
+
+    name: str
+    pattern: str
+
+
+def _phases(value: Iterable[Phase] | Mapping[str, str]) -> tuple[Phase, ...]:
+    if isinstance(value, Mapping):
+        return tuple(Phase(str(name), str(pattern)) for name, pattern in value.items())
+    return tuple(value)
+
+
 @attrs.frozen
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
@@ -328,6 +373,8 @@ class Service:
     fatal: tuple[str, ...] = attrs.field(default=(), converter=tuple)  #: regexes: such a line = no restart
     builtin_fatal: bool = True  #: also treat CUDA OOM, address in use, model not found, NCCL errors as fatal
     min_ready: int | None = None  #: stay up, degraded, while at least this many replicas are ready
+    gpus: GpuRequest | None = attrs.field(default=None, converter=_gpus)  #: per replica; ``gpus: 2`` = 2 each
+    phases: tuple[Phase, ...] = attrs.field(default=(), converter=_phases)  #: startup phases, in order
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:

@@ -160,6 +160,13 @@ def _check_service(
             _check_probe(probe, f"{where}, field '{field}", report)
     for pattern in service.fatal:
         _regex(pattern, f"{where}, field 'fatal'", report)
+    phase_names: set[str] = set()
+    for phase in service.phases:
+        _text(phase.name, f"{where}, field 'phases'", report)
+        if phase.name in phase_names:
+            report(f"{where}, field 'phases': phase '{phase.name}' named twice")
+        phase_names.add(phase.name)
+        _regex(phase.pattern, f"{where}, field 'phases.{phase.name}'", report)
     if not isinstance(service.builtin_fatal, bool):
         report(f"{where}, field 'builtin_fatal': expected true or false")
     if service.strategy is not None and service.strategy not in STRATEGIES:

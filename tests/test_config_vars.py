@@ -1,0 +1,110 @@
+"""``${name}`` in any field, typed after substitution; GPU requests and startup phases from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+from supervisor._config import topology_from_text
+
+TYPED = """
+name: typed
+vars: {decode: 2, grace: 3s, tp: 1, model: m, spread: false}
+services:
+  decode:
+    command: [sleep, "${model}"]
+    replicas: ${decode}
+    gpus: ${tp}
+    stop: {grace: "${grace}"}
+    ports: {api: "${port:-8123}"}
+    builtin_fatal: ${spread}
+    min_ready: ${min_ready:-1}
+"""
+
+
+def test_whole_field_vars_are_typed_after_substitution() -> None:
+    """Numbers, booleans and durations from --set (text) land typed; a text field keeps the exact text."""
+    topology = topology_from_text(TYPED, overrides={"decode": "3", "model": "007", "grace": "250ms", "tp": 2})
+    (service,) = topology.services
+    assert service.replicas == 3
+    assert service.gpus == sv.GpuRequest(count=2)
+    assert service.stop.grace_seconds == 0.25
+    assert service.ports[0].number == 8123
+    assert service.builtin_fatal is False
+    assert service.min_ready == 1
+    assert service.command == ("sleep", "007")  # not the number 7
+
+
+def test_typed_defaults_stay_typed() -> None:
+    (service,) = topology_from_text(TYPED).services
+    assert (service.replicas, service.gpus, service.stop.grace_seconds) == (2, sv.GpuRequest(count=1), 3.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"decode": "abc"}, "service 'decode', field 'replicas': expected a whole number, got 'abc' (from ${decode})"),
+        ({"decode": "2.5"}, "field 'replicas': expected a whole number, got 2.5 (from ${decode})"),
+        ({"tp": "true"}, "field 'gpus': expected a whole number, got True (from ${tp})"),
+        ({"spread": "yes"}, "field 'builtin_fatal': expected true or false, got 'yes' (from ${spread})"),
+        ({"grace": "soon"}, "field 'stop.grace': expected a duration"),
+    ],
+)
+def test_wrong_type_after_substitution_names_field_and_var(overrides: dict[str, str], expected: str) -> None:
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(TYPED, source="t.yaml", overrides=overrides)
+    assert expected in str(caught.value)
+    assert "t.yaml" in str(caught.value)
+
+
+def test_a_quoted_number_written_in_the_file_is_still_an_error() -> None:
+    with pytest.raises(sv.ConfigError, match="expected a whole number, got '2'"):
+        topology_from_text('name: q\nservices:\n  a: {command: [sleep, "1"], replicas: "2"}\n')
+
+
+@pytest.mark.parametrize("name", ["decode", "decod", "Decode", "model", "grace", "unused", "d", "tp_size"])
+def test_unused_set_suggestion_is_never_the_same_name(name: str) -> None:
+    text = TYPED.replace("vars: {", "vars: {unused: 1, ")
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(text.replace("${" + name + "}", "x"), overrides={name: "1"})
+    message = str(caught.value)
+    assert f"--set {name}:" in message
+    assert f"did you mean '{name}'" not in message
+
+
+def test_gpus_and_phases_from_yaml() -> None:
+    text = """
+name: g
+services:
+  a:
+    command: [sleep, "1"]
+    gpus: {count: 2, contiguous: true, min_free_memory: 10GB}
+    phases: {weights: "Loading weights", graphs: "Capturing CUDA graph"}
+  b: {command: [sleep, "1"], gpus: {ids: [3, 1]}}
+"""
+    a, b = topology_from_text(text).services
+    assert a.gpus == sv.GpuRequest(count=2, contiguous=True, min_free_memory_bytes=10_000_000_000)
+    assert [(p.name, p.pattern) for p in a.phases] == [
+        ("weights", "Loading weights"),
+        ("graphs", "Capturing CUDA graph"),
+    ]
+    assert b.gpus is not None and b.gpus.ids == (3, 1) and b.gpus.per_replica == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("gpus: {cont: 2}", "service 'a', field 'gpus': unknown field 'cont' (did you mean 'count'?)"),
+        ("gpus: {count: x}", "field 'gpus': expected a whole number, got 'x'"),
+        ("phases: [a, b]", "field 'phases': expected a mapping of phase name"),
+        ("phases: {load: '(unclosed'}", "field 'phases.load': bad regex"),
+    ],
+)
+def test_bad_gpus_and_phases(tmp_path: Path, body: str, expected: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(f'name: g\nservices:\n  a:\n    command: [sleep, "1"]\n    {body}\n')
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.make_plan(sv.load(path), runs_dir=tmp_path / "runs", check_executables=False)
+    assert expected in str(caught.value)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -58,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)  # --detach's channel to the background run
     run.epilog = "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work)."
-    with_file("validate", "check a topology file and show the start order; starts nothing")
+    validate = with_file("validate", "check a topology file and show the start order; starts nothing")
+    validate.add_argument(
+        "--commands", "-c", action="store_true",
+        help="also show each replica's command line and the environment it adds (secrets redacted)",
+    )  # fmt: skip
     add_commands(commands)
     return parser
 
@@ -107,7 +112,19 @@ def _validate(args: argparse.Namespace) -> int:
         for replica in service.replicas:
             ports = " ".join(f"{k}={v}" for k, v in replica.ports.items()) or "-"
             print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}")
+            if args.commands:
+                _show_command(replica.argv, replica.env, replica.cwd)
     return 0
+
+
+def _show_command(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
+    """The command as a shell would take it: what a user pastes to run one replica by hand."""
+    prefix = "    "
+    if cwd:
+        print(f"{prefix}cd {shlex.quote(cwd)}")
+    for name, value in _secrets.env(dict(env)).items():
+        print(f"{prefix}{name}={shlex.quote(value)}")
+    print(prefix + shlex.join(_secrets.argv(argv)))
 
 
 class _Reporter:

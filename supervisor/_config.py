@@ -457,6 +457,15 @@ def topology_from_dict(
     if not isinstance(data, Mapping):
         raise ConfigError("a topology file must be a mapping with name: and services:", source=source)
     data = dict[str, Any](data)
+    environ = os.environ if environ is None else environ
+    if "preset" in data:
+        from ._presets import topology_from_preset
+
+        expander = _Variables({}, environ, {})
+        preset = topology_from_preset(data, source=source, overrides=overrides or {}, expand=expander.expand)
+        if expander.problems:
+            raise ConfigError([_describe_problem(p) for p in expander.problems], source=source)
+        return preset
     defaults = data.pop("vars", None) or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("field 'vars': expected a mapping NAME: default", source=source)
@@ -469,7 +478,6 @@ def topology_from_dict(
                 variables[key] = str(raw)
     except ConfigError as exc:
         raise ConfigError(exc.problems, source=source) from None
-    environ = os.environ if environ is None else environ
     expander = _Variables(variables, environ, {str(k): v for k, v in defaults.items()})
     expanded = expander.expand(data, "")
     assert isinstance(expanded, dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -69,6 +70,40 @@ def test_validate_shows_the_start_order() -> None:
     assert lines[0] == "ok: examples/demo.yaml: 4 services, 6 replicas"
     order = [line.split()[0] for line in lines[1:]]
     assert order == ["kv", "prefill.0", "prefill.1", "decode.0", "decode.1", "frontend"]
+
+
+def test_validate_commands_shows_what_each_replica_runs_with_secrets_hidden(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: sec\nservices:\n  a:\n    command: [sleep, '10', --api-key, '${HF_TOKEN}', '{port}']\n"
+        "    ports: [port]\n    env: {HF_TOKEN: '${HF_TOKEN}', DB: 'postgres://u:pw12345678@h/db', MODE: two words}\n"
+    )
+    result = supervisor("validate", "--commands", str(path), env={**os.environ, "HF_TOKEN": "hf_secret123456"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    port = lines[1].rsplit("port=", 1)[1]
+    assert lines[2:] == [
+        "    HF_TOKEN='<redacted>'",
+        "    DB='postgres://u:<redacted>@h/db'",
+        "    MODE='two words'",
+        f"    sleep 10 --api-key '<redacted>' {port}",
+    ]
+    assert "hf_secret123456" not in result.stdout + result.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_an_error_trace() -> None:
+    """``supervisor validate -c FILE | head -1``: exit 141 like other tools, no BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    try:
+        result = subprocess.run(
+            [PYTHON, "-m", "supervisor", "validate", "-c", "examples/demo.yaml"],
+            cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_set_overrides_fields_and_reports_misspellings() -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from supervisor._proctable import marked_processes
 
@@ -174,59 +171,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-CHAOS_ITERATIONS = int(os.environ.get("TOPOVISOR_CHAOS_ITERATIONS", "8"))
-
-
-def test_chaos_never_leaves_a_survivor(tmp_path: Path, runs_dir: Path, private_state_dir: Path) -> None:
-    """Random faults at random moments: services, grandchildren, the watchdog, the supervisor (SIGKILL or
-    SIGTERM). Whatever happened, once the supervisor is gone nothing of the run may remain."""
-    rng = random.Random(int(os.environ.get("TOPOVISOR_CHAOS_SEED", "20261125")))
-    faults = 0
-    deadline = time.monotonic() + 150
-    for iteration in range(CHAOS_ITERATIONS):
-        if time.monotonic() > deadline:
-            break
-        work = tmp_path / f"i{iteration}"
-        work.mkdir()
-        run_id, run_dir = start_detached(hard_topology(work, restart="on-failure", grace="200ms"), runs_dir)
-        pids = run_pids(run_dir)
-        watchdog = watchdog_pid(private_state_dir, run_id)
-        for _ in range(rng.randint(1, 4)):
-            target = rng.choice(["service", "grandchild", "watchdog", "nothing"])
-            time.sleep(rng.uniform(0, 0.3))  # a random moment: the point of this test
-            victims: list[int] = []
-            if target == "service":
-                victims = [run_pids(run_dir)[rng.choice(["tree", "web"])]]
-            elif target == "grandchild":
-                victims = [int(p) for p in (work / "pids").read_text().split()][-rng.randint(1, 3) :]
-            elif target == "watchdog":
-                victims = [watchdog]
-            for pid in victims:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    faults += 1
-                except ProcessLookupError:
-                    pass
-        time.sleep(rng.uniform(0, 0.5))
-        finale = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        os.kill(pids["supervisor"], finale)
-        faults += 1
-        supervisor_pid = pids["supervisor"]
-        wait_until(lambda pid=supervisor_pid: not alive(pid), timeout=30)
-        watchdog_dead = not alive(watchdog)
-        if finale == signal.SIGKILL and watchdog_dead:
-            supervisor("gc", "--yes")  # supervisor and watchdog both dead: gc's job
-        tree = [int(x) for x in (work / "pids").read_text().split()]
-        try:
-            wait_until(lambda r=run_id, t=tree: not marked_processes(r) and not any(alive(p) for p in t), timeout=10)
-        except AssertionError:
-            pytest.fail(
-                f"iteration {iteration}: survivors {[p for p in tree if alive(p)]} {sorted(marked_processes(run_id))}"
-            )
-    print(f"chaos: {CHAOS_ITERATIONS} iterations, {faults} faults injected, 0 survivors")
-    assert faults >= CHAOS_ITERATIONS
 
 
 def test_a_killed_watchdog_is_replaced_and_still_sweeps(

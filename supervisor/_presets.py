@@ -1,0 +1,188 @@
+"""``preset: NAME`` files: a topology built by a typed Python builder from the file's ``vars:`` and ``--set``.
+
+A preset YAML file is the builder's arguments with their defaults (``topologies/dynamo.yaml`` is
+``preset: dynamo`` plus ``vars:``), so the YAML preset and ``topologies.dynamo(...)`` are one code path.
+``preset:`` names a bundled preset or ``package.module:function`` (a user's own builder). Each value is
+checked against the builder's type hints, so ``--set decode=x`` is the same clear error as in any field.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+import attrs
+
+from ._errors import ConfigError
+from ._spec import Topology
+from ._validate import suggest
+from ._yaml import parse_yaml
+
+__all__ = ["PRESET_FIELDS", "topology_from_preset"]
+
+#: top-level fields a preset file may hold; ``name``, ``run_dir`` and ``strategy`` replace the builder's
+PRESET_FIELDS = ("preset", "vars", "name", "run_dir", "strategy")
+
+
+def topology_from_preset(
+    data: Mapping[str, Any],
+    *,
+    source: str | None,
+    overrides: Mapping[str, object],
+    expand: Callable[[object, str], object],
+) -> Topology:
+    """Build the topology of a ``preset:`` file. ``expand`` fills ``${ENV}`` in the file's values."""
+    unknown = [str(key) for key in data if key not in PRESET_FIELDS]
+    if unknown:
+        raise ConfigError(
+            [f"top level: '{key}' is not allowed beside preset:{suggest(key, PRESET_FIELDS, 0.6)}" for key in unknown]
+            + ["(a preset file holds preset:, vars:, and optionally name:, run_dir:, strategy:)"],
+            source=source,
+        )
+    name = data["preset"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"field 'preset': expected a preset name or module:function, got {name!r}", source=source)
+    builder = _builder(name, source)
+    label = name.rpartition(":")[2] or name
+    parameters = _parameters(builder)
+    defaults = data.get("vars") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError("field 'vars': expected a mapping NAME: value", source=source)
+    problems: list[str] = []
+    raw: dict[str, tuple[object, bool]] = {}  # name -> (value, given as text on the command line)
+    for key, value in defaults.items():
+        raw[str(key)] = (expand(value, f"vars.{key}"), False)
+    for key, value in overrides.items():
+        raw[str(key)] = (value, isinstance(value, str))
+    kwargs: dict[str, object] = {}
+    for key, (value, as_text) in raw.items():
+        if key not in parameters:
+            where = "--set" if key in overrides else "field 'vars'"
+            close = suggest(key, [p for p in parameters if p != key], 0.6) or f" (known: {', '.join(parameters)})"
+            problems.append(f"{where}: preset '{label}' takes no var '{key}'{close}")
+            continue
+        try:
+            hint = parameters[key][0]
+            read = _read(value) if isinstance(value, str) and as_text and not _text_only(hint) else value
+            kwargs[key] = _coerce(read, hint)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"preset '{label}', var '{key}': {exc}")
+    missing = [p for p, (_, required) in parameters.items() if required and p not in kwargs]
+    problems += [f"preset '{label}', var '{p}': required (pass --set {p}=... or add it to vars:)" for p in missing]
+    if problems:
+        raise ConfigError(problems, source=source)
+    try:
+        topology = builder(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=source) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"preset '{label}': {exc}", source=source) from None
+    if not isinstance(topology, Topology):
+        raise ConfigError(f"preset '{label}': the builder returned {type(topology).__name__}, not a Topology")
+    fields = {key: data[key] for key in ("name", "run_dir", "strategy") if data.get(key) is not None}
+    return attrs.evolve(topology, source=source, **fields)
+
+
+def _builder(name: str, source: str | None) -> Callable[..., object]:
+    module_name, colon, function = name.partition(":")
+    try:
+        if colon:
+            found = getattr(importlib.import_module(module_name), function)
+        else:
+            import topologies
+
+            found = topologies.builder(name)
+    except KeyError:
+        import topologies
+
+        hint = suggest(name, list(topologies.PRESETS), 0.6) or f" (known: {', '.join(sorted(topologies.PRESETS))})"
+        raise ConfigError(f"field 'preset': no preset '{name}'{hint}", source=source) from None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"field 'preset': cannot load '{name}': {exc}", source=source) from None
+    if not callable(found):
+        raise ConfigError(f"field 'preset': '{name}' is not a function", source=source)
+    return found  # type: ignore[no-any-return]
+
+
+def _parameters(builder: Callable[..., object]) -> dict[str, tuple[object, bool]]:
+    """Keyword parameter -> (its type hint, whether it is required)."""
+    hints = typing.get_type_hints(builder)
+    found: dict[str, tuple[object, bool]] = {}
+    for parameter in inspect.signature(builder).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        found[parameter.name] = (hints.get(parameter.name, object), parameter.default is parameter.empty)
+    return found
+
+
+def _text_only(hint: object) -> bool:
+    """``str`` or ``str | None``: a ``--set`` value for it is taken as written (``007`` stays text)."""
+    options = [o for o in typing.get_args(hint) if o is not type(None)] if _is_union(hint) else [hint]
+    return options == [str]
+
+
+def _is_union(hint: object) -> bool:
+    return typing.get_origin(hint) in (Union, types.UnionType)
+
+
+def _read(text: str) -> object:
+    """A ``--set`` value as YAML (``2`` is a number, ``{a: 1}`` a mapping), text when it is not YAML."""
+    try:
+        return parse_yaml(text, "--set") if text.strip() else text
+    except ConfigError:
+        return text
+
+
+def _coerce(value: object, hint: object) -> object:
+    """``value`` checked against ``hint``: int, float, bool, str, Literal, Optional, Mapping, Sequence."""
+    if hint is object or hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    arguments = typing.get_args(hint)
+    if _is_union(hint):
+        errors = []
+        for option in arguments:
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, option)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError(" or ".join(dict.fromkeys(errors)) if errors else f"got {value!r}")
+    if origin is Literal:
+        if value not in arguments:
+            raise ValueError(f"expected one of {', '.join(map(str, arguments))}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
+    if hint is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"expected text, got {value!r}")
+        return str(value)
+    if origin in (Mapping, dict, typing.Mapping) or hint in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a mapping, got {value!r}")
+        item_hint = arguments[1] if len(arguments) == 2 else object
+        return {str(key): _coerce(item, item_hint) for key, item in value.items()}
+    if origin in (Sequence, list, tuple, typing.Sequence) or hint in (Sequence, list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        item_hint = arguments[0] if len(arguments) == 1 else object
+        return [_coerce(item, item_hint) for item in value]
+    return value

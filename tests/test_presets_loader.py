@@ -1,0 +1,124 @@
+"""``preset:`` files: the builder's typed arguments from ``vars:`` and ``--set``, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+from topologies._args import engine_flags
+
+TOY = """
+preset: tests.toy_preset:build
+vars:
+  model: ${TOY_MODEL:-tiny}
+  replicas: 2
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_vars_and_set_reach_the_builder_typed(tmp_path: Path) -> None:
+    path = write(tmp_path, TOY + "run_dir: " + str(tmp_path / "runs") + "\n")
+    topology = sv.load(
+        path,
+        overrides={"replicas": "3", "mode": "slow", "port": "8123", "grace": "2.5", "eager": "true",
+                   "args": "{max_len: 4096}", "env": "{A: 1}"},
+    )  # fmt: skip
+    (service,) = topology.services
+    assert topology.name == "toy-slow" and topology.source == str(path)
+    assert topology.run_dir == str(tmp_path / "runs")
+    assert service.replicas == 3
+    assert service.ports == (sv.PortSpec("port", 8123),)
+    assert service.stop.grace_seconds == 2.5
+    assert service.command[-3:] == ("tiny", "max_len=4096", "--eager")
+    assert service.env == {"A": "1"}
+
+
+def test_text_vars_stay_text(tmp_path: Path) -> None:
+    (service,) = sv.load(write(tmp_path, TOY), overrides={"model": "007"}).services
+    assert "007" in service.command
+
+
+def test_env_fills_the_files_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOY_MODEL", "from-env")
+    (service,) = sv.load(write(tmp_path, TOY)).services
+    assert "from-env" in service.command
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"replicas": "two"}, "preset 'build', var 'replicas': expected a whole number, got 'two'"),
+        ({"mode": "medium"}, "var 'mode': expected one of fast, slow, got 'medium'"),
+        ({"replica": "2"}, "--set: preset 'build' takes no var 'replica' (did you mean 'replicas'?)"),
+        ({"eager": "maybe"}, "var 'eager': expected true or false, got 'maybe'"),
+        ({"args": "7"}, "var 'args': expected a mapping, got 7 or expected a list, got 7"),
+    ],
+)
+def test_bad_values_name_the_file_preset_and_var(tmp_path: Path, overrides: dict[str, str], expected: str) -> None:
+    path = write(tmp_path, TOY)
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.load(path, overrides=overrides)
+    assert expected in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("preset: tests.toy_preset:build\n", "var 'model': required (pass --set model=... or add it to vars:)"),
+        ("preset: dynamoo\n", "field 'preset': no preset 'dynamoo' (did you mean 'dynamo'?)"),
+        ("preset: tests.toy_preset:nothing\n", "field 'preset': cannot load 'tests.toy_preset:nothing'"),
+        (
+            "preset: tests.toy_preset:build\nvars: {model: m}\nservices: {}\n",
+            "'services' is not allowed beside preset:",
+        ),
+        (
+            "preset: tests.toy_preset:build\nvars: {model: m, colour: red}\n",
+            "field 'vars': preset 'build' takes no var 'colour'",
+        ),
+        ("preset: tests.toy_preset:build\nvars: {model: '${NO_SUCH_VAR_X}'}\n", "${NO_SUCH_VAR_X} is not set"),
+    ],
+)
+def test_bad_preset_files(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.load(write(tmp_path, text))
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "lists", "flags"),
+    [
+        ({"max_model_len": 4096, "enforce_eager": True, "trust_remote_code": False, "seed": None}, "spread",
+         ["--max-model-len", "4096", "--enforce-eager"]),
+        ({"cuda_graph_sizes": [1, 2, 4]}, "spread", ["--cuda-graph-sizes", "1", "2", "4"]),
+        ({"middleware": ["a", "b"]}, "repeat", ["--middleware", "a", "--middleware", "b"]),
+        ({"allowed_gpus": [0, 1]}, "comma", ["--allowed-gpus", "0,1"]),
+        ({"kv_transfer_config": {"kv_connector": "NixlConnector", "kv_role": "kv_both"}}, "spread",
+         ["--kv-transfer-config", '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}']),
+        ({"--already-a-flag": "x", "-O": 3}, "spread", ["--already-a-flag", "x", "-O", "3"]),
+        (["--raw", "args", "{port}"], "spread", ["--raw", "args", "{port}"]),
+        (None, "spread", []),
+    ],
+)  # fmt: skip
+def test_engine_flags(args: object, lists: str, flags: list[str]) -> None:
+    assert engine_flags(args, lists=lists) == flags  # type: ignore[arg-type]
+
+
+def test_json_flags_survive_template_filling(tmp_path: Path) -> None:
+    """Doubled braces are template escapes: the child sees the JSON exactly."""
+    config = engine_flags({"kv_transfer_config": {"a": {"b": 1}}})[1]
+    topology = sv.Topology(name="j", services=[sv.Service(name="s", command=["echo", config])])
+    plan = sv.make_plan(topology, runs_dir=tmp_path)
+    assert plan.services[0].replicas[0].argv[-1] == '{"a":{"b":1}}'
+
+
+def test_engine_flags_refuse_a_bare_string() -> None:
+    with pytest.raises(TypeError, match="got the string"):
+        engine_flags("--max-model-len 4096")

@@ -1,0 +1,94 @@
+"""What every preset shares: the common vars, where an engine's programs come from, and loopback-only env.
+
+The contract (so a benchmark can swap engines without touching its client): every preset is a builder
+returning ``supervisor.Topology`` whose client-facing service is named ``frontend``, taking the common
+keyword arguments ``model``, ``served_model_name``, ``port``, ``env_path``, ``replicas``, ``tp``, ``args``
+and ``env`` (engine-specific ones beside them). Each engine's knowledge sits in an ``EngineProfile``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+import supervisor
+
+from ._args import Args, ListStyle, engine_flags
+
+__all__ = [
+    "FRONTEND",
+    "EngineProfile",
+    "api_ports",
+    "engine_env",
+    "engine_program",
+    "engine_python",
+    "extra_flags",
+    "preset_error",
+]
+
+FRONTEND = "frontend"  #: the service clients talk to, in every preset
+
+
+@attrs.frozen
+class EngineProfile:
+    """One engine's behaviour, shared by its YAML preset and its Python builder."""
+
+    name: str
+    stop: supervisor.StopPolicy  #: signal and grace: model servers drain requests and free GPU memory
+    fatal: tuple[str, ...] = ()  #: output that means a restart cannot help (beyond the built-in ones)
+    phases: tuple[supervisor.Phase, ...] = ()  #: startup phases, in the order the engine logs them
+    list_style: ListStyle = "spread"  #: how list-valued ``args`` become flags
+
+    def service(self, **fields: object) -> supervisor.Service:
+        """A ``Service`` running this engine, with its stop policy, fatal patterns and phases."""
+        fields.setdefault("stop", self.stop)
+        fields.setdefault("fatal", self.fatal)
+        fields.setdefault("phases", self.phases)
+        return supervisor.Service(**fields)  # type: ignore[arg-type]
+
+    def flags(self, args: Args) -> list[str]:
+        return extra_flags(args, self.list_style)
+
+
+def extra_flags(args: Args, lists: ListStyle = "spread") -> list[str]:
+    try:
+        return engine_flags(args, lists=lists)
+    except TypeError as exc:
+        raise supervisor.ConfigError(str(exc)) from None
+
+
+def engine_program(env_path: str | None, program: str) -> str:
+    """``program`` from the engine's env when one is given (``<env>/bin/program``), else from PATH."""
+    if env_path is None or os.sep in program:
+        return program
+    return os.path.join(os.path.expanduser(env_path), "bin", program)
+
+
+def engine_python(env_path: str | None) -> str:
+    """The interpreter that runs a Python engine: the env's own, else the one running the supervisor."""
+    return "{python}" if env_path is None else engine_program(env_path, "python")
+
+
+def engine_env(env_path: str | None, env: Mapping[str, str] | None, **fixed: str) -> dict[str, str]:
+    """The env's ``bin/`` first on PATH (as ``activate`` does), ``fixed`` settings, then the user's ``env``."""
+    result: dict[str, str] = {}
+    if env_path is not None:
+        root = os.path.expanduser(env_path)
+        result["PATH"] = os.pathsep.join([os.path.join(root, "bin"), os.environ.get("PATH", os.defpath)])
+        result["VIRTUAL_ENV"] = root
+    result.update(fixed)
+    result.update(env or {})
+    return result
+
+
+def api_ports(port: int | None, *others: str) -> list[object]:
+    """The API port first (so ``{port}`` and ``{svc.url}`` mean it): fixed when given, else a free one."""
+    first: object = "port" if port is None else {"port": port}
+    return [first, *others]
+
+
+def preset_error(preset: str, var: str, problem: str, known: Sequence[str] = ()) -> supervisor.ConfigError:
+    hint = f" (one of: {', '.join(known)})" if known else ""
+    return supervisor.ConfigError(f"preset '{preset}', var '{var}': {problem}{hint}")

@@ -33,6 +33,7 @@ from ._spec import (
     LogCheck,
     LogPolicy,
     Phase,
+    PortSpec,
     Probe,
     RestartPolicy,
     Service,
@@ -153,11 +154,11 @@ def make_plan(
     check_executables: bool = True,
 ) -> Plan:
     """Validate ``topology`` and resolve it; raises one ``ConfigError`` listing every problem."""
-    if allocate_port is None or reserve_port is None:
-        from ._resources import PortAllocator
+    from ._resources import PortAllocator
 
-        allocator = PortAllocator(HOST)
-        allocate_port, reserve_port = allocator.allocate, allocator.reserve
+    low_ports = PortAllocator(HOST)  # ports that must stay below a limit (PortSpec.below)
+    if allocate_port is None or reserve_port is None:
+        allocate_port, reserve_port = low_ports.allocate, low_ports.reserve
     which = which or (lambda name, path: shutil.which(name, path=path))
     problems: list[str] = []
     report = problems.append
@@ -181,13 +182,17 @@ def make_plan(
     run_dir = base / run_id
     for port in fixed:
         reserve_port(port)
+        low_ports.reserve(port)
+
+    def pick(port: PortSpec) -> int:
+        if port.number is not None:
+            return port.number
+        return low_ports.allocate_below(port.below) if port.below is not None else allocate_port()
+
     ports: dict[str, list[dict[str, int]]] = {}
     for name in order:
         service = services[name]
-        ports[name] = [
-            {p.name: p.number if p.number is not None else allocate_port() for p in service.ports}
-            for _ in range(service.replicas)
-        ]
+        ports[name] = [{p.name: pick(p) for p in service.ports} for _ in range(service.replicas)]
     skeletons = tuple(_service_plan(services[name], ports[name], topology.strategy) for name in order)
     shared = _shared_context(skeletons, run_dir)
     resolved = []

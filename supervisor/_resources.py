@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 
 __all__ = ["PortAllocator"]
@@ -30,3 +31,24 @@ class PortAllocator:
                 self._taken.add(port)
                 return port
         raise RuntimeError("no free loopback port found after 1000 tries")
+
+    def allocate_below(self, limit: int) -> int:
+        """A free port in ``[limit // 2, limit)``, scanned from a random start (two runs planning at once
+        rarely pick the same one), never one already handed out or reserved."""
+        low = max(1024, limit // 2)
+        span = limit - low
+        if span <= 0:
+            raise RuntimeError(f"no port range below {limit}")
+        start = random.randrange(span)
+        for step in range(min(span, 5000)):
+            port = low + (start + step) % span
+            if port in self._taken:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((self.host, port))
+                except OSError:
+                    continue
+            self._taken.add(port)
+            return port
+        raise RuntimeError(f"no free loopback port found in {low}..{limit - 1}")

@@ -231,6 +231,9 @@ class PortSpec:
 
     name: str
     number: int | None = None
+    #: pick the free port below this number, for programs that cannot take one in the kernel's ephemeral
+    #: range (Dynamo reads DYN_SYSTEM_PORT as a signed 16-bit number: 32768 and up fail)
+    below: int | None = None
 
 
 def _ports(value: object) -> tuple[PortSpec, ...]:

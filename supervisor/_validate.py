@@ -155,6 +155,8 @@ def _check_service(
         seen_ports.add(port.name)
         if port.number is not None:
             _whole(port.number, f"{field}: port {port.name}", report, 1, 65535)
+        if port.below is not None:
+            _whole(port.below, f"{field}: port {port.name}: below", report, 2049, 65536)
     for field, probe in (("ready", service.ready), ("alive", service.alive)):
         if probe is not None:
             _check_probe(probe, f"{where}, field '{field}", report)

@@ -1,0 +1,164 @@
+"""What topovisor knows about NVIDIA Dynamo 1.6: its processes, flags, env, readiness and stop behaviour.
+
+Measured on Dynamo 1.6.1 (../shared/ENGINES.md): the frontend's ``/health`` is 200 with zero workers, so it
+is ready only when ``/v1/models/<name>/ready`` is 200 (every role registered); a worker's status server
+(``DYN_SYSTEM_PORT``, a signed 16-bit number: below 32768) answers ``/health`` 503 forever unless
+``DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS`` names its endpoint; by default workers advertise the eth0
+address, so every address is pinned to loopback; SIGTERM drains and exits 0, and the frontend also exits 0
+on its own when etcd is gone for ~30 s, which is why a clean exit restarts it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import quote
+
+import supervisor
+
+from ._common import EngineProfile
+
+__all__ = [
+    "ENGINES",
+    "FRONTEND_PROFILE",
+    "LOOPBACK_ENV",
+    "RESTART_ALWAYS",
+    "STATUS_PORT_LIMIT",
+    "Discovery",
+    "Engine",
+    "Role",
+    "discovery_env",
+    "frontend_ready",
+    "worker_command",
+    "worker_env",
+    "worker_profile",
+]
+
+Engine = Literal["vllm", "sglang", "trtllm", "mocker"]
+Discovery = Literal["etcd", "file"]
+Role = Literal["agg", "prefill", "decode"]
+ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "trtllm", "mocker")
+
+#: DYN_SYSTEM_PORT is parsed as an i16: a port of 32768 or more makes the worker run without a status server
+STATUS_PORT_LIMIT = 32768
+
+#: pins every address a worker advertises or binds to loopback (the default is the eth0 address)
+LOOPBACK_ENV = {
+    "DYN_TCP_RPC_HOST": "127.0.0.1",
+    "DYN_EVENT_PLANE_HOST": "127.0.0.1",
+    "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+}
+
+RESTART_ALWAYS = supervisor.RestartPolicy(policy="always")
+
+#: the Rust runtime's lines, common to the frontend and every worker (colour codes sit around them)
+_RUNTIME_PHASE = supervisor.Phase("runtime", r"Initializing KV store discovery backend|discovery backend")
+
+FRONTEND_PROFILE = EngineProfile(
+    name="dynamo.frontend",
+    stop=supervisor.StopPolicy("SIGTERM", grace_seconds=10),  # drains in-flight streams, exits 0 in ~0.4 s
+    phases=(
+        _RUNTIME_PHASE,
+        supervisor.Phase("http", r"Starting HTTP\(S\) service"),
+        supervisor.Phase("workers", r"worker detected|Adding worker set to model"),
+    ),
+)
+
+_REGISTER = supervisor.Phase("register", r"Registering endpoint|register_llm|Registered model")
+_WORKER_PHASES = {
+    "mocker": (_RUNTIME_PHASE, supervisor.Phase("engine", r"Creating mocker engine")),
+    "vllm": (
+        _RUNTIME_PHASE,
+        supervisor.Phase("engine", r"Initializing a V1 LLM engine|Initializing an LLM engine"),
+        supervisor.Phase("weights", r"Starting to load model|Loading weights"),
+        supervisor.Phase("memory_profiling", r"Memory profiling takes|Available KV cache memory"),
+        supervisor.Phase("cuda_graphs", r"Capturing CUDA graph"),
+        _REGISTER,
+    ),
+    "sglang": (
+        _RUNTIME_PHASE,
+        supervisor.Phase("weights", r"Load weight begin"),
+        supervisor.Phase("kv_cache", r"KV Cache is allocated|Memory pool end"),
+        supervisor.Phase("cuda_graphs", r"Capture cuda graph begin"),
+        _REGISTER,
+    ),
+    "trtllm": (
+        _RUNTIME_PHASE,
+        supervisor.Phase("engine", r"TensorRT-LLM version|Initializing engine"),
+        supervisor.Phase("weights", r"(?i)loading weights|load weights"),
+        _REGISTER,
+    ),
+}
+
+_WORKER_FATAL = {
+    "mocker": (),
+    "vllm": (r"ValueError: .*(?:tensor_parallel_size|max_model_len|No available memory)",),
+    "sglang": (r"Not enough memory",),
+    "trtllm": (r"(?i)executor worker .* died",),
+}
+
+
+def worker_profile(engine: Engine) -> EngineProfile:
+    """Real engines need time to free GPU memory after SIGTERM; the mocker drains and exits at once."""
+    grace = 10.0 if engine == "mocker" else 60.0
+    return EngineProfile(
+        name=f"dynamo.{engine}",
+        stop=supervisor.StopPolicy("SIGTERM", grace_seconds=grace),
+        fatal=_WORKER_FATAL[engine],
+        phases=_WORKER_PHASES[engine],
+    )
+
+
+def worker_command(python: str, engine: Engine, role: Role, model: str, served_model_name: str, tp: int) -> list[str]:
+    """``python -m dynamo.<engine>`` with the model, the served name, tensor parallelism and the role.
+
+    The role flag is ``--disaggregation-mode prefill|decode`` for every backend (Dynamo's own flag for
+    vLLM, TRT-LLM and the mocker; SGLang's native one). vLLM's prefill worker must name its KV connector
+    (Dynamo 1.6 refuses to start without one), so both vLLM roles get NIXL's; an SGLang prefill worker
+    gets its own bootstrap port, which decode workers learn through Dynamo.
+    """
+    command = [python, "-m", f"dynamo.{engine}"]
+    if engine == "mocker":
+        command += ["--model-path", model, "--model-name", served_model_name]
+    elif engine == "vllm":
+        command += ["--model", model, "--served-model-name", served_model_name, "--tensor-parallel-size", str(tp)]
+    elif engine == "sglang":
+        command += ["--model-path", model, "--served-model-name", served_model_name, "--tp", str(tp)]
+    else:  # trtllm
+        command += ["--model", model, "--served-model-name", served_model_name, "--tensor-parallel-size", str(tp)]
+    if role != "agg":
+        command += ["--disaggregation-mode", role]
+    if engine == "vllm" and role != "agg":
+        command += ["--kv-transfer-config", '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}']
+    if engine == "sglang" and role != "agg":
+        command += ["--disaggregation-transfer-backend", "nixl"]
+        if role == "prefill":
+            command += ["--disaggregation-bootstrap-port", "{bootstrap}"]
+    return command
+
+
+def discovery_env(discovery: Discovery) -> dict[str, str]:
+    """Where the frontend and workers find each other: etcd + NATS services, or files under the run dir."""
+    if discovery == "etcd":
+        return {
+            "DYN_DISCOVERY_BACKEND": "etcd",
+            "ETCD_ENDPOINTS": "http://127.0.0.1:{etcd.port}",
+            "NATS_SERVER": "nats://127.0.0.1:{nats.port}",
+        }
+    return {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": "{run_dir}/discovery"}
+
+
+def worker_env(discovery: Discovery) -> dict[str, str]:
+    """A worker's status server on its low ``status`` port, healthy once its ``generate`` endpoint serves."""
+    return {
+        **discovery_env(discovery),
+        **LOOPBACK_ENV,
+        "DYN_SYSTEM_HOST": "127.0.0.1",
+        "DYN_SYSTEM_PORT": "{status}",
+        "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
+    }
+
+
+def frontend_ready(served_model_name: str) -> supervisor.Probe:
+    """200 once every role the model needs (prefill and decode, or aggregated workers) has registered."""
+    name = quote(served_model_name, safe="")  # also turns template braces into %7B/%7D
+    return supervisor.Probe(supervisor.HttpCheck(f"http://127.0.0.1:{{port}}/v1/models/{name}/ready"))

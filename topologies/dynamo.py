@@ -1,0 +1,121 @@
+"""``dynamo``: an NVIDIA Dynamo deployment: etcd and NATS, prefill and decode workers, and the frontend.
+
+    topo = topologies.dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=2, decode=2, tp=1)
+    supervisor run topologies/dynamo.yaml --set engine=vllm --set model=Qwen/Qwen3-0.6B
+
+Services: ``etcd`` and ``nats`` (with ``discovery="etcd"``), ``prefill`` (absent when ``prefill=0``:
+aggregated serving), ``decode`` and ``frontend`` (Dynamo's OpenAI-compatible HTTP server, the one clients
+talk to). Workers start beside the frontend, not before it: the frontend is ready only once every role has
+registered, so "all ready" means "a request can be served".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import supervisor
+
+from . import _dynamo
+from ._args import Args
+from ._common import FRONTEND, api_ports, engine_env, engine_python, extra_flags, preset_error
+from ._dynamo import Discovery, Engine, Role
+from ._infra import etcd_service, nats_service
+
+__all__ = ["dynamo"]
+
+
+def dynamo(
+    *,
+    model: str,
+    engine: Engine = "vllm",
+    served_model_name: str | None = None,
+    port: int | None = None,
+    env_path: str | None = None,
+    prefill: int = 1,
+    decode: int = 1,
+    replicas: int | None = None,
+    tp: int = 1,
+    discovery: Discovery = "etcd",
+    args: Args = None,
+    prefill_args: Args = None,
+    decode_args: Args = None,
+    frontend_args: Args = None,
+    env: Mapping[str, str] | None = None,
+    etcd: str = "etcd",
+    nats_server: str = "nats-server",
+) -> supervisor.Topology:
+    """A Dynamo deployment of ``model`` on ``engine`` (``mocker`` needs no GPU: a tokenizer directory will do).
+
+    ``prefill`` and ``decode`` are worker counts (``prefill=0``: aggregated workers only, named ``decode``;
+    ``replicas`` is a synonym for ``decode``), each worker on ``tp`` GPUs (none for the mocker). ``args``
+    go to every worker, ``prefill_args``/``decode_args`` to one role, ``frontend_args`` to the frontend.
+    ``discovery="file"`` runs without etcd and NATS (workers and frontend share ``{run_dir}/discovery``).
+    ``etcd``/``nats_server``: the programs (default: from PATH, as Debian's packages install them).
+    """
+    if engine not in _dynamo.ENGINES:
+        raise preset_error("dynamo", "engine", f"unknown engine {engine!r}", _dynamo.ENGINES)
+    if discovery not in ("etcd", "file"):
+        raise preset_error("dynamo", "discovery", f"unknown backend {discovery!r}", ("etcd", "file"))
+    if replicas is not None:
+        decode = replicas
+    for var, count, least in (("prefill", prefill, 0), ("decode", decode, 1), ("tp", tp, 1)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < least:
+            raise preset_error("dynamo", var, f"expected a whole number of at least {least}, got {count!r}")
+    served = served_model_name or model
+    python = engine_python(env_path)
+    infra: list[supervisor.Service] = []
+    if discovery == "etcd":
+        infra = [etcd_service(etcd), nats_service(nats_server)]
+    needs = [supervisor.Dependency(service.name) for service in infra]
+    fixed = _model_env(model)
+
+    def worker(role: Role, count: int, role_args: Args) -> supervisor.Service:
+        profile = _dynamo.worker_profile(engine)
+        ports: list[object] = [supervisor.PortSpec("status", below=_dynamo.STATUS_PORT_LIMIT)]
+        if engine == "sglang" and role == "prefill":
+            ports.append("bootstrap")
+        return profile.service(
+            name="prefill" if role == "prefill" else "decode",
+            command=[
+                *_dynamo.worker_command(python, engine, role, model, served, tp),
+                *profile.flags(args),
+                *profile.flags(role_args),
+            ],
+            ports=ports,
+            replicas=count,
+            depends_on=needs,
+            env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **fixed),
+            ready=supervisor.HttpCheck("http://127.0.0.1:{status}/health"),
+            restart=_dynamo.RESTART_ALWAYS,
+            gpus=None if engine == "mocker" else tp,
+        )
+
+    workers = [worker("decode" if prefill else "agg", decode, decode_args)]
+    if prefill:
+        workers.insert(0, worker("prefill", prefill, prefill_args))
+    frontend = _dynamo.FRONTEND_PROFILE.service(
+        name=FRONTEND,
+        command=[
+            python,
+            "-m",
+            "dynamo.frontend",
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            "{port}",
+            *extra_flags(frontend_args),
+        ],
+        ports=api_ports(port),
+        depends_on=needs,
+        env=engine_env(env_path, env, **_dynamo.discovery_env(discovery), **_dynamo.LOOPBACK_ENV, **fixed),
+        ready=_dynamo.frontend_ready(served),
+        restart=_dynamo.RESTART_ALWAYS,  # a clean exit is a failure: it leaves by itself when etcd is gone
+    )
+    return supervisor.Topology(name=f"dynamo-{engine}", services=[*infra, *workers, frontend])
+
+
+def _model_env(model: str) -> dict[str, str]:
+    """A model given as a local path never makes the hub client go online (a hub id may need to download)."""
+    local = model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)
+    return {"HF_HUB_OFFLINE": "1"} if local else {}

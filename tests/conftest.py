@@ -11,6 +11,10 @@ import pytest
 
 from supervisor._proctable import marked_processes
 
+from .engines import dynamo_env, llama_server, mocker_model, tiny_gguf
+
+__all__ = ["dynamo_env", "llama_server", "mocker_model", "tiny_gguf"]  # the real engines' fixtures
+
 
 @pytest.fixture
 def runs_dir(tmp_path: Path) -> Path:

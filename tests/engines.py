@@ -205,3 +205,38 @@ def write_tiny_gguf(path: Path, vocab_size: int = 512, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# --- fixtures (imported by conftest.py) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dynamo_env() -> Path:
+    """The Dynamo venv, with etcd and nats-server on PATH (the preset runs them as services)."""
+    env = find_dynamo_env()
+    find_etcd_nats()
+    return env
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> str:
+    return find_llama_server()
+
+
+@pytest.fixture(scope="session")
+def mocker_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tokenizer directory for Dynamo's mocker (skips like the engine when ``tokenizers`` is absent)."""
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        _missing("the tokenizers package is not installed (pip install -e '.[test]')")
+    return write_mocker_model(tmp_path_factory.mktemp("mocker-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        _missing("the gguf package is not installed (pip install -e '.[test]')")
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")

@@ -24,6 +24,9 @@ def builder(name: str) -> Callable[..., Any]:
     """The builder of preset ``name``; ``KeyError`` for an unknown one."""
     module = importlib.import_module(PRESETS[name])
     found: Callable[..., Any] = getattr(module, name)
+    # importing topologies.<name> bound the package attribute <name> to the module: point it back at the
+    # builder, or the second ``topologies.dynamo(...)`` would call a module
+    globals()[name] = found
     return found
 
 

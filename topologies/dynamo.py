@@ -47,6 +47,9 @@ def dynamo(
 ) -> supervisor.Topology:
     """A Dynamo deployment of ``model`` on ``engine`` (``mocker`` needs no GPU: a tokenizer directory will do).
 
+    ``served_model_name``: what clients send as ``model``; by default the hub id, or the directory's name
+    for a local path (Dynamo 1.6's ``/v1/models/<name>/ready`` cannot address a name starting with ``/``).
+
     ``prefill`` and ``decode`` are worker counts (``prefill=0``: aggregated workers only, named ``decode``;
     ``replicas`` is a synonym for ``decode``), each worker on ``tp`` GPUs (none for the mocker). ``args``
     go to every worker, ``prefill_args``/``decode_args`` to one role, ``frontend_args`` to the frontend.
@@ -62,13 +65,16 @@ def dynamo(
     for var, count, least in (("prefill", prefill, 0), ("decode", decode, 1), ("tp", tp, 1)):
         if isinstance(count, bool) or not isinstance(count, int) or count < least:
             raise preset_error("dynamo", var, f"expected a whole number of at least {least}, got {count!r}")
-    served = served_model_name or model
+    local = _is_local_path(model)
+    served = served_model_name or (os.path.basename(os.path.normpath(model)) if local else model)
+    if served.startswith("/"):  # Dynamo 1.6 answers 404 for any such name: readiness could never pass
+        raise preset_error("dynamo", "served_model_name", f"{served!r}: Dynamo cannot serve a name starting with '/'")
     python = engine_python(env_path)
     infra: list[supervisor.Service] = []
     if discovery == "etcd":
         infra = [etcd_service(etcd), nats_service(nats_server)]
     needs = [supervisor.Dependency(service.name) for service in infra]
-    fixed = _model_env(model)
+    fixed = {"HF_HUB_OFFLINE": "1"} if local else {}  # a local model never makes the hub client go online
 
     def worker(role: Role, count: int, role_args: Args) -> supervisor.Service:
         profile = _dynamo.worker_profile(engine)
@@ -115,7 +121,6 @@ def dynamo(
     return supervisor.Topology(name=f"dynamo-{engine}", services=[*infra, *workers, frontend])
 
 
-def _model_env(model: str) -> dict[str, str]:
-    """A model given as a local path never makes the hub client go online (a hub id may need to download)."""
-    local = model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)
-    return {"HF_HUB_OFFLINE": "1"} if local else {}
+def _is_local_path(model: str) -> bool:
+    """A directory (``/models/x``, ``./x``, ``~/x``) rather than a hub id (``Qwen/Qwen3-0.6B``)."""
+    return model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)

@@ -33,12 +33,15 @@ class PortAllocator:
         raise RuntimeError("no free loopback port found after 1000 tries")
 
     def allocate_below(self, limit: int) -> int:
-        """A free port in ``[limit // 2, limit)``, scanned from a random start (two runs planning at once
-        rarely pick the same one), never one already handed out or reserved."""
-        low = max(1024, limit // 2)
-        span = limit - low
+        """A free port in ``[limit // 2, limit)``, for programs that cannot take an ephemeral one."""
+        return self.allocate_in(max(1024, limit // 2), limit)
+
+    def allocate_in(self, low: int, high: int) -> int:
+        """A free port in ``[low, high)``, scanned from a random start (two runs planning at once rarely
+        pick the same one), never one already handed out or reserved, nor one another program has bound."""
+        span = high - low
         if span <= 0:
-            raise RuntimeError(f"no port range below {limit}")
+            raise RuntimeError(f"no ports in {low}..{high - 1}")
         start = random.randrange(span)
         for step in range(min(span, 5000)):
             port = low + (start + step) % span
@@ -51,4 +54,4 @@ class PortAllocator:
                     continue
             self._taken.add(port)
             return port
-        raise RuntimeError(f"no free loopback port found in {low}..{limit - 1}")
+        raise RuntimeError(f"no free loopback port found in {low}..{high - 1}")

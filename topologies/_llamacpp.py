@@ -20,7 +20,7 @@ PROFILE = EngineProfile(
         r"error loading model",
         r"failed to load model",
         r"key not found in model",
-        r"unknown argument",
+        r"error: invalid argument",
     ),
     phases=(
         supervisor.Phase("load", r"loading model|llama_model_loader"),

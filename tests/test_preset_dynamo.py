@@ -1,0 +1,211 @@
+"""Golden tests of the Dynamo preset: the commands, env, ports, probes and policies it builds per engine."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+import topologies
+from topologies.dynamo import dynamo
+
+ROOT = Path(__file__).parent.parent
+PY = "{python}"
+ETCD_ENV = {
+    "DYN_DISCOVERY_BACKEND": "etcd",
+    "ETCD_ENDPOINTS": "http://127.0.0.1:{etcd.port}",
+    "NATS_SERVER": "nats://127.0.0.1:{nats.port}",
+}
+LOOPBACK = {
+    "DYN_TCP_RPC_HOST": "127.0.0.1",
+    "DYN_EVENT_PLANE_HOST": "127.0.0.1",
+    "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+}
+WORKER_ENV = {
+    **ETCD_ENV,
+    **LOOPBACK,
+    "DYN_SYSTEM_HOST": "127.0.0.1",
+    "DYN_SYSTEM_PORT": "{status}",
+    "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
+}
+NIXL = '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}'
+
+
+def services(topology: sv.Topology) -> dict[str, sv.Service]:
+    return {service.name: service for service in topology.services}
+
+
+def test_disaggregated_vllm_golden() -> None:
+    """The documented layout: etcd, NATS, prefill and decode ``dynamo.vllm`` workers on tp GPUs, the frontend."""
+    topo = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=2, decode=3, tp=2)
+    found = services(topo)
+    assert list(found) == ["etcd", "nats", "prefill", "decode", "frontend"]
+    assert topo.name == "dynamo-vllm"
+    prefill, decode, frontend = found["prefill"], found["decode"], found["frontend"]
+    base = [PY, "-m", "dynamo.vllm", "--model", "Qwen/Qwen3-0.6B", "--served-model-name", "Qwen/Qwen3-0.6B",
+            "--tensor-parallel-size", "2"]  # fmt: skip
+    assert list(prefill.command) == [*base, "--disaggregation-mode", "prefill", "--kv-transfer-config", NIXL]
+    assert list(decode.command) == [*base, "--disaggregation-mode", "decode", "--kv-transfer-config", NIXL]
+    assert (prefill.replicas, decode.replicas) == (2, 3)
+    for worker in (prefill, decode):
+        assert dict(worker.env) == WORKER_ENV  # a hub id: HF_HUB_OFFLINE is not forced
+        assert worker.ports == (sv.PortSpec("status", below=32768),)
+        assert worker.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{status}/health"))
+        assert worker.gpus == sv.GpuRequest(count=2)
+        assert worker.restart.policy == "always"
+        assert worker.stop == sv.StopPolicy("SIGTERM", grace_seconds=60)
+        assert [d.service for d in worker.depends_on] == ["etcd", "nats"]
+        assert [phase.name for phase in worker.phases][:3] == ["runtime", "engine", "weights"]
+    assert list(frontend.command) == [PY, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", "{port}"]
+    assert dict(frontend.env) == {**ETCD_ENV, **LOOPBACK}
+    assert frontend.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/v1/models/Qwen%2FQwen3-0.6B/ready"))
+    assert frontend.restart.policy == "always"  # it exits 0 by itself when etcd is gone
+    assert frontend.gpus is None and frontend.ports == (sv.PortSpec("port"),)
+
+
+def test_sglang_roles_and_bootstrap_port() -> None:
+    """SGLang: its own flags (--model-path, --tp), NIXL transfer, a bootstrap port per prefill worker."""
+    found = services(dynamo(engine="sglang", model="Qwen/Qwen3-0.6B", served_model_name="qwen", tp=4))
+    base = [PY, "-m", "dynamo.sglang", "--model-path", "Qwen/Qwen3-0.6B", "--served-model-name", "qwen", "--tp", "4"]
+    assert list(found["prefill"].command) == [
+        *base, "--disaggregation-mode", "prefill", "--disaggregation-transfer-backend", "nixl",
+        "--disaggregation-bootstrap-port", "{bootstrap}",
+    ]  # fmt: skip
+    assert list(found["decode"].command) == [
+        *base, "--disaggregation-mode", "decode", "--disaggregation-transfer-backend", "nixl",
+    ]  # fmt: skip
+    assert [p.name for p in found["prefill"].ports] == ["status", "bootstrap"]
+    assert found["frontend"].ready.check.url.endswith("/v1/models/qwen/ready")  # type: ignore[union-attr]
+
+
+def test_trtllm_and_aggregated_mode() -> None:
+    """prefill=0: aggregated workers only, named decode, without a role flag."""
+    found = services(dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=0, decode=2))
+    assert list(found) == ["etcd", "nats", "decode", "frontend"]
+    assert list(found["decode"].command) == [
+        PY, "-m", "dynamo.trtllm", "--model", "Qwen/Qwen3-0.6B", "--served-model-name", "Qwen/Qwen3-0.6B",
+        "--tensor-parallel-size", "1",
+    ]  # fmt: skip
+    assert found["decode"].replicas == 2
+
+
+def test_mocker_local_model_file_discovery_env_path_and_args() -> None:
+    """The mocker: no GPUs, a local tokenizer directory (offline hub), file discovery, the env's python."""
+    topo = dynamo(
+        engine="mocker", model="/models/tiny/", decode=2, discovery="file", env_path="/opt/dyn",
+        args={"speedup_ratio": 10}, prefill_args=["--num-workers", "1"], frontend_args={"router_mode": "kv"},
+        env={"RUST_LOG": "debug"},
+    )  # fmt: skip
+    found = services(topo)
+    assert list(found) == ["prefill", "decode", "frontend"]  # no etcd, no NATS
+    assert list(found["prefill"].command) == [
+        "/opt/dyn/bin/python", "-m", "dynamo.mocker", "--model-path", "/models/tiny/", "--model-name", "tiny",
+        "--disaggregation-mode", "prefill", "--speedup-ratio", "10", "--num-workers", "1",
+    ]  # fmt: skip
+    assert list(found["decode"].command)[-4:] == ["--disaggregation-mode", "decode", "--speedup-ratio", "10"]
+    assert list(found["frontend"].command)[-2:] == ["--router-mode", "kv"]
+    env = dict(found["decode"].env)
+    assert env["DYN_DISCOVERY_BACKEND"] == "file" and env["DYN_FILE_KV"] == "{run_dir}/discovery"
+    assert "ETCD_ENDPOINTS" not in env and "NATS_SERVER" not in env
+    assert env["HF_HUB_OFFLINE"] == "1" and env["RUST_LOG"] == "debug"
+    assert env["PATH"].startswith("/opt/dyn/bin:") and env["VIRTUAL_ENV"] == "/opt/dyn"
+    assert found["decode"].gpus is None and found["decode"].depends_on == ()
+    assert found["decode"].stop.grace_seconds == 10
+
+
+def test_infra_services_golden() -> None:
+    """etcd and NATS on loopback, data under the run dir, ready on their health endpoints."""
+    found = services(dynamo(engine="mocker", model="/m", port=8000))
+    assert list(found["etcd"].command) == [
+        "etcd", "--data-dir", "{run_dir}/etcd",
+        "--listen-client-urls", "http://127.0.0.1:{port}", "--advertise-client-urls", "http://127.0.0.1:{port}",
+        "--listen-peer-urls", "http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", "http://127.0.0.1:{peer}",
+        "--initial-cluster", "default=http://127.0.0.1:{peer}",
+    ]  # fmt: skip
+    assert found["etcd"].ready.check == sv.HttpCheck("http://127.0.0.1:{port}/health", json={"health": "true"})  # type: ignore[union-attr]
+    assert list(found["nats"].command) == [
+        "nats-server", "-js", "-a", "127.0.0.1", "-p", "{port}", "-m", "{monitor}", "-sd", "{run_dir}/nats",
+    ]  # fmt: skip
+    assert found["nats"].ready.check == sv.HttpCheck("http://127.0.0.1:{monitor}/healthz")  # type: ignore[union-attr]
+    assert found["frontend"].ports == (sv.PortSpec("port", 8000),)
+
+
+def test_plan_resolves_every_template_and_keeps_status_ports_low() -> None:
+    """Planned: each worker replica its own status port below 32768 (plain free ports are all above it here)."""
+    topo = dynamo(engine="mocker", model="/m", prefill=2, decode=3)
+    ephemeral = itertools.count(40000)
+    plan = sv.make_plan(topo, runs_dir="/tmp/unused", allocate_port=lambda: next(ephemeral),
+                        reserve_port=lambda _: None, check_executables=False)  # fmt: skip
+    replicas = {replica.name: replica for service in plan.services for replica in service.replicas}
+    status = [replicas[name].ports["status"] for name in ("prefill.0", "prefill.1", "decode.0", "decode.1", "decode.2")]
+    assert len(set(status)) == 5 and all(16384 <= port < 32768 for port in status), status
+    etcd, nats = replicas["etcd"].ports["port"], replicas["nats"].ports["port"]
+    env = replicas["decode.1"].env
+    assert env["ETCD_ENDPOINTS"] == f"http://127.0.0.1:{etcd}" and env["NATS_SERVER"] == f"nats://127.0.0.1:{nats}"
+    assert env["DYN_SYSTEM_PORT"] == str(replicas["decode.1"].ports["status"])
+    assert replicas["etcd"].argv[2] == f"{plan.run_dir}/etcd"
+    assert replicas["frontend"].ready.check.url == f"{replicas['frontend'].url}/v1/models/m/ready"  # type: ignore[union-attr]
+
+
+def test_low_ports_skip_ports_in_use_and_handed_out() -> None:
+    """A port another program holds, or one this plan gave already, is never handed out again."""
+    from supervisor._resources import PortAllocator
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        held = taken.getsockname()[1]
+        allocator = PortAllocator()
+        for _ in range(20):  # whatever the random start, the only free port of the window is the other one
+            assert allocator.allocate_in(held, held + 2) == held + 1
+            allocator = PortAllocator()
+        allocator.reserve(held + 1)
+        with pytest.raises(RuntimeError, match="no free loopback port"):
+            allocator.allocate_in(held, held + 2)
+    allocator = PortAllocator()
+    picked = {allocator.allocate_below(32768) for _ in range(50)}
+    assert len(picked) == 50 and all(16384 <= p < 32768 for p in picked)
+
+
+def test_below_out_of_range_is_a_config_error() -> None:
+    topo = sv.Topology(name="t", services=[sv.Service(name="s", command=["true"], ports=[sv.PortSpec("p", below=80)])])
+    with pytest.raises(sv.ConfigError, match="port p: below: must be 2049 or more, got 80"):
+        sv.make_plan(topo, runs_dir="/tmp/unused", check_executables=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"engine": "tgi"}, "var 'engine': unknown engine 'tgi' (one of: vllm, sglang, trtllm, mocker)"),
+        ({"discovery": "consul"}, "var 'discovery': unknown backend 'consul' (one of: etcd, file)"),
+        ({"decode": 0}, "var 'decode': expected a whole number of at least 1, got 0"),
+        ({"prefill": -1}, "var 'prefill': expected a whole number of at least 0, got -1"),
+        ({"tp": 0}, "var 'tp': expected a whole number of at least 1, got 0"),
+        ({"served_model_name": "/abs"}, "Dynamo cannot serve a name starting with '/'"),
+    ],
+)
+def test_bad_vars_are_config_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(sv.ConfigError, match="preset 'dynamo'") as caught:
+        dynamo(model="Qwen/Qwen3-0.6B", **kwargs)  # type: ignore[arg-type]
+    assert message in str(caught.value)
+
+
+def test_yaml_preset_equals_the_builder() -> None:
+    """``topologies/dynamo.yaml`` with --set builds exactly what the Python builder builds."""
+    loaded = sv.load(ROOT / "topologies" / "dynamo.yaml",
+                     overrides={"engine": "mocker", "model": "/m", "decode": "2", "discovery": "file"})  # fmt: skip
+    built = dynamo(engine="mocker", model="/m", decode=2, discovery="file")
+    assert loaded.services == built.services
+
+
+def test_yaml_preset_needs_a_model() -> None:
+    with pytest.raises(sv.ConfigError, match="var 'model': required"):
+        sv.load(ROOT / "topologies" / "dynamo.yaml")
+
+
+def test_the_package_attribute_stays_the_builder() -> None:
+    """``topologies.dynamo(...)`` twice: importing the module once made the second call hit the module."""
+    first = topologies.dynamo(engine="mocker", model="/m")
+    assert topologies.dynamo(engine="mocker", model="/m") == first

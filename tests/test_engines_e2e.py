@@ -194,3 +194,42 @@ def test_llamacpp_yaml_through_the_cli_then_ctrl_c(
     """``supervisor run topologies/llamacpp.yaml --set replicas=2 ...``: serves, then Ctrl-C exits 130, nothing left."""
     sets = {"model": str(tiny_gguf), "replicas": "2", "llama_server": llama_server, "args": "{threads: 1}"}
     assert ctrl_c_a_cli_run(tmp_path, runs_dir, "llamacpp", sets, "tiny").strip()
+
+
+async def test_dynamo_frontend_exiting_0_on_its_own_is_restarted(
+    dynamo_env: Path, mocker_model: Path, runs_dir: Path
+) -> None:
+    """Dynamo's frontend leaves with exit 0 when it loses etcd: restart policy ``always`` brings it back."""
+    from .helpers import wait_for
+
+    topology = topologies.dynamo(engine="mocker", model=str(mocker_model), served_model_name="tiny", decode=1,
+                                 discovery="file", env_path=str(dynamo_env))  # fmt: skip
+    async with sv.launch(topology, runs_dir=runs_dir) as group:
+        (old,) = group["frontend"].pids
+        os.kill(old, signal.SIGTERM)  # not from us: the same clean exit 0 as after losing etcd
+        await wait_for(
+            group,
+            lambda events: any(isinstance(e, sv.Ready) and e.replica == "frontend" and e.pid != old for e in events),
+            timeout=60,
+        )
+        exits = [e for e in group.event_history if isinstance(e, sv.Exited) and e.pid == old]
+        assert [(e.exit_code, e.expected) for e in exits] == [(0, False)]
+        async with httpx.AsyncClient(timeout=30) as client:
+            assert (await chat(client, group["frontend"].url, "tiny")).strip()
+
+
+async def test_dynamo_without_dynamo_fails_at_once(mocker_model: Path, runs_dir: Path) -> None:
+    """No env_path and no Dynamo in the supervisor's Python: one clear failure, not five restarts."""
+    pytest.importorskip("tokenizers")
+    import importlib.util
+
+    if importlib.util.find_spec("dynamo") is not None:
+        pytest.skip("this interpreter has Dynamo")
+    topology = topologies.dynamo(engine="mocker", model=str(mocker_model), prefill=0, discovery="file")
+    with pytest.raises(sv.ServiceFailed) as caught:
+        async with sv.launch(topology, runs_dir=runs_dir):
+            pass
+    assert "No module named" in str(caught.value)
+    (run,) = runs_dir.iterdir()
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert "restarting" not in events, events

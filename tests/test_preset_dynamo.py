@@ -206,6 +206,13 @@ def test_yaml_preset_needs_a_model() -> None:
 
 
 def test_the_package_attribute_stays_the_builder() -> None:
-    """``topologies.dynamo(...)`` twice: importing the module once made the second call hit the module."""
-    first = topologies.dynamo(engine="mocker", model="/m")
-    assert topologies.dynamo(engine="mocker", model="/m") == first
+    """Importing the module ``topologies.dynamo`` bound the package attribute to it: ``topologies.dynamo(...)``
+    then called a module (TypeError) in every test that ran after."""
+    import importlib
+    import types
+
+    importlib.import_module("topologies.dynamo")
+    importlib.import_module("topologies.llamacpp")
+    assert not isinstance(topologies.dynamo, types.ModuleType)
+    assert topologies.dynamo(engine="mocker", model="/m") == dynamo(engine="mocker", model="/m")
+    assert topologies.builder("dynamo") is topologies.dynamo is dynamo

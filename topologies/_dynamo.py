@@ -56,6 +56,7 @@ _RUNTIME_PHASE = supervisor.Phase("runtime", r"Initializing KV store discovery b
 FRONTEND_PROFILE = EngineProfile(
     name="dynamo.frontend",
     stop=supervisor.StopPolicy("SIGTERM", grace_seconds=10),  # drains in-flight streams, exits 0 in ~0.4 s
+    fatal=(r"No module named '?dynamo",),  # the interpreter has no Dynamo (env_path unset or wrong)
     phases=(
         _RUNTIME_PHASE,
         supervisor.Phase("http", r"Starting HTTP\(S\) service"),
@@ -89,11 +90,12 @@ _WORKER_PHASES = {
     ),
 }
 
+_NO_ENGINE = r"No module named '?(?:dynamo|vllm|sglang|tensorrt_llm)\b"  #: env_path unset or wrong: no restart
 _WORKER_FATAL = {
-    "mocker": (),
-    "vllm": (r"ValueError: .*(?:tensor_parallel_size|max_model_len|No available memory)",),
-    "sglang": (r"Not enough memory",),
-    "trtllm": (r"(?i)executor worker .* died",),
+    "mocker": (_NO_ENGINE,),
+    "vllm": (_NO_ENGINE, r"ValueError: .*(?:tensor_parallel_size|max_model_len|No available memory)"),
+    "sglang": (_NO_ENGINE, r"Not enough memory"),
+    "trtllm": (_NO_ENGINE, r"(?i)executor worker .* died"),
 }
 
 

@@ -104,7 +104,8 @@ async def test_llamacpp_two_replicas_answer_and_leave_nothing(
         replicas = group["frontend"].replicas
         assert len(replicas) == 2 and replicas[0].port != replicas[1].port
         pids = all_pids(group)
-        async with httpx.AsyncClient(timeout=30) as client:
+        # a new connection per request: llama-server may close a kept-alive one just as the next request goes
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             answers = []
             for replica in replicas:
                 answers.append(await chat(client, replica.url, "tiny"))

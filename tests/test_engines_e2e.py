@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -26,6 +27,14 @@ pytestmark = [pytest.mark.anyio, pytest.mark.engines]
 
 ROOT = Path(__file__).parent.parent
 QUESTION = {"role": "user", "content": "w1 w2 w3 w4"}
+
+
+def phases_seen(log: Path, phases: tuple[sv.Phase, ...]) -> list[str]:
+    """The phases whose pattern matches a line of the real log, in the order the lines came."""
+    seen: list[str] = []
+    for line in log.read_text(errors="replace").splitlines():
+        seen += [p.name for p in phases if p.name not in seen and re.search(p.pattern, line)]
+    return seen
 
 
 def all_pids(group: sv.RunningTopology) -> list[int]:
@@ -73,6 +82,11 @@ async def test_dynamo_disaggregated_mocker_serves_chat_and_leaves_nothing(
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     assert summary["outcome"] == "stopped", summary  # etcd's -15 and nats' 1 on SIGTERM are normal stops
     assert marked_processes(Path(run_dir).name) == {}
+    # the startup phases the preset declares are the lines these versions really print
+    services = {service.name: service for service in topology.services}
+    logs = Path(run_dir) / "logs"
+    assert phases_seen(logs / "frontend.log", services["frontend"].phases) == ["runtime", "http", "workers"]
+    assert phases_seen(logs / "decode.1.log", services["decode"].phases) == ["runtime", "engine"]
 
 
 async def test_dynamo_worker_status_ports_stay_below_32768(
@@ -120,6 +134,8 @@ async def test_llamacpp_two_replicas_answer_and_leave_nothing(
     assert answers[0] == answers[3]  # same seed, same weights: the replicas serve the same model
     wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10)
     assert marked_processes(Path(run_dir).name) == {}
+    (server,) = topology.services
+    assert phases_seen(Path(run_dir) / "logs" / "frontend.1.log", server.phases) == ["load", "context", "listen"]
 
 
 # --- through the CLI, stopped with Ctrl-C ----------------------------------------------------------------

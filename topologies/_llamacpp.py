@@ -24,9 +24,9 @@ PROFILE = EngineProfile(
     ),
     phases=(
         supervisor.Phase("load", r"loading model|llama_model_loader"),
-        supervisor.Phase("context", r"llama_context|initializing slots"),
-        supervisor.Phase("warmup", r"warming up the model"),
-        supervisor.Phase("listen", r"server is listening"),
+        supervisor.Phase("context", r"llama_context|initializing slots|initializing, n_slots"),
+        supervisor.Phase("warmup", r"warming up the model"),  # older builds; newer ones go straight on
+        supervisor.Phase("listen", r"server is listening|listening on http"),
     ),
     list_style="comma",  # llama-server takes lists comma-separated (--alias a,b; --tensor-split 1,1)
 )

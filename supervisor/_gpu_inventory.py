@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -158,8 +159,9 @@ def _pid_alive(pid: int) -> bool:
 class FakeInventory:
     """A node given in code, for tests: devices, the processes on them, and NVLink pairs.
 
-    ``processes`` may be changed at any time. With ``live_only`` (the default) a listed process is shown
-    only while its pid lives, as NVML does; without it, it is listed until removed (a survivor).
+    ``held`` may be changed at any time. With ``live_only`` (the default) a listed process is shown only
+    while its pid lives, as NVML does, and ``release_delay_seconds`` more (a driver freeing the context
+    a moment after the exit); without ``live_only`` it is listed until removed (a survivor).
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class FakeInventory:
         links: Iterable[tuple[int, int]] | None = None,
         memory_bytes: int = 80 * 1000**3,
         live_only: bool = True,
+        release_delay_seconds: float = 0.0,
     ) -> None:
         if isinstance(devices, int):
             devices = [
@@ -179,6 +182,8 @@ class FakeInventory:
         self._devices = list(devices)
         self.held: list[GpuProcess] = list(processes)
         self.live_only = live_only
+        self.release_delay_seconds = release_delay_seconds
+        self._gone_since: dict[int, float] = {}
         self._peers: dict[int, set[int]] = {d.index: set() for d in self._devices}
         indices = [d.index for d in self._devices]
         pairs = links if links is not None else [(a, b) for a in indices for b in indices if a < b]
@@ -197,7 +202,13 @@ class FakeInventory:
         return [attrs.evolve(d, memory_used_bytes=d.memory_used_bytes + used.get(d.index, 0)) for d in self._devices]
 
     def processes(self) -> Sequence[GpuProcess]:
-        return [p for p in self.held if not self.live_only or _pid_alive(p.pid)]
+        return [p for p in self.held if not self.live_only or self._listed(p.pid)]
+
+    def _listed(self, pid: int) -> bool:
+        if _pid_alive(pid):
+            return True
+        gone = self._gone_since.setdefault(pid, time.monotonic())
+        return time.monotonic() - gone < self.release_delay_seconds
 
     def nvlink_peers(self, index: int) -> frozenset[int]:
         return frozenset(self._peers.get(index, ()))

@@ -122,7 +122,7 @@ def test_a_gpu_request_without_nvml_is_a_clear_config_error(monkeypatch: pytest.
 
 def test_nvml_init_failure_is_gpu_unavailable() -> None:
     class NoDriver:
-        def nvmlInit(self) -> None:  # noqa: N802 - pynvml's name
+        def nvmlInit(self) -> None:
             raise RuntimeError("Driver Not Loaded")
 
     with pytest.raises(GpuUnavailable, match="Driver Not Loaded \\(no NVIDIA driver on this machine\\?\\)"):
@@ -136,32 +136,32 @@ def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
         NVML_P2P_CAPS_INDEX_NVLINK = 2
         NVML_P2P_STATUS_OK = 0
 
-        def nvmlInit(self) -> None: ...  # noqa: N802
-        def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        def nvmlInit(self) -> None: ...
+        def nvmlDeviceGetCount(self) -> int:
             return 2
 
-        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
             return index
 
-        def nvmlDeviceGetUUID(self, h: int) -> str:  # noqa: N802
+        def nvmlDeviceGetUUID(self, h: int) -> str:
             return f"GPU-{h}"
 
-        def nvmlDeviceGetName(self, h: int) -> bytes:  # noqa: N802
+        def nvmlDeviceGetName(self, h: int) -> bytes:
             return b"NVIDIA H200"
 
-        def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:  # noqa: N802
+        def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
             return SimpleNamespace(busId=f"00000000:{h + 0x18:02X}:00.0")
 
-        def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:  # noqa: N802
+        def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
             return SimpleNamespace(total=141 * 10**9, used=h * 10**9)
 
-        def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:  # noqa: N802
+        def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
             return [SimpleNamespace(pid=100 + h, usedGpuMemory=None if h else 5)]
 
-        def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[SimpleNamespace]:  # noqa: N802
+        def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[SimpleNamespace]:
             raise RuntimeError("Not Supported")
 
-        def nvmlDeviceGetP2PStatus(self, a: int, b: int, index: int) -> int:  # noqa: N802
+        def nvmlDeviceGetP2PStatus(self, a: int, b: int, index: int) -> int:
             return 0 if index == 2 else 1
 
     inventory = NvmlInventory.open(importer=StandInNvml)
@@ -211,7 +211,9 @@ async def test_a_child_sees_its_gpus_and_the_manifest_records_them(runs_dir: Pat
     topology = sv.Topology(
         name="g",
         services=[
-            sv.Service(name="w", command=[PYTHON, "-c", SHOW_ENV, "{gpus}"], replicas=2, gpus=2, ready=sv.LogCheck("seen")),
+            sv.Service(
+                name="w", command=[PYTHON, "-c", SHOW_ENV, "{gpus}"], replicas=2, gpus=2, ready=sv.LogCheck("seen")
+            ),
         ],
     )
     async with sv.launch(topology, runs_dir=runs_dir, gpus="4x80GB") as group:

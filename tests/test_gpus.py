@@ -310,3 +310,21 @@ def test_import_supervisor_loads_no_nvml() -> None:
 def test_devices_of_a_fake_count_the_memory_its_processes_hold() -> None:
     node = FakeInventory([GpuDevice(3, "u", "n", "b", 100, 10)], processes=[GpuProcess(3, os.getpid(), 30)])
     assert [d.memory_free_bytes for d in node.devices()] == [60]
+
+
+@pytest.mark.anyio
+async def test_gpus_listing_names_the_run_of_a_holder_even_without_its_mark(runs_dir: Path) -> None:
+    """``env -i`` drops the run's mark: the run is then found through the pids its manifest records."""
+    from supervisor._cli_gpus import render_gpus
+
+    unmarked = sv.Service(name="engine", command=["env", "-i", *SLEEPER], ready=sv.LogCheck("service ready"))
+    async with sv.launch(sv.Topology(name="g", services=[unmarked]), runs_dir=runs_dir) as group:
+        pid = group.replica("engine").pid
+        assert pid is not None and RUN_ID_ENV not in psutil.Process(pid).environ()
+        node = FakeInventory(2, processes=[GpuProcess(1, pid, 2 * 10**9)])
+        text = await anyio.to_thread.run_sync(render_gpus, node)
+        name = psutil.Process(pid).name()
+    assert text.splitlines()[3:5] == [
+        "GPU 1  fake GPU  00000000:02:00.0  2 GB / 80 GB used  nvlink: 0",
+        f"    pid {pid} ({name}, 2 GB, run {group.run_id} replica engine)",
+    ]

@@ -472,7 +472,8 @@ class RunningTopology:
         if self.gpus is None or not any(r.plan.gpus for r in self.replicas):
             return
         started = time.monotonic()
-        survivors = await wait_released(self.gpus, self._seen_pids)
+        # a second Ctrl-C asks for an exit now: look once, name what is left, do not wait
+        survivors = await wait_released(self.gpus, self._seen_pids, seconds=0.0 if self._kill_now else None)
         for holder in describe_holders(survivors):
             name = self._seen_pids.get(holder.process.pid, "")
             replica = self._replicas.get(name)

@@ -328,3 +328,17 @@ async def test_gpus_listing_names_the_run_of_a_holder_even_without_its_mark(runs
         "GPU 1  fake GPU  00000000:02:00.0  2 GB / 80 GB used  nvlink: 0",
         f"    pid {pid} ({name}, 2 GB, run {group.run_id} replica engine)",
     ]
+
+
+@pytest.mark.anyio
+async def test_a_plan_made_on_a_simulated_node_needs_its_inventory_to_launch(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    plan = sv.make_plan(sv.Topology(name="g", services=[svc("w", 1)]), runs_dir=runs_dir, gpus="2x80GB")
+    with pytest.raises(sv.ConfigError, match="the plan assigns GPUs but NVML is not available"):
+        async with sv.launch(plan):
+            pytest.fail("started without an inventory")
+    assert not runs_dir.exists()
+    async with sv.launch(plan, gpus="2x80GB") as group:
+        assert group.replica("w").plan.gpus == (0,)

@@ -194,9 +194,7 @@ def make_plan(
             {p.name: p.number if p.number is not None else allocate_port() for p in service.ports}
             for _ in range(service.replicas)
         ]
-    assigned = _assign_gpus([services[name] for name in order], gpus, problems)
-    if problems:
-        raise ConfigError(problems, source=topology.source)
+    assigned = _assign_gpus([services[name] for name in order], gpus, problems)  # reported with the rest
     skeletons = tuple(_service_plan(services[name], ports[name], topology.strategy, assigned) for name in order)
     shared = _shared_context(skeletons, run_dir)
     resolved = []

@@ -342,3 +342,13 @@ async def test_a_plan_made_on_a_simulated_node_needs_its_inventory_to_launch(
     assert not runs_dir.exists()
     async with sv.launch(plan, gpus="2x80GB") as group:
         assert group.replica("w").plan.gpus == (0,)
+
+
+def test_gpu_problems_are_reported_together_with_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    with pytest.raises(sv.ConfigError) as caught:
+        plan_of(svc("a", 1, command=[*SLEEP, "{prot}"]), gpus=None)
+    assert len(caught.value.problems) == 2
+    assert "needs GPUs but NVML is not available" in str(caught.value) and "unknown template {prot}" in str(
+        caught.value
+    )

@@ -24,6 +24,7 @@ __all__ = [
     "EventSubscription",
     "Exited",
     "Failed",
+    "GpuNotReleased",
     "Ready",
     "Restarting",
     "Spawned",
@@ -119,6 +120,18 @@ class Stopped(Event):
     kind: ClassVar[str] = "stopped"
     seconds: float  #: from the stop signal until every process of the replica was gone
     killed: bool  #: needed SIGKILL after the grace
+
+
+@attrs.frozen(kw_only=True)
+class GpuNotReleased(Event):
+    """After teardown, a GPU still lists a process of the run (a driver still freeing it, or a survivor)."""
+
+    kind: ClassVar[str] = "gpu_not_released"
+    pid: int
+    gpu: int
+    process_name: str | None
+    used_memory_bytes: int | None
+    waited_seconds: float
 
 
 class EventSubscription:

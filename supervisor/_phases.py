@@ -57,6 +57,11 @@ class PhaseWatch:
             return None
         return self._phases[self._current][0]
 
+    @property
+    def reading(self) -> bool:
+        """Still reading output: until ready (or the end), or until the last phase has begun."""
+        return self._unsubscribe is not None
+
     def so_far(self, now: float | None = None) -> dict[str, float]:
         """Seconds in each phase: those that ended, and the current one until ``now``."""
         seconds = dict(self.seconds)
@@ -76,11 +81,14 @@ class PhaseWatch:
 
     def close(self, now: float, *, finished: bool) -> None:
         """Stop reading output; the current phase ends (``finished``: the replica became ready)."""
+        self._stop_reading()
+        if self.current is not None:
+            self._end(now, finished=finished)
+
+    def _stop_reading(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self.current is not None:
-            self._end(now, finished=finished)
 
     def _on_lines(self, block: bytes) -> None:
         now = time.monotonic()
@@ -88,7 +96,8 @@ class PhaseWatch:
         phases = self._phases
         position = 0
         # Each round begins the phase whose line comes first (on one line: the later phase); only phases
-        # after the current one are searched, so this costs one search per phase still ahead.
+        # after the current one are searched, so this costs one search per phase still ahead. (Separate
+        # searches, not one alternation: CPython finds a pattern's literal prefix fast, an alternation's not.)
         while self._current + 1 < len(phases):
             found, found_at, found_end = -1, len(text), 0
             for index in range(self._current + 1, len(phases)):
@@ -106,6 +115,8 @@ class PhaseWatch:
             self._end(now, finished=True)
         self._current, self._began, self._ended_at = index, now, None
         name = self._phases[index][0]
+        if index == len(self._phases) - 1:  # nothing left to look for: the rest of the start costs nothing
+            self._stop_reading()
         self._emit(
             PhaseStarted(replica=self._replica, service=self._service, phase=name, seconds=now - self._spawned_at)
         )

@@ -228,7 +228,17 @@ def test_one_block_or_many_give_the_same_phases(chunks: list[bytes]) -> None:
     for chunk in chunks:
         stream.feed(chunk)
     assert phase_events(events) == [("started", "one", None), ("ended", "one", True), ("started", "three", None)]
-    assert phase_watch.current == "three"
+    assert phase_watch.current == "three" and not phase_watch.reading  # the last phase began: nothing to look for
+
+
+def test_the_watch_reads_output_only_until_the_last_phase_began() -> None:
+    stream, phase_watch, events = watch({"one": "^x1$", "two": "^x2$"})
+    stream.feed(b"x1\n")
+    assert phase_watch.reading
+    stream.feed(b"x2\n")
+    assert not phase_watch.reading and phase_watch.current == "two"
+    phase_watch.close(phase_watch._began + 1.0, finished=True)
+    assert phase_events(events)[-1] == ("ended", "two", True) and phase_watch.seconds["two"] == 1.0
 
 
 def test_a_line_that_matches_two_phases_begins_the_later_one() -> None:

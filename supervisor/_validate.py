@@ -167,6 +167,8 @@ def _check_service(
             report(f"{where}, field 'phases': phase '{phase.name}' named twice")
         phase_names.add(phase.name)
         _regex(phase.pattern, f"{where}, field 'phases.{phase.name}'", report)
+    if service.phases and service.ready is None:
+        report(f"{where}, field 'phases': needs a readiness probe (ready:); without one the service is ready at spawn")
     if not isinstance(service.builtin_fatal, bool):
         report(f"{where}, field 'builtin_fatal': expected true or false")
     if service.strategy is not None and service.strategy not in STRATEGIES:

@@ -265,3 +265,11 @@ def test_the_cli_prints_the_phases_with_ready(capsys: pytest.CaptureFixture[str]
     reporter.event(sv.PhaseEnded(replica="decode.0", service="decode", phase="graphs", seconds=12.0, finished=True))
     reporter.event(sv.Ready(replica="decode.0", service="decode", pid=1, seconds=53.3))
     assert "decode.0: ready in 53.30s (weights 41.2s, graphs 12.0s)" in capsys.readouterr().err
+
+
+def test_phases_without_a_readiness_probe_are_refused(tmp_path: Path) -> None:
+    """Without ``ready:`` a replica is ready at spawn: its phases could never be seen, so say so up front."""
+    service = sv.Service(name="a", command=[PYTHON, "-c", "pass"], phases={"weights": "Loading weights"})
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.make_plan(sv.Topology(name="t", services=[service]), runs_dir=tmp_path / "runs")
+    assert "service 'a', field 'phases': needs a readiness probe (ready:)" in str(caught.value)

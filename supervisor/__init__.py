@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import Exited as Exited
     from ._events import Failed as Failed
     from ._events import GpuNotReleased as GpuNotReleased
+    from ._events import PhaseEnded as PhaseEnded
+    from ._events import PhaseStarted as PhaseStarted
     from ._events import Ready as Ready
     from ._events import Restarting as Restarting
     from ._events import Spawned as Spawned
@@ -111,6 +113,8 @@ _LAZY = {
     "GpuRequest": "_spec",
     "LogPolicy": "_spec",
     "Phase": "_spec",
+    "PhaseEnded": "_events",
+    "PhaseStarted": "_events",
     "Outcome": "_runner",
     "Plan": "_plan",
     "PortSpec": "_spec",

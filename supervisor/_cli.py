@@ -24,7 +24,7 @@ from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_runs import add_commands, dispatch
 from ._config import load
 from ._errors import ConfigError, SupervisorError
-from ._events import Event, Exited, Failed, GpuNotReleased, Ready, Spawned, Stopped
+from ._events import Event, Exited, Failed, GpuNotReleased, PhaseEnded, Ready, Spawned, Stopped
 from ._gpu_inventory import SimulatedInventory
 from ._group import RunningTopology
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
@@ -146,6 +146,7 @@ class _Reporter:
     def __init__(self, *, quiet: bool, logs: bool) -> None:
         self.quiet, self.logs = quiet, logs
         self.started = time.monotonic()
+        self.phases: dict[str, list[str]] = {}  #: per replica, its startup phases so far ("weights 41.2s")
 
     def event(self, event: Event) -> None:
         if isinstance(event, Failed):
@@ -153,9 +154,13 @@ class _Reporter:
         if self.quiet:
             return
         if isinstance(event, Spawned):
+            self.phases.pop(event.replica, None)  # a restart starts its phases over
             _say(f"{event.replica}: started, pid {event.pid}")
+        elif isinstance(event, PhaseEnded):
+            self.phases.setdefault(event.replica, []).append(f"{event.phase} {event.seconds:.1f}s")
         elif isinstance(event, Ready):
-            _say(f"{event.replica}: ready in {event.seconds:.2f}s")
+            phases = self.phases.pop(event.replica, [])
+            _say(f"{event.replica}: ready in {event.seconds:.2f}s" + (f" ({', '.join(phases)})" if phases else ""))
         elif isinstance(event, Exited) and not event.expected:
             _say(f"{event.replica}: exited ({event.signal or event.exit_code})")
         elif isinstance(event, Stopped) and event.killed:

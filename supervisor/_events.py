@@ -25,6 +25,8 @@ __all__ = [
     "Exited",
     "Failed",
     "GpuNotReleased",
+    "PhaseEnded",
+    "PhaseStarted",
     "Ready",
     "Restarting",
     "Spawned",
@@ -52,6 +54,25 @@ class Event:
 class Spawned(Event):
     kind: ClassVar[str] = "spawned"
     pid: int
+
+
+@attrs.frozen(kw_only=True)
+class PhaseStarted(Event):
+    """A starting replica printed the line that begins one of its service's startup ``phases``."""
+
+    kind: ClassVar[str] = "phase_started"
+    phase: str
+    seconds: float  #: from spawn to the phase's first line
+
+
+@attrs.frozen(kw_only=True)
+class PhaseEnded(Event):
+    """A startup phase is over: the next one began, the replica became ready, or it never will be."""
+
+    kind: ClassVar[str] = "phase_ended"
+    phase: str
+    seconds: float  #: time spent in the phase
+    finished: bool  #: False when the replica exited, timed out or was stopped during the phase
 
 
 @attrs.frozen(kw_only=True)

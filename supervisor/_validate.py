@@ -170,6 +170,8 @@ def _check_service(
         _regex(phase.pattern, f"{where}, field 'phases.{phase.name}'", report)
     if service.gpus is not None:
         check_gpu_request(service.gpus, where, report)
+    if service.phases and service.ready is None:
+        report(f"{where}, field 'phases': needs a readiness probe (ready:); without one the service is ready at spawn")
     if not isinstance(service.builtin_fatal, bool):
         report(f"{where}, field 'builtin_fatal': expected true or false")
     if service.strategy is not None and service.strategy not in STRATEGIES:

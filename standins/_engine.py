@@ -15,7 +15,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 
 from ._http import HttpError, HttpServer, Request, Response, StreamResponse, json_response
 from ._output import Log
@@ -121,7 +121,7 @@ async def run_engine(
     engine: Engine,
     host: str,
     port: int,
-    startup: Callable[[int], Awaitable[None]],
+    startup: Callable[[int], Coroutine[object, object, None]],
     also: tuple[tuple[str, int], ...] = (),
 ) -> int:
     """Serve until SIGTERM/SIGINT (exit 0); ``startup(port)`` prints the engine's lines and marks it ready.
@@ -136,7 +136,7 @@ async def run_engine(
     servers += [HttpServer(_bootstrap, engine.log, False) for _ in also]
     try:
         bound = await servers[0].start(host, port)
-        for server, (other_host, other_port) in zip(servers[1:], also):
+        for server, (other_host, other_port) in zip(servers[1:], also, strict=True):
             await server.start(other_host, other_port)
     except OSError as exc:
         engine.log.error(f"[Errno 98] error while attempting to bind on address ({host!r}, {port}): {exc}")

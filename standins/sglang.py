@@ -128,7 +128,8 @@ def router_main(argv: list[str]) -> int:
     next_prefill, next_decode = itertools.cycle(prefill), itertools.cycle(decode)
 
     async def readiness(request: Request) -> Response:
-        return json_response(200 if engine.ready.is_set() else 503, {"status": "ready" if engine.ready.is_set() else "waiting"})
+        ready = engine.ready.is_set()
+        return json_response(200 if ready else 503, {"status": "ready" if ready else "waiting"})
 
     async def models(request: Request) -> Response:
         status, body = await fetch(decode[0] + "/v1/models")
@@ -157,7 +158,8 @@ def router_main(argv: list[str]) -> int:
     engine.healthy = lambda: True  # type: ignore[method-assign]
 
     async def startup(port: int) -> None:
-        engine.log.info(f"Starting router on {args.host}:{port} | mode: PrefillDecode | prefill: {prefill} | decode: {decode}")
+        engine.log.info(f"Starting router on {args.host}:{port} | mode: PrefillDecode")
+        engine.log.info(f"prefill workers: {prefill}; decode workers: {decode}")
         deadline = time.monotonic() + args.worker_startup_timeout_secs
         for url in [u for u, _ in prefill] + decode:
             while time.monotonic() < deadline:

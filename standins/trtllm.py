@@ -70,8 +70,8 @@ def main(argv: list[str]) -> int:
         params = body.get("disaggregated_params")
         if not (isinstance(params, dict) and params.get("request_type") == "context_only"):
             return {}
-        return {"disaggregated_params": {"request_type": "context_only", "first_gen_tokens": [1],
-                                         "ctx_request_id": engine.requests_total, "encoded_opaque_state": None}}  # fmt: skip
+        params = {"request_type": "context_only", "first_gen_tokens": [1], "ctx_request_id": engine.requests_total}
+        return {"disaggregated_params": params}
 
     engine.extra = context_answer
 
@@ -84,7 +84,8 @@ def main(argv: list[str]) -> int:
         await asyncio.sleep(budget * 0.5)
         print(progress("Loading weights concurrently", 10, 10, budget * 0.5), flush=True)
         _line("Memory used at after loading weights (inside torch) in memory usage profiling: 0.01 GiB")
-        print("[TRT-LLM] [I] [batchmgr] [RANK 0] [MemUsageChange] Allocated 0.01 GiB for max tokens in paged KV cache (4096).")
+        cache = "Allocated 0.01 GiB for max tokens in paged KV cache (4096)."
+        print(f"[TRT-LLM] [I] [batchmgr] [RANK 0] [MemUsageChange] {cache}", flush=True)
         _line("Run warmup with 1 tokens, include 0 generation tokens")
         await asyncio.sleep(budget * 0.3)
         _line("Creating CUDA graph instances for 4 batch sizes.")

@@ -56,8 +56,8 @@ def main(argv: list[str]) -> int:
             return {}
         _line("nixl_connector.py:500", f"prefill done for a remote decode (model {name})")
         port = int(os.environ.get("VLLM_NIXL_SIDE_CHANNEL_PORT", "5600"))
-        remote = {"do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": [0],
-                  "remote_engine_id": f"standin-{os.getpid()}", "remote_host": "127.0.0.1", "remote_port": port}  # fmt: skip
+        remote = {"do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": [0]}
+        remote.update(remote_engine_id=f"standin-{os.getpid()}", remote_host="127.0.0.1", remote_port=port)
         return {"kv_transfer_params": remote}
 
     engine.extra = prefill_answer
@@ -65,8 +65,10 @@ def main(argv: list[str]) -> int:
     async def startup(port: int) -> None:
         budget = load_seconds()
         _line("api_server.py:1880", "vLLM API server version 0.11.0+standin")
-        _line("core.py:77", f"Initializing a V1 LLM engine (v0.11.0) with config: model={args.model!r}, "
-              f"tensor_parallel_size={args.tensor_parallel_size}, kv_transfer_config={args.kv_transfer_config}")  # fmt: skip
+        config = f"model={args.model!r}, tensor_parallel_size={args.tensor_parallel_size}"
+        _line(
+            "core.py:77", f"Initializing a V1 LLM engine (v0.11.0) with config: {config}, kv={args.kv_transfer_config}"
+        )
         _line("gpu_model_runner.py:2338", f"Starting to load model {args.model}...")
         await asyncio.sleep(budget * 0.5)
         _line("default_loader.py:267", f"Loading weights took {budget * 0.5:.2f} seconds")

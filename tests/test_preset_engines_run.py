@@ -26,8 +26,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("preset", "extra"), CASES, ids=[f"{p}-{'-'.join(map(str, e.values())) or 'single'}" for p, e in CASES])
-async def test_preset_serves_completions_through_frontend(tmp_path: Path, runs_dir: Path, preset: str, extra: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("preset", "extra"), CASES, ids=[f"{p}-{'-'.join(map(str, e.values())) or 'single'}" for p, e in CASES]
+)
+async def test_preset_serves_completions_through_frontend(
+    tmp_path: Path, runs_dir: Path, preset: str, extra: dict[str, object]
+) -> None:
     """Every service turns ready, completions and chat answer through ``frontend``, teardown leaves nothing."""
     env_path = standin_env(tmp_path / "env")
     topology = without_gpus(topologies.builder(preset)(model=MODEL, env_path=str(env_path), **extra))
@@ -36,7 +40,10 @@ async def test_preset_serves_completions_through_frontend(tmp_path: Path, runs_d
         assert marked_processes(run_id)
         async with httpx.AsyncClient(base_url=group["frontend"].url, timeout=20) as client:
             text = await client.post("/v1/completions", json={"model": MODEL, "prompt": "hello world", "max_tokens": 3})
-            chat = await client.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "red fox"}]})
+            chat = await client.post(
+                "/v1/chat/completions",
+                json={"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "red fox"}]},
+            )
         assert text.status_code == 200, text.text
         assert text.json()["choices"][0]["text"] == "hello world hello"
         assert chat.status_code == 200, chat.text
@@ -52,6 +59,6 @@ async def test_preset_serves_completions_through_frontend(tmp_path: Path, runs_d
     output = (logs / f"{server}{'.0' if extra.get('replicas') else ''}.log").read_text()
     profile = topologies.builder(preset).__globals__["PROFILE"]
     positions = [re.search(phase.pattern, output) for phase in profile.phases]
-    assert all(positions), [p.name for p, m in zip(profile.phases, positions) if not m]
+    assert all(positions), [p.name for p, m in zip(profile.phases, positions, strict=True) if not m]
     starts = [m.start() for m in positions if m]
     assert starts == sorted(starts), "phases must be logged in the order the profile declares"

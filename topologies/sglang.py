@@ -87,7 +87,9 @@ def sglang(
                 decode_flags + PROFILE.flags(decode_args)),
     ]  # fmt: skip
     router = [engine_python(env_path), "-m", "sglang_router.launch_router", "--pd-disaggregation"]
-    for url, bootstrap in zip(replica_urls("prefill", prefill), replica_urls("prefill", prefill, "bootstrap")):
+    for url, bootstrap in zip(
+        replica_urls("prefill", prefill), replica_urls("prefill", prefill, "bootstrap"), strict=True
+    ):
         router += ["--prefill", url, bootstrap]
     for url in replica_urls("decode", decode):
         router += ["--decode", url]

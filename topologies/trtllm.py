@@ -78,7 +78,7 @@ def trtllm(
     if mode == "single":
         if port is not None and replicas > 1:
             raise preset_error("trtllm", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
-        files = {f"{_DIR}/server.yaml": dict(llm_config)} if llm_config else {}
+        files: dict[str, Mapping[str, object]] = {f"{_DIR}/server.yaml": llm_config} if llm_config else {}
         extra = ["--extra_llm_api_options", f"{_DIR}/server.yaml"] if llm_config else []
         server = _server(FRONTEND, model, port, env_path, replicas, tp, args, env, extra, bool(files))
         return supervisor.Topology(name="trtllm", services=[*_config_job(files), server])
@@ -100,7 +100,7 @@ def trtllm(
         f"{_DIR}/disagg.yaml": disagg,
     }
     servers = [
-        _server(role, model, None, env_path, count, tp, args, env, ["--extra_llm_api_options", f"{_DIR}/{kind}.yaml"], True)
+        _server(role, model, None, env_path, count, tp, args, env, ["--extra_llm_api_options", f"{_DIR}/{kind}.yaml"])
         for role, count, kind in (("prefill", prefill, "context"), ("decode", decode, "generation"))
     ]
     frontend = supervisor.Service(
@@ -127,7 +127,7 @@ def _server(
     args: Mapping[str, object] | Sequence[str] | None,
     env: Mapping[str, str] | None,
     role_flags: list[str],
-    after_config: bool,
+    after_config: bool = True,
 ) -> supervisor.Service:
     command = [
         engine_program(env_path, "trtllm-serve"), model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
@@ -62,3 +63,20 @@ async def test_preset_serves_completions_through_frontend(
     assert all(positions), [p.name for p, m in zip(profile.phases, positions, strict=True) if not m]
     starts = [m.start() for m in positions if m]
     assert starts == sorted(starts), "phases must be logged in the order the profile declares"
+
+
+@pytest.mark.parametrize("probe", ["preset", "health"])
+async def test_sglang_is_ready_only_once_warmed_up(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch, probe: str
+) -> None:
+    """SGLang's ``/health`` is 200 before its warm-up; the preset waits for the warm-up, a ``/health`` probe would not."""
+    monkeypatch.setenv("STANDIN_LOAD_SECONDS", "1.5")  # warm-up: 0.45 s after /health turns 200
+    topology = without_gpus(topologies.sglang(model=MODEL, env_path=str(standin_env(tmp_path / "env"))))
+    if probe == "health":
+        (server,) = topology.services
+        topology = attrs.evolve(
+            topology, services=[attrs.evolve(server, ready=sv.HttpCheck("http://127.0.0.1:{port}/health"))]
+        )
+    async with sv.launch(topology, runs_dir=runs_dir) as group, httpx.AsyncClient(timeout=5) as client:
+        warmed = (await client.get(group["frontend"].url + "/health_generate")).status_code
+    assert warmed == (200 if probe == "preset" else 503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -49,6 +50,12 @@ async def test_preset_serves_completions_through_frontend(
         assert text.json()["choices"][0]["text"] == "hello world hello"
         assert chat.status_code == 200, chat.text
         assert chat.json()["choices"][0]["message"]["content"] == "red fox"
+        body = {"model": MODEL, "max_tokens": 2, "stream": True, "messages": [{"role": "user", "content": "blue sky"}]}
+        async with httpx.AsyncClient(timeout=20) as client:
+            streamed = await client.post(group["frontend"].url + "/v1/chat/completions", json=body)
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert "".join(json.loads(e)["choices"][0]["delta"]["content"] for e in events[:-1]) == "blue sky"
         if "prefill" in extra:  # the prefill side really took part
             async with httpx.AsyncClient(timeout=5) as client:
                 counts = [await client.get(r.url + "/metrics") for r in group["prefill"].replicas]

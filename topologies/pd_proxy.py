@@ -50,6 +50,9 @@ class Proxy:
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
             await self._route(method, path.split("?", 1)[0], body, writer)
+        except httpx.HTTPError as exc:
+            with contextlib.suppress(ConnectionError):
+                await _send(writer, 502, json.dumps({"error": f"upstream failed: {exc!r}"}).encode())
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
             pass
         finally:

@@ -45,9 +45,14 @@ class Engine(Role):
         self.model = model
         self.extra: Callable[[dict[str, object]], dict[str, object]] = lambda body: {}
         self.routes: dict[str, Callable[[Request], Awaitable[Response | StreamResponse]]] = {}
+        #: what ``/health`` reports: ready by default; SGLang's is 200 before its warm-up
+        self.health: Callable[[], bool] = self.ready.is_set
 
     def mark_ready(self) -> None:
         self.ready.set()
+
+    def healthy(self) -> bool:
+        return self.health()
 
     async def route(self, request: Request) -> Response | StreamResponse:
         if request.path in self.routes:

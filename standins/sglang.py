@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     engine = Engine(Log("sglang"), args.served_model_name or args.model_path)
     warmed = asyncio.Event()
     loaded = asyncio.Event()
-    engine.healthy = loaded.is_set  # type: ignore[method-assign]
+    engine.health = loaded.is_set
 
     async def health_generate(request: Request) -> Response:
         if not warmed.is_set():
@@ -155,7 +155,7 @@ def router_main(argv: list[str]) -> int:
 
     engine.routes.update({"/readiness": readiness, "/liveness": readiness, "/v1/models": models,
                           "/v1/completions": completion, "/v1/chat/completions": completion})  # fmt: skip
-    engine.healthy = lambda: True  # type: ignore[method-assign]
+    engine.health = lambda: True
 
     async def startup(port: int) -> None:
         engine.log.info(f"Starting router on {args.host}:{port} | mode: PrefillDecode")

@@ -4,6 +4,7 @@ answer with ``kv_transfer_params`` when asked for a remote decode (NixlConnector
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -16,7 +17,7 @@ from ._output import Log, progress
 __all__ = ["main"]
 
 
-def _parser() -> object:
+def _parser() -> argparse.ArgumentParser:
     parser = strict_parser("vllm")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", allow_abbrev=False)
@@ -41,7 +42,7 @@ def _line(source: str, message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)  # type: ignore[attr-defined]
+    args = _parser().parse_args(argv)
     name = (args.served_model_name or [args.model])[0]
     engine = Engine(Log("vllm"), name)
     gpus = args.tensor_parallel_size * args.data_parallel_size

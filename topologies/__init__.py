@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # each preset adds its builder here as it lands
-    pass
+    from .sglang import sglang as sglang
+    from .trtllm import trtllm as trtllm
+    from .vllm import vllm as vllm
 
 #: preset name -> the module holding its builder (a function of the same name)
 PRESETS = {name: f"topologies.{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")}

@@ -6,10 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import attrs
-
-import supervisor as sv
-
 PYTHON = sys.executable
 MODEL = "standin/tiny-llm"
 
@@ -41,8 +37,3 @@ def standin_env(root: Path) -> Path:
         path.write_text(text)
         path.chmod(0o755)
     return root
-
-
-def without_gpus(topology: sv.Topology) -> sv.Topology:
-    """The same topology asking for no GPUs, so stand-ins run on a machine without any."""
-    return attrs.evolve(topology, services=[attrs.evolve(s, gpus=None) for s in topology.services])

@@ -13,7 +13,7 @@ import pytest
 import supervisor as sv
 import topologies
 from supervisor._proctable import marked_processes
-from tests.engine_standins import MODEL, standin_env, without_gpus
+from tests.engine_standins import MODEL, standin_env
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +28,9 @@ CASES = [
 ]
 
 
+NODE = "8x80GB"  #: stand-ins rehearse on a simulated 8-GPU node: the GPU plan is the real one
+
+
 @pytest.mark.parametrize(
     ("preset", "extra"), CASES, ids=[f"{p}-{'-'.join(map(str, e.values())) or 'single'}" for p, e in CASES]
 )
@@ -36,8 +39,8 @@ async def test_preset_serves_completions_through_frontend(
 ) -> None:
     """Every service turns ready, completions and chat answer through ``frontend``, teardown leaves nothing."""
     env_path = standin_env(tmp_path / "env")
-    topology = without_gpus(topologies.builder(preset)(model=MODEL, env_path=str(env_path), **extra))
-    async with sv.launch(topology, runs_dir=runs_dir) as group:
+    topology = topologies.builder(preset)(model=MODEL, env_path=str(env_path), **extra)
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=NODE) as group:
         run_id = group.run_id
         assert marked_processes(run_id)
         async with httpx.AsyncClient(base_url=group["frontend"].url, timeout=20) as client:
@@ -78,12 +81,12 @@ async def test_sglang_is_ready_only_once_warmed_up(
 ) -> None:
     """SGLang's ``/health`` is 200 before its warm-up; the preset waits for the warm-up, a ``/health`` probe would not."""
     monkeypatch.setenv("STANDIN_LOAD_SECONDS", "1.5")  # warm-up: 0.45 s after /health turns 200
-    topology = without_gpus(topologies.sglang(model=MODEL, env_path=str(standin_env(tmp_path / "env"))))
+    topology = topologies.sglang(model=MODEL, env_path=str(standin_env(tmp_path / "env")))
     if probe == "health":
         (server,) = topology.services
         topology = attrs.evolve(
             topology, services=[attrs.evolve(server, ready=sv.HttpCheck("http://127.0.0.1:{port}/health"))]
         )
-    async with sv.launch(topology, runs_dir=runs_dir) as group, httpx.AsyncClient(timeout=5) as client:
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=NODE) as group, httpx.AsyncClient(timeout=5) as client:
         warmed = (await client.get(group["frontend"].url + "/health_generate")).status_code
     assert warmed == (200 if probe == "preset" else 503)

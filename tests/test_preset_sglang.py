@@ -98,7 +98,10 @@ def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
 
 def test_each_prefill_replica_gets_its_own_bootstrap_port(tmp_path: Path) -> None:
     plan = sv.make_plan(
-        topologies.sglang(model="m", mode="disagg", prefill=3), runs_dir=tmp_path, check_executables=False
+        topologies.sglang(model="m", mode="disagg", prefill=3),
+        runs_dir=tmp_path,
+        check_executables=False,
+        gpus="8x80GB",
     )
     replicas = plan.service("prefill").replicas
     ports = {r.ports["bootstrap"] for r in replicas}

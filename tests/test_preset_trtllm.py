@@ -91,7 +91,7 @@ def test_config_files_hold_the_planned_ports(tmp_path: Path) -> None:
     topology = topologies.trtllm(
         model="m", mode="disagg", prefill=2, decode=1, cache_backend="UCX", llm_config={"x": {"y": 1}}
     )
-    plan = sv.make_plan(topology, runs_dir=tmp_path, check_executables=False)
+    plan = sv.make_plan(topology, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
     subprocess.run(plan.service("config").replicas[0].argv, check=True, capture_output=True, timeout=30)
     folder = plan.run_dir / "trtllm"
     assert json.loads((folder / "context.yaml").read_text()) == {

@@ -127,7 +127,9 @@ def test_producer_consumer_connectors_get_their_roles() -> None:
 
 
 def test_disaggregated_commands_resolve_to_real_ports(tmp_path: Path) -> None:
-    plan = sv.make_plan(topologies.vllm(model="m", mode="disagg"), runs_dir=tmp_path, check_executables=False)
+    plan = sv.make_plan(
+        topologies.vllm(model="m", mode="disagg"), runs_dir=tmp_path, check_executables=False, gpus="8x80GB"
+    )
     prefill, decode, frontend = (plan.service(n).replicas[0] for n in ("prefill", "decode", "frontend"))
     assert prefill.argv[-1] == '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'
     assert (

@@ -5,6 +5,7 @@ without GPUs. Not part of the library: this package imports the standard library
 ``supervisor``), so a process starts in tens of milliseconds. Run as::
 
     python -m standins {kv,worker,frontend} --port N [options]
+    python -m standins {vllm,sglang,sglang-router,trtllm-serve} ENGINE-FLAGS   # the engines' own flags
 
 Every role prints ``INFO:     Uvicorn running on http://HOST:PORT (Press CTRL+C to quit)`` once bound and
 exactly one ``INFO:     Application startup complete.`` line at the moment ``GET /health`` turns 200.

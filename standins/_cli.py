@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import signal
+import sys
+from collections.abc import Callable
 
 from ._http import HttpServer
 from ._output import Log
@@ -120,7 +123,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: engine stand-ins, each parsing the real engine's own flags: ``python -m standins vllm serve MODEL ...``
+ENGINES = {
+    "vllm": ("vllm", "main"),
+    "sglang": ("sglang", "main"),
+    "sglang-router": ("sglang", "router_main"),
+    "trtllm-serve": ("trtllm", "main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one stand-in until SIGTERM/SIGINT (exit 0) or a simulated crash (``--exit-code``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in ENGINES:
+        module, function = ENGINES[argv[0]]
+        run: Callable[[list[str]], int] = getattr(importlib.import_module(f"standins.{module}"), function)
+        return run(argv[1:])
     args = _parser().parse_args(argv)
     return asyncio.run(_run(args))

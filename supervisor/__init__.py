@@ -33,12 +33,22 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import Event as Event
     from ._events import Exited as Exited
     from ._events import Failed as Failed
+    from ._events import GpuNotReleased as GpuNotReleased
+    from ._events import PhaseEnded as PhaseEnded
+    from ._events import PhaseStarted as PhaseStarted
     from ._events import Ready as Ready
     from ._events import Restarting as Restarting
     from ._events import Spawned as Spawned
     from ._events import Stopped as Stopped
     from ._events import Stopping as Stopping
     from ._events import Unready as Unready
+    from ._gpu_inventory import FakeInventory as FakeInventory
+    from ._gpu_inventory import GpuDevice as GpuDevice
+    from ._gpu_inventory import GpuInventory as GpuInventory
+    from ._gpu_inventory import GpuProcess as GpuProcess
+    from ._gpu_inventory import GpuUnavailable as GpuUnavailable
+    from ._gpu_inventory import NvmlInventory as NvmlInventory
+    from ._gpu_inventory import SimulatedInventory as SimulatedInventory
     from ._group import RunningTopology as RunningTopology
     from ._group import ServiceHandle as ServiceHandle
     from ._plan import Plan as Plan
@@ -90,11 +100,21 @@ _LAZY = {
     "ExecCheck": "_spec",
     "Exited": "_events",
     "Failed": "_events",
+    "FakeInventory": "_gpu_inventory",
+    "GpuDevice": "_gpu_inventory",
+    "GpuInventory": "_gpu_inventory",
+    "GpuNotReleased": "_events",
+    "GpuProcess": "_gpu_inventory",
+    "GpuUnavailable": "_gpu_inventory",
+    "NvmlInventory": "_gpu_inventory",
+    "SimulatedInventory": "_gpu_inventory",
     "HttpCheck": "_spec",
     "LogCheck": "_spec",
     "GpuRequest": "_spec",
     "LogPolicy": "_spec",
     "Phase": "_spec",
+    "PhaseEnded": "_events",
+    "PhaseStarted": "_events",
     "Outcome": "_runner",
     "Plan": "_plan",
     "PortSpec": "_spec",

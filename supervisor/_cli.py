@@ -20,10 +20,12 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_runs import add_commands, dispatch
 from ._config import load
 from ._errors import ConfigError, SupervisorError
-from ._events import Event, Exited, Failed, Ready, Spawned, Stopped
+from ._events import Event, Exited, Failed, GpuNotReleased, PhaseEnded, Ready, Spawned, Stopped
+from ._gpu_inventory import SimulatedInventory
 from ._group import RunningTopology
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
 from ._process import RUN_ID_ENV
@@ -48,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
             help="set ${KEY} for the file, or a field by path (services.decode.replicas=4); repeatable",
         )  # fmt: skip
         sub.add_argument("--runs-dir", help="parent of the run directory (default: run_dir: or the state dir)")
+        sub.add_argument(
+            "--gpus", metavar="SPEC",
+            help="assign GPUs on a simulated node such as 8x80GB instead of this machine's (NVML)",
+        )  # fmt: skip
         return sub
 
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
@@ -65,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also show each replica's command line and the environment it adds (secrets redacted)",
     )  # fmt: skip
     add_commands(commands)
+    add_gpus_command(commands)
     return parser
 
 
@@ -82,7 +89,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
-    plan = make_plan(topology, runs_dir=args.runs_dir)
+    args.inventory = SimulatedInventory.parse(args.gpus) if args.gpus else None
+    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory)
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
@@ -107,13 +115,18 @@ def _validate(args: argparse.Namespace) -> int:
     replicas = sum(len(s.replicas) for s in plan.services)
     print(f"ok: {args.file}: {len(plan.services)} services, {replicas} replicas")
     width = max((len(r.name) for s in plan.services for r in s.replicas), default=0)
+    uses_gpus = any(r.gpus for s in plan.services for r in s.replicas)
     for service in plan.services:
         deps = ", ".join(f"{d.service} ({d.condition})" for d in service.depends_on) or "-"
         for replica in service.replicas:
             ports = " ".join(f"{k}={v}" for k, v in replica.ports.items()) or "-"
-            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}")
+            gpus = f"  gpus: {','.join(map(str, replica.gpus)) or '-'}" if uses_gpus else ""
+            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}{gpus}")
             if args.commands:
                 _show_command(replica.argv, replica.env, replica.cwd)
+    if uses_gpus:
+        node = args.inventory.description if args.inventory is not None else "this machine (NVML)"
+        print(f"GPUs planned on {node}; each replica gets CUDA_VISIBLE_DEVICES=<its gpus>")
     return 0
 
 
@@ -133,6 +146,7 @@ class _Reporter:
     def __init__(self, *, quiet: bool, logs: bool) -> None:
         self.quiet, self.logs = quiet, logs
         self.started = time.monotonic()
+        self.phases: dict[str, list[str]] = {}  #: per replica, its startup phases so far ("weights 41.2s")
 
     def event(self, event: Event) -> None:
         if isinstance(event, Failed):
@@ -140,13 +154,22 @@ class _Reporter:
         if self.quiet:
             return
         if isinstance(event, Spawned):
+            self.phases.pop(event.replica, None)  # a restart starts its phases over
             _say(f"{event.replica}: started, pid {event.pid}")
+        elif isinstance(event, PhaseEnded):
+            self.phases.setdefault(event.replica, []).append(f"{event.phase} {event.seconds:.1f}s")
         elif isinstance(event, Ready):
-            _say(f"{event.replica}: ready in {event.seconds:.2f}s")
+            phases = self.phases.pop(event.replica, [])
+            _say(f"{event.replica}: ready in {event.seconds:.2f}s" + (f" ({', '.join(phases)})" if phases else ""))
         elif isinstance(event, Exited) and not event.expected:
             _say(f"{event.replica}: exited ({event.signal or event.exit_code})")
         elif isinstance(event, Stopped) and event.killed:
             _say(f"{event.replica}: did not stop within its grace, killed")
+        if isinstance(event, GpuNotReleased):  # even with --quiet: the next run may find the GPU taken
+            _say(
+                f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "
+                f"{event.waited_seconds:.1f}s after teardown"
+            )
 
     def output(self, replica: str, block: bytes) -> None:
         if self.logs:
@@ -235,6 +258,7 @@ def _run(args: argparse.Namespace) -> int:
                 on_output=reporter.output,
                 on_signal=stop_signals.append,
                 early_signals=early,
+                gpus=args.inventory,
             )
         )
     down = (
@@ -333,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = dispatch(args)
     if code is not None:
         return code
+    if args.command == "gpus":
+        return gpus_command(args)
     notify_fd = getattr(args, "notify_fd", None)
     try:
         if args.command == "validate":

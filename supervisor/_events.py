@@ -24,6 +24,9 @@ __all__ = [
     "EventSubscription",
     "Exited",
     "Failed",
+    "GpuNotReleased",
+    "PhaseEnded",
+    "PhaseStarted",
     "Ready",
     "Restarting",
     "Spawned",
@@ -51,6 +54,25 @@ class Event:
 class Spawned(Event):
     kind: ClassVar[str] = "spawned"
     pid: int
+
+
+@attrs.frozen(kw_only=True)
+class PhaseStarted(Event):
+    """A starting replica printed the line that begins one of its service's startup ``phases``."""
+
+    kind: ClassVar[str] = "phase_started"
+    phase: str
+    seconds: float  #: from spawn to the phase's first line
+
+
+@attrs.frozen(kw_only=True)
+class PhaseEnded(Event):
+    """A startup phase is over: the next one began, the replica became ready, or it never will be."""
+
+    kind: ClassVar[str] = "phase_ended"
+    phase: str
+    seconds: float  #: time spent in the phase
+    finished: bool  #: False when the replica exited, timed out or was stopped during the phase
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +141,18 @@ class Stopped(Event):
     kind: ClassVar[str] = "stopped"
     seconds: float  #: from the stop signal until every process of the replica was gone
     killed: bool  #: needed SIGKILL after the grace
+
+
+@attrs.frozen(kw_only=True)
+class GpuNotReleased(Event):
+    """After teardown, a GPU still lists a process of the run (a driver still freeing it, or a survivor)."""
+
+    kind: ClassVar[str] = "gpu_not_released"
+    pid: int
+    gpu: int
+    process_name: str | None
+    used_memory_bytes: int | None
+    waited_seconds: float
 
 
 class EventSubscription:

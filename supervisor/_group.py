@@ -28,7 +28,9 @@ from anyio.abc import TaskGroup
 from . import _supervision
 from ._conditions import StartConditions
 from ._errors import ServiceFailed
-from ._events import Event, EventLog, EventSubscription
+from ._events import Event, EventLog, EventSubscription, GpuNotReleased
+from ._gpu_checks import describe_holders, wait_released
+from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
 from ._plan import Plan
 from ._probes import PollBudget
@@ -56,8 +58,10 @@ class RunningTopology:
         on_event: Callable[[Event], None] | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
         launcher: Launcher | None = None,
+        gpus: GpuInventory | None = None,
     ) -> None:
         self.plan = plan
+        self.gpus = gpus  #: checked after teardown: the GPUs must stop listing our processes
         self.run_id = plan.run_id
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
@@ -93,6 +97,7 @@ class RunningTopology:
         self.ready_at: float | None = None
         self.phase = "pending"  #: pending, starting, running, stopping, stopped
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
+        self._seen_pids: dict[int, str] = {}  #: every process of the run seen so far -> its replica
 
     # ----- public surface -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +110,7 @@ class RunningTopology:
         on_output: Callable[[str, bytes], None] | None = None,
         on_group: Callable[[RunningTopology], None] | None = None,
         launcher: Launcher | None = None,
+        gpus: GpuInventory | None = None,
     ) -> AsyncIterator[RunningTopology]:
         """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
 
@@ -113,7 +119,7 @@ class RunningTopology:
         first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
         spawns (a second Ctrl-C during startup can kill at once).
         """
-        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher)
+        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus)
         if on_group is not None:
             on_group(group)
         async with anyio.create_task_group() as tg:
@@ -247,6 +253,7 @@ class RunningTopology:
         return self._http
 
     def track(self, replica: Replica, incarnation: Incarnation) -> None:
+        self._seen_pids[incarnation.process.pid] = replica.name
         if self._watchdog is not None:
             process, stop = incarnation.process, replica.plan.stop
             self._watchdog.track(
@@ -348,6 +355,7 @@ class RunningTopology:
         by_replica: dict[str, list[psutil.Process]] = {}
         for member in members.values():
             name = groups.get(member.pgid) or member.replica or ""
+            self._seen_pids.setdefault(member.pid, name)
             with contextlib.suppress(psutil.Error):
                 by_replica.setdefault(name, []).append(psutil.Process(member.pid))
         return by_replica
@@ -401,6 +409,7 @@ class RunningTopology:
         try:
             await self._stop_in_order(self.replicas, reason="teardown")
             await self._sweep()
+            await self._wait_gpus_released()
             if self._http is not None:
                 await self._http.aclose()
             for replica in self.replicas:  # output ends once every writer is gone; give the pumps a moment
@@ -456,6 +465,29 @@ class RunningTopology:
         for replica in self.replicas:
             if replica.incarnation is not None:
                 replica.incarnation.process.reap()
+
+    async def _wait_gpus_released(self) -> None:
+        """The GPUs may list a process a moment after it is gone; wait (bounded) until they list none of
+        ours, so the next run finds the memory free, and name any survivor."""
+        if self.gpus is None or not any(r.plan.gpus for r in self.replicas):
+            return
+        started = time.monotonic()
+        # a second Ctrl-C asks for an exit now: look once, name what is left, do not wait
+        survivors = await wait_released(self.gpus, self._seen_pids, seconds=0.0 if self._kill_now else None)
+        for holder in describe_holders(survivors):
+            name = self._seen_pids.get(holder.process.pid, "")
+            replica = self._replicas.get(name)
+            self.emit(
+                GpuNotReleased(
+                    replica=name,
+                    service=replica.service if replica is not None else name.split(".")[0],
+                    pid=holder.process.pid,
+                    gpu=holder.process.gpu,
+                    process_name=holder.name,
+                    used_memory_bytes=holder.process.used_memory_bytes,
+                    waited_seconds=time.monotonic() - started,
+                )
+            )
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
+from ._gpu_assign import GpuNode, GpuWant, assign_gpus
+from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuUnavailable, open_inventory
 from ._policy import BUILTIN_FATAL_PATTERNS
 from ._spec import (
     AllOf,
@@ -152,8 +154,12 @@ def make_plan(
     reserve_port: Callable[[int], None] | None = None,
     which: Callable[[str, str | None], str | None] | None = None,
     check_executables: bool = True,
+    gpus: GpuInventory | str | None = None,
 ) -> Plan:
-    """Validate ``topology`` and resolve it; raises one ``ConfigError`` listing every problem."""
+    """Validate ``topology`` and resolve it; raises one ``ConfigError`` listing every problem.
+
+    ``gpus`` is the node to assign GPUs on: an inventory, a simulated node such as ``"8x80GB"``, or None
+    for NVML (opened only when a service asks for GPUs; without it that is a ``ConfigError``)."""
     from ._resources import PortAllocator
 
     low_ports = PortAllocator(HOST)  # ports that must stay below a limit (PortSpec.below)
@@ -193,7 +199,8 @@ def make_plan(
     for name in order:
         service = services[name]
         ports[name] = [{p.name: pick(p) for p in service.ports} for _ in range(service.replicas)]
-    skeletons = tuple(_service_plan(services[name], ports[name], topology.strategy) for name in order)
+    assigned = _assign_gpus([services[name] for name in order], gpus, problems)  # reported with the rest
+    skeletons = tuple(_service_plan(services[name], ports[name], topology.strategy, assigned) for name in order)
     shared = _shared_context(skeletons, run_dir)
     resolved = []
     for plan in skeletons:
@@ -207,11 +214,40 @@ def make_plan(
     return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy)
 
 
-def _service_plan(service: Service, ports: list[dict[str, int]], strategy: str) -> ServicePlan:
+def _assign_gpus(
+    services: Sequence[Service], gpus: GpuInventory | str | None, problems: list[str]
+) -> dict[str, tuple[int, ...]]:
+    """Replica name -> GPU indices; the node is read only when some replica asks for a GPU."""
+    wants = [
+        GpuWant(service.name, _replica_name(service, index), service.gpus)
+        for service in services
+        if service.gpus is not None
+        for index in range(service.replicas)
+    ]
+    if not any(want.request.per_replica for want in wants):
+        return {}
+    try:
+        node = GpuNode.read(open_inventory(gpus))
+    except GpuUnavailable as exc:
+        needing = list(dict.fromkeys(f"'{w.service}'" for w in wants if w.request.per_replica))
+        who = f"service {needing[0]} needs" if len(needing) == 1 else f"services {', '.join(needing)} need"
+        problems.append(f"{who} GPUs but {exc}; {NO_NVML_HINT}")
+        return {}
+    given, problem = assign_gpus(wants, node)
+    if problem is not None:
+        problems.append(problem)
+    return given
+
+
+def _service_plan(
+    service: Service, ports: list[dict[str, int]], strategy: str, gpus: Mapping[str, tuple[int, ...]]
+) -> ServicePlan:
     fatal = service.fatal + (tuple(BUILTIN_FATAL_PATTERNS.values()) if service.builtin_fatal else ())
     return ServicePlan(
         service.name,
-        tuple(_skeleton(service, i, ports[i]) for i in range(service.replicas)),
+        tuple(
+            _skeleton(service, i, ports[i], gpus.get(_replica_name(service, i), ())) for i in range(service.replicas)
+        ),
         service.depends_on,
         restart=service.restart,
         fatal=fatal,
@@ -286,20 +322,25 @@ def _replica_name(service: Service, index: int) -> str:
     return service.name if service.replicas == 1 else f"{service.name}.{index}"
 
 
-def _skeleton(service: Service, index: int, ports: dict[str, int]) -> ReplicaPlan:
+def _skeleton(service: Service, index: int, ports: dict[str, int], gpus: tuple[int, ...]) -> ReplicaPlan:
     argv = service.command if service.command else ("/bin/sh", "-c", service.shell or "")
+    env = dict(service.env)
+    if gpus:  # the user's own value, if any, wins (e.g. an engine that maps devices itself)
+        env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, gpus)))
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA's numbering = NVML's (PCI bus order)
     return ReplicaPlan(
         service=service.name,
         index=index,
         name=_replica_name(service, index),
         argv=argv,
-        env=dict(service.env),
+        env=env,
         cwd=service.cwd,
         ports=ports,
         ready=service.ready,
         stop=service.stop,
         log=service.log,
         alive=service.alive,
+        gpus=gpus,
     )
 
 
@@ -332,6 +373,8 @@ def _resolve_replica(
 ) -> ReplicaPlan:
     own = {"replica": str(replica.index), "replicas": str(service.replicas), "name": replica.name}
     own["service"] = service.name
+    if service.gpus is not None:
+        own["gpus"] = ",".join(map(str, replica.gpus))
     if replica.url:
         own.update(port=str(replica.port), url=replica.url)
     own.update({name: str(number) for name, number in replica.ports.items()})

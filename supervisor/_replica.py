@@ -21,6 +21,7 @@ from ._errors import ServiceFailed
 from ._events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from ._launcher import LaunchedProcess, Launcher
 from ._logs import LineStream, RotatingLogFile, pump_pipe
+from ._phases import PhaseWatch, compile_phases
 from ._plan import ReplicaPlan, ServicePlan
 from ._policy import RestartBudget, compile_fatal
 from ._probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
@@ -113,6 +114,7 @@ class Incarnation:
         self.stop_reason: str | None = None  #: set when we asked it to stop (teardown, liveness, strategy)
         self.fatal_line: str | None = None
         self.runner: ReadinessRunner | None = None
+        self.phases: PhaseWatch | None = None  #: startup phases, watched from spawn until ready
         self.env: dict[str, str] = {}  #: what the process was started with (exec probes get the same)
         self._exit_scopes: list[anyio.CancelScope] = []
 
@@ -155,6 +157,7 @@ class Replica:
         self.settled = anyio.Event()  #: ready once, completed, or failed for good
         self.loop_scope: anyio.CancelScope | None = None
         self._fatal = compile_fatal(service.fatal, builtin=False)  # the plan added the built-ins
+        self._phases = compile_phases(service.phases)
 
     @property
     def name(self) -> str:
@@ -204,6 +207,19 @@ class Replica:
     def stream(self) -> LineStream | None:
         return self.incarnation.stream if self.incarnation else None
 
+    @property
+    def phases(self) -> dict[str, float]:
+        """Seconds the latest start spent in each startup phase it went through, in order (the phase
+        under way: so far); e.g. ``{"weights": 41.2, "graphs": 12.0}`` once ready."""
+        watch = self.incarnation.phases if self.incarnation else None
+        return watch.so_far() if watch is not None else {}
+
+    @property
+    def phase(self) -> str | None:
+        """The startup phase under way; None before the first one and once the start is over."""
+        watch = self.incarnation.phases if self.incarnation else None
+        return watch.current if watch is not None else None
+
     def log_tail(self, lines: int = 20) -> list[str]:
         return self.incarnation.stream.tail(lines) if self.incarnation else []
 
@@ -239,6 +255,15 @@ class Replica:
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
         incarnation.env = env
+        if plan.ready is not None and self._phases:  # without a probe it is ready at once: no phases
+            incarnation.phases = PhaseWatch(
+                self._phases,
+                stream,
+                replica=plan.name,
+                service=plan.service,
+                spawned_at=incarnation.spawned_at,
+                emit=host.emit,
+            )
         if plan.ready is not None:
             target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
             incarnation.runner = ReadinessRunner(

@@ -1,4 +1,4 @@
-"""Loopback port allocation. (GPU inventory joins this module with the GPU issue.)"""
+"""Loopback port allocation. (GPUs: ``_gpu_inventory``, ``_gpu_assign``, ``_gpu_checks``.)"""
 
 from __future__ import annotations
 

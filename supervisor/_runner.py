@@ -18,6 +18,8 @@ import attrs
 
 from ._errors import ConfigError, SupervisorError
 from ._events import Event
+from ._gpu_checks import check_free_memory, runtime_inventory
+from ._gpu_inventory import GpuInventory, SimulatedInventory
 from ._group import RunningTopology
 from ._plan import Plan, make_plan
 from ._preflight import prepare_run_dir, raise_open_files_limit
@@ -70,6 +72,7 @@ async def launch(
     runs_dir: str | os.PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
+    gpus: GpuInventory | str | None = None,
     _on_group: Callable[[RunningTopology], None] | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
@@ -77,14 +80,22 @@ async def launch(
     A failure while starting raises one ``ServiceFailed`` naming the replica, the probe and its log tail,
     after everything already started was stopped. A service that dies later cancels the ``async with``
     body and raises the same way. ``on_event`` sees every event as it happens; ``on_output`` every block
-    of complete output lines, with the replica's name.
+    of complete output lines, with the replica's name. ``gpus`` is the node GPUs are assigned on: an
+    inventory, a simulated node such as ``"8x80GB"`` (a rehearsal), or None for NVML when a service asks.
     """
-    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
+    if isinstance(gpus, str):
+        gpus = SimulatedInventory.parse(gpus)
+    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
+    inventory = runtime_inventory(plan, gpus)
+    if inventory is not None:
+        check_free_memory(plan, inventory)
     raise_open_files_limit(plan)
     refuse_taken_ports(plan)
     prepare_run_dir(plan)
     try:
-        async with RunningTopology.open(plan, on_event=on_event, on_output=on_output, on_group=_on_group) as group:
+        async with RunningTopology.open(
+            plan, on_event=on_event, on_output=on_output, on_group=_on_group, gpus=inventory
+        ) as group:
             yield group
     except BaseExceptionGroup as exc:
         _reraise(exc)
@@ -115,6 +126,7 @@ async def run(
     runs_dir: str | os.PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
+    gpus: GpuInventory | str | None = None,
 ) -> int | None:
     """Start the topology and supervise it until a signal, a fatal failure, or every job completed.
 
@@ -125,7 +137,9 @@ async def run(
     async def until_done(group: RunningTopology) -> None:
         await group.wait()
 
-    outcome = await supervise(topology, until_done, runs_dir=runs_dir, on_event=on_event, on_output=on_output)
+    outcome = await supervise(
+        topology, until_done, runs_dir=runs_dir, on_event=on_event, on_output=on_output, gpus=gpus
+    )
     return outcome.signal
 
 
@@ -148,6 +162,7 @@ async def supervise(
     on_output: Callable[[str, bytes], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
     early_signals: list[int] | None = None,
+    gpus: GpuInventory | str | None = None,
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
     ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
@@ -155,7 +170,9 @@ async def supervise(
     received: list[int] = []
     group_box: list[RunningTopology] = []
     result: list[T] = []
-    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir)
+    if isinstance(gpus, str):
+        gpus = SimulatedInventory.parse(gpus)
+    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
     try:
         async with anyio.create_task_group() as outer:
             with anyio.CancelScope() as main_scope:
@@ -163,7 +180,9 @@ async def supervise(
                     # handlers in place before anything spawns: until then, asyncio's own SIGINT handling
                     # cancels the main task, which a shielded start-up step could absorb (a lost Ctrl-C)
                     await outer.start(_on_signals, main_scope, received, group_box, on_signal, early_signals or [])
-                async with launch(plan, on_event=on_event, on_output=on_output, _on_group=group_box.append) as group:
+                async with launch(
+                    plan, on_event=on_event, on_output=on_output, gpus=gpus, _on_group=group_box.append
+                ) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as exc:

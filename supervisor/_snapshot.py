@@ -136,6 +136,7 @@ def _replica_entry(replica: _ReplicaView, redactor: Redactor) -> ReplicaEntry:
         url=None if replica.url is None else redactor.text(replica.url),
         log=str(replica.log_path),
         stop=StopEntry(signal=replica.plan.stop.signal, grace_seconds=replica.plan.stop.grace_seconds),
+        gpus=list(replica.plan.gpus),
     )
 
 

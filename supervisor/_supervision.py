@@ -140,28 +140,36 @@ async def live(group: RunningTopology, replica: Replica, incarnation: Incarnatio
     runner = incarnation.runner
     if runner is not None:
         outcome = "exited"
-        with incarnation.until_exit():  # the process's exit cancels the probing
-            try:
-                await runner.wait_passed()
-                outcome = "ready"
-            except TimeoutError:
-                outcome = "timeout"
+        try:
+            with incarnation.until_exit():  # the process's exit cancels the probing
+                try:
+                    await runner.wait_passed()
+                    outcome = "ready"
+                except TimeoutError:
+                    outcome = "timeout"
+        finally:
+            phases = incarnation.phases
+            where = phases.describe(time.monotonic()) if phases is not None else None
+            if phases is not None and outcome != "ready":  # exited, timed out, stopped or cancelled
+                phases.close(time.monotonic(), finished=False)
         probe_text = f"probe {describe_check(runner.probe.check)}"
         if outcome == "exited":
             if incarnation.stop_reason is not None:
                 return None
             code = incarnation.returncode if incarnation.returncode is not None else -1
+            place = f", {where}" if where else ""
             return _Ending(
-                f"{describe_exit(code)} before it was ready ({probe_text}, last: {runner.last.detail})", code
+                f"{describe_exit(code)} before it was ready{place} ({probe_text}, last: {runner.last.detail})", code
             )
         if outcome == "timeout":
+            stuck = f", stuck {where}" if where else ""
             why = (
-                f"not ready after {runner.probe.ready_timeout:g}s: {probe_text} failed {runner.attempts} times, "
-                f"last: {runner.last.detail}"
+                f"not ready after {runner.probe.ready_timeout:g}s{stuck}: {probe_text} failed {runner.attempts} "
+                f"times, last: {runner.last.detail}"
             )
             if runner.probe.progress_timeout_seconds is not None:
                 why = (
-                    f"not ready: no progress for {runner.probe.progress_timeout_seconds:g}s "
+                    f"not ready: no progress for {runner.probe.progress_timeout_seconds:g}s{stuck} "
                     f"({probe_text}, last: {runner.last.detail})"
                 )
             await group._stop_one(replica, reason="readiness timeout")
@@ -183,6 +191,8 @@ async def live(group: RunningTopology, replica: Replica, incarnation: Incarnatio
 
 def became_ready(group: RunningTopology, replica: Replica, incarnation: Incarnation) -> None:
     incarnation.ready_at = time.monotonic()
+    if incarnation.phases is not None:  # the last phase ends here; later output is not read for phases
+        incarnation.phases.close(incarnation.ready_at, finished=True)
     ready = Ready(
         replica=replica.name,
         service=replica.service,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from ._gpu_assign import check_gpu_request
 from ._spec import (
     CONDITIONS,
     STRATEGIES,
@@ -169,6 +170,10 @@ def _check_service(
             report(f"{where}, field 'phases': phase '{phase.name}' named twice")
         phase_names.add(phase.name)
         _regex(phase.pattern, f"{where}, field 'phases.{phase.name}'", report)
+    if service.gpus is not None:
+        check_gpu_request(service.gpus, where, report)
+    if service.phases and service.ready is None:
+        report(f"{where}, field 'phases': needs a readiness probe (ready:); without one the service is ready at spawn")
     if not isinstance(service.builtin_fatal, bool):
         report(f"{where}, field 'builtin_fatal': expected true or false")
     if service.strategy is not None and service.strategy not in STRATEGIES:

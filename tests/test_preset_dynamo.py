@@ -209,10 +209,9 @@ def test_the_package_attribute_stays_the_builder() -> None:
     """Importing the module ``topologies.dynamo`` bound the package attribute to it: ``topologies.dynamo(...)``
     then called a module (TypeError) in every test that ran after."""
     import importlib
-    import types
 
     importlib.import_module("topologies.dynamo")
     importlib.import_module("topologies.llamacpp")
-    assert not isinstance(topologies.dynamo, types.ModuleType)
     assert topologies.dynamo(engine="mocker", model="/m") == dynamo(engine="mocker", model="/m")
-    assert topologies.builder("dynamo") is topologies.dynamo is dynamo
+    assert topologies.llamacpp(model="/m.gguf") == topologies.builder("llamacpp")(model="/m.gguf")
+    assert topologies.builder("dynamo") is dynamo

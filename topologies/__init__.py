@@ -8,14 +8,15 @@ Builders import lazily: ``import topologies`` costs nothing until one is used.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # each preset adds its builder here as it lands
     from .dynamo import dynamo as dynamo
     from .llamacpp import llamacpp as llamacpp
+    from .sglang import sglang as sglang
+    from .trtllm import trtllm as trtllm
+    from .vllm import vllm as vllm
 
 #: preset name -> the module holding its builder (a function of the same name)
 PRESETS = {name: f"topologies.{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")}
@@ -34,16 +35,3 @@ def __getattr__(name: str) -> Any:
     if name in PRESETS:
         return builder(name)
     raise AttributeError(f"module 'topologies' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """Importing ``topologies.dynamo`` (the module) binds the package attribute ``dynamo``, which would then
-    shadow the builder of the same name (``topologies.dynamo(...)`` calling a module): bind the builder."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in PRESETS and isinstance(value, types.ModuleType) and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

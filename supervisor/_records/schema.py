@@ -56,6 +56,7 @@ class ReplicaEntry:
     url: str | None = None
     log: str | None = None
     stop: StopEntry = attrs.Factory(StopEntry)
+    gpus: list[int] = attrs.Factory(list)  #: assigned GPU indices (NVML / PCI bus order)
 
 
 @attrs.define

@@ -1,0 +1,42 @@
+"""What the vLLM, SGLang and TensorRT-LLM presets share: probes on an OpenAI server, checks of counts."""
+
+from __future__ import annotations
+
+import re
+
+import supervisor
+
+from ._common import preset_error
+
+__all__ = ["LOAD_TIMEOUT_SECONDS", "ROUTER_STOP", "alive", "check_counts", "models_ready", "replica_urls"]
+
+#: downloading and loading a 70B checkpoint takes tens of minutes; a stalled start still fails at the end
+LOAD_TIMEOUT_SECONDS = 1800.0
+#: proxies and routers hold no GPU memory and no request state worth draining for long
+ROUTER_STOP = supervisor.StopPolicy("SIGTERM", 5.0)
+
+
+def models_ready(served_model_name: str) -> supervisor.Probe:
+    """``GET /v1/models`` lists the served name: the API server is up *and* the model is registered."""
+    body = r'"id":\s*"' + re.escape(served_model_name).replace("{", "{{").replace("}", "}}") + '"'
+    return supervisor.Probe(
+        supervisor.HttpCheck("http://127.0.0.1:{port}/v1/models", status=200, body=body),
+        timeout_seconds=LOAD_TIMEOUT_SECONDS,
+    )
+
+
+def alive(path: str = "/health") -> supervisor.Probe:
+    """Once ready, three failed health checks in a row (5 s apart) replace the replica."""
+    return supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}" + path, status=200), period_seconds=5.0)
+
+
+def replica_urls(service: str, count: int, field: str = "url") -> list[str]:
+    """``{svc.0.url}``, ``{svc.1.url}``, ...: each replica's own value, filled at plan time."""
+    return [f"{{{service}.{index}.{field}}}" for index in range(count)]
+
+
+def check_counts(preset: str, **counts: int) -> None:
+    """Replica and parallelism counts are whole numbers of at least one."""
+    for var, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise preset_error(preset, var, f"expected a whole number of at least 1, got {value!r}")

@@ -1,0 +1,150 @@
+"""SGLang: ``python -m sglang.launch_server`` alone, or prefill/decode disaggregation behind ``sglang_router``.
+
+Flags and lines as SGLang documents and logs them (checked 2026-11): ``docs/advanced_features/
+server_arguments.md`` (``--model-path --host --port --served-model-name --tp-size --dp-size``),
+``docs/advanced_features/pd_disaggregation.md`` (``--disaggregation-mode prefill|decode``,
+``--disaggregation-transfer-backend mooncake|nixl``, ``--disaggregation-bootstrap-port``, default 8998, so
+one per prefill server on a host), ``docs/advanced_features/router.md`` (``python -m
+sglang_router.launch_router --pd-disaggregation --prefill URL BOOTSTRAP_PORT --decode URL``; ``/readiness``),
+and the lines of ``srt/model_executor/model_runner.py`` and ``srt/entrypoints/http_server.py``.
+
+Readiness is warmed up, not listening: ``/health`` answers before the server's warm-up request ran, so a
+server is ready on "The server is fired up and ready to roll!" (printed after the warm-up) or, when the
+log level hides that line, on ``GET /health_generate`` = 200 (a real one-token generation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import supervisor
+
+from ._args import Args
+from ._common import FRONTEND, EngineProfile, api_ports, callable_module, engine_env, engine_python, preset_error
+from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
+
+__all__ = ["PROFILE", "READY_LINE", "sglang"]
+
+READY_LINE = "The server is fired up and ready to roll!"
+
+PROFILE = EngineProfile(
+    name="sglang",
+    # SIGTERM: launch_server kills its own process tree (tokenizer, scheduler per TP rank, detokenizer);
+    # schedulers free GPU memory as they exit. 30 s leaves room for a TP group's NCCL teardown.
+    stop=supervisor.StopPolicy("SIGTERM", 30.0),
+    fatal=(
+        r"Not enough memory\. Please try to increase --mem-fraction-static",
+        r"Initialization failed\. warmup error",
+    ),
+    phases=(
+        supervisor.Phase("dist_init", r"Init torch distributed begin"),
+        supervisor.Phase("load_weights", r"Load weight begin"),
+        supervisor.Phase("kv_cache", r"Load weight end"),
+        supervisor.Phase("cuda_graphs", r"Capture cuda graph begin"),
+        supervisor.Phase("warmup", r"Uvicorn running on"),
+    ),
+    list_style="spread",
+)
+
+
+def sglang(
+    model: str,
+    served_model_name: str | None = None,
+    port: int | None = None,
+    env_path: str | None = None,
+    replicas: int = 1,
+    tp: int = 1,
+    dp: int = 1,
+    mode: Literal["single", "disagg"] = "single",
+    prefill: int = 1,
+    decode: int = 1,
+    transfer_backend: str = "mooncake",
+    args: Mapping[str, object] | Sequence[str] | None = None,
+    prefill_args: Mapping[str, object] | Sequence[str] | None = None,
+    decode_args: Mapping[str, object] | Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> supervisor.Topology:
+    """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode)."""
+    check_counts("sglang", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
+    name = served_model_name or model
+    if mode == "single":
+        if port is not None and replicas > 1:
+            raise preset_error("sglang", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
+        server = _server(FRONTEND, model, name, port, env_path, replicas, tp, dp, args, env, [])
+        return supervisor.Topology(name="sglang", services=[server])
+    if mode != "disagg":
+        raise preset_error("sglang", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
+    if replicas != 1:
+        raise preset_error("sglang", "replicas", "disagg mode counts servers with prefill= and decode=")
+    backend = ["--disaggregation-transfer-backend", transfer_backend]
+    prefill_flags = ["--disaggregation-mode", "prefill", "--disaggregation-bootstrap-port", "{bootstrap}", *backend]
+    decode_flags = ["--disaggregation-mode", "decode", *backend]
+    servers = [
+        _server("prefill", model, name, None, env_path, prefill, tp, dp, args, env,
+                prefill_flags + PROFILE.flags(prefill_args), ("bootstrap",)),
+        _server("decode", model, name, None, env_path, decode, tp, dp, args, env,
+                decode_flags + PROFILE.flags(decode_args)),
+    ]  # fmt: skip
+    router = [engine_python(env_path), "-m", "sglang_router.launch_router", "--pd-disaggregation"]
+    for url, bootstrap in zip(
+        replica_urls("prefill", prefill), replica_urls("prefill", prefill, "bootstrap"), strict=True
+    ):
+        router += ["--prefill", url, bootstrap]
+    for url in replica_urls("decode", decode):
+        router += ["--decode", url]
+    router += ["--host", "127.0.0.1", "--port", "{port}"]
+    frontend = supervisor.Service(
+        name=FRONTEND,
+        command=router,
+        ports=api_ports(port),
+        env=engine_env(env_path, env),
+        depends_on=["prefill", "decode"],
+        ready=supervisor.HttpCheck("http://127.0.0.1:{port}/readiness", status=200),
+        alive=alive("/liveness"),
+        stop=ROUTER_STOP,
+        restart=supervisor.RestartPolicy("on-failure"),
+    )
+    return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend])
+
+
+def _server(
+    service: str,
+    model: str,
+    name: str,
+    port: int | None,
+    env_path: str | None,
+    replicas: int,
+    tp: int,
+    dp: int,
+    args: Args,
+    env: Mapping[str, str] | None,
+    role_flags: list[str],
+    extra_ports: Sequence[str] = (),
+) -> supervisor.Service:
+    command = [
+        engine_python(env_path), "-m", "sglang.launch_server",
+        "--model-path", model,
+        "--host", "127.0.0.1", "--port", "{port}",
+        "--served-model-name", name,
+        "--tp-size", str(tp),
+    ]  # fmt: skip
+    if dp > 1:
+        command += ["--dp-size", str(dp)]
+    warmed_up = supervisor.AnyOf(
+        [supervisor.LogCheck(READY_LINE), supervisor.HttpCheck("http://127.0.0.1:{port}/health_generate", status=200)]
+    )
+    return PROFILE.service(
+        name=service,
+        command=[*command, *role_flags, *PROFILE.flags(args)],
+        ports=api_ports(port, *extra_ports),
+        replicas=replicas,
+        env=engine_env(env_path, env),
+        ready=supervisor.Probe(warmed_up, timeout_seconds=LOAD_TIMEOUT_SECONDS),
+        alive=alive(),
+        restart=supervisor.RestartPolicy("on-failure"),
+        gpus=tp * dp,
+    )
+
+
+callable_module(__name__)

@@ -215,3 +215,15 @@ def test_the_package_attribute_stays_the_builder() -> None:
     assert topologies.dynamo(engine="mocker", model="/m") == dynamo(engine="mocker", model="/m")
     assert topologies.llamacpp(model="/m.gguf") == topologies.builder("llamacpp")(model="/m.gguf")
     assert topologies.builder("dynamo") is dynamo
+
+
+def test_workers_get_their_own_gpus_on_a_simulated_node() -> None:
+    """2 prefill + 2 decode vLLM workers at tp=2 fill an 8-GPU node, disjoint; one more worker is refused."""
+    topo = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=2, decode=2, tp=2)
+    plan = sv.make_plan(topo, runs_dir="/tmp/unused", check_executables=False, gpus="8x80GB")
+    visible = {r.name: r.env.get("CUDA_VISIBLE_DEVICES") for s in plan.services for r in s.replicas}
+    assert visible == {"etcd": None, "nats": None, "prefill.0": "0,1", "prefill.1": "2,3", "decode.0": "4,5",
+                       "decode.1": "6,7", "frontend": None}  # fmt: skip
+    bigger = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=3, decode=2, tp=2)
+    with pytest.raises(sv.ConfigError, match=r"decode\.1 +REFUSED: wants 2 GPUs"):
+        sv.make_plan(bigger, runs_dir="/tmp/unused", check_executables=False, gpus="8x80GB")

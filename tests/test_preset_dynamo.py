@@ -56,7 +56,7 @@ def test_disaggregated_vllm_golden() -> None:
         assert worker.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{status}/health"))
         assert worker.gpus == sv.GpuRequest(count=2)
         assert worker.restart.policy == "always"
-        assert worker.stop == sv.StopPolicy("SIGTERM", grace_seconds=60)
+        assert worker.stop == sv.StopPolicy("SIGTERM", grace_seconds=30)
         assert [d.service for d in worker.depends_on] == ["etcd", "nats"]
         assert [phase.name for phase in worker.phases][:3] == ["runtime", "engine", "weights"]
     assert list(frontend.command) == [PY, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", "{port}"]

@@ -101,7 +101,7 @@ _WORKER_FATAL = {
 
 def worker_profile(engine: Engine) -> EngineProfile:
     """Real engines need time to free GPU memory after SIGTERM; the mocker drains and exits at once."""
-    grace = 10.0 if engine == "mocker" else 60.0
+    grace = 10.0 if engine == "mocker" else 30.0
     return EngineProfile(
         name=f"dynamo.{engine}",
         stop=supervisor.StopPolicy("SIGTERM", grace_seconds=grace),

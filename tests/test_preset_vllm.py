@@ -170,7 +170,7 @@ def test_bad_vars_name_the_preset_and_the_var(overrides: dict[str, object], expe
     bad_var_names_preset_and_var("vllm", overrides, expected)
 
 
-@pytest.mark.parametrize("preset", ["vllm", "sglang", "trtllm"])
+@pytest.mark.parametrize("preset", ["vllm", "sglang", "trtllm", "dynamo", "llamacpp"])
 def test_builder_is_callable_after_its_module_was_imported(preset: str) -> None:
     """``import topologies.<p>`` binds the module to ``topologies.<p>``; calling it still builds (was a TypeError)."""
     code = f"import topologies.{preset}, topologies; print(type(topologies.{preset}(model='m')).__name__)"

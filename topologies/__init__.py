@@ -2,36 +2,34 @@
 
 ``topologies.dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=2, decode=2, tp=1)`` and
 ``supervisor run topologies/dynamo.yaml --set engine=vllm --set model=...`` build the same topology.
-Builders import lazily: ``import topologies`` costs nothing until one is used.
+Every preset's client-facing service is ``frontend``; the common vars are in ``topologies/_common.py``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # each preset adds its builder here as it lands
-    from .dynamo import dynamo as dynamo
-    from .llamacpp import llamacpp as llamacpp
-    from .sglang import sglang as sglang
-    from .trtllm import trtllm as trtllm
-    from .vllm import vllm as vllm
+# The builders are bound here after their modules: ``topologies.vllm`` is the function even once
+# ``topologies.vllm`` the module has been imported (the import system binds a submodule only on first load).
+from .dynamo import dynamo
+from .llamacpp import llamacpp
+from .sglang import sglang
+from .trtllm import trtllm
+from .vllm import vllm
 
-#: preset name -> the module holding its builder (a function of the same name)
-PRESETS = {name: f"topologies.{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")}
+#: preset name -> its builder (``preset: NAME`` in a YAML file)
+PRESETS: dict[str, Callable[..., Any]] = {
+    "dynamo": dynamo,
+    "llamacpp": llamacpp,
+    "sglang": sglang,
+    "trtllm": trtllm,
+    "vllm": vllm,
+}
 
 __all__ = ["PRESETS", "builder", "dynamo", "llamacpp", "sglang", "trtllm", "vllm"]
 
 
 def builder(name: str) -> Callable[..., Any]:
     """The builder of preset ``name``; ``KeyError`` for an unknown one."""
-    module = importlib.import_module(PRESETS[name])
-    found: Callable[..., Any] = getattr(module, name)
-    return found
-
-
-def __getattr__(name: str) -> Any:
-    if name in PRESETS:
-        return builder(name)
-    raise AttributeError(f"module 'topologies' has no attribute {name!r}")
+    return PRESETS[name]

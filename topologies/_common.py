@@ -9,9 +9,7 @@ and ``env`` (engine-specific ones beside them). Each engine's knowledge sits in 
 from __future__ import annotations
 
 import os
-import sys
-import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -22,9 +20,7 @@ from ._args import Args, ListStyle, engine_flags
 __all__ = [
     "FRONTEND",
     "EngineProfile",
-    "PresetModule",
     "api_ports",
-    "callable_module",
     "engine_env",
     "engine_program",
     "engine_python",
@@ -96,20 +92,3 @@ def api_ports(port: int | None, *others: str) -> list[object]:
 def preset_error(preset: str, var: str, problem: str, known: Sequence[str] = ()) -> supervisor.ConfigError:
     hint = f" (one of: {', '.join(known)})" if known else ""
     return supervisor.ConfigError(f"preset '{preset}', var '{var}': {problem}{hint}")
-
-
-class PresetModule(types.ModuleType):
-    """A preset module that can be called as its builder.
-
-    ``import topologies.vllm`` (or ``from topologies.vllm import PROFILE``) binds the *module* to
-    ``topologies.vllm``, hiding the package's lazy ``__getattr__``; ``topologies.vllm(model=...)`` must
-    still build. Each preset module ends with ``callable_module(__name__)``.
-    """
-
-    def __call__(self, *args: object, **kwargs: object) -> supervisor.Topology:
-        build: Callable[..., supervisor.Topology] = getattr(self, self.__name__.rpartition(".")[2])
-        return build(*args, **kwargs)
-
-
-def callable_module(name: str) -> None:
-    sys.modules[name].__class__ = PresetModule

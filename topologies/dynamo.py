@@ -18,7 +18,7 @@ import supervisor
 
 from . import _dynamo
 from ._args import Args
-from ._common import FRONTEND, api_ports, callable_module, engine_env, engine_python, extra_flags, preset_error
+from ._common import FRONTEND, api_ports, engine_env, engine_python, extra_flags, preset_error
 from ._dynamo import Discovery, Engine, Role
 from ._infra import etcd_service, nats_service
 
@@ -124,6 +124,3 @@ def dynamo(
 def _is_local_path(model: str) -> bool:
     """A directory (``/models/x``, ``./x``, ``~/x``) rather than a hub id (``Qwen/Qwen3-0.6B``)."""
     return model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)
-
-
-callable_module(__name__)  # ``topologies.dynamo(...)`` builds, even once this module is imported

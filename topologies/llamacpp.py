@@ -18,7 +18,7 @@ import supervisor
 
 from . import _llamacpp
 from ._args import Args
-from ._common import FRONTEND, api_ports, callable_module, engine_env, engine_program, preset_error
+from ._common import FRONTEND, api_ports, engine_env, engine_program, preset_error
 
 __all__ = ["llamacpp"]
 
@@ -62,6 +62,3 @@ def llamacpp(
         gpus=tp or None,
     )
     return supervisor.Topology(name="llamacpp", services=[server])
-
-
-callable_module(__name__)  # ``topologies.llamacpp(...)`` builds, even once this module is imported

@@ -21,7 +21,7 @@ from typing import Literal
 import supervisor
 
 from ._args import Args
-from ._common import FRONTEND, EngineProfile, api_ports, callable_module, engine_env, engine_python, preset_error
+from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_python, preset_error
 from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "READY_LINE", "sglang"]
@@ -145,6 +145,3 @@ def _server(
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
     )
-
-
-callable_module(__name__)

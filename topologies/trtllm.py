@@ -24,7 +24,7 @@ from typing import Literal
 
 import supervisor
 
-from ._common import FRONTEND, EngineProfile, api_ports, callable_module, engine_env, engine_program, preset_error
+from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
 from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "trtllm"]
@@ -176,6 +176,3 @@ def _snake_flags(args: Mapping[str, object] | Sequence[str] | None) -> Mapping[s
     if not isinstance(args, Mapping):
         return args
     return {(key if key.startswith("-") else "--" + key): value for key, value in args.items()}
-
-
-callable_module(__name__)

@@ -17,7 +17,7 @@ from typing import Literal
 import supervisor
 
 from ._args import Args
-from ._common import FRONTEND, EngineProfile, api_ports, callable_module, engine_env, engine_program, preset_error
+from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
 from ._serving import ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
@@ -152,6 +152,3 @@ def _server(
 
 def _each(flag: str, values: list[str]) -> list[str]:
     return [item for value in values for item in (flag, value)]
-
-
-callable_module(__name__)

@@ -237,7 +237,19 @@ def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
                 items.append((item, None))
     else:
         raise ValueError(f"expected a list of port names or a mapping name: number, got {value!r}")
-    return tuple(PortSpec(_strict_str(name), _typed(number)[0]) for name, number in items)  # type: ignore[arg-type]  # numbers: checked by plan
+    return tuple(_port(_strict_str(name), number) for name, number in items)
+
+
+def _port(name: str, number: object) -> PortSpec:
+    """``port: 8000`` fixed, ``port: null`` free, ``port: {below: 32768}`` free below a limit."""
+    if isinstance(number, Mapping):
+        for key in number:
+            if key != "below":
+                raise _UnknownField(f"{name}.{key}", [f"{name}.below"])
+        if "below" not in number:
+            raise ValueError(f"port '{name}': expected a number, null, or {{below: N}}")
+        return PortSpec(name, below=_strict_int(number["below"]))
+    return PortSpec(name, _typed(number)[0])  # type: ignore[arg-type]  # numbers: checked by plan  # type: ignore[arg-type]  # numbers: checked by plan
 
 
 def _restart(value: object, _: object = None) -> RestartPolicy:

@@ -108,3 +108,29 @@ def test_bad_gpus_and_phases(tmp_path: Path, body: str, expected: str) -> None:
     with pytest.raises(sv.ConfigError) as caught:
         sv.make_plan(sv.load(path), runs_dir=tmp_path / "runs", check_executables=False)
     assert expected in str(caught.value)
+
+
+def test_a_port_below_a_limit_from_yaml(tmp_path: Path) -> None:
+    """Dynamo reads DYN_SYSTEM_PORT as an i16: ``{below: 32768}`` keeps a free port out of the ephemeral range."""
+    text = "name: p\nservices:\n  a:\n    command: [sleep, '1']\n    replicas: 3\n    ports: {api: null, status: {below: 32768}}\n"
+    (service,) = topology_from_text(text).services
+    assert service.ports == (sv.PortSpec("api"), sv.PortSpec("status", below=32768))
+    plan = sv.make_plan(topology_from_text(text), runs_dir=tmp_path, check_executables=False)
+    statuses = [replica.ports["status"] for replica in plan.services[0].replicas]
+    assert all(port < 32768 for port in statuses) and len(set(statuses)) == 3
+
+
+@pytest.mark.parametrize(
+    ("ports", "expected"),
+    [
+        ("{status: {under: 3}}", "unknown field 'status.under' (did you mean 'status.below'?)"),
+        ("{status: {below: x}}", "expected a whole number, got 'x'"),
+        ("{status: {below: 100}}", "port status: below: must be 2049 or more"),
+        ("{status: {}}", "port 'status': expected a number, null, or {below: N}"),
+    ],
+)
+def test_bad_port_limits(tmp_path: Path, ports: str, expected: str) -> None:
+    text = f"name: p\nservices:\n  a:\n    command: [sleep, '1']\n    ports: {ports}\n"
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.make_plan(topology_from_text(text), runs_dir=tmp_path, check_executables=False)
+    assert expected in str(caught.value) and "service 'a', field 'ports'" in str(caught.value)

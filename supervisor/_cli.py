@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_file(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("file", help="topology YAML file")
+        sub.add_argument("file", help="topology YAML file, or a bundled preset: dynamo, vllm, sglang, trtllm, llamacpp")
         sub.add_argument(
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
             help="set ${KEY} for the file, or a field by path (services.decode.replicas=4); repeatable",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -541,9 +542,24 @@ def _describe_problem(problem: str) -> str:
 
 
 def load(path: str | os.PathLike[str], overrides: Mapping[str, object] | None = None) -> Topology:
-    """Read a topology YAML file. Relative ``run_dir`` and ``cwd`` stay relative to the caller's cwd."""
-    file = str(path)
+    """Read a topology YAML file. Relative ``run_dir`` and ``cwd`` stay relative to the caller's cwd.
+
+    A bare preset name (``dynamo``, ``vllm.yaml``) that is no file here means the bundled preset file, so
+    ``supervisor run vllm --set model=...`` works wherever the package is installed.
+    """
+    file = _bundled_preset(str(path))
     return topology_from_dict(parse_yaml(read_text(file), file), source=file, overrides=overrides)
+
+
+def _bundled_preset(file: str) -> str:
+    if os.path.exists(file) or not re.fullmatch(r"[a-z0-9_]+(\.yaml)?", file):
+        return file
+    spec = importlib.util.find_spec("topologies")  # finds the package without importing it
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = os.path.join(folder, file.removesuffix(".yaml") + ".yaml")
+        if os.path.isfile(candidate):
+            return candidate
+    return file
 
 
 def topology_from_text(

@@ -122,3 +122,15 @@ def test_json_flags_survive_template_filling(tmp_path: Path) -> None:
 def test_engine_flags_refuse_a_bare_string() -> None:
     with pytest.raises(TypeError, match="got the string"):
         engine_flags("--max-model-len 4096")
+
+
+def test_a_bare_preset_name_means_the_bundled_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``supervisor run vllm`` works from any directory; a file of that name here still wins."""
+    monkeypatch.chdir(tmp_path)
+    topology = sv.load("llamacpp", overrides={"model": "m.gguf"})
+    assert topology.source is not None and topology.source.endswith("topologies/llamacpp.yaml")
+    assert sv.load("llamacpp.yaml", overrides={"model": "m.gguf"}).source == topology.source
+    (tmp_path / "llamacpp").write_text("name: mine\nservices:\n  a: {command: [sleep, '1']}\n")
+    assert sv.load("llamacpp").name == "mine"
+    with pytest.raises(sv.ConfigError, match="cannot read"):
+        sv.load("no_such_preset")

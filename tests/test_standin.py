@@ -369,3 +369,19 @@ def test_standins_import_the_standard_library_only() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_engine_env_command_makes_an_env_path_whose_programs_are_the_stand_ins(tmp_path: Path) -> None:
+    """``python -m standins engine-env DIR`` (the README's rehearsal step): bin/vllm is the vLLM stand-in."""
+    root = tmp_path / "engines"
+    made = subprocess.run(
+        [sys.executable, "-m", "standins", "engine-env", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    assert f"--set env_path={root}" in made.stdout
+    usage = subprocess.run([str(root / "bin" / "vllm"), "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "--kv-transfer-config" in usage.stdout, usage.stdout + usage.stderr
+    refused = subprocess.run(
+        [sys.executable, "-m", "standins", "engine-env"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "usage" in refused.stderr

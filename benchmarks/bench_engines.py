@@ -76,12 +76,14 @@ def alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
 
-async def supervised_run(topology: sv.Topology, model: str, runs_dir: Path, started: list[int]) -> dict[str, float]:
+async def supervised_run(
+    topology: sv.Topology, model: str, runs_dir: Path, started: list[psutil.Process]
+) -> dict[str, float]:
     begun = time.perf_counter()
     async with sv.launch(topology, runs_dir=runs_dir) as group:
         ready = time.perf_counter() - begun
         pids = [pid for service in group.services for pid in service.pids]
-        started.extend(pids)
+        started.extend(identify(pids))
         async with httpx.AsyncClient(timeout=60) as client:
             first = await first_request(client, group["frontend"].url, model, topology.name)
         stopping = time.perf_counter()
@@ -91,7 +93,9 @@ async def supervised_run(topology: sv.Topology, model: str, runs_dir: Path, star
     return {"ready": ready, "first_request": first, "teardown": teardown}
 
 
-async def handrolled_run(topology: sv.Topology, model: str, runs_dir: Path, started: list[int]) -> dict[str, float]:
+async def handrolled_run(
+    topology: sv.Topology, model: str, runs_dir: Path, started: list[psutil.Process]
+) -> dict[str, float]:
     """The same processes by hand; the plan (argv, env, ports) is made before the clock starts."""
     plan = make_plan(topology, runs_dir=runs_dir)
     url = plan.service("frontend").replicas[0].url
@@ -100,7 +104,7 @@ async def handrolled_run(topology: sv.Topology, model: str, runs_dir: Path, star
     processes = await _handrolled.start(plan)
     ready = time.perf_counter() - begun
     pids = [p.proc.pid for p in processes]
-    started.extend(pids)
+    started.extend(identify(pids))
     try:  # as above: the client is closed before teardown (an open keep-alive connection delays llama-server)
         async with httpx.AsyncClient(timeout=60) as client:
             first = await first_request(client, url, model, topology.name)
@@ -127,7 +131,7 @@ def summarize(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-async def bench(preset: str, runs: int, started: list[int]) -> dict[str, Any]:
+async def bench(preset: str, runs: int, started: list[psutil.Process]) -> dict[str, Any]:
     """A warm-up of each, then ``runs`` of each in ABBA order (supervisor first on even rounds)."""
     samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix=f"bench-{preset}-") as tmp:
@@ -162,13 +166,27 @@ def table(results: dict[str, Any], runs: int) -> str:
     return "\n".join(lines)
 
 
-def check_gone(started: list[int]) -> list[int]:
-    """Every pid this script started must be gone; any survivor is killed (by pid) and returned."""
-    left = alive(started)
-    for pid in left:
+def identify(pids: list[int]) -> list[psutil.Process]:
+    """The processes behind ``pids``, taken at once: a psutil.Process knows its start time, so a later check
+    or kill never hits another process that reused the pid."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.append(psutil.Process(pid))
+    return found
+
+
+def check_gone(started: list[psutil.Process]) -> list[int]:
+    """Every process this script started must be gone (with our children); survivors are killed and returned."""
+    survivors = {p.pid: p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).kill()
-    return left
+            if child.status() != psutil.STATUS_ZOMBIE:
+                survivors.setdefault(child.pid, child)
+    for process in survivors.values():
+        with contextlib.suppress(psutil.Error):
+            process.kill()  # psutil checks the start time: never a pid reused by someone else
+    return sorted(survivors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     options = parser.parse_args(argv)
     results: dict[str, Any] = {}
-    started: list[int] = []
+    started: list[psutil.Process] = []
     try:
         for preset in options.only:
             results[preset] = anyio.run(bench, preset, options.runs, started)

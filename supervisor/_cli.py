@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -31,6 +31,8 @@ from ._plan import Plan, default_runs_dir, fill_command, make_plan
 from ._process import RUN_ID_ENV
 from ._redact import Redactor
 from ._runner import hold_signals, supervise
+from ._summary import read_summary
+from ._summary_text import render_summary
 
 __all__ = ["main"]
 
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
     run.add_argument("--logs", action="store_true", help="also print every service's output, prefixed")
-    run.add_argument("--quiet", "-q", action="store_true", help="print only errors and the final summary")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only problems: failures, restarts, leftovers")
     run.add_argument(
         "--detach", "-d", action="store_true",
         help="supervise in the background; return once all are ready, printing the run id (stop: supervisor stop ID)",
@@ -249,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         return None
 
     stop_signals: list[int] = []
-    with hold_signals() as early:
+    with hold_signals() as early, _summary_at_end(plan.run_dir, quiet=args.quiet):
         outcome = anyio.run(
             lambda: supervise(
                 plan,
@@ -272,6 +274,18 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet or outcome.leftovers:
         _say(down)
     return outcome.result if isinstance(outcome.result, int) else 0
+
+
+@contextlib.contextmanager
+def _summary_at_end(run_dir: Path, *, quiet: bool) -> Iterator[None]:
+    """Print ``summary.json`` once the run is over, however it ended (before a failure's error line);
+    with ``quiet``, only the replicas that had problems."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            for line in render_summary(read_summary(run_dir), quiet=quiet):
+                print(_secrets.text(line), file=sys.stderr, flush=True)
 
 
 def _notify(fd: int, message: str) -> None:

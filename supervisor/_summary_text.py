@@ -5,6 +5,8 @@ it reads the same in a terminal, a pipe and a CI log. Pure: a ``Summary`` in, li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ._records.schema import ChainLink, ExitEntry, ReplicaOutcome, Summary
 
 __all__ = ["render_chain", "render_summary", "replica_problems"]
@@ -22,7 +24,7 @@ def render_summary(summary: Summary, *, quiet: bool = False) -> list[str]:
     if quiet:
         facts.append(f"{len(rows)} of {len(summary.replicas)} replicas had problems")
     head = f"summary (run {summary.outcome})" + (": " + ", ".join(facts) if facts else "")
-    table = [("replica", "state", "ready", "restarts", "exit", "teardown", "phases")]
+    table: list[tuple[str, ...]] = [("replica", "state", "ready", "restarts", "exit", "teardown", "phases")]
     table += [
         (
             name,
@@ -74,7 +76,7 @@ def replica_problems(replica: ReplicaOutcome) -> list[str]:
     return problems
 
 
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 

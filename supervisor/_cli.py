@@ -26,6 +26,7 @@ from ._config import load
 from ._errors import ConfigError, SupervisorError
 from ._events import Event, Exited, Failed, GpuNotReleased, PhaseEnded, Ready, Spawned, Stopped
 from ._gpu_inventory import SimulatedInventory
+from ._graph import FORMATS, render_graph
 from ._group import RunningTopology
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
 from ._process import RUN_ID_ENV
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         "--commands", "-c", action="store_true",
         help="also show each replica's command line and the environment it adds (secrets redacted)",
     )  # fmt: skip
+    graph = with_file("graph", "draw the dependency graph (conditions, replicas, GPUs); starts nothing")
+    graph.add_argument("--format", "-f", choices=FORMATS, default="text", help="text (default), mermaid or dot")
     add_commands(commands)
     add_gpus_command(commands)
     return parser
@@ -87,12 +90,12 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _plan(args: argparse.Namespace) -> Plan:
+def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
     args.inventory = SimulatedInventory.parse(args.gpus) if args.gpus else None
-    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory)
+    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables)
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
@@ -129,6 +132,12 @@ def _validate(args: argparse.Namespace) -> int:
     if uses_gpus:
         node = args.inventory.description if args.inventory is not None else "this machine (NVML)"
         print(f"GPUs planned on {node}; each replica gets CUDA_VISIBLE_DEVICES=<its gpus>")
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    """The graph needs the plan (replica counts and GPUs may come from vars) but not the engines."""
+    print(render_graph(_plan(args, check_executables=False), args.format))
     return 0
 
 
@@ -377,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args)
+        if args.command == "graph":
+            return _graph(args)
         if args.detach:
             return _detach(args, list(sys.argv[1:] if original_argv is None else original_argv))
         return _run(args)

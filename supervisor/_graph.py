@@ -71,10 +71,9 @@ def render_dot(plan: Plan) -> str:
     lines += [f"    {_dot_quote(s.name)} [label={_dot_quote(_label(s))}];" for s in plan.services]
     for service in plan.services:
         for dep in service.depends_on:
+            edge = f"{_dot_quote(dep.service)} -> {_dot_quote(service.name)}"
             style = ", style=dashed" if dep.condition == "started" else ""
-            lines.append(
-                f"    {_dot_quote(dep.service)} -> {_dot_quote(service.name)} [label={_dot_quote(dep.condition)}{style}];"
-            )
+            lines.append(f"    {edge} [label={_dot_quote(dep.condition)}{style}];")
     lines.append("}")
     return "\n".join(lines)
 

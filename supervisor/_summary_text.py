@@ -41,13 +41,14 @@ def render_summary(summary: Summary, *, quiet: bool = False) -> list[str]:
         table = [row[:-1] for row in table]
     lines = [head, *_columns(table)]
     if not quiet:
-        lines += render_chain(summary.critical_chain)
+        lines += render_chain(summary.critical_chain, all_ready=summary.ready_seconds is not None)
     return lines
 
 
-def render_chain(chain: list[ChainLink]) -> list[str]:
+def render_chain(chain: Sequence[ChainLink], *, all_ready: bool = True) -> list[str]:
     """``critical chain:`` then one line per link, first start first: ``@start +time to ready``, and what it
-    waited for (like ``systemd-analyze critical-chain``, read top-down)."""
+    waited for (like ``systemd-analyze critical-chain``, read top-down). Without ``all_ready`` (the start
+    failed or was cut short) it is the chain to the service that got ready last, and says so."""
     if not chain:
         return []
     rows = [
@@ -59,7 +60,8 @@ def render_chain(chain: list[ChainLink]) -> list[str]:
         )
         for link in chain
     ]
-    return ["critical chain:", *_columns(rows)]
+    title = "critical chain:" if all_ready else "critical chain (not all ready; up to the last ready service):"
+    return [title, *_columns(rows)]
 
 
 def replica_problems(replica: ReplicaOutcome) -> list[str]:

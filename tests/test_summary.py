@@ -232,9 +232,15 @@ def test_quiet_text_lists_only_the_replicas_with_problems() -> None:
     assert "3!" in lines[2] and "critical chain:" not in lines
 
 
-def test_the_chain_text_of_an_empty_chain_is_empty() -> None:
+def test_the_chain_text_says_when_not_everything_got_ready() -> None:
     assert render_chain([]) == []
     assert render_chain([ChainLink(service="a")]) == ["critical chain:", "  a  @-  +-"]
+    services = shapes(a=({}, ["a"]), b=({"a": "ready"}, ["b"]))
+    summary = summarize(services, [spawned("a", 0.0), ready("a", 1.0, 1.0), spawned("b", 1.0)], started_at=T0)
+    assert render_summary(summary)[-2:] == [
+        "critical chain (not all ready; up to the last ready service):",
+        "  a  @0.00s  +1.00s",
+    ]
 
 
 def test_summary_json_round_trips_the_new_fields_and_forgives_damage() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import supervisor as sv
 
-from .helpers import PYTHON
+from .helpers import PROGRAMS, PYTHON
 
 ROOT = Path(__file__).parent.parent
 
@@ -131,3 +131,22 @@ def test_supervisor_run_prints_the_table_and_the_chain_and_quiet_only_the_proble
     quiet = run("-q").splitlines()
     assert quiet[0].endswith("1 of 3 replicas had problems"), quiet
     assert [line.split()[0] for line in quiet[1:]] == ["replica", "flaky"]
+
+
+@pytest.mark.anyio
+async def test_the_summary_keeps_each_startup_phase_of_a_real_replica(runs_dir: Path) -> None:
+    """Phases printed by a real child land in the summary in order, the skipped one absent, each finished,
+    and they account for no more than the replica's time to ready."""
+    service = sv.Service(
+        name="llm",
+        command=[PYTHON, str(PROGRAMS / "phased.py"), "say:Loading weights", "say:Application startup complete",
+                 "say:READY", "hold"],
+        ready=sv.LogCheck("^READY$"),
+        phases={"weights": "Loading weights", "graphs": "Capturing CUDA graph", "api": "Application startup complete"},
+    )  # fmt: skip
+    async with sv.launch(sv.Topology(name="phased", services=[service]), runs_dir=runs_dir) as group:
+        pass
+    replica = sv.read_summary(group.run_dir).replicas["llm"]
+    assert [(p.name, p.finished) for p in replica.phases] == [("weights", True), ("api", True)]
+    assert replica.ready_seconds is not None
+    assert sum(p.seconds for p in replica.phases) <= replica.ready_seconds + 1e-6

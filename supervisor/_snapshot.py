@@ -126,6 +126,7 @@ def summary_of(group: RunView) -> Summary:
         started_at=group.started_at,
         teardown_started_at=group.teardown_started_at,
         ended_at=time.monotonic() if stopped else None,
+        ready_at=group.ready_at,
     )
     for r in replicas:
         entry = timings.replicas[r.name]

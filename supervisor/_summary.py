@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from ._events import Completed, Event, Exited, PhaseEnded, Ready, Spawned, Stopped, Stopping
+from ._events import Completed, Event, Exited, Failed, PhaseEnded, Ready, Spawned, Stopped, Stopping
 from ._records.paths import read_json
 from ._records.schema import (
     ChainLink,
@@ -67,6 +67,7 @@ class _Replica:
     completed_at: float | None = None
     phases: list[PhaseTiming] = attrs.Factory(list)
     exits: list[ExitEntry] = attrs.Factory(list)
+    failed: bool = False  #: given up on (its service may go on without it: ``min_ready``)
     stopping_at: float | None = None  #: at teardown
     stopped_at: float | None = None
     stop_seconds: float | None = None
@@ -80,12 +81,15 @@ def summarize(
     started_at: float,
     teardown_started_at: float | None = None,
     ended_at: float | None = None,
+    ready_at: float | None = None,
 ) -> Summary:
     """The timing part of a ``Summary`` (services, replicas, critical chain, all-ready and teardown time).
 
-    ``services`` in start order; ``started_at``, ``teardown_started_at`` and ``ended_at`` on the events'
-    monotonic clock. Offsets in the result count from ``started_at``. A replica's state is "unknown":
-    the caller, who sees the live replicas, fills it in.
+    ``services`` in start order; ``started_at``, ``teardown_started_at``, ``ended_at`` and ``ready_at``
+    (when all were ready, if known) on the events' monotonic clock. Offsets in the result count from
+    ``started_at``. A replica first spawned after ``ready_at`` (added later) is not part of its service's
+    start; one given up on (``Failed``) before it was ready does not hold its service's ready time back.
+    A replica's state is "unknown": the caller, who sees the live replicas, fills it in.
     """
     replicas = {name: _Replica(shape_name) for shape_name, shape in services.items() for name in shape.replicas}
     for event in events:
@@ -93,10 +97,15 @@ def summarize(
         if replica is not None:
             _apply(replica, event, started_at, teardown_started_at)
     outcomes = {name: _replica_outcome(r) for name, r in replicas.items()}
-    service_outcomes = {name: _service_outcome(shape, replicas) for name, shape in services.items()}
+    cutoff = None if ready_at is None else ready_at - started_at + _EPSILON_SECONDS
+    starting = {
+        name: attrs.evolve(shape, replicas=[r for r in shape.replicas if _in_start(replicas[r], cutoff)])
+        for name, shape in services.items()
+    }
+    service_outcomes = {name: _service_outcome(shape, starting[name], replicas) for name, shape in services.items()}
     conditions = {
         (name, condition): at
-        for name, shape in services.items()
+        for name, shape in starting.items()
         for condition, at in _conditions(shape, replicas).items()
     }
     all_ready = _last([s.ready_at_seconds for s in service_outcomes.values() if s.replicas])
@@ -126,6 +135,8 @@ def _apply(replica: _Replica, event: Event, started_at: float, teardown_started_
         replica.ready_at, replica.ready_seconds = at, event.seconds
     elif isinstance(event, Completed) and replica.completed_at is None:
         replica.completed_at = at
+    elif isinstance(event, Failed):
+        replica.failed = True
     elif isinstance(event, Exited):
         replica.exits.append(
             ExitEntry(at_seconds=at, exit_code=event.exit_code, signal=event.signal, expected=event.expected)
@@ -155,17 +166,22 @@ def _replica_outcome(replica: _Replica) -> ReplicaOutcome:
     )
 
 
-def _service_outcome(shape: ServiceShape, replicas: Mapping[str, _Replica]) -> ServiceOutcome:
-    own = [replicas[name] for name in shape.replicas]
-    spawned = [r.spawned_at for r in own if r.spawned_at is not None]
-    ready = [_ready_at(r) for r in own]
-    stopping = [r.stopping_at for r in own if r.stopping_at is not None]
-    stopped = [r.stopped_at for r in own if r.stopped_at is not None]
+def _in_start(replica: _Replica, cutoff: float | None) -> bool:
+    """Part of its service's start: not first spawned after everything was ready."""
+    return cutoff is None or replica.spawned_at is None or replica.spawned_at <= cutoff
+
+
+def _service_outcome(shape: ServiceShape, start: ServiceShape, replicas: Mapping[str, _Replica]) -> ServiceOutcome:
+    """``start``: the same service, with only the replicas that were part of its start."""
+    own = [replicas[name] for name in start.replicas]
+    stops = [replicas[name] for name in shape.replicas]
+    stopping = [r.stopping_at for r in stops if r.stopping_at is not None]
+    stopped = [r.stopped_at for r in stops if r.stopped_at is not None]
     return ServiceOutcome(
         depends_on=dict(shape.depends_on),
         replicas=list(shape.replicas),
-        started_at_seconds=min(spawned, default=None),
-        ready_at_seconds=_last(ready),
+        started_at_seconds=min((r.spawned_at for r in own if r.spawned_at is not None), default=None),
+        ready_at_seconds=_conditions(start, replicas)["ready"],
         stop_seconds=max(stopped) - min(stopping) if stopping and stopped else None,
     )
 
@@ -183,7 +199,7 @@ def _conditions(shape: ServiceShape, replicas: Mapping[str, _Replica]) -> dict[s
         return {"started": None, "ready": None, "completed": None}
     return {
         "started": _last([r.spawned_at for r in own]),
-        "ready": _last([_ready_at(r) for r in own]),
+        "ready": _last([_ready_at(r) for r in own if not (r.failed and _ready_at(r) is None)]),
         "completed": _last([r.completed_at for r in own]),
     }
 
@@ -240,9 +256,9 @@ def _gate(service: ServiceOutcome, conditions: ConditionTimes) -> tuple[str, str
 def _link(
     name: str, service: ServiceOutcome, replicas: Mapping[str, ReplicaOutcome], gated: tuple[str, str] | None
 ) -> ChainLink:
-    own = [(r.ready_at_seconds, i, n) for i, n in enumerate(service.replicas) if (r := replicas.get(n)) is not None]
-    last = max(((t, i, n) for t, i, n in own if t is not None), default=None)
     started, ready = service.started_at_seconds, service.ready_at_seconds
+    own = [(r.ready_at_seconds, i, n) for i, n in enumerate(service.replicas) if (r := replicas.get(n)) is not None]
+    last = max(((t, i, n) for t, i, n in own if t is not None and ready is not None and t <= ready), default=None)
     return ChainLink(
         service=name,
         replica=last[2] if last is not None else "",

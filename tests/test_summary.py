@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from supervisor._events import Completed, Event, Exited, PhaseEnded, Ready, Spawned, Stopped, Stopping
+from supervisor._events import Completed, Event, Exited, Failed, PhaseEnded, Ready, Spawned, Stopped, Stopping
 from supervisor._records.schema import ChainLink, Summary, summary_from_json, to_json
 from supervisor._summary import ServiceShape, summarize
 from supervisor._summary_text import render_chain, render_summary
@@ -113,6 +113,32 @@ def test_the_replica_that_got_ready_last_sets_its_services_ready_time() -> None:
         3.0,
     )
     assert summary.services["decode"].ready_at_seconds == 3.0 and summary.replicas["decode.1"].ready_seconds == 1.4
+
+
+def test_a_replica_given_up_on_or_added_later_does_not_hold_its_services_start_back() -> None:
+    """decode.1 failed for good (the service kept its quorum) and decode.2 was added after all were
+    ready: decode's ready time, and the chain's, are decode.0's; the teardown still counts decode.2."""
+    services = shapes(kv=({}, ["kv"]), decode=({"kv": "ready"}, ["decode.0", "decode.1", "decode.2"]))
+    events: list[Event] = [
+        spawned("kv", 0.0),
+        ready("kv", 0.5, 0.5),
+        spawned("decode.0", 0.5),
+        spawned("decode.1", 0.5, pid=2),
+        Failed(replica="decode.1", service="decode", reason="exited", monotonic=T0 + 1),
+        ready("decode.0", 2.0, 1.5),
+        spawned("decode.2", 5.0, pid=3),
+        ready("decode.2", 6.0, 1.0),
+        Stopping(replica="decode.2", service="decode", signal="SIGTERM", reason="teardown", monotonic=T0 + 8),
+        Stopped(replica="decode.2", service="decode", seconds=1.0, killed=False, monotonic=T0 + 9),
+    ]
+    summary = summarize(services, events, started_at=T0, ready_at=T0 + 2.0, teardown_started_at=T0 + 8)
+    assert summary.services["decode"].ready_at_seconds == 2.0 and summary.ready_seconds == 2.0
+    assert summary.services["decode"].replicas == ["decode.0", "decode.1", "decode.2"]
+    assert summary.services["decode"].stop_seconds == 1.0
+    link = summary.critical_chain[-1]
+    assert (link.service, link.replica, link.ready_seconds) == ("decode", "decode.0", 1.5)
+    without_cutoff = summarize(services, events, started_at=T0)  # not told when all were ready
+    assert without_cutoff.services["decode"].ready_at_seconds == 6.0
 
 
 def test_a_restart_before_ready_counts_and_its_phases_start_over() -> None:

@@ -1,7 +1,8 @@
 """What a run writes on disk, as attrs classes: one schema for the writer, the readers and the tests.
 
 ``manifest.json`` (the resolved run: commands, redacted env, ports, every pid with its create time),
-``summary.json`` (how it ended) and the index entry (who supervises it). ``to_json`` and the ``*_from_json``
+``summary.json`` (how it went and ended: timings, restarts, exits, the critical chain; computed by
+``supervisor._summary``) and the index entry (who supervises it). ``to_json`` and the ``*_from_json``
 readers go through one cattrs converter. Reading is forgiving on purpose: a record may be half-written by a
 crash, or come from an older version; a field of the wrong type reads as its default, never as an error,
 so ``supervisor ps/stop/gc`` always work on what is there.

@@ -83,6 +83,8 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import StopPolicy as StopPolicy
     from ._spec import TcpCheck as TcpCheck
     from ._spec import Topology as Topology
+    from ._summary import RunSummary as RunSummary
+    from ._summary import read_summary as read_summary
 
 
 #: every public name and the module that defines it: the one table of the public surface
@@ -127,6 +129,7 @@ _LAZY = {
     "RestartPolicy": "_spec",
     "Restarting": "_events",
     "RunRecord": "_record",
+    "RunSummary": "_summary",
     "RunningTopology": "_group",
     "Service": "_spec",
     "ServiceFailed": "_errors",
@@ -145,6 +148,7 @@ _LAZY = {
     "list_runs": "_record",
     "load": "_config",
     "make_plan": "_plan",
+    "read_summary": "_summary",
     "run": "_runner",
     "stop_run": "_reclaim",
     "supervise": "_runner",

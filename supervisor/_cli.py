@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -26,11 +26,14 @@ from ._config import load
 from ._errors import ConfigError, SupervisorError
 from ._events import Event, Exited, Failed, GpuNotReleased, PhaseEnded, Ready, Spawned, Stopped
 from ._gpu_inventory import SimulatedInventory
+from ._graph import FORMATS, render_graph
 from ._group import RunningTopology
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
 from ._process import RUN_ID_ENV
 from ._redact import Redactor
 from ._runner import hold_signals, supervise
+from ._summary import read_summary
+from ._summary_text import render_summary
 
 __all__ = ["main"]
 
@@ -58,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
     run.add_argument("--logs", action="store_true", help="also print every service's output, prefixed")
-    run.add_argument("--quiet", "-q", action="store_true", help="print only errors and the final summary")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only problems: failures, restarts, leftovers")
     run.add_argument(
         "--detach", "-d", action="store_true",
         help="supervise in the background; return once all are ready, printing the run id (stop: supervisor stop ID)",
@@ -70,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         "--commands", "-c", action="store_true",
         help="also show each replica's command line and the environment it adds (secrets redacted)",
     )  # fmt: skip
+    graph = with_file("graph", "draw the dependency graph (conditions, replicas, GPUs); starts nothing")
+    graph.add_argument("--format", "-f", choices=FORMATS, default="text", help="text (default), mermaid or dot")
     add_commands(commands)
     add_gpus_command(commands)
     return parser
@@ -85,12 +90,12 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _plan(args: argparse.Namespace) -> Plan:
+def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
     args.inventory = SimulatedInventory.parse(args.gpus) if args.gpus else None
-    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory)
+    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables)
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
@@ -127,6 +132,12 @@ def _validate(args: argparse.Namespace) -> int:
     if uses_gpus:
         node = args.inventory.description if args.inventory is not None else "this machine (NVML)"
         print(f"GPUs planned on {node}; each replica gets CUDA_VISIBLE_DEVICES=<its gpus>")
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    """The graph needs the plan (replica counts and GPUs may come from vars) but not the engines."""
+    print(render_graph(_plan(args, check_executables=False), args.format))
     return 0
 
 
@@ -249,7 +260,7 @@ def _run(args: argparse.Namespace) -> int:
         return None
 
     stop_signals: list[int] = []
-    with hold_signals() as early:
+    with hold_signals() as early, _summary_at_end(plan.run_dir, quiet=args.quiet):
         outcome = anyio.run(
             lambda: supervise(
                 plan,
@@ -272,6 +283,18 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet or outcome.leftovers:
         _say(down)
     return outcome.result if isinstance(outcome.result, int) else 0
+
+
+@contextlib.contextmanager
+def _summary_at_end(run_dir: Path, *, quiet: bool) -> Iterator[None]:
+    """Print ``summary.json`` once the run is over, however it ended (before a failure's error line);
+    with ``quiet``, only the replicas that had problems."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            for line in render_summary(read_summary(run_dir), quiet=quiet):
+                print(_secrets.text(line), file=sys.stderr, flush=True)
 
 
 def _notify(fd: int, message: str) -> None:
@@ -363,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args)
+        if args.command == "graph":
+            return _graph(args)
         if args.detach:
             return _detach(args, list(sys.argv[1:] if original_argv is None else original_argv))
         return _run(args)

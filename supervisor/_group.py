@@ -39,6 +39,7 @@ from ._proctable import marked_processes, run_members
 from ._record import register_run, save_record, unregister_run
 from ._replica import Incarnation, Replica, ReplicaState, ServiceHandle
 from ._snapshot import manifest_of, redactor_of, summary_of
+from ._summary import RunSummary
 from ._teardown import stop_in_order, stop_prerequisites, sweep
 from ._watchdog import Watchdog
 
@@ -95,6 +96,7 @@ class RunningTopology:
         self.started_at = time.monotonic()
         self.started_wall_time = time.time()
         self.ready_at: float | None = None
+        self.teardown_started_at: float | None = None  #: monotonic, once the teardown began
         self.phase = "pending"  #: pending, starting, running, stopping, stopped
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
         self._seen_pids: dict[int, str] = {}  #: every process of the run seen so far -> its replica
@@ -173,6 +175,11 @@ class RunningTopology:
     @property
     def event_history(self) -> list[Event]:
         return list(self._events.history)
+
+    def summary(self) -> RunSummary:
+        """The run summary so far (at the end, what ``summary.json`` holds): time to ready per replica and
+        phase, restarts, exits, teardown times, and the critical chain that set the all-ready time."""
+        return summary_of(self)
 
     async def wait(self) -> None:
         """Until no replica is active any more (jobs completed); a failure raises in the caller instead."""
@@ -401,6 +408,7 @@ class RunningTopology:
             await self._torn_down.wait()
             return
         self._stopping = True
+        self.teardown_started_at = time.monotonic()
         self.phase = "stopping"
         for replica in self.replicas:
             if replica.loop_scope is not None:

@@ -13,10 +13,12 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import attrs
 import psutil
 
-from ._records.schema import Manifest, ReplicaEntry, ReplicaOutcome, ServiceEntry, StopEntry, Summary
+from ._records.schema import Manifest, ReplicaEntry, ServiceEntry, StopEntry, Summary
 from ._redact import Redactor
+from ._summary import ServiceShape, summarize
 
 __all__ = ["RunView", "manifest_of", "redactor_of", "summary_of"]
 
@@ -50,6 +52,7 @@ class RunView(Protocol):
     started_wall_time: float
     started_at: float
     ready_at: float | None
+    teardown_started_at: float | None
     failure: Any
     leftovers: list[int]
     base_env: dict[str, str]
@@ -58,6 +61,8 @@ class RunView(Protocol):
     def services(self) -> Sequence[Any]: ...
     @property
     def replicas(self) -> Sequence[Any]: ...
+    @property
+    def event_history(self) -> list[Any]: ...
 
 
 _REDACTORS: weakref.WeakKeyDictionary[Any, Redactor] = weakref.WeakKeyDictionary()
@@ -97,25 +102,44 @@ def manifest_of(group: RunView) -> Manifest:
 
 
 def summary_of(group: RunView) -> Summary:
-    """``summary.json``: how the run ended and whether anything survived it."""
+    """``summary.json`` (and ``group.summary()`` while the run goes on): timings from the events, each
+    replica's state and restarts as the group sees them, how the run ended and whether anything survived."""
     replicas = group.replicas
+    stopped = group.phase == "stopped"
     if group.failure is not None:
         outcome = "failed"
+    elif not stopped:
+        outcome = group.phase
     elif replicas and all(r.state.value == "completed" for r in replicas):
         outcome = "completed"
     else:
         outcome = "stopped"
-    return Summary(
+    shapes = {
+        s.name: ServiceShape(
+            depends_on={d.service: d.condition for d in s.plan.depends_on}, replicas=[r.name for r in s.replicas]
+        )
+        for s in group.services
+    }
+    timings = summarize(
+        shapes,
+        group.event_history,
+        started_at=group.started_at,
+        teardown_started_at=group.teardown_started_at,
+        ended_at=time.monotonic() if stopped else None,
+        ready_at=group.ready_at,
+    )
+    for r in replicas:
+        entry = timings.replicas[r.name]
+        entry.state, entry.restarts, entry.returncode = r.state.value, r.restarts, r.returncode
+    return attrs.evolve(
+        timings,
         run_id=group.run_id,
         outcome=outcome,
         failure=None if group.failure is None else redactor_of(group).text(str(group.failure)),
         started_wall_time=group.started_wall_time,
-        ended_wall_time=time.time(),
+        ended_wall_time=time.time() if stopped else None,
         ready_seconds=None if group.ready_at is None else group.ready_at - group.started_at,
-        replicas={
-            r.name: ReplicaOutcome(state=r.state.value, restarts=r.restarts, returncode=r.returncode) for r in replicas
-        },
-        verified_no_leftovers=not group.leftovers,
+        verified_no_leftovers=stopped and not group.leftovers,
         leftovers=list(group.leftovers),
     )
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from supervisor import read_summary
 from supervisor._proctable import marked_processes
 
 from .helpers import PROGRAMS, PYTHON, alive, wait_until
@@ -70,6 +71,9 @@ def test_detached_run_is_listed_and_stopped_from_another_process(tmp_path: Path,
     grandchildren = [int(p) for p in (tmp_path / "pids").read_text().split()]
     assert not [p for p in grandchildren if alive(p)]
     assert run_id not in supervisor("ps").stdout
+    summary = read_summary(run_dir)  # a detached run keeps its summary too
+    assert summary.verified_no_leftovers and [link.service for link in summary.critical_chain] == ["tree", "web"]
+    assert summary.replicas["tree"].killed and summary.services["tree"].stop_seconds is not None
 
 
 def test_sigkilled_supervisor_leaves_nothing_behind(tmp_path: Path, runs_dir: Path) -> None:

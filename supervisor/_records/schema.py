@@ -1,7 +1,8 @@
 """What a run writes on disk, as attrs classes: one schema for the writer, the readers and the tests.
 
 ``manifest.json`` (the resolved run: commands, redacted env, ports, every pid with its create time),
-``summary.json`` (how it ended) and the index entry (who supervises it). ``to_json`` and the ``*_from_json``
+``summary.json`` (how it went and ended: timings, restarts, exits, the critical chain; computed by
+``supervisor._summary``) and the index entry (who supervises it). ``to_json`` and the ``*_from_json``
 readers go through one cattrs converter. Reading is forgiving on purpose: a record may be half-written by a
 crash, or come from an older version; a field of the wrong type reads as its default, never as an error,
 so ``supervisor ps/stop/gc`` always work on what is there.
@@ -16,11 +17,15 @@ import cattrs
 
 __all__ = [
     "ACTIVE_STATES",
+    "ChainLink",
+    "ExitEntry",
     "IndexEntry",
     "Manifest",
+    "PhaseTiming",
     "ReplicaEntry",
     "ReplicaOutcome",
     "ServiceEntry",
+    "ServiceOutcome",
     "StopEntry",
     "Summary",
     "index_entry_from_json",
@@ -85,23 +90,81 @@ class Manifest:
 
 
 @attrs.define
+class PhaseTiming:
+    """One startup phase of the incarnation that became ready (or of the last one, if none did)."""
+
+    name: str = ""
+    seconds: float = 0.0
+    finished: bool = True  #: False when the incarnation ended (or the run stopped) during the phase
+
+
+@attrs.define
+class ExitEntry:
+    """One exit of a replica's process: a crash before a restart, or the end at teardown."""
+
+    at_seconds: float | None = None  #: from the run's start
+    exit_code: int | None = None  #: None when killed by a signal
+    signal: str | None = None
+    expected: bool = False  #: we asked it to stop, or it was a job that finished with 0
+
+
+@attrs.define
 class ReplicaOutcome:
+    """One replica over the whole run. Every ``*_at_seconds`` counts from the run's start."""
+
     state: str = "unknown"
     restarts: int = 0
     returncode: int | None = None
+    service: str = ""
+    spawned_at_seconds: float | None = None  #: its first spawn
+    ready_at_seconds: float | None = None  #: its first ready (or completion, for a job)
+    ready_seconds: float | None = None  #: time to ready: from the spawn of the incarnation that got ready
+    phases: list[PhaseTiming] = attrs.Factory(list)
+    exits: list[ExitEntry] = attrs.Factory(list)
+    stop_seconds: float | None = None  #: at teardown: from its stop signal until every process was gone
+    killed: bool = False  #: needed SIGKILL after its grace at teardown
+
+
+@attrs.define
+class ServiceOutcome:
+    """One service: when it started, when all its replicas were ready, how long its teardown took."""
+
+    depends_on: dict[str, str] = attrs.Factory(dict)  #: service -> condition
+    replicas: list[str] = attrs.Factory(list)
+    started_at_seconds: float | None = None  #: its first replica's spawn, from the run's start
+    ready_at_seconds: float | None = None  #: every replica ready once (``ready`` condition), from the start
+    stop_seconds: float | None = None  #: at teardown: first stop signal until its last process was gone
+
+
+@attrs.define
+class ChainLink:
+    """One link of the critical chain, first link first: the service started at ``started_at_seconds``
+    once ``gated_by`` reached ``condition`` (the dependency whose condition was met last)."""
+
+    service: str = ""
+    replica: str = ""  #: the replica that became ready last, and so set the service's ready time
+    started_at_seconds: float | None = None
+    ready_at_seconds: float | None = None
+    ready_seconds: float | None = None  #: from the service's start to its ready
+    gated_by: str | None = None  #: the previous link's service; None for the first link
+    condition: str | None = None  #: what this service waited for of ``gated_by``: started, ready, completed
 
 
 @attrs.define
 class Summary:
-    """``summary.json``: how the run ended and whether anything survived it."""
+    """``summary.json``: how the run went (timings, restarts, exits, the critical chain), how it ended,
+    and whether anything survived it."""
 
     run_id: str = ""
-    outcome: str = "unknown"  #: completed, stopped or failed
+    outcome: str = "unknown"  #: completed, stopped or failed (starting/running/stopping while it runs)
     failure: str | None = None  #: the failure with its log tail, redacted
     started_wall_time: float | None = None
     ended_wall_time: float | None = None
-    ready_seconds: float | None = None
-    replicas: dict[str, ReplicaOutcome] = attrs.Factory(dict)
+    ready_seconds: float | None = None  #: all ready, from the run's start
+    teardown_seconds: float | None = None  #: from the start of the teardown until verified empty
+    services: dict[str, ServiceOutcome] = attrs.Factory(dict)  #: in start order
+    replicas: dict[str, ReplicaOutcome] = attrs.Factory(dict)  #: in start order
+    critical_chain: list[ChainLink] = attrs.Factory(list)  #: what set ``ready_seconds``, first link first
     verified_no_leftovers: bool = False
     leftovers: list[int] = attrs.Factory(list)
 
@@ -131,7 +194,19 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-_RECORD_CLASSES = (StopEntry, ReplicaEntry, ServiceEntry, Manifest, ReplicaOutcome, Summary, IndexEntry)
+_RECORD_CLASSES = (
+    StopEntry,
+    ReplicaEntry,
+    ServiceEntry,
+    Manifest,
+    PhaseTiming,
+    ExitEntry,
+    ReplicaOutcome,
+    ServiceOutcome,
+    ChainLink,
+    Summary,
+    IndexEntry,
+)
 
 
 class _Missing:

@@ -1,0 +1,293 @@
+"""The run summary computed from constructed events, without processes: time to ready and per phase,
+restarts, exits, teardown, and the critical chain (which dependency gated each start); its text and its
+place in ``summary.json``'s schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from supervisor._events import Completed, Event, Exited, Failed, PhaseEnded, Ready, Spawned, Stopped, Stopping
+from supervisor._records.schema import ChainLink, Summary, summary_from_json, to_json
+from supervisor._summary import ServiceShape, summarize
+from supervisor._summary_text import render_chain, render_summary
+
+T0 = 1000.0  #: the run's start on the monotonic clock
+
+
+def shapes(**services: tuple[Mapping[str, str], Sequence[str]]) -> dict[str, ServiceShape]:
+    return {name: ServiceShape(depends_on=deps, replicas=list(reps)) for name, (deps, reps) in services.items()}
+
+
+def spawned(replica: str, at: float, pid: int = 1) -> Spawned:
+    return Spawned(replica=replica, service=replica.split(".")[0], pid=pid, monotonic=T0 + at)
+
+
+def ready(replica: str, at: float, seconds: float) -> Ready:
+    return Ready(replica=replica, service=replica.split(".")[0], pid=1, seconds=seconds, monotonic=T0 + at)
+
+
+def chain_of(summary: Summary) -> list[tuple[str, str | None, str | None]]:
+    return [(link.service, link.gated_by, link.condition) for link in summary.critical_chain]
+
+
+def test_the_chain_follows_the_dependency_met_last_back_to_a_root() -> None:
+    """d waits for b and c; b got ready later than c, so the chain is a -> b -> d, and c is not on it."""
+    services = shapes(
+        a=({}, ["a"]),
+        b=({"a": "ready"}, ["b"]),
+        c=({"a": "ready"}, ["c"]),
+        d=({"b": "ready", "c": "ready"}, ["d"]),
+    )
+    events: list[Event] = [
+        spawned("a", 0.0),
+        ready("a", 1.0, 1.0),
+        spawned("b", 1.0),
+        spawned("c", 1.0),
+        ready("c", 2.0, 1.0),
+        ready("b", 3.0, 2.0),
+        spawned("d", 3.0),
+        ready("d", 4.5, 1.5),
+    ]
+    summary = summarize(services, events, started_at=T0)
+    assert chain_of(summary) == [("a", None, None), ("b", "a", "ready"), ("d", "b", "ready")]
+    assert summary.ready_seconds == 4.5
+    assert [(link.started_at_seconds, link.ready_seconds) for link in summary.critical_chain] == [
+        (0.0, 1.0),
+        (1.0, 2.0),
+        (3.0, 1.5),
+    ]
+    assert summary.services["d"].started_at_seconds == 3.0 and summary.services["c"].ready_at_seconds == 2.0
+
+
+def test_a_started_condition_gates_at_the_spawn_not_the_ready() -> None:
+    """c waits for a ready and b started; b spawned after a was ready, so b (started) gated c, although
+    b itself got ready much later (and so ends the chain)."""
+    services = shapes(a=({}, ["a"]), b=({}, ["b"]), c=({"a": "ready", "b": "started"}, ["c"]))
+    events: list[Event] = [
+        spawned("a", 0.0),
+        ready("a", 1.0, 1.0),
+        spawned("b", 2.0),  # b has no dependency; say its spawn came late
+        spawned("c", 2.0),
+        ready("c", 2.5, 0.5),
+        ready("b", 9.0, 7.0),
+    ]
+    summary = summarize(services, events, started_at=T0)
+    assert chain_of(summary) == [("b", None, None)]  # b became ready last, and waited for nothing
+    events_without_b_late = [e for e in events if not (isinstance(e, Ready) and e.replica == "b")]
+    events_without_b_late.append(ready("b", 2.1, 0.1))
+    summary = summarize(services, events_without_b_late, started_at=T0)
+    assert chain_of(summary) == [("b", None, None), ("c", "b", "started")]
+
+
+def test_a_completed_condition_gates_at_the_jobs_completion() -> None:
+    services = shapes(migrate=({}, ["migrate"]), web=({"migrate": "completed"}, ["web"]))
+    events: list[Event] = [
+        spawned("migrate", 0.0),
+        Exited(replica="migrate", service="migrate", pid=1, exit_code=0, signal=None, expected=True, monotonic=T0 + 2),
+        Completed(replica="migrate", service="migrate", monotonic=T0 + 2.0),
+        spawned("web", 2.0),
+        ready("web", 2.5, 0.5),
+    ]
+    summary = summarize(services, events, started_at=T0)
+    assert chain_of(summary) == [("migrate", None, None), ("web", "migrate", "completed")]
+    assert summary.critical_chain[0].ready_seconds == 2.0
+    assert summary.replicas["migrate"].returncode == 0
+
+
+def test_the_replica_that_got_ready_last_sets_its_services_ready_time() -> None:
+    services = shapes(kv=({}, ["kv"]), decode=({"kv": "ready"}, ["decode.0", "decode.1"]))
+    events: list[Event] = [
+        spawned("kv", 0.0),
+        ready("kv", 0.5, 0.5),
+        spawned("decode.0", 0.5),
+        spawned("decode.1", 0.6),
+        ready("decode.1", 2.0, 1.4),
+        ready("decode.0", 3.0, 2.5),
+    ]
+    summary = summarize(services, events, started_at=T0)
+    link = summary.critical_chain[-1]
+    assert (link.service, link.replica, link.started_at_seconds, link.ready_at_seconds) == (
+        "decode",
+        "decode.0",
+        0.5,
+        3.0,
+    )
+    assert summary.services["decode"].ready_at_seconds == 3.0 and summary.replicas["decode.1"].ready_seconds == 1.4
+
+
+def test_a_replica_given_up_on_or_added_later_does_not_hold_its_services_start_back() -> None:
+    """decode.1 failed for good (the service kept its quorum) and decode.2 was added after all were
+    ready: decode's ready time, and the chain's, are decode.0's; the teardown still counts decode.2."""
+    services = shapes(kv=({}, ["kv"]), decode=({"kv": "ready"}, ["decode.0", "decode.1", "decode.2"]))
+    events: list[Event] = [
+        spawned("kv", 0.0),
+        ready("kv", 0.5, 0.5),
+        spawned("decode.0", 0.5),
+        spawned("decode.1", 0.5, pid=2),
+        Failed(replica="decode.1", service="decode", reason="exited", monotonic=T0 + 1),
+        ready("decode.0", 2.0, 1.5),
+        spawned("decode.2", 5.0, pid=3),
+        ready("decode.2", 6.0, 1.0),
+        Stopping(replica="decode.2", service="decode", signal="SIGTERM", reason="teardown", monotonic=T0 + 8),
+        Stopped(replica="decode.2", service="decode", seconds=1.0, killed=False, monotonic=T0 + 9),
+    ]
+    summary = summarize(services, events, started_at=T0, ready_at=T0 + 2.0, teardown_started_at=T0 + 8)
+    assert summary.services["decode"].ready_at_seconds == 2.0 and summary.ready_seconds == 2.0
+    assert summary.services["decode"].replicas == ["decode.0", "decode.1", "decode.2"]
+    assert summary.services["decode"].stop_seconds == 1.0
+    link = summary.critical_chain[-1]
+    assert (link.service, link.replica, link.ready_seconds) == ("decode", "decode.0", 1.5)
+    without_cutoff = summarize(services, events, started_at=T0)  # not told when all were ready
+    assert without_cutoff.services["decode"].ready_at_seconds == 6.0
+
+
+def test_a_restart_before_ready_counts_and_its_phases_start_over() -> None:
+    """The first incarnation crashed in its weights phase; the phases are the second one's, the exit is
+    kept (unexpected), and time to ready is the second incarnation's."""
+    services = shapes(llm=({}, ["llm"]))
+    events: list[Event] = [
+        spawned("llm", 0.0, pid=10),
+        PhaseEnded(replica="llm", service="llm", phase="weights", seconds=3.0, finished=False, monotonic=T0 + 3),
+        Exited(replica="llm", service="llm", pid=10, exit_code=1, signal=None, expected=False, monotonic=T0 + 3),
+        spawned("llm", 4.0, pid=11),
+        PhaseEnded(replica="llm", service="llm", phase="weights", seconds=2.0, finished=True, monotonic=T0 + 6),
+        PhaseEnded(replica="llm", service="llm", phase="graphs", seconds=1.0, finished=True, monotonic=T0 + 7),
+        ready("llm", 7.0, 3.0),
+    ]
+    replica = summarize(services, events, started_at=T0).replicas["llm"]
+    assert replica.restarts == 1
+    assert [(p.name, p.seconds, p.finished) for p in replica.phases] == [("weights", 2.0, True), ("graphs", 1.0, True)]
+    assert [(e.exit_code, e.expected, e.at_seconds) for e in replica.exits] == [(1, False, 3.0)]
+    assert (replica.spawned_at_seconds, replica.ready_at_seconds, replica.ready_seconds) == (0.0, 7.0, 3.0)
+
+
+def test_teardown_times_count_only_stops_after_the_teardown_began() -> None:
+    """A stop for a restart mid-run is not teardown; per service: first stop signal to its last process
+    gone; in all: teardown start to the end."""
+    services = shapes(kv=({}, ["kv"]), w=({"kv": "ready"}, ["w.0", "w.1"]))
+    events: list[Event] = [
+        spawned("kv", 0.0),
+        ready("kv", 0.1, 0.1),
+        spawned("w.0", 0.1),
+        spawned("w.1", 0.1),
+        ready("w.0", 0.2, 0.1),
+        ready("w.1", 0.2, 0.1),
+        Stopping(replica="w.0", service="w", signal="SIGTERM", reason="restart", monotonic=T0 + 5),
+        Stopped(replica="w.0", service="w", seconds=0.5, killed=False, monotonic=T0 + 5.5),
+        spawned("w.0", 5.6),
+        Stopping(replica="w.1", service="w", signal="SIGTERM", reason="teardown", monotonic=T0 + 10),
+        Stopping(replica="w.0", service="w", signal="SIGTERM", reason="teardown", monotonic=T0 + 10),
+        Stopped(replica="w.1", service="w", seconds=0.25, killed=False, monotonic=T0 + 10.25),
+        Stopped(replica="w.0", service="w", seconds=2.0, killed=True, monotonic=T0 + 12),
+        Stopping(replica="kv", service="kv", signal="SIGTERM", reason="teardown", monotonic=T0 + 12),
+        Stopped(replica="kv", service="kv", seconds=0.5, killed=False, monotonic=T0 + 12.5),
+    ]
+    summary = summarize(services, events, started_at=T0, teardown_started_at=T0 + 10, ended_at=T0 + 13)
+    assert summary.teardown_seconds == 3.0
+    assert summary.services["w"].stop_seconds == 2.0 and summary.services["kv"].stop_seconds == 0.5
+    assert (summary.replicas["w.0"].stop_seconds, summary.replicas["w.0"].killed) == (2.0, True)
+    assert summary.replicas["w.1"].stop_seconds == 0.25 and summary.replicas["w.0"].restarts == 1
+    running = summarize(services, events[:9], started_at=T0)  # while it runs: no teardown yet
+    assert running.teardown_seconds is None and running.replicas["w.0"].stop_seconds is None
+
+
+def test_nothing_ready_means_no_all_ready_time_and_no_chain() -> None:
+    services = shapes(a=({}, ["a"]), b=({"a": "ready"}, ["b"]))
+    summary = summarize(services, [spawned("a", 0.0)], started_at=T0)
+    assert summary.ready_seconds is None and summary.critical_chain == []
+    partial = summarize(services, [spawned("a", 0.0), ready("a", 1.0, 1.0)], started_at=T0)
+    assert partial.ready_seconds is None and chain_of(partial) == [("a", None, None)]
+
+
+def test_ties_are_broken_by_start_order_and_dependency_order() -> None:
+    """Same clock readings: the last link is the later service in start order; its gate the dependency
+    listed first."""
+    services = shapes(a=({}, ["a"]), b=({}, ["b"]), c=({"b": "ready", "a": "ready"}, ["c"]), d=({}, ["d"]))
+    events: list[Event] = [spawned(n, 0.0) for n in "abd"] + [ready(n, 1.0, 1.0) for n in "abd"]
+    events += [spawned("c", 1.0), ready("c", 1.0, 0.0)]
+    assert chain_of(summarize(services, events, started_at=T0)) == [("d", None, None)]
+    del services["d"]
+    events = [e for e in events if e.replica != "d"]
+    assert chain_of(summarize(services, events, started_at=T0)) == [("b", None, None), ("c", "b", "ready")]
+
+
+def test_the_text_is_a_short_table_then_the_chain() -> None:
+    services = shapes(kv=({}, ["kv"]), llm=({"kv": "ready"}, ["llm"]))
+    events: list[Event] = [
+        spawned("kv", 0.0),
+        ready("kv", 0.25, 0.25),
+        spawned("llm", 0.25),
+        PhaseEnded(replica="llm", service="llm", phase="weights", seconds=1.5, finished=True, monotonic=T0 + 1.75),
+        ready("llm", 2.0, 1.75),
+        Stopping(replica="llm", service="llm", signal="SIGTERM", reason="teardown", monotonic=T0 + 3),
+        Stopped(replica="llm", service="llm", seconds=0.5, killed=False, monotonic=T0 + 3.5),
+        Exited(
+            replica="llm", service="llm", pid=1, exit_code=None, signal="SIGTERM", expected=True, monotonic=T0 + 3.5
+        ),
+    ]
+    summary = summarize(services, events, started_at=T0, teardown_started_at=T0 + 3, ended_at=T0 + 4)
+    summary.outcome = "stopped"
+    summary.replicas["kv"].state = summary.replicas["llm"].state = "stopped"
+    assert render_summary(summary) == [
+        "summary (run stopped): all ready in 2.00s, teardown 1.00s",
+        "  replica  state    ready  restarts  exit     teardown  phases",
+        "  kv       stopped  0.25s  0         -        -",
+        "  llm      stopped  1.75s  0         SIGTERM  0.50s     weights 1.50s",
+        "critical chain:",
+        "  kv   @0.00s  +0.25s",
+        "  llm  @0.25s  +1.75s  after kv ready",
+    ]
+    assert render_summary(summary, quiet=True) == []  # nothing went wrong: quiet says nothing
+
+
+def test_quiet_text_lists_only_the_replicas_with_problems() -> None:
+    services = shapes(a=({}, ["a"]), b=({}, ["b"]))
+    events: list[Event] = [
+        spawned("a", 0.0),
+        ready("a", 0.5, 0.5),
+        spawned("b", 0.0, pid=2),
+        Exited(replica="b", service="b", pid=2, exit_code=3, signal=None, expected=False, monotonic=T0 + 1),
+        spawned("b", 1.5, pid=3),
+        ready("b", 2.0, 0.5),
+    ]
+    summary = summarize(services, events, started_at=T0)
+    summary.outcome = "stopped"
+    lines = render_summary(summary, quiet=True)
+    assert lines[0] == "summary (run stopped): all ready in 2.00s, 1 of 2 replicas had problems"
+    assert [line.split()[0] for line in lines[1:]] == ["replica", "b"]
+    assert "3!" in lines[2] and "critical chain:" not in lines
+
+
+def test_the_chain_text_says_when_not_everything_got_ready() -> None:
+    assert render_chain([]) == []
+    assert render_chain([ChainLink(service="a")]) == ["critical chain:", "  a  @-  +-"]
+    services = shapes(a=({}, ["a"]), b=({"a": "ready"}, ["b"]))
+    summary = summarize(services, [spawned("a", 0.0), ready("a", 1.0, 1.0), spawned("b", 1.0)], started_at=T0)
+    assert render_summary(summary)[-2:] == [
+        "critical chain (not all ready; up to the last ready service):",
+        "  a  @0.00s  +1.00s",
+    ]
+
+
+def test_summary_json_round_trips_the_new_fields_and_forgives_damage() -> None:
+    """What the writer writes is what ``read_summary`` reads; a damaged field reads as its default."""
+    services = shapes(a=({}, ["a"]), b=({"a": "ready"}, ["b"]))
+    events: list[Event] = [spawned("a", 0.0), ready("a", 1.0, 1.0), spawned("b", 1.0), ready("b", 2.0, 1.0)]
+    summary = summarize(services, events, started_at=T0)
+    data = to_json(summary)
+    assert summary_from_json(data) == summary
+    assert data["critical_chain"][1] == {
+        "service": "b",
+        "replica": "b",
+        "started_at_seconds": 1.0,
+        "ready_at_seconds": 2.0,
+        "ready_seconds": 1.0,
+        "gated_by": "a",
+        "condition": "ready",
+    }
+    data["critical_chain"][1]["ready_seconds"] = "soon"
+    data["replicas"]["a"]["phases"] = "garbled"
+    damaged = summary_from_json(data)
+    assert damaged.critical_chain[1].ready_seconds is None and damaged.critical_chain[1].service == "b"
+    assert damaged.replicas["a"].phases == []
+    assert summary_from_json({"run_id": "x"}).critical_chain == []  # an older summary.json still reads

@@ -28,10 +28,11 @@ from anyio.abc import TaskGroup
 from . import _supervision
 from ._conditions import StartConditions
 from ._errors import ServiceFailed
-from ._events import Event, EventLog, EventSubscription, GpuNotReleased
+from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_checks import describe_holders, wait_released
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
+from ._logs import mark_line
 from ._plan import Plan
 from ._probes import PollBudget
 from ._process import alive, signal_processes
@@ -173,6 +174,24 @@ class RunningTopology:
     @property
     def event_history(self) -> list[Event]:
         return list(self._events.history)
+
+    def mark(self, label: str) -> Marked:
+        """A bookmark ("warmup done", "load 2x"): a ``Marked`` event in ``events.jsonl`` and the line
+        ``--- topovisor mark: <label> <UTC time> ---`` in every replica's log, to find a moment of a long
+        benchmark in all of them. Probes and fatal-output checks never see it; ``ValueError`` for a label
+        that is not one line of text."""
+        event = Marked(replica="", service="", label=label)
+        line = mark_line(label, event.wall_time)  # checks the label before anything is written
+        self.emit(event)
+        for replica in self.replicas:
+            replica.annotate(line)
+        return event
+
+    def environment(self) -> dict[str, str]:
+        """``TOPOVISOR_<SERVICE>_URL``/``_URLS``/``_PORT`` and ``TOPOVISOR_RUN_DIR``: what ``supervisor run
+        FILE -- CMD`` gives CMD, for a client started some other way (``subprocess.run(..., env=...)``).
+        Without ``TOPOVISOR_RUN_ID``: a process carrying that is taken for part of the run and swept."""
+        return self.plan.client_env()
 
     async def wait(self) -> None:
         """Until no replica is active any more (jobs completed); a failure raises in the caller instead."""

@@ -38,15 +38,23 @@ def test_cmd_finds_every_address_in_its_environment(tmp_path: Path, runs_dir: Pa
     service without ports has none; the values are those of the run (its manifest)."""
     path = tmp_path / "t.yaml"
     path.write_text(TOPOLOGY)
-    result = supervisor("run", str(path), "--runs-dir", str(runs_dir), "-q", "--", PYTHON, "-c", PRINT_ENV, cwd=tmp_path)
+    result = supervisor(
+        "run", str(path), "--runs-dir", str(runs_dir), "-q", "--", PYTHON, "-c", PRINT_ENV, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     env = json.loads(result.stdout)
     run_dir = Path(env["TOPOVISOR_RUN_DIR"])
     assert run_dir.parent == runs_dir and (run_dir / "events.jsonl").is_file()
     replicas = {
-        r["name"]: r for s in json.loads((run_dir / "manifest.json").read_text())["services"].values() for r in s["replicas"]
+        r["name"]: r
+        for s in json.loads((run_dir / "manifest.json").read_text())["services"].values()
+        for r in s["replicas"]
     }
-    assert env["TOPOVISOR_KV_STORE_URL"] == replicas["kv-store"]["url"] == f"http://127.0.0.1:{env['TOPOVISOR_KV_STORE_PORT']}"
+    assert (
+        env["TOPOVISOR_KV_STORE_URL"]
+        == replicas["kv-store"]["url"]
+        == f"http://127.0.0.1:{env['TOPOVISOR_KV_STORE_PORT']}"
+    )
     assert env["TOPOVISOR_KV_STORE_URLS"] == env["TOPOVISOR_KV_STORE_URL"]
     assert env["TOPOVISOR_DECODE_URLS"] == f"{replicas['decode.0']['url']},{replicas['decode.1']['url']}"
     assert env["TOPOVISOR_DECODE_URL"] == replicas["decode.0"]["url"]
@@ -94,5 +102,7 @@ async def test_group_environment_reaches_a_client_started_from_python(runs_dir: 
         env = group.environment()
         assert env["TOPOVISOR_WEB_URL"] == group["web"].url and env["TOPOVISOR_RUN_DIR"] == str(group.run_dir)
         assert "TOPOVISOR_RUN_ID" not in env
-        result = subprocess.run([PYTHON, "-c", client], env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [PYTHON, "-c", client], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+        )
         assert result.stdout.strip() == "200", result.stderr

@@ -1,0 +1,175 @@
+"""``launch_sync``: the group from plain code, with ``launch``'s guarantees (real processes throughout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+
+from .helpers import PYTHON, alive, wait_until
+
+BACKEND = os.environ.get("TOPOVISOR_TEST_BACKEND", "asyncio")
+UP = "import time; print('up', flush=True); time.sleep(3600)"
+
+
+def _topology(name: str = "sync", *, replicas: int = 2) -> sv.Topology:
+    return sv.Topology(
+        name=name,
+        services=[
+            sv.Service(name="kv", command=[PYTHON, "-c", UP], ports=["port"], ready=sv.LogCheck("up")),
+            sv.Service(
+                name="web",
+                command=[PYTHON, "-c", UP],
+                ports=["port"],
+                replicas=replicas,
+                ready=sv.LogCheck("up"),
+                depends_on=["kv"],
+            ),
+        ],
+    )
+
+
+def test_the_sync_group_has_the_group_interface_and_tears_down_on_exit(runs_dir: Path) -> None:
+    """Addresses, pids, run dir, events, mark, restart and stop of one replica, all synchronous; after the
+    block nothing of the run is alive and the run dir says it stopped."""
+    with sv.launch_sync(_topology(), runs_dir=runs_dir, backend=BACKEND) as group:
+        assert isinstance(group, sv.SyncTopology)
+        assert group["web"].url == group["web.0"].url and len(group["web"].urls) == 2
+        assert group.run_dir.parent == runs_dir and group.run_id == group.run_dir.name
+        assert group.environment()["TOPOVISOR_KV_URL"] == group["kv"].url
+        pids = [p for s in group for p in s.pids]
+        assert len(pids) == 3 and all(alive(p) for p in pids)
+        mark = group.mark("before restart")
+        old = group["web.1"].pids
+        group.restart("web.1")
+        assert group["web.1"].pids != old and group.replica("web.1").state is sv.ReplicaState.READY
+        group.stop("web.0")
+        assert group.replica("web.0").state is sv.ReplicaState.STOPPED
+        since_mark: list[type[sv.Event]] = []
+        for event in group.events(history=True):  # blocks for the next event once the history is read
+            if event.monotonic >= mark.monotonic:
+                since_mark.append(type(event))
+            if isinstance(event, sv.Stopped) and event.replica == "web.0":
+                break
+        assert since_mark[0] is sv.Marked and sv.Spawned in since_mark and sv.Ready in since_mark, since_mark
+        pids += group["web.1"].pids
+    assert not any(alive(p) for p in pids)
+    assert json.loads((group.run_dir / "summary.json").read_text())["leftovers"] == []
+
+
+def test_an_exception_in_the_block_tears_down_and_propagates(runs_dir: Path) -> None:
+    """The caller's own error leaves the block as itself, after the teardown."""
+    with pytest.raises(LookupError, match="benchmark broke"), sv.launch_sync(_topology(replicas=1), runs_dir=runs_dir, backend=BACKEND) as group:  # fmt: skip
+        pids = group["kv"].pids + group["web"].pids
+        raise LookupError("benchmark broke")
+    assert pids and not any(alive(p) for p in pids)
+
+
+def test_a_failure_while_starting_raises_service_failed_from_with(runs_dir: Path) -> None:
+    """The same ``ServiceFailed`` as ``launch``, naming the replica; what had started is down."""
+    started: list[int] = []
+    topology = sv.Topology(
+        name="bad",
+        services=[
+            sv.Service(name="kv", command=[PYTHON, "-c", UP], ready=sv.LogCheck("up")),
+            sv.Service(
+                name="web", command=[PYTHON, "-c", "raise SystemExit(3)"], ready=sv.LogCheck("never"), depends_on=["kv"]
+            ),
+        ],
+    )
+
+    def on_event(event: sv.Event) -> None:
+        if isinstance(event, sv.Spawned):
+            started.append(event.pid)
+
+    with pytest.raises(sv.ServiceFailed) as caught, sv.launch_sync(topology, runs_dir=runs_dir, on_event=on_event, backend=BACKEND):  # fmt: skip
+        raise AssertionError("the block must not run")
+    assert caught.value.replica == "web"
+    assert len(started) == 2 and not any(alive(p) for p in started)
+
+
+def test_a_service_that_dies_later_is_raised_by_the_next_call_and_by_with(runs_dir: Path) -> None:
+    """The run is torn down at once without waiting for the caller; the next call and the end of the block
+    raise the same ``ServiceFailed`` (a thread cannot be cancelled as an async body is)."""
+    with pytest.raises(sv.ServiceFailed) as at_exit, sv.launch_sync(_topology(replicas=1), runs_dir=runs_dir, backend=BACKEND) as group:  # fmt: skip
+        kv_pid = group["kv"].pids[0]
+        other = group["web"].pids[0]
+        os.kill(kv_pid, signal.SIGKILL)  # no restart policy: a failure
+        wait_until(lambda: group.failure is not None and not alive(other), timeout=30)
+        with pytest.raises(sv.ServiceFailed) as at_call:
+            group.mark("too late")
+        assert at_call.value.replica == "kv"
+    assert at_exit.value is at_call.value
+
+
+def test_wait_returns_when_every_job_completed(runs_dir: Path) -> None:
+    """``wait`` blocks until the run's jobs are done; with a bound, ``TimeoutError`` first."""
+    topology = sv.Topology(
+        name="jobs", services=[sv.Service(name="job", command=[PYTHON, "-c", "import time; time.sleep(0.3)"])]
+    )
+    with sv.launch_sync(topology, runs_dir=runs_dir, backend=BACKEND) as group:
+        with pytest.raises(TimeoutError):
+            group.wait(timeout_seconds=0.01)
+        group.wait(timeout_seconds=30)
+        assert group.replica("job").state is sv.ReplicaState.COMPLETED
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import supervisor as sv
+    slow = sys.argv[2] == "starting"
+    ready = sv.LogCheck("never" if slow else "up")
+    code = "import time; print('up', flush=True); time.sleep(3600)"
+    topo = sv.Topology(name="ctrlc", services=[sv.Service(name="s", command=[sys.executable, "-c", code], replicas=2, ready=ready)])
+
+    def spawned(event):
+        if isinstance(event, sv.Spawned):
+            print(json.dumps({"pid": event.pid}), flush=True)
+
+    try:
+        with sv.launch_sync(topo, runs_dir=sys.argv[1], on_event=spawned, backend=sys.argv[3]) as group:
+            print(json.dumps({"ready": True}), flush=True)
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print(json.dumps({"interrupted": True}), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("when", ["starting", "ready"])
+def test_ctrl_c_tears_everything_down(tmp_path: Path, runs_dir: Path, when: str) -> None:
+    """A real SIGINT to a script in ``launch_sync`` (while starting, or inside the block): KeyboardInterrupt
+    reaches the script after every process of the run is gone."""
+    script = tmp_path / "ctrlc.py"
+    script.write_text(CTRL_C_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(sv.__file__).parent.parent)}
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(runs_dir), when, BACKEND], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None
+    pids: list[int] = []
+    try:
+        for _ in range(3):  # two spawns, then (once ready) the block's line
+            record = json.loads(process.stdout.readline() or "{}")
+            pids += [record["pid"]] if "pid" in record else []
+            if len(pids) == 2 and (when == "starting" or "ready" in record):
+                break
+        assert len(pids) == 2, pids
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert json.loads(out.splitlines()[-1]) == {"interrupted": True}, out
+    assert process.returncode == 0
+    assert not any(alive(p) for p in pids)

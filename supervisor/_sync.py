@@ -112,6 +112,7 @@ class SyncTopology:
         self.plan: Plan = group.plan
         self.run_id: str = group.run_id
         self.run_dir: Path = group.run_dir
+        self.failure_raised = False  #: the caller was handed ``failure`` by a call (the pytest fixture asks)
 
     # ----- reads ----------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> ServiceHandle | Replica:
@@ -187,6 +188,7 @@ class SyncTopology:
     def raise_failure(self) -> None:
         """Raise the ``ServiceFailed`` that ended the run, if one did."""
         if self._group.failure is not None:
+            self.failure_raised = True
             raise self._group.failure
 
     def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -243,13 +243,17 @@ def _finish(
     raise_errors: bool,
 ) -> None:
     """Tear down and wait until it is over; Ctrl-C meanwhile kills at once (and the wait goes on)."""
-    portal.call(holder.release)
+    released = False
     for _ in range(_MAX_INTERRUPTS):
         try:
+            if not released:
+                portal.call(holder.release)  # idempotent: an interrupted call may have run already
+                released = True
             concurrent.futures.wait([done])
             break
         except KeyboardInterrupt:
-            portal.call(holder.kill_now)
+            with contextlib.suppress(KeyboardInterrupt):
+                portal.call(holder.kill_now)
     error = done.exception() if not done.cancelled() else None
     if raise_errors and error is not None:
         raise error

@@ -126,29 +126,35 @@ CTRL_C_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
     import supervisor as sv
-    slow = sys.argv[2] == "starting"
-    ready = sv.LogCheck("never" if slow else "up")
-    code = "import time; print('up', flush=True); time.sleep(3600)"
-    topo = sv.Topology(name="ctrlc", services=[sv.Service(name="s", command=[sys.executable, "-c", code], replicas=2, ready=ready)])
+    when = sys.argv[2]
+    ready = sv.LogCheck("never" if when == "starting" else "up")
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+    if when != "twice":
+        code = code.replace("signal.SIG_IGN", "signal.SIG_DFL")
+    stop = sv.StopPolicy(grace_seconds=120)  # "twice": SIGTERM is ignored, only a SIGKILL ends them before 2 min
+    service = sv.Service(name="s", command=[sys.executable, "-c", code], replicas=2, ready=ready, stop=stop)
+    topo = sv.Topology(name="ctrlc", services=[service])
 
-    def spawned(event):
-        if isinstance(event, sv.Spawned):
-            print(json.dumps({"pid": event.pid}), flush=True)
+    def report(event):
+        if isinstance(event, (sv.Spawned, sv.Stopping)):
+            print(json.dumps({"event": event.kind, "pid": getattr(event, "pid", None)}), flush=True)
 
+    started = time.monotonic()
     try:
-        with sv.launch_sync(topo, runs_dir=sys.argv[1], on_event=spawned, backend=sys.argv[3]) as group:
-            print(json.dumps({"ready": True}), flush=True)
+        with sv.launch_sync(topo, runs_dir=sys.argv[1], on_event=report, backend=sys.argv[3]) as group:
+            print(json.dumps({"event": "block"}), flush=True)
             time.sleep(3600)
     except KeyboardInterrupt:
-        print(json.dumps({"interrupted": True}), flush=True)
+        print(json.dumps({"event": "interrupted", "seconds": time.monotonic() - started}), flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("when", ["starting", "ready"])
+@pytest.mark.parametrize("when", ["starting", "ready", "twice"])
 def test_ctrl_c_tears_everything_down(tmp_path: Path, runs_dir: Path, when: str) -> None:
     """A real SIGINT to a script in ``launch_sync`` (while starting, or inside the block): KeyboardInterrupt
-    reaches the script after every process of the run is gone."""
+    reaches the script after every process of the run is gone. ``twice``: a second SIGINT during that
+    teardown (whose services ignore SIGTERM, with a 2-minute grace) SIGKILLs them at once."""
     script = tmp_path / "ctrlc.py"
     script.write_text(CTRL_C_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(sv.__file__).parent.parent)}
@@ -156,20 +162,33 @@ def test_ctrl_c_tears_everything_down(tmp_path: Path, runs_dir: Path, when: str)
         [sys.executable, str(script), str(runs_dir), when, BACKEND], stdout=subprocess.PIPE, text=True, env=env
     )
     assert process.stdout is not None
-    pids: list[int] = []
-    try:
-        for _ in range(3):  # two spawns, then (once ready) the block's line
-            record = json.loads(process.stdout.readline() or "{}")
-            pids += [record["pid"]] if "pid" in record else []
-            if len(pids) == 2 and (when == "starting" or "ready" in record):
+
+    def read_until(kind: str) -> list[dict[str, object]]:
+        assert process.stdout is not None
+        seen: list[dict[str, object]] = []
+        for _ in range(10):
+            seen.append(json.loads(process.stdout.readline() or '{"event": "eof"}'))
+            if seen[-1]["event"] in (kind, "eof"):
                 break
-        assert len(pids) == 2, pids
+        assert seen[-1]["event"] == kind, seen
+        return seen
+
+    try:
+        seen = read_until("spawned") + read_until("spawned")
+        if when != "starting":
+            read_until("block")
+        pids = [int(str(record["pid"])) for record in seen]
         process.send_signal(signal.SIGINT)
+        if when == "twice":
+            read_until("stopping")
+            process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert json.loads(out.splitlines()[-1]) == {"interrupted": True}, out
-    assert process.returncode == 0
+    last = json.loads(out.splitlines()[-1])
+    assert last["event"] == "interrupted" and process.returncode == 0, out
     assert not any(alive(p) for p in pids)
+    if when == "twice":
+        assert float(str(last["seconds"])) < 60

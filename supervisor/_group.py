@@ -194,7 +194,8 @@ class RunningTopology:
         return self.plan.client_env()
 
     async def wait(self) -> None:
-        """Until no replica is active any more (jobs completed); a failure raises in the caller instead."""
+        """Until no replica is active any more (jobs completed, or all stopped: also by ``stop()``); a failure
+        raises in the caller instead."""
         await self._all_done.wait()
 
     async def stop(self, name: str | None = None) -> None:
@@ -447,6 +448,7 @@ class RunningTopology:
                 scope.cancel()
             self._events.close()
             self._torn_down.set()
+            self._all_done.set()  # nothing is active any more: a waiter (``stop()`` then ``wait()``) returns
 
     async def _keep_watchdog(self) -> None:
         """A watchdog that dies (killed by someone) is replaced at once and told every live leader again,

@@ -48,13 +48,12 @@ class _Holder:
         self.options = options
         self.ready: concurrent.futures.Future[RunningTopology] = concurrent.futures.Future()
         self.group: RunningTopology | None = None
-        self.finished: anyio.Event | None = None
         self._exit: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
         self._released = False
 
     async def hold(self) -> None:
-        self.finished, self._exit = anyio.Event(), anyio.Event()
+        self._exit = anyio.Event()
         try:
             with anyio.CancelScope() as self._scope:
                 if self._released:  # the caller gave up before the loop got here
@@ -67,7 +66,6 @@ class _Holder:
                 self.ready.set_exception(exc)
             raise
         finally:
-            self.finished.set()
             if not self.ready.done():
                 self.ready.set_exception(RuntimeError("the launch was cancelled before it was ready"))
 
@@ -86,19 +84,6 @@ class _Holder:
         """(On the loop.) A second Ctrl-C: SIGKILL every process of the run at once."""
         if self.group is not None:
             self.group.kill_now()
-
-    async def wait(self, group: RunningTopology) -> None:
-        """(On the loop.) Until every replica is done, or the run ended (a failure, a full stop)."""
-        assert self.finished is not None
-        finished = self.finished
-        async with anyio.create_task_group() as tg:
-
-            async def first(wait: Callable[[], Awaitable[object]]) -> None:
-                await wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(first, group.wait)
-            tg.start_soon(first, finished.wait)
 
 
 class SyncTopology:
@@ -168,7 +153,7 @@ class SyncTopology:
 
         async def bounded() -> None:
             with anyio.fail_after(timeout_seconds):
-                await self._holder.wait(self._group)
+                await self._group.wait()  # returns after a failure too: its teardown ends every replica
 
         self._call_async(bounded)
         self.raise_failure()

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 import supervisor as sv
@@ -120,6 +121,28 @@ def test_wait_returns_when_every_job_completed(runs_dir: Path) -> None:
             group.wait(timeout_seconds=0.01)
         group.wait(timeout_seconds=30)
         assert group.replica("job").state is sv.ReplicaState.COMPLETED
+
+
+def test_wait_returns_after_a_full_stop_and_raises_a_failure(runs_dir: Path) -> None:
+    """``stop()`` then ``wait()`` returns (it used to wait forever: teardown never said all was done); a
+    service that dies makes ``wait`` raise its ``ServiceFailed``."""
+    with sv.launch_sync(_topology(replicas=1), runs_dir=runs_dir, backend=BACKEND) as group:
+        group.stop()
+        group.wait(timeout_seconds=30)
+        assert {r.state for r in group.replicas} == {sv.ReplicaState.STOPPED}
+    with pytest.raises(sv.ServiceFailed), sv.launch_sync(_topology(replicas=1), runs_dir=runs_dir, backend=BACKEND) as group:  # fmt: skip
+        os.kill(group["kv"].pids[0], signal.SIGKILL)
+        with pytest.raises(sv.ServiceFailed, match="kv"):
+            group.wait(timeout_seconds=30)
+
+
+@pytest.mark.anyio
+async def test_async_wait_returns_after_a_full_stop(runs_dir: Path) -> None:
+    """The same for ``launch``: ``await group.stop()`` then ``await group.wait()`` returns."""
+    async with sv.launch(_topology(replicas=1), runs_dir=runs_dir) as group:
+        await group.stop()
+        with anyio.fail_after(30):
+            await group.wait()
 
 
 CTRL_C_SCRIPT = textwrap.dedent(

@@ -198,6 +198,10 @@ class RunningTopology:
         raises in the caller instead."""
         await self._all_done.wait()
 
+    async def wait_torn_down(self) -> None:
+        """Until the teardown is over (by the end of ``launch``, a ``stop()``, or a failure)."""
+        await self._torn_down.wait()
+
     async def stop(self, name: str | None = None) -> None:
         """Stop one service or replica (no restart follows), or, without a name, tear everything down."""
         if name is None:

@@ -181,8 +181,38 @@ class SyncTopology:
         return self._portal.call(lambda: function(*args, **kwargs))
 
     def _call_async(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``function`` on the loop, ended by the run's teardown as the async body would be by a
+        failure: a restart waiting for a readiness that will never come must not block the caller."""
         self.raise_failure()
-        return self._portal.call(function, *args)
+        group = self._group
+
+        async def until_torn_down() -> list[T]:
+            result: list[T] = []
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    try:
+                        result.append(await function(*args))
+                    except Exception as exc:  # as itself, not inside the task group's ExceptionGroup
+                        errors.append(exc)
+                    tg.cancel_scope.cancel()
+
+                async def watch() -> None:
+                    await group.wait_torn_down()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(call)
+                tg.start_soon(watch)
+            return result
+
+        errors: list[Exception] = []
+        result = self._portal.call(until_torn_down)
+        self.raise_failure()
+        if errors:
+            raise errors[0]
+        if not result:
+            raise RuntimeError(f"run {self.run_id} was torn down before {getattr(function, '__name__', 'it')} returned")
+        return result[0]
 
     def __repr__(self) -> str:
         return f"<SyncTopology {self.run_id} {self._group.phase}>"

@@ -136,6 +136,37 @@ def test_wait_returns_after_a_full_stop_and_raises_a_failure(runs_dir: Path) -> 
             group.wait(timeout_seconds=30)
 
 
+def test_a_failure_during_a_blocking_call_ends_the_call_with_it(tmp_path: Path, runs_dir: Path) -> None:
+    """A restart waiting for a replica that will never be ready again, when another service dies: the call
+    raises that ``ServiceFailed`` at once (as the async body would be cancelled), it does not hang."""
+    again = tmp_path / "again"
+    web_code = f"import os, time; os.path.exists({str(again)!r}) or print('up', flush=True); open({str(again)!r}, 'w'); time.sleep(3600)"
+    kv_pid: list[int] = []
+
+    def on_event(event: sv.Event) -> None:  # on the loop's thread: web's second start kills kv
+        if isinstance(event, sv.Spawned) and event.service == "kv":
+            kv_pid.append(event.pid)
+        elif isinstance(event, sv.Spawned) and event.service == "web" and again.exists():
+            os.kill(kv_pid[0], signal.SIGKILL)
+
+    topology = sv.Topology(
+        name="hang",
+        services=[
+            sv.Service(name="kv", command=[PYTHON, "-c", UP], ready=sv.LogCheck("up")),
+            sv.Service(
+                name="web", command=[PYTHON, "-c", web_code], ready=sv.Probe(sv.LogCheck("up"), timeout_seconds=600)
+            ),
+        ],
+    )
+    with (
+        pytest.raises(sv.ServiceFailed, match="kv") as at_exit,
+        sv.launch_sync(topology, runs_dir=runs_dir, on_event=on_event, backend=BACKEND) as group,
+        pytest.raises(sv.ServiceFailed, match="kv") as at_call,
+    ):
+        group.restart("web")
+    assert at_call.value is at_exit.value
+
+
 @pytest.mark.anyio
 async def test_async_wait_returns_after_a_full_stop(runs_dir: Path) -> None:
     """The same for ``launch``: ``await group.stop()`` then ``await group.wait()`` returns."""

@@ -5,7 +5,8 @@ a ``SyncTopology`` with the group's interface, every method synchronous. The gua
 leaving the ``with`` block (normally, by an exception, by Ctrl-C) tears everything down before it returns;
 a failure while starting raises ``ServiceFailed`` from ``with``; a service that dies later tears the run
 down at once (the background loop does not wait for the caller) and its ``ServiceFailed`` is raised by the
-next call on the group and by the end of the ``with`` block (a thread's code cannot be cancelled).
+call under way, the next call on the group and the end of the ``with`` block (a thread's code cannot be
+cancelled as an async body is).
 """
 
 from __future__ import annotations

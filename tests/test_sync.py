@@ -97,6 +97,14 @@ def test_a_failure_while_starting_raises_service_failed_from_with(runs_dir: Path
     assert len(started) == 2 and not any(alive(p) for p in started)
 
 
+def test_bad_input_is_a_config_error_from_with_and_nothing_starts(runs_dir: Path) -> None:
+    """Planning happens on the loop's thread; its ``ConfigError`` still reaches the caller, as itself."""
+    bad = sv.Topology(name="bad", services=[sv.Service(name="web", command=[PYTHON, "-c", UP], depends_on=["nope"])])
+    with pytest.raises(sv.ConfigError, match="nope"), sv.launch_sync(bad, runs_dir=runs_dir, backend=BACKEND):
+        raise AssertionError("the block must not run")
+    assert not runs_dir.exists() or not list(runs_dir.iterdir())
+
+
 def test_a_service_that_dies_later_is_raised_by_the_next_call_and_by_with(runs_dir: Path) -> None:
     """The run is torn down at once without waiting for the caller; the next call and the end of the block
     raise the same ``ServiceFailed`` (a thread cannot be cancelled as an async body is)."""

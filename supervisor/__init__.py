@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import Exited as Exited
     from ._events import Failed as Failed
     from ._events import GpuNotReleased as GpuNotReleased
+    from ._events import Marked as Marked
     from ._events import PhaseEnded as PhaseEnded
     from ._events import PhaseStarted as PhaseStarted
     from ._events import Ready as Ready
@@ -85,6 +86,8 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import Topology as Topology
     from ._summary import RunSummary as RunSummary
     from ._summary import read_summary as read_summary
+    from ._sync import SyncTopology as SyncTopology
+    from ._sync import launch_sync as launch_sync
 
 
 #: every public name and the module that defines it: the one table of the public surface
@@ -114,6 +117,7 @@ _LAZY = {
     "LogCheck": "_spec",
     "GpuRequest": "_spec",
     "LogPolicy": "_spec",
+    "Marked": "_events",
     "Phase": "_spec",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",
@@ -139,12 +143,14 @@ _LAZY = {
     "StopReport": "_reclaim",
     "Stopped": "_events",
     "Stopping": "_events",
+    "SyncTopology": "_sync",
     "SupervisorError": "_errors",
     "TcpCheck": "_spec",
     "Topology": "_spec",
     "UnknownRun": "_errors",
     "Unready": "_events",
     "launch": "_runner",
+    "launch_sync": "_sync",
     "list_runs": "_record",
     "load": "_config",
     "make_plan": "_plan",

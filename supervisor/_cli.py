@@ -67,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         help="supervise in the background; return once all are ready, printing the run id (stop: supervisor stop ID)",
     )  # fmt: skip
     run.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)  # --detach's channel to the background run
-    run.epilog = "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work)."
+    run.epilog = (
+        "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work); CMD's environment "
+        "has TOPOVISOR_<SERVICE>_URL, _URLS, _PORT and TOPOVISOR_RUN_DIR."
+    )
     validate = with_file("validate", "check a topology file and show the start order; starts nothing")
     validate.add_argument(
         "--commands", "-c", action="store_true",
@@ -100,6 +103,7 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
         args.filled_cmd = fill_command(cmd, plan)
+        args.cmd_env = plan.client_env()  # a name collision is bad input too: exit 2, nothing started
     return plan
 
 
@@ -193,10 +197,12 @@ class _Reporter:
 CMD_GRACE_SECONDS = 10.0
 
 
-async def _run_command(group: RunningTopology, argv: list[str], stop_signals: list[int]) -> int:
+async def _run_command(
+    group: RunningTopology, argv: list[str], client_env: Mapping[str, str], stop_signals: list[int]
+) -> int:
     """Run CMD (templates filled and checked by ``_plan``) in our own process group (so Ctrl-C reaches
-    it); stop it if we are cancelled first."""
-    env = dict(os.environ, TOPOVISOR_RUN_DIR=str(group.run_dir), **{RUN_ID_ENV: group.run_id})
+    it), with the run's addresses in its environment; stop it if we are cancelled first."""
+    env = {**os.environ, **client_env, RUN_ID_ENV: group.run_id}
     try:
         process = await anyio.open_process(argv, stdin=None, stdout=None, stderr=None, env=env)
     except OSError as exc:
@@ -255,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
             urls = ", ".join(f"{s.name} {s.url}" for s in group if s.url)
             _say(f"all {replicas} ready in {time.monotonic() - reporter.started:.2f}s" + (f": {urls}" if urls else ""))
         if command:
-            return await _run_command(group, command, stop_signals)
+            return await _run_command(group, command, args.cmd_env, stop_signals)
         await group.wait()
         return None
 

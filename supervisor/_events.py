@@ -25,6 +25,7 @@ __all__ = [
     "Exited",
     "Failed",
     "GpuNotReleased",
+    "Marked",
     "PhaseEnded",
     "PhaseStarted",
     "Ready",
@@ -153,6 +154,15 @@ class GpuNotReleased(Event):
     process_name: str | None
     used_memory_bytes: int | None
     waited_seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class Marked(Event):
+    """A bookmark the caller set with ``group.mark(label)``; it is about the whole run, so ``replica`` and
+    ``service`` are empty. Every replica's log has the same line (``--- topovisor mark: <label> <time> ---``)."""
+
+    kind: ClassVar[str] = "mark"
+    label: str
 
 
 class EventSubscription:

@@ -28,10 +28,11 @@ from anyio.abc import TaskGroup
 from . import _supervision
 from ._conditions import StartConditions
 from ._errors import ServiceFailed
-from ._events import Event, EventLog, EventSubscription, GpuNotReleased
+from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_checks import describe_holders, wait_released
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
+from ._logs import mark_line
 from ._plan import Plan
 from ._probes import PollBudget
 from ._process import alive, signal_processes
@@ -181,9 +182,32 @@ class RunningTopology:
         phase, restarts, exits, teardown times, and the critical chain that set the all-ready time."""
         return summary_of(self)
 
+    def mark(self, label: str) -> Marked:
+        """A bookmark ("warmup done", "load 2x"): a ``Marked`` event in ``events.jsonl`` and the line
+        ``--- topovisor mark: <label> <UTC time> ---`` in every replica's log, to find a moment of a long
+        benchmark in all of them. Probes and fatal-output checks never see it; ``ValueError`` for a label
+        that is not one line of text."""
+        event = Marked(replica="", service="", label=label)
+        line = mark_line(label, event.wall_time)  # checks the label before anything is written
+        self.emit(event)
+        for replica in self.replicas:
+            replica.annotate(line)
+        return event
+
+    def environment(self) -> dict[str, str]:
+        """``TOPOVISOR_<SERVICE>_URL``/``_URLS``/``_PORT`` and ``TOPOVISOR_RUN_DIR``: what ``supervisor run
+        FILE -- CMD`` gives CMD, for a client started some other way (``subprocess.run(..., env=...)``).
+        Without ``TOPOVISOR_RUN_ID``: a process carrying that is taken for part of the run and swept."""
+        return self.plan.client_env()
+
     async def wait(self) -> None:
-        """Until no replica is active any more (jobs completed); a failure raises in the caller instead."""
+        """Until no replica is active any more (jobs completed, or all stopped: also by ``stop()``); a failure
+        raises in the caller instead."""
         await self._all_done.wait()
+
+    async def wait_torn_down(self) -> None:
+        """Until the teardown is over (by the end of ``launch``, a ``stop()``, or a failure)."""
+        await self._torn_down.wait()
 
     async def stop(self, name: str | None = None) -> None:
         """Stop one service or replica (no restart follows), or, without a name, tear everything down."""
@@ -436,6 +460,7 @@ class RunningTopology:
                 scope.cancel()
             self._events.close()
             self._torn_down.set()
+            self._all_done.set()  # nothing is active any more: a waiter (``stop()`` then ``wait()``) returns
 
     async def _keep_watchdog(self) -> None:
         """A watchdog that dies (killed by someone) is replaced at once and told every live leader again,

@@ -7,6 +7,7 @@ never written twice; ``\\r`` progress updates (tqdm) become lines of their own s
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 
-__all__ = ["LineStream", "RotatingLogFile", "pump_pipe"]
+__all__ = ["MARK_PREFIX", "LineStream", "RotatingLogFile", "mark_line", "pump_pipe"]
 
 LineSubscriber = Callable[[bytes], None]
 _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out anyway
@@ -24,6 +25,17 @@ _TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much
 _READ_SIZE = 1 << 20
 _REOPEN_INTERVAL_SECONDS = 1.0  # after a failed write, how often to try the file again
 _log = logging.getLogger("supervisor._logs")
+
+
+MARK_PREFIX = "--- topovisor mark: "  #: starts every bookmark line that ``group.mark`` writes into the logs
+
+
+def mark_line(label: str, wall_time: float) -> bytes:
+    """``--- topovisor mark: <label> <UTC ISO time> ---``: one line, clearly ours; a label is one line too."""
+    if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label:
+        raise ValueError(f"a mark's label is a non-empty single line of text, not {label!r}")
+    when = datetime.datetime.fromtimestamp(wall_time, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return f"{MARK_PREFIX}{label} {when} ---\n".encode()
 
 
 class RotatingLogFile:
@@ -204,6 +216,13 @@ class LineStream:
         self._pending = rest + hold
         if complete:
             self._emit(complete)
+
+    def annotate(self, line: bytes) -> None:
+        """Our own line (a mark) into the log file only: readiness, phase and fatal-output scanning, the tail
+        in error messages and ``--logs`` never see it, so it is never taken for the service's output. A
+        partial line of the service's still waiting for its newline stays whole (it is written after)."""
+        if self.sink is not None and not self.closed:
+            self.sink.write_lines(line)
 
     def close(self) -> None:
         """End of output: a last line without a newline still counts."""

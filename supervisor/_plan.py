@@ -135,6 +135,13 @@ class Plan:
         """Templates usable outside any service (e.g. the CLI's ``-- CMD``): ``{svc.url}``, ``{run_dir}``."""
         return _shared_context(self.services, self.run_dir)
 
+    def client_env(self) -> dict[str, str]:
+        """What a client finds in its environment: ``TOPOVISOR_<SERVICE>_URL``/``_URLS``/``_PORT`` and
+        ``TOPOVISOR_RUN_DIR`` (see ``supervisor run FILE -- CMD``); ``ConfigError`` on a name collision."""
+        from ._client_env import client_environment
+
+        return client_environment(self)
+
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/topovisor`` (default ``~/.local/state/topovisor``): run records and runs."""

@@ -220,6 +220,19 @@ class Replica:
         watch = self.incarnation.phases if self.incarnation else None
         return watch.current if watch is not None else None
 
+    def annotate(self, line: bytes) -> None:
+        """Write our own ``line`` into this replica's log (see ``LineStream.annotate``), also when no
+        process of it runs (not started yet, stopped)."""
+        stream = self.stream
+        if stream is not None and not stream.closed:
+            stream.annotate(line)
+            return
+        sink = RotatingLogFile(self.log_path, self.plan.log.max_bytes, self.plan.log.backups)
+        try:
+            sink.write_lines(line)
+        finally:
+            sink.close()
+
     def log_tail(self, lines: int = 20) -> list[str]:
         return self.incarnation.stream.tail(lines) if self.incarnation else []
 

@@ -1,0 +1,275 @@
+"""``launch_sync``: ``launch`` for code that is not async (a benchmark script, a pytest test).
+
+The supervisor runs on an event loop in a background thread (an anyio blocking portal); the caller gets
+a ``SyncTopology`` with the group's interface, every method synchronous. The guarantees are ``launch``'s:
+leaving the ``with`` block (normally, by an exception, by Ctrl-C) tears everything down before it returns;
+a failure while starting raises ``ServiceFailed`` from ``with``; a service that dies later tears the run
+down at once (the background loop does not wait for the caller) and its ``ServiceFailed`` is raised by the
+call under way, the next call on the group and the end of the ``with`` block (a thread's code cannot be
+cancelled as an async body is).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.from_thread
+
+from ._runner import launch
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._errors import ServiceFailed
+    from ._events import Event, Marked
+    from ._gpu_inventory import GpuInventory
+    from ._group import RunningTopology
+    from ._plan import Plan
+    from ._replica import Replica, ServiceHandle
+    from ._spec import Topology
+
+__all__ = ["SyncTopology", "launch_sync"]
+
+T = TypeVar("T")
+
+#: Ctrl-C presses during a teardown that each turn into "SIGKILL everything now" before we stop listening
+_MAX_INTERRUPTS = 5
+
+
+class _Holder:
+    """Lives on the event loop: holds ``launch`` open until the caller's block ends."""
+
+    def __init__(self, topology: Topology | Plan, options: dict[str, Any]) -> None:
+        self.topology = topology
+        self.options = options
+        self.ready: concurrent.futures.Future[RunningTopology] = concurrent.futures.Future()
+        self.group: RunningTopology | None = None
+        self._exit: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._released = False
+
+    async def hold(self) -> None:
+        self._exit = anyio.Event()
+        try:
+            with anyio.CancelScope() as self._scope:
+                if self._released:  # the caller gave up before the loop got here
+                    self._scope.cancel()
+                async with launch(self.topology, **self.options, _on_group=self._on_group) as group:
+                    self.ready.set_result(group)
+                    await self._exit.wait()
+        except BaseException as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            raise
+        finally:
+            if not self.ready.done():
+                self.ready.set_exception(RuntimeError("the launch was cancelled before it was ready"))
+
+    def _on_group(self, group: RunningTopology) -> None:
+        self.group = group
+
+    def release(self) -> None:
+        """(On the loop.) End the block: tear down once ready, or cancel a start still under way."""
+        self._released = True
+        if self._exit is not None and self.ready.done():
+            self._exit.set()
+        elif self._scope is not None:
+            self._scope.cancel()
+
+    def kill_now(self) -> None:
+        """(On the loop.) A second Ctrl-C: SIGKILL every process of the run at once."""
+        if self.group is not None:
+            self.group.kill_now()
+
+
+class SyncTopology:
+    """``RunningTopology``'s interface, synchronous. Reads (``group["svc"].url``, ``.port``, ``.pids``,
+    ``run_dir``, ``replicas``) are live views of the running group; actions run on its event loop."""
+
+    def __init__(self, portal: anyio.from_thread.BlockingPortal, holder: _Holder, group: RunningTopology) -> None:
+        self._portal = portal
+        self._holder = holder
+        self._group = group
+        self.plan: Plan = group.plan
+        self.run_id: str = group.run_id
+        self.run_dir: Path = group.run_dir
+        self.failure_raised = False  #: the caller was handed ``failure`` by a call (the pytest fixture asks)
+
+    # ----- reads ----------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> ServiceHandle | Replica:
+        """A service (``"decode"``) or one replica (``"decode.1"``)."""
+        return self._group[name]
+
+    def service(self, name: str) -> ServiceHandle:
+        return self._group.service(name)
+
+    def replica(self, name: str) -> Replica:
+        return self._group.replica(name)
+
+    def __iter__(self) -> Iterator[ServiceHandle]:
+        return iter(self._group)
+
+    @property
+    def services(self) -> list[ServiceHandle]:
+        return self._group.services
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return self._group.replicas
+
+    @property
+    def event_history(self) -> list[Event]:
+        return self._group.event_history
+
+    @property
+    def failure(self) -> ServiceFailed | None:
+        """The failure that ended the run, once one did (it is raised by the next call and by ``with``)."""
+        return self._group.failure
+
+    def environment(self) -> dict[str, str]:
+        """``TOPOVISOR_<SERVICE>_URL``/``_URLS``/``_PORT`` and ``TOPOVISOR_RUN_DIR`` for a client process."""
+        return self._group.environment()
+
+    # ----- actions --------------------------------------------------------------------------------
+    def mark(self, label: str) -> Marked:
+        """A bookmark in ``events.jsonl`` and every replica's log (see ``RunningTopology.mark``)."""
+        return self._call(self._group.mark, label)
+
+    def restart(self, name: str) -> None:
+        """Restart a service or one replica; returns once it is ready again."""
+        self._call_async(self._group.restart, name)
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one service or replica, or, without a name, tear everything down now."""
+        self._call_async(self._group.stop, name)
+
+    def wait(self, timeout_seconds: float | None = None) -> None:
+        """Until every replica is done (jobs completed, all stopped); a failure raises ``ServiceFailed``.
+        ``TimeoutError`` after ``timeout_seconds``."""
+
+        async def bounded() -> None:
+            with anyio.fail_after(timeout_seconds):
+                await self._group.wait()  # returns after a failure too: its teardown ends every replica
+
+        self._call_async(bounded)
+        self.raise_failure()
+
+    def events(self, *, history: bool = False) -> Iterator[Event]:
+        """Typed events as they happen (with ``history``, past ones first), blocking for the next one;
+        the iteration ends when the run is over, and raises ``ServiceFailed`` if a failure ended it."""
+        subscription = self._call(self._group.events, history=history)
+        while True:  # the subscription ends with the run, at its teardown
+            try:
+                event = self._portal.call(subscription.__anext__)
+            except StopAsyncIteration:
+                break
+            yield event
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """Raise the ``ServiceFailed`` that ended the run, if one did."""
+        if self._group.failure is not None:
+            self.failure_raised = True
+            raise self._group.failure
+
+    def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self.raise_failure()
+        return self._portal.call(lambda: function(*args, **kwargs))
+
+    def _call_async(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``function`` on the loop, ended by the run's teardown as the async body would be by a
+        failure: a restart waiting for a readiness that will never come must not block the caller."""
+        self.raise_failure()
+        group = self._group
+
+        async def until_torn_down() -> list[T]:
+            result: list[T] = []
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    try:
+                        result.append(await function(*args))
+                    except Exception as exc:  # as itself, not inside the task group's ExceptionGroup
+                        errors.append(exc)
+                    tg.cancel_scope.cancel()
+
+                async def watch() -> None:
+                    await group.wait_torn_down()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(call)
+                tg.start_soon(watch)
+            return result
+
+        errors: list[Exception] = []
+        result = self._portal.call(until_torn_down)
+        self.raise_failure()
+        if errors:
+            raise errors[0]
+        if not result:
+            raise RuntimeError(f"run {self.run_id} was torn down before {getattr(function, '__name__', 'it')} returned")
+        return result[0]
+
+    def __repr__(self) -> str:
+        return f"<SyncTopology {self.run_id} {self._group.phase}>"
+
+
+@contextlib.contextmanager
+def launch_sync(
+    topology: Topology | Plan,
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
+    gpus: GpuInventory | str | None = None,
+    backend: str = "asyncio",
+) -> Iterator[SyncTopology]:
+    """``with supervisor.launch_sync(topology) as group:`` -- ``launch`` for synchronous code.
+
+    Returns once every service is ready; leaving the block always tears everything down first. The event
+    loop (``backend``: asyncio or trio) runs in a background thread, so ``on_event`` and ``on_output`` are
+    called there. In the main thread, Ctrl-C while starting or inside the block tears down in order; a
+    further Ctrl-C while that runs SIGKILLs every process of the run at once.
+    """
+    options: dict[str, Any] = {"runs_dir": runs_dir, "on_event": on_event, "on_output": on_output, "gpus": gpus}
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        holder = _Holder(topology, options)
+        done = portal.start_task_soon(holder.hold)
+        try:
+            group = holder.ready.result()
+        except BaseException:
+            _finish(portal, holder, done, raise_errors=False)
+            raise
+        try:
+            yield SyncTopology(portal, holder, group)
+        finally:
+            _finish(portal, holder, done, raise_errors=True)
+
+
+def _finish(
+    portal: anyio.from_thread.BlockingPortal,
+    holder: _Holder,
+    done: concurrent.futures.Future[None],
+    *,
+    raise_errors: bool,
+) -> None:
+    """Tear down and wait until it is over; Ctrl-C meanwhile kills at once (and the wait goes on)."""
+    released = False
+    for _ in range(_MAX_INTERRUPTS):
+        try:
+            if not released:
+                portal.call(holder.release)  # idempotent: an interrupted call may have run already
+                released = True
+            concurrent.futures.wait([done])
+            break
+        except KeyboardInterrupt:
+            with contextlib.suppress(KeyboardInterrupt):
+                portal.call(holder.kill_now)
+    error = done.exception() if not done.cancelled() else None
+    if raise_errors and error is not None:
+        raise error

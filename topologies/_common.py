@@ -25,6 +25,8 @@ __all__ = [
     "engine_program",
     "engine_python",
     "extra_flags",
+    "literal",
+    "model_arg",
     "preset_error",
 ]
 
@@ -59,11 +61,21 @@ def extra_flags(args: Args, lists: ListStyle = "spread") -> list[str]:
         raise supervisor.ConfigError(str(exc)) from None
 
 
+def literal(text: str) -> str:
+    """A user's value (a path, a model name) as a template that means itself: ``{`` and ``}`` doubled."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def model_arg(model: str) -> str:
+    """``model`` for an engine's command line: ``~`` expanded (no shell does it), braces kept literal."""
+    return literal(os.path.expanduser(model) if model.startswith("~") else model)
+
+
 def engine_program(env_path: str | None, program: str) -> str:
     """``program`` from the engine's env when one is given (``<env>/bin/program``), else from PATH."""
     if env_path is None or os.sep in program:
-        return program
-    return os.path.join(os.path.expanduser(env_path), "bin", program)
+        return literal(program)
+    return literal(os.path.join(os.path.expanduser(env_path), "bin", program))
 
 
 def engine_python(env_path: str | None) -> str:
@@ -76,8 +88,8 @@ def engine_env(env_path: str | None, env: Mapping[str, str] | None, **fixed: str
     result: dict[str, str] = {}
     if env_path is not None:
         root = os.path.expanduser(env_path)
-        result["PATH"] = os.pathsep.join([os.path.join(root, "bin"), os.environ.get("PATH", os.defpath)])
-        result["VIRTUAL_ENV"] = root
+        search = os.pathsep.join([os.path.join(root, "bin"), os.environ.get("PATH", os.defpath)])
+        result["PATH"], result["VIRTUAL_ENV"] = literal(search), literal(root)
     result.update(fixed)
     result.update(env or {})
     return result

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import supervisor
 
-from ._common import EngineProfile
+from ._common import EngineProfile, literal, model_arg
 
 __all__ = [
     "ENGINES",
@@ -119,6 +119,7 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     gets its own bootstrap port, which decode workers learn through Dynamo.
     """
     command = [python, "-m", f"dynamo.{engine}"]
+    model, served_model_name = model_arg(model), literal(served_model_name)
     if engine == "mocker":
         command += ["--model-path", model, "--model-name", served_model_name]
     elif engine == "vllm":

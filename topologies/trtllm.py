@@ -24,7 +24,7 @@ from typing import Literal
 
 import supervisor
 
-from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
+from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, model_arg, preset_error
 from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "trtllm"]
@@ -130,7 +130,7 @@ def _server(
     after_config: bool = True,
 ) -> supervisor.Service:
     command = [
-        engine_program(env_path, "trtllm-serve"), model,
+        engine_program(env_path, "trtllm-serve"), model_arg(model),
         "--host", "127.0.0.1", "--port", "{port}",
         "--backend", "pytorch",
         "--tp_size", str(tp),

@@ -17,7 +17,7 @@ from typing import Literal
 import supervisor
 
 from ._args import Args
-from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
+from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, literal, model_arg, preset_error
 from ._serving import ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
@@ -130,9 +130,9 @@ def _server(
     extra_ports: Sequence[str] = (),
 ) -> supervisor.Service:
     command = [
-        engine_program(env_path, "vllm"), "serve", model,
+        engine_program(env_path, "vllm"), "serve", model_arg(model),
         "--host", "127.0.0.1", "--port", "{port}",
-        "--served-model-name", name,
+        "--served-model-name", literal(name),
         "--tensor-parallel-size", str(tp),
     ]  # fmt: skip
     if dp > 1:

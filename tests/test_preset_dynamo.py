@@ -32,6 +32,7 @@ WORKER_ENV = {
     "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
 }
 NIXL = '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}'
+VLLM_NIXL = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
 
 
 def services(topology: sv.Topology) -> dict[str, sv.Service]:
@@ -51,8 +52,8 @@ def test_disaggregated_vllm_golden() -> None:
     assert list(decode.command) == [*base, "--disaggregation-mode", "decode", "--kv-transfer-config", NIXL]
     assert (prefill.replicas, decode.replicas) == (2, 3)
     for worker in (prefill, decode):
-        assert dict(worker.env) == WORKER_ENV  # a hub id: HF_HUB_OFFLINE is not forced
-        assert worker.ports == (sv.PortSpec("status", below=32768),)
+        assert dict(worker.env) == {**WORKER_ENV, **VLLM_NIXL}  # a hub id: HF_HUB_OFFLINE is not forced
+        assert worker.ports == (sv.PortSpec("status", below=32768), sv.PortSpec("nixl"))
         assert worker.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{status}/health"))
         assert worker.gpus == sv.GpuRequest(count=2)
         assert worker.restart.policy == "always"
@@ -227,3 +228,16 @@ def test_workers_get_their_own_gpus_on_a_simulated_node() -> None:
     bigger = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=3, decode=2, tp=2)
     with pytest.raises(sv.ConfigError, match=r"decode\.1 +REFUSED: wants 2 GPUs"):
         sv.make_plan(bigger, runs_dir="/tmp/unused", check_executables=False, gpus="8x80GB")
+
+
+def test_vllm_workers_get_their_own_loopback_nixl_side_channel(tmp_path: Path) -> None:
+    """Proves each disaggregated dynamo.vllm worker on the host gets its own NIXL port on loopback (all used
+    vLLM's default 5600, and dynamo.vllm advertised the routable address); aggregated workers need none."""
+    topo = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=2, decode=2, discovery="file")
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    workers = [replica for name in ("prefill", "decode") for replica in plan.service(name).replicas]
+    ports = [replica.env.get("VLLM_NIXL_SIDE_CHANNEL_PORT") for replica in workers]
+    assert len(set(ports)) == 4 and all(port == str(r.ports["nixl"]) for port, r in zip(ports, workers, strict=True))
+    assert {replica.env["VLLM_NIXL_SIDE_CHANNEL_HOST"] for replica in workers} == {"127.0.0.1"}
+    aggregated = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=0, decode=2, discovery="file")
+    assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in services(aggregated)["decode"].env

@@ -28,6 +28,7 @@ __all__ = [
     "Role",
     "discovery_env",
     "frontend_ready",
+    "nixl_env",
     "worker_command",
     "worker_env",
     "worker_profile",
@@ -159,6 +160,18 @@ def worker_env(discovery: Discovery) -> dict[str, str]:
         "DYN_SYSTEM_PORT": "{status}",
         "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
     }
+
+
+def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
+    """A disaggregated vLLM worker's NIXL side channel: loopback, on its own ``nixl`` port.
+
+    Left unset, ``dynamo.vllm`` advertises the host's routable address (and fails without one) and every
+    worker binds vLLM's default port 5600, so a second worker on the host cannot start; Dynamo's own
+    launch scripts give each worker its own ``VLLM_NIXL_SIDE_CHANNEL_PORT``.
+    """
+    if engine != "vllm" or role == "agg":
+        return {}
+    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
 
 
 def frontend_ready(served_model_name: str) -> supervisor.Probe:

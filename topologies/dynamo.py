@@ -81,6 +81,9 @@ def dynamo(
         ports: list[object] = [supervisor.PortSpec("status", below=_dynamo.STATUS_PORT_LIMIT)]
         if engine == "sglang" and role == "prefill":
             ports.append("bootstrap")
+        nixl = _dynamo.nixl_env(engine, role)
+        if nixl:
+            ports.append("nixl")
         return profile.service(
             name="prefill" if role == "prefill" else "decode",
             command=[
@@ -91,7 +94,7 @@ def dynamo(
             ports=ports,
             replicas=count,
             depends_on=needs,
-            env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **fixed),
+            env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **nixl, **fixed),
             ready=supervisor.HttpCheck("http://127.0.0.1:{status}/health"),
             restart=_dynamo.RESTART_ALWAYS,
             gpus=None if engine == "mocker" else tp,

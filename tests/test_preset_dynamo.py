@@ -241,3 +241,15 @@ def test_vllm_workers_get_their_own_loopback_nixl_side_channel(tmp_path: Path) -
     assert {replica.env["VLLM_NIXL_SIDE_CHANNEL_HOST"] for replica in workers} == {"127.0.0.1"}
     aggregated = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=0, decode=2, discovery="file")
     assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in services(aggregated)["decode"].env
+
+
+@pytest.mark.parametrize(
+    ("engine", "overrides"),
+    [("vllm", {"model": "/models/my model"}), ("sglang", {"model": "Qwen/Qwen3-0.6B", "served_model_name": "a,b"})],
+)
+def test_a_served_name_dynamo_would_split_is_refused(engine: str, overrides: dict[str, str]) -> None:
+    """Proves a served name with a space or comma (which dynamo.vllm/sglang split into name + aliases, so the
+    frontend's readiness on the whole name never passed) is a ConfigError naming the preset and var."""
+    with pytest.raises(sv.ConfigError, match=r"preset 'dynamo', var 'served_model_name'.*splits"):
+        dynamo(engine=engine, **overrides)  # type: ignore[arg-type]
+    assert dynamo(engine="mocker", model="/models/my model").services[-1].ready is not None  # no split there

@@ -69,6 +69,12 @@ def dynamo(
     served = served_model_name or (os.path.basename(os.path.normpath(model)) if local else model)
     if served.startswith("/"):  # Dynamo 1.6 answers 404 for any such name: readiness could never pass
         raise preset_error("dynamo", "served_model_name", f"{served!r}: Dynamo cannot serve a name starting with '/'")
+    if engine in ("vllm", "sglang") and any(char.isspace() or char == "," for char in served):
+        # dynamo.vllm/dynamo.sglang split --served-model-name on whitespace and commas (name + aliases):
+        # the frontend would list only the first part, and its readiness on the whole name never passes
+        raise preset_error(
+            "dynamo", "served_model_name", f"{served!r}: dynamo.{engine} splits names at spaces and commas; pick one"
+        )
     python = engine_python(env_path)
     infra: list[supervisor.Service] = []
     if discovery == "etcd":

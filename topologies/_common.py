@@ -21,6 +21,7 @@ __all__ = [
     "FRONTEND",
     "EngineProfile",
     "api_ports",
+    "check_inputs",
     "engine_env",
     "engine_program",
     "engine_python",
@@ -99,6 +100,18 @@ def api_ports(port: int | None, *others: str) -> list[object]:
     """The API port first (so ``{port}`` and ``{svc.url}`` mean it): fixed when given, else a free one."""
     first: object = "port" if port is None else {"port": port}
     return [first, *others]
+
+
+def check_inputs(preset: str, port: object, **args: Args) -> None:
+    """The API ``port`` (unset, or 1-65535) and each ``args``-like var, checked before anything is built,
+    so a bad one is an error naming the preset and the var rather than a service field."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise preset_error(preset, "port", f"expected a port number 1-65535 (or unset for a free one), got {port!r}")
+    for var, value in args.items():
+        try:
+            engine_flags(value)
+        except TypeError as exc:
+            raise preset_error(preset, var, str(exc).removeprefix("args: ")) from None
 
 
 def preset_error(preset: str, var: str, problem: str, known: Sequence[str] = ()) -> supervisor.ConfigError:

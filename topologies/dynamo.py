@@ -18,7 +18,7 @@ import supervisor
 
 from . import _dynamo
 from ._args import Args
-from ._common import FRONTEND, api_ports, engine_env, engine_python, extra_flags, preset_error
+from ._common import FRONTEND, api_ports, check_inputs, engine_env, engine_python, extra_flags, preset_error
 from ._dynamo import Discovery, Engine, Role
 from ._infra import etcd_service, nats_service
 
@@ -65,6 +65,9 @@ def dynamo(
     for var, count, least in (("prefill", prefill, 0), ("decode", decode, 1), ("tp", tp, 1)):
         if isinstance(count, bool) or not isinstance(count, int) or count < least:
             raise preset_error("dynamo", var, f"expected a whole number of at least {least}, got {count!r}")
+    check_inputs(
+        "dynamo", port, args=args, prefill_args=prefill_args, decode_args=decode_args, frontend_args=frontend_args
+    )
     local = _is_local_path(model)
     served = served_model_name or (os.path.basename(os.path.normpath(model)) if local else model)
     if served.startswith("/"):  # Dynamo 1.6 answers 404 for any such name: readiness could never pass

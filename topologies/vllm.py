@@ -17,7 +17,17 @@ from typing import Literal
 import supervisor
 
 from ._args import Args
-from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, literal, model_arg, preset_error
+from ._common import (
+    FRONTEND,
+    EngineProfile,
+    api_ports,
+    check_inputs,
+    engine_env,
+    engine_program,
+    literal,
+    model_arg,
+    preset_error,
+)
 from ._serving import ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
@@ -72,6 +82,7 @@ def vllm(
     ``prefill`` and ``decode`` servers joined by ``kv_connector`` behind ``topologies.pd_proxy``.
     """
     check_counts("vllm", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
+    check_inputs("vllm", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:

@@ -28,7 +28,7 @@ from ._common import (
     model_arg,
     preset_error,
 )
-from ._serving import ROUTER_STOP, alive, check_counts, models_ready, replica_urls
+from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
 
@@ -154,10 +154,27 @@ def _server(
         ports=api_ports(port, *extra_ports),
         replicas=replicas,
         env=engine_env(env_path, env, **fixed_env),
-        ready=models_ready(name),
+        ready=_health_ready() if _api_key(args, env) else models_ready(name),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
+    )
+
+
+def _api_key(args: Args, env: Mapping[str, str] | None) -> bool:
+    """Whether the server wants a bearer token (``--api-key`` or ``VLLM_API_KEY``) on every ``/v1`` path."""
+    if env and env.get("VLLM_API_KEY"):
+        return True
+    if isinstance(args, Mapping):
+        return any(key in ("api_key", "--api-key") and value not in (None, False) for key, value in args.items())
+    return any(item == "--api-key" or item.startswith("--api-key=") for item in args or ())
+
+
+def _health_ready() -> supervisor.Probe:
+    """With an API key ``/v1/models`` answers 401 forever; ``/health`` is open, and vLLM serves HTTP only
+    once the engine is built, so it is 200 once the model is loaded."""
+    return supervisor.Probe(
+        supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 from pathlib import Path
 
@@ -253,3 +254,18 @@ def test_a_served_name_dynamo_would_split_is_refused(engine: str, overrides: dic
     with pytest.raises(sv.ConfigError, match=r"preset 'dynamo', var 'served_model_name'.*splits"):
         dynamo(engine=engine, **overrides)  # type: ignore[arg-type]
     assert dynamo(engine="mocker", model="/models/my model").services[-1].ready is not None  # no split there
+
+
+def test_disaggregated_trtllm_workers_transfer_kv_cache(tmp_path: Path) -> None:
+    """Proves disaggregated dynamo.trtllm workers get a cache transceiver (without one TRT-LLM disables KV
+    transfer, so no request could be served) and the prefill worker no overlap scheduler, as JSON."""
+    topo = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=1, decode=1, discovery="file")
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    sent = {}
+    for role in ("prefill", "decode"):
+        argv = plan.service(role).replicas[0].argv
+        sent[role] = json.loads(argv[argv.index("--override-engine-args") + 1])
+        assert sent[role]["cache_transceiver_config"] == {"backend": "DEFAULT"}
+    assert sent["prefill"]["disable_overlap_scheduler"] is True and "disable_overlap_scheduler" not in sent["decode"]
+    aggregated = services(dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=0))["decode"]
+    assert "--override-engine-args" not in aggregated.command

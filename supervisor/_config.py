@@ -524,6 +524,10 @@ def topology_from_dict(
         raise ConfigError("field 'services': required (a mapping of service name to its settings)", source=source)
     elif not isinstance(services, list):
         raise ConfigError("field 'services': expected a mapping of service name to its settings", source=source)
+    else:  # the list form: each service names itself
+        for index, body in enumerate(services):
+            named = isinstance(body, Mapping) and isinstance(body.get("name"), str) and body["name"]
+            names.append(str(body["name"]) if named else f"#{index}")
     try:
         topology = _CONVERTER.structure(data, Topology)
     except Exception as exc:  # cattrs raises exception groups carrying each field's path

@@ -134,3 +134,11 @@ def test_a_mapping_or_list_from_set_is_typed_like_the_default() -> None:
     assert service.ready == sv.Probe(sv.HttpCheck("http://x/{port}"))
     with pytest.raises(sv.ConfigError, match=r"field 'env': expected a mapping NAME: value, got 'x'"):
         topology_from_text(STRUCTURED, overrides={"extra": "x"})
+
+
+def test_errors_in_the_list_form_name_the_service() -> None:
+    """Proves a bad field of a service written as a list item is reported under its name (it was '#0')."""
+    text = "name: t\nservices:\n  - name: web\n    command: [sleep, '1']\n    env: ${extra}\n  - {command: [x]}\n"
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(text, overrides={"extra": "x"})
+    assert "service 'web', field 'env'" in str(caught.value)

@@ -23,7 +23,7 @@ flag_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), text, st.l
 args = st.one_of(
     st.none(),
     text,
-    st.lists(text, max_size=3),
+    st.lists(st.one_of(text, st.integers(-3, 3)), max_size=3),
     st.dictionaries(st.sampled_from(["max_model_len", "--x", "a_b", "cfg"]), flag_values, max_size=3),
     st.dictionaries(st.sampled_from(["cfg"]), st.dictionaries(text, flag_values, max_size=2), max_size=1),
 )

@@ -101,3 +101,9 @@ def test_the_proxy_passes_the_clients_credentials_on(upstream: str) -> None:
     finally:
         proxy.terminate()
         proxy.wait(timeout=30)
+
+
+def test_numbers_in_a_list_of_args_are_fine() -> None:
+    """Proves a raw args list holding a number builds (the API-key check called str methods on it)."""
+    (server,) = topologies.vllm(model="m", args=["--max-model-len", 4096]).services
+    assert server.command[-2:] == ("--max-model-len", "4096")

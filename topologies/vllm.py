@@ -167,7 +167,7 @@ def _api_key(args: Args, env: Mapping[str, str] | None) -> bool:
         return True
     if isinstance(args, Mapping):
         return any(key in ("api_key", "--api-key") and value not in (None, False) for key, value in args.items())
-    return any(item == "--api-key" or item.startswith("--api-key=") for item in args or ())
+    return any(str(item) == "--api-key" or str(item).startswith("--api-key=") for item in args or ())
 
 
 def _health_ready() -> supervisor.Probe:

@@ -46,6 +46,8 @@ async def test_a_mark_goes_to_events_and_every_log_and_keeps_a_half_line_whole(t
     async with sv.launch(topology, runs_dir=runs_dir, on_output=lambda _, block: seen.append(block)) as group:
         for replica in group["web"].replicas:  # "part" has reached the supervisor, still without its newline
             await poll(lambda r=replica: r.stream is not None and r.stream.bytes_seen >= len("up\npart"))
+        job = group["job"].replicas[0]  # ready at spawn: wait until its one line is in its log
+        await poll(lambda: job.log_path.exists() and job.log_path.read_text() == "done\n")
         event = group.mark("warmup done")
         go.touch()
         for replica in group["web"].replicas:

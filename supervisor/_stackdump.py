@@ -6,7 +6,9 @@ executable is a python interpreter) is dumped first, bounded in time, and the ou
 between clearly marked lines. py-spy reads another process's memory: it needs ptrace permission (root,
 CAP_SYS_PTRACE, or ``kernel.yama.ptrace_scope`` 0 for a process of the same user; inside a container
 often ``--cap-add SYS_PTRACE``). Without it py-spy says so, and that message is what the log gets.
-Nothing here can fail or delay the stop by more than ``DUMP_SECONDS`` per process.
+``--nonblocking``: the dump reads the memory without pausing the process (no ptrace attach), so it also
+works on a stopped process or one that a ``py-spy record`` wrapper samples; a hung process's stacks hold
+still anyway. Nothing here can fail or delay the stop by more than ``DUMP_SECONDS`` per process.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ async def dump_python_stacks(
     done = 0
     for target in pids:
         write(_BANNER + f"py-spy dump --pid {target} before the kill ({why}) ---\n".encode())
-        output, code = await _run_bounded([program, "dump", "--pid", str(target)], seconds)
+        output, code = await _run_bounded([program, "dump", "--nonblocking", "--pid", str(target)], seconds)
         for line in output.splitlines():
             write(line + b"\n")
         status = "timed out" if code is None else f"exit code {code}"

@@ -1,7 +1,8 @@
 """Profiling a service: its replicas' commands wrapped by nsys or py-spy, or the torch profiler's env set.
 
-Pure planning: what runs, where the output goes (``<run_dir>/profiles/<replica>...``) and how long a stop
-waits for the profiler to write it. The runtime reads the result from ``ReplicaPlan.profile``.
+Planning, pure: what runs, where the output goes (``<run_dir>/profiles/<replica>...``) and how long a stop
+waits for the profiler to write it. The runtime reads the result from ``ReplicaPlan.profile`` (and moves
+an ended incarnation's report aside before a restart, ``PlannedProfile.keep_previous``).
 
 nsys and py-spy both write their report when the profiled program exits; py-spy dies at once on SIGTERM
 without writing anything (only SIGINT makes it stop and write). So a stop signals the program (every
@@ -53,6 +54,24 @@ class PlannedProfile:
     def directory(self) -> str:
         """What must exist before the spawn."""
         return self.output if self.tool == "torch" else os.path.dirname(self.output)
+
+    @property
+    def report(self) -> str | None:
+        """The file the profiler writes (None for torch: the engine names its traces)."""
+        if self.tool == "torch":
+            return None
+        return self.output + ".nsys-rep" if self.tool == "nsys" else self.output
+
+    def keep_previous(self, incarnation: int) -> None:
+        """Before a restart: the report of incarnation ``incarnation`` (the one that ended) moves to
+        ``<replica>~<incarnation><suffix>``, so the next one does not overwrite it (the crash is the
+        interesting one)."""
+        report = self.report
+        if report is None or not os.path.exists(report):
+            return
+        name = os.path.basename(report)
+        stem = name.split(".nsys-rep")[0] if self.tool == "nsys" else os.path.splitext(name)[0]
+        os.replace(report, os.path.join(os.path.dirname(report), f"{stem}~{incarnation}{name[len(stem) :]}"))
 
 
 def _option(args: Iterable[str], names: tuple[str, ...]) -> str | None:

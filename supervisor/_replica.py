@@ -261,6 +261,8 @@ class Replica:
         try:
             if plan.profile is not None:  # nsys and py-spy do not create the directory of their output
                 os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
+                if self.incarnation is not None:
+                    plan.profile.keep_previous(self.incarnation.number)
             process = host.launcher.launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()

@@ -137,6 +137,29 @@ async def test_py_spy_profile_is_written_when_the_run_ends(runs_dir: Path) -> No
 
 @needs_py_spy
 @pytest.mark.anyio
+async def test_a_restart_keeps_the_ended_incarnations_profile(runs_dir: Path, tmp_path: Path) -> None:
+    """Each incarnation writes the same path: before a restart the old report moves to ``w~0.svg``."""
+    flag = tmp_path / "second"
+    once = (
+        "import os, sys, time\nif not os.path.exists(sys.argv[1]):\n    open(sys.argv[1], 'w').close()\n"
+        "    sum(range(10**6)); sys.exit(3)\nprint('service ready', flush=True)\nwhile True: time.sleep(0.01)"
+    )
+    service = sv.Service(
+        "w",
+        command=[PYTHON, "-c", once, str(flag)],
+        ready=sv.LogCheck("service ready"),
+        restart=sv.RestartPolicy("always", backoff=sv.Backoff(initial_seconds=0, jitter=0)),
+        profile="py-spy",
+    )
+    async with sv.launch(sv.Topology(name="again", services=[service]), runs_dir=runs_dir) as group:
+        assert len([e for e in group.event_history if isinstance(e, sv.Spawned)]) == 2
+    profiles = group.plan.run_dir / "profiles"
+    assert sorted(p.name for p in profiles.iterdir()) == ["w.svg", "w~0.svg"]
+    assert all(b"<svg" in p.read_bytes() for p in profiles.iterdir())
+
+
+@needs_py_spy
+@pytest.mark.anyio
 async def test_hung_python_service_gets_a_py_spy_dump_in_its_log_before_the_restart(runs_dir: Path) -> None:
     """A liveness failure kills the process and with it where it hung: the py-spy dump comes first."""
     hang = "import time\ndef stuck_here():\n    time.sleep(600)\nprint('service ready', flush=True)\nstuck_here()"

@@ -367,9 +367,11 @@ class Profile:
     <command>``): the profiler becomes the replica's leader, the program its child. Both write their
     report when the program exits, so a stop signals the program only and gives the profiler a longer
     grace (``grace_seconds``, default 60 s for nsys, 15 s for py-spy, or the service's if longer).
-    ``torch`` wraps nothing: it sets ``VLLM_TORCH_PROFILER_DIR`` and ``SGLANG_TORCH_PROFILER_DIR``, which
-    vLLM and SGLang read to write torch profiler traces between their ``/start_profile`` and
-    ``/stop_profile`` calls; other programs ignore it.
+    ``torch`` wraps nothing: it sets ``SGLANG_TORCH_PROFILER_DIR`` and ``VLLM_TORCH_PROFILER_DIR`` (vLLM up
+    to 0.15; later ones take ``--profiler-config.torch_profiler_dir={profile_dir}`` in the command), where
+    the engine writes torch traces between ``/start_profile`` and ``/stop_profile``; others ignore them.
+    While nsys or py-spy profiles, the replica's pid is the profiler's, and py-spy exits 0 whatever the
+    program's exit code.
     """
 
     tool: str  #: nsys, py-spy or torch

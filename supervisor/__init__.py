@@ -79,6 +79,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import PortSpec as PortSpec
     from ._spec import Probe as Probe
     from ._spec import ProbeTarget as ProbeTarget
+    from ._spec import Profile as Profile
     from ._spec import RestartPolicy as RestartPolicy
     from ._spec import Service as Service
     from ._spec import StopPolicy as StopPolicy
@@ -126,6 +127,7 @@ _LAZY = {
     "PortSpec": "_spec",
     "Probe": "_spec",
     "ProbeTarget": "_spec",
+    "Profile": "_spec",
     "ReadinessTimeout": "_errors",
     "Ready": "_events",
     "Replica": "_replica",

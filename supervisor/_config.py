@@ -27,6 +27,7 @@ from ._spec import (
     Phase,
     PortSpec,
     Probe,
+    Profile,
     RestartPolicy,
     Service,
     StopPolicy,
@@ -316,6 +317,28 @@ def _phases(value: object, _: object = None) -> tuple[Phase, ...]:
     return tuple(Phase(_strict_str(name), _strict_str(pattern)) for name, pattern in value.items())
 
 
+def _profile(value: object, _: object = None) -> Profile | None:
+    """``profile: py-spy`` or ``profile: {tool: nsys, args: [...], grace: 2m}``; the tool is checked by plan."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Profile(value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a profiler name or {{tool: nsys | py-spy | torch, args: [...]}}, got {value!r}")
+    allowed = _FIELDS_OF[Profile]
+    for key in value:
+        if key not in allowed:
+            raise _UnknownField(str(key), allowed)
+    if "tool" not in value:
+        raise ValueError("tool: missing (nsys, py-spy or torch)")
+    grace = value.get("grace")
+    return Profile(
+        _strict_str(value["tool"]),
+        args=_strings(value.get("args") or []),
+        grace_seconds=None if grace is None else parse_duration(grace),
+    )
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
@@ -335,6 +358,7 @@ def _make_converter() -> cattrs.Converter:
         "fatal": _patterns,
         "gpus": _gpus,
         "phases": _phases,
+        "profile": _profile,
     }
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
         overrides = {}
@@ -365,6 +389,7 @@ _FIELDS_OF: dict[type, list[str]] = {
 }
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 _FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory"]
+_FIELDS_OF[Profile] = ["tool", "args", "grace"]
 
 
 def _format_exception(exc: BaseException, type_: type | None) -> str:

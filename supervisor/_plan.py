@@ -23,6 +23,7 @@ from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuUnavailable, open_inventory
 from ._policy import BUILTIN_FATAL_PATTERNS
+from ._profile import PlannedProfile, plan_profile, profile_tool_hint
 from ._spec import (
     AllOf,
     AnyOf,
@@ -37,6 +38,7 @@ from ._spec import (
     Phase,
     PortSpec,
     Probe,
+    Profile,
     RestartPolicy,
     Service,
     StopPolicy,
@@ -77,6 +79,7 @@ class ReplicaPlan:
     host: str = HOST
     alive: Probe | None = None
     gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML order = PCI bus order); CUDA_VISIBLE_DEVICES
+    profile: PlannedProfile | None = None  #: the profiler (``argv`` is already wrapped) and its output
 
     @property
     def port(self) -> int | None:
@@ -384,6 +387,8 @@ def _resolve_replica(
         own["gpus"] = ",".join(map(str, replica.gpus))
     if replica.url:
         own.update(port=str(replica.port), url=replica.url)
+    if service.profile is not None and service.profile.tool == "torch":  # for --profiler-config (vLLM >= 0.13)
+        own["profile_dir"] = os.path.join(shared["run_dir"], "profiles", replica.name)
     own.update({name: str(number) for name, number in replica.ports.items()})
     context = ChainMap(own, shared)  # no copy of the shared table per replica: planning stays linear
     where = f"service '{service.name}'"
@@ -403,7 +408,28 @@ def _resolve_replica(
     resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive)
     if len(problems) == known_problems:  # a template left unfilled would only repeat the same problem
         check_replica(service, resolved, where, problems.append, which, check_files)
+    if service.profile is not None:
+        args = tuple(fill(arg, "profile.args") for arg in service.profile.args)
+        resolved = _profiled(resolved, attrs.evolve(service.profile, args=args), shared["run_dir"])
+        tool = resolved.argv[0]
+        wraps = resolved.profile is not None and resolved.profile.wraps
+        if check_files and replica.index == 0 and wraps and which(tool, resolved.env.get("PATH", _path())) is None:
+            problems.append(f"{where}, field 'profile.tool': '{tool}' not found on PATH; {profile_tool_hint(tool)}")
     return resolved
+
+
+def _path() -> str | None:
+    return os.environ.get("PATH")
+
+
+def _profiled(replica: ReplicaPlan, profile: Profile, run_dir: str) -> ReplicaPlan:
+    """The replica with its command wrapped by the profiler (or the torch profiler's env set), and a stop
+    grace long enough for the profiler to write its report after the program exited."""
+    argv, env, grace, planned = plan_profile(profile, replica.argv, run_dir, replica.name)
+    stop = replica.stop
+    if grace > stop.grace_seconds:
+        stop = attrs.evolve(stop, grace_seconds=grace)
+    return attrs.evolve(replica, argv=argv, env={**env, **replica.env}, stop=stop, profile=planned)
 
 
 def _resolve_check(check: Check, fill: Callable[[str, str], str], field: str) -> Check:

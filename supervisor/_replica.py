@@ -259,6 +259,10 @@ class Replica:
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
         try:
+            if plan.profile is not None:  # nsys and py-spy do not create the directory of their output
+                os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
+                if self.incarnation is not None:
+                    plan.profile.keep_previous(self.incarnation.number)
             process = host.launcher.launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()
@@ -392,7 +396,10 @@ class Replica:
         began = time.monotonic()
         stopping = Stopping(replica=self.name, service=self.service, signal=stop_signal.name, reason=reason)
         self.transition(ReplicaState.STOPPING, stopping, host.emit)
-        process.signal_group(stop_signal)
+        if stop_signal is signal.SIGKILL or not (self.plan.profile and self.plan.profile.wraps):
+            process.signal_group(stop_signal)
+        # else the leader is a profiler: it writes its report once the program (one of ``others``, a member
+        # of its group) exited; py-spy would die on SIGTERM without writing it. SIGKILL after the grace.
         signal_processes(others, stop_signal)
         killed = False
         with anyio.move_on_after(self.plan.stop.grace_seconds) as grace:

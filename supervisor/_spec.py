@@ -32,6 +32,7 @@ __all__ = [
     "PortSpec",
     "Probe",
     "ProbeTarget",
+    "Profile",
     "RestartPolicy",
     "Service",
     "StopPolicy",
@@ -355,6 +356,37 @@ def _phases(value: Iterable[Phase] | Mapping[str, str]) -> tuple[Phase, ...]:
     return tuple(value)
 
 
+PROFILE_TOOLS: tuple[str, ...] = ("nsys", "py-spy", "torch")
+
+
+@attrs.frozen
+class Profile:
+    """Profile every replica of a service; the output goes to ``<run_dir>/profiles/<replica>...``.
+
+    ``nsys`` and ``py-spy`` wrap the command (``nsys profile ... <command>``, ``py-spy record ... --
+    <command>``): the profiler becomes the replica's leader, the program its child. Both write their
+    report when the program exits, so a stop signals the program only and gives the profiler a longer
+    grace (``grace_seconds``, default 60 s for nsys, 15 s for py-spy, or the service's if longer).
+    ``torch`` wraps nothing: it sets ``SGLANG_TORCH_PROFILER_DIR`` and ``VLLM_TORCH_PROFILER_DIR`` (vLLM up
+    to 0.15; later ones take ``--profiler-config.torch_profiler_dir={profile_dir}`` in the command), where
+    the engine writes torch traces between ``/start_profile`` and ``/stop_profile``; others ignore them.
+    While nsys or py-spy profiles, the replica's pid is the profiler's, and py-spy exits 0 whatever the
+    program's exit code.
+    """
+
+    tool: str  #: nsys, py-spy or torch
+    args: tuple[str, ...] = attrs.field(default=(), converter=_strings)  #: extra profiler options
+    grace_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+
+
+def _profile(value: object) -> Profile | None:
+    if value is None or isinstance(value, Profile):
+        return value
+    if isinstance(value, str):
+        return Profile(value)
+    raise TypeError(f"expected a Profile or a tool name ({', '.join(PROFILE_TOOLS)}), got {value!r}")
+
+
 @attrs.frozen
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
@@ -378,6 +410,7 @@ class Service:
     min_ready: int | None = None  #: stay up, degraded, while at least this many replicas are ready
     gpus: GpuRequest | None = attrs.field(default=None, converter=_gpus)  #: per replica; ``gpus: 2`` = 2 each
     phases: tuple[Phase, ...] = attrs.field(default=(), converter=_phases)  #: startup phases, in order
+    profile: Profile | None = attrs.field(default=None, converter=_profile)  #: nsys, py-spy or torch
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:

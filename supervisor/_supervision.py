@@ -181,6 +181,11 @@ async def live(group: RunningTopology, replica: Replica, incarnation: Incarnatio
     else:
         reason = await replica.watch_liveness(group, incarnation, liveness)
         if reason is not None:
+            if not incarnation.exited.is_set():  # where it hangs, before the kill erases it
+                from ._stackdump import dump_python_stacks
+
+                with incarnation.until_exit():
+                    await dump_python_stacks(incarnation.process.pid, "liveness failed", replica.annotate)
             await group._stop_one(replica, reason="liveness")
             return _Ending(reason, None)
     if incarnation.stop_reason is not None:

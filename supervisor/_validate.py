@@ -17,6 +17,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from ._gpu_assign import check_gpu_request
+from ._profile import check_profile
 from ._spec import (
     CONDITIONS,
     STRATEGIES,
@@ -41,7 +42,7 @@ __all__ = ["MAX_REPLICAS", "check_replica", "check_run_dir", "check_topology", "
 MAX_REPLICAS = 10_000  #: per service; more is almost surely a typo, and planning stays fast below it
 MAX_SECONDS = 366 * 24 * 3600.0  #: any duration longer than a year is a mistake (and overflows timers)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
-_RESERVED_PORT_NAMES = ("url", "host", "replica", "replicas", "name", "service", "run_dir", "python")
+_RESERVED_PORT_NAMES = ("url", "host", "replica", "replicas", "name", "service", "run_dir", "python", "profile_dir")
 _POLICIES = ("no", "on-failure", "always")
 
 Report = Callable[[str], None]
@@ -172,6 +173,8 @@ def _check_service(
         _regex(phase.pattern, f"{where}, field 'phases.{phase.name}'", report)
     if service.gpus is not None:
         check_gpu_request(service.gpus, where, report)
+    if service.profile is not None:
+        check_profile(service.profile, where, report)
     if service.phases and service.ready is None:
         report(f"{where}, field 'phases': needs a readiness probe (ready:); without one the service is ready at spawn")
     if not isinstance(service.builtin_fatal, bool):

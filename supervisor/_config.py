@@ -320,6 +320,7 @@ def _make_converter() -> cattrs.Converter:
         "fatal": _patterns,
         "gpus": _gpus,
         "phases": _phases,
+        "metrics": _optional_str,
     }
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
         overrides = {}

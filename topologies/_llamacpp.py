@@ -37,4 +37,7 @@ READY = supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}/health", 
 
 def server_command(program: str, model: str, served_model_name: str) -> list[str]:
     """One server on the replica's loopback ``{port}``, answering to ``served_model_name``."""
-    return [program, "--model", model, "--host", "127.0.0.1", "--port", "{port}", "--alias", served_model_name]
+    return [
+        program, "--model", model, "--host", "127.0.0.1", "--port", "{port}", "--alias", served_model_name,
+        "--metrics",  # Prometheus text at /metrics
+    ]  # fmt: skip

@@ -22,7 +22,7 @@ import supervisor
 
 from ._args import Args
 from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_python, preset_error
-from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
+from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "READY_LINE", "sglang"]
 
@@ -128,6 +128,7 @@ def _server(
         "--host", "127.0.0.1", "--port", "{port}",
         "--served-model-name", name,
         "--tp-size", str(tp),
+        "--enable-metrics",
     ]  # fmt: skip
     if dp > 1:
         command += ["--dp-size", str(dp)]
@@ -144,4 +145,5 @@ def _server(
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
+        metrics=METRICS,
     )

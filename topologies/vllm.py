@@ -18,7 +18,7 @@ import supervisor
 
 from ._args import Args
 from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
-from ._serving import ROUTER_STOP, alive, check_counts, models_ready, replica_urls
+from ._serving import METRICS, ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
 
@@ -147,6 +147,7 @@ def _server(
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
+        metrics=METRICS,
     )
 
 

@@ -171,8 +171,3 @@ def _write(directory: Path, bodies: Mapping[str, bytes], index: Mapping[str, Any
     temporary.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(temporary, directory / "index.json")
 
-
-def read_snapshot(run_dir: str | os.PathLike[str], label: str) -> dict[str, Any]:
-    """``index.json`` of a snapshot, as written (for scripts that compare runs)."""
-    data: dict[str, Any] = json.loads((Path(run_dir) / "metrics" / label / "index.json").read_text())
-    return data

@@ -170,4 +170,3 @@ def _write(directory: Path, bodies: Mapping[str, bytes], index: Mapping[str, Any
     temporary = directory / ".index.json.tmp"
     temporary.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(temporary, directory / "index.json")
-

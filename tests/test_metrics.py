@@ -179,3 +179,29 @@ def test_launch_sync_snapshot(runs_dir: Path) -> None:
         snapshot = group.snapshot_metrics("mid-run")
         assert [e.replica for e in snapshot.endpoints] == ["kv"] and snapshot.endpoints[0].ok
         assert (group.run_dir / "metrics" / "mid-run" / "kv.prom").is_file()
+
+
+def test_detached_run_has_its_ready_snapshot_on_return_and_final_after_stop(tmp_path: Path, runs_dir: Path) -> None:
+    """``run --detach`` returns after the ``ready`` snapshot is on disk; ``supervisor stop`` (an orderly
+    teardown) lets the run take ``final`` while its services still answer."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: t\nservices:\n"
+        "  kv:\n"
+        "    command: ['{python}', -m, standins, kv, --port, '{port}']\n"
+        "    ports: [port]\n"
+        "    ready: {http: 'http://127.0.0.1:{port}/health'}\n"
+        "    metrics: 'http://127.0.0.1:{port}/metrics'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = supervisor("run", "--detach", str(path), "--runs-dir", str(runs_dir), env=env)
+    assert started.returncode == 0, started.stderr
+    run_dir = runs_dir / started.stdout.strip()
+    try:
+        ready = json.loads((run_dir / "metrics" / "ready" / "index.json").read_text())
+        assert [e["status"] for e in ready["endpoints"]] == [200]
+    finally:
+        stopped = supervisor("stop", run_dir.name, env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    final = json.loads((run_dir / "metrics" / "final" / "index.json").read_text())
+    assert [e["status"] for e in final["endpoints"]] == [200], final

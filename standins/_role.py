@@ -20,6 +20,7 @@ class Role:
         self.ready = asyncio.Event()
         self.base_url = ""
         self.requests_total = 0
+        self.metrics_enabled = True  #: /metrics answers (SGLang's only with --enable-metrics)
 
     def bound(self, host: str, port: int) -> None:
         advertised = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
@@ -49,7 +50,7 @@ class Role:
         if request.path == "/health":
             require(request, "GET")
             return json_response(200 if self.healthy() else 503, self.health_payload())
-        if request.path == "/metrics":
+        if request.path == "/metrics" and self.metrics_enabled:
             require(request, "GET")
             return Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
         return await self.route(request)

@@ -40,6 +40,7 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mem-fraction-static", type=float)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--base-gpu-id", type=int, default=0)
+    parser.add_argument("--enable-metrics", action="store_true", help="serve /metrics (off by default, as in SGLang)")
     return parser
 
 
@@ -50,6 +51,7 @@ def _line(message: str, rank: str = " TP0") -> None:
 def main(argv: list[str]) -> int:
     args = _server_parser().parse_args(argv)
     engine = Engine(Log("sglang"), args.served_model_name or args.model_path)
+    engine.metrics_enabled = args.enable_metrics
     warmed = asyncio.Event()
     loaded = asyncio.Event()
     engine.health = loaded.is_set

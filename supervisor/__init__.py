@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._gpu_inventory import SimulatedInventory as SimulatedInventory
     from ._group import RunningTopology as RunningTopology
     from ._group import ServiceHandle as ServiceHandle
+    from ._metrics import MetricsEndpoint as MetricsEndpoint
+    from ._metrics import MetricsSnapshot as MetricsSnapshot
     from ._plan import Plan as Plan
     from ._plan import make_plan as make_plan
     from ._reclaim import StopReport as StopReport
@@ -119,6 +121,8 @@ _LAZY = {
     "GpuRequest": "_spec",
     "LogPolicy": "_spec",
     "Marked": "_events",
+    "MetricsEndpoint": "_metrics",
+    "MetricsSnapshot": "_metrics",
     "Phase": "_spec",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",

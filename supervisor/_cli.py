@@ -255,15 +255,20 @@ def _run(args: argparse.Namespace) -> int:
         _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
 
     async def body(group: RunningTopology) -> int | None:
-        if args.notify_fd is not None:
-            _notify(args.notify_fd, f"ready {group.run_id} {group.run_dir}")
         if not args.quiet:
             urls = ", ".join(f"{s.name} {s.url}" for s in group if s.url)
             _say(f"all {replicas} ready in {time.monotonic() - reporter.started:.2f}s" + (f": {urls}" if urls else ""))
-        if command:
-            return await _run_command(group, command, args.cmd_env, stop_signals)
-        await group.wait()
-        return None
+        await _snapshot_metrics(group, "ready", quiet=args.quiet)
+        if args.notify_fd is not None:
+            _notify(args.notify_fd, f"ready {group.run_id} {group.run_dir}")
+        try:
+            if command:
+                return await _run_command(group, command, args.cmd_env, stop_signals)
+            await group.wait()
+            return None
+        finally:
+            with anyio.CancelScope(shield=True):  # bounded: each endpoint has its timeout
+                await _snapshot_metrics(group, "final", quiet=args.quiet)
 
     stop_signals: list[int] = []
     with hold_signals() as early, _summary_at_end(plan.run_dir, quiet=args.quiet):
@@ -289,6 +294,22 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet or outcome.leftovers:
         _say(down)
     return outcome.result if isinstance(outcome.result, int) else 0
+
+
+async def _snapshot_metrics(group: RunningTopology, label: str, *, quiet: bool) -> None:
+    """``<run_dir>/metrics/<label>/`` when a service declares ``metrics:``; a failure is a warning line."""
+    if not any(r.plan.metrics for r in group.replicas):
+        return
+    try:
+        snapshot = await group.snapshot_metrics(label)
+    except OSError as exc:
+        _error(f"metrics snapshot '{label}' not saved: {exc}")
+        return
+    for endpoint in snapshot.failed:
+        _error(f"metrics snapshot '{label}': {endpoint.replica} {endpoint.url}: {endpoint.error}")
+    if not quiet and snapshot.endpoints:
+        saved = len(snapshot.endpoints) - len(snapshot.failed)
+        _say(f"metrics '{label}': {saved}/{len(snapshot.endpoints)} endpoints saved in {snapshot.directory}")
 
 
 @contextlib.contextmanager

@@ -359,6 +359,7 @@ def _make_converter() -> cattrs.Converter:
         "gpus": _gpus,
         "phases": _phases,
         "profile": _profile,
+        "metrics": _optional_str,
     }
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
         overrides = {}

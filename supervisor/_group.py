@@ -33,6 +33,7 @@ from ._gpu_checks import describe_holders, wait_released
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
+from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
 from ._plan import Plan
 from ._probes import PollBudget
 from ._process import alive, signal_processes
@@ -193,6 +194,17 @@ class RunningTopology:
         for replica in self.replicas:
             replica.annotate(line)
         return event
+
+    async def snapshot_metrics(
+        self, label: str, *, timeout_seconds: float = METRICS_TIMEOUT_SECONDS
+    ) -> MetricsSnapshot:
+        """Save the ``metrics:`` endpoint of every running replica under ``<run_dir>/metrics/<label>/``
+        (``<replica>.prom`` and ``index.json``), fetched concurrently, each within ``timeout_seconds``. An
+        endpoint that fails is recorded in the index, never raised; ``ValueError`` for a label that is not
+        a plain name (letters, digits, ``._-``) or was used before in this run."""
+        return await take_snapshot(
+            self.http_client(), self.replicas, self.run_dir, label, timeout_seconds=timeout_seconds
+        )
 
     def environment(self) -> dict[str, str]:
         """``TOPOVISOR_<SERVICE>_URL``/``_URLS``/``_PORT`` and ``TOPOVISOR_RUN_DIR``: what ``supervisor run

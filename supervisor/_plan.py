@@ -80,6 +80,7 @@ class ReplicaPlan:
     alive: Probe | None = None
     gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML order = PCI bus order); CUDA_VISIBLE_DEVICES
     profile: PlannedProfile | None = None  #: the profiler (``argv`` is already wrapped) and its output
+    metrics: str | None = None  #: this replica's Prometheus endpoint, templates filled
 
     @property
     def port(self) -> int | None:
@@ -351,6 +352,7 @@ def _skeleton(service: Service, index: int, ports: dict[str, int], gpus: tuple[i
         log=service.log,
         alive=service.alive,
         gpus=gpus,
+        metrics=service.metrics,
     )
 
 
@@ -405,7 +407,8 @@ def _resolve_replica(
         ready = attrs.evolve(replica.ready, check=_resolve_check(replica.ready.check, fill, "ready"))
     if replica.alive is not None:
         alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill, "alive"))
-    resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive)
+    metrics = fill(replica.metrics, "metrics") if replica.metrics is not None else None
+    resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive, metrics=metrics)
     if len(problems) == known_problems:  # a template left unfilled would only repeat the same problem
         check_replica(service, resolved, where, problems.append, which, check_files)
     if service.profile is not None:

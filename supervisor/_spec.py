@@ -411,6 +411,9 @@ class Service:
     gpus: GpuRequest | None = attrs.field(default=None, converter=_gpus)  #: per replica; ``gpus: 2`` = 2 each
     phases: tuple[Phase, ...] = attrs.field(default=(), converter=_phases)  #: startup phases, in order
     profile: Profile | None = attrs.field(default=None, converter=_profile)  #: nsys, py-spy or torch
+    #: a Prometheus endpoint (a template such as ``http://127.0.0.1:{port}/metrics``) that
+    #: ``group.snapshot_metrics(label)`` saves for each running replica
+    metrics: str | None = None
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:

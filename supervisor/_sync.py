@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.from_thread
 
+from ._metrics import METRICS_TIMEOUT_SECONDS
 from ._runner import launch
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from ._events import Event, Marked
     from ._gpu_inventory import GpuInventory
     from ._group import RunningTopology
+    from ._metrics import MetricsSnapshot
     from ._plan import Plan
     from ._replica import Replica, ServiceHandle
     from ._spec import Topology
@@ -139,6 +142,11 @@ class SyncTopology:
     def mark(self, label: str) -> Marked:
         """A bookmark in ``events.jsonl`` and every replica's log (see ``RunningTopology.mark``)."""
         return self._call(self._group.mark, label)
+
+    def snapshot_metrics(self, label: str, *, timeout_seconds: float = METRICS_TIMEOUT_SECONDS) -> MetricsSnapshot:
+        """Save every declared Prometheus endpoint under ``<run_dir>/metrics/<label>/`` (see
+        ``RunningTopology.snapshot_metrics``)."""
+        return self._call_async(functools.partial(self._group.snapshot_metrics, label, timeout_seconds=timeout_seconds))
 
     def restart(self, name: str) -> None:
         """Restart a service or one replica; returns once it is ready again."""

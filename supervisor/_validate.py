@@ -162,6 +162,8 @@ def _check_service(
     for field, probe in (("ready", service.ready), ("alive", service.alive)):
         if probe is not None:
             _check_probe(probe, f"{where}, field '{field}", report)
+    if service.metrics is not None:
+        _text(service.metrics, f"{where}, field 'metrics'", report)
     for pattern in service.fatal:
         _regex(pattern, f"{where}, field 'fatal'", report)
     phase_names: set[str] = set()
@@ -309,6 +311,8 @@ def check_replica(
     for field, probe in (("ready", replica.ready), ("alive", replica.alive)):
         if probe is not None:
             _check_target(probe.check, f"{where}, field '{field}", report)
+    if replica.metrics is not None:
+        _check_url(replica.metrics, f"{where}, field 'metrics'", report)
     if not check_files or replica.index != 0:
         return
     cwd = replica.cwd
@@ -345,6 +349,8 @@ class ReplicaView(Protocol):
     def ready(self) -> Probe | None: ...
     @property
     def alive(self) -> Probe | None: ...
+    @property
+    def metrics(self) -> str | None: ...
 
 
 def _texts(replica: ReplicaView, field: str) -> Iterable[tuple[str, str]]:
@@ -365,16 +371,7 @@ def _exec_commands(check: Check) -> Iterable[tuple[str, ...]]:
 def _check_target(check: Check, where: str, report: Report) -> None:
     """Probe targets parsed after templating, so a typo fails now and not at the ready timeout."""
     if isinstance(check, HttpCheck):
-        try:
-            parts = urlsplit(check.url)
-            port = parts.port
-        except ValueError as exc:
-            report(f"{where}.http': not a URL {check.url!r}: {exc}")
-            return
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            report(f"{where}.http': not an http(s) URL with a host: {check.url!r}")
-        elif port == 0:
-            report(f"{where}.http': port 0 in {check.url!r}")
+        _check_url(check.url, f"{where}.http'", report)
     elif isinstance(check, TcpCheck):
         host, _, number = check.address.rpartition(":")
         if not host or not number.isdigit() or not 1 <= int(number) <= 65535:
@@ -382,6 +379,19 @@ def _check_target(check: Check, where: str, report: Report) -> None:
     elif isinstance(check, (AllOf, AnyOf)):
         for inner in check.checks:
             _check_target(inner, where, report)
+
+
+def _check_url(url: str, where: str, report: Report) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        report(f"{where}: not a URL {url!r}: {exc}")
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        report(f"{where}: not an http(s) URL with a host: {url!r}")
+    elif port == 0:
+        report(f"{where}: port 0 in {url!r}")
 
 
 def check_executable(

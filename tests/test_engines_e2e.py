@@ -193,6 +193,11 @@ def ctrl_c_a_cli_run(tmp_path: Path, runs_dir: Path, preset: str, sets: dict[str
     assert pids and all(isinstance(pid, int) for pid in pids), manifest["services"]
     assert not [pid for pid in [manifest["supervisor_pid"], *pids] if alive(pid)]
     assert marked_processes(run.name) == {}
+    for label in ("ready", "final"):  # the engines' own Prometheus endpoints, saved at ready and at Ctrl-C
+        index = json.loads((run / "metrics" / label / "index.json").read_text())
+        endpoints = index["endpoints"]
+        assert endpoints and all(e["status"] == 200 and e["error"] is None for e in endpoints), endpoints
+        assert all("# TYPE " in (run / "metrics" / label / e["file"]).read_text() for e in endpoints)
     return answer.read_text()
 
 

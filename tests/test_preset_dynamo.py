@@ -56,6 +56,7 @@ def test_disaggregated_vllm_golden() -> None:
         assert dict(worker.env) == {**WORKER_ENV, **VLLM_NIXL}  # a hub id: HF_HUB_OFFLINE is not forced
         assert worker.ports == (sv.PortSpec("status", below=32768), sv.PortSpec("nixl"))
         assert worker.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{status}/health"))
+        assert worker.metrics == "http://127.0.0.1:{status}/metrics"  # the status server's Prometheus text
         assert worker.gpus == sv.GpuRequest(count=2)
         assert worker.restart.policy == "always"
         assert worker.stop == sv.StopPolicy("SIGTERM", grace_seconds=30)
@@ -65,6 +66,7 @@ def test_disaggregated_vllm_golden() -> None:
     assert dict(frontend.env) == {**ETCD_ENV, **LOOPBACK}
     assert frontend.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/v1/models/Qwen%2FQwen3-0.6B/ready"))
     assert frontend.restart.policy == "always"  # it exits 0 by itself when etcd is gone
+    assert frontend.metrics == "http://127.0.0.1:{port}/metrics"
     assert frontend.gpus is None and frontend.ports == (sv.PortSpec("port"),)
 
 

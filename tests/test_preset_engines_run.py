@@ -64,6 +64,10 @@ async def test_preset_serves_completions_through_frontend(
                 counts = [await client.get(r.url + "/metrics") for r in group["prefill"].replicas]
             served = sum(int(re.search(r"standin_requests_total\{[^}]*\} (\d+)", c.text).group(1)) for c in counts)  # type: ignore[union-attr]
             assert served >= 2
+        snapshot = await group.snapshot_metrics("served")  # the engines' /metrics (SGLang: --enable-metrics)
+        declared = [r.name for r in group.replicas if r.plan.metrics]
+        assert [e.replica for e in snapshot.endpoints] == declared and (declared or preset == "trtllm")
+        assert not snapshot.failed, snapshot.failed
         logs = group.logs_dir
     assert not marked_processes(run_id)
     server = "frontend" if "prefill" not in extra else ("prefill.0" if extra["prefill"] > 1 else "prefill")

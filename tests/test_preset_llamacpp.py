@@ -19,8 +19,9 @@ def test_single_server_is_the_frontend() -> None:
     assert server.name == "frontend" and server.replicas == 1
     assert list(server.command) == [
         "llama-server", "--model", "/models/qwen3-0.6b-q8_0.gguf", "--host", "127.0.0.1", "--port", "{port}",
-        "--alias", "qwen3-0.6b-q8_0",
+        "--alias", "qwen3-0.6b-q8_0", "--metrics",
     ]  # fmt: skip
+    assert server.metrics == "http://127.0.0.1:{port}/metrics"  # --metrics turns the endpoint on
     assert server.ports == (sv.PortSpec("port"),)
     assert server.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/health", status=200))
     assert server.restart.policy == "always"
@@ -41,7 +42,7 @@ def test_replicas_gpus_env_path_and_args() -> None:
     assert server.replicas == 3 and server.gpus == sv.GpuRequest(count=2)
     assert list(server.command) == [
         "/opt/llama/bin/llama-server", "--model", "m.gguf", "--host", "127.0.0.1", "--port", "{port}",
-        "--alias", "tiny", "--ctx-size", "4096", "--n-gpu-layers", "all", "--flash-attn", "--tensor-split", "1,1",
+        "--alias", "tiny", "--metrics", "--ctx-size", "4096", "--n-gpu-layers", "all", "--flash-attn", "--tensor-split", "1,1",
     ]  # fmt: skip
     assert server.env["PATH"].startswith("/opt/llama/bin:") and server.env["LLAMA_ARG_THREADS"] == "4"
 

@@ -24,13 +24,14 @@ from tests.preset_checks import bad_var_names_preset_and_var, twin_matches_build
 
 def launch(model: str = "m", tp: int = 1) -> list[str]:
     return ["{python}", "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1", "--port", "{port}",
-            "--served-model-name", model, "--tp-size", str(tp)]  # fmt: skip
+            "--served-model-name", model, "--tp-size", str(tp), "--enable-metrics"]  # fmt: skip
 
 
 def test_single_server_is_ready_once_warmed_up() -> None:
     topology = topologies.sglang(model="m")
     (server,) = topology.services
     assert topology.name == "sglang" and server.name == "frontend"
+    assert server.metrics == "http://127.0.0.1:{port}/metrics"  # with --enable-metrics (off by default)
     assert list(server.command) == launch()
     assert server.ports == (sv.PortSpec("port"),) and server.gpus == sv.GpuRequest(count=1)
     assert server.stop == sv.StopPolicy("SIGTERM", 30.0)

@@ -45,6 +45,7 @@ def test_single_server_is_the_frontend() -> None:
     assert ready is not None and ready.timeout_seconds == 1800.0
     assert ready.check == sv.HttpCheck("http://127.0.0.1:{port}/v1/models", 200, r'"id":\s*"Qwen/Qwen3\-0\.6B"')
     assert server.alive is not None and server.alive.check == sv.HttpCheck("http://127.0.0.1:{port}/health", 200)
+    assert server.metrics == "http://127.0.0.1:{port}/metrics"  # vLLM's API server always serves it
     assert [p.name for p in server.phases] == [
         "load_weights",
         "profile_memory",

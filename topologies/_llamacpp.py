@@ -38,4 +38,4 @@ READY = supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}/health", 
 def server_command(program: str, model: str, served_model_name: str) -> list[str]:
     """One server on the replica's loopback ``{port}``, answering to ``served_model_name``."""
     command = [program, "--model", model_arg(model), "--host", "127.0.0.1", "--port", "{port}"]
-    return [*command, "--alias", literal(served_model_name)]
+    return [*command, "--alias", literal(served_model_name), "--metrics"]  # --metrics: Prometheus text at /metrics

@@ -8,12 +8,22 @@ import supervisor
 
 from ._common import preset_error
 
-__all__ = ["LOAD_TIMEOUT_SECONDS", "ROUTER_STOP", "alive", "check_counts", "models_ready", "replica_urls"]
+__all__ = [
+    "LOAD_TIMEOUT_SECONDS",
+    "METRICS",
+    "ROUTER_STOP",
+    "alive",
+    "check_counts",
+    "models_ready",
+    "replica_urls",
+]
 
 #: downloading and loading a 70B checkpoint takes tens of minutes; a stalled start still fails at the end
 LOAD_TIMEOUT_SECONDS = 1800.0
 #: proxies and routers hold no GPU memory and no request state worth draining for long
 ROUTER_STOP = supervisor.StopPolicy("SIGTERM", 5.0)
+#: the Prometheus endpoint on the API port (vLLM always, SGLang with --enable-metrics, llama.cpp with --metrics)
+METRICS = "http://127.0.0.1:{port}/metrics"
 
 
 def models_ready(served_model_name: str) -> supervisor.Probe:

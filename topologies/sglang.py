@@ -32,7 +32,7 @@ from ._common import (
     model_arg,
     preset_error,
 )
-from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
+from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "READY_LINE", "sglang"]
 
@@ -139,6 +139,7 @@ def _server(
         "--host", "127.0.0.1", "--port", "{port}",
         "--served-model-name", literal(name),
         "--tp-size", str(tp),
+        "--enable-metrics",
     ]  # fmt: skip
     if dp > 1:
         command += ["--dp-size", str(dp)]
@@ -155,4 +156,5 @@ def _server(
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
+        metrics=METRICS,
     )

@@ -28,7 +28,7 @@ from ._common import (
     model_arg,
     preset_error,
 )
-from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, models_ready, replica_urls
+from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
 
@@ -158,6 +158,7 @@ def _server(
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
+        metrics=METRICS,
     )
 
 

@@ -93,6 +93,8 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
         return False  # we stopped it: teardown, an explicit stop, or a strategy restart
     await group._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
     await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
+    if group._stopping:  # teardown began meanwhile (the scan above runs in a thread a cancel cannot
+        return False  # interrupt) and has stopped this replica: its exit is no longer ours to judge
     incarnation.fatal_line = replica.find_fatal_line(incarnation)
     decision = decide(
         replica.service_plan.restart,

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 import supervisor as sv
+from supervisor._group import RunningTopology
 
 from .helpers import PYTHON, SLEEPER, wait_for
 
@@ -128,3 +130,30 @@ async def test_readiness_timeout_is_kept_when_an_attempt_hangs(runs_dir: Path) -
             pytest.fail("must not be ready")
     elapsed = time.monotonic() - began
     assert elapsed < 1.5, f"readiness timeout 0.5s, gave up after {elapsed:.1f}s: {info.value}"
+
+
+@pytest.mark.anyio
+async def test_a_job_that_finishes_while_teardown_begins_does_not_crash_the_run(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job exited 0 and its supervision was still in the /proc scan for leftovers (a thread: cancelling
+    does not interrupt it) when the run's teardown began and marked it stopped; judging the exit afterwards
+    raised 'no transition from stopped to completed' out of ``launch`` (seen in CI, in test_marks). The
+    scan is made slow here, as a loaded machine makes it, so the teardown always begins during it."""
+    scan = RunningTopology._members_by_replica
+    calls: list[float] = []
+
+    async def slow_scan(self: RunningTopology) -> dict[str, list[psutil.Process]]:
+        calls.append(time.monotonic())
+        with anyio.CancelScope(shield=True):  # like the thread it runs in: a cancel does not interrupt it
+            if len(calls) == 1:  # the job's leftover scan; the teardown's own scans stay fast
+                await anyio.sleep(0.3)
+            return await scan(self)
+
+    monkeypatch.setattr(RunningTopology, "_members_by_replica", slow_scan)
+    job = sv.Service(name="job", command=[PYTHON, "-c", "print('done')"])
+    web = sv.Service(name="web", command=SLEEPER, ready=sv.LogCheck("service ready"))
+    async with sv.launch(sv.Topology(name="race", services=[job, web]), runs_dir=runs_dir) as group:
+        await wait_for(group, lambda events: any(isinstance(e, sv.Exited) and e.replica == "job" for e in events))
+    states = {replica.name: replica.state.value for replica in group.replicas}
+    assert states == {"job": "stopped", "web": "stopped"}, states

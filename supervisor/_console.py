@@ -156,7 +156,10 @@ class LiveReporter(_Reporter):
     """A rich ``Live`` table on stderr (a terminal), redrawn a few times a second from a ``StatusBoard``;
     event lines, and service output when it goes to the same terminal, scroll above it."""
 
-    def __init__(self, board: StatusBoard, *, refresh_per_second: float = 4.0, **kwargs: Any) -> None:
+    def __init__(
+        self, board: StatusBoard, *, refresh_per_second: float = 4.0, console: Any = None, **kwargs: Any
+    ) -> None:
+        """``console``: a rich Console to draw on instead of stderr (``docs/make_pictures.py`` records one)."""
         super().__init__(**kwargs)
         from rich.console import Console
         from rich.live import Live
@@ -164,8 +167,8 @@ class LiveReporter(_Reporter):
         from ._console_table import status_table
 
         self.board = board
-        self.console = Console(stderr=True, highlight=False)
-        self._output_here = sys.stdout.isatty()
+        self.console = console if console is not None else Console(stderr=True, highlight=False)
+        self._output_here = console is None and sys.stdout.isatty()
         self._out_console: Any = None
         self._live = Live(
             get_renderable=lambda: status_table(board, time.monotonic()),

@@ -32,7 +32,7 @@ _STATE_STYLES = {
     "exited": "bold red",
     "failed": "bold red",
 }
-_BAR_WIDTH = 24
+_BAR_WIDTH = 16
 
 
 def _progress_cell(row: ReplicaStatus, now: float) -> RenderableType:
@@ -43,6 +43,8 @@ def _progress_cell(row: ReplicaStatus, now: float) -> RenderableType:
         return Text("")
     bar = ProgressBar(total=100.0, completed=progress.fraction * 100.0, width=_BAR_WIDTH, animation_time=0.0)
     grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
     grid.add_row(bar, Text(progress.label))
     return grid
 
@@ -59,6 +61,7 @@ def status_table(board: StatusBoard, now: float) -> RenderableType:
     )
     for column in ("replica", "state", "pid", "ports", "gpus", "uptime", "restarts", "ready in", "progress"):
         justify: JustifyMethod = "right" if column in ("pid", "restarts") else "left"
+        # the progress column gives way first on a narrow terminal (its words end in "…"), the others keep
         table.add_column(column, no_wrap=column != "progress", justify=justify)
     for row in rows:
         uptime = row.uptime(now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_progress"]
+__all__ = ["find_progress", "parse_progress"]
 
 _PERCENT = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d+)?)\s?%")
 # N/M with nothing path-, date-, time- or URL-like around it (``/v1/models``, ``2026/11/28``, ``:8000/1``)
@@ -33,12 +33,22 @@ def _line_progress(line: str) -> float | None:
     return None
 
 
-def parse_progress(text: str) -> float | None:
-    """The fraction done (0..1) that the last progress line of ``text`` reports, or None when none does."""
+def find_progress(text: str) -> tuple[float, int] | None:
+    """The fraction done (0..1) that the last progress line of ``text`` reports, and where that line
+    starts in ``text``; None when no line reports any."""
     if "%" not in text and "/" not in text:
         return None
-    for line in reversed(text.splitlines()):
-        progress = _line_progress(line)
+    end = len(text)
+    while end > 0:
+        start = text.rfind("\n", 0, end - 1) + 1 if text.endswith("\n", 0, end) else text.rfind("\n", 0, end) + 1
+        progress = _line_progress(text[start:end])
         if progress is not None:
-            return progress
+            return progress, start
+        end = start
     return None
+
+
+def parse_progress(text: str) -> float | None:
+    """The fraction done (0..1) that the last progress line of ``text`` reports, or None when none does."""
+    found = find_progress(text)
+    return None if found is None else found[0]

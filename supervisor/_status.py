@@ -7,6 +7,7 @@ the drawing happens on rich's refresh thread while the event loop updates it.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -26,7 +27,7 @@ from ._events import (
     Unready,
 )
 from ._plan import Plan
-from ._progress import parse_progress
+from ._progress import find_progress
 
 __all__ = ["Progress", "ReplicaStatus", "StatusBoard", "duration"]
 
@@ -48,7 +49,7 @@ def duration(seconds: float) -> str:
         return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
     minutes, seconds = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
+        return f"{minutes}m{seconds:02d}s" if seconds else f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
 
@@ -72,6 +73,10 @@ class ReplicaStatus:
     phase_index: int = -1  #: the phase under way (index into ``phases``); -1 before the first
     log_fraction: float | None = None  #: the last progress its log printed (in the current phase)
     exit_text: str | None = None  #: how it last ended: ``code 3``, ``SIGKILL``
+    #: the last block of output read while loading, and where in it the progress line starts (None: none);
+    #: a phase that this block began keeps that progress only if the progress line comes at or after it
+    last_block: str = attrs.field(default="", repr=False)
+    progress_at: int | None = None
 
     @property
     def loading(self) -> bool:
@@ -86,26 +91,25 @@ class ReplicaStatus:
         if not self.loading or self.spawned_at is None:
             return None
         elapsed = now - self.spawned_at
-        parts: list[str] = []
-        fraction: float | None = None
+        timed = min(elapsed / self.deadline_seconds, 1.0) if self.deadline_seconds else None
+        clock = duration(elapsed) + (f" of {duration(self.deadline_seconds)}" if self.deadline_seconds else "")
         if self.phases and self.phase_index >= 0:
             within = self.log_fraction or 0.0
             fraction = (self.phase_index + within) / len(self.phases)
-            parts.append(f"phase {self.phase_index + 1}/{len(self.phases)} {self.phases[self.phase_index]}")
+            phase = f"{self.phases[self.phase_index]} {self.phase_index + 1}/{len(self.phases)}"
             if self.log_fraction is not None:
-                parts.append(f"{self.log_fraction:.0%}")
+                phase += f" {self.log_fraction:.0%}"
+            parts = [f"{fraction:.0%}", phase, clock]
         elif self.log_fraction is not None:
             fraction = self.log_fraction
-        if self.deadline_seconds:
-            timed = min(elapsed / self.deadline_seconds, 1.0)
-            parts.append(f"{duration(elapsed)} of {duration(self.deadline_seconds)} ({timed:.0%} of deadline)")
-            if fraction is None:
-                fraction = timed
+            parts = [f"{fraction:.0%}", clock]
+        elif timed is not None:  # nothing from the log: the bar is the time spent against the deadline
+            return Progress(timed, f"{timed:.0%} of deadline · {clock}")
         else:
-            parts.append(duration(elapsed))
-        if fraction is None:
-            return Progress(0.0, " · ".join(parts))
-        return Progress(fraction, f"{fraction:.0%} · " + " · ".join(parts))
+            return Progress(0.0, clock)
+        if timed is not None:
+            parts[-1] += f" deadline ({timed:.0%})"
+        return Progress(fraction, " · ".join(parts))
 
 
 class StatusBoard:
@@ -116,12 +120,17 @@ class StatusBoard:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._rows: dict[str, ReplicaStatus] = {}
+        self._patterns: dict[tuple[str, str], re.Pattern[str]] = {}  #: (service, phase) -> its pattern
         for service in plan.services:
+            for phase in service.phases:
+                self._patterns[service.name, phase.name] = re.compile(phase.pattern, re.MULTILINE)
             phases = tuple(phase.name for phase in service.phases)
             for replica in service.replicas:
                 ports = replica.ports
-                shown = " ".join(f"{k}={v}" for k, v in ports.items()) if len(ports) > 1 else ""
-                shown = shown or next((str(port) for port in ports.values()), "")
+                # the first port bare (the one {port} and url use), the others by name
+                shown = " ".join(
+                    str(port) if i == 0 else f"{name}={port}" for i, (name, port) in enumerate(ports.items())
+                )
                 deadline = replica.ready.ready_timeout + replica.ready.initial_delay_seconds if replica.ready else None
                 self._rows[replica.name] = ReplicaStatus(
                     name=replica.name,
@@ -146,28 +155,46 @@ class StatusBoard:
         row = self._rows.get(replica)
         if row is None or row.state != "loading":  # only loading replicas are read: ready ones cost nothing
             return
-        fraction = parse_progress(block.decode("utf-8", "replace"))
-        if fraction is not None:
-            with self._lock:
-                row.log_fraction = fraction
+        text = block.decode("utf-8", "replace")
+        found = find_progress(text)
+        with self._lock:
+            row.last_block, row.progress_at = text, None if found is None else found[1]
+            if found is not None:
+                row.log_fraction = found[0]
 
     def on_event(self, event: Event) -> None:
         row = self._rows.get(event.replica)
         if row is None:
             return
         with self._lock:
-            _apply(row, event)
+            if isinstance(event, PhaseStarted):
+                self._begin_phase(row, event.phase)
+            else:
+                _apply(row, event)
+
+    def _begin_phase(self, row: ReplicaStatus, phase: str) -> None:
+        """The phase watch reads a block just after us: the block's progress counts for the new phase
+        only when its progress line is not before the line that began the phase (``Capturing CUDA graphs``
+        then ``45%|...``), else it was the end of the phase before (``100% 8/8`` then ``Loading took``)."""
+        if phase not in row.phases:
+            return
+        keep = False
+        pattern = self._patterns.get((row.service, phase))
+        if row.progress_at is not None and pattern is not None:
+            match = pattern.search(row.last_block)
+            keep = match is not None and row.last_block.rfind("\n", 0, match.start()) + 1 <= row.progress_at
+        row.phase_index = row.phases.index(phase)
+        if not keep:
+            row.log_fraction = None
 
 
 def _apply(row: ReplicaStatus, event: Event) -> None:
     if isinstance(event, Spawned):
         row.state, row.pid, row.spawned_at = "loading", event.pid, event.monotonic
         row.ready_seconds, row.phase_index, row.log_fraction, row.exit_text = None, -1, None, None
-    elif isinstance(event, PhaseStarted):
-        if event.phase in row.phases:
-            row.phase_index, row.log_fraction = row.phases.index(event.phase), None
+        row.last_block, row.progress_at = "", None
     elif isinstance(event, Ready):
-        row.state, row.ready_seconds = "ready", event.seconds
+        row.state, row.ready_seconds, row.last_block, row.progress_at = "ready", event.seconds, "", None
     elif isinstance(event, Unready):
         row.state = "unready"
     elif isinstance(event, Restarting):

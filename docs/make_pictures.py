@@ -62,7 +62,8 @@ async def _live_picture(work: Path) -> Path:
     services = {r.name: s.name for s in plan.services for r in s.replicas}
     reporter = LiveReporter(board, console=console, quiet=False, logs=None, redact=str, services=services)
     replicas = sum(len(s.replicas) for s in plan.services)
-    reporter.say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+    logs = plan.run_dir.relative_to(work) / "logs"  # not the temporary directory's name
+    reporter.say(f"run {plan.run_id}: {replicas} replicas, logs in {logs}")
 
     def past_weights() -> bool:
         return any(row.loading and row.phase_index >= 2 for row in board.rows())

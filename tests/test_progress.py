@@ -25,7 +25,7 @@ from .helpers import PYTHON
         ("loading 3/8 shards", 0.375),
         ("[2026-11-28 12:00:01 TP0] Load weight end. type=Qwen3ForCausalLM, dtype=torch.bfloat16, 12.5%", 0.125),
         ("INFO 11-28 12:00:01 [loader.py:40] Loading weights: 2 / 4", 0.5),
-        ("INFO:     127.0.0.1:53422 - \"GET /v1/models HTTP/1.1\" 200 OK", None),  # a URL path is no counter
+        ('INFO:     127.0.0.1:53422 - "GET /v1/models HTTP/1.1" 200 OK', None),  # a URL path is no counter
         ("2026/11/28 12:00:01 listening on http://127.0.0.1:8000/1", None),  # nor is a date or a port
         ("throughput 150% of baseline", None),  # over 100: not a progress
         ("9/8 retries", None),  # more done than total: not a progress
@@ -97,7 +97,9 @@ def test_phases_scale_the_log_progress_and_a_new_phase_starts_it_over(tmp_path: 
     assert shown() == "50% · graphs 2/2"
     feed("Capturing CUDA graph shapes:  45%|████▌     | 30/67\n")
     assert shown() == "72% · graphs 2/2 45%"
-    board.on_event(sv.Restarting(replica="engine", service="engine", reason="x", delay_seconds=0.0, attempt=1, restarts=1))
+    board.on_event(
+        sv.Restarting(replica="engine", service="engine", reason="x", delay_seconds=0.0, attempt=1, restarts=1)
+    )
     board.on_event(sv.Spawned(replica="engine", service="engine", pid=8, monotonic=2.0))
     row = board.rows()[0]
     assert row.restarts == 1 and row.phase_index == -1 and row.log_fraction is None and row.pid == 8
@@ -105,8 +107,5 @@ def test_phases_scale_the_log_progress_and_a_new_phase_starts_it_over(tmp_path: 
 
 def test_rich_is_not_imported_until_a_terminal_needs_it() -> None:
     """The CLI and the plain reporter work without importing rich (start-up time, pipes and CI)."""
-    code = (
-        "import sys, supervisor._cli, supervisor._console, supervisor._status;"
-        "sys.exit('rich' in sys.modules)"
-    )
+    code = "import sys, supervisor._cli, supervisor._console, supervisor._status;sys.exit('rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -113,3 +113,23 @@ def test_logs_names_an_unknown_service_before_anything_starts(tmp_path: Path, ru
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "--logs nope: no such service or replica; it has: loader" in result.stderr
+
+
+def test_logs_on_a_terminal_scroll_above_the_table_with_a_coloured_prefix(tmp_path: Path, runs_dir: Path) -> None:
+    """``--logs`` on a terminal: each output line gets its replica's prefix in colour (an SGR code before
+    ``loader | ``), while the table goes on being drawn."""
+    path, go = _topology(tmp_path)
+    child = pexpect.spawn(
+        PYTHON, ["-m", "supervisor", "run", str(path), "--logs", "--runs-dir", str(runs_dir)],
+        cwd=str(ROOT), env=_env(), dimensions=(40, 200), timeout=60, encoding="utf-8", codec_errors="replace",
+    )  # fmt: skip
+    try:
+        child.expect(r"\x1b\[[0-9;]+mloader \| \x1b\[0mloading 3/8 shards")
+        go.touch()
+        child.expect(r"\x1b\[[0-9;]+mloader \| \x1b\[0mloader is serving")
+        child.expect(r"1/1 ready")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 128 + signal.SIGINT, child.before

@@ -37,7 +37,7 @@ from supervisor._status import StatusBoard  # noqa: E402
 from supervisor._summary import read_summary  # noqa: E402
 from supervisor._summary_text import render_summary  # noqa: E402
 
-WIDTH = 160
+WIDTH = 168
 LOAD_SECONDS = "8"  #: the stand-ins' startup time: long enough to catch them loading
 
 
@@ -48,7 +48,9 @@ def _show(console: Console) -> None:
 
 
 def _console() -> Console:
-    return Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    return Console(
+        record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor", highlight=False
+    )
 
 
 async def _live_picture(work: Path) -> Path:

@@ -109,6 +109,16 @@ def _typed(value: object) -> tuple[object, str]:
     return value, ""
 
 
+def _structured(value: object) -> object:
+    """For a field that is never a string (a mapping or a list): a substituted value read as YAML, so
+    ``env: ${extra}`` takes ``--set extra='{A: "1"}'`` as it takes a mapping default from ``vars:``."""
+    if isinstance(value, _Substituted):
+        typed = value.typed()
+        if isinstance(typed, (Mapping, list)):
+            return typed
+    return value
+
+
 def _strict_int(value: object, _: object = None) -> int:
     value, origin = _typed(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -202,6 +212,7 @@ def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]
 
 
 def _probe(value: object, _: object = None) -> Probe | None:
+    value = _structured(value)
     if value is None:
         return None
     check, settings = _check(value, with_settings=True)
@@ -227,6 +238,7 @@ def _dependencies(value: object, _: object = None) -> tuple[Dependency, ...]:
 
 
 def _ports(value: object, _: object = None) -> tuple[PortSpec, ...]:
+    value = _structured(value)
     items: list[tuple[object, object]] = []
     if isinstance(value, Mapping):
         items = list(value.items())
@@ -268,12 +280,14 @@ def _patterns(value: object, _: object = None) -> tuple[str, ...]:
 
 
 def _env(value: object, _: object = None) -> dict[str, str]:
+    value = _structured(value)
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping NAME: value, got {value!r}")
     return {str(key): "" if item is None else _strict_str(item) for key, item in value.items()}
 
 
 def _gpus(value: object, _: object = None) -> GpuRequest | None:
+    value = _structured(value)
     if value is None:
         return None
     if isinstance(value, Mapping):
@@ -296,6 +310,7 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
 
 
 def _phases(value: object, _: object = None) -> tuple[Phase, ...]:
+    value = _structured(value)
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping of phase name to the regex that starts it, got {value!r}")
     return tuple(Phase(_strict_str(name), _strict_str(pattern)) for name, pattern in value.items())
@@ -522,6 +537,10 @@ def topology_from_dict(
         raise ConfigError("field 'services': required (a mapping of service name to its settings)", source=source)
     elif not isinstance(services, list):
         raise ConfigError("field 'services': expected a mapping of service name to its settings", source=source)
+    else:  # the list form: each service names itself
+        for index, body in enumerate(services):
+            named = isinstance(body, Mapping) and isinstance(body.get("name"), str) and body["name"]
+            names.append(str(body["name"]) if named else f"#{index}")
     try:
         topology = _CONVERTER.structure(data, Topology)
     except Exception as exc:  # cattrs raises exception groups carrying each field's path

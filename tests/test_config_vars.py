@@ -134,3 +134,37 @@ def test_bad_port_limits(tmp_path: Path, ports: str, expected: str) -> None:
     with pytest.raises(sv.ConfigError) as caught:
         sv.make_plan(topology_from_text(text), runs_dir=tmp_path, check_executables=False)
     assert expected in str(caught.value) and "service 'a', field 'ports'" in str(caught.value)
+
+
+STRUCTURED = """
+name: structured
+vars: {extra: {A: "1"}, gpu: 1, probe: {tcp: "{port}"}, named: [api]}
+services:
+  s:
+    command: [sleep, "1"]
+    env: ${extra}
+    gpus: ${gpu}
+    ports: ${named}
+    ready: ${probe}
+"""
+
+
+def test_a_mapping_or_list_from_set_is_typed_like_the_default() -> None:
+    """Proves --set of a mapping or list for env, gpus, ports and ready is read as YAML, as the same value
+    from vars: is (it was the text '{B: "2"}', then 'expected a mapping')."""
+    sets = {"extra": '{B: "2"}', "gpu": "{count: 2, contiguous: true}", "named": "[api, admin]"}
+    (service,) = topology_from_text(STRUCTURED, overrides={**sets, "probe": '{http: "http://x/{port}"}'}).services
+    assert service.env == {"B": "2"}
+    assert service.gpus == sv.GpuRequest(count=2, contiguous=True)
+    assert [port.name for port in service.ports] == ["api", "admin"]
+    assert service.ready == sv.Probe(sv.HttpCheck("http://x/{port}"))
+    with pytest.raises(sv.ConfigError, match=r"field 'env': expected a mapping NAME: value, got 'x'"):
+        topology_from_text(STRUCTURED, overrides={"extra": "x"})
+
+
+def test_errors_in_the_list_form_name_the_service() -> None:
+    """Proves a bad field of a service written as a list item is reported under its name (it was '#0')."""
+    text = "name: t\nservices:\n  - name: web\n    command: [sleep, '1']\n    env: ${extra}\n  - {command: [x]}\n"
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(text, overrides={"extra": "x"})
+    assert "service 'web', field 'env'" in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 from pathlib import Path
 
@@ -32,6 +33,7 @@ WORKER_ENV = {
     "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
 }
 NIXL = '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}'
+VLLM_NIXL = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
 
 
 def services(topology: sv.Topology) -> dict[str, sv.Service]:
@@ -51,8 +53,8 @@ def test_disaggregated_vllm_golden() -> None:
     assert list(decode.command) == [*base, "--disaggregation-mode", "decode", "--kv-transfer-config", NIXL]
     assert (prefill.replicas, decode.replicas) == (2, 3)
     for worker in (prefill, decode):
-        assert dict(worker.env) == WORKER_ENV  # a hub id: HF_HUB_OFFLINE is not forced
-        assert worker.ports == (sv.PortSpec("status", below=32768),)
+        assert dict(worker.env) == {**WORKER_ENV, **VLLM_NIXL}  # a hub id: HF_HUB_OFFLINE is not forced
+        assert worker.ports == (sv.PortSpec("status", below=32768), sv.PortSpec("nixl"))
         assert worker.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{status}/health"))
         assert worker.gpus == sv.GpuRequest(count=2)
         assert worker.restart.policy == "always"
@@ -227,3 +229,43 @@ def test_workers_get_their_own_gpus_on_a_simulated_node() -> None:
     bigger = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=3, decode=2, tp=2)
     with pytest.raises(sv.ConfigError, match=r"decode\.1 +REFUSED: wants 2 GPUs"):
         sv.make_plan(bigger, runs_dir="/tmp/unused", check_executables=False, gpus="8x80GB")
+
+
+def test_vllm_workers_get_their_own_loopback_nixl_side_channel(tmp_path: Path) -> None:
+    """Proves each disaggregated dynamo.vllm worker on the host gets its own NIXL port on loopback (all used
+    vLLM's default 5600, and dynamo.vllm advertised the routable address); aggregated workers need none."""
+    topo = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=2, decode=2, discovery="file")
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    workers = [replica for name in ("prefill", "decode") for replica in plan.service(name).replicas]
+    ports = [replica.env.get("VLLM_NIXL_SIDE_CHANNEL_PORT") for replica in workers]
+    assert len(set(ports)) == 4 and all(port == str(r.ports["nixl"]) for port, r in zip(ports, workers, strict=True))
+    assert {replica.env["VLLM_NIXL_SIDE_CHANNEL_HOST"] for replica in workers} == {"127.0.0.1"}
+    aggregated = dynamo(engine="vllm", model="Qwen/Qwen3-0.6B", prefill=0, decode=2, discovery="file")
+    assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in services(aggregated)["decode"].env
+
+
+@pytest.mark.parametrize(
+    ("engine", "overrides"),
+    [("vllm", {"model": "/models/my model"}), ("sglang", {"model": "Qwen/Qwen3-0.6B", "served_model_name": "a,b"})],
+)
+def test_a_served_name_dynamo_would_split_is_refused(engine: str, overrides: dict[str, str]) -> None:
+    """Proves a served name with a space or comma (which dynamo.vllm/sglang split into name + aliases, so the
+    frontend's readiness on the whole name never passed) is a ConfigError naming the preset and var."""
+    with pytest.raises(sv.ConfigError, match=r"preset 'dynamo', var 'served_model_name'.*splits"):
+        dynamo(engine=engine, **overrides)  # type: ignore[arg-type]
+    assert dynamo(engine="mocker", model="/models/my model").services[-1].ready is not None  # no split there
+
+
+def test_disaggregated_trtllm_workers_transfer_kv_cache(tmp_path: Path) -> None:
+    """Proves disaggregated dynamo.trtllm workers get a cache transceiver (without one TRT-LLM disables KV
+    transfer, so no request could be served) and the prefill worker no overlap scheduler, as JSON."""
+    topo = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=1, decode=1, discovery="file")
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    sent = {}
+    for role in ("prefill", "decode"):
+        argv = plan.service(role).replicas[0].argv
+        sent[role] = json.loads(argv[argv.index("--override-engine-args") + 1])
+        assert sent[role]["cache_transceiver_config"] == {"backend": "DEFAULT"}
+    assert sent["prefill"]["disable_overlap_scheduler"] is True and "disable_overlap_scheduler" not in sent["decode"]
+    aggregated = services(dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=0))["decode"]
+    assert "--override-engine-args" not in aggregated.command

@@ -66,7 +66,7 @@ def test_plan_gives_each_replica_its_port() -> None:
         ({"replicas": 0}, "var 'replicas': expected a whole number of at least 1, got 0"),
         ({"tp": -1}, "var 'tp': expected a whole number of at least 0, got -1"),
         ({"replicas": 2, "port": 8080}, "var 'port': a fixed port cannot be shared by 2 replicas"),
-        ({"args": "--ctx 5"}, "args: expected a dict of flags or a list of arguments"),
+        ({"args": "--ctx 5"}, "var 'args': expected a dict of flags or a list of arguments"),
     ],
 )
 def test_bad_vars_are_config_errors(kwargs: dict[str, object], message: str) -> None:

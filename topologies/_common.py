@@ -21,10 +21,13 @@ __all__ = [
     "FRONTEND",
     "EngineProfile",
     "api_ports",
+    "check_inputs",
     "engine_env",
     "engine_program",
     "engine_python",
     "extra_flags",
+    "literal",
+    "model_arg",
     "preset_error",
 ]
 
@@ -59,11 +62,21 @@ def extra_flags(args: Args, lists: ListStyle = "spread") -> list[str]:
         raise supervisor.ConfigError(str(exc)) from None
 
 
+def literal(text: str) -> str:
+    """A user's value (a path, a model name) as a template that means itself: ``{`` and ``}`` doubled."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def model_arg(model: str) -> str:
+    """``model`` for an engine's command line: ``~`` expanded (no shell does it), braces kept literal."""
+    return literal(os.path.expanduser(model) if model.startswith("~") else model)
+
+
 def engine_program(env_path: str | None, program: str) -> str:
     """``program`` from the engine's env when one is given (``<env>/bin/program``), else from PATH."""
     if env_path is None or os.sep in program:
-        return program
-    return os.path.join(os.path.expanduser(env_path), "bin", program)
+        return literal(program)
+    return literal(os.path.join(os.path.expanduser(env_path), "bin", program))
 
 
 def engine_python(env_path: str | None) -> str:
@@ -76,8 +89,8 @@ def engine_env(env_path: str | None, env: Mapping[str, str] | None, **fixed: str
     result: dict[str, str] = {}
     if env_path is not None:
         root = os.path.expanduser(env_path)
-        result["PATH"] = os.pathsep.join([os.path.join(root, "bin"), os.environ.get("PATH", os.defpath)])
-        result["VIRTUAL_ENV"] = root
+        search = os.pathsep.join([os.path.join(root, "bin"), os.environ.get("PATH", os.defpath)])
+        result["PATH"], result["VIRTUAL_ENV"] = literal(search), literal(root)
     result.update(fixed)
     result.update(env or {})
     return result
@@ -87,6 +100,18 @@ def api_ports(port: int | None, *others: str) -> list[object]:
     """The API port first (so ``{port}`` and ``{svc.url}`` mean it): fixed when given, else a free one."""
     first: object = "port" if port is None else {"port": port}
     return [first, *others]
+
+
+def check_inputs(preset: str, port: object, **args: Args) -> None:
+    """The API ``port`` (unset, or 1-65535) and each ``args``-like var, checked before anything is built,
+    so a bad one is an error naming the preset and the var rather than a service field."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise preset_error(preset, "port", f"expected a port number 1-65535 (or unset for a free one), got {port!r}")
+    for var, value in args.items():
+        try:
+            engine_flags(value)
+        except TypeError as exc:
+            raise preset_error(preset, var, str(exc).removeprefix("args: ")) from None
 
 
 def preset_error(preset: str, var: str, problem: str, known: Sequence[str] = ()) -> supervisor.ConfigError:

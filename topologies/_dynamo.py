@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import supervisor
 
-from ._common import EngineProfile
+from ._common import EngineProfile, literal, model_arg
 
 __all__ = [
     "ENGINES",
@@ -28,6 +28,7 @@ __all__ = [
     "Role",
     "discovery_env",
     "frontend_ready",
+    "nixl_env",
     "worker_command",
     "worker_env",
     "worker_profile",
@@ -99,6 +100,13 @@ _WORKER_FATAL = {
 }
 
 
+#: Dynamo's trtllm example engine configs for a disaggregated worker, as --override-engine-args JSON
+_TRTLLM_DISAGG = {
+    "prefill": '{{"cache_transceiver_config":{{"backend":"DEFAULT"}},"disable_overlap_scheduler":true}}',
+    "decode": '{{"cache_transceiver_config":{{"backend":"DEFAULT"}}}}',
+}
+
+
 def worker_profile(engine: Engine) -> EngineProfile:
     """Real engines need time to free GPU memory after SIGTERM; the mocker drains and exits at once."""
     grace = 10.0 if engine == "mocker" else 30.0
@@ -116,9 +124,13 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     The role flag is ``--disaggregation-mode prefill|decode`` for every backend (Dynamo's own flag for
     vLLM, TRT-LLM and the mocker; SGLang's native one). vLLM's prefill worker must name its KV connector
     (Dynamo 1.6 refuses to start without one), so both vLLM roles get NIXL's; an SGLang prefill worker
-    gets its own bootstrap port, which decode workers learn through Dynamo.
+    gets its own bootstrap port, which decode workers learn through Dynamo. A TRT-LLM worker moves KV
+    cache only with a ``cache_transceiver_config`` (TRT-LLM disables it otherwise), and a prefill-only one
+    runs without the overlap scheduler, as Dynamo's own ``engine_configs/*/prefill.yaml`` and
+    ``decode.yaml`` set them; they go in ``--override-engine-args`` (a user's own one replaces it).
     """
     command = [python, "-m", f"dynamo.{engine}"]
+    model, served_model_name = model_arg(model), literal(served_model_name)
     if engine == "mocker":
         command += ["--model-path", model, "--model-name", served_model_name]
     elif engine == "vllm":
@@ -131,6 +143,8 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
         command += ["--disaggregation-mode", role]
     if engine == "vllm" and role != "agg":
         command += ["--kv-transfer-config", '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}']
+    if engine == "trtllm" and role != "agg":
+        command += ["--override-engine-args", _TRTLLM_DISAGG[role]]
     if engine == "sglang" and role != "agg":
         command += ["--disaggregation-transfer-backend", "nixl"]
         if role == "prefill":
@@ -158,6 +172,18 @@ def worker_env(discovery: Discovery) -> dict[str, str]:
         "DYN_SYSTEM_PORT": "{status}",
         "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
     }
+
+
+def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
+    """A disaggregated vLLM worker's NIXL side channel: loopback, on its own ``nixl`` port.
+
+    Left unset, ``dynamo.vllm`` advertises the host's routable address (and fails without one) and every
+    worker binds vLLM's default port 5600, so a second worker on the host cannot start; Dynamo's own
+    launch scripts give each worker its own ``VLLM_NIXL_SIDE_CHANNEL_PORT``.
+    """
+    if engine != "vllm" or role == "agg":
+        return {}
+    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
 
 
 def frontend_ready(served_model_name: str) -> supervisor.Probe:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import supervisor
 
-from ._common import EngineProfile
+from ._common import EngineProfile, literal, model_arg
 
 __all__ = ["PROFILE", "READY", "server_command"]
 
@@ -37,4 +37,5 @@ READY = supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}/health", 
 
 def server_command(program: str, model: str, served_model_name: str) -> list[str]:
     """One server on the replica's loopback ``{port}``, answering to ``served_model_name``."""
-    return [program, "--model", model, "--host", "127.0.0.1", "--port", "{port}", "--alias", served_model_name]
+    command = [program, "--model", model_arg(model), "--host", "127.0.0.1", "--port", "{port}"]
+    return [*command, "--alias", literal(served_model_name)]

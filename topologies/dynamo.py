@@ -18,7 +18,7 @@ import supervisor
 
 from . import _dynamo
 from ._args import Args
-from ._common import FRONTEND, api_ports, engine_env, engine_python, extra_flags, preset_error
+from ._common import FRONTEND, api_ports, check_inputs, engine_env, engine_python, extra_flags, preset_error
 from ._dynamo import Discovery, Engine, Role
 from ._infra import etcd_service, nats_service
 
@@ -65,10 +65,19 @@ def dynamo(
     for var, count, least in (("prefill", prefill, 0), ("decode", decode, 1), ("tp", tp, 1)):
         if isinstance(count, bool) or not isinstance(count, int) or count < least:
             raise preset_error("dynamo", var, f"expected a whole number of at least {least}, got {count!r}")
+    check_inputs(
+        "dynamo", port, args=args, prefill_args=prefill_args, decode_args=decode_args, frontend_args=frontend_args
+    )
     local = _is_local_path(model)
     served = served_model_name or (os.path.basename(os.path.normpath(model)) if local else model)
     if served.startswith("/"):  # Dynamo 1.6 answers 404 for any such name: readiness could never pass
         raise preset_error("dynamo", "served_model_name", f"{served!r}: Dynamo cannot serve a name starting with '/'")
+    if engine in ("vllm", "sglang") and any(char.isspace() or char == "," for char in served):
+        # dynamo.vllm/dynamo.sglang split --served-model-name on whitespace and commas (name + aliases):
+        # the frontend would list only the first part, and its readiness on the whole name never passes
+        raise preset_error(
+            "dynamo", "served_model_name", f"{served!r}: dynamo.{engine} splits names at spaces and commas; pick one"
+        )
     python = engine_python(env_path)
     infra: list[supervisor.Service] = []
     if discovery == "etcd":
@@ -81,6 +90,9 @@ def dynamo(
         ports: list[object] = [supervisor.PortSpec("status", below=_dynamo.STATUS_PORT_LIMIT)]
         if engine == "sglang" and role == "prefill":
             ports.append("bootstrap")
+        nixl = _dynamo.nixl_env(engine, role)
+        if nixl:
+            ports.append("nixl")
         return profile.service(
             name="prefill" if role == "prefill" else "decode",
             command=[
@@ -91,7 +103,7 @@ def dynamo(
             ports=ports,
             replicas=count,
             depends_on=needs,
-            env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **fixed),
+            env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **nixl, **fixed),
             ready=supervisor.HttpCheck("http://127.0.0.1:{status}/health"),
             restart=_dynamo.RESTART_ALWAYS,
             gpus=None if engine == "mocker" else tp,

@@ -18,7 +18,7 @@ import supervisor
 
 from . import _llamacpp
 from ._args import Args
-from ._common import FRONTEND, api_ports, engine_env, engine_program, preset_error
+from ._common import FRONTEND, api_ports, check_inputs, engine_env, engine_program, preset_error
 
 __all__ = ["llamacpp"]
 
@@ -44,6 +44,7 @@ def llamacpp(
     for var, count, least in (("replicas", replicas, 1), ("tp", tp, 0)):
         if isinstance(count, bool) or not isinstance(count, int) or count < least:
             raise preset_error("llamacpp", var, f"expected a whole number of at least {least}, got {count!r}")
+    check_inputs("llamacpp", port, args=args)
     if port is not None and replicas > 1:
         raise preset_error("llamacpp", "port", f"a fixed port cannot be shared by {replicas} replicas; leave it unset")
     served = served_model_name or os.path.basename(model).removesuffix(".gguf")

@@ -49,7 +49,7 @@ class Proxy:
             method, path, _ = head[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-            await self._route(method, path.split("?", 1)[0], body, writer)
+            await self._route(method, path.split("?", 1)[0], body, writer, headers)
         except httpx.HTTPError as exc:
             with contextlib.suppress(ConnectionError):
                 await _send(writer, 502, json.dumps({"error": f"upstream failed: {exc!r}"}).encode())
@@ -59,19 +59,21 @@ class Proxy:
             with contextlib.suppress(ConnectionError):
                 writer.close()
 
-    async def _route(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _route(
+        self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> None:
         if method == "GET" and path == "/health":
             state = {"status": "ok", "prefill": len(self.prefill), "decode": len(self.decode)}
             await _send(writer, 200, json.dumps(state).encode())
         elif method == "GET" and path == "/v1/models":
-            answer = await self.client.get(next(self._next_decode) + path)
+            answer = await self.client.get(next(self._next_decode) + path, headers=_auth(headers))
             await _send(writer, answer.status_code, answer.content)
         elif method == "POST" and path in _API:
-            await self._completion(path, body, writer)
+            await self._completion(path, body, writer, _auth(headers))
         else:
             await _send(writer, 404, json.dumps({"error": f"no route {method} {path}"}).encode())
 
-    async def _completion(self, path: str, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _completion(self, path: str, body: bytes, writer: asyncio.StreamWriter, auth: dict[str, str]) -> None:
         try:
             request = json.loads(body)
             if not isinstance(request, dict):
@@ -79,7 +81,7 @@ class Proxy:
         except ValueError as exc:
             await _send(writer, 400, json.dumps({"error": f"bad request body: {exc}"}).encode())
             return
-        headers = {"X-Request-Id": str(uuid.uuid4())}
+        headers = {"X-Request-Id": str(uuid.uuid4()), **auth}
         first = dict(request, kv_transfer_params=_REMOTE_DECODE, stream=False, max_tokens=1)
         first.pop("stream_options", None)
         first.pop("min_tokens", None)
@@ -107,6 +109,11 @@ class Proxy:
                 await writer.drain()
         except httpx.HTTPError as exc:
             print(f"pd_proxy: decode request failed: {exc!r}", file=sys.stderr, flush=True)
+
+
+def _auth(headers: dict[str, str]) -> dict[str, str]:
+    """The client's credentials, passed on: servers started with ``--api-key`` answer 401 without them."""
+    return {"Authorization": headers["authorization"]} if "authorization" in headers else {}
 
 
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:

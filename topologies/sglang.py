@@ -21,7 +21,17 @@ from typing import Literal
 import supervisor
 
 from ._args import Args
-from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_python, preset_error
+from ._common import (
+    FRONTEND,
+    EngineProfile,
+    api_ports,
+    check_inputs,
+    engine_env,
+    engine_python,
+    literal,
+    model_arg,
+    preset_error,
+)
 from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "READY_LINE", "sglang"]
@@ -67,6 +77,7 @@ def sglang(
 ) -> supervisor.Topology:
     """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode)."""
     check_counts("sglang", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
+    check_inputs("sglang", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:
@@ -124,9 +135,9 @@ def _server(
 ) -> supervisor.Service:
     command = [
         engine_python(env_path), "-m", "sglang.launch_server",
-        "--model-path", model,
+        "--model-path", model_arg(model),
         "--host", "127.0.0.1", "--port", "{port}",
-        "--served-model-name", name,
+        "--served-model-name", literal(name),
         "--tp-size", str(tp),
     ]  # fmt: skip
     if dp > 1:

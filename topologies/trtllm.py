@@ -24,7 +24,16 @@ from typing import Literal
 
 import supervisor
 
-from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
+from ._common import (
+    FRONTEND,
+    EngineProfile,
+    api_ports,
+    check_inputs,
+    engine_env,
+    engine_program,
+    model_arg,
+    preset_error,
+)
 from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
 
 __all__ = ["PROFILE", "trtllm"]
@@ -73,6 +82,7 @@ def trtllm(
 ) -> supervisor.Topology:
     """trtllm-serve servers; clients use ``frontend``. ``llm_config``: extra LLM-API options (YAML keys)."""
     check_counts("trtllm", replicas=replicas, tp=tp, prefill=prefill, decode=decode)
+    check_inputs("trtllm", port, args=args)
     if served_model_name not in (None, model):
         raise preset_error("trtllm", "served_model_name", "trtllm-serve serves the model under MODEL; leave it unset")
     if mode == "single":
@@ -130,7 +140,7 @@ def _server(
     after_config: bool = True,
 ) -> supervisor.Service:
     command = [
-        engine_program(env_path, "trtllm-serve"), model,
+        engine_program(env_path, "trtllm-serve"), model_arg(model),
         "--host", "127.0.0.1", "--port", "{port}",
         "--backend", "pytorch",
         "--tp_size", str(tp),

@@ -17,8 +17,18 @@ from typing import Literal
 import supervisor
 
 from ._args import Args
-from ._common import FRONTEND, EngineProfile, api_ports, engine_env, engine_program, preset_error
-from ._serving import ROUTER_STOP, alive, check_counts, models_ready, replica_urls
+from ._common import (
+    FRONTEND,
+    EngineProfile,
+    api_ports,
+    check_inputs,
+    engine_env,
+    engine_program,
+    literal,
+    model_arg,
+    preset_error,
+)
+from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, models_ready, replica_urls
 
 __all__ = ["PROFILE", "vllm"]
 
@@ -72,6 +82,7 @@ def vllm(
     ``prefill`` and ``decode`` servers joined by ``kv_connector`` behind ``topologies.pd_proxy``.
     """
     check_counts("vllm", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
+    check_inputs("vllm", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:
@@ -130,9 +141,9 @@ def _server(
     extra_ports: Sequence[str] = (),
 ) -> supervisor.Service:
     command = [
-        engine_program(env_path, "vllm"), "serve", model,
+        engine_program(env_path, "vllm"), "serve", model_arg(model),
         "--host", "127.0.0.1", "--port", "{port}",
-        "--served-model-name", name,
+        "--served-model-name", literal(name),
         "--tensor-parallel-size", str(tp),
     ]  # fmt: skip
     if dp > 1:
@@ -143,10 +154,27 @@ def _server(
         ports=api_ports(port, *extra_ports),
         replicas=replicas,
         env=engine_env(env_path, env, **fixed_env),
-        ready=models_ready(name),
+        ready=_health_ready() if _api_key(args, env) else models_ready(name),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,
+    )
+
+
+def _api_key(args: Args, env: Mapping[str, str] | None) -> bool:
+    """Whether the server wants a bearer token (``--api-key`` or ``VLLM_API_KEY``) on every ``/v1`` path."""
+    if env and env.get("VLLM_API_KEY"):
+        return True
+    if isinstance(args, Mapping):
+        return any(key in ("api_key", "--api-key") and value not in (None, False) for key, value in args.items())
+    return any(str(item) == "--api-key" or str(item).startswith("--api-key=") for item in args or ())
+
+
+def _health_ready() -> supervisor.Probe:
+    """With an API key ``/v1/models`` answers 401 forever; ``/health`` is open, and vLLM serves HTTP only
+    once the engine is built, so it is 200 once the model is loaded."""
+    return supervisor.Probe(
+        supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
     )
 
 

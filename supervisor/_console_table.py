@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Group, JustifyMethod, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -33,6 +34,7 @@ _STATE_STYLES = {
     "failed": "bold red",
 }
 _BAR_WIDTH = 16
+_PROGRESS_MIN_WIDTH = _BAR_WIDTH + 6  #: the bar and its percentage at least
 
 
 def _progress_cell(row: ReplicaStatus, now: float) -> RenderableType:
@@ -56,24 +58,34 @@ def status_table(board: StatusBoard, now: float) -> RenderableType:
     table = Table(
         title=f"{board.title} · {ready}/{len(rows)} ready · {duration(now - board.started)}",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
         expand=False,
         header_style="bold",
     )
+    uses_gpus = any(row.gpus for row in rows)  # no GPU column for a topology without GPUs
     for column in ("replica", "state", "pid", "ports", "gpus", "uptime", "restarts", "ready in", "progress"):
+        if column == "gpus" and not uses_gpus:
+            continue
         justify: JustifyMethod = "right" if column in ("pid", "restarts") else "left"
-        # the progress column gives way first on a narrow terminal (its words end in "…"), the others keep
-        table.add_column(column, no_wrap=column != "progress", justify=justify)
+        if column == "progress":  # on a narrow terminal its words give way first (ending in "…"), not the bar
+            table.add_column(column, min_width=_PROGRESS_MIN_WIDTH)
+        else:
+            table.add_column(column, no_wrap=True, justify=justify)
     for row in rows:
         uptime = row.uptime(now)
-        table.add_row(
+        cells: list[RenderableType] = [
             row.name,
             Text(row.state, style=_STATE_STYLES.get(row.state, "")),
             str(row.pid) if row.pid is not None else "-",
             row.ports or "-",
-            ",".join(map(str, row.gpus)) or "-",
+        ]
+        if uses_gpus:
+            cells.append(",".join(map(str, row.gpus)) or "-")
+        cells += [
             duration(uptime) if uptime is not None else "-",
             str(row.restarts),
             f"{row.ready_seconds:.2f}s" if row.ready_seconds is not None else "-",
             _progress_cell(row, now),
-        )
+        ]
+        table.add_row(*cells)
     return Group(table)

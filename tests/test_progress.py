@@ -109,3 +109,21 @@ def test_rich_is_not_imported_until_a_terminal_needs_it() -> None:
     """The CLI and the plain reporter work without importing rich (start-up time, pipes and CI)."""
     code = "import sys, supervisor._cli, supervisor._console, supervisor._status;sys.exit('rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_an_80_column_terminal_still_shows_the_bar_and_its_percentage(tmp_path: Path) -> None:
+    """The progress words give way on a narrow terminal, not the percentage; no GPU column without GPUs."""
+    io = pytest.importorskip("io")
+    console_module = pytest.importorskip("rich.console")
+    from supervisor._console_table import status_table
+
+    board = _board(tmp_path, phases={"weights": "Loading weights", "graphs": "Capturing CUDA graph"})
+    board.on_event(sv.Spawned(replica="engine", service="engine", pid=7, monotonic=0.0))
+    board.on_output("engine", b"Loading weights\nshards 3/8\n")
+    board.on_event(sv.PhaseStarted(replica="engine", service="engine", phase="weights", seconds=1.0))
+    out = io.StringIO()
+    console_module.Console(file=out, width=80, force_terminal=False).print(status_table(board, 12.0))
+    lines = out.getvalue().splitlines()
+    row = next(line for line in lines if line.lstrip().startswith("engine"))
+    assert "19%" in row and "loading" in row and max(map(len, lines)) <= 80, out.getvalue()
+    assert "gpus" not in out.getvalue()

@@ -76,7 +76,7 @@ async def _live_picture(work: Path) -> Path:
             deadline = time.monotonic() + 120
             while not past_weights() and time.monotonic() < deadline:
                 await anyio.sleep(0.02)
-            console.print(status_table(board, time.monotonic()))
+            console.print(status_table(board, time.monotonic(), console))
             _show(console)
             console.save_svg(str(HERE / "live-status.svg"), title="supervisor run vllm (loading)")
 

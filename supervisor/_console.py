@@ -171,7 +171,7 @@ class LiveReporter(_Reporter):
         self._output_here = console is None and sys.stdout.isatty()
         self._out_console: Any = None
         self._live = Live(
-            get_renderable=lambda: status_table(board, time.monotonic()),
+            get_renderable=lambda: status_table(board, time.monotonic(), self.console),
             console=self.console,
             refresh_per_second=refresh_per_second,
             redirect_stdout=self._output_here,

@@ -117,6 +117,7 @@ class PlainReporter(_Reporter):
         super().__init__(**kwargs)
         self.err, self.out = err, out
         self._colour_console: Any = None
+        self._out_is_terminal: bool | None = None  #: asked once, at the first output line
 
     def say(self, message: str) -> None:
         err = self.err or sys.stderr
@@ -133,7 +134,9 @@ class PlainReporter(_Reporter):
             return
         out = self.out or sys.stdout
         text = self.redact(block.decode("utf-8", "replace"))
-        if out.isatty():
+        if self._out_is_terminal is None:
+            self._out_is_terminal = out.isatty()
+        if self._out_is_terminal:
             if self._colour_console is None:
                 from rich.console import Console
 

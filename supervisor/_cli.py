@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -23,8 +24,8 @@ import anyio.abc
 from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_runs import add_commands, dispatch
 from ._config import load
+from ._console import PlainReporter, stamp
 from ._errors import ConfigError, SupervisorError
-from ._events import Event, Exited, Failed, GpuNotReleased, PhaseEnded, Ready, Spawned, Stopped
 from ._gpu_inventory import SimulatedInventory
 from ._graph import FORMATS, render_graph
 from ._group import RunningTopology
@@ -34,6 +35,9 @@ from ._redact import Redactor
 from ._runner import hold_signals, supervise
 from ._summary import read_summary
 from ._summary_text import render_summary
+
+if TYPE_CHECKING:
+    from ._console import LiveReporter
 
 __all__ = ["main"]
 
@@ -47,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_file(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("file", help="topology YAML file, or a bundled preset: dynamo, vllm, sglang, trtllm, llamacpp")
+        # run's FILE may come after --logs SERVICE... (``run --logs api FILE``): main() takes it from there
+        sub.add_argument(
+            "file", nargs="?" if name == "run" else None,
+            help="topology YAML file, or a bundled preset: dynamo, vllm, sglang, trtllm, llamacpp",
+        )  # fmt: skip
         sub.add_argument(
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
             help="set ${KEY} for the file, or a field by path (services.decode.replicas=4); repeatable",
@@ -60,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
-    run.add_argument("--logs", action="store_true", help="also print every service's output, prefixed")
+    run.add_argument(
+        "--logs", nargs="*", metavar="SERVICE",
+        help="also print the output of every service (or of these services or replicas), prefixed per replica",
+    )  # fmt: skip
     run.add_argument("--quiet", "-q", action="store_true", help="print only problems: failures, restarts, leftovers")
     run.add_argument(
         "--detach", "-d", action="store_true",
@@ -112,7 +123,7 @@ _secrets = Redactor.from_environments(os.environ)
 
 
 def _say(message: str) -> None:
-    print(f"[supervisor] {_secrets.text(message)}", file=sys.stderr, flush=True)
+    print(f"{stamp()} [supervisor] {_secrets.text(message)}", file=sys.stderr, flush=True)
 
 
 def _error(message: str) -> None:
@@ -153,44 +164,6 @@ def _show_command(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) 
     for name, value in _secrets.env(dict(env)).items():
         print(f"{prefix}{name}={shlex.quote(value)}")
     print(prefix + shlex.join(_secrets.argv(argv)))
-
-
-class _Reporter:
-    """Prints events (and optionally output lines) as they happen."""
-
-    def __init__(self, *, quiet: bool, logs: bool) -> None:
-        self.quiet, self.logs = quiet, logs
-        self.started = time.monotonic()
-        self.phases: dict[str, list[str]] = {}  #: per replica, its startup phases so far ("weights 41.2s")
-
-    def event(self, event: Event) -> None:
-        if isinstance(event, Failed):
-            _say(f"{event.replica}: FAILED: {event.reason}")
-        if self.quiet:
-            return
-        if isinstance(event, Spawned):
-            self.phases.pop(event.replica, None)  # a restart starts its phases over
-            _say(f"{event.replica}: started, pid {event.pid}")
-        elif isinstance(event, PhaseEnded):
-            self.phases.setdefault(event.replica, []).append(f"{event.phase} {event.seconds:.1f}s")
-        elif isinstance(event, Ready):
-            phases = self.phases.pop(event.replica, [])
-            _say(f"{event.replica}: ready in {event.seconds:.2f}s" + (f" ({', '.join(phases)})" if phases else ""))
-        elif isinstance(event, Exited) and not event.expected:
-            _say(f"{event.replica}: exited ({event.signal or event.exit_code})")
-        elif isinstance(event, Stopped) and event.killed:
-            _say(f"{event.replica}: did not stop within its grace, killed")
-        if isinstance(event, GpuNotReleased):  # even with --quiet: the next run may find the GPU taken
-            _say(
-                f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "
-                f"{event.waited_seconds:.1f}s after teardown"
-            )
-
-    def output(self, replica: str, block: bytes) -> None:
-        if self.logs:
-            text = _secrets.text(block.decode("utf-8", "replace"))
-            sys.stdout.write("".join(f"{replica} | {line}\n" for line in text.splitlines()))
-            sys.stdout.flush()
 
 
 #: How long CMD may take to finish on its own after a stop signal (writing its results, say).
@@ -246,10 +219,33 @@ def _terminal_sent_sigint() -> bool:
     return False
 
 
+def _reporter(args: argparse.Namespace, plan: Plan) -> PlainReporter | LiveReporter:
+    """A live table when stderr is a terminal (and not ``-q``), else plain timestamped lines."""
+    services = {r.name: s.name for s in plan.services for r in s.replicas}
+    logs: list[str] | None = args.logs
+    unknown = sorted(set(logs or ()) - set(services) - set(services.values()))
+    if unknown:
+        known = ", ".join(sorted({*services, *services.values()}))
+        raise ConfigError(f"--logs {' '.join(unknown)}: no such service or replica; it has: {known}")
+    options = {"quiet": args.quiet, "logs": logs, "redact": _secrets.text, "services": services}
+    if not args.quiet and _is_terminal(sys.stderr) and os.environ.get("TERM") != "dumb":
+        from ._console import LiveReporter
+        from ._status import StatusBoard
+
+        return LiveReporter(StatusBoard(plan), **options)
+    return PlainReporter(**options)
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def _run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     command: list[str] = getattr(args, "filled_cmd", [])
-    reporter = _Reporter(quiet=args.quiet, logs=args.logs)
+    reporter = _reporter(args, plan)
+    started = time.monotonic()
     replicas = sum(len(s.replicas) for s in plan.services)
     if not args.quiet:
         _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
@@ -257,12 +253,13 @@ def _run(args: argparse.Namespace) -> int:
     async def body(group: RunningTopology) -> int | None:
         if not args.quiet:
             urls = ", ".join(f"{s.name} {s.url}" for s in group if s.url)
-            _say(f"all {replicas} ready in {time.monotonic() - reporter.started:.2f}s" + (f": {urls}" if urls else ""))
+            reporter.say(f"all {replicas} ready in {time.monotonic() - started:.2f}s" + (f": {urls}" if urls else ""))
         await _snapshot_metrics(group, "ready", quiet=args.quiet)
         if args.notify_fd is not None:
             _notify(args.notify_fd, f"ready {group.run_id} {group.run_dir}")
         try:
             if command:
+                reporter.pause()  # CMD writes to the terminal from here: no table redrawn over it
                 return await _run_command(group, command, args.cmd_env, stop_signals)
             await group.wait()
             return None
@@ -271,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
                 await _snapshot_metrics(group, "final", quiet=args.quiet)
 
     stop_signals: list[int] = []
-    with hold_signals() as early, _summary_at_end(plan.run_dir, quiet=args.quiet):
+    with hold_signals() as early, _summary_at_end(plan.run_dir, quiet=args.quiet), reporter:
         outcome = anyio.run(
             lambda: supervise(
                 plan,
@@ -399,8 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in argv:
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1 :]
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     args.cmd = command
+    if args.command == "run" and args.file is None:
+        if not args.logs:
+            print("supervisor run: error: the following arguments are required: file", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        args.file = args.logs.pop()
     if command and args.command != "run":
         print("supervisor: error: only 'run' takes a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT

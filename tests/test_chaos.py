@@ -178,9 +178,10 @@ class Iteration:
         assert self.cli is not None and self.cli.stderr is not None
         for line in self.cli.stderr:
             self.stderr.append(line)
-            if line.startswith("[supervisor] run ") and self.run_id is None:
-                self.run_id = line.split()[2].rstrip(":")
-            if " ready in " in line and line.startswith("[supervisor] all "):
+            said = line.partition("[supervisor] ")[2]  # after the timestamp
+            if said.startswith("run ") and self.run_id is None:
+                self.run_id = said.split()[1].rstrip(":")
+            if " ready in " in said and said.startswith("all "):
                 self.ready.set()
         self.ready.set()  # the CLI is gone: nothing to wait for
         self.read_all.set()

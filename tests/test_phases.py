@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._cli import _Reporter
+from supervisor._console import PlainReporter
 from supervisor._logs import LineStream
 from supervisor._phases import PhaseWatch, compile_phases
 
@@ -259,7 +259,7 @@ def test_closing_ends_the_phase_once_and_stops_reading() -> None:
 
 
 def test_the_cli_prints_the_phases_with_ready(capsys: pytest.CaptureFixture[str]) -> None:
-    reporter = _Reporter(quiet=False, logs=False)
+    reporter = PlainReporter(quiet=False, logs=None, redact=str, services={})
     reporter.event(sv.Spawned(replica="decode.0", service="decode", pid=1))
     reporter.event(sv.PhaseEnded(replica="decode.0", service="decode", phase="weights", seconds=41.24, finished=True))
     reporter.event(sv.PhaseEnded(replica="decode.0", service="decode", phase="graphs", seconds=12.0, finished=True))

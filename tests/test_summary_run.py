@@ -128,7 +128,10 @@ def test_supervisor_run_prints_the_table_and_the_chain_and_quiet_only_the_proble
     assert [line.split()[0] for line in lines[chain_at + 1 : chain_at + 3]] == ["a", "b"]
     assert lines[chain_at + 2].endswith("after a ready")
 
-    quiet = run("-q").splitlines()
+    quiet_lines = run("-q").splitlines()
+    problems = [line for line in quiet_lines if "[supervisor]" in line]  # -q's event lines: the restart
+    assert any("flaky: exited (3)" in line for line in problems), quiet_lines
+    quiet = [line for line in quiet_lines if "[supervisor]" not in line]
     assert quiet[0].endswith("1 of 3 replicas had problems"), quiet
     assert [line.split()[0] for line in quiet[1:]] == ["replica", "flaky"]
 

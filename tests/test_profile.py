@@ -21,7 +21,13 @@ from .helpers import PYTHON, SLEEPER, alive, wait_for
 
 PY_SPY = shutil.which("py-spy")
 needs_py_spy = pytest.mark.skipif(PY_SPY is None, reason="py-spy is not installed (pip install py-spy)")
-BUSY = [PYTHON, "-c", "print('service ready', flush=True)\nwhile True: sum(range(10000))"]
+BUSY = [
+    PYTHON,
+    "-c",
+    "import time\nprint('service ready', flush=True)\nstart = time.process_time()\n"
+    "while time.process_time() - start < 0.5: sum(range(10000))\n"  # ~50 samples at py-spy's 100 Hz
+    "print('worked', flush=True)\nwhile True: sum(range(10000))",
+]
 
 
 def which_without(missing: str):  # type: ignore[no-untyped-def]
@@ -125,8 +131,8 @@ async def test_py_spy_profile_is_written_when_the_run_ends(runs_dir: Path) -> No
         leader = group["w"].pids[0]
         await wait_for(group, lambda h: any(isinstance(e, sv.Ready) for e in h))
         log = group["w"].replicas[0].log_path
-        with anyio.fail_after(20):  # a few samples before the end, read from py-spy's own progress line
-            while b"Sampling process" not in log.read_bytes():
+        with anyio.fail_after(20):  # py-spy sampling, and half a second of CPU work for it to sample
+            while not all(word in log.read_bytes() for word in (b"Sampling process", b"worked")):
                 await anyio.sleep(0.02)
     assert output == group.plan.run_dir / "profiles" / "w.svg"
     assert output.read_bytes().lstrip().startswith(b"<?xml") and b"<svg" in output.read_bytes()

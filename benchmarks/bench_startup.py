@@ -1,0 +1,144 @@
+"""8. Start-up: what a fresh ``supervisor`` process costs before it does anything, against a bare interpreter.
+
+Benchmark scripts start the CLI again and again, so its own start-up is a cost they pay every time. Three
+figures, each the median of several fresh processes, interleaved so that all three see the same machine:
+
+- the baseline: ``python -c pass`` (exec to exit);
+- ``python -c "import supervisor; supervisor.launch"`` (exec to exit): the library import an embedder pays;
+- ``python -m supervisor run FILE`` with one service, from exec to its first child's first act. The child
+  is ``sh -c 'date +%s.%N > STAMP; exec sleep 60'``: the wall-clock time it writes is taken as soon as the
+  child's first program runs, so nothing of the child's own start-up (no interpreter) is counted but one
+  ``sh`` and one ``date`` (about a millisecond or two, left in: the figure errs on the slow side). This
+  process reads ``time.time()`` just before its ``Popen`` and compares it with the stamp (same clock).
+  Then the run is stopped with SIGTERM (its normal teardown) and reaped; its process group is killed if it
+  outlives the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+from harness import PYTHON, Result, Settings, Stats, child_env, info, report, rounds
+
+STOP_LIMIT_SECONDS = 30.0
+STAMP_LIMIT_SECONDS = 30.0
+IMPORT_GOAL_MS = 50.0  # ``import supervisor; supervisor.launch`` at most this much over a bare interpreter
+FIRST_CHILD_GOAL_RATIO = 3.0  # then 2.0
+
+
+def _exec_to_exit(argv: list[str]) -> float:
+    """ms from just before the exec to the process's exit (it must succeed)."""
+    began = time.perf_counter()
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=child_env(), timeout=60)
+    elapsed = (time.perf_counter() - began) * 1000
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
+    return elapsed
+
+
+def _topology(path: Path, stamp: Path) -> None:
+    script = f"date +%s.%N > {stamp}.tmp && mv {stamp}.tmp {stamp}; exec sleep 60"
+    path.write_text(
+        "name: startup\n"
+        "services:\n"
+        "  first:\n"
+        f"    command: [sh, -c, {script!r}]\n"
+        "    stop: {signal: SIGTERM, grace: 1s}\n"
+    )
+
+
+async def _first_child(settings: Settings, index: int) -> float:
+    """ms from just before ``python -m supervisor run FILE`` is exec'd to its first child's stamp."""
+    work = settings.work / "startup"
+    work.mkdir(exist_ok=True)
+    stamp = work / f"stamp-{index}"
+    topology = work / f"startup-{index}.yaml"
+    _topology(topology, stamp)
+    argv = [PYTHON, "-m", "supervisor", "run", str(topology), "--runs-dir", str(settings.runs_dir), "-q"]
+    began = time.time()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=child_env(),
+        start_new_session=True,
+    )
+    try:
+        with anyio.fail_after(STAMP_LIMIT_SECONDS):
+            while not stamp.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"supervisor run exited ({proc.returncode}) before its first child")
+                await anyio.sleep(0.002)
+        started = float(stamp.read_text())
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            with anyio.fail_after(STOP_LIMIT_SECONDS):
+                while proc.poll() is None:
+                    await anyio.sleep(0.01)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return (started - began) * 1000
+
+
+async def bench_startup(settings: Settings, results: list[Result]) -> None:
+    info("fresh processes: python -c pass | import supervisor; supervisor.launch | supervisor run -> first child")
+    bare: list[float] = []
+    imported: list[float] = []
+    first_child: list[float] = []
+    # one unmeasured round of each: the page cache and the bytecode caches are warm before we measure
+    _exec_to_exit([PYTHON, "-c", "pass"])
+    _exec_to_exit([PYTHON, "-c", "import supervisor; supervisor.launch"])
+    await _first_child(settings, -1)
+    for index in rounds(settings.count(15, 5), settings.budget(40, 15), minimum=3):
+        bare.append(_exec_to_exit([PYTHON, "-c", "pass"]))
+        imported.append(_exec_to_exit([PYTHON, "-c", "import supervisor; supervisor.launch"]))
+        first_child.append(await _first_child(settings, index))
+    base = statistics.median(bare)
+    report(
+        Result(
+            key="startup_import",
+            title="8a. import supervisor; supervisor.launch, over a bare interpreter",
+            unit="ms",
+            value=Stats([value - base for value in imported]),
+            baseline=Stats(bare),
+            baseline_label="python -c pass",
+            goal_kind="max",
+            goal=IMPORT_GOAL_MS,
+            note=f"raw median {statistics.median(imported):.1f} ms, ratio {statistics.median(imported) / base:.2f}",
+        ),
+        results,
+    )
+    report(
+        Result(
+            key="startup_first_child",
+            title="8b. supervisor run: exec -> first child",
+            unit="ms",
+            value=Stats(first_child),
+            baseline=Stats(bare),
+            baseline_label="python -c pass",
+            goal_kind="ratio",
+            goal=FIRST_CHILD_GOAL_RATIO,
+            note="then 2x",
+        ),
+        results,
+    )
+
+
+if __name__ == "__main__":  # alone: python benchmarks/bench_startup.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_core
+
+    sys.exit(bench_core.main(["--only", "startup", *sys.argv[1:]]))

@@ -10,21 +10,20 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
 import anyio
 import anyio.abc
 import attrs
 
 from ._errors import ConfigError, SupervisorError
-from ._events import Event
-from ._gpu_checks import check_free_memory, runtime_inventory
-from ._gpu_inventory import GpuInventory, SimulatedInventory
-from ._group import RunningTopology
-from ._plan import Plan, make_plan
-from ._preflight import prepare_run_dir, raise_open_files_limit
-from ._record import port_owners
-from ._spec import Topology
+
+if TYPE_CHECKING:  # the runtime loads on the first launch, not on `import supervisor; supervisor.launch`
+    from ._events import Event
+    from ._gpu_inventory import GpuInventory
+    from ._group import RunningTopology
+    from ._plan import Plan
+    from ._spec import Topology
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -83,6 +82,12 @@ async def launch(
     of complete output lines, with the replica's name. ``gpus`` is the node GPUs are assigned on: an
     inventory, a simulated node such as ``"8x80GB"`` (a rehearsal), or None for NVML when a service asks.
     """
+    from ._gpu_checks import check_free_memory, runtime_inventory
+    from ._gpu_inventory import SimulatedInventory
+    from ._group import RunningTopology
+    from ._plan import Plan, make_plan
+    from ._preflight import prepare_run_dir, raise_open_files_limit
+
     if isinstance(gpus, str):
         gpus = SimulatedInventory.parse(gpus)
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
@@ -104,6 +109,8 @@ async def launch(
 def refuse_taken_ports(plan: Plan) -> None:
     """A port already bound (a stale server from an earlier run, say) is reported before anything
     starts, with its owner, instead of surfacing later as a crash."""
+    from ._record import port_owners
+
     wanted = {
         port: replica.name
         for service in plan.services
@@ -166,6 +173,9 @@ async def supervise(
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
     ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
+    from ._gpu_inventory import SimulatedInventory
+    from ._plan import Plan, make_plan
+
     handle_signals = threading.current_thread() is threading.main_thread()
     received: list[int] = []
     group_box: list[RunningTopology] = []

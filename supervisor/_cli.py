@@ -22,22 +22,19 @@ import anyio
 import anyio.abc
 
 from ._cli_gpus import add_gpus_command, gpus_command
-from ._cli_runs import add_commands, dispatch
+from ._cli_runs_args import COMMANDS, add_commands
 from ._config import load
 from ._console import PlainReporter, stamp
 from ._errors import ConfigError, SupervisorError
-from ._gpu_inventory import SimulatedInventory
 from ._graph import FORMATS, render_graph
-from ._group import RunningTopology
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
 from ._process import RUN_ID_ENV
 from ._redact import Redactor
 from ._runner import hold_signals, supervise
-from ._summary import read_summary
-from ._summary_text import render_summary
 
 if TYPE_CHECKING:
     from ._console import LiveReporter
+    from ._group import RunningTopology
 
 __all__ = ["main"]
 
@@ -108,7 +105,12 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
-    args.inventory = SimulatedInventory.parse(args.gpus) if args.gpus else None
+    if args.gpus:
+        from ._gpu_inventory import SimulatedInventory
+
+        args.inventory = SimulatedInventory.parse(args.gpus)
+    else:
+        args.inventory = None
     plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables)
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
@@ -316,6 +318,9 @@ def _summary_at_end(run_dir: Path, *, quiet: bool) -> Iterator[None]:
     try:
         yield
     finally:
+        from ._summary import read_summary
+        from ._summary_text import render_summary
+
         with contextlib.suppress(FileNotFoundError):
             for line in render_summary(read_summary(run_dir), quiet=quiet):
                 print(_secrets.text(line), file=sys.stderr, flush=True)
@@ -407,9 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command and args.command != "run":
         print("supervisor: error: only 'run' takes a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT
-    code = dispatch(args)
-    if code is not None:
-        return code
+    if args.command in COMMANDS:  # loaded only for these commands: `run` stays light
+        from ._cli_runs import dispatch
+
+        code = dispatch(args)
+        if code is not None:
+            return code
     if args.command == "gpus":
         return gpus_command(args)
     notify_fd = getattr(args, "notify_fd", None)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
-from ._gpu_checks import describe_holders
-from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuProcess, format_bytes, open_inventory
+
+if TYPE_CHECKING:  # loaded by the command itself: the parser of every other command stays light
+    from ._gpu_inventory import GpuInventory, GpuProcess
 
 __all__ = ["add_gpus_command", "gpus_command", "render_gpus"]
 
@@ -25,6 +27,8 @@ def add_gpus_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def gpus_command(args: argparse.Namespace) -> int:
+    from ._gpu_inventory import NO_NVML_HINT, open_inventory
+
     try:
         inventory = open_inventory(args.gpus)
         text = render_gpus(inventory)
@@ -38,6 +42,9 @@ def gpus_command(args: argparse.Namespace) -> int:
 
 def render_gpus(inventory: GpuInventory) -> str:
     """One block per GPU: index, name, bus id, memory used of total, then one line per holder."""
+    from ._gpu_checks import describe_holders
+    from ._gpu_inventory import format_bytes
+
     devices = inventory.devices()
     by_gpu: dict[int, list[GpuProcess]] = {}
     for process in inventory.processes():

@@ -29,7 +29,6 @@ from . import _supervision
 from ._conditions import StartConditions
 from ._errors import ServiceFailed
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
-from ._gpu_checks import describe_holders, wait_released
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
@@ -40,13 +39,13 @@ from ._process import alive, signal_processes
 from ._proctable import marked_processes, run_members
 from ._record import register_run, save_record, unregister_run
 from ._replica import Incarnation, Replica, ReplicaState, ServiceHandle
-from ._snapshot import manifest_of, redactor_of, summary_of
-from ._summary import RunSummary
 from ._teardown import stop_in_order, stop_prerequisites, sweep
 from ._watchdog import Watchdog
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
+
+    from ._summary import RunSummary
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
 
@@ -181,6 +180,8 @@ class RunningTopology:
     def summary(self) -> RunSummary:
         """The run summary so far (at the end, what ``summary.json`` holds): time to ready per replica and
         phase, restarts, exits, teardown times, and the critical chain that set the all-ready time."""
+        from ._snapshot import summary_of
+
         return summary_of(self)
 
     def mark(self, label: str) -> Marked:
@@ -516,6 +517,8 @@ class RunningTopology:
         ours, so the next run finds the memory free, and name any survivor."""
         if self.gpus is None or not any(r.plan.gpus for r in self.replicas):
             return
+        from ._gpu_checks import describe_holders, wait_released
+
         started = time.monotonic()
         # a second Ctrl-C asks for an exit now: look once, name what is left, do not wait
         survivors = await wait_released(self.gpus, self._seen_pids, seconds=0.0 if self._kill_now else None)
@@ -536,9 +539,13 @@ class RunningTopology:
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
+        from ._snapshot import manifest_of, redactor_of
+
         self._events.redactor = redactor_of(self)  # events.jsonl hides the services' secrets too
         save_record(self.run_dir, "manifest.json", manifest_of(self))  # never raises: teardown goes on
 
     def _write_summary(self) -> None:
         """How the run ended, and the verification that nothing of it is left (checked on every run)."""
+        from ._snapshot import summary_of
+
         save_record(self.run_dir, "summary.json", summary_of(self), indent=2)

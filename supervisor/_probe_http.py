@@ -12,9 +12,12 @@ import ipaddress
 import os
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
-import h11
+
+if TYPE_CHECKING:  # h11 loads with the first HTTP probe: TCP probes and plain runs do without it
+    import h11
 
 __all__ = ["Address", "connect", "get", "request", "resolve"]
 
@@ -78,6 +81,8 @@ async def _connect_one(family: int, sockaddr: tuple[str, int]) -> socket.socket:
 
 def request(target: str, host_header: str) -> h11.Request:
     """The GET a probe sends on every attempt (built once: h11 validates it; ValueError when invalid)."""
+    import h11
+
     headers = [("Host", host_header), ("User-Agent", _USER_AGENT), ("Accept", "*/*"), ("Connection", "close")]
     try:
         return h11.Request(method="GET", target=target, headers=headers)
@@ -88,6 +93,8 @@ def request(target: str, host_header: str) -> h11.Request:
 async def get(addresses: Sequence[Address], request: h11.Request) -> tuple[int, bytes]:
     """One GET on a fresh connection: (status, body). Refused connections raise at once; a response that
     is not HTTP raises ValueError. Reading stops when the message is complete, not when the socket closes."""
+    import h11
+
     sock = await connect(addresses)
     try:
         connection = h11.Connection(h11.CLIENT)
@@ -108,6 +115,8 @@ async def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 async def _receive_response(sock: socket.socket, connection: h11.Connection) -> tuple[int, bytes]:
+    import h11
+
     status: int | None = None
     body = bytearray()
     received = 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import supervisor
 
-from ._common import preset_error
+from ._common import FRONTEND, api_ports, preset_error
 
 __all__ = [
     "LOAD_TIMEOUT_SECONDS",
@@ -16,6 +17,7 @@ __all__ = [
     "check_counts",
     "models_ready",
     "replica_urls",
+    "router_frontend",
 ]
 
 #: downloading and loading a 70B checkpoint takes tens of minutes; a stalled start still fails at the end
@@ -50,3 +52,26 @@ def check_counts(preset: str, **counts: int) -> None:
     for var, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise preset_error(preset, var, f"expected a whole number of at least 1, got {value!r}")
+
+
+def router_frontend(
+    command: list[str],
+    port: int | None,
+    *,
+    ready_path: str = "/health",
+    alive_path: str = "/health",
+    env: Mapping[str, str] | None = None,
+    depends_on: object = ("prefill", "decode"),
+) -> supervisor.Service:
+    """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend``."""
+    return supervisor.Service(
+        name=FRONTEND,
+        command=command,
+        ports=api_ports(port),
+        env=env or {},
+        depends_on=depends_on,
+        ready=supervisor.HttpCheck("http://127.0.0.1:{port}" + ready_path, status=200),
+        alive=alive(alive_path),
+        stop=ROUTER_STOP,
+        restart=supervisor.RestartPolicy("on-failure"),
+    )

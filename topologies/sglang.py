@@ -32,7 +32,7 @@ from ._common import (
     model_arg,
     preset_error,
 )
-from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, ROUTER_STOP, alive, check_counts, replica_urls
+from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, alive, check_counts, replica_urls, router_frontend
 
 __all__ = ["PROFILE", "READY_LINE", "sglang"]
 
@@ -105,16 +105,8 @@ def sglang(
     for url in replica_urls("decode", decode):
         router += ["--decode", url]
     router += ["--host", "127.0.0.1", "--port", "{port}"]
-    frontend = supervisor.Service(
-        name=FRONTEND,
-        command=router,
-        ports=api_ports(port),
-        env=engine_env(env_path, env),
-        depends_on=["prefill", "decode"],
-        ready=supervisor.HttpCheck("http://127.0.0.1:{port}/readiness", status=200),
-        alive=alive("/liveness"),
-        stop=ROUTER_STOP,
-        restart=supervisor.RestartPolicy("on-failure"),
+    frontend = router_frontend(
+        router, port, ready_path="/readiness", alive_path="/liveness", env=engine_env(env_path, env)
     )
     return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend])
 

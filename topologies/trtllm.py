@@ -34,7 +34,7 @@ from ._common import (
     model_arg,
     preset_error,
 )
-from ._serving import LOAD_TIMEOUT_SECONDS, ROUTER_STOP, alive, check_counts, replica_urls
+from ._serving import LOAD_TIMEOUT_SECONDS, alive, check_counts, replica_urls, router_frontend
 
 __all__ = ["PROFILE", "trtllm"]
 
@@ -113,16 +113,11 @@ def trtllm(
         _server(role, model, None, env_path, count, tp, args, env, ["--extra_llm_api_options", f"{_DIR}/{kind}.yaml"])
         for role, count, kind in (("prefill", prefill, "context"), ("decode", decode, "generation"))
     ]
-    frontend = supervisor.Service(
-        name=FRONTEND,
-        command=[engine_program(env_path, "trtllm-serve"), "disaggregated", "-c", f"{_DIR}/disagg.yaml"],
-        ports=api_ports(port),
+    frontend = router_frontend(
+        [engine_program(env_path, "trtllm-serve"), "disaggregated", "-c", f"{_DIR}/disagg.yaml"],
+        port,
         env=engine_env(env_path, env),
         depends_on={"config": "completed", "prefill": "ready", "decode": "ready"},
-        ready=supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200),
-        alive=alive(),
-        stop=ROUTER_STOP,
-        restart=supervisor.RestartPolicy("on-failure"),
     )
     return supervisor.Topology(name="trtllm-disagg", services=[*_config_job(files), *servers, frontend])
 

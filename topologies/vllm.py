@@ -28,7 +28,15 @@ from ._common import (
     model_arg,
     preset_error,
 )
-from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, ROUTER_STOP, alive, check_counts, models_ready, replica_urls
+from ._serving import (
+    LOAD_TIMEOUT_SECONDS,
+    METRICS,
+    alive,
+    check_counts,
+    models_ready,
+    replica_urls,
+    router_frontend,
+)
 
 __all__ = ["PROFILE", "vllm"]
 
@@ -112,16 +120,7 @@ def vllm(
         *_each("--prefill", replica_urls("prefill", prefill)),
         *_each("--decode", replica_urls("decode", decode)),
     ]  # fmt: skip
-    frontend = supervisor.Service(
-        name=FRONTEND,
-        command=proxy,
-        ports=api_ports(port),
-        depends_on=["prefill", "decode"],
-        ready=supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200),
-        alive=alive(),
-        stop=ROUTER_STOP,
-        restart=supervisor.RestartPolicy("on-failure"),
-    )
+    frontend = router_frontend(proxy, port)
     return supervisor.Topology(name="vllm-disagg", services=[*services, frontend])
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,3 +46,33 @@ async def wait_for(group: RunningTopology, predicate: Callable[[list[Event]], bo
         async for _ in group.events():
             if predicate(group.event_history):
                 return
+
+
+#: runs ``argv[1:]`` as the leader of a new session whose controlling terminal is stdin, as a shell does
+_AS_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.executable, sys.argv[1:])"
+)
+
+
+def ctrl_c_at_a_terminal(
+    argv: list[str], ready: Callable[[], bool], *, cwd: Path, ready_timeout: float = 30
+) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as its controlling terminal; once ``ready()`` holds, type Ctrl-C
+    (SIGINT to the terminal's foreground process group). Returns the exit code and stderr."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [PYTHON, "-c", _AS_TERMINAL, *argv], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, cwd=cwd,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        wait_until(lambda: ready() or process.poll() is not None, timeout=ready_timeout)
+        assert process.poll() is None, process.communicate()
+        os.write(master, b"\x03")
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(master)
+    return process.returncode, stderr.decode(errors="replace")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import signal
 import subprocess
 from pathlib import Path
 
 from supervisor._proctable import marked_processes
 
-from .helpers import PYTHON, alive, wait_until
+from .helpers import PYTHON, alive, ctrl_c_at_a_terminal, wait_until
 
 ROOT = Path(__file__).parent.parent
 SLEEPER = "name: t\nservices:\n  s:\n    command: [sleep, '60']\n"
@@ -34,15 +32,7 @@ def test_ctrl_c_at_a_terminal_lets_cmd_write_its_results(tmp_path: Path, runs_di
     topo.write_text(SLEEPER)
     bench = tmp_path / "bench.py"
     bench.write_text(BENCH)
-    master, slave = pty.openpty()
-    # The supervisor leads a new session whose controlling terminal is the pty, as a shell would set it up.
-    as_terminal = (
-        "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.executable, sys.argv[1:])"
-    )
     argv = [
-        PYTHON,
-        "-c",
-        as_terminal,
         PYTHON,
         "-m",
         "supervisor",
@@ -56,22 +46,9 @@ def test_ctrl_c_at_a_terminal_lets_cmd_write_its_results(tmp_path: Path, runs_di
         str(bench),
         str(tmp_path),
     ]
-    process = subprocess.Popen(
-        argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT
-    )
-    os.close(slave)
-    try:
-        wait_until(lambda: (tmp_path / "started").exists() or process.poll() is not None, timeout=30)
-        assert process.poll() is None, process.communicate()
-        os.write(master, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        os.close(master)
+    returncode, stderr = ctrl_c_at_a_terminal(argv, (tmp_path / "started").exists, cwd=ROOT)
     assert (tmp_path / "results.json").read_text() == '{"ok": true}', stderr
-    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert returncode == 128 + signal.SIGINT, stderr
     assert marked_processes(next(runs_dir.iterdir()).name) == {}
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -21,7 +19,7 @@ import supervisor as sv
 import topologies
 from supervisor._proctable import marked_processes
 
-from .helpers import PYTHON, alive, wait_until
+from .helpers import PYTHON, alive, ctrl_c_at_a_terminal, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engines]
 
@@ -164,29 +162,12 @@ def ctrl_c_a_cli_run(tmp_path: Path, runs_dir: Path, preset: str, sets: dict[str
     client.write_text(CLIENT)
     answer = tmp_path / "answer.txt"
     sets_args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
-    as_terminal = (
-        "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.executable, sys.argv[1:])"
-    )
     argv = [
-        PYTHON, "-c", as_terminal, PYTHON, "-m", "supervisor", "run", f"topologies/{preset}.yaml", *sets_args,
+        PYTHON, "-m", "supervisor", "run", f"topologies/{preset}.yaml", *sets_args,
         "--runs-dir", str(runs_dir), "-q", "--", "{python}", str(client), "{frontend.url}", model, str(answer),
     ]  # fmt: skip
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT
-    )
-    os.close(slave)
-    try:
-        wait_until(lambda: answer.exists() or process.poll() is not None, timeout=60)
-        assert process.poll() is None, process.communicate()
-        os.write(master, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        os.close(master)
-    assert process.returncode == 128 + signal.SIGINT, stderr
+    returncode, stderr = ctrl_c_at_a_terminal(argv, answer.exists, cwd=ROOT, ready_timeout=60)
+    assert returncode == 128 + signal.SIGINT, stderr
     (run,) = runs_dir.iterdir()
     manifest = json.loads((run / "manifest.json").read_text())
     pids = [replica["pid"] for service in manifest["services"].values() for replica in service["replicas"]]

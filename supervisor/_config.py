@@ -36,7 +36,7 @@ from ._spec import (
 )
 from ._units import parse_duration, parse_size
 from ._validate import suggest
-from ._yaml import parse_yaml, read_text
+from ._yaml import parse_yaml, read_text, read_value
 
 __all__ = ["load", "topology_from_dict", "topology_from_text"]
 
@@ -94,10 +94,7 @@ class _Substituted(str):
         return made
 
     def typed(self) -> object:
-        try:
-            return parse_yaml(str(self), "") if self.strip() else str(self)
-        except ConfigError:
-            return str(self)
+        return read_value(str(self))
 
     def origin(self) -> str:
         return f" (from ${{{self.variable}}})"

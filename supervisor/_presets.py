@@ -20,7 +20,7 @@ import attrs
 from ._errors import ConfigError
 from ._spec import Topology
 from ._validate import suggest
-from ._yaml import parse_yaml
+from ._yaml import read_value
 
 __all__ = ["PRESET_FIELDS", "topology_from_preset"]
 
@@ -67,7 +67,7 @@ def topology_from_preset(
             continue
         try:
             hint = parameters[key][0]
-            read = _read(value) if isinstance(value, str) and as_text and not _text_only(hint) else value
+            read = read_value(value) if isinstance(value, str) and as_text and not _text_only(hint) else value
             kwargs[key] = _coerce(read, hint)
         except (TypeError, ValueError) as exc:
             problems.append(f"preset '{label}', var '{key}': {exc}")
@@ -127,14 +127,6 @@ def _text_only(hint: object) -> bool:
 
 def _is_union(hint: object) -> bool:
     return typing.get_origin(hint) in (Union, types.UnionType)
-
-
-def _read(text: str) -> object:
-    """A ``--set`` value as YAML (``2`` is a number, ``{a: 1}`` a mapping), text when it is not YAML."""
-    try:
-        return parse_yaml(text, "--set") if text.strip() else text
-    except ConfigError:
-        return text
 
 
 def _coerce(value: object, hint: object) -> object:

@@ -14,7 +14,7 @@ import yaml
 
 from ._errors import ConfigError
 
-__all__ = ["MAX_FILE_BYTES", "MAX_NODES", "parse_yaml", "read_text"]
+__all__ = ["MAX_FILE_BYTES", "MAX_NODES", "parse_yaml", "read_text", "read_value"]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  #: a topology is a few KB; a bigger file is a mistake (or an attack)
 MAX_NODES = 100_000  #: values in the document once aliases are expanded (a 1 KB alias bomb has billions)
@@ -114,3 +114,12 @@ def parse_yaml(text: str, source: str) -> object:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}invalid YAML: {problem}", source=source) from None
+
+
+def read_value(text: str) -> object:
+    """A value given as text (``--set``, a substituted ``${var}``) read as YAML: ``2`` is a number,
+    ``{a: 1}`` a mapping; the text itself when it is empty or not YAML."""
+    try:
+        return parse_yaml(text, "--set") if text.strip() else text
+    except ConfigError:
+        return text

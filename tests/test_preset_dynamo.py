@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import random
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,13 +157,28 @@ def test_plan_resolves_every_template_and_keeps_status_ports_low() -> None:
     assert replicas["frontend"].ready.check.url == f"{replicas['frontend'].url}/v1/models/m/ready"  # type: ignore[union-attr]
 
 
+@contextlib.contextmanager
+def _held_port_with_a_free_neighbour() -> Iterator[int]:
+    """A bound port P whose P + 1 is free, both below the ephemeral range: an ephemeral neighbour may be
+    another test's connection (or its TIME_WAIT), which is what made this test fail once in CI."""
+    for candidate in random.sample(range(20000, 32000, 2), 200):
+        with socket.socket() as held, socket.socket() as neighbour:
+            try:
+                held.bind(("127.0.0.1", candidate))
+                neighbour.bind(("127.0.0.1", candidate + 1))
+            except OSError:
+                continue
+            neighbour.close()
+            yield candidate
+            return
+    raise AssertionError("no free pair of loopback ports in 20000..32000")
+
+
 def test_low_ports_skip_ports_in_use_and_handed_out() -> None:
     """A port another program holds, or one this plan gave already, is never handed out again."""
     from supervisor._resources import PortAllocator
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        held = taken.getsockname()[1]
+    with _held_port_with_a_free_neighbour() as held:
         allocator = PortAllocator()
         for _ in range(20):  # whatever the random start, the only free port of the window is the other one
             assert allocator.allocate_in(held, held + 2) == held + 1

@@ -144,15 +144,27 @@ async def test_py_spy_profile_is_written_when_the_run_ends(runs_dir: Path) -> No
 @needs_py_spy
 @pytest.mark.anyio
 async def test_a_restart_keeps_the_ended_incarnations_profile(runs_dir: Path, tmp_path: Path) -> None:
-    """Each incarnation writes the same path: before a restart the old report moves to ``w~0.svg``."""
+    """Each incarnation writes the same path: before a restart the old report moves to ``w~0.svg``.
+
+    py-spy writes nothing for a program that ends before it attached (a slow machine is slow to attach),
+    so each incarnation goes on only once its log says it is sampled: the first then fails, the second
+    says ready."""
     flag = tmp_path / "second"
     once = (
-        "import os, sys, time\nif not os.path.exists(sys.argv[1]):\n    open(sys.argv[1], 'w').close()\n"
-        "    sum(range(10**6)); sys.exit(3)\nprint('service ready', flush=True)\nwhile True: time.sleep(0.01)"
+        "import os, sys, time\n"
+        "def sampled(times):\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while time.monotonic() < deadline:\n"
+        "        with open(sys.argv[2], 'rb') as log:\n"
+        "            if log.read().count(b'Sampling process') >= times: return\n"
+        "        sum(range(10**4))\n"
+        "if not os.path.exists(sys.argv[1]):\n"
+        "    open(sys.argv[1], 'w').close(); sampled(1); sys.exit(3)\n"
+        "sampled(2); print('service ready', flush=True)\nwhile True: time.sleep(0.01)"
     )
     service = sv.Service(
         "w",
-        command=[PYTHON, "-c", once, str(flag)],
+        command=[PYTHON, "-c", once, str(flag), "{run_dir}/logs/w.log"],
         ready=sv.LogCheck("service ready"),
         restart=sv.RestartPolicy("always", backoff=sv.Backoff(initial_seconds=0, jitter=0)),
         profile="py-spy",

@@ -22,6 +22,7 @@ import attrs
 from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuUnavailable, open_inventory
+from ._placement import ReplicaPlacement
 from ._policy import BUILTIN_FATAL_PATTERNS
 from ._profile import PlannedProfile, plan_profile, profile_tool_hint
 from ._spec import (
@@ -29,6 +30,7 @@ from ._spec import (
     AnyOf,
     CallableCheck,
     Check,
+    Cluster,
     Dependency,
     ExecCheck,
     GpuRequest,
@@ -81,6 +83,7 @@ class ReplicaPlan:
     gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML order = PCI bus order); CUDA_VISIBLE_DEVICES
     profile: PlannedProfile | None = None  #: the profiler (``argv`` is already wrapped) and its output
     metrics: str | None = None  #: this replica's Prometheus endpoint, templates filled
+    placement: ReplicaPlacement | None = None  #: its nodes on a cluster; None = this machine
 
     @property
     def port(self) -> int | None:
@@ -117,6 +120,7 @@ class Plan:
     services: tuple[ServicePlan, ...]
     source: str | None = None
     strategy: str = "one_for_one"
+    cluster: Cluster | None = None  #: the topology's ``cluster:``; None = this machine only
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -222,7 +226,7 @@ def make_plan(
         resolved.append(attrs.evolve(plan, replicas=replicas))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
-    return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy)
+    return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster)
 
 
 def _assign_gpus(

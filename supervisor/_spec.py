@@ -21,6 +21,7 @@ __all__ = [
     "Backoff",
     "CallableCheck",
     "Check",
+    "Cluster",
     "Condition",
     "Dependency",
     "ExecCheck",
@@ -29,12 +30,14 @@ __all__ = [
     "LogCheck",
     "LogPolicy",
     "Phase",
+    "Placement",
     "PortSpec",
     "Probe",
     "ProbeTarget",
     "Profile",
     "RestartPolicy",
     "Service",
+    "SlurmCluster",
     "StopPolicy",
     "Strategy",
     "TcpCheck",
@@ -388,6 +391,35 @@ def _profile(value: object) -> Profile | None:
 
 
 @attrs.frozen
+class Placement:
+    """Where a service's replicas run in a cluster allocation (``placement:`` in YAML)."""
+
+    node: int | None = None  #: pin every replica to this node index of the allocation
+    nodes: int = 1  #: nodes per replica: one ``srun`` step with one task per node
+    local: bool = False  #: run on the supervisor's own machine (``placement: local``)
+
+
+@attrs.frozen
+class SlurmCluster:
+    """``cluster: {slurm: ...}``: the allocation to run in (an existing one when ``SLURM_JOB_ID`` is set)."""
+
+    nodes: int = 1
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None  #: Slurm's own time format (``2:00:00``, ``2h`` is converted when parsed)
+    qos: str | None = None
+    constraint: str | None = None
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)  #: more ``salloc`` arguments, verbatim
+
+
+@attrs.frozen
+class Cluster:
+    """Where the topology runs beyond this machine; today only Slurm."""
+
+    slurm: SlurmCluster | None = None
+
+
+@attrs.frozen
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
 
@@ -414,6 +446,8 @@ class Service:
     #: a Prometheus endpoint (a template such as ``http://127.0.0.1:{port}/metrics``) that
     #: ``group.snapshot_metrics(label)`` saves for each running replica
     metrics: str | None = None
+    #: on a cluster: where each replica runs (None = spread round-robin over the allocation's nodes)
+    placement: Placement | None = None
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:
@@ -431,3 +465,4 @@ class Topology:
     run_dir: str | None = None  #: parent of the per-run directories; default: the user's state dir
     strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)
+    cluster: Cluster | None = None  #: absent: every service runs on this machine

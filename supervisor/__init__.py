@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import Backoff as Backoff
     from ._spec import CallableCheck as CallableCheck
     from ._spec import Check as Check
+    from ._spec import Cluster as Cluster
     from ._spec import Dependency as Dependency
     from ._spec import ExecCheck as ExecCheck
     from ._spec import GpuRequest as GpuRequest
@@ -78,12 +79,14 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import LogCheck as LogCheck
     from ._spec import LogPolicy as LogPolicy
     from ._spec import Phase as Phase
+    from ._spec import Placement as Placement
     from ._spec import PortSpec as PortSpec
     from ._spec import Probe as Probe
     from ._spec import ProbeTarget as ProbeTarget
     from ._spec import Profile as Profile
     from ._spec import RestartPolicy as RestartPolicy
     from ._spec import Service as Service
+    from ._spec import SlurmCluster as SlurmCluster
     from ._spec import StopPolicy as StopPolicy
     from ._spec import TcpCheck as TcpCheck
     from ._spec import Topology as Topology
@@ -100,6 +103,7 @@ _LAZY = {
     "Backoff": "_spec",
     "CallableCheck": "_spec",
     "Check": "_spec",
+    "Cluster": "_spec",
     "Completed": "_events",
     "ConfigError": "_errors",
     "Degraded": "_events",
@@ -128,6 +132,7 @@ _LAZY = {
     "PhaseStarted": "_events",
     "Outcome": "_runner",
     "Plan": "_plan",
+    "Placement": "_spec",
     "PortSpec": "_spec",
     "Probe": "_spec",
     "ProbeTarget": "_spec",
@@ -145,6 +150,7 @@ _LAZY = {
     "ServiceFailed": "_errors",
     "ServiceHandle": "_group",
     "Spawned": "_events",
+    "SlurmCluster": "_spec",
     "StopPolicy": "_spec",
     "StopReport": "_reclaim",
     "Stopped": "_events",

@@ -23,6 +23,7 @@ import anyio.abc
 
 from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_runs_args import COMMANDS, add_commands
+from ._cluster_spec import placement_notes, with_slurm
 from ._config import load
 from ._console import PlainReporter, stamp
 from ._errors import ConfigError, SupervisorError
@@ -65,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
+    validate = with_file("validate", "check a topology file and show the start order; starts nothing")
+    for sub in (run, validate):
+        sub.add_argument(
+            "--slurm", action="store_true",
+            help="run on Slurm: cluster: {slurm: {}} when the file has none (as many nodes as its placements need)",
+        )  # fmt: skip
     run.add_argument(
         "--logs", nargs="*", metavar="SERVICE",
         help="also print the output of every service (or of these services or replicas), prefixed per replica",
@@ -79,7 +86,6 @@ def _parser() -> argparse.ArgumentParser:
         "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work); CMD's environment "
         "has TOPOVISOR_<SERVICE>_URL, _URLS, _PORT and TOPOVISOR_RUN_DIR."
     )
-    validate = with_file("validate", "check a topology file and show the start order; starts nothing")
     validate.add_argument(
         "--commands", "-c", action="store_true",
         help="also show each replica's command line and the environment it adds (secrets redacted)",
@@ -105,6 +111,9 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
+    if getattr(args, "slurm", False):
+        topology = with_slurm(topology)
+    args.notes = placement_notes(topology)
     if args.gpus:
         from ._gpu_inventory import SimulatedInventory
 
@@ -146,6 +155,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}{gpus}")
             if args.commands:
                 _show_command(replica.argv, replica.env, replica.cwd)
+    for note in args.notes:
+        print(f"note: {note}")
     if uses_gpus:
         node = args.inventory.description if args.inventory is not None else "this machine (NVML)"
         print(f"GPUs planned on {node}; each replica gets CUDA_VISIBLE_DEVICES=<its gpus>")
@@ -251,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
     replicas = sum(len(s.replicas) for s in plan.services)
     if not args.quiet:
         _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+        for note in args.notes:
+            _say(f"note: {note}")
 
     async def body(group: RunningTopology) -> int | None:
         if not args.quiet:

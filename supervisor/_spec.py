@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._units import parse_duration, parse_size
+from ._units import parse_duration, parse_size, slurm_time
 
 __all__ = [
     "AllOf",
@@ -392,11 +392,32 @@ def _profile(value: object) -> Profile | None:
 
 @attrs.frozen
 class Placement:
-    """Where a service's replicas run in a cluster allocation (``placement:`` in YAML)."""
+    """Where a service's replicas run in a cluster allocation (``placement:`` in YAML).
+
+    ``node`` with ``nodes`` > 1 pins each replica to nodes ``node .. node + nodes - 1``. Without a
+    ``cluster:`` a placement is ignored: the topology runs on this machine as written.
+    """
 
     node: int | None = None  #: pin every replica to this node index of the allocation
     nodes: int = 1  #: nodes per replica: one ``srun`` step with one task per node
     local: bool = False  #: run on the supervisor's own machine (``placement: local``)
+
+
+def _placement(value: object) -> Placement | None:
+    """``Service(placement="local")`` as in YAML; anything else is checked by plan."""
+    if isinstance(value, str) and value == "local":
+        return Placement(local=True)
+    return value  # type: ignore[return-value]
+
+
+def _lenient_slurm_time(value: object) -> str | None:
+    """``2h`` -> ``2:00:00`` in code as in YAML; a value that is no time limit is kept for plan to report."""
+    if value is None:
+        return None
+    try:
+        return slurm_time(value)
+    except ValueError:
+        return value  # type: ignore[return-value]
 
 
 @attrs.frozen
@@ -406,7 +427,8 @@ class SlurmCluster:
     nodes: int = 1
     partition: str | None = None
     account: str | None = None
-    time: str | None = None  #: Slurm's own time format (``2:00:00``, ``2h`` is converted when parsed)
+    #: Slurm's own time format (``2:00:00``); ours (``2h``, ``90m``) is converted
+    time: str | None = attrs.field(default=None, converter=_lenient_slurm_time)
     qos: str | None = None
     constraint: str | None = None
     extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)  #: more ``salloc`` arguments, verbatim
@@ -417,6 +439,15 @@ class Cluster:
     """Where the topology runs beyond this machine; today only Slurm."""
 
     slurm: SlurmCluster | None = None
+
+
+def _cluster(value: object) -> Cluster | None:
+    """``Topology(cluster=SlurmCluster(nodes=4))`` or ``cluster="slurm"`` as shorthands of ``Cluster``."""
+    if isinstance(value, SlurmCluster):
+        return Cluster(slurm=value)
+    if isinstance(value, str) and value == "slurm":
+        return Cluster(slurm=SlurmCluster())
+    return value  # type: ignore[return-value]
 
 
 @attrs.frozen
@@ -447,7 +478,7 @@ class Service:
     #: ``group.snapshot_metrics(label)`` saves for each running replica
     metrics: str | None = None
     #: on a cluster: where each replica runs (None = spread round-robin over the allocation's nodes)
-    placement: Placement | None = None
+    placement: Placement | None = attrs.field(default=None, converter=_placement)
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:
@@ -465,4 +496,4 @@ class Topology:
     run_dir: str | None = None  #: parent of the per-run directories; default: the user's state dir
     strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)
-    cluster: Cluster | None = None  #: absent: every service runs on this machine
+    cluster: Cluster | None = attrs.field(default=None, converter=_cluster)  #: absent: all runs on this machine

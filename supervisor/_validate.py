@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from ._cluster_spec import check_cluster
 from ._gpu_assign import check_gpu_request
 from ._profile import check_profile
 from ._spec import (
@@ -42,7 +43,10 @@ __all__ = ["MAX_REPLICAS", "check_replica", "check_run_dir", "check_topology", "
 MAX_REPLICAS = 10_000  #: per service; more is almost surely a typo, and planning stays fast below it
 MAX_SECONDS = 366 * 24 * 3600.0  #: any duration longer than a year is a mistake (and overflows timers)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
-_RESERVED_PORT_NAMES = ("url", "host", "replica", "replicas", "name", "service", "run_dir", "python", "profile_dir")
+_RESERVED_PORT_NAMES = (
+    "url", "host", "replica", "replicas", "name", "service", "run_dir", "python", "profile_dir",
+    "node_rank", "nnodes", "leader_host",
+)  # fmt: skip
 _POLICIES = ("no", "on-failure", "always")
 
 Report = Callable[[str], None]
@@ -118,6 +122,7 @@ def check_topology(topology: Topology, report: Report) -> None:
     by_name = {s.name: s for s in topology.services}
     for service in topology.services:
         _check_service(service, f"service '{service.name}'", names, by_name, report)
+    check_cluster(topology, report)
 
 
 def _check_service(

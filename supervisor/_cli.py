@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 from ._cli_gpus import add_gpus_command, gpus_command
+from ._cli_placement import node_count, placement_lines, planning_nodes, where_it_runs
 from ._cli_runs_args import COMMANDS, add_commands
 from ._cluster_spec import placement_notes, with_slurm
 from ._config import load
@@ -87,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         "has TOPOVISOR_<SERVICE>_URL, _URLS, _PORT and TOPOVISOR_RUN_DIR."
     )
     validate.add_argument(
+        "--nodes", type=node_count, metavar="N",
+        help="show the placement plan on N Slurm nodes (placeholders node0..; no cluster needed)",
+    )  # fmt: skip
+    validate.add_argument(
         "--commands", "-c", action="store_true",
         help="also show each replica's command line and the environment it adds (secrets redacted)",
     )  # fmt: skip
@@ -111,16 +116,21 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
-    if getattr(args, "slurm", False):
-        topology = with_slurm(topology)
+    nodes_wanted = getattr(args, "nodes", None)
+    if getattr(args, "slurm", False) or nodes_wanted is not None:
+        topology = with_slurm(topology, nodes_wanted)
     args.notes = placement_notes(topology)
+    # run: the launcher brings the allocation's nodes; the other commands plan on placeholders
+    nodes = planning_nodes(topology) if args.command != "run" else None
     if args.gpus:
         from ._gpu_inventory import SimulatedInventory
 
         args.inventory = SimulatedInventory.parse(args.gpus)
     else:
         args.inventory = None
-    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables)
+    plan = make_plan(
+        topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables, nodes=nodes
+    )
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
@@ -152,9 +162,16 @@ def _validate(args: argparse.Namespace) -> int:
         for replica in service.replicas:
             ports = " ".join(f"{k}={v}" for k, v in replica.ports.items()) or "-"
             gpus = f"  gpus: {','.join(map(str, replica.gpus)) or '-'}" if uses_gpus else ""
-            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}{gpus}")
+            where = f"  {where_it_runs(replica)}" if plan.nodes else ""
+            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}{gpus}{where}")
             if args.commands:
-                _show_command(replica.argv, replica.env, replica.cwd)
+                tasks = replica.placement.argvs if replica.placement is not None else (replica.argv,)
+                for rank, argv in enumerate(tasks):
+                    if len(tasks) > 1:
+                        print(f"    # rank {rank} on {replica.placement.nodes[rank].name}")  # type: ignore[union-attr]
+                    _show_command(argv, replica.env, replica.cwd)
+    for line in placement_lines(plan):
+        print(line)
     for note in args.notes:
         print(f"note: {note}")
     if uses_gpus:

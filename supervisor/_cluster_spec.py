@@ -60,6 +60,9 @@ def check_cluster(topology: Topology, report: Report) -> None:
     for service in topology.services:
         if service.placement is not None:
             _check_placement(service, nodes, cluster is not None, report)
+        spans = service.placement is not None and _int(service.placement.nodes) and service.placement.nodes > 1
+        if cluster is not None and spans and service.profile is not None:
+            report(f"service '{service.name}', field 'profile': not supported for a replica on several nodes")
         if cluster is not None and placed(topology, service) and service.gpus is not None:
             where = f"service '{service.name}', field 'gpus"
             if service.gpus.ids is not None:

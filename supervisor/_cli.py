@@ -24,6 +24,7 @@ import anyio.abc
 from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_placement import node_count, placement_lines, planning_nodes, where_it_runs
 from ._cli_runs_args import COMMANDS, add_commands
+from ._cli_sbatch import add_sbatch_arguments, apply_sbatch_flags, sbatch_command
 from ._cluster_spec import placement_notes, with_slurm
 from ._config import load
 from ._console import PlainReporter, stamp
@@ -95,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         "--commands", "-c", action="store_true",
         help="also show each replica's command line and the environment it adds (secrets redacted)",
     )  # fmt: skip
+    sbatch = with_file("sbatch", "write (or --submit) the batch script that runs FILE in a Slurm allocation")
+    sbatch.set_defaults(slurm=True)
+    add_sbatch_arguments(sbatch)
     graph = with_file("graph", "draw the dependency graph (conditions, replicas, GPUs); starts nothing")
     graph.add_argument("--format", "-f", choices=FORMATS, default="text", help="text (default), mermaid or dot")
     add_commands(commands)
@@ -119,6 +123,8 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     nodes_wanted = getattr(args, "nodes", None)
     if getattr(args, "slurm", False) or nodes_wanted is not None:
         topology = with_slurm(topology, nodes_wanted)
+    if args.command == "sbatch":
+        topology = apply_sbatch_flags(topology, args)
     args.notes = placement_notes(topology)
     # run: the launcher brings the allocation's nodes; the other commands plan on placeholders
     nodes = planning_nodes(topology) if args.command != "run" else None
@@ -439,8 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("supervisor run: error: the following arguments are required: file", file=sys.stderr)
             return EXIT_BAD_INPUT
         args.file = args.logs.pop()
-    if command and args.command != "run":
-        print("supervisor: error: only 'run' takes a command after --", file=sys.stderr)
+    if command and args.command not in ("run", "sbatch"):
+        print("supervisor: error: only 'run' and 'sbatch' take a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.command in COMMANDS:  # loaded only for these commands: `run` stays light
         from ._cli_runs import dispatch
@@ -456,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "graph":
             return _graph(args)
+        if args.command == "sbatch":  # engines may exist only on the compute nodes: not looked for here
+            return sbatch_command(args, _plan(args, check_executables=False), _overrides(args.overrides))
         if args.detach:
             return _detach(args, list(sys.argv[1:] if original_argv is None else original_argv))
         return _run(args)

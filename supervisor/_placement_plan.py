@@ -23,16 +23,21 @@ import ipaddress
 import random
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ._cluster_spec import placed
 from ._placement import ClusterNode, ReplicaPlacement
 from ._resources import PortAllocator
 from ._spec import PortSpec, Topology
 
+if TYPE_CHECKING:  # _plan imports this module lazily, while planning
+    from ._plan import Plan
+
 __all__ = [
     "REMOTE_PORTS",
     "PortBook",
     "assign_nodes",
+    "gpus_per_node_needed",
     "placeholder_nodes",
     "replica_placement",
     "task_templates",
@@ -104,6 +109,17 @@ def assign_nodes(
 def _names(nodes: Sequence[ClusterNode]) -> str:
     shown = ", ".join(node.name for node in nodes[:8])
     return shown + (f", ... {len(nodes) - 8} more" if len(nodes) > 8 else "")
+
+
+def gpus_per_node_needed(plan: Plan) -> int:
+    """The most GPUs the replicas placed on any one node ask for: what the allocation must hold per node."""
+    per_node: dict[str, int] = {}
+    for service in plan.services:
+        for replica in service.replicas:
+            if replica.placement is not None:
+                for node in replica.placement.nodes:
+                    per_node[node.name] = per_node.get(node.name, 0) + replica.placement.gpus_per_node
+    return max(per_node.values(), default=0)
 
 
 def replica_placement(nodes: tuple[ClusterNode, ...] | None, gpus_per_node: int) -> ReplicaPlacement | None:

@@ -581,10 +581,16 @@ def topology_from_dict(
         from ._presets import topology_from_preset
 
         expander = _Variables({}, environ, {})
-        preset = topology_from_preset(data, source=source, overrides=overrides or {}, expand=expander.expand)
+        given = dict(overrides or {})
+        cluster_sets = {k: str(v) for k, v in given.items() if k == "cluster" or k.startswith("cluster.")}
+        preset = topology_from_preset(
+            data, source=source, overrides={k: v for k, v in given.items() if k not in cluster_sets},
+            expand=expander.expand,
+        )  # fmt: skip
+        cluster = _preset_cluster(data.get("cluster"), cluster_sets, expander.expand, source)
         if expander.problems:
             raise ConfigError([_describe_problem(p) for p in expander.problems], source=source)
-        return preset
+        return preset if cluster is None else attrs.evolve(preset, cluster=cluster)
     defaults = data.pop("vars", None) or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("field 'vars': expected a mapping NAME: default", source=source)
@@ -642,6 +648,26 @@ def topology_from_dict(
             lines.append(f"{_locate(path, names)}: {text}")
         raise ConfigError(lines, source=source) from None
     return attrs.evolve(topology, source=source)
+
+
+def _preset_cluster(
+    value: object, sets: Mapping[str, str], expand: Callable[[object, str], object], source: str | None
+) -> Cluster | None:
+    """A preset file's ``cluster:`` and ``--set cluster.*``: the same block and messages as in any file."""
+    holder: dict[str, Any] = {} if value is None else {"cluster": value}
+    try:
+        for key, raw in sets.items():
+            _apply_structural(holder, key, raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=source) from None
+    if "cluster" not in holder:
+        return None
+    try:
+        return _cluster(expand(holder["cluster"], "cluster"))
+    except Exception as exc:
+        messages = cattrs.transform_error(exc, path="$.cluster", format_exception=_format_exception)
+        lines = [f"{_locate(path, [])}: {text}" for text, _, path in (m.rpartition(" @ ") for m in messages)]
+        raise ConfigError(lines, source=source) from None
 
 
 def _describe_problem(problem: str) -> str:

@@ -222,3 +222,32 @@ def test_validate_slurm_switch_checks_the_placements(tmp_path: Path, capsys: pyt
     args = ["validate", str(path), "--slurm", "--set", "cluster.slurm.nodes=1", "--runs-dir", str(tmp_path / "runs")]
     assert main(args) == 2
     assert "service 'a', field 'placement.node': node 1 is beyond the allocation's 1 nodes" in capsys.readouterr().err
+
+
+def test_a_preset_file_takes_a_cluster_and_cluster_overrides(tmp_path: Path) -> None:
+    """``preset:`` files are topologies too: ``cluster:`` and ``--set cluster.*`` work there, the builder
+    never sees them."""
+    path = tmp_path / "p.yaml"
+    path.write_text("preset: dynamo\nvars: {model: m}\ncluster: {slurm: {nodes: 3, time: 1h}}\n")
+    assert sv.load(path).cluster == Cluster(SlurmCluster(nodes=3, time="1:00:00"))
+    assert sv.load(path, overrides={"cluster.slurm.nodes": "8"}).cluster == Cluster(SlurmCluster(nodes=8, time="1h"))
+    bundled = sv.load("dynamo", overrides={"model": "m", "cluster.slurm.partition": "gpu"})
+    assert bundled.cluster == Cluster(SlurmCluster(partition="gpu"))
+    assert sv.load("dynamo", overrides={"model": "m"}).cluster is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"cluster.slurm.nodez": "8"}, "field 'cluster.slurm': unknown field 'nodez' (did you mean 'nodes'?)"),
+        ({"cluster.slurm.time": "30"}, "field 'cluster.slurm.time': 30 is ambiguous"),
+        ({"cluster": "3"}, "field 'cluster': expected {slurm: {nodes: N"),
+    ],
+)
+def test_a_presets_cluster_errors_read_as_in_any_file(tmp_path: Path, overrides: dict[str, str], expected: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("preset: dynamo\nvars: {model: m}\n")
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.load(path, overrides=overrides)
+    assert len(caught.value.problems) == 1 and expected in caught.value.problems[0]
+    assert caught.value.source == str(path)

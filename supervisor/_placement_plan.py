@@ -23,15 +23,11 @@ import ipaddress
 import random
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from ._cluster_spec import placed
 from ._placement import ClusterNode, ReplicaPlacement
 from ._resources import PortAllocator
 from ._spec import PortSpec, Topology
-
-if TYPE_CHECKING:  # _plan imports this module lazily, while planning
-    from ._plan import Plan
 
 __all__ = [
     "REMOTE_PORTS",
@@ -111,14 +107,14 @@ def _names(nodes: Sequence[ClusterNode]) -> str:
     return shown + (f", ... {len(nodes) - 8} more" if len(nodes) > 8 else "")
 
 
-def gpus_per_node_needed(plan: Plan) -> int:
-    """The most GPUs the replicas placed on any one node ask for: what the allocation must hold per node."""
+def gpus_per_node_needed(placements: Iterable[ReplicaPlacement | None]) -> int:
+    """The most GPUs the replicas placed on any one node ask for: what the allocation must hold per node
+    (``--gpus-per-node`` of ``salloc`` / ``#SBATCH``)."""
     per_node: dict[str, int] = {}
-    for service in plan.services:
-        for replica in service.replicas:
-            if replica.placement is not None:
-                for node in replica.placement.nodes:
-                    per_node[node.name] = per_node.get(node.name, 0) + replica.placement.gpus_per_node
+    for placement in placements:
+        if placement is not None:
+            for node in placement.nodes:
+                per_node[node.name] = per_node.get(node.name, 0) + placement.gpus_per_node
     return max(per_node.values(), default=0)
 
 

@@ -23,6 +23,7 @@ from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuUnavailable, open_inventory
 from ._placement import ClusterNode, ReplicaPlacement
+from ._placement_plan import PortBook, assign_nodes, replica_placement, task_templates
 from ._policy import BUILTIN_FATAL_PATTERNS
 from ._profile import PlannedProfile, plan_profile, profile_tool_hint
 from ._spec import (
@@ -178,7 +179,6 @@ def make_plan(
     for NVML (opened only when a service asks for GPUs; without it that is a ``ConfigError``).
     ``nodes``: the allocation's nodes when the topology has a ``cluster:``; each replica then gets its
     nodes (``ReplicaPlan.placement``, see ``_placement_plan``). Without them everything runs here."""
-    from ._placement_plan import PortBook, assign_nodes
     from ._resources import PortAllocator
 
     low_ports = PortAllocator(HOST)  # ports that must stay below a limit (PortSpec.below)
@@ -269,8 +269,6 @@ def _service_plan(
     gpus: Mapping[str, tuple[int, ...]],
     nodes: Sequence[tuple[ClusterNode, ...] | None] | None = None,
 ) -> ServicePlan:
-    from ._placement_plan import replica_placement
-
     fatal = service.fatal + (tuple(BUILTIN_FATAL_PATTERNS.values()) if service.builtin_fatal else ())
     per_node = service.gpus.per_replica if service.gpus is not None else 0
     placements = [replica_placement(nodes[i] if nodes else None, per_node) for i in range(service.replicas)]
@@ -408,8 +406,6 @@ def _resolve_replica(
     which: Callable[[str, str | None], str | None],
     check_files: bool,
 ) -> ReplicaPlan:
-    from ._placement_plan import task_templates
-
     tasks = list(task_templates(replica.placement, replica.host))
     own = {"replica": str(replica.index), "replicas": str(service.replicas), "name": replica.name, **tasks[0]}
     own["service"] = service.name

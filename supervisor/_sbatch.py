@@ -66,7 +66,7 @@ def batch_script(
         value = getattr(slurm, name)
         if value is not None:
             options.append(f"--{name}={_sbatch_word(value)}")
-    gpus = gpus_per_node_needed(plan)
+    gpus = gpus_per_node_needed(r.placement for s in plan.services for r in s.replicas)
     if gpus and not any(arg.split("=", 1)[0] in _GPU_OPTIONS for arg in slurm.extra):
         options.append(f"--gpus-per-node={gpus}")
     grace = max((r.stop.grace_seconds for s in plan.services for r in s.replicas), default=0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -213,3 +214,46 @@ def test_submit_without_sbatch_says_where_to_run_it(
     code, out, err = sbatch(tmp_path, capsys, "--submit")
     assert (code, out) == (1, "")
     assert "sbatch not found on PATH" in err
+
+
+def fake_sbatch(tmp_path: Path, code: int = 0) -> Path:
+    """A stand-in ``sbatch`` program: saves its argv, stdin and HF_TOKEN, prints a job id like --parsable."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "sbatch"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"open({str(tmp_path / 'call.json')!r}, 'w').write(json.dumps("
+        "{'argv': sys.argv[1:], 'stdin': sys.stdin.read(), 'token': os.environ.get('HF_TOKEN')}))\n"
+        f"print('4242;main') if {code} == 0 else print('sbatch: error: Invalid partition', file=sys.stderr)\n"
+        f"sys.exit({code})\n"
+    )
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+def test_submit_hands_the_script_and_its_secrets_to_sbatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{fake_sbatch(tmp_path)}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    code, out, err = sbatch(tmp_path, capsys, "--submit", "--set", f"HF_TOKEN={SECRET}")
+    assert (code, out) == (0, "4242\n"), err
+    call = json.loads((tmp_path / "call.json").read_text())
+    assert call["argv"] == ["--parsable"]
+    assert call["stdin"].startswith("#!/bin/bash\n") and SECRET not in call["stdin"]
+    assert call["token"] == SECRET  # the job gets it through sbatch's environment
+
+
+def test_submit_of_a_written_file_and_a_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{fake_sbatch(tmp_path, code=1)}{os.pathsep}{os.environ['PATH']}")
+    target = tmp_path / "job.sh"
+    code, out, err = sbatch(tmp_path, capsys, "--submit", "-o", str(target))
+    assert (code, out) == (1, "")
+    assert "sbatch failed (exit 1): sbatch: error: Invalid partition" in err
+    call = json.loads((tmp_path / "call.json").read_text())
+    assert call["argv"] == ["--parsable", str(target)] and call["stdin"] == ""
+    assert target.read_text().startswith("#!/bin/bash\n")

@@ -90,9 +90,11 @@ def _submit(text: str, secrets: Mapping[str, str], path: str | None) -> int:
     if program is None:
         raise SupervisorError("sbatch not found on PATH: submit from a Slurm login node, or write the script with -o")
     argv = [program, "--parsable", *([path] if path else [])]
-    done = subprocess.run(  # our own argv, no shell
-        argv, input=None if path else text, capture_output=True, text=True, env={**os.environ, **secrets}, timeout=120
-    )
+    env = {**os.environ, **secrets}  # sbatch hands its environment to the job: the secrets travel there
+    if path:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120)
+    else:
+        done = subprocess.run(argv, input=text, capture_output=True, text=True, env=env, timeout=120)
     if done.returncode != 0:
         raise SupervisorError(f"sbatch failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
     job = done.stdout.strip().split(";", 1)[0]

@@ -38,7 +38,11 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import PhaseEnded as PhaseEnded
     from ._events import PhaseStarted as PhaseStarted
     from ._events import Ready as Ready
+    from ._events import ReplicaAdded as ReplicaAdded
+    from ._events import ReplicaRemoved as ReplicaRemoved
     from ._events import Restarting as Restarting
+    from ._events import ScaleEnded as ScaleEnded
+    from ._events import ScaleStarted as ScaleStarted
     from ._events import Spawned as Spawned
     from ._events import Stopped as Stopped
     from ._events import Stopping as Stopping
@@ -138,6 +142,10 @@ _LAZY = {
     "ReplicaState": "_replica",
     "RestartPolicy": "_spec",
     "Restarting": "_events",
+    "ReplicaAdded": "_events",
+    "ReplicaRemoved": "_events",
+    "ScaleEnded": "_events",
+    "ScaleStarted": "_events",
     "RunRecord": "_record",
     "RunSummary": "_summary",
     "RunningTopology": "_group",

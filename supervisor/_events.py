@@ -29,7 +29,11 @@ __all__ = [
     "PhaseEnded",
     "PhaseStarted",
     "Ready",
+    "ReplicaAdded",
+    "ReplicaRemoved",
     "Restarting",
+    "ScaleEnded",
+    "ScaleStarted",
     "Spawned",
     "Stopped",
     "Stopping",
@@ -163,6 +167,45 @@ class Marked(Event):
 
     kind: ClassVar[str] = "mark"
     label: str
+
+
+@attrs.frozen(kw_only=True)
+class ScaleStarted(Event):
+    """``group.scale(service, n)`` began; about the whole service, so ``replica`` is empty."""
+
+    kind: ClassVar[str] = "scale_started"
+    replicas_before: int
+    replicas_after: int  #: asked for
+
+
+@attrs.frozen(kw_only=True)
+class ScaleEnded(Event):
+    """A scale is over: the new replicas are ready, or the removed ones stopped; or it was refused or
+    undone (``error``), and the service has the replicas it had before."""
+
+    kind: ClassVar[str] = "scale_ended"
+    replicas: int  #: the service's replicas now
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    seconds: float
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaAdded(Event):
+    """A scale-up planned a new replica (before it spawns): its ports and GPUs."""
+
+    kind: ClassVar[str] = "replica_added"
+    ports: dict[str, int] = attrs.field(factory=dict, hash=False)
+    gpus: tuple[int, ...] = ()
+    url: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaRemoved(Event):
+    """A replica left the service (scaled down, or an undone scale-up) once nothing of it was left."""
+
+    kind: ClassVar[str] = "replica_removed"
 
 
 class EventSubscription:

@@ -45,6 +45,7 @@ from ._watchdog import Watchdog
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
 
+    from ._resources import PortAllocator
     from ._summary import RunSummary
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
@@ -89,6 +90,9 @@ class RunningTopology:
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
         self._restart_lock = anyio.Lock()
+        self._operation_lock = anyio.Lock()  #: one scale or rollout at a time
+        self._retired: list[Replica] = []  #: scaled away; kept for the final sweep and a kill
+        self._ports: PortAllocator | None = None  #: for replicas added while the run goes on
         self._stopping = False
         self._kill_now = False
         self._torn_down = anyio.Event()
@@ -261,10 +265,20 @@ class RunningTopology:
             self._all_done = anyio.Event()
         await _supervision.restart_set(self, targets, delay_seconds=0.0, reason="restart requested", wait=True)
 
+    async def scale(self, service: str, replicas: int) -> None:
+        """Run ``replicas`` replicas of ``service``: new ones get their own ports and GPUs and count once
+        ready (returns then); scaling down stops the highest-numbered ones, one after another, with their
+        grace. ``ConfigError`` when it cannot be done (GPUs, the plan shown; a fixed port; below
+        ``min_ready``): nothing started. A new replica that fails its start undoes the whole scale and
+        raises its ``ServiceFailed``; the run goes on. See ``_scaling``."""
+        from ._scaling import scale
+
+        await scale(self, service, replicas)
+
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
         self._kill_now = True
-        for replica in self.replicas:
+        for replica in [*self.replicas, *self._retired]:
             replica.kill_now()
         signal_processes([p for _, p in marked_processes(self.run_id).values()], signal.SIGKILL)
 
@@ -354,17 +368,7 @@ class RunningTopology:
         for replica in targets:
             if self._stopping:  # teardown began while we were spawning
                 return
-            replica.settled = anyio.Event()
-            replica.restart_pending = False
-            replica.loop_scope = anyio.CancelScope()
-            try:
-                first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
-            except ServiceFailed as error:
-                _supervision.replica_failed(self, replica, error)
-                continue
-            self._tg.start_soon(
-                _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
-            )
+            self._launch(replica)
             await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
         self._write_manifest()  # pids on disk before anything else can go wrong
         self._conditions.set(name, "started")
@@ -373,6 +377,36 @@ class RunningTopology:
         if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
             self._conditions.set(name, "ready")
         _supervision.check_completed(self, name)
+
+    def _launch(self, replica: Replica) -> None:
+        """Spawn ``replica`` and hand it to its supervision loop; ``settled`` tells when it is ready once
+        (or failed)."""
+        assert self._tg is not None
+        replica.settled = anyio.Event()
+        replica.restart_pending = False
+        replica.loop_scope = anyio.CancelScope()
+        try:
+            first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
+        except ServiceFailed as error:
+            _supervision.replica_failed(self, replica, error)
+            return
+        self._tg.start_soon(
+            _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
+        )
+
+    def _add_replica(self, replica: Replica) -> None:
+        """A replica joins its service (a scale-up): addressable by name, in the records from now on."""
+        self._services[replica.service].replicas.append(replica)
+        self._replicas[replica.name] = replica
+        self._replicas.setdefault(f"{replica.service}.{replica.index}", replica)
+
+    def _remove_replica(self, replica: Replica) -> None:
+        """A stopped replica leaves its service (scaled down); kept aside for the final sweep."""
+        self._services[replica.service].replicas.remove(replica)
+        for name in (replica.name, f"{replica.service}.{replica.index}"):
+            if self._replicas.get(name) is replica:
+                del self._replicas[name]
+        self._retired.append(replica)
 
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]
@@ -387,7 +421,7 @@ class RunningTopology:
         """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
         return {
             r.incarnation.process.pid: r.name
-            for r in self.replicas
+            for r in [*self.replicas, *self._retired]
             if r.incarnation is not None and not r.incarnation.process.reaped
         }
 
@@ -508,7 +542,7 @@ class RunningTopology:
             return [p for ps in (await self._members_by_replica()).values() for p in ps]
 
         self.leftovers = await sweep(find)
-        for replica in self.replicas:
+        for replica in [*self.replicas, *self._retired]:
             if replica.incarnation is not None:
                 replica.incarnation.process.reap()
 

@@ -121,6 +121,8 @@ class Plan:
     source: str | None = None
     strategy: str = "one_for_one"
     cluster: Cluster | None = None  #: the topology's ``cluster:``; None = this machine only
+    #: the spec it was planned from: a scale or a rollout plans new replicas from it (``_replan``)
+    topology: Topology | None = attrs.field(default=None, eq=False, repr=False)
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -226,7 +228,9 @@ def make_plan(
         resolved.append(attrs.evolve(plan, replicas=replicas))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
-    return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster)
+    return Plan(
+        topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster, topology
+    )
 
 
 def _assign_gpus(

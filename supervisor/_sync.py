@@ -152,6 +152,11 @@ class SyncTopology:
         """Restart a service or one replica; returns once it is ready again."""
         self._call_async(self._group.restart, name)
 
+    def scale(self, service: str, replicas: int) -> None:
+        """Run ``replicas`` replicas of ``service``; returns once the new ones are ready or the removed
+        ones stopped (see ``RunningTopology.scale``)."""
+        self._call_async(self._group.scale, service, replicas)
+
     def stop(self, name: str | None = None) -> None:
         """Stop one service or replica, or, without a name, tear everything down now."""
         self._call_async(self._group.stop, name)

@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import ReplicaAdded as ReplicaAdded
     from ._events import ReplicaRemoved as ReplicaRemoved
     from ._events import Restarting as Restarting
+    from ._events import RolloutEnded as RolloutEnded
+    from ._events import RolloutStarted as RolloutStarted
+    from ._events import RolloutStepped as RolloutStepped
     from ._events import ScaleEnded as ScaleEnded
     from ._events import ScaleStarted as ScaleStarted
     from ._events import Spawned as Spawned
@@ -142,6 +145,9 @@ _LAZY = {
     "ReplicaState": "_replica",
     "RestartPolicy": "_spec",
     "Restarting": "_events",
+    "RolloutEnded": "_events",
+    "RolloutStarted": "_events",
+    "RolloutStepped": "_events",
     "ReplicaAdded": "_events",
     "ReplicaRemoved": "_events",
     "ScaleEnded": "_events",

@@ -367,7 +367,7 @@ def _make_converter() -> cattrs.Converter:
                 overrides[field.name] = override(struct_hook=lambda v, _: parse_size(v))
             elif cls is Service and field.name in hooks:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
-            elif cls is Topology and field.name == "source":
+            elif cls is Topology and field.name in ("source", "overrides"):
                 overrides[field.name] = override(omit=True)
             elif (cls, field.name) in choices:
                 overrides[field.name] = override(struct_hook=_optional_str)
@@ -516,7 +516,7 @@ def topology_from_dict(
         preset = topology_from_preset(data, source=source, overrides=overrides or {}, expand=expander.expand)
         if expander.problems:
             raise ConfigError([_describe_problem(p) for p in expander.problems], source=source)
-        return preset
+        return attrs.evolve(preset, overrides=_override_texts(overrides))
     defaults = data.pop("vars", None) or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("field 'vars': expected a mapping NAME: default", source=source)
@@ -542,7 +542,7 @@ def topology_from_dict(
     if problems:
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 
-    known = [name for name in _FIELDS_OF[Topology] if name != "source"]
+    known = [name for name in _FIELDS_OF[Topology] if name not in ("source", "overrides")]
     unknown = [_unknown_message(str(key), known) for key in data if key not in known]
     if unknown:
         raise ConfigError([f"top level: {message}" for message in unknown], source=source)
@@ -573,7 +573,11 @@ def topology_from_dict(
             text, _, path = message.rpartition(" @ ")
             lines.append(f"{_locate(path, names)}: {text}")
         raise ConfigError(lines, source=source) from None
-    return attrs.evolve(topology, source=source)
+    return attrs.evolve(topology, source=source, overrides=_override_texts(overrides))
+
+
+def _override_texts(overrides: Mapping[str, object] | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (overrides or {}).items()}
 
 
 def _describe_problem(problem: str) -> str:

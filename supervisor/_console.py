@@ -25,6 +25,9 @@ from ._events import (
     ReplicaAdded,
     ReplicaRemoved,
     Restarting,
+    RolloutEnded,
+    RolloutStarted,
+    RolloutStepped,
     ScaleEnded,
     ScaleStarted,
     Spawned,
@@ -50,7 +53,7 @@ def is_problem(event: Event) -> bool:
     """What ``-q`` still prints: failures, unexpected exits, restarts, kills, GPUs left busy."""
     return (
         isinstance(event, (Failed, Restarting, GpuNotReleased))
-        or (isinstance(event, ScaleEnded) and event.error is not None)
+        or (isinstance(event, (ScaleEnded, RolloutEnded)) and event.error is not None)
         or (isinstance(event, Exited) and not event.expected)
         or (isinstance(event, Stopped) and event.killed)
     )
@@ -86,6 +89,8 @@ class EventText:
             return f"mark: {event.label}"
         if isinstance(event, (ScaleStarted, ScaleEnded, ReplicaAdded, ReplicaRemoved)):
             return _scale_line(event)
+        if isinstance(event, (RolloutStarted, RolloutStepped, RolloutEnded)):
+            return _rollout_line(event)
         if isinstance(event, GpuNotReleased):
             return (
                 f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "
@@ -106,6 +111,20 @@ def _scale_line(event: ScaleStarted | ScaleEnded | ReplicaAdded | ReplicaRemoved
     if event.error is not None:
         return f"{event.service}: scale FAILED, {event.replicas} replicas as before: {event.error}"
     return f"{event.service}: scaled to {event.replicas} replicas in {event.seconds:.2f}s"
+
+
+def _rollout_line(event: RolloutStarted | RolloutStepped | RolloutEnded) -> str:
+    if isinstance(event, RolloutStarted):
+        spec = " on a new spec" if event.respecified else ""
+        return (
+            f"{event.service}: rolling restart of {event.replicas} replicas{spec}, "
+            f"{event.max_unavailable} at a time, at least {event.min_ready} ready"
+        )
+    if isinstance(event, RolloutStepped):
+        return f"{event.replica}: rolled ({event.step}/{event.of}), ready again in {event.seconds:.2f}s"
+    if event.error is not None:
+        return f"{event.service}: rolling restart FAILED: {event.error}"
+    return f"{event.service}: rolling restart done, {len(event.rolled)} replicas in {event.seconds:.2f}s"
 
 
 class _Reporter:

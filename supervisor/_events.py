@@ -32,6 +32,9 @@ __all__ = [
     "ReplicaAdded",
     "ReplicaRemoved",
     "Restarting",
+    "RolloutEnded",
+    "RolloutStarted",
+    "RolloutStepped",
     "ScaleEnded",
     "ScaleStarted",
     "Spawned",
@@ -206,6 +209,40 @@ class ReplicaRemoved(Event):
     """A replica left the service (scaled down, or an undone scale-up) once nothing of it was left."""
 
     kind: ClassVar[str] = "replica_removed"
+
+
+@attrs.frozen(kw_only=True)
+class RolloutStarted(Event):
+    """``group.rolling_restart(service)`` began; about the whole service, so ``replica`` is empty."""
+
+    kind: ClassVar[str] = "rollout_started"
+    replicas: int
+    max_unavailable: int
+    min_ready: int  #: the floor it keeps: ready replicas never fewer than this
+    respecified: bool  #: with a new spec (``--set`` overrides or a new ``Service``), not just restarts
+
+
+@attrs.frozen(kw_only=True)
+class RolloutStepped(Event):
+    """One replica of a rollout was restarted and is ready again (on the new spec, if any)."""
+
+    kind: ClassVar[str] = "rollout_stepped"
+    step: int  #: 1-based: how many replicas are done, this one included
+    of: int
+    seconds: float  #: from its stop signal until it was ready again
+
+
+@attrs.frozen(kw_only=True)
+class RolloutEnded(Event):
+    """A rollout is over: every replica rolled, or it stopped at a replica that failed (``error``); that
+    replica was put back on its previous spec (``rolled_back``), or left failed (``left_failed``)."""
+
+    kind: ClassVar[str] = "rollout_ended"
+    rolled: tuple[str, ...] = ()
+    seconds: float
+    error: str | None = None
+    rolled_back: tuple[str, ...] = ()
+    left_failed: tuple[str, ...] = ()
 
 
 class EventSubscription:

@@ -17,7 +17,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used,
     import httpx
 
     from ._resources import PortAllocator
+    from ._spec import Service
     from ._summary import RunSummary
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
@@ -274,6 +275,32 @@ class RunningTopology:
         from ._scaling import scale
 
         await scale(self, service, replicas)
+
+    async def rolling_restart(
+        self,
+        service: str,
+        *,
+        max_unavailable: int = 1,
+        min_ready: int | None = None,
+        overrides: Mapping[str, str] | None = None,
+        service_spec: Service | None = None,
+    ) -> None:
+        """Restart every replica of ``service``, ``max_unavailable`` at a time, each on its own ports and
+        GPUs and waited for until ready, never leaving fewer than ``min_ready`` ready (else the service's
+        ``min_ready``, else ``replicas - max_unavailable``). With ``overrides`` (``--set`` style, on top of
+        the run's) the topology's file is loaded again and the service's new spec runs; ``service_spec``
+        gives one in code. A replica that fails its start stops the rollout: it goes back to its previous
+        spec, the others keep serving, and its ``ServiceFailed`` says which and why. See ``_rollout``."""
+        from ._rollout import rolling_restart
+
+        await rolling_restart(
+            self,
+            service,
+            max_unavailable=max_unavailable,
+            min_ready=min_ready,
+            overrides=overrides,
+            service_spec=service_spec,
+        )
 
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""

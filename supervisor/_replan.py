@@ -1,4 +1,4 @@
-"""Planning on a running topology: a service scaled to a new number of replicas.
+"""Planning on a running topology: a service scaled to a new number of replicas, or given a new spec.
 
 Pure like ``_plan`` (the port allocator and the GPU node are injected): the plan in, a new plan out, or one
 ``ConfigError`` listing every problem and nothing changed. Replicas that stay keep their plan untouched
@@ -19,12 +19,12 @@ import attrs
 from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuUnavailable
-from ._plan import Plan, ServicePlan, _resolve_replica, _shared_context, _skeleton
+from ._plan import Plan, ServicePlan, _resolve_replica, _service_plan, _shared_context, _skeleton
 from ._resources import PortAllocator
 from ._spec import GpuRequest, PortSpec, Service, Topology
-from ._validate import MAX_REPLICAS
+from ._validate import MAX_REPLICAS, check_topology
 
-__all__ = ["added_name", "scaled_plan", "service_spec", "topology_with"]
+__all__ = ["added_name", "respecified", "scaled_plan", "service_spec", "topology_with", "with_service"]
 
 
 def added_name(service: str, index: int) -> str:
@@ -150,3 +150,52 @@ def _assign_added(
 def topology_with(topology: Topology, service: Service) -> Topology:
     """``topology`` with ``service`` in place of the one of the same name."""
     return attrs.evolve(topology, services=tuple(service if s.name == service.name else s for s in topology.services))
+
+
+def respecified(
+    plan: Plan, spec: Service, *, which: Callable[[str, str | None], str | None] | None = None
+) -> ServicePlan:
+    """The service's plan from a new ``spec`` (a rolling restart's ``--set`` or new code): each replica
+    keeps its name, index, ports and GPUs, so the addresses clients hold stay valid; templates are filled
+    again with the run as it is. ``ConfigError`` (nothing stopped) for a spec that is invalid, or that would
+    change what a rollout cannot: its ports, GPUs per replica or dependencies (those need a new run)."""
+    import shutil
+
+    current = plan.service(spec.name)
+    old = service_spec(plan, spec.name)
+    spec = attrs.evolve(spec, replicas=len(current.replicas))  # a rollout keeps the count: see scale
+    problems: list[str] = []
+    where = f"service '{spec.name}'"
+    check_topology(topology_with(plan.topology or Topology(name=plan.name, services=(spec,)), spec), problems.append)
+    if problems:
+        raise ConfigError([f"rolling restart: {p}" for p in problems], source=plan.source)
+    if spec.ports != old.ports:
+        names = ", ".join(p.name for p in old.ports) or "none"
+        problems.append(
+            f"{where}, field 'ports': a rolling restart keeps each replica's ports ({names}); got other ports"
+        )
+    old_gpus = old.gpus.per_replica if old.gpus is not None else 0
+    new_gpus = spec.gpus.per_replica if spec.gpus is not None else 0
+    if new_gpus != old_gpus or (spec.gpus is not None and spec.gpus.ids != (old.gpus.ids if old.gpus else None)):
+        problems.append(f"{where}, field 'gpus': a rolling restart keeps each replica's GPUs ({old_gpus} each)")
+    if spec.depends_on != old.depends_on:
+        problems.append(f"{where}, field 'depends_on': a rolling restart cannot change dependencies")
+    if problems:
+        raise ConfigError([f"rolling restart: {p}" for p in problems], source=plan.source)
+    shaped = _service_plan(spec, [dict(r.ports) for r in current.replicas], plan.strategy, {})
+    skeletons = tuple(
+        attrs.evolve(_skeleton(spec, r.index, dict(r.ports), r.gpus), name=r.name) for r in current.replicas
+    )
+    shared = _shared_context(plan.services, plan.run_dir)
+    lookup = which or (lambda name, path: shutil.which(name, path=path))
+    resolved = tuple(_resolve_replica(spec, s, shared, problems, lookup, True) for s in skeletons)
+    if problems:
+        raise ConfigError([f"rolling restart: {p}" for p in dict.fromkeys(problems)], source=plan.source)
+    return attrs.evolve(shaped, replicas=resolved, depends_on=current.depends_on)
+
+
+def with_service(plan: Plan, service: ServicePlan, spec: Service | None = None) -> Plan:
+    """``plan`` with ``service`` (and its spec, when given) in place of those of the same name."""
+    services = tuple(service if s.name == service.name else s for s in plan.services)
+    topology = plan.topology if spec is None or plan.topology is None else topology_with(plan.topology, spec)
+    return attrs.evolve(plan, services=services, topology=topology)

@@ -163,6 +163,14 @@ class Replica:
         self._fatal = compile_fatal(service.fatal, builtin=False)  # the plan added the built-ins
         self._phases = compile_phases(service.phases)
 
+    def respec(self, plan: ReplicaPlan, service: ServicePlan) -> None:
+        """A rolling restart's new spec (or the previous one back): its next incarnation runs ``plan``."""
+        self.plan = plan
+        self.service_plan = service
+        self.budget = RestartBudget(service.restart)
+        self._fatal = compile_fatal(service.fatal, builtin=False)
+        self._phases = compile_phases(service.phases)
+
     @property
     def name(self) -> str:
         return self.plan.name

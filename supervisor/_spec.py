@@ -466,3 +466,5 @@ class Topology:
     strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)
     cluster: Cluster | None = None  #: absent: every service runs on this machine
+    #: the ``--set`` overrides it was loaded with (a rolling restart re-loads ``source`` with them and its own)
+    overrides: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False, hash=False)

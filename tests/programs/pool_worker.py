@@ -2,8 +2,9 @@
 child that lives as long as it does (a grandchild of the supervisor, to check that nothing of a stopped
 worker is left), appends ``<pid> <child pid>`` to --pids, prints its args and then 'worker ready'.
 
---fail exits 3 before it is ready; --never-ready serves but never prints the ready line; --seen prints
-the value given (e.g. a dependency's ``{svc.urls}``) on a line of its own before the ready line.
+--mode fail exits 3 before it is ready; --mode silent serves but never prints the ready line; --seen
+prints the value given (e.g. a dependency's ``{svc.urls}``) on a line of its own before the ready line;
+/health answers ``<pid> <version>``.
 """
 
 import argparse
@@ -17,14 +18,13 @@ import time
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--pids")
-parser.add_argument("--fail", action="store_true")
-parser.add_argument("--never-ready", action="store_true")
+parser.add_argument("--mode", choices=["serve", "fail", "silent"], default="serve")
 parser.add_argument("--seen", default=None)
 parser.add_argument("--version", default="1")
 args = parser.parse_args()
 
-if args.fail:
-    print("worker refuses to start (--fail)", flush=True)
+if args.mode == "fail":
+    print("worker refuses to start (--mode fail)", flush=True)
     sys.exit(3)
 
 child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
@@ -49,7 +49,7 @@ server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Health)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 if args.seen is not None:
     print(f"seen {args.seen}", flush=True)
-if not args.never_ready:
+if args.mode == "serve":
     print(f"worker ready {os.getpid()} version {args.version}", flush=True)
 while True:
     time.sleep(1)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._errors import UnknownRun as UnknownRun
     from ._events import Completed as Completed
     from ._events import Degraded as Degraded
+    from ._events import EndpointsChanged as EndpointsChanged
     from ._events import Event as Event
     from ._events import Exited as Exited
     from ._events import Failed as Failed
@@ -84,6 +85,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import HttpCheck as HttpCheck
     from ._spec import LogCheck as LogCheck
     from ._spec import LogPolicy as LogPolicy
+    from ._spec import OnChange as OnChange
     from ._spec import Phase as Phase
     from ._spec import PortSpec as PortSpec
     from ._spec import Probe as Probe
@@ -111,6 +113,7 @@ _LAZY = {
     "ConfigError": "_errors",
     "Degraded": "_events",
     "Dependency": "_spec",
+    "EndpointsChanged": "_events",
     "Event": "_events",
     "ExecCheck": "_spec",
     "Exited": "_events",
@@ -133,6 +136,7 @@ _LAZY = {
     "Phase": "_spec",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",
+    "OnChange": "_spec",
     "Outcome": "_runner",
     "Plan": "_plan",
     "PortSpec": "_spec",

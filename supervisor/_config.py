@@ -24,6 +24,7 @@ from ._spec import (
     HttpCheck,
     LogCheck,
     LogPolicy,
+    OnChange,
     Phase,
     PortSpec,
     Probe,
@@ -336,6 +337,16 @@ def _profile(value: object, _: object = None) -> Profile | None:
     )
 
 
+def _on_change(value: object, _: object = None) -> OnChange:
+    """``on_change: restart``, ``none`` or ``{signal: SIGHUP}``; the action is checked by plan."""
+    value = _structured(value)
+    if value is None or isinstance(value, str):
+        return OnChange(action=value or "none")
+    if isinstance(value, Mapping) and list(value) == ["signal"]:
+        return OnChange(action="signal", signal=_strict_str(value["signal"]))
+    raise ValueError(f"expected restart, none or {{signal: SIGHUP}}, got {value!r}")
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
@@ -357,6 +368,7 @@ def _make_converter() -> cattrs.Converter:
         "phases": _phases,
         "profile": _profile,
         "metrics": _optional_str,
+        "on_change": _on_change,
     }
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
         overrides = {}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._events import (
+    EndpointsChanged,
     Event,
     Exited,
     Failed,
@@ -53,7 +54,7 @@ def is_problem(event: Event) -> bool:
     """What ``-q`` still prints: failures, unexpected exits, restarts, kills, GPUs left busy."""
     return (
         isinstance(event, (Failed, Restarting, GpuNotReleased))
-        or (isinstance(event, (ScaleEnded, RolloutEnded)) and event.error is not None)
+        or (isinstance(event, (ScaleEnded, RolloutEnded, EndpointsChanged)) and event.error is not None)
         or (isinstance(event, Exited) and not event.expected)
         or (isinstance(event, Stopped) and event.killed)
     )
@@ -91,6 +92,11 @@ class EventText:
             return _scale_line(event)
         if isinstance(event, (RolloutStarted, RolloutStepped, RolloutEnded)):
             return _rollout_line(event)
+        if isinstance(event, EndpointsChanged):
+            if event.error is not None:
+                return f"{event.service}: endpoints of {event.source} changed; its templates do not fill: {event.error}"
+            follows = {"none": "keeps what it runs", "restart": "rolling restart", "signal": "signalled"}
+            return f"{event.service}: endpoints of {event.source} changed ({follows.get(event.action, event.action)})"
         if isinstance(event, GpuNotReleased):
             return (
                 f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "

@@ -19,6 +19,7 @@ from ._redact import Redactor
 __all__ = [
     "Completed",
     "Degraded",
+    "EndpointsChanged",
     "Event",
     "EventLog",
     "EventSubscription",
@@ -219,7 +220,7 @@ class RolloutStarted(Event):
     replicas: int
     max_unavailable: int
     min_ready: int  #: the floor it keeps: ready replicas never fewer than this
-    respecified: bool  #: with a new spec (``--set`` overrides or a new ``Service``), not just restarts
+    respecified: bool  #: onto a new plan (a new spec, or templates filled anew after a scale), not just restarts
 
 
 @attrs.frozen(kw_only=True)
@@ -243,6 +244,17 @@ class RolloutEnded(Event):
     error: str | None = None
     rolled_back: tuple[str, ...] = ()
     left_failed: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class EndpointsChanged(Event):
+    """A scale of ``source`` changed what ``service``'s templates fill to (``{source.urls}``, ...); it did
+    what its ``on_change`` says: ``none``, ``restart`` (a rolling restart follows) or ``signal``."""
+
+    kind: ClassVar[str] = "endpoints_changed"
+    source: str
+    action: str
+    error: str | None = None  #: its templates no longer fill (e.g. ``{decode.3.url}`` after a scale-down)
 
 
 class EventSubscription:

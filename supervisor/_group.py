@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from . import _supervision
 from ._conditions import StartConditions
+from ._endpoints import write_endpoints
 from ._errors import ServiceFailed
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_inventory import GpuInventory
@@ -361,6 +362,7 @@ class RunningTopology:
         # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
         self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
         self._write_manifest()
+        write_endpoints(self.plan)
         register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
         tg.start_soon(self._keep_watchdog, name="keep watchdog")
         for service in self.plan.services:

@@ -61,7 +61,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\}")
-_SHARED_NAMES = ("run_dir", "python", "host")  #: templates that mean the same outside any service
+_SHARED_NAMES = ("run_dir", "python", "host", "endpoints")  #: templates that mean the same outside any service
 
 
 @attrs.frozen
@@ -366,6 +366,7 @@ def _skeleton(service: Service, index: int, ports: dict[str, int], gpus: tuple[i
 
 def _shared_context(services: Sequence[ServicePlan], run_dir: Path) -> dict[str, str]:
     context = {"run_dir": str(run_dir), "python": sys.executable, "host": HOST}
+    context["endpoints"] = str(run_dir / "endpoints.json")  # every service's replicas and URLs (_endpoints)
     for service in services:
         urls = [r.url for r in service.replicas if r.url]
         for replica in service.replicas:

@@ -19,12 +19,20 @@ import attrs
 from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuUnavailable
-from ._plan import Plan, ServicePlan, _resolve_replica, _service_plan, _shared_context, _skeleton
+from ._plan import Plan, ReplicaPlan, ServicePlan, _resolve_replica, _service_plan, _shared_context, _skeleton
 from ._resources import PortAllocator
 from ._spec import GpuRequest, PortSpec, Service, Topology
 from ._validate import MAX_REPLICAS, check_topology
 
-__all__ = ["added_name", "respecified", "scaled_plan", "service_spec", "topology_with", "with_service"]
+__all__ = [
+    "added_name",
+    "refilled",
+    "respecified",
+    "scaled_plan",
+    "service_spec",
+    "topology_with",
+    "with_service",
+]
 
 
 def added_name(service: str, index: int) -> str:
@@ -183,15 +191,41 @@ def respecified(
     if problems:
         raise ConfigError([f"rolling restart: {p}" for p in problems], source=plan.source)
     shaped = _service_plan(spec, [dict(r.ports) for r in current.replicas], plan.strategy, {})
+    lookup = which or (lambda name, path: shutil.which(name, path=path))
+    resolved = _filled(plan, spec, current, problems, lookup, check_files=True)
+    if problems:
+        raise ConfigError([f"rolling restart: {p}" for p in dict.fromkeys(problems)], source=plan.source)
+    return attrs.evolve(shaped, replicas=resolved, depends_on=current.depends_on)
+
+
+def refilled(plan: Plan, name: str) -> ServicePlan:
+    """The service's replicas as planned now from its spec: templates filled with the run as it is (after
+    a scale, ``{decode.urls}`` lists the new set); names, ports and GPUs as they are. ``ConfigError`` when
+    a template no longer fills (``{decode.3.url}`` once decode.3 is gone)."""
+    current = plan.service(name)
+    spec = attrs.evolve(service_spec(plan, name), replicas=len(current.replicas))
+    problems: list[str] = []
+    resolved = _filled(plan, spec, current, problems, _unused_which, check_files=False)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)), source=plan.source)
+    return attrs.evolve(current, replicas=resolved)
+
+
+def _filled(
+    plan: Plan,
+    spec: Service,
+    current: ServicePlan,
+    problems: list[str],
+    which: Callable[[str, str | None], str | None],
+    *,
+    check_files: bool,
+) -> tuple[ReplicaPlan, ...]:
+    """Each replica of ``current`` planned from ``spec`` again, keeping its name, index, ports and GPUs."""
     skeletons = tuple(
         attrs.evolve(_skeleton(spec, r.index, dict(r.ports), r.gpus), name=r.name) for r in current.replicas
     )
     shared = _shared_context(plan.services, plan.run_dir)
-    lookup = which or (lambda name, path: shutil.which(name, path=path))
-    resolved = tuple(_resolve_replica(spec, s, shared, problems, lookup, True) for s in skeletons)
-    if problems:
-        raise ConfigError([f"rolling restart: {p}" for p in dict.fromkeys(problems)], source=plan.source)
-    return attrs.evolve(shaped, replicas=resolved, depends_on=current.depends_on)
+    return tuple(_resolve_replica(spec, s, shared, problems, which, check_files) for s in skeletons)
 
 
 def with_service(plan: Plan, service: ServicePlan, spec: Service | None = None) -> Plan:

@@ -22,17 +22,17 @@ import attrs
 
 from ._errors import ConfigError, ServiceFailed
 from ._events import RolloutEnded, RolloutStarted, RolloutStepped
+from ._operations import LiveGroup, run_operation, wait_settled
 from ._plan import ReplicaPlan, ServicePlan
-from ._replan import respecified, with_service
+from ._replan import refilled, respecified, with_service
 from ._replica import Replica, ReplicaState, ServiceHandle
-from ._scaling import ScalingGroup, run_operation, wait_settled
 from ._spec import Service
 
-__all__ = ["rolling_restart"]
+__all__ = ["rolling_restart", "rollout", "rollout_floor"]
 
 
 async def rolling_restart(
-    group: ScalingGroup,
+    group: LiveGroup,
     service: str,
     *,
     max_unavailable: int = 1,
@@ -44,66 +44,74 @@ async def rolling_restart(
     run_operation(group, f"roll '{service}'")
     async with group._operation_lock:
         run_operation(group, f"roll '{service}'")
-        began = time.monotonic()
         try:
             spec = _new_spec(group, service, overrides, service_spec)
-            new = respecified(group.plan, spec) if spec is not None else None
-            floor = _floor(group, handle, max_unavailable, min_ready)
+            new = respecified(group.plan, spec) if spec is not None else _refilled(group, handle)
+            floor = rollout_floor(handle, max_unavailable, min_ready)
         except ConfigError as exc:  # refused: nothing stopped; still an event, as every operation is
             group.emit(RolloutEnded(replica="", service=service, seconds=0.0, error=str(exc).splitlines()[0]))
             raise
-        replicas = list(handle.replicas)
-        group.emit(
-            RolloutStarted(
-                replica="",
-                service=service,
-                replicas=len(replicas),
-                max_unavailable=max_unavailable,
-                min_ready=floor,
-                respecified=new is not None,
-            )
+        await rollout(group, handle, new, spec, max_unavailable=max_unavailable, floor=floor)
+
+
+async def rollout(
+    group: LiveGroup,
+    handle: ServiceHandle,
+    new: ServicePlan | None,
+    spec: Service | None,
+    *,
+    max_unavailable: int,
+    floor: int,
+) -> None:
+    """Roll every replica of ``handle`` onto ``new`` (None: restart on the plan each runs), ``spec`` being
+    the service's new spec to record once all rolled (None: keep it); the caller holds the operation lock."""
+    service = handle.name
+    began = time.monotonic()
+    replicas = list(handle.replicas)
+    group.emit(
+        RolloutStarted(
+            replica="",
+            service=service,
+            replicas=len(replicas),
+            max_unavailable=max_unavailable,
+            min_ready=floor,
+            respecified=new is not None,
         )
-        rolled: list[str] = []
-        try:
-            pending = list(replicas)
-            while pending:
-                batch = _next_batch(handle, pending, max_unavailable, floor)
-                stepped = time.monotonic()
-                before = {r.name: (r.plan, r.service_plan) for r in batch}
-                failed = await _roll(group, batch, new, reason="rolling restart")
-                for replica in batch:
-                    if replica not in failed:
-                        rolled.append(replica.name)
-                        group.emit(
-                            RolloutStepped(
-                                replica=replica.name,
-                                service=service,
-                                step=len(rolled),
-                                of=len(replicas),
-                                seconds=time.monotonic() - stepped,
-                            )
-                        )
-                if failed:
-                    await _give_up(group, handle, failed, rolled, began, before if new is not None else {})
-                pending = pending[len(batch) :]
-                if new is not None:
-                    _record_plan(group, handle, new, None)
-        except BaseException as exc:
-            if not isinstance(exc, _Stopped):
-                error = str(exc).splitlines()[0] if isinstance(exc, Exception) and str(exc) else type(exc).__name__
-                seconds = time.monotonic() - began
-                group.emit(
-                    RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=seconds, error=error)
-                )
-            group._write_manifest()
-            if isinstance(exc, _Stopped):
-                raise exc.error from None
-            raise
-        if new is not None:
-            assert spec is not None
-            _record_plan(group, handle, new, spec)
-        group.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=time.monotonic() - began))
+    )
+    rolled: list[str] = []
+    try:
+        pending = list(replicas)
+        while pending:
+            batch = _next_batch(handle, pending, max_unavailable, floor)
+            stepped = time.monotonic()
+            before = {r.name: (r.plan, r.service_plan) for r in batch}
+            failed = await _roll(group, batch, new, reason="rolling restart")
+            for replica in batch:
+                if replica not in failed:
+                    rolled.append(replica.name)
+                    seconds = time.monotonic() - stepped
+                    step = RolloutStepped(
+                        replica=replica.name, service=service, step=len(rolled), of=len(replicas), seconds=seconds
+                    )
+                    group.emit(step)
+            if failed:
+                await _give_up(group, handle, failed, rolled, began, before if new is not None else {})
+            pending = pending[len(batch) :]
+            if new is not None:
+                _record_plan(group, handle, new, None)
+    except BaseException as exc:
+        if not isinstance(exc, _Stopped):
+            error = str(exc).splitlines()[0] if isinstance(exc, Exception) and str(exc) else type(exc).__name__
+            seconds = time.monotonic() - began
+            group.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=seconds, error=error))
         group._write_manifest()
+        if isinstance(exc, _Stopped):
+            raise exc.error from None
+        raise
+    if new is not None:
+        _record_plan(group, handle, new, spec)
+    group.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=time.monotonic() - began))
+    group._write_manifest()
 
 
 class _Stopped(Exception):
@@ -114,8 +122,19 @@ class _Stopped(Exception):
         self.error = error
 
 
+def _refilled(group: LiveGroup, handle: ServiceHandle) -> ServicePlan | None:
+    """A plain rollout starts each replica with its templates filled with the run as it is now (a scale
+    since its start changed ``{decode.urls}``); None when nothing would change, or nothing fills any more
+    (then each restarts on what it ran)."""
+    try:
+        new = refilled(group.plan, handle.name)
+    except ConfigError:
+        return None
+    return None if new.replicas == tuple(r.plan for r in handle.replicas) else new
+
+
 def _new_spec(
-    group: ScalingGroup, service: str, overrides: Mapping[str, str] | None, spec: Service | None
+    group: LiveGroup, service: str, overrides: Mapping[str, str] | None, spec: Service | None
 ) -> Service | None:
     """The service's new spec: given, or re-loaded from the topology's file with the run's overrides and
     these; None for a plain restart of every replica on the spec it runs."""
@@ -143,7 +162,7 @@ def _new_spec(
     raise ConfigError(f"service '{service}': not in {source} any more, with these overrides", source=source)
 
 
-def _floor(group: ScalingGroup, handle: ServiceHandle, max_unavailable: int, min_ready: int | None) -> int:
+def rollout_floor(handle: ServiceHandle, max_unavailable: int, min_ready: int | None) -> int:
     """The fewest ready replicas the rollout may leave; ``ConfigError`` for settings that cannot roll."""
     count = len(handle.replicas)
     where = f"service '{handle.name}'"
@@ -184,7 +203,7 @@ def _next_batch(handle: ServiceHandle, pending: list[Replica], max_unavailable: 
 
 
 async def _roll(
-    group: ScalingGroup, replicas: Sequence[Replica], new: ServicePlan | None, *, reason: str
+    group: LiveGroup, replicas: Sequence[Replica], new: ServicePlan | None, *, reason: str
 ) -> list[Replica]:
     """Stop ``replicas``, start them again (on ``new``, if given), and wait until each is ready or failed;
     returns the failed ones (on trial: their failure is not the run's)."""
@@ -215,7 +234,7 @@ async def _roll(
 
 
 async def _give_up(
-    group: ScalingGroup,
+    group: LiveGroup,
     handle: ServiceHandle,
     failed: list[Replica],
     rolled: list[str],
@@ -261,11 +280,11 @@ async def _give_up(
     raise _Stopped(error)
 
 
-def _record_plan(group: ScalingGroup, handle: ServiceHandle, new: ServicePlan, spec: Service | None) -> None:
+def _record_plan(group: LiveGroup, handle: ServiceHandle, new: ServicePlan, spec: Service | None) -> None:
     """The run's plan says what each replica runs now; once every replica rolled, the service's settings
     (restart policy, phases, ...) and its spec (for a later scale) are the new ones."""
     replicas = tuple(r.plan for r in handle.replicas)
-    service = new if spec is not None else handle.plan
+    service = new if spec is not None or all(r.plan in new.replicas for r in handle.replicas) else handle.plan
     updated = with_service(group.plan, _with_replicas(service, replicas), spec)
     group.plan = updated
     handle.plan = updated.service(handle.name)
@@ -276,7 +295,7 @@ def _with_replicas(service: ServicePlan, replicas: tuple[ReplicaPlan, ...]) -> S
     return attrs.evolve(service, replicas=replicas)
 
 
-def _forget_redactor(group: ScalingGroup) -> None:
+def _forget_redactor(group: LiveGroup) -> None:
     """New env values may hold new secrets: the records' redactor is made again from the replicas."""
     from ._snapshot import forget_redactor
 

@@ -8,59 +8,33 @@ removed) and its ``ServiceFailed`` raised. Down: the highest-numbered replicas a
 another, each with its stop signal and grace, then removed; nothing of them is left.
 
 Each scale is a ``ScaleStarted`` and a ``ScaleEnded`` event (``error`` set when refused or undone), and a
-``ReplicaAdded`` / ``ReplicaRemoved`` per replica; the manifest is rewritten once it is over.
+``ReplicaAdded`` / ``ReplicaRemoved`` per replica; the manifest is rewritten once it is over. Then the
+services whose templates use the scaled one's endpoints follow (``_dependents``), before the call returns.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Protocol
 
 import anyio
 
 from . import _supervision
+from ._dependents import follow_endpoints
 from ._errors import ServiceFailed
 from ._events import ReplicaAdded, ReplicaRemoved, ScaleEnded, ScaleStarted
 from ._gpu_assign import GpuNode
 from ._gpu_inventory import GpuInventory, GpuUnavailable
+from ._operations import LiveGroup, run_operation, wait_settled
 from ._plan import HOST, Plan
 from ._replan import scaled_plan
 from ._replica import Replica, ReplicaState, ServiceHandle
 from ._resources import PortAllocator
 
-__all__ = ["ScalingGroup", "retire", "run_operation", "scale", "wait_settled"]
+__all__ = ["retire", "scale"]
 
 
-class ScalingGroup(_supervision.RunningTopology, Protocol):
-    """What a scale reads and drives on the running group (``_group.RunningTopology``)."""
-
-    gpus: GpuInventory | None
-    logs_dir: Path
-    phase: str
-    _operation_lock: anyio.Lock
-    _ports: PortAllocator | None
-    _retired: list[Replica]
-
-    def service(self, name: str) -> ServiceHandle: ...
-
-    async def wait_torn_down(self) -> None: ...
-
-    def _launch(self, replica: Replica) -> None: ...
-
-    def _add_replica(self, replica: Replica) -> None: ...
-
-    def _remove_replica(self, replica: Replica) -> None: ...
-
-
-def run_operation(group: ScalingGroup, what: str) -> None:
-    """Refuse an operation on a run that is not up (starting, or being torn down)."""
-    if group._stopping or group.phase != "running":
-        raise RuntimeError(f"run {group.run_id} is {group.phase}: cannot {what} now")
-
-
-async def scale(group: ScalingGroup, service: str, replicas: int) -> None:
+async def scale(group: LiveGroup, service: str, replicas: int) -> None:
     handle = group.service(service)  # KeyError naming the services
     run_operation(group, f"scale '{service}'")
     async with group._operation_lock:
@@ -100,9 +74,10 @@ async def scale(group: ScalingGroup, service: str, replicas: int) -> None:
             )
         )
         group._write_manifest()
+        await follow_endpoints(group, service)
 
 
-async def _scale_up(group: ScalingGroup, handle: ServiceHandle, replicas: int) -> list[str]:
+async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
     before = len(handle.replicas)
     old_plan = group.plan
     plan = scaled_plan(old_plan, handle.name, replicas, ports=_ports(group), read_node=lambda: _read_node(group.gpus))
@@ -154,12 +129,12 @@ async def _scale_up(group: ScalingGroup, handle: ServiceHandle, replicas: int) -
     return [r.name for r in added]
 
 
-async def _undo(group: ScalingGroup, handle: ServiceHandle, added: list[Replica], plan: Plan) -> None:
+async def _undo(group: LiveGroup, handle: ServiceHandle, added: list[Replica], plan: Plan) -> None:
     await retire(group, list(reversed(added)), reason="scale undone")
     _set_plan(group, handle, plan)
 
 
-async def _scale_down(group: ScalingGroup, handle: ServiceHandle, replicas: int) -> list[str]:
+async def _scale_down(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
     scaled_plan(group.plan, handle.name, replicas, ports=_ports(group), read_node=_no_node)  # checks the count
     gone = list(reversed(handle.replicas[replicas:]))
     try:
@@ -171,7 +146,7 @@ async def _scale_down(group: ScalingGroup, handle: ServiceHandle, replicas: int)
     return [r.name for r in gone]
 
 
-async def retire(group: ScalingGroup, replicas: Sequence[Replica], *, reason: str) -> None:
+async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) -> None:
     """Stop ``replicas`` one after another (stop signal, grace, SIGKILL, every process of each), then take
     each out of its service."""
     for replica in replicas:
@@ -187,35 +162,12 @@ async def retire(group: ScalingGroup, replicas: Sequence[Replica], *, reason: st
         group.emit(ReplicaRemoved(replica=replica.name, service=replica.service))
 
 
-async def wait_settled(group: ScalingGroup, replicas: Sequence[Replica]) -> None:
-    """Until each of ``replicas`` is ready once, or given up on; ``RuntimeError`` if the run is torn
-    down meanwhile (a teardown stops them without settling them)."""
-    torn_down = False
-    async with anyio.create_task_group() as tg:
-
-        async def settle() -> None:
-            for replica in replicas:
-                await replica.settled.wait()
-            tg.cancel_scope.cancel()
-
-        async def watch() -> None:
-            nonlocal torn_down
-            await group.wait_torn_down()
-            torn_down = True
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(settle)
-        tg.start_soon(watch)
-    if torn_down and not all(r.settled.is_set() for r in replicas):
-        raise RuntimeError(f"run {group.run_id} was torn down before {', '.join(r.name for r in replicas)} were ready")
-
-
-def _set_plan(group: ScalingGroup, handle: ServiceHandle, plan: Plan) -> None:
+def _set_plan(group: LiveGroup, handle: ServiceHandle, plan: Plan) -> None:
     group.plan = plan
     handle.plan = plan.service(handle.name)
 
 
-def _ports(group: ScalingGroup) -> PortAllocator:
+def _ports(group: LiveGroup) -> PortAllocator:
     """One allocator for the run's new replicas; it never hands out a port the run has used."""
     if group._ports is None:
         group._ports = PortAllocator(HOST)

@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import psutil
 import pytest
 
 import supervisor as sv
+from supervisor._config import topology_from_text
 from supervisor._events import ReplicaAdded, ReplicaRemoved, ScaleEnded, ScaleStarted
 from supervisor._resources import PortAllocator
 
@@ -235,3 +237,86 @@ def test_the_status_table_and_the_progress_lines_follow_a_scale(tmp_path: Path) 
     )
     assert text.line(refused) == "a: scale FAILED, 2 replicas as before: scale to 9: no GPUs"
     assert is_problem(refused) and not is_problem(added)
+
+
+HUP_READER = (
+    "import json, signal, sys, time\n"
+    "def reread(*_):\n"
+    "    urls = json.load(open(sys.argv[1]))['services']['w']['urls']\n"
+    "    print('urls', len(urls), flush=True)\n"
+    "signal.signal(signal.SIGHUP, reread)\n"
+    "reread()\n"
+    "print('reader ready', flush=True)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+@pytest.mark.anyio
+async def test_dependents_follow_a_scale_as_their_on_change_says(runs_dir: Path) -> None:
+    """A dependent templating ``{w.urls}`` with ``on_change: restart`` is restarted seeing the new set; one
+    with ``none`` keeps running as it was; one that depends on w with ``{signal: SIGHUP}`` re-reads
+    ``endpoints.json``; one that neither uses w's endpoints nor depends on w is left alone."""
+    topology = sv.Topology(
+        name="deps",
+        services=[
+            worker("w", 2),
+            worker("router", 1, "--seen", "{w.urls}", depends_on=["w"], on_change="restart"),
+            worker("static", 1, "--seen", "{w.urls}", depends_on=["w"]),
+            sv.Service(name="hup", command=[PYTHON, "-c", HUP_READER, "{endpoints}"], depends_on=["w"],
+                       ready=sv.LogCheck("reader ready"), on_change={"signal": "SIGHUP"}),
+            worker("other", 1, on_change="restart"),  # neither names w's endpoints nor depends on w
+        ],
+    )  # fmt: skip
+    async with sv.launch(topology, runs_dir=runs_dir) as group:
+        pids = {name: group[name].pids for name in ("router", "static", "hup", "other")}
+        router_port = group["router"].port
+        await group.scale("w", 3)
+        urls = ",".join(r.url or "" for r in group.service("w").replicas)
+        seen = [line for line in group.replica("router").log_path.read_text().splitlines() if line.startswith("seen")]
+        assert seen[-1] == f"seen {urls}" and len(seen) == 2
+        assert group["router"].pids != pids["router"] and group["router"].port == router_port
+        assert group["static"].pids == pids["static"] and group["other"].pids == pids["other"]
+        assert group["hup"].pids == pids["hup"]
+        hup_log = group.replica("hup").log_path
+        deadline = anyio.current_time() + 10
+        while "urls 3" not in hup_log.read_text():
+            assert anyio.current_time() < deadline, hup_log.read_text()
+            await anyio.sleep(0.01)
+        changed = {e.service: e.action for e in group.event_history if isinstance(e, sv.EndpointsChanged)}
+        assert changed == {"router": "restart", "static": "none", "hup": "signal"}
+        endpoints = json.loads((group.run_dir / "endpoints.json").read_text())
+        assert endpoints["services"]["w"]["urls"] == urls.split(",")
+        # a plain rolling restart of the one that kept its old set fills its templates anew
+        await group.rolling_restart("static")
+        assert group.replica("static").log_path.read_text().splitlines()[-2] == f"seen {urls}"
+
+
+def test_on_change_in_yaml_is_checked_naming_the_field(tmp_path: Path) -> None:
+    def load(on_change: str) -> sv.Topology:
+        text = f"name: t\nservices:\n  a:\n    command: [x]\n    on_change: {on_change}\n"
+        return sv.make_plan(topology_from_text(text, source="t.yaml"), check_executables=False).topology  # type: ignore[return-value]
+
+    assert load("restart").services[0].on_change == sv.OnChange("restart")
+    assert load("{signal: hup}").services[0].on_change == sv.OnChange("signal", "SIGHUP")
+    assert load("none").services[0].on_change == sv.OnChange()
+    with pytest.raises(sv.ConfigError, match=r"t.yaml: service 'a', field 'on_change': must be none, restart or "
+                       r"\{signal: SIGHUP\}, got 'restrat' \(did you mean 'restart'\?\)"):  # fmt: skip
+        load("restrat")
+    with pytest.raises(sv.ConfigError, match=r"service 'a', field 'on_change': .*unknown signal 'SIGFOO'"):
+        load("{signal: SIGFOO}")
+    with pytest.raises(sv.ConfigError, match=r"service 'a', field 'on_change': expected restart, none or"):
+        load("{restart: true}")
+    with pytest.raises(sv.ConfigError, match="field 'on_change': signal needs the signal to send"):
+        sv.make_plan(sv.Topology(name="t", services=[sv.Service(name="a", command=["x"], on_change="signal")]),
+                     check_executables=False)  # fmt: skip
+
+
+def test_the_progress_lines_tell_how_dependents_follow() -> None:
+    from supervisor._console import EventText, is_problem
+
+    text = EventText()
+    restart = sv.EndpointsChanged(replica="", service="router", source="w", action="restart")
+    assert text.line(restart) == "router: endpoints of w changed (rolling restart)"
+    broken = sv.EndpointsChanged(replica="", service="r", source="w", action="none", error="unknown template {w.3.url}")
+    assert text.line(broken) == "r: endpoints of w changed; its templates do not fill: unknown template {w.3.url}"
+    assert is_problem(broken) and not is_problem(restart)

@@ -117,6 +117,11 @@ async def test_a_single_replica_keeps_its_name_when_scaled_up(runs_dir: Path) ->
         assert group.service("s").replicas == [only] and group["s.0"] is only
         await group.scale("s", 3)
         assert [r.name for r in group.service("s").replicas] == ["s", "s.1", "s.2"]
+        run_dir, ready_seconds = group.run_dir, group.summary().ready_seconds
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["services"]["s"]["replicas"] == ["s", "s.1", "s.2"]
+    assert summary["replicas"]["s.2"]["ready_at_seconds"] > summary["replicas"]["s"]["ready_at_seconds"]
+    assert summary["ready_seconds"] == ready_seconds  # replicas added later are not part of the start
 
 
 @pytest.mark.anyio

@@ -286,12 +286,10 @@ class RunningTopology:
         overrides: Mapping[str, str] | None = None,
         service_spec: Service | None = None,
     ) -> None:
-        """Restart every replica of ``service``, ``max_unavailable`` at a time, each on its own ports and
-        GPUs and waited for until ready, never leaving fewer than ``min_ready`` ready (else the service's
-        ``min_ready``, else ``replicas - max_unavailable``). With ``overrides`` (``--set`` style, on top of
-        the run's) the topology's file is loaded again and the service's new spec runs; ``service_spec``
-        gives one in code. A replica that fails its start stops the rollout: it goes back to its previous
-        spec, the others keep serving, and its ``ServiceFailed`` says which and why. See ``_rollout``."""
+        """Restart ``service`` replica by replica (``max_unavailable`` at a time) on their own ports, never
+        below ``min_ready`` ready; on a new spec from ``overrides`` (``--set`` style, the file re-loaded) or
+        ``service_spec``. A replica that fails stops the rollout and goes back to its previous spec; the
+        others keep serving; its ``ServiceFailed`` says which and why. See ``_rollout``."""
         from ._rollout import rolling_restart
 
         await rolling_restart(
@@ -422,20 +420,6 @@ class RunningTopology:
         self._tg.start_soon(
             _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
         )
-
-    def _add_replica(self, replica: Replica) -> None:
-        """A replica joins its service (a scale-up): addressable by name, in the records from now on."""
-        self._services[replica.service].replicas.append(replica)
-        self._replicas[replica.name] = replica
-        self._replicas.setdefault(f"{replica.service}.{replica.index}", replica)
-
-    def _remove_replica(self, replica: Replica) -> None:
-        """A stopped replica leaves its service (scaled down); kept aside for the final sweep."""
-        self._services[replica.service].replicas.remove(replica)
-        for name in (replica.name, f"{replica.service}.{replica.index}"):
-            if self._replicas.get(name) is replica:
-                del self._replicas[name]
-        self._retired.append(replica)
 
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]

@@ -33,9 +33,7 @@ class LiveGroup(_supervision.RunningTopology, Protocol):
 
     def _launch(self, replica: Replica) -> None: ...
 
-    def _add_replica(self, replica: Replica) -> None: ...
-
-    def _remove_replica(self, replica: Replica) -> None: ...
+    _replicas: dict[str, Replica]
 
 
 def run_operation(group: LiveGroup, what: str) -> None:

@@ -225,7 +225,12 @@ async def _roll(
         replica.restarts += 1
         group._launch(replica)
     group._write_manifest()
-    await wait_settled(group, replicas)
+    try:
+        await wait_settled(group, replicas)
+    except BaseException:  # the caller gave up waiting: they go on under their ordinary supervision
+        for replica in replicas:
+            replica.trial = False
+        raise
     failed = [r for r in replicas if r.state is ReplicaState.FAILED]
     for replica in replicas:
         if replica not in failed:

@@ -87,7 +87,7 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
     for replica_plan in service_plan.replicas[before:]:
         replica = Replica(replica_plan, service_plan, group.logs_dir / f"{replica_plan.name}.log")
         replica.trial = True
-        group._add_replica(replica)
+        _add_replica(group, replica)
         added.append(replica)
         group.emit(
             ReplicaAdded(
@@ -158,8 +158,24 @@ async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) 
             await group._stop_in_order([replica], reason=reason)
         if replica.state.active:
             replica.transition(ReplicaState.STOPPED)
-        group._remove_replica(replica)
+        _remove_replica(group, replica)
         group.emit(ReplicaRemoved(replica=replica.name, service=replica.service))
+
+
+def _add_replica(group: LiveGroup, replica: Replica) -> None:
+    """A replica joins its service: addressable by name (and ``svc.<index>``), in the records from now on."""
+    group._services[replica.service].replicas.append(replica)
+    group._replicas[replica.name] = replica
+    group._replicas.setdefault(f"{replica.service}.{replica.index}", replica)
+
+
+def _remove_replica(group: LiveGroup, replica: Replica) -> None:
+    """A stopped replica leaves its service; kept aside for the final sweep and a kill."""
+    group._services[replica.service].replicas.remove(replica)
+    for name in (replica.name, f"{replica.service}.{replica.index}"):
+        if group._replicas.get(name) is replica:
+            del group._replicas[name]
+    group._retired.append(replica)
 
 
 def _set_plan(group: LiveGroup, handle: ServiceHandle, plan: Plan) -> None:

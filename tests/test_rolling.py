@@ -15,7 +15,7 @@ import pytest
 import supervisor as sv
 from supervisor._events import RolloutEnded, RolloutStarted, RolloutStepped
 
-from .helpers import PROGRAMS, PYTHON
+from .helpers import PROGRAMS, PYTHON, wait_for
 
 WORKER = str(PROGRAMS / "pool_worker.py")
 
@@ -205,3 +205,19 @@ def test_the_progress_lines_tell_a_rollout() -> None:
     assert is_problem(failed) and not is_problem(stepped)
     done = RolloutEnded(replica="", service="w", rolled=("w.0", "w.1"), seconds=3.0)
     assert text.line(done) == "w: rolling restart done, 2 replicas in 3.00s"
+
+
+@pytest.mark.anyio
+async def test_a_rollout_the_caller_gives_up_on_leaves_its_replica_to_ordinary_supervision(
+    tmp_path: Path, runs_dir: Path
+) -> None:
+    """The caller cancels while w.0 starts on a spec that is never ready: w.0 is no longer on trial, so its
+    readiness timeout is judged as any replica's (here: degraded, quorum kept), not silently dropped."""
+    topology = sv.load(pool_file(tmp_path))
+    async with sv.launch(topology, runs_dir=runs_dir) as group:
+        with anyio.move_on_after(0.5) as scope:
+            await group.rolling_restart("w", overrides={"mode": "silent", "ready_timeout": "1s"})
+        assert scope.cancelled_caught
+        assert not group.replica("w.0").trial
+        await wait_for(group, lambda events: any(isinstance(e, sv.Degraded) for e in events), timeout=15)
+        assert group.failure is None and group.service("w").ready_count == 3

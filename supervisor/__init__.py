@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._errors import UnknownRun as UnknownRun
     from ._events import Completed as Completed
     from ._events import Degraded as Degraded
+    from ._events import EndpointsChanged as EndpointsChanged
     from ._events import Event as Event
     from ._events import Exited as Exited
     from ._events import Failed as Failed
@@ -38,7 +39,14 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import PhaseEnded as PhaseEnded
     from ._events import PhaseStarted as PhaseStarted
     from ._events import Ready as Ready
+    from ._events import ReplicaAdded as ReplicaAdded
+    from ._events import ReplicaRemoved as ReplicaRemoved
     from ._events import Restarting as Restarting
+    from ._events import RolloutEnded as RolloutEnded
+    from ._events import RolloutStarted as RolloutStarted
+    from ._events import RolloutStepped as RolloutStepped
+    from ._events import ScaleEnded as ScaleEnded
+    from ._events import ScaleStarted as ScaleStarted
     from ._events import Spawned as Spawned
     from ._events import Stopped as Stopped
     from ._events import Stopping as Stopping
@@ -78,6 +86,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import HttpCheck as HttpCheck
     from ._spec import LogCheck as LogCheck
     from ._spec import LogPolicy as LogPolicy
+    from ._spec import OnChange as OnChange
     from ._spec import Phase as Phase
     from ._spec import Placement as Placement
     from ._spec import PortSpec as PortSpec
@@ -108,6 +117,7 @@ _LAZY = {
     "ConfigError": "_errors",
     "Degraded": "_events",
     "Dependency": "_spec",
+    "EndpointsChanged": "_events",
     "Event": "_events",
     "ExecCheck": "_spec",
     "Exited": "_events",
@@ -130,6 +140,7 @@ _LAZY = {
     "Phase": "_spec",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",
+    "OnChange": "_spec",
     "Outcome": "_runner",
     "Plan": "_plan",
     "Placement": "_spec",
@@ -143,6 +154,13 @@ _LAZY = {
     "ReplicaState": "_replica",
     "RestartPolicy": "_spec",
     "Restarting": "_events",
+    "RolloutEnded": "_events",
+    "RolloutStarted": "_events",
+    "RolloutStepped": "_events",
+    "ReplicaAdded": "_events",
+    "ReplicaRemoved": "_events",
+    "ScaleEnded": "_events",
+    "ScaleStarted": "_events",
     "RunRecord": "_record",
     "RunSummary": "_summary",
     "RunningTopology": "_group",

@@ -26,6 +26,7 @@ from ._spec import (
     HttpCheck,
     LogCheck,
     LogPolicy,
+    OnChange,
     Phase,
     Placement,
     PortSpec,
@@ -383,6 +384,16 @@ def _salloc_args(value: object, _: object = None) -> tuple[str, ...]:
     return tuple(_strict_str(item) for item in value)
 
 
+def _on_change(value: object, _: object = None) -> OnChange:
+    """``on_change: restart``, ``none`` or ``{signal: SIGHUP}``; the action is checked by plan."""
+    value = _structured(value)
+    if value is None or isinstance(value, str):
+        return OnChange(action=value or "none")
+    if isinstance(value, Mapping) and list(value) == ["signal"]:
+        return OnChange(action="signal", signal=_strict_str(value["signal"]))
+    raise ValueError(f"expected restart, none or {{signal: SIGHUP}}, got {value!r}")
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
@@ -405,6 +416,7 @@ def _make_converter() -> cattrs.Converter:
         "profile": _profile,
         "metrics": _optional_str,
         "placement": _placement,
+        "on_change": _on_change,
     }
     cluster_hooks: dict[tuple[type, str], Callable[[object, object], object]] = {
         (Topology, "cluster"): _cluster,
@@ -423,7 +435,7 @@ def _make_converter() -> cattrs.Converter:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
             elif (cls, field.name) in cluster_hooks:
                 overrides[field.name] = override(struct_hook=cluster_hooks[cls, field.name])
-            elif cls is Topology and field.name == "source":
+            elif cls is Topology and field.name in ("source", "overrides"):
                 overrides[field.name] = override(omit=True)
             elif (cls, field.name) in choices:
                 overrides[field.name] = override(struct_hook=_optional_str)
@@ -590,6 +602,7 @@ def topology_from_dict(
         cluster = _preset_cluster(data.get("cluster"), cluster_sets, expander.expand, source)
         if expander.problems:
             raise ConfigError([_describe_problem(p) for p in expander.problems], source=source)
+        preset = attrs.evolve(preset, overrides=_override_texts(overrides))
         return preset if cluster is None else attrs.evolve(preset, cluster=cluster)
     defaults = data.pop("vars", None) or {}
     if not isinstance(defaults, Mapping):
@@ -616,7 +629,7 @@ def topology_from_dict(
     if problems:
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 
-    known = [name for name in _FIELDS_OF[Topology] if name != "source"]
+    known = [name for name in _FIELDS_OF[Topology] if name not in ("source", "overrides")]
     unknown = [_unknown_message(str(key), known) for key in data if key not in known]
     if unknown:
         raise ConfigError([f"top level: {message}" for message in unknown], source=source)
@@ -647,7 +660,11 @@ def topology_from_dict(
             text, _, path = message.rpartition(" @ ")
             lines.append(f"{_locate(path, names)}: {text}")
         raise ConfigError(lines, source=source) from None
-    return attrs.evolve(topology, source=source)
+    return attrs.evolve(topology, source=source, overrides=_override_texts(overrides))
+
+
+def _override_texts(overrides: Mapping[str, object] | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (overrides or {}).items()}
 
 
 def _preset_cluster(

@@ -61,7 +61,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\}")
-_SHARED_NAMES = ("run_dir", "python", "host")  #: templates that mean the same outside any service
+_SHARED_NAMES = ("run_dir", "python", "host", "endpoints")  #: templates that mean the same outside any service
 
 
 @attrs.frozen
@@ -122,6 +122,8 @@ class Plan:
     strategy: str = "one_for_one"
     cluster: Cluster | None = None  #: the topology's ``cluster:``; None = this machine only
     nodes: tuple[ClusterNode, ...] = ()  #: the allocation's nodes the replicas were placed on (rank order)
+    #: the spec it was planned from: a scale or a rollout plans new replicas from it (``_replan``)
+    topology: Topology | None = attrs.field(default=None, eq=False, repr=False)
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -233,7 +235,7 @@ def make_plan(
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
     return Plan(
         topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster,
-        on_nodes or (),
+        on_nodes or (), topology,
     )  # fmt: skip
 
 
@@ -381,6 +383,7 @@ def _skeleton(
 
 def _shared_context(services: Sequence[ServicePlan], run_dir: Path) -> dict[str, str]:
     context = {"run_dir": str(run_dir), "python": sys.executable, "host": HOST}
+    context["endpoints"] = str(run_dir / "endpoints.json")  # every service's replicas and URLs (_endpoints)
     for service in services:
         urls = [r.url for r in service.replicas if r.url]
         for replica in service.replicas:

@@ -450,6 +450,37 @@ def _cluster(value: object) -> Cluster | None:
     return value  # type: ignore[return-value]
 
 
+ON_CHANGE_ACTIONS: tuple[str, ...] = ("none", "restart", "signal")
+
+
+@attrs.frozen
+class OnChange:
+    """What a running service does when the endpoints of another service change (a scale added or removed
+    replicas) and it follows them: its templates (``{decode.urls}``, ...) would now be filled differently,
+    or it depends on that service (and may read ``endpoints.json``).
+
+    ``none`` (the default): it keeps what it was started with (a restart would drop its in-flight work; opt
+    in). ``restart``: its replicas are restarted one at a time (a rolling restart) with the templates filled
+    again. ``signal``: ``signal`` (e.g. SIGHUP) goes to each replica's main process once
+    ``<run_dir>/endpoints.json`` (``{endpoints}``) lists the new set, for a program that re-reads it.
+    """
+
+    action: str = "none"  #: none, restart or signal
+    signal: str | None = attrs.field(default=None, converter=attrs.converters.optional(_signal_name))
+
+
+def _on_change(value: object) -> OnChange:
+    if isinstance(value, OnChange):
+        return value
+    if value is None:
+        return OnChange()
+    if isinstance(value, str):
+        return OnChange(action=value)
+    if isinstance(value, Mapping) and set(value) == {"signal"}:
+        return OnChange(action="signal", signal=value["signal"])
+    raise TypeError(f"expected none, restart or {{signal: SIGHUP}} (an OnChange), got {value!r}")
+
+
 @attrs.frozen
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
@@ -479,6 +510,8 @@ class Service:
     metrics: str | None = None
     #: on a cluster: where each replica runs (None = spread round-robin over the allocation's nodes)
     placement: Placement | None = attrs.field(default=None, converter=_placement)
+    #: when another service's endpoints that its templates use change (a scale): none, restart or a signal
+    on_change: OnChange = attrs.field(factory=OnChange, converter=_on_change)
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:
@@ -497,3 +530,5 @@ class Topology:
     strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)
     cluster: Cluster | None = attrs.field(default=None, converter=_cluster)  #: absent: all runs on this machine
+    #: the ``--set`` overrides it was loaded with (a rolling restart re-loads ``source`` with them and its own)
+    overrides: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False, hash=False)

@@ -21,6 +21,7 @@ from ._gpu_assign import check_gpu_request
 from ._profile import check_profile
 from ._spec import (
     CONDITIONS,
+    ON_CHANGE_ACTIONS,
     STRATEGIES,
     AllOf,
     AnyOf,
@@ -125,6 +126,18 @@ def check_topology(topology: Topology, report: Report) -> None:
     check_cluster(topology, report)
 
 
+def _check_on_change(service: Service, where: str, report: Report) -> None:
+    on_change = service.on_change
+    field = f"{where}, field 'on_change'"
+    if on_change.action not in ON_CHANGE_ACTIONS:
+        hint = suggest(str(on_change.action), list(ON_CHANGE_ACTIONS))
+        report(f"{field}: must be none, restart or {{signal: SIGHUP}}, got {on_change.action!r}{hint}")
+    elif on_change.action == "signal" and on_change.signal is None:
+        report(f"{field}: signal needs the signal to send, e.g. {{signal: SIGHUP}}")
+    elif on_change.action != "signal" and on_change.signal is not None:
+        report(f"{field}: a signal ({on_change.signal}) goes with the action signal, not {on_change.action}")
+
+
 def _check_service(
     service: Service, where: str, names: list[str], by_name: Mapping[str, Service], report: Report
 ) -> None:
@@ -188,6 +201,7 @@ def _check_service(
         report(f"{where}, field 'builtin_fatal': expected true or false")
     if service.strategy is not None and service.strategy not in STRATEGIES:
         report(f"{where}, field 'strategy': must be one of {', '.join(STRATEGIES)}")
+    _check_on_change(service, where, report)
     _check_restart(service.restart, f"{where}, field 'restart", report)
     _check_stop(service.stop, f"{where}, field 'stop", report)
     if (

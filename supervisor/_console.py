@@ -14,7 +14,19 @@ import zlib
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._events import Event, Exited, Failed, GpuNotReleased, Marked, PhaseEnded, Ready, Restarting, Spawned, Stopped
+from ._events import (
+    ControlRequest,
+    Event,
+    Exited,
+    Failed,
+    GpuNotReleased,
+    Marked,
+    PhaseEnded,
+    Ready,
+    Restarting,
+    Spawned,
+    Stopped,
+)
 
 if TYPE_CHECKING:
     from ._status import StatusBoard
@@ -68,6 +80,10 @@ class EventText:
             return f"{event.replica}: did not stop within its grace, killed"
         if isinstance(event, Marked):
             return f"mark: {event.label}"
+        if isinstance(event, ControlRequest):
+            what = " ".join([event.op, *(f"{k}={v}" for k, v in event.args.items())])
+            who = f" from pid {event.client_pid}" if event.client_pid else ""
+            return f"control: {what}{who}" + (f" (refused: {event.error})" if event.error else "")
         if isinstance(event, GpuNotReleased):
             return (
                 f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "

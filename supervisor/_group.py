@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -45,6 +46,7 @@ from ._watchdog import Watchdog
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
 
+    from ._control_server import ControlServer
     from ._summary import RunSummary
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
@@ -88,6 +90,8 @@ class RunningTopology:
         self._body_scope: anyio.CancelScope | None = None
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
+        self._control: ControlServer | None = None
+        self.control_socket: Path | None = None  #: where the run's control socket listens, once it does
         self._restart_lock = anyio.Lock()
         self._stopping = False
         self._kill_now = False
@@ -324,11 +328,26 @@ class RunningTopology:
         tg.start_soon(self._keep_watchdog, name="keep watchdog")
         for service in self.plan.services:
             tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
+        tg.start_soon(self._serve_control, name="control socket")
         for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
             await self._conditions.wait(service.name, "ready")
         self.ready_at = time.monotonic()
         self.phase = "running"
         tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
+
+    async def _serve_control(self) -> None:
+        """The control socket (``supervisor status/restart/stop``, ``attach``): opened once the first
+        replica has spawned, so it never delays the start; closed when the teardown begins."""
+        if self.plan.services:
+            await self._conditions.wait(self.plan.services[0].name, "started")
+        if self._stopping:
+            return
+        from ._control_protocol import socket_path
+        from ._control_server import ControlServer
+
+        self._control = ControlServer(self, socket_path(self.run_dir))
+        self.control_socket = self._control.path
+        await self._control.serve()
 
     async def _write_manifest_soon(self) -> None:
         self._write_manifest()
@@ -447,6 +466,9 @@ class RunningTopology:
         self._stopping = True
         self.teardown_started_at = time.monotonic()
         self.phase = "stopping"
+        if self._control is not None:  # no new clients; those connected see the teardown's events
+            self._control.close()
+            self.control_socket = None
         for replica in self.replicas:
             if replica.loop_scope is not None:
                 replica.loop_scope.cancel()

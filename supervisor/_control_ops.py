@@ -44,6 +44,8 @@ class ControlledRun(Protocol):
     def emit(self, event: Event) -> None: ...
     def mark(self, label: str) -> Marked: ...
     async def stop(self, name: str | None = None) -> None: ...
+    def cancel(self) -> bool: ...
+    async def wait_torn_down(self) -> None: ...
 
 
 _JSON_SCALARS = (str, int, float, bool)
@@ -137,7 +139,13 @@ async def _mark(group: ControlledRun, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _stop(group: ControlledRun, args: dict[str, Any]) -> dict[str, Any]:
-    await group.stop(args.get("name"))
+    """One service or replica; or the whole run as a stop signal ends it (the owner's cleanup first), and
+    the answer once it is torn down."""
+    name = args.get("name")
+    if name is not None or not group.cancel():
+        await group.stop(name)
+    if name is None:
+        await group.wait_torn_down()
     return {}
 
 

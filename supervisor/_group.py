@@ -226,6 +226,16 @@ class RunningTopology:
         """Until the teardown is over (by the end of ``launch``, a ``stop()``, or a failure)."""
         await self._torn_down.wait()
 
+    def cancel(self) -> bool:
+        """End the run as a stop signal would (``supervisor stop``, ``stop`` on the control socket): the
+        body of ``launch`` is cancelled, so its own cleanup runs first (``run``'s final metrics snapshot,
+        ``-- CMD``'s grace), then everything is torn down. Returns at once (``wait_torn_down()`` waits);
+        False when the group was not opened by ``launch``/``open`` (then ``stop()`` does it)."""
+        if self._body_scope is None:
+            return False
+        self._body_scope.cancel()
+        return True
+
     async def stop(self, name: str | None = None) -> None:
         """Stop one service or replica (no restart follows), or, without a name, tear everything down."""
         if name is None:

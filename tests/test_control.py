@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -278,16 +279,27 @@ async def test_scale_and_rolling_restart_go_to_the_group_methods(runs_dir: Path)
     assert secret not in recorded and '"HF_TOKEN": "<redacted>"' in recorded
 
 
-async def test_stop_through_the_socket_tears_down_and_answers_after(runs_dir: Path) -> None:
-    """``stop`` answers once everything is down: the socket is gone, the manifest says stopped."""
+async def test_stop_through_the_socket_ends_the_run_as_a_signal_would(runs_dir: Path) -> None:
+    """``stop`` cancels the owner's body (its cleanup runs first, as on Ctrl-C), tears everything down,
+    and answers once it is over: the socket is gone, the manifest says stopped."""
+    replies: list[dict[str, Any]] = []
+    cleanup: list[str] = []
+    body_went_on = False
     async with sv.launch(topology(), runs_dir=runs_dir) as group:
         path = await opened(group)
         pids = [r.pid for r in group.replicas]
-        reply = await ask(group, "stop")
-        assert reply == {"v": 1, "id": 1, "ok": True}
-        assert not any(alive(pid) for pid in pids if pid is not None)
-        assert not path.exists() and group.phase == "stopped"
-        assert json.loads((group.run_dir / "manifest.json").read_text())["phase"] == "stopped"
+        asker = threading.Thread(target=lambda: replies.append(request_blocking(path, "stop", timeout_seconds=60)))
+        asker.start()
+        try:
+            await anyio.sleep(60)
+            body_went_on = True
+        finally:
+            cleanup.append(group.phase)  # the body's cleanup runs before the teardown
+    await anyio.to_thread.run_sync(asker.join, 60)
+    assert replies == [{"v": 1, "id": 1, "ok": True}] and cleanup == ["running"] and not body_went_on
+    assert not any(alive(pid) for pid in pids if pid is not None)
+    assert not path.exists() and group.phase == "stopped"
+    assert json.loads((group.run_dir / "manifest.json").read_text())["phase"] == "stopped"
 
 
 async def test_a_run_dir_past_the_socket_path_limit_still_has_a_socket(tmp_path: Path) -> None:

@@ -104,9 +104,9 @@ class RemoteService:
 
 class RemoteEvents:
     """Typed events of an attached run over a connection of its own: those from the moment ``events()``
-    was called (the run's history is asked for and filtered on the shared monotonic clock, so nothing
-    between the call and the first ``async for`` is lost), or all of them with ``history``. Ends when the
-    run is over; ``aclose()`` (or leaving ``attach``) ends it early."""
+    was called (the run sends them from that time on its monotonic clock, which the machine shares, so
+    nothing between the call and the first ``async for`` is lost), or all of them with ``history``. Ends
+    when the run is over; ``aclose()`` (or leaving ``attach``) ends it early."""
 
     def __init__(self, path: Path, *, history: bool, opened: set[RemoteEvents]) -> None:
         self._path = path
@@ -136,14 +136,15 @@ class RemoteEvents:
                 await self.aclose()
                 raise StopAsyncIteration
             event = event_from_json(message.get("event"))
-            if event is not None and (self._since is None or event.monotonic >= self._since):
+            if event is not None:
                 return event
 
     async def _open(self) -> None:
         self._stream = await _connect(self._path)
         self._opened.add(self)
         self._received = BufferedByteReceiveStream(self._stream)
-        await self._stream.send(encode({"v": PROTOCOL_VERSION, "id": "events", "op": "events", "history": True}))
+        window = {"history": True} if self._since is None else {"since": self._since}
+        await self._stream.send(encode({"v": PROTOCOL_VERSION, "id": "events", "op": "events", **window}))
         ack = decode_line(await self._received.receive_until(b"\n", MAX_REPLY_BYTES))
         if not ack.get("ok"):
             await self.aclose()

@@ -138,15 +138,17 @@ def _print_result(reply: dict[str, Any]) -> None:
 
 
 # ----- stop --------------------------------------------------------------------------------------------
-def stop_through_socket(path: Path, supervisor: psutil.Process | None, *, wait_seconds: float) -> float | None:
-    """Ask a live run to stop itself (its own orderly teardown; the answer comes once it is over) and
-    wait for its supervisor to exit; the seconds it took, or None when the socket could not be used
-    (the caller falls back on signals)."""
+def stop_through_socket(
+    path: Path, supervisor: psutil.Process | None, *, timeout_seconds: float, wait_seconds: float
+) -> float | None:
+    """Ask a live run to stop itself (its own orderly teardown; the answer comes once it is over, within
+    ``timeout_seconds``) and wait for its supervisor to exit; the seconds it took, or None when the socket
+    could not be used or the run did not answer in time (the caller falls back on signals)."""
     import psutil
 
     started = time.monotonic()
     try:
-        reply = request_blocking(path, "stop", timeout_seconds=None)
+        reply = request_blocking(path, "stop", timeout_seconds=timeout_seconds)
     except (OSError, ProtocolError):
         return None
     if not reply.get("ok"):

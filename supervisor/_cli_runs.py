@@ -202,13 +202,16 @@ def _stop(args: argparse.Namespace) -> int:
 def _stop_through_socket(record: RunRecord) -> int | None:
     """A live run stops itself when asked through its control socket (the same orderly teardown as
     Ctrl-C); None when it has no socket (an older run) or did not answer: then signals do it."""
+    from ._cli import CMD_GRACE_SECONDS
     from ._cli_control import stop_through_socket
     from ._control_protocol import socket_path
     from ._proctable import matching_process
+    from ._reclaim import _supervisor_budget
 
     path = Path(record.manifest.control_socket or socket_path(record.run_dir))
     supervisor = matching_process(record.supervisor_pid, record.supervisor_create_time)
-    seconds = stop_through_socket(path, supervisor, wait_seconds=_SOCKET_STOP_EXIT_SECONDS)
+    budget = _supervisor_budget(record, None) + CMD_GRACE_SECONDS  # its teardown, after its CMD's grace
+    seconds = stop_through_socket(path, supervisor, timeout_seconds=budget, wait_seconds=_SOCKET_STOP_EXIT_SECONDS)
     if seconds is None:
         return None
     fresh = record.reload()

@@ -69,7 +69,7 @@ class Param:
         # JSON true is not a number of replicas, though Python's bool is an int
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
-            wanted = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
+            wanted = _JSON_NAMES_TOGETHER.get(types) or " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
             raise ProtocolError(f"op {op!r}: field {name!r} must be {wanted}, got {_json_type(value)}")
         if isinstance(value, dict):
             for key, item in value.items():
@@ -78,6 +78,7 @@ class Param:
 
 
 _JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object"}
+_JSON_NAMES_TOGETHER: dict[tuple[type, ...], str] = {(int, float): "a number"}
 
 
 def _json_type(value: object) -> str:
@@ -152,7 +153,9 @@ async def _stop(group: ControlledRun, args: dict[str, Any]) -> dict[str, Any]:
 #: every op the socket takes; docs/control.md describes each
 OPERATIONS: dict[str, Operation] = {
     "status": Operation(_status, recorded=False),
-    "events": Operation(None, {"history": Param(bool, required=False)}, stream=True),
+    "events": Operation(
+        None, {"history": Param(bool, required=False), "since": Param((int, float), required=False)}, stream=True
+    ),
     "mark": Operation(_mark, {"label": Param(str)}),
     "restart": _method("restart", "name"),
     "stop": Operation(_stop, {"name": Param(str, required=False)}, shielded=True),

@@ -213,7 +213,7 @@ class ControlServer:
             if operation.recorded:
                 self._record(op, pid, request_id, args, None)
             if operation.stream:
-                await self._stream_events(stream, request_id, bool(args.get("history", False)))
+                await self._stream_events(stream, request_id, bool(args.get("history", False)), args.get("since"))
                 return
             await self._answer(stream, operation, request_id, args)
 
@@ -252,12 +252,15 @@ class ControlServer:
         with anyio.move_on_after(SEND_TIMEOUT_SECONDS):
             await stream.send(encode(message))
 
-    async def _stream_events(self, stream: anyio.abc.SocketStream, request_id: object, history: bool) -> None:
-        """An acknowledgement, then one line per event (past ones first with ``history``) until the run
-        ends (a last ``"end": true`` line) or the client closes its end."""
+    async def _stream_events(
+        self, stream: anyio.abc.SocketStream, request_id: object, history: bool, since: float | None
+    ) -> None:
+        """An acknowledgement, then one line per event (past ones first with ``history``; with ``since``,
+        every event from that monotonic time on, past or not) until the run ends (a last ``"end": true``
+        line) or the client closes its end."""
         from ._snapshot import redactor_of
 
-        subscription = self.group.events(history=history)
+        subscription = self.group.events(history=history or since is not None)
         redact = redactor_of(self.group).data  # type: ignore[arg-type]  # the group is a RunView too
         await self._send(stream, {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "streaming": True})
         async with anyio.create_task_group() as tg:
@@ -269,6 +272,8 @@ class ControlServer:
             tg.start_soon(until_client_leaves)
             ended = True
             async for event in subscription:
+                if since is not None and event.monotonic < since:
+                    continue
                 line = {"v": PROTOCOL_VERSION, "id": request_id, "event": redact(event.to_json())}
                 if not await self._try_send(stream, line):
                     ended = False

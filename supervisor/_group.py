@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 
 from . import _supervision
 from ._conditions import StartConditions
-from ._errors import ServiceFailed
+from ._errors import ServiceFailed, SupervisorError
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
@@ -129,11 +129,13 @@ class RunningTopology:
         group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus)
         if on_group is not None:
             on_group(group)
+        started = False
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as body_scope:
                 group._body_scope = body_scope
                 try:
                     await group._start(tg)
+                    started = True
                     yield group
                 finally:
                     with anyio.CancelScope(shield=True):
@@ -141,6 +143,8 @@ class RunningTopology:
             tg.cancel_scope.cancel()
         if group.failure is not None:
             raise group.failure
+        if not started:  # ``cancel()`` (a stop through the control socket) came before all was ready
+            raise SupervisorError(f"run {group.run_id}: stopped on request while starting; everything is down")
 
     def __getitem__(self, name: str) -> ServiceHandle | Replica:
         """A service (``"decode"``) or one replica (``"decode.1"``); see ``service()`` and ``replica()``."""

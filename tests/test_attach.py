@@ -134,6 +134,10 @@ async def test_attach_mirrors_the_launched_group_and_leaving_keeps_the_run(runs_
                     await anyio.sleep(0.01)
             history = [type(e) for e in await _first(group.events(history=True), 3)]
             assert history[0] is sv.Spawned
+            events = group.events()  # from now on: what happens before the first ``async for`` is kept
+            owner.mark("after the call")
+            (first,) = await _first(events, 1)
+            assert isinstance(first, sv.Marked) and first.label == "after the call"
             with pytest.raises(sv.ControlError, match="no service or replica named 'nope'"):
                 await group.restart("nope")
             if not hasattr(sv.RunningTopology, "scale"):

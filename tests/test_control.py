@@ -146,6 +146,7 @@ async def test_malformed_requests_get_errors_and_the_run_keeps_going(runs_dir: P
             b'{"v": 1, "id": 9, "op": "rolling_restart", "service": "worker", "overrides": {"a": [1]}}',
             b'{"v": 1, "id": 10, "op": "mark", "label": "two\\nlines"}',
             b"\xff\xfe\x00",
+            b'{"v": 1, "id": 11, "op": "events", "since": "soon"}',
         ]
         replies = await anyio.to_thread.run_sync(exchange, path, b"\n".join(bad) + b"\n")
         assert len(replies) == len(bad) and not any(r["ok"] for r in replies), replies
@@ -159,6 +160,7 @@ async def test_malformed_requests_get_errors_and_the_run_keeps_going(runs_dir: P
         assert "unknown field 'force'" in errors[10] and "'id' must be" in errors[11]
         assert "value of 'a' must be a string or a number" in errors[12] and "label" in errors[13]
         assert [r["id"] for r in replies[4:11]] == [2, 3, 4, 5, 6, 7, 8]
+        assert "'since' must be a number, got a string" in errors[-1]
         # the connection is still usable after errors, and the run is untouched
         assert (await ask(group, "status"))["status"]["phase"] == "running"
         assert {r.name: r.pid for r in group.replicas} == pids and all(alive(p) for p in group.service("worker").pids)
@@ -322,3 +324,28 @@ def test_a_control_request_is_a_line_on_the_console() -> None:
     refused = sv.ControlRequest(replica="", service="", op="reboot", client_pid=None, error="unknown op 'reboot'")
     assert EventText().line(asked) == "control: restart name=decode.1 from pid 42"
     assert EventText().line(refused) == "control: reboot (refused: unknown op 'reboot')"
+
+
+async def test_stop_while_starting_ends_the_start_with_a_clear_error(runs_dir: Path) -> None:
+    """A ``stop`` that comes while a service is still starting tears down what started, answers, and
+    ``launch`` raises one error saying so (not a bare "generator didn't yield")."""
+    slow = sv.Service(name="slow", command=[PYTHON, "-c", _SLEEP], ready=sv.LogCheck("never printed"))
+    seen: list[RunningTopology] = []
+    replies: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_when_open, seen, replies)
+        with pytest.raises(sv.SupervisorError, match="stopped on request while starting"):
+            topo = sv.Topology(name="slowstart", services=[slow])
+            async with sv.launch(topo, runs_dir=runs_dir, _on_group=seen.append):
+                pytest.fail("the start was stopped: the body must not run")
+    assert replies == [{"v": 1, "id": 1, "ok": True}]
+    assert seen[0].phase == "stopped" and not alive(seen[0]["slow"].pids[0])
+
+
+async def stop_when_open(seen: list[RunningTopology], replies: list[dict[str, Any]]) -> None:
+    """Send ``stop`` as soon as the run's socket is open."""
+    with anyio.fail_after(20):
+        while not seen or seen[0].control_socket is None or not seen[0].control_socket.exists():
+            await anyio.sleep(0.01)
+    call = functools.partial(request_blocking, seen[0].control_socket, "stop", timeout_seconds=60)
+    replies.append(await anyio.to_thread.run_sync(call))

@@ -215,7 +215,7 @@ class ControlServer:
             if operation.stream:
                 await self._stream_events(stream, request_id, bool(args.get("history", False)), args.get("since"))
                 return
-            await self._answer(stream, operation, request_id, args)
+            await self._answer(stream, op, operation, request_id, args)
 
     def _record(self, op: str, pid: int | None, request_id: object, args: dict[str, Any], error: str | None) -> None:
         if self.group.phase == "stopped":
@@ -228,7 +228,7 @@ class ControlServer:
         )
 
     async def _answer(
-        self, stream: anyio.abc.SocketStream, operation: Operation, request_id: object, args: dict[str, Any]
+        self, stream: anyio.abc.SocketStream, op: str, operation: Operation, request_id: object, args: dict[str, Any]
     ) -> None:
         assert operation.handler is not None
         with anyio.CancelScope(shield=operation.shielded):
@@ -238,6 +238,9 @@ class ControlServer:
                 reply = error_reply(request_id, str(exc))
             except KeyError as exc:
                 reply = error_reply(request_id, str(exc.args[0]) if exc.args else "not found")
+            except Exception as exc:  # a bug of ours: the client hears of it, the run goes on
+                _log.exception("control socket: op %r failed", op)
+                reply = error_reply(request_id, f"internal error: {type(exc).__name__}: {exc}")
             else:
                 reply = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, **result}
             with anyio.move_on_after(_SHIELDED_REPLY_SECONDS if operation.shielded else SEND_TIMEOUT_SECONDS):

@@ -277,6 +277,13 @@ async def test_scale_and_rolling_restart_go_to_the_group_methods(runs_dir: Path)
             ("scale", ("worker",), {"replicas": 4}),
             ("rolling_restart", ("worker",), {"max_unavailable": 2, "overrides": {"HF_TOKEN": secret, "tp": 2}}),
         ]
+        async def broken_scale(service: str, replicas: int) -> None:
+            raise RuntimeError("boom")
+
+        group.scale = broken_scale  # type: ignore[attr-defined]
+        broken = await ask(group, "scale", service="worker", replicas=1)
+        assert broken == {"v": 1, "id": 1, "ok": False, "error": "internal error: RuntimeError: boom"}
+        assert (await ask(group, "status"))["status"]["phase"] == "running"
     recorded = (group.run_dir / "events.jsonl").read_text()
     assert secret not in recorded and '"HF_TOKEN": "<redacted>"' in recorded
 

@@ -277,6 +277,7 @@ async def test_scale_and_rolling_restart_go_to_the_group_methods(runs_dir: Path)
             ("scale", ("worker",), {"replicas": 4}),
             ("rolling_restart", ("worker",), {"max_unavailable": 2, "overrides": {"HF_TOKEN": secret, "tp": 2}}),
         ]
+
         async def broken_scale(service: str, replicas: int) -> None:
             raise RuntimeError("boom")
 

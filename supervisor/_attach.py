@@ -27,6 +27,7 @@ from ._control_protocol import (
     connect_blocking,
     decode_line,
     encode,
+    short_address,
     socket_path,
 )
 from ._errors import ControlError
@@ -161,11 +162,10 @@ class RemoteEvents:
 
 async def _connect(path: Path) -> anyio.abc.SocketStream:
     try:
-        client = connect_blocking(path, timeout_seconds=10.0)  # a local connect does not wait
+        with short_address(path) as address:
+            return await anyio.connect_unix(address)
     except OSError as exc:
         raise ControlError(f"cannot reach the run's control socket {path}: {exc.strerror or exc}") from None
-    client.setblocking(False)
-    return await anyio.abc.SocketStream.from_socket(client)
 
 
 class AttachedTopology:

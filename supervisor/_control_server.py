@@ -39,7 +39,7 @@ from ._errors import SupervisorError
 from ._events import ControlRequest
 from ._redact import REDACTED, is_secret_name
 
-__all__ = ["ControlServer", "bind_control_socket"]
+__all__ = ["ControlServer"]
 
 _log = logging.getLogger("supervisor.control")
 #: a streaming client that reads nothing for this long while events wait is dropped (its backlog would grow)
@@ -47,25 +47,6 @@ SEND_TIMEOUT_SECONDS = 10.0
 #: the reply of a shielded op (``stop``) still goes out during shutdown, within this
 _SHIELDED_REPLY_SECONDS = 2.0
 _ANYIO_CLOSED = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
-
-
-def bind_control_socket(path: Path) -> socket.socket:
-    """A listening unix socket at ``path``, mode 0600 (a stale socket file there is replaced); a path
-    over the 108-byte limit is bound through a short name of its directory."""
-    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with short_address(path) as address:
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(os.lstat(address).st_mode):
-                    os.unlink(address)
-            listening.bind(address)
-            os.chmod(address, 0o600)
-        listening.listen(MAX_CLIENTS)
-        listening.setblocking(False)
-    except BaseException:
-        listening.close()
-        raise
-    return listening
 
 
 def _peer(stream: anyio.abc.SocketStream) -> tuple[int | None, int | None]:
@@ -135,12 +116,12 @@ class ControlServer:
     async def serve(self) -> None:
         """Bind, then accept clients, each in its own task; returns once closed. A socket that cannot be
         bound is a warning: the run goes on without one."""
-        try:
-            listening = bind_control_socket(self.path)
+        try:  # mode 0600 (in a 0700 run dir); a stale socket file there is replaced
+            with short_address(self.path) as address:
+                listener = await anyio.create_unix_listener(address, mode=0o600, backlog=MAX_CLIENTS)
         except OSError as exc:
             _log.warning("run %s: no control socket at %s: %s", self.group.run_id, self.path, exc)
             return
-        listener = await anyio.abc.SocketListener.from_socket(listening)
         async with anyio.create_task_group() as clients:
             try:
                 with self._accepting:

@@ -16,6 +16,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +114,17 @@ class ControlServer:
         self._accepting = anyio.CancelScope()
         self._closed = False
 
-    async def serve(self) -> None:
-        """Bind, then accept clients, each in its own task; returns once closed. A socket that cannot be
-        bound is a warning: the run goes on without one."""
-        try:  # mode 0600 (in a 0700 run dir); a stale socket file there is replaced
-            with short_address(self.path) as address:
-                listener = await anyio.create_unix_listener(address, mode=0o600, backlog=MAX_CLIENTS)
+    async def serve(self, on_listening: Callable[[Path], None] | None = None) -> None:
+        """Bind, then accept clients, each in its own task; returns once closed. ``on_listening`` hears
+        the path once clients can connect. A socket that cannot be bound is a warning: the run goes on
+        without one."""
+        try:
+            listener = await self._listen()
         except OSError as exc:
             _log.warning("run %s: no control socket at %s: %s", self.group.run_id, self.path, exc)
             return
+        if on_listening is not None:
+            on_listening(self.path)
         async with anyio.create_task_group() as clients:
             try:
                 with self._accepting:
@@ -137,6 +140,22 @@ class ControlServer:
                 with anyio.CancelScope(shield=True):
                     await listener.aclose()
                 self._unlink()
+
+    async def _listen(self) -> anyio.abc.SocketListener:
+        """Bound under a temporary name, listening, mode 0600 (in a 0700 run dir), then renamed into
+        place: a client that sees ``control.sock`` can connect at once (a socket file that exists before
+        ``listen()`` refuses connections)."""
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with short_address(staging) as staged, short_address(self.path) as final:
+            listener = await anyio.create_unix_listener(staged, mode=0o600, backlog=MAX_CLIENTS)
+            try:
+                os.rename(staged, final)  # replaces a stale socket file of the same name
+            except OSError:
+                await listener.aclose()
+                with contextlib.suppress(OSError):
+                    os.unlink(staged)
+                raise
+        return listener
 
     def close(self) -> None:
         """Stop taking new clients (the teardown began) and remove the socket file; clients already

@@ -360,8 +360,11 @@ class RunningTopology:
         from ._control_server import ControlServer
 
         self._control = ControlServer(self, socket_path(self.run_dir))
-        self.control_socket = self._control.path
-        await self._control.serve()
+        await self._control.serve(on_listening=self._control_listening)
+
+    def _control_listening(self, path: Path) -> None:
+        if not self._stopping:
+            self.control_socket = path
 
     async def _write_manifest_soon(self) -> None:
         self._write_manifest()

@@ -357,3 +357,57 @@ async def stop_when_open(seen: list[RunningTopology], replies: list[dict[str, An
             await anyio.sleep(0.01)
     call = functools.partial(request_blocking, seen[0].control_socket, "stop", timeout_seconds=60)
     replies.append(await anyio.to_thread.run_sync(call))
+
+
+async def test_an_operation_goes_on_when_its_client_leaves(runs_dir: Path) -> None:
+    """A client that asks for a restart and leaves at once: the run still does the restart (the op is
+    the run's once asked), and nothing else is disturbed."""
+    async with sv.launch(topology(), runs_dir=runs_dir) as group:
+        path = await opened(group)
+        before, other = group["worker.1"].pids[0], group["worker.0"].pids[0]
+
+        def ask_and_leave() -> None:
+            with short_address(path) as address, socket.socket(socket.AF_UNIX) as client:
+                client.connect(address)
+                client.sendall(b'{"v": 1, "op": "restart", "name": "worker.1"}\n')
+
+        await anyio.to_thread.run_sync(ask_and_leave)
+        with anyio.fail_after(20):
+            while group["worker.1"].pids[0] == before or group["worker.1"].state is not sv.ReplicaState.READY:
+                await anyio.sleep(0.01)
+        assert group.phase == "running" and group["worker.0"].pids[0] == other and alive(other)
+        assert (await ask(group, "status"))["ok"]
+
+
+async def test_the_socket_file_appears_only_once_it_listens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sees ``control.sock`` can connect at once: the socket is bound under another name and
+    renamed into place after ``listen()`` (a bound socket file that is not listening refuses connections,
+    which a client polling for the file could hit)."""
+    from types import SimpleNamespace
+
+    from supervisor import _control_server
+
+    path = tmp_path / "control.sock"
+    visible_before_listening: list[bool] = []
+    real = anyio.create_unix_listener
+
+    async def watched(address: str, **options: Any) -> Any:
+        listener = await real(address, **options)  # listening from here on
+        visible_before_listening.append(path.exists())
+        return listener
+
+    monkeypatch.setattr(_control_server.anyio, "create_unix_listener", watched)
+    server = _control_server.ControlServer(SimpleNamespace(run_id="r", run_dir=tmp_path), path)  # type: ignore[arg-type]
+    listening: list[Path] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(server.serve, on_listening=listening.append))
+        with anyio.fail_after(10):
+            while not listening:
+                await anyio.sleep(0.005)
+        assert visible_before_listening == [False] and listening == [path] and path.exists()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["control.sock"]  # no staging name left
+        server.close()
+    assert not path.exists()

@@ -84,6 +84,7 @@ class Manifest:
     started_wall_time: float | None = None
     services: dict[str, ServiceEntry] = attrs.Factory(dict)  #: in start order
     leftovers: list[int] = attrs.Factory(list)  #: pids alive after teardown
+    control_socket: str | None = None  #: the run's control socket while it listens (``attach``, the CLI)
 
     def replicas(self) -> list[tuple[str, ReplicaEntry]]:
         return [(name, r) for name, service in self.services.items() for r in service.replicas]

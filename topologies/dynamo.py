@@ -104,8 +104,8 @@ def dynamo(
             replicas=count,
             depends_on=needs,
             env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **nixl, **fixed),
-            ready=supervisor.HttpCheck("http://127.0.0.1:{status}/health"),
-            metrics="http://127.0.0.1:{status}/metrics",  # the worker's status server
+            ready=supervisor.HttpCheck("http://{host}:{status}/health"),
+            metrics="http://{host}:{status}/metrics",  # the worker's status server
             restart=_dynamo.RESTART_ALWAYS,
             gpus=None if engine == "mocker" else tp,
         )
@@ -120,7 +120,7 @@ def dynamo(
             "-m",
             "dynamo.frontend",
             "--http-host",
-            "127.0.0.1",
+            "{host}",
             "--http-port",
             "{port}",
             *extra_flags(frontend_args),
@@ -129,7 +129,7 @@ def dynamo(
         depends_on=needs,
         env=engine_env(env_path, env, **_dynamo.discovery_env(discovery), **_dynamo.LOOPBACK_ENV, **fixed),
         ready=_dynamo.frontend_ready(served),
-        metrics="http://127.0.0.1:{port}/metrics",
+        metrics="http://{host}:{port}/metrics",
         restart=_dynamo.RESTART_ALWAYS,  # a clean exit is a failure: it leaves by itself when etcd is gone
     )
     return supervisor.Topology(name=f"dynamo-{engine}", services=[*infra, *workers, frontend])

@@ -61,6 +61,6 @@ def llamacpp(
         ready=_llamacpp.READY,
         restart=supervisor.RestartPolicy(policy="always"),  # a server that exits, even cleanly, is restarted
         gpus=tp or None,
-        metrics="http://127.0.0.1:{port}/metrics",
+        metrics="http://{host}:{port}/metrics",
     )
     return supervisor.Topology(name="llamacpp", services=[server])

@@ -104,7 +104,7 @@ def sglang(
         router += ["--prefill", url, bootstrap]
     for url in replica_urls("decode", decode):
         router += ["--decode", url]
-    router += ["--host", "127.0.0.1", "--port", "{port}"]
+    router += ["--host", "{host}", "--port", "{port}"]
     frontend = router_frontend(
         router, port, ready_path="/readiness", alive_path="/liveness", env=engine_env(env_path, env)
     )
@@ -128,7 +128,7 @@ def _server(
     command = [
         engine_python(env_path), "-m", "sglang.launch_server",
         "--model-path", model_arg(model),
-        "--host", "127.0.0.1", "--port", "{port}",
+        "--host", "{host}", "--port", "{port}",
         "--served-model-name", literal(name),
         "--tp-size", str(tp),
         "--enable-metrics",
@@ -136,7 +136,7 @@ def _server(
     if dp > 1:
         command += ["--dp-size", str(dp)]
     warmed_up = supervisor.AnyOf(
-        [supervisor.LogCheck(READY_LINE), supervisor.HttpCheck("http://127.0.0.1:{port}/health_generate", status=200)]
+        [supervisor.LogCheck(READY_LINE), supervisor.HttpCheck("http://{host}:{port}/health_generate", status=200)]
     )
     return PROFILE.service(
         name=service,

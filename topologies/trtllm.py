@@ -98,7 +98,7 @@ def trtllm(
         raise preset_error("trtllm", "replicas", "disagg mode counts servers with prefill= and decode=")
     transceiver = {"cache_transceiver_config": {"backend": cache_backend}}
     disagg = {
-        "hostname": "127.0.0.1",
+        "hostname": "@frontend.host@",
         "port": "@frontend.port@",
         "backend": "pytorch",
         "context_servers": {"num_instances": prefill, "urls": _addresses("prefill", prefill)},
@@ -136,7 +136,7 @@ def _server(
 ) -> supervisor.Service:
     command = [
         engine_program(env_path, "trtllm-serve"), model_arg(model),
-        "--host", "127.0.0.1", "--port", "{port}",
+        "--host", "{host}", "--port", "{port}",
         "--backend", "pytorch",
         "--tp_size", str(tp),
     ]  # fmt: skip
@@ -148,7 +148,7 @@ def _server(
         env=engine_env(env_path, env),
         depends_on={"config": "completed"} if after_config else {},
         ready=supervisor.Probe(
-            supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
+            supervisor.HttpCheck("http://{host}:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
         ),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
@@ -157,7 +157,8 @@ def _server(
 
 
 def _config_job(files: Mapping[str, Mapping[str, object]]) -> list[supervisor.Service]:
-    """A job writing each file (JSON; ``@svc.field@`` become plan-time templates) before the servers start."""
+    """A job writing each file (JSON; ``@svc.field@`` become plan-time templates; a whole value that is a
+    port, ``"@svc.port@"``, becomes a number) before the servers start."""
     if not files:
         return []
     command = ["{python}", "-c", _WRITER]
@@ -168,12 +169,18 @@ def _config_job(files: Mapping[str, Mapping[str, object]]) -> list[supervisor.Se
 
 def _templated_json(content: Mapping[str, object]) -> str:
     text = json.dumps(content, indent=2).replace("{", "{{").replace("}", "}}")
-    text = re.sub(r'"@([\w.]+)@"', r"{\1}", text)  # a whole value: a number once filled (a port)
+    text = re.sub(r'"@([\w.]*port)@"', r"{\1}", text)  # a whole port value: a number once filled
     return re.sub(r"@([\w.]+)@", r"{\1}", text)
 
 
 def _addresses(service: str, count: int) -> list[str]:
-    return ["127.0.0.1:" + url.replace("{", "@").replace("}", "@") for url in replica_urls(service, count, "port")]
+    """``host:port`` of each replica (templates as ``@...@`` until the JSON is written)."""
+    hosts, ports = replica_urls(service, count, "host"), replica_urls(service, count, "port")
+    return [_marked(host) + ":" + _marked(port) for host, port in zip(hosts, ports, strict=True)]
+
+
+def _marked(template: str) -> str:
+    return template.replace("{", "@").replace("}", "@")
 
 
 def _snake_flags(args: Mapping[str, object] | Sequence[str] | None) -> Mapping[str, object] | Sequence[str] | None:

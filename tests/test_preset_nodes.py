@@ -11,10 +11,14 @@ import attrs
 import pytest
 
 import supervisor as sv
+import topologies
+from supervisor._cli import main
+from supervisor._cluster_spec import placement_notes
 from supervisor._placement import ClusterNode
 from tests.preset_cases import CASES, build, plan_of, snapshot
 
-GOLDEN = Path(__file__).parent / "golden" / "presets_one_machine.json"
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "presets_one_machine.json"
 
 
 @pytest.mark.parametrize("label", sorted(CASES))
@@ -54,7 +58,10 @@ def test_on_four_nodes_every_address_is_a_nodes_and_every_port_is_served_there(l
     pairs = 0
     for service in plan.services:
         for replica in service.replicas:
-            assert replica.placement is not None and replica.host in ADDRESSES, replica.name
+            if service.name == "config":  # trtllm's file writer runs beside the supervisor, in its run dir
+                assert replica.placement is None
+            else:
+                assert replica.placement is not None and replica.host in ADDRESSES, replica.name
             for text in texts(replica):
                 assert "127.0.0.1" not in text and "localhost" not in text, (replica.name, text)
                 for address, port in _ADDRESS.findall(text):
@@ -115,3 +122,77 @@ def test_trtllm_disagg_config_names_each_server_on_its_node() -> None:
     for role, key in (("prefill", "context_servers"), ("decode", "generation_servers")):
         expected = [f"{r.host}:{r.port}" for r in plan.service(role).replicas]
         assert disagg[key]["urls"] == expected
+
+
+#: the services every other one calls: on node 0 of an allocation, the head node
+HEAD = {"etcd", "nats"}
+ROUTED = {"vllm-disagg", "vllm-disagg-lmcache", "sglang-disagg", "trtllm-disagg"}  #: a proxy/router in front
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_on_four_nodes_the_control_plane_is_on_node_0_and_the_engines_spread(label: str) -> None:
+    """Proves etcd, NATS and the frontend (Dynamo's, a proxy or a router) are pinned to node 0, and the
+    engine servers go round-robin over the allocation (none left on the supervisor's machine)."""
+    plan = on_four_nodes(label)
+    engines: list[str] = []
+    for service in plan.services:
+        for replica in service.replicas:
+            head = service.name in HEAD or (service.name == "frontend" and (label in ROUTED or "dynamo" in label))
+            if head:
+                assert replica.placement is not None and replica.placement.nodes == (NODES[0],), replica.name
+            elif service.name != "config":
+                engines.append(replica.host)
+    assert len(set(engines)) == min(len(engines), len(NODES)), engines  # round-robin: distinct while they last
+
+
+def test_validate_nodes_4_shows_the_dynamo_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``supervisor validate topologies/dynamo.yaml --nodes 4`` (no cluster needed): the head node holds
+    etcd, NATS and the frontend; the four workers take one node each."""
+    args = ["validate", str(ROOT / "topologies" / "dynamo.yaml"), "--nodes", "4", "--runs-dir", str(tmp_path)]
+    args += ["--set", "model=/models/tok", "--set", "engine=mocker", "--set", "prefill=2", "--set", "decode=2"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    layout = {line.split()[0]: line.split()[1:] for line in lines[lines.index("placement on 4 Slurm nodes:") + 1 :]}
+    assert layout == {
+        "node0": ["etcd,", "nats,", "prefill.0,", "frontend"],
+        "node1": ["prefill.1"],
+        "node2": ["decode.0"],
+        "node3": ["decode.1"],
+    }
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_on_one_machine_the_pins_are_no_news(label: str) -> None:
+    """Proves a preset's node-0 pins (and trtllm's local config job) add no 'placement ignored' note on
+    one machine: node 0 and local hold there as they are. A user's pin elsewhere is still noted."""
+    topology = build(label)
+    pinned = label in ROUTED or "dynamo" in label or label == "trtllm-config"
+    assert any(service.placement is not None for service in topology.services) == pinned
+    assert placement_notes(topology) == []
+    elsewhere = attrs.evolve(topology.services[0], placement=sv.Placement(node=1))
+    assert placement_notes(attrs.evolve(topology, services=[elsewhere])) != []
+
+
+def test_validate_on_one_machine_prints_no_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["validate", str(ROOT / "topologies" / "dynamo.yaml"), "--runs-dir", str(tmp_path)]
+    assert main([*args, "--set", "model=/models/tok", "--set", "engine=mocker"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_builder_takes_a_cluster_and_a_preset_file_its_cluster_field() -> None:
+    """``cluster=`` in Python, ``cluster:`` in the file: the same topology; ``vars: {cluster: ...}`` is no var."""
+    built = topologies.dynamo(model="m", cluster=sv.SlurmCluster(nodes=4, time="1h"))
+    assert built.cluster == sv.Cluster(sv.SlurmCluster(nodes=4, time="1:00:00"))
+    loaded = sv.load("dynamo", overrides={"model": "m", "cluster.slurm.nodes": "4", "cluster.slurm.time": "1h"})
+    assert loaded == built
+    for builder in (topologies.vllm, topologies.sglang, topologies.trtllm, topologies.llamacpp):
+        assert builder(model="m", cluster=sv.SlurmCluster(nodes=2)).cluster == sv.Cluster(sv.SlurmCluster(nodes=2))
+        assert builder(model="m").cluster is None
+
+
+def test_cluster_is_not_a_var_of_a_preset(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("preset: dynamo\nvars: {model: m, cluster: {slurm: {nodes: 2}}}\n")
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.load(path)
+    assert "preset 'dynamo' takes no var 'cluster'" in str(caught.value)

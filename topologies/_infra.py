@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import supervisor
 
+from ._common import HEAD_NODE
+
 __all__ = ["ETCD", "NATS", "etcd_service", "nats_service"]
 
 ETCD = "etcd"
@@ -44,6 +46,7 @@ def etcd_service(program: str = "etcd") -> supervisor.Service:
         ready=supervisor.Probe(supervisor.HttpCheck("http://{host}:{port}/health", json={"health": "true"})),
         stop=_STOP,
         restart=_RESTART,
+        placement=HEAD_NODE,
     )
 
 
@@ -56,4 +59,5 @@ def nats_service(program: str = "nats-server") -> supervisor.Service:
         ready=supervisor.Probe(supervisor.HttpCheck("http://{host}:{monitor}/healthz")),
         stop=_STOP,
         restart=_RESTART,
+        placement=HEAD_NODE,
     )

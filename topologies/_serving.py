@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import supervisor
 
-from ._common import FRONTEND, api_ports, preset_error
+from ._common import FRONTEND, HEAD_NODE, api_ports, preset_error
 
 __all__ = [
     "LOAD_TIMEOUT_SECONDS",
@@ -63,7 +63,8 @@ def router_frontend(
     env: Mapping[str, str] | None = None,
     depends_on: object = ("prefill", "decode"),
 ) -> supervisor.Service:
-    """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend``."""
+    """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend`` (on a
+    cluster on the head node, node 0)."""
     return supervisor.Service(
         name=FRONTEND,
         command=command,
@@ -74,4 +75,5 @@ def router_frontend(
         alive=alive(alive_path),
         stop=ROUTER_STOP,
         restart=supervisor.RestartPolicy("on-failure"),
+        placement=HEAD_NODE,
     )

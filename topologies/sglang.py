@@ -23,6 +23,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    Cluster,
     EngineProfile,
     api_ports,
     check_inputs,
@@ -74,6 +75,7 @@ def sglang(
     prefill_args: Mapping[str, object] | Sequence[str] | None = None,
     decode_args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode)."""
     check_counts("sglang", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
@@ -83,7 +85,7 @@ def sglang(
         if port is not None and replicas > 1:
             raise preset_error("sglang", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
         server = _server(FRONTEND, model, name, port, env_path, replicas, tp, dp, args, env, [])
-        return supervisor.Topology(name="sglang", services=[server])
+        return supervisor.Topology(name="sglang", services=[server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("sglang", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
     if replicas != 1:
@@ -108,7 +110,7 @@ def sglang(
     frontend = router_frontend(
         router, port, ready_path="/readiness", alive_path="/liveness", env=engine_env(env_path, env)
     )
-    return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend])
+    return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend], cluster=cluster)
 
 
 def _server(

@@ -26,6 +26,8 @@ import supervisor
 
 from ._common import (
     FRONTEND,
+    ON_SUPERVISOR,
+    Cluster,
     EngineProfile,
     api_ports,
     check_inputs,
@@ -79,6 +81,7 @@ def trtllm(
     llm_config: Mapping[str, object] | None = None,
     args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """trtllm-serve servers; clients use ``frontend``. ``llm_config``: extra LLM-API options (YAML keys)."""
     check_counts("trtllm", replicas=replicas, tp=tp, prefill=prefill, decode=decode)
@@ -91,7 +94,7 @@ def trtllm(
         files: dict[str, Mapping[str, object]] = {f"{_DIR}/server.yaml": llm_config} if llm_config else {}
         extra = ["--extra_llm_api_options", f"{_DIR}/server.yaml"] if llm_config else []
         server = _server(FRONTEND, model, port, env_path, replicas, tp, args, env, extra, bool(files))
-        return supervisor.Topology(name="trtllm", services=[*_config_job(files), server])
+        return supervisor.Topology(name="trtllm", services=[*_config_job(files), server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("trtllm", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
     if replicas != 1:
@@ -119,7 +122,9 @@ def trtllm(
         env=engine_env(env_path, env),
         depends_on={"config": "completed", "prefill": "ready", "decode": "ready"},
     )
-    return supervisor.Topology(name="trtllm-disagg", services=[*_config_job(files), *servers, frontend])
+    return supervisor.Topology(
+        name="trtllm-disagg", services=[*_config_job(files), *servers, frontend], cluster=cluster
+    )
 
 
 def _server(
@@ -164,7 +169,8 @@ def _config_job(files: Mapping[str, Mapping[str, object]]) -> list[supervisor.Se
     command = ["{python}", "-c", _WRITER]
     for path, content in files.items():
         command += [path, _templated_json(content)]
-    return [supervisor.Service(name="config", command=command, stop=supervisor.StopPolicy("SIGTERM", 2.0))]
+    stop = supervisor.StopPolicy("SIGTERM", 2.0)
+    return [supervisor.Service(name="config", command=command, stop=stop, placement=ON_SUPERVISOR)]
 
 
 def _templated_json(content: Mapping[str, object]) -> str:

@@ -19,6 +19,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    Cluster,
     EngineProfile,
     api_ports,
     check_inputs,
@@ -83,6 +84,7 @@ def vllm(
     prefill_args: Mapping[str, object] | Sequence[str] | None = None,
     decode_args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """vLLM servers; clients use ``frontend`` (``{frontend.url}``; ``{frontend.urls}`` lists replicas).
 
@@ -96,7 +98,7 @@ def vllm(
         if port is not None and replicas > 1:
             raise preset_error("vllm", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
         server = _server(FRONTEND, model, name, port, env_path, replicas, tp, dp, args, env, [], {})
-        return supervisor.Topology(name="vllm", services=[server])
+        return supervisor.Topology(name="vllm", services=[server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("vllm", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
     if replicas != 1:
@@ -121,7 +123,7 @@ def vllm(
         *_each("--decode", replica_urls("decode", decode)),
     ]  # fmt: skip
     frontend = router_frontend(proxy, port)
-    return supervisor.Topology(name="vllm-disagg", services=[*services, frontend])
+    return supervisor.Topology(name="vllm-disagg", services=[*services, frontend], cluster=cluster)
 
 
 def _server(

@@ -3,6 +3,7 @@ and on one machine every command, env value and probe is what it was before (a r
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -196,3 +197,49 @@ def test_cluster_is_not_a_var_of_a_preset(tmp_path: Path) -> None:
     with pytest.raises(sv.ConfigError) as caught:
         sv.load(path)
     assert "preset 'dynamo' takes no var 'cluster'" in str(caught.value)
+
+
+def test_sglang_server_over_two_nodes_is_one_replica_with_a_task_per_node() -> None:
+    """Proves ``nodes_per_replica=2``: each server is one replica on two nodes of its own, each task with
+    its rank, the leader's address for --dist-init-addr, its own --host, and tp split into GPUs per node."""
+    topology = topologies.sglang(model="m", tp=16, replicas=2, nodes_per_replica=2)
+    plan = plan_of(attrs.evolve(topology, cluster=sv.SlurmCluster(nodes=4)), nodes=NODES)
+    replicas = plan.service("frontend").replicas
+    assert [[n.address for n in r.placement.nodes] for r in replicas if r.placement] == [
+        ["10.0.0.1", "10.0.0.2"],
+        ["10.0.0.3", "10.0.0.4"],
+    ]
+    for replica in replicas:
+        assert replica.placement is not None and replica.placement.gpus_per_node == 8
+        leader = replica.placement.nodes[0].address
+        assert replica.url == f"http://{leader}:{replica.port}"  # clients and probes: rank 0 serves HTTP
+        for rank, argv in enumerate(replica.placement.argvs):
+            after = dict(itertools.pairwise(argv))
+            assert after["--dist-init-addr"] == f"{leader}:{replica.ports['dist']}"
+            assert (after["--nnodes"], after["--node-rank"]) == ("2", str(rank))
+            assert after["--host"] == replica.placement.nodes[rank].address
+            assert after["--tp-size"] == "16"
+
+
+def test_sglang_disagg_servers_over_two_nodes_each_behind_the_router_on_node_0() -> None:
+    topology = topologies.sglang(model="m", mode="disagg", tp=8, nodes_per_replica=2)
+    plan = plan_of(attrs.evolve(topology, cluster=sv.SlurmCluster(nodes=4)), nodes=NODES)
+    prefill, decode, router = (_one(plan, name) for name in ("prefill", "decode", "frontend"))
+    assert prefill.placement is not None and decode.placement is not None and router.placement is not None
+    assert {n.name for n in prefill.placement.nodes}.isdisjoint(n.name for n in decode.placement.nodes)
+    assert router.placement.nodes == (NODES[0],)
+    assert ("--prefill", prefill.url, str(prefill.ports["bootstrap"])) == router.argv[4:7]
+    assert prefill.placement.gpus_per_node == decode.placement.gpus_per_node == 4
+
+
+def test_sglang_nodes_per_replica_checks() -> None:
+    with pytest.raises(sv.ConfigError, match="var 'nodes_per_replica': tp x dp = 3 GPUs do not split evenly over 2"):
+        topologies.sglang(model="m", tp=3, nodes_per_replica=2)
+    with pytest.raises(sv.ConfigError, match="var 'nodes_per_replica': expected a whole number of at least 1"):
+        topologies.sglang(model="m", nodes_per_replica=0)
+    loaded = sv.load(ROOT / "topologies" / "sglang.yaml", overrides={"nodes_per_replica": "2", "tp": "2"})
+    assert loaded == topologies.sglang(model="Qwen/Qwen3-0.6B", nodes_per_replica=2, tp=2)
+    assert placement_notes(loaded) == [
+        "placement of 'frontend' ignored: no cluster: in the file, so everything runs on this machine "
+        "(--slurm or --set cluster.slurm.nodes=N runs it on Slurm)"
+    ]

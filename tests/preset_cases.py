@@ -110,3 +110,13 @@ def snapshot(plan: sv.Plan) -> dict[str, dict[str, object]]:
                 "url": None if replica.url is None else text(replica.url),
             }
     return found
+
+
+if __name__ == "__main__":  # python -m tests.preset_cases: rewrite the golden file (only for an intended change)
+    import json
+    from pathlib import Path
+
+    recorded = {label: snapshot(plan_of(build(label))) for label in CASES}
+    path = Path(__file__).parent / "golden" / "presets_one_machine.json"
+    path.write_text(json.dumps(recorded, indent=1, sort_keys=True))
+    print(f"wrote {path}")

@@ -41,6 +41,7 @@ NOT_BEFORE_THE_FIRST_SPAWN = (
     "asyncio",
     "anyio",
     "ssl",
+    "cattrs",
     "httpx",
     "psutil",
     "rich",

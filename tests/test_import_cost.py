@@ -59,9 +59,12 @@ popen_init = subprocess.Popen.__init__
 seen = Path(sys.argv.pop(1))
 
 def spy(self, args, *rest, **options):
-    if args[0] == "sh" and not seen.exists():  # the first child, not the watchdog
+    first = args[0] == "sh" and not seen.exists()  # the first child, not the watchdog
+    if first:
         seen.write_text(json.dumps(sorted(sys.modules)))
     popen_init(self, args, *rest, **options)
+    if first:
+        seen.with_suffix(".pid").write_text(str(self.pid))
 
 subprocess.Popen.__init__ = spy
 from supervisor._entry import main
@@ -71,7 +74,8 @@ sys.exit(main())
 
 def test_supervisor_run_spawns_its_first_child_before_the_runtime_is_imported(tmp_path: Path) -> None:
     """A fresh ``supervisor run`` reaches its first child fast because nothing heavy comes first: this
-    fails when one of them sneaks back onto the path before the first spawn."""
+    fails when one of them sneaks back onto the path before the first spawn. The run then adopts that
+    very process (one spawn, its pid in the events), rather than starting the service again."""
     seen, topology = tmp_path / "modules.json", tmp_path / "t.yaml"
     topology.write_text("name: t\nservices:\n  first:\n    command: [sh, -c, 'exec sleep 60']\n")
     argv = [sys.executable, "-c", _FIRST_SPAWN_PROBE, str(seen), "run", str(topology)]
@@ -86,3 +90,7 @@ def test_supervisor_run_spawns_its_first_child_before_the_runtime_is_imported(tm
     assert "supervisor._headstart" in loaded and "yaml" in loaded  # the spy saw the right moment
     assert loaded.isdisjoint(NOT_BEFORE_THE_FIRST_SPAWN), sorted(loaded & set(NOT_BEFORE_THE_FIRST_SPAWN))
     assert process.returncode == 128 + signal.SIGTERM
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    spawned = [e["pid"] for e in events if e["event"] == "spawned"]
+    assert spawned == [int(seen.with_suffix(".pid").read_text())]

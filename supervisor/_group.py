@@ -29,7 +29,6 @@ from . import _supervision
 from ._conditions import StartConditions
 from ._errors import ServiceFailed
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
-from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
 from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
@@ -45,6 +44,7 @@ from ._watchdog import Watchdog
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
 
+    from ._gpu_inventory import GpuInventory
     from ._headstart import HeadStart
     from ._summary import RunSummary
 

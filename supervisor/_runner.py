@@ -82,12 +82,13 @@ async def launch(
     of complete output lines, with the replica's name. ``gpus`` is the node GPUs are assigned on: an
     inventory, a simulated node such as ``"8x80GB"`` (a rehearsal), or None for NVML when a service asks.
     """
-    from ._gpu_inventory import SimulatedInventory
     from ._group import RunningTopology
     from ._plan import Plan, make_plan
     from ._preflight import preflight
 
     if isinstance(gpus, str):
+        from ._gpu_inventory import SimulatedInventory
+
         gpus = SimulatedInventory.parse(gpus)
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
     if _head_start is not None:  # it made the checks before its spawns (ports would now be ours)
@@ -152,7 +153,6 @@ async def supervise(
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
     ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace);
     ``_head_start``: what the CLI started before the event loop (``_headstart``), for the group to adopt."""
-    from ._gpu_inventory import SimulatedInventory
     from ._plan import Plan, make_plan
 
     handle_signals = threading.current_thread() is threading.main_thread()
@@ -160,6 +160,8 @@ async def supervise(
     group_box: list[RunningTopology] = []
     result: list[T] = []
     if isinstance(gpus, str):
+        from ._gpu_inventory import SimulatedInventory
+
         gpus = SimulatedInventory.parse(gpus)
     plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
     try:

@@ -4,6 +4,7 @@ stops the highest-numbered ones and leaves nothing of them; what cannot be done 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,29 @@ async def test_gpu_over_subscription_is_refused_with_the_plan_and_nothing_starts
         assert "seen 3" in group.replica("w.3").log_path.read_text()
         added = [e for e in group.event_history if isinstance(e, ReplicaAdded)]
         assert [(e.replica, e.gpus) for e in added] == [("w.2", (2,)), ("w.3", (3,))]
+
+
+@pytest.mark.anyio
+async def test_a_new_replica_gets_the_free_memory_check_of_the_start(runs_dir: Path) -> None:
+    """``min_free_memory`` holds for replicas a scale adds: GPU 2 is held (70 of 80 GB) by another
+    process, so a third replica needing 20 GB is refused naming the replica, the GPU and the holder, and
+    nothing starts; once the memory is free the same scale goes through."""
+    node = sv.FakeInventory(4, processes=[sv.GpuProcess(2, os.getpid(), 70 * 10**9)])
+    request = sv.GpuRequest(count=1, min_free_memory_bytes="20GB")
+    topology = sv.Topology(name="m", services=[worker("w", 2, gpus=request)])
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=node) as group:
+        with pytest.raises(sv.ConfigError) as caught:
+            await group.scale("w", 3)
+        message = str(caught.value)
+        assert "service 'w', field 'gpus': w.2 needs 20 GB free on GPU 2 (min_free_memory)" in message
+        assert f"it has 10 GB free of 80 GB; held by pid {os.getpid()}" in message
+        assert [r.name for r in group.service("w").replicas] == ["w.0", "w.1"]
+        assert not any(isinstance(e, sv.Spawned) and e.replica == "w.2" for e in group.event_history)
+        ended = [e for e in group.event_history if isinstance(e, ScaleEnded)]
+        assert len(ended) == 1 and ended[0].error is not None and "w.2 needs 20 GB" in ended[0].error
+        node.held.clear()
+        await group.scale("w", 3)
+        assert [r.plan.gpus for r in group.service("w").replicas] == [(0,), (1,), (2,)]
 
 
 @pytest.mark.anyio

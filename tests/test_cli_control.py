@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import stat
 import subprocess
 from pathlib import Path
 
+from supervisor._control_protocol import short_address
 from supervisor._proctable import marked_processes
 
 from .helpers import PYTHON, alive, wait_until
@@ -104,3 +109,32 @@ def test_commands_on_a_run_that_is_not_running_say_so(tmp_path: Path, runs_dir: 
         assert result.returncode == 2 and "no run matches 'nope'" in result.stderr, result.stderr
     bad = supervisor("scale", "nope", "web", "-1")
     assert bad.returncode == 2 and "expected 0 or more" in bad.stderr
+
+
+def test_gc_removes_the_control_sockets_a_killed_supervisor_left(tmp_path: Path, runs_dir: Path) -> None:
+    """A SIGKILLed supervisor leaves ``control.sock`` in its run dir (and here a ``.control.sock.<pid>`` of
+    a bind cut short); ``supervisor gc --yes`` removes both, keeps a plain file of such a name, and the
+    manifest no longer names a socket."""
+    started = supervisor("run", "--detach", str(write_topology(tmp_path)), "--runs-dir", str(runs_dir))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    run_dir = runs_dir / run_id
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    supervisor_pid = manifest["supervisor_pid"]
+    control = run_dir / "control.sock"
+    assert manifest["control_socket"] == str(control) and stat.S_ISSOCK(os.lstat(control).st_mode)
+    staging = run_dir / f".control.sock.{supervisor_pid + 1}"
+    with short_address(staging) as address, socket.socket(socket.AF_UNIX) as aborted:
+        aborted.bind(address)  # bound, never renamed into place: what a kill between the two leaves
+    decoy = run_dir / ".control.sock.notes"
+    decoy.write_text("not a socket\n")
+
+    os.kill(supervisor_pid, signal.SIGKILL)
+    wait_until(lambda: not alive(supervisor_pid), timeout=30)
+    assert stat.S_ISSOCK(os.lstat(control).st_mode) and stat.S_ISSOCK(os.lstat(staging).st_mode)
+    collected = supervisor("gc", "--yes")
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert f"run {run_id}: supervisor {supervisor_pid} is dead" in collected.stdout
+    assert not control.exists() and not staging.exists() and decoy.read_text() == "not a socket\n"
+    assert json.loads((run_dir / "manifest.json").read_text())["control_socket"] is None
+    wait_until(lambda: not marked_processes(run_id), timeout=30)

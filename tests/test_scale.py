@@ -100,6 +100,15 @@ async def test_scale_up_then_down_leaves_nothing_of_the_removed_replicas(runs_di
     assert events.count("replica_added") == 2 and events.count("scale_ended") == 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["services"]["w"]["replicas"] == ["w.0"] and summary["verified_no_leftovers"]
+    # the removed replicas stay in the summary, marked removed with when; both scales are listed
+    assert summary["services"]["w"]["removed"] == ["w.3", "w.2", "w.1"]
+    gone = {name: summary["replicas"][name] for name in ("w.1", "w.2", "w.3")}
+    assert all(r["state"] == "removed" and r["ready_seconds"] > 0 for r in gone.values())
+    assert gone["w.3"]["removed_at_seconds"] <= gone["w.2"]["removed_at_seconds"] <= gone["w.1"]["removed_at_seconds"]
+    assert summary["replicas"]["w.0"]["state"] == "stopped" and summary["replicas"]["w.0"]["removed_at_seconds"] is None
+    operations = [(o["kind"], o["replicas_before"], o["replicas_after"], o["added"], o["removed"], o["error"])
+                  for o in summary["operations"]]  # fmt: skip
+    assert operations == [("scale", 2, 4, ["w.2", "w.3"], [], None), ("scale", 4, 1, [], ["w.3", "w.2", "w.1"], None)]
     for leader, child in pids_of(pids).items():
         assert not psutil.pid_exists(leader) or not alive(leader)
         assert not alive(child)

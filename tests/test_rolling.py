@@ -7,6 +7,7 @@ import functools
 import json
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -226,6 +227,14 @@ async def test_a_rollout_the_caller_gives_up_on_leaves_its_replica_to_ordinary_s
         assert group.failure is None and group.service("w").ready_count == 3
 
 
+async def first_step(events: AsyncIterator[sv.Event]) -> None:
+    """Until the rollout rolled w.0 (w.1 and w.2 are still to go)."""
+    async for event in events:
+        if isinstance(event, RolloutStepped) and event.replica == "w.0":
+            return
+    raise AssertionError("the run ended before the rollout rolled w.0")
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("through", ["api", "socket"])
 async def test_a_restart_asked_during_a_rollout_waits_until_the_rollout_is_over(
@@ -240,9 +249,7 @@ async def test_a_restart_asked_during_a_rollout_waits_until_the_rollout_is_over(
         asked_at: list[int] = []
 
         async def restart_during_rollout() -> None:
-            async for event in events:
-                if isinstance(event, RolloutStepped) and event.replica == "w.0":
-                    break
+            await first_step(events)
             asked_at.append(len(group.event_history))
             if through == "api":
                 await group.restart("w.2")
@@ -280,9 +287,7 @@ async def test_a_replica_stopped_during_a_rollout_stays_stopped(tmp_path: Path, 
         events = group.events()
 
         async def stop_during_rollout() -> None:
-            async for event in events:
-                if isinstance(event, RolloutStepped) and event.replica == "w.0":
-                    break
+            await first_step(events)
             await group.stop("w.2")
 
         with anyio.fail_after(90):

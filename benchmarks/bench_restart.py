@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import anyio
-from harness import Result, Settings, Stats, hand_processes, info, read_until, report, rounds
+from harness import Result, Settings, Stats, hand_start_ms, info, report, rounds
 
 import supervisor as sv
 
@@ -59,17 +57,7 @@ async def restart_supervised(settings: Settings, stamp: Path) -> float:
 
 async def restart_hand() -> float:
     """The service's own start time: spawn it and read its pipe until the ready line (ms)."""
-    with hand_processes() as hand:
-        began = time.monotonic()
-        read_fd, write_fd = os.pipe()
-        hand.spawn([sys.executable, "-c", CRASHER, "-"], stdout=write_fd)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        try:
-            seen = await read_until(read_fd, b"ready", bytearray())
-        finally:
-            os.close(read_fd)
-        return (seen - began) * 1000
+    return await hand_start_ms([sys.executable, "-c", CRASHER, "-"])
 
 
 async def bench_restart(settings: Settings, results: list[Result]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
 
 import anyio
-from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, Stats, hand_processes, info, read_until, report, rounds
+from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, Stats, hand_start_ms, info, report, rounds
 
 import supervisor as sv
 
@@ -46,17 +45,7 @@ async def scale_rounds(settings: Settings, count: int, budget: float) -> tuple[l
 
 async def own_start() -> float:
     """The replica's own start: spawn the same program by hand and read its pipe until the ready line (ms)."""
-    with hand_processes() as hand:
-        began = time.monotonic()
-        read_fd, write_fd = os.pipe()
-        hand.spawn(WORKER, stdout=write_fd)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        try:
-            seen = await read_until(read_fd, b"ready", bytearray())
-        finally:
-            os.close(read_fd)
-        return (seen - began) * 1000
+    return await hand_start_ms(WORKER)
 
 
 async def bench_scale(settings: Settings, results: list[Result]) -> None:

@@ -235,6 +235,22 @@ async def read_until(fd: int, marker: bytes, buffer: bytearray) -> float:
     return time.monotonic()
 
 
+async def hand_start_ms(argv: Sequence[str], marker: bytes = b"ready") -> float:
+    """A program's own start, the baseline of a supervised one: spawn it by hand and read its pipe until
+    ``marker`` (ms); it is killed afterwards."""
+    with hand_processes() as hand:
+        began = time.monotonic()
+        read_fd, write_fd = os.pipe()
+        hand.spawn(argv, stdout=write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        try:
+            seen = await read_until(read_fd, marker, bytearray())
+        finally:
+            os.close(read_fd)
+        return (seen - began) * 1000
+
+
 async def read_stamp(path: Path, limit: float = 5.0) -> float:
     """The float a child wrote to ``path`` (it may write it just after we noticed readiness)."""
     with anyio.fail_after(limit):

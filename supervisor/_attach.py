@@ -32,6 +32,7 @@ from ._control_protocol import (
 )
 from ._errors import ControlError
 from ._events import Event, Marked, event_from_json
+from ._service_view import ServiceAddresses
 
 __all__ = ["AttachedTopology", "RemoteReplica", "RemoteService", "attach", "locate_socket"]
 
@@ -66,34 +67,16 @@ class RemoteReplica:
         return f"<RemoteReplica {self.name} pid={self.pid} port={self.port} {self.state}>"
 
 
-class RemoteService:
+class RemoteService(ServiceAddresses):
     """Every replica of one service of an attached run; ``port``/``url`` are replica 0's."""
+
+    replicas: list[RemoteReplica]
 
     def __init__(self, name: str, data: dict[str, Any]) -> None:
         self.name = name
         self.data = data
         self.replicas = [RemoteReplica(r) for r in data.get("replicas", [])]
         self.min_ready: int | None = data.get("min_ready")
-
-    @property
-    def pids(self) -> list[int]:
-        return [pid for r in self.replicas for pid in r.pids]
-
-    @property
-    def port(self) -> int | None:
-        return self.replicas[0].port if self.replicas else None
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return self.replicas[0].ports if self.replicas else {}
-
-    @property
-    def url(self) -> str | None:
-        return self.replicas[0].url if self.replicas else None
-
-    @property
-    def urls(self) -> list[str]:
-        return [r.url for r in self.replicas if r.url]
 
     @property
     def ready_count(self) -> int:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "encode",
     "error_reply",
     "read_line",
+    "remove_stale_sockets",
     "request_blocking",
     "short_address",
     "socket_path",
@@ -52,6 +54,23 @@ class ProtocolError(ValueError):
 def socket_path(run_dir: str | os.PathLike[str]) -> Path:
     """Where a run's control socket lives."""
     return Path(run_dir) / SOCKET_NAME
+
+
+def remove_stale_sockets(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove the control socket and any staging socket (``.control.sock.<pid>``: the server binds there
+    and renames it into place once it listens; a kill in between leaves it) of a run whose supervisor is
+    dead (the caller checked); only sockets, never a file that happens to have the name. Returns them."""
+    directory = Path(run_dir)
+    candidates = [socket_path(directory)]
+    with contextlib.suppress(OSError):
+        candidates += sorted(directory.glob(f".{SOCKET_NAME}.*"))
+    removed = []
+    for path in candidates:
+        with contextlib.suppress(OSError):  # unlink takes any path length; no socket address involved
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from ._control_protocol import (
 )
 from ._errors import SupervisorError
 from ._events import ControlRequest
-from ._redact import REDACTED, is_secret_name
+from ._redact import REDACTED, hide_flag_values, is_secret_name
 
 __all__ = ["ControlServer"]
 
@@ -65,7 +65,10 @@ def _peer(stream: anyio.abc.SocketStream) -> tuple[int | None, int | None]:
 
 def _redacted_args(value: Any) -> Any:
     """The request's fields for the record: the value under a secret-looking name is hidden (an override
-    ``HF_TOKEN=...``); known secret values are replaced later by the event log's redactor."""
+    ``HF_TOKEN=...``), and so is a secret flag's value in a string (``args="--api-key X"``); known secret
+    values are replaced later by the event log's redactor."""
+    if isinstance(value, str):
+        return hide_flag_values(value)
     if isinstance(value, dict):
         return {
             k: REDACTED if isinstance(k, str) and is_secret_name(k) else _redacted_args(v) for k, v in value.items()

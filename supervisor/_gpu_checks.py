@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import anyio
 import anyio.to_thread
@@ -97,14 +97,16 @@ def runtime_inventory(plan: Plan, gpus: GpuInventory | str | None) -> GpuInvento
         ) from None
 
 
-def check_free_memory(plan: Plan, inventory: GpuInventory) -> None:
-    """Each assigned GPU of a replica with ``min_free_memory`` has that much free now; otherwise one
-    ``ConfigError`` naming the replica, the GPU and the processes holding its memory."""
+def check_free_memory(plan: Plan, inventory: GpuInventory, *, replicas: Collection[str] | None = None) -> None:
+    """Each assigned GPU of a replica with ``min_free_memory`` (of ``replicas`` only, when given: those a
+    scale adds) has that much free now; otherwise one ``ConfigError`` naming the replica, the GPU and the
+    processes holding its memory."""
     needs = [
         (service, replica, service.gpus.min_free_memory_bytes)
         for service in plan.services
         for replica in service.replicas
         if service.gpus is not None and service.gpus.min_free_memory_bytes is not None and replica.gpus
+        if replicas is None or replica.name in replicas
     ]
     if not needs:
         return

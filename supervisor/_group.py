@@ -100,7 +100,7 @@ class RunningTopology:
         self._control: ControlServer | None = None
         self.control_socket: Path | None = None  #: where the run's control socket listens, once it does
         self._restart_lock = anyio.Lock()
-        self._operation_lock = anyio.Lock()  #: one scale or rollout at a time
+        self._operation_lock = anyio.Lock()  #: one scale, rollout, restart or stop(name) at a time
         self._retired: list[Replica] = []  #: scaled away; kept for the final sweep and a kill
         self._ports: PortAllocator | None = None  #: for replicas added while the run goes on
         self._stopping = False
@@ -258,23 +258,32 @@ class RunningTopology:
             with anyio.CancelScope(shield=True):
                 await self._teardown()
             return
-        targets = self._targets(name)
-        for replica in targets:
-            replica.held = True  # a start or strategy restart still pending must leave it alone
-        async with self._restart_lock:
+        self._targets(name)  # KeyError naming the services, at once
+        async with self._operation_lock:  # after a scale or rollout under way (it would start it again)
+            targets = self._targets(name)
             for replica in targets:
-                if replica.loop_scope is not None:
-                    replica.loop_scope.cancel()
-            await self._stop_in_order(targets, reason="stop requested")
-            for replica in targets:
-                if replica.state.active:
-                    replica.transition(ReplicaState.STOPPED)
+                replica.held = True  # a start or strategy restart still pending must leave it alone
+            async with self._restart_lock:
+                for replica in targets:
+                    if replica.loop_scope is not None:
+                        replica.loop_scope.cancel()
+                await self._stop_in_order(targets, reason="stop requested")
+                for replica in targets:
+                    if replica.state.active:
+                        replica.transition(ReplicaState.STOPPED)
         _supervision.check_done(self)
 
     async def restart(self, name: str) -> None:
-        """Restart a service (every replica) or one replica now; returns once it is ready again.
-        Dependents keep running unless the service's strategy says otherwise."""
-        targets = self._targets(name)
+        """Restart a service (every replica) or one replica; returns once it is ready again. Dependents
+        keep running unless the service's strategy says otherwise. A scale or rolling restart under way
+        finishes first (operations on the run go one at a time, as a Kubernetes rollout queues edits), so
+        a restart never takes down what a rollout counts on to stay above ``min_ready``."""
+        self._targets(name)  # KeyError naming the services, at once
+        async with self._operation_lock:
+            await self._restart(name)
+
+    async def _restart(self, name: str) -> None:
+        targets = self._targets(name)  # again: a scale just done may have removed or added replicas
         service = targets[0].service
         strategy = targets[0].service_plan.strategy
         if strategy == "rest_for_one":

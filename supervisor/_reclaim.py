@@ -22,6 +22,7 @@ import anyio.to_thread
 import attrs
 import psutil
 
+from ._control_protocol import remove_stale_sockets
 from ._process import alive
 from ._proctable import Member, matching_process
 from ._record import (
@@ -166,9 +167,15 @@ async def _sweep(record: RunRecord, signalled: set[int], killed: set[int]) -> No
 
 
 def _close_record(record: RunRecord, report: StopReport) -> None:
-    """Mark the manifest stopped (a dead supervisor could not), log what we did, leave the index."""
+    """Mark the manifest stopped (a dead supervisor could not), remove the control socket it left, log
+    what we did, leave the index."""
+    supervisor_dead = matching_process(record.supervisor_pid, record.supervisor_create_time) is None
+    if supervisor_dead:
+        remove_stale_sockets(record.run_dir)
     manifest = read_manifest(record.run_dir)
     if manifest is not None:
+        if supervisor_dead:
+            manifest.control_socket = None
         if not report.remaining:
             manifest.phase = "stopped"
             for _, replica in manifest.replicas():

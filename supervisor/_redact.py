@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "Redactor", "is_secret_name"]
+__all__ = ["REDACTED", "Redactor", "hide_flag_values", "is_secret_name"]
 
 REDACTED = "<redacted>"
 #: shorter values are not replaced by value (``KEY=1`` must not blank every ``1``); by name they still are
@@ -51,6 +51,18 @@ def is_secret_name(name: str) -> bool:
         return False
     parts = [p for p in _NAME_PARTS.split(upper) if p]
     return any(p in _SECRET_PARTS or p.endswith(_SECRET_SUFFIXES) for p in parts)
+
+
+#: a flag in a line of text and its value: ``--api-key X``, ``--hf-token=X``
+_FLAG_VALUE = re.compile(r"(?<!\S)(?P<flag>--?[A-Za-z][\w.\-]*)(?P<sep>=|\s+)(?P<value>(?!-)\S+)")
+
+
+def hide_flag_values(text: str) -> str:
+    """``text`` (a command line in one string: an ``args`` override) with the value of each secret-named
+    flag replaced, as ``Redactor.argv`` does for a list."""
+    return _FLAG_VALUE.sub(
+        lambda m: m.group("flag") + m.group("sep") + REDACTED if is_secret_name(m.group("flag")) else m.group(0), text
+    )
 
 
 def _url_passwords(text: str) -> list[str]:

@@ -27,6 +27,7 @@ from ._policy import RestartBudget, compile_fatal
 from ._probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
 from ._process import REPLICA_ENV, RUN_ID_ENV, alive, signal_processes
 from ._records.schema import ACTIVE_STATES as RECORDED_ACTIVE_STATES
+from ._service_view import ServiceAddresses
 from ._teardown import wait_gone
 
 if TYPE_CHECKING:
@@ -441,33 +442,15 @@ class Replica:
             self.incarnation.process.signal_group(signal.SIGKILL)
 
 
-class ServiceHandle:
+class ServiceHandle(ServiceAddresses):
     """All replicas of one service; ``port``/``url`` are those of replica 0."""
+
+    replicas: list[Replica]
 
     def __init__(self, plan: ServicePlan, replicas: list[Replica]) -> None:
         self.plan = plan
         self.name = plan.name
         self.replicas = replicas
-
-    @property
-    def pids(self) -> list[int]:
-        return [pid for r in self.replicas for pid in r.pids]
-
-    @property
-    def port(self) -> int | None:
-        return self.replicas[0].port if self.replicas else None
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return self.replicas[0].ports if self.replicas else {}
-
-    @property
-    def url(self) -> str | None:
-        return self.replicas[0].url if self.replicas else None
-
-    @property
-    def urls(self) -> list[str]:
-        return [r.url for r in self.replicas if r.url]
 
     @property
     def ready_count(self) -> int:

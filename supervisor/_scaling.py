@@ -82,6 +82,10 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
     old_plan = group.plan
     plan = scaled_plan(old_plan, handle.name, replicas, ports=_ports(group), read_node=lambda: _read_node(group.gpus))
     service_plan = plan.service(handle.name)
+    if group.gpus is not None:  # as at the start: the new replicas' GPUs have their min_free_memory now
+        from ._gpu_checks import check_free_memory
+
+        check_free_memory(plan, group.gpus, replicas={r.name for r in service_plan.replicas[before:]})
     _set_plan(group, handle, plan)
     added = []
     for replica_plan in service_plan.replicas[before:]:

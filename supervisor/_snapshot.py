@@ -19,6 +19,7 @@ import psutil
 from ._records.schema import Manifest, ReplicaEntry, ServiceEntry, StopEntry, Summary
 from ._redact import Redactor
 from ._summary import ServiceShape, summarize
+from ._summary_ops import operations_of
 
 __all__ = ["RunView", "forget_redactor", "manifest_of", "redactor_of", "summary_of"]
 
@@ -138,11 +139,13 @@ def summary_of(group: RunView) -> Summary:
     for r in replicas:
         entry = timings.replicas[r.name]
         entry.state, entry.restarts, entry.returncode = r.state.value, r.restarts, r.returncode
+    redact = redactor_of(group).text
     return attrs.evolve(
         timings,
+        operations=operations_of(group.event_history, started_at=group.started_at, redact=redact),
         run_id=group.run_id,
         outcome=outcome,
-        failure=None if group.failure is None else redactor_of(group).text(str(group.failure)),
+        failure=None if group.failure is None else redact(str(group.failure)),
         started_wall_time=group.started_wall_time,
         ended_wall_time=time.time() if stopped else None,
         ready_seconds=None if group.ready_at is None else group.ready_at - group.started_at,

@@ -15,7 +15,18 @@ from pathlib import Path
 
 import attrs
 
-from ._events import Completed, Event, Exited, Failed, PhaseEnded, Ready, Spawned, Stopped, Stopping
+from ._events import (
+    Completed,
+    Event,
+    Exited,
+    Failed,
+    PhaseEnded,
+    Ready,
+    ReplicaRemoved,
+    Spawned,
+    Stopped,
+    Stopping,
+)
 from ._records.paths import read_json
 from ._records.schema import (
     ChainLink,
@@ -72,6 +83,7 @@ class _Replica:
     stopped_at: float | None = None
     stop_seconds: float | None = None
     killed: bool = False
+    removed_at: float | None = None  #: scaled away
 
 
 def summarize(
@@ -89,20 +101,27 @@ def summarize(
     (when all were ready, if known) on the events' monotonic clock. Offsets in the result count from
     ``started_at``. A replica first spawned after ``ready_at`` (added later) is not part of its service's
     start; one given up on (``Failed``) before it was ready does not hold its service's ready time back.
-    A replica's state is "unknown": the caller, who sees the live replicas, fills it in.
+    A replica's state is "unknown": the caller, who sees the live replicas, fills it in. A replica a scale
+    removed (``ReplicaRemoved``) is listed too, state "removed", under its name, or ``<name>~<n>`` (its
+    n-th removal) when a later replica has the name.
     """
-    replicas = {name: _Replica(shape_name) for shape_name, shape in services.items() for name in shape.replicas}
-    for event in events:
-        replica = replicas.get(event.replica)
-        if replica is not None:
-            _apply(replica, event, started_at, teardown_started_at)
+    events = list(events)
+    replicas, removed = _track(services, events, started_at, teardown_started_at)
     outcomes = {name: _replica_outcome(r) for name, r in replicas.items()}
     cutoff = None if ready_at is None else ready_at - started_at + _EPSILON_SECONDS
-    starting = {
-        name: attrs.evolve(shape, replicas=[r for r in shape.replicas if _in_start(replicas[r], cutoff)])
+    starting = {  # the replicas that were part of its start, scaled away since or not
+        name: attrs.evolve(
+            shape,
+            replicas=[
+                *(r for r in shape.replicas if _in_start(replicas[r], cutoff)),
+                *(r for r in removed[name] if _spawned_in_start(replicas[r], cutoff)),
+            ],
+        )
         for name, shape in services.items()
     }
-    service_outcomes = {name: _service_outcome(shape, starting[name], replicas) for name, shape in services.items()}
+    service_outcomes = {
+        name: _service_outcome(shape, starting[name], replicas, removed[name]) for name, shape in services.items()
+    }
     conditions = {
         (name, condition): at
         for name, shape in starting.items()
@@ -119,6 +138,39 @@ def summarize(
         replicas=outcomes,
         critical_chain=critical_chain(service_outcomes, outcomes, conditions),
     )
+
+
+def _track(
+    services: Mapping[str, ServiceShape], events: Sequence[Event], started_at: float, teardown_started_at: float | None
+) -> tuple[dict[str, _Replica], dict[str, list[str]]]:
+    """Each replica's record from the events (the service's replicas at the end first, then the removed
+    ones), and per service the keys of its removed ones."""
+    final = {name: shape_name for shape_name, shape in services.items() for name in shape.replicas}
+    current = {name: _Replica(service) for name, service in final.items()}  #: name -> its record now
+    gone: list[tuple[str, _Replica]] = []
+    scaled_away = {e.replica for e in events if isinstance(e, ReplicaRemoved)}
+    for event in events:
+        if isinstance(event, ReplicaRemoved):
+            record = current.get(event.replica) or _Replica(event.service)
+            record.removed_at = event.monotonic - started_at
+            gone.append((event.replica, record))
+            current[event.replica] = _Replica(event.service)  # a later replica of this name starts afresh
+            continue
+        replica = current.get(event.replica)
+        if replica is None and event.replica in scaled_away:  # removed later: its life up to then
+            replica = current[event.replica] = _Replica(event.service)
+        if replica is not None:
+            _apply(replica, event, started_at, teardown_started_at)
+    replicas = {name: current[name] for name in final}
+    removed: dict[str, list[str]] = {name: [] for name in services}
+    removals: dict[str, int] = {}
+    last = {name: n for n, (name, _) in enumerate(gone)}
+    for n, (name, record) in enumerate(gone):
+        removals[name] = removals.get(name, 0) + 1
+        key = name if name not in final and last[name] == n else f"{name}~{removals[name]}"
+        replicas[key] = record
+        removed.setdefault(record.service, []).append(key)
+    return replicas, removed
 
 
 def _apply(replica: _Replica, event: Event, started_at: float, teardown_started_at: float | None) -> None:
@@ -163,6 +215,8 @@ def _replica_outcome(replica: _Replica) -> ReplicaOutcome:
         exits=list(replica.exits),
         stop_seconds=replica.stop_seconds,
         killed=replica.killed,
+        state="removed" if replica.removed_at is not None else "unknown",
+        removed_at_seconds=replica.removed_at,
     )
 
 
@@ -171,7 +225,14 @@ def _in_start(replica: _Replica, cutoff: float | None) -> bool:
     return cutoff is None or replica.spawned_at is None or replica.spawned_at <= cutoff
 
 
-def _service_outcome(shape: ServiceShape, start: ServiceShape, replicas: Mapping[str, _Replica]) -> ServiceOutcome:
+def _spawned_in_start(replica: _Replica, cutoff: float | None) -> bool:
+    """A removed replica was part of its service's start: spawned before everything was ready."""
+    return cutoff is not None and replica.spawned_at is not None and replica.spawned_at <= cutoff
+
+
+def _service_outcome(
+    shape: ServiceShape, start: ServiceShape, replicas: Mapping[str, _Replica], removed: Sequence[str]
+) -> ServiceOutcome:
     """``start``: the same service, with only the replicas that were part of its start."""
     own = [replicas[name] for name in start.replicas]
     stops = [replicas[name] for name in shape.replicas]
@@ -180,6 +241,7 @@ def _service_outcome(shape: ServiceShape, start: ServiceShape, replicas: Mapping
     return ServiceOutcome(
         depends_on=dict(shape.depends_on),
         replicas=list(shape.replicas),
+        removed=list(removed),
         started_at_seconds=min((r.spawned_at for r in own if r.spawned_at is not None), default=None),
         ready_at_seconds=_conditions(start, replicas)["ready"],
         stop_seconds=max(stopped) - min(stopping) if stopping and stopped else None,
@@ -257,7 +319,8 @@ def _link(
     name: str, service: ServiceOutcome, replicas: Mapping[str, ReplicaOutcome], gated: tuple[str, str] | None
 ) -> ChainLink:
     started, ready = service.started_at_seconds, service.ready_at_seconds
-    own = [(r.ready_at_seconds, i, n) for i, n in enumerate(service.replicas) if (r := replicas.get(n)) is not None]
+    names = [*service.replicas, *service.removed]
+    own = [(r.ready_at_seconds, i, n) for i, n in enumerate(names) if (r := replicas.get(n)) is not None]
     last = max(((t, i, n) for t, i, n in own if t is not None and ready is not None and t <= ready), default=None)
     return ChainLink(
         service=name,

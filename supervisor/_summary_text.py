@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._records.schema import ChainLink, ExitEntry, ReplicaOutcome, Summary
+from ._records.schema import ChainLink, ExitEntry, OperationOutcome, ReplicaOutcome, Summary
 
-__all__ = ["render_chain", "render_summary", "replica_problems"]
+__all__ = ["render_chain", "render_operations", "render_summary", "replica_problems"]
 
 
 def render_summary(summary: Summary, *, quiet: bool = False) -> list[str]:
-    """Every replica and the critical chain; with ``quiet``, only the replicas that had a problem (none:
-    no lines at all)."""
+    """Every replica (those a scale removed marked so, with when), the scales and rollouts, and the
+    critical chain; with ``quiet``, only the replicas that had a problem and the operations that failed
+    (none: no lines at all)."""
     rows = [(name, r) for name, r in summary.replicas.items() if not quiet or replica_problems(r)]
-    if quiet and not rows:
+    operations = render_operations(summary.operations, quiet=quiet)
+    if quiet and not rows and not operations:
         return []
     facts = [f"all ready in {_seconds(summary.ready_seconds)}"] if summary.ready_seconds is not None else []
     if summary.teardown_seconds is not None:
@@ -28,7 +30,7 @@ def render_summary(summary: Summary, *, quiet: bool = False) -> list[str]:
     table += [
         (
             name,
-            r.state,
+            r.state if r.removed_at_seconds is None else f"removed @{_seconds(r.removed_at_seconds)}",
             _seconds(r.ready_seconds),
             str(r.restarts),
             _exits(r.exits),
@@ -39,10 +41,43 @@ def render_summary(summary: Summary, *, quiet: bool = False) -> list[str]:
     ]
     if not any(r.phases for _, r in rows):
         table = [row[:-1] for row in table]
-    lines = [head, *_columns(table)]
+    lines = [head, *(_columns(table) if rows or not quiet else []), *operations]
     if not quiet:
         lines += render_chain(summary.critical_chain, all_ready=summary.ready_seconds is not None)
     return lines
+
+
+def render_operations(operations: Sequence[OperationOutcome], *, quiet: bool = False) -> list[str]:
+    """``operations:`` then one line per scale or rolling restart, in order: when it began, what it did,
+    how long it took or why it failed; with ``quiet``, only the failed ones."""
+    shown = [o for o in operations if not quiet or o.error is not None]
+    if not shown:
+        return []
+    rows = [(f"@{_seconds(o.at_seconds)}", _operation(o)) for o in shown]
+    return ["operations:", *_columns(rows)]
+
+
+def _operation(operation: OperationOutcome) -> str:
+    if operation.kind == "scale":
+        what = f"scale {operation.service} {_count(operation.replicas_before)} -> {_count(operation.replicas_after)}"
+        done = [f"added {', '.join(operation.added)}"] if operation.added else []
+        done += [f"removed {', '.join(operation.removed)}"] if operation.removed else []
+    else:
+        what = f"rolling restart {operation.service}"
+        done = [f"rolled {', '.join(operation.rolled)}"] if operation.rolled else []
+        done += [f"rolled back {', '.join(operation.rolled_back)}"] if operation.rolled_back else []
+        done += [f"left failed {', '.join(operation.left_failed)}"] if operation.left_failed else []
+    if operation.seconds is None:
+        done.append("under way")
+    else:
+        done.append(_seconds(operation.seconds))
+    if operation.error is not None:
+        done.append(f"failed: {operation.error}")
+    return f"{what}: {'; '.join(done)}"
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def render_chain(chain: Sequence[ChainLink], *, all_ready: bool = True) -> list[str]:

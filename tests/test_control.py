@@ -411,3 +411,25 @@ async def test_the_socket_file_appears_only_once_it_listens(tmp_path: Path, monk
         assert sorted(p.name for p in tmp_path.iterdir()) == ["control.sock"]  # no staging name left
         server.close()
     assert not path.exists()
+
+
+async def test_a_secret_flag_inside_an_override_is_hidden_in_the_record(runs_dir: Path) -> None:
+    """``--set 'args=--api-key sk-...'`` through the socket: the value after the secret-named flag is
+    hidden in the ``ControlRequest`` (memory, events.jsonl), the other flags stay readable."""
+    async with sv.launch(topology(), runs_dir=runs_dir) as group:
+        await opened(group)
+        received: list[dict[str, Any]] = []
+
+        async def fake_roll(service: str, **options: Any) -> None:
+            received.append(options)
+
+        group.rolling_restart = fake_roll  # type: ignore[attr-defined]
+        secret = "sk-live-0123456789"
+        args = f"--tp 2 --api-key {secret} --hf-token={secret}x --max-num-seqs 64"
+        reply = await ask(group, "rolling_restart", service="worker", overrides={"args": args})
+        assert reply["ok"], reply
+        assert received == [{"overrides": {"args": args}}]  # the operation gets what was asked
+        (request,) = [e for e in group.event_history if isinstance(e, sv.ControlRequest)]
+        recorded = request.args["overrides"]["args"]
+        assert recorded == "--tp 2 --api-key <redacted> --hf-token=<redacted> --max-num-seqs 64"
+    assert secret not in (group.run_dir / "events.jsonl").read_text()

@@ -3,16 +3,20 @@ fails stops the rollout at the first replica, which goes back to its previous sp
 
 from __future__ import annotations
 
+import functools
 import json
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
 import supervisor as sv
+from supervisor._control_protocol import request_blocking
 from supervisor._events import RolloutEnded, RolloutStarted, RolloutStepped
 
 from .helpers import PROGRAMS, PYTHON, wait_for
@@ -221,3 +225,78 @@ async def test_a_rollout_the_caller_gives_up_on_leaves_its_replica_to_ordinary_s
         assert not group.replica("w.0").trial
         await wait_for(group, lambda events: any(isinstance(e, sv.Degraded) for e in events), timeout=15)
         assert group.failure is None and group.service("w").ready_count == 3
+
+
+async def first_step(events: AsyncIterator[sv.Event]) -> None:
+    """Until the rollout rolled w.0 (w.1 and w.2 are still to go)."""
+    async for event in events:
+        if isinstance(event, RolloutStepped) and event.replica == "w.0":
+            return
+    raise AssertionError("the run ended before the rollout rolled w.0")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("through", ["api", "socket"])
+async def test_a_restart_asked_during_a_rollout_waits_until_the_rollout_is_over(
+    tmp_path: Path, runs_dir: Path, through: str
+) -> None:
+    """A restart of w.2 asked (from Python, or through the control socket) once the rollout rolled w.0 is
+    done after the rollout, not inside it: the rollout rolls all three without error, every stop the
+    restart causes comes after RolloutEnded, and w.2 ends on a third pid, still on the new version."""
+    topology = sv.load(pool_file(tmp_path, replicas=3, min_ready=2))
+    async with sv.launch(topology, runs_dir=runs_dir) as group:
+        events = group.events()
+        asked_at: list[int] = []
+
+        async def restart_during_rollout() -> None:
+            await first_step(events)
+            asked_at.append(len(group.event_history))
+            if through == "api":
+                await group.restart("w.2")
+                return
+            assert group.control_socket is not None
+            ask = functools.partial(request_blocking, group.control_socket, "restart", name="w.2", timeout_seconds=60)
+            reply = await anyio.to_thread.run_sync(ask)
+            assert reply["ok"], reply
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(restart_during_rollout)
+                await group.rolling_restart("w", overrides={"version": "2"})
+        history = group.event_history
+        (end,) = [i for i, e in enumerate(history) if isinstance(e, RolloutEnded)]
+        ended = history[end]
+        assert isinstance(ended, RolloutEnded) and ended.error is None and ended.rolled == ("w.0", "w.1", "w.2")
+        assert asked_at and asked_at[0] <= end  # asked while the rollout was under way
+        restart_stops = [
+            i for i, e in enumerate(history) if isinstance(e, sv.Stopping) and "restart requested" in e.reason
+        ]
+        assert restart_stops and min(restart_stops) > end, (restart_stops, end)
+        spawns = [i for i, e in enumerate(history) if isinstance(e, sv.Spawned) and e.replica == "w.2"]
+        assert len(spawns) == 3 and spawns[1] < end < spawns[2]
+        assert group.replica("w.2").state is sv.ReplicaState.READY
+        assert {v for _, v in (await versions(group)).values()} == {"2"}
+
+
+@pytest.mark.anyio
+async def test_a_replica_stopped_during_a_rollout_stays_stopped(tmp_path: Path, runs_dir: Path) -> None:
+    """``stop("w.2")`` asked once the rollout rolled w.0 waits for the rollout (which would otherwise start
+    w.2 again on the new version): afterwards w.2 is stopped, and its stop came after RolloutEnded."""
+    topology = sv.load(pool_file(tmp_path, replicas=3, min_ready=1))
+    async with sv.launch(topology, runs_dir=runs_dir) as group:
+        events = group.events()
+
+        async def stop_during_rollout() -> None:
+            await first_step(events)
+            await group.stop("w.2")
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop_during_rollout)
+                await group.rolling_restart("w", overrides={"version": "2"})
+        history = group.event_history
+        (end,) = [i for i, e in enumerate(history) if isinstance(e, RolloutEnded)]
+        stops = [i for i, e in enumerate(history) if isinstance(e, sv.Stopping) and e.reason == "stop requested"]
+        assert stops and min(stops) > end, (stops, end)
+        assert group.replica("w.2").state is sv.ReplicaState.STOPPED and not group.replica("w.2").running
+        assert group.service("w").ready_count == 2

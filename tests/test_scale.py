@@ -4,6 +4,7 @@ stops the highest-numbered ones and leaves nothing of them; what cannot be done 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,15 @@ async def test_scale_up_then_down_leaves_nothing_of_the_removed_replicas(runs_di
     assert events.count("replica_added") == 2 and events.count("scale_ended") == 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["services"]["w"]["replicas"] == ["w.0"] and summary["verified_no_leftovers"]
+    # the removed replicas stay in the summary, marked removed with when; both scales are listed
+    assert summary["services"]["w"]["removed"] == ["w.3", "w.2", "w.1"]
+    gone = {name: summary["replicas"][name] for name in ("w.1", "w.2", "w.3")}
+    assert all(r["state"] == "removed" and r["ready_seconds"] > 0 for r in gone.values())
+    assert gone["w.3"]["removed_at_seconds"] <= gone["w.2"]["removed_at_seconds"] <= gone["w.1"]["removed_at_seconds"]
+    assert summary["replicas"]["w.0"]["state"] == "stopped" and summary["replicas"]["w.0"]["removed_at_seconds"] is None
+    operations = [(o["kind"], o["replicas_before"], o["replicas_after"], o["added"], o["removed"], o["error"])
+                  for o in summary["operations"]]  # fmt: skip
+    assert operations == [("scale", 2, 4, ["w.2", "w.3"], [], None), ("scale", 4, 1, [], ["w.3", "w.2", "w.1"], None)]
     for leader, child in pids_of(pids).items():
         assert not psutil.pid_exists(leader) or not alive(leader)
         assert not alive(child)
@@ -176,6 +186,29 @@ async def test_gpu_over_subscription_is_refused_with_the_plan_and_nothing_starts
         assert "seen 3" in group.replica("w.3").log_path.read_text()
         added = [e for e in group.event_history if isinstance(e, ReplicaAdded)]
         assert [(e.replica, e.gpus) for e in added] == [("w.2", (2,)), ("w.3", (3,))]
+
+
+@pytest.mark.anyio
+async def test_a_new_replica_gets_the_free_memory_check_of_the_start(runs_dir: Path) -> None:
+    """``min_free_memory`` holds for replicas a scale adds: GPU 2 is held (70 of 80 GB) by another
+    process, so a third replica needing 20 GB is refused naming the replica, the GPU and the holder, and
+    nothing starts; once the memory is free the same scale goes through."""
+    node = sv.FakeInventory(4, processes=[sv.GpuProcess(2, os.getpid(), 70 * 10**9)])
+    request = sv.GpuRequest(count=1, min_free_memory_bytes="20GB")
+    topology = sv.Topology(name="m", services=[worker("w", 2, gpus=request)])
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=node) as group:
+        with pytest.raises(sv.ConfigError) as caught:
+            await group.scale("w", 3)
+        message = str(caught.value)
+        assert "service 'w', field 'gpus': w.2 needs 20 GB free on GPU 2 (min_free_memory)" in message
+        assert f"it has 10 GB free of 80 GB; held by pid {os.getpid()}" in message
+        assert [r.name for r in group.service("w").replicas] == ["w.0", "w.1"]
+        assert not any(isinstance(e, sv.Spawned) and e.replica == "w.2" for e in group.event_history)
+        ended = [e for e in group.event_history if isinstance(e, ScaleEnded)]
+        assert len(ended) == 1 and ended[0].error is not None and "w.2 needs 20 GB" in ended[0].error
+        node.held.clear()
+        await group.scale("w", 3)
+        assert [r.plan.gpus for r in group.service("w").replicas] == [(0,), (1,), (2,)]
 
 
 @pytest.mark.anyio

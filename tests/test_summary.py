@@ -6,10 +6,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from supervisor._events import Completed, Event, Exited, Failed, PhaseEnded, Ready, Spawned, Stopped, Stopping
+from supervisor._events import (
+    Completed,
+    Event,
+    Exited,
+    Failed,
+    PhaseEnded,
+    Ready,
+    ReplicaRemoved,
+    RolloutEnded,
+    RolloutStarted,
+    ScaleEnded,
+    ScaleStarted,
+    Spawned,
+    Stopped,
+    Stopping,
+)
 from supervisor._records.schema import ChainLink, Summary, summary_from_json, to_json
 from supervisor._summary import ServiceShape, summarize
-from supervisor._summary_text import render_chain, render_summary
+from supervisor._summary_ops import operations_of
+from supervisor._summary_text import render_chain, render_operations, render_summary
 
 T0 = 1000.0  #: the run's start on the monotonic clock
 
@@ -291,3 +307,93 @@ def test_summary_json_round_trips_the_new_fields_and_forgives_damage() -> None:
     assert damaged.critical_chain[1].ready_seconds is None and damaged.critical_chain[1].service == "b"
     assert damaged.replicas["a"].phases == []
     assert summary_from_json({"run_id": "x"}).critical_chain == []  # an older summary.json still reads
+
+
+def test_removed_replicas_and_the_operations_stay_in_the_summary() -> None:
+    """w had 2, was scaled to 3, down to 1, up to 2, then a rollout stopped at w.0: every replica that ever
+    ran is listed (w.1's first life as ``w.1~1``, marked removed with when; the new w.1 under its name),
+    the service names its removed ones, each operation is a record with what it did, and the text shows
+    both; a removed replica of the start still counts for the service's ready time."""
+    services = shapes(w=({}, ["w.0", "w.1"]))
+    removed = [ReplicaRemoved(replica=n, service="w", monotonic=T0 + at) for n, at in (("w.2", 5.0), ("w.1", 5.5))]
+    events: list[Event] = [
+        spawned("w.0", 0.0),
+        spawned("w.1", 0.0),
+        ready("w.0", 1.0, 1.0),
+        ready("w.1", 2.0, 2.0),
+        ScaleStarted(replica="", service="w", replicas_before=2, replicas_after=3, monotonic=T0 + 3),
+        spawned("w.2", 3.0),
+        ready("w.2", 3.5, 0.5),
+        ScaleEnded(replica="", service="w", replicas=3, added=("w.2",), seconds=0.5, monotonic=T0 + 3.5),
+        ScaleStarted(replica="", service="w", replicas_before=3, replicas_after=1, monotonic=T0 + 4),
+        *removed,
+        ScaleEnded(replica="", service="w", replicas=1, removed=("w.2", "w.1"), seconds=1.5, monotonic=T0 + 5.5),
+        ScaleStarted(replica="", service="w", replicas_before=1, replicas_after=2, monotonic=T0 + 6),
+        spawned("w.1", 6.0),
+        ready("w.1", 6.25, 0.25),
+        ScaleEnded(replica="", service="w", replicas=2, added=("w.1",), seconds=0.25, monotonic=T0 + 6.25),
+        RolloutStarted(
+            replica="", service="w", replicas=2, max_unavailable=1, min_ready=1, respecified=True, monotonic=T0 + 7
+        ),
+        RolloutEnded(
+            replica="",
+            service="w",
+            seconds=1.0,
+            error="stopped at w.0: exited with code 3",
+            rolled_back=("w.0",),
+            monotonic=T0 + 8,
+        ),
+    ]
+    summary = summarize(services, events, started_at=T0, ready_at=T0 + 2.0)
+    assert list(summary.replicas) == ["w.0", "w.1", "w.2", "w.1~1"]
+    assert summary.services["w"].replicas == ["w.0", "w.1"] and summary.services["w"].removed == ["w.2", "w.1~1"]
+    first_life, second_life = summary.replicas["w.1~1"], summary.replicas["w.1"]
+    assert (first_life.state, first_life.removed_at_seconds, first_life.ready_seconds) == ("removed", 5.5, 2.0)
+    assert (second_life.removed_at_seconds, second_life.spawned_at_seconds, second_life.restarts) == (None, 6.0, 0)
+    assert (summary.replicas["w.2"].state, summary.replicas["w.2"].removed_at_seconds) == ("removed", 5.0)
+    assert summary.services["w"].ready_at_seconds == 2.0  # set by w.1's first life, removed since
+    assert summary.critical_chain[0].replica == "w.1~1"
+    summary.operations = operations_of(events, started_at=T0, redact=lambda text: text.replace("code 3", "***"))
+    assert [(o.kind, o.at_seconds, o.seconds, o.replicas_before, o.replicas_after) for o in summary.operations] == [
+        ("scale", 3.0, 0.5, 2, 3),
+        ("scale", 4.0, 1.5, 3, 1),
+        ("scale", 6.0, 0.25, 1, 2),
+        ("rolling_restart", 7.0, 1.0, None, 2),
+    ]
+    assert summary.operations[1].removed == ["w.2", "w.1"] and summary.operations[3].rolled_back == ["w.0"]
+    assert summary.operations[3].error == "stopped at w.0: exited with ***"
+    assert summary_from_json(to_json(summary)) == summary
+    summary.outcome = "stopped"
+    summary.replicas["w.0"].state = summary.replicas["w.1"].state = "stopped"
+    lines = render_summary(summary)
+    assert lines[4:6] == [
+        "  w.2      removed @5.00s  0.50s  0         -     -",
+        "  w.1~1    removed @5.50s  2.00s  0         -     -",
+    ]
+    assert lines[6:11] == [
+        "operations:",
+        "  @3.00s  scale w 2 -> 3: added w.2; 0.50s",
+        "  @4.00s  scale w 3 -> 1: removed w.2, w.1; 1.50s",
+        "  @6.00s  scale w 1 -> 2: added w.1; 0.25s",
+        "  @7.00s  rolling restart w: rolled back w.0; 1.00s; failed: stopped at w.0: exited with ***",
+    ]
+    quiet = render_summary(summary, quiet=True)  # no replica had a problem; the failed rollout is one
+    assert quiet == [
+        "summary (run stopped): all ready in 2.00s, 0 of 4 replicas had problems",
+        "operations:",
+        "  @7.00s  rolling restart w: rolled back w.0; 1.00s; failed: stopped at w.0: exited with ***",
+    ]
+
+
+def test_a_rollout_refused_before_it_began_is_an_operation_too() -> None:
+    ended = RolloutEnded(replica="", service="w", seconds=0.0, error="min_ready 2 of 2", monotonic=T0 + 4)
+    (operation,) = operations_of([ended], started_at=T0)
+    assert (operation.kind, operation.at_seconds, operation.error, operation.rolled) == (
+        "rolling_restart", 4.0, "min_ready 2 of 2", [],
+    )  # fmt: skip
+    started = ScaleStarted(replica="", service="w", replicas_before=1, replicas_after=3, monotonic=T0 + 5)
+    (under_way,) = operations_of([started], started_at=T0)
+    assert under_way.seconds is None and render_operations([under_way]) == [
+        "operations:",
+        "  @5.00s  scale w 1 -> 3: under way",
+    ]

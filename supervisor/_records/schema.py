@@ -26,6 +26,7 @@ __all__ = [
     "ExitEntry",
     "IndexEntry",
     "Manifest",
+    "OperationOutcome",
     "PhaseTiming",
     "ReplicaEntry",
     "ReplicaOutcome",
@@ -129,6 +130,7 @@ class ReplicaOutcome:
     exits: list[ExitEntry] = attrs.Factory(list)
     stop_seconds: float | None = None  #: at teardown: from its stop signal until every process was gone
     killed: bool = False  #: needed SIGKILL after its grace at teardown
+    removed_at_seconds: float | None = None  #: taken out of its service by a scale (its state is "removed")
 
 
 @attrs.define
@@ -136,7 +138,8 @@ class ServiceOutcome:
     """One service: when it started, when all its replicas were ready, how long its teardown took."""
 
     depends_on: dict[str, str] = attrs.Factory(dict)  #: service -> condition
-    replicas: list[str] = attrs.Factory(list)
+    replicas: list[str] = attrs.Factory(list)  #: those it has at the end
+    removed: list[str] = attrs.Factory(list)  #: those scaled away (their keys in ``Summary.replicas``)
     started_at_seconds: float | None = None  #: its first replica's spawn, from the run's start
     ready_at_seconds: float | None = None  #: every replica ready once (``ready`` condition), from the start
     stop_seconds: float | None = None  #: at teardown: first stop signal until its last process was gone
@@ -157,6 +160,25 @@ class ChainLink:
 
 
 @attrs.define
+class OperationOutcome:
+    """One live operation on the run, from its events: a scale or a rolling restart (also one that a
+    dependent's ``on_change: restart`` ran), refused, undone or stopped when ``error`` is set."""
+
+    kind: str = ""  #: scale | rolling_restart
+    service: str = ""
+    at_seconds: float | None = None  #: when it began, from the run's start
+    seconds: float | None = None  #: how long it took (None: still under way)
+    error: str | None = None  #: redacted
+    replicas_before: int | None = None
+    replicas_after: int | None = None  #: a scale: the replicas it left; a rollout: how many it was to roll
+    added: list[str] = attrs.Factory(list)
+    removed: list[str] = attrs.Factory(list)
+    rolled: list[str] = attrs.Factory(list)
+    rolled_back: list[str] = attrs.Factory(list)
+    left_failed: list[str] = attrs.Factory(list)
+
+
+@attrs.define
 class Summary:
     """``summary.json``: how the run went (timings, restarts, exits, the critical chain), how it ended,
     and whether anything survived it."""
@@ -171,6 +193,7 @@ class Summary:
     services: dict[str, ServiceOutcome] = attrs.Factory(dict)  #: in start order
     replicas: dict[str, ReplicaOutcome] = attrs.Factory(dict)  #: in start order
     critical_chain: list[ChainLink] = attrs.Factory(list)  #: what set ``ready_seconds``, first link first
+    operations: list[OperationOutcome] = attrs.Factory(list)  #: scales and rolling restarts, in order
     verified_no_leftovers: bool = False
     leftovers: list[int] = attrs.Factory(list)
 
@@ -210,6 +233,7 @@ _RECORD_CLASSES = (
     ReplicaOutcome,
     ServiceOutcome,
     ChainLink,
+    OperationOutcome,
     Summary,
     IndexEntry,
 )

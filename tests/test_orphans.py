@@ -115,6 +115,8 @@ def test_gc_stops_leftovers_when_supervisor_and_watchdog_both_died(
 ) -> None:
     run_id, run_dir = start_detached(hard_topology(tmp_path), runs_dir)
     pids = run_pids(run_dir)
+    # stopped first: a live supervisor replaces a killed watchdog at once, and the new one would sweep the run
+    os.kill(pids["supervisor"], signal.SIGSTOP)
     os.kill(watchdog_pid(private_state_dir, run_id), signal.SIGKILL)
     os.kill(pids["supervisor"], signal.SIGKILL)
     wait_until(lambda: not alive(pids["supervisor"]), timeout=10)

@@ -27,13 +27,13 @@ from anyio.abc import TaskGroup
 
 from . import _supervision
 from ._conditions import StartConditions
-from ._errors import ServiceFailed
+from ._errors import ConfigError, ServiceFailed
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
 from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
-from ._plan import Plan
+from ._plan import Plan, ReplicaPlan
 from ._probes import PollBudget
 from ._process import alive, signal_processes
 from ._proctable import marked_processes, run_members
@@ -45,6 +45,7 @@ from ._watchdog import Watchdog
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
 
+    from ._slurm_alloc import SlurmAllocation
     from ._summary import RunSummary
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
@@ -61,6 +62,7 @@ class RunningTopology:
         on_output: Callable[[str, bytes], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
+        allocation: SlurmAllocation | None = None,
     ) -> None:
         self.plan = plan
         self.gpus = gpus  #: checked after teardown: the GPUs must stop listing our processes
@@ -68,6 +70,15 @@ class RunningTopology:
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
         self.launcher: Launcher = launcher or LocalLauncher()
+        #: the Slurm job that replicas with a placement run in; released at teardown if we made it
+        self.allocation = allocation
+        if allocation is None and any(r.placement for s in plan.services for r in s.replicas):
+            from ._slurm_alloc import SlurmAllocation
+
+            self.allocation = SlurmAllocation.current()  # a plan made inside an allocation, say
+            if self.allocation is None:
+                problem = "replicas are placed on cluster nodes, but there is no Slurm allocation to run them in"
+                raise ConfigError(problem, source=plan.source)
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -114,6 +125,7 @@ class RunningTopology:
         on_group: Callable[[RunningTopology], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
+        allocation: SlurmAllocation | None = None,
     ) -> AsyncIterator[RunningTopology]:
         """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
 
@@ -122,7 +134,7 @@ class RunningTopology:
         first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
         spawns (a second Ctrl-C during startup can kill at once).
         """
-        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus)
+        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus, allocation=allocation)
         if on_group is not None:
             on_group(group)
         async with anyio.create_task_group() as tg:
@@ -269,6 +281,14 @@ class RunningTopology:
         signal_processes([p for _, p in marked_processes(self.run_id).values()], signal.SIGKILL)
 
     # ----- ReplicaHost ----------------------------------------------------------------------------
+    def launcher_for(self, plan: ReplicaPlan) -> Launcher:
+        """This machine's launcher, or a step on the replica's nodes in the run's Slurm allocation."""
+        if plan.placement is None or self.allocation is None:
+            return self.launcher
+        from ._slurm import SlurmLauncher
+
+        return SlurmLauncher(self.allocation, plan.placement)
+
     def emit(self, event: Event) -> None:
         self._events.emit(event)
 
@@ -319,6 +339,7 @@ class RunningTopology:
         self.phase = "starting"
         # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
         self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
+        self._tell_watchdog_allocation()
         self._write_manifest()
         register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
         tg.start_soon(self._keep_watchdog, name="keep watchdog")
@@ -468,6 +489,7 @@ class RunningTopology:
             self._write_manifest()
             self._write_summary()
         finally:
+            await self._release_allocation()
             await self._close_watchdog()
             for scope in list(self._task_scopes):
                 scope.cancel()
@@ -485,10 +507,21 @@ class RunningTopology:
             if self._stopping or watchdog is not self._watchdog:
                 return
             self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
+            self._tell_watchdog_allocation()
             register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
             for replica in self.replicas:
                 if replica.incarnation is not None and not replica.incarnation.exited.is_set():
                     self.track(replica, replica.incarnation)
+
+    def _tell_watchdog_allocation(self) -> None:
+        """An allocation we made dies with us: the watchdog cancels it if we die before releasing it."""
+        if self.allocation is not None and self.allocation.owned and self._watchdog is not None:
+            self._watchdog.cancel_job_on_death(self.allocation.job_id)
+
+    async def _release_allocation(self) -> None:
+        """Cancel the allocation we made (every step is stopped by now); the caller's own stays."""
+        if self.allocation is not None and self.allocation.owned:
+            await anyio.to_thread.run_sync(self.allocation.release)
 
     async def _close_watchdog(self) -> None:
         """Our teardown verified the run is empty: the watchdog may go without sweeping. If it did not

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import psutil
@@ -58,8 +58,16 @@ class ChildProcess:
         self._pidfd = _pidfd_open(popen.pid)
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> ChildProcess:
-        """Start ``argv`` in a new session with stdout+stderr on one pipe and stdin from /dev/null."""
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None,
+        *,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> ChildProcess:
+        """Start ``argv`` in a new session with stdout+stderr on one pipe and stdin from /dev/null.
+        ``preexec_fn`` (a parent-death signal, say) makes the spawn fork instead of vfork: slower."""
         read_fd, write_fd = os.pipe()
         try:
             if sys.platform == "linux":
@@ -74,6 +82,7 @@ class ChildProcess:
                 env=dict(env),
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=preexec_fn,
             )
         except BaseException:
             os.close(read_fd)

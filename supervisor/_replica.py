@@ -85,7 +85,9 @@ class ReplicaHost(Protocol):
     run_id: str
     base_env: dict[str, str]  #: the caller's environment, read once per run
     poll_budget: PollBudget  #: shared by every readiness probe of the run
-    launcher: Launcher  #: where processes run
+    launcher: Launcher  #: where processes run on this machine
+
+    def launcher_for(self, plan: ReplicaPlan) -> Launcher: ...  #: this machine, or the replica's nodes
 
     def emit(self, event: Event) -> None: ...
 
@@ -263,7 +265,7 @@ class Replica:
                 os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
                 if self.incarnation is not None:
                     plan.profile.keep_previous(self.incarnation.number)
-            process = host.launcher.launch(plan.argv, env, plan.cwd)
+            process = host.launcher_for(plan).launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None

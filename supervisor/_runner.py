@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the runtime loads on the first launch, not on `import super
     from ._gpu_inventory import GpuInventory
     from ._group import RunningTopology
     from ._plan import Plan
+    from ._slurm_alloc import SlurmAllocation
     from ._spec import Topology
 
 if sys.version_info < (3, 11):
@@ -73,6 +74,7 @@ async def launch(
     on_output: Callable[[str, bytes], None] | None = None,
     gpus: GpuInventory | str | None = None,
     _on_group: Callable[[RunningTopology], None] | None = None,
+    _allocation: SlurmAllocation | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
 
@@ -85,25 +87,55 @@ async def launch(
     from ._gpu_checks import check_free_memory, runtime_inventory
     from ._gpu_inventory import SimulatedInventory
     from ._group import RunningTopology
-    from ._plan import Plan, make_plan
     from ._preflight import prepare_run_dir, raise_open_files_limit
 
     if isinstance(gpus, str):
         gpus = SimulatedInventory.parse(gpus)
-    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
-    inventory = runtime_inventory(plan, gpus)
-    if inventory is not None:
-        check_free_memory(plan, inventory)
-    raise_open_files_limit(plan)
-    refuse_taken_ports(plan)
-    prepare_run_dir(plan)
+    async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
+        inventory = runtime_inventory(plan, gpus)
+        if inventory is not None:
+            check_free_memory(plan, inventory)
+        raise_open_files_limit(plan)
+        refuse_taken_ports(plan)
+        prepare_run_dir(plan)
+        try:
+            async with RunningTopology.open(
+                plan, on_event=on_event, on_output=on_output, on_group=_on_group, gpus=inventory, allocation=allocation
+            ) as group:
+                yield group
+        except BaseExceptionGroup as exc:
+            _reraise(exc)
+
+
+@asynccontextmanager
+async def _planned(
+    topology: Topology | Plan,
+    runs_dir: str | os.PathLike[str] | None,
+    gpus: GpuInventory | None,
+    allocation: SlurmAllocation | None,
+) -> AsyncIterator[tuple[Plan, SlurmAllocation | None]]:
+    """The plan, and the Slurm allocation it runs in: with ``cluster.slurm`` one is taken (the caller's
+    own inside an allocation, else a new one) before planning, since the nodes decide ``{host}``; a new
+    one is released on exit (the group already did, after stopping every step: this catches a failure
+    before the start)."""
+    from ._plan import Plan
+
+    if isinstance(topology, Plan):
+        yield topology, allocation
+        return
+    acquired = None
+    if allocation is None and topology.cluster is not None:
+        from ._slurm_alloc import allocation_for
+
+        allocation = acquired = await anyio.to_thread.run_sync(allocation_for, topology)
     try:
-        async with RunningTopology.open(
-            plan, on_event=on_event, on_output=on_output, on_group=_on_group, gpus=inventory
-        ) as group:
-            yield group
-    except BaseExceptionGroup as exc:
-        _reraise(exc)
+        from ._slurm_alloc import plan_in
+
+        yield plan_in(topology, allocation, runs_dir=runs_dir, gpus=gpus), allocation
+    finally:
+        if acquired is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(acquired.release)
 
 
 def refuse_taken_ports(plan: Plan) -> None:
@@ -170,19 +202,36 @@ async def supervise(
     on_signal: Callable[[int], None] | None = None,
     early_signals: list[int] | None = None,
     gpus: GpuInventory | str | None = None,
+    _allocation: SlurmAllocation | None = None,
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
     ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
     from ._gpu_inventory import SimulatedInventory
-    from ._plan import Plan, make_plan
 
     handle_signals = threading.current_thread() is threading.main_thread()
+    if isinstance(gpus, str):
+        gpus = SimulatedInventory.parse(gpus)
+    async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
+        outcome = await _supervise_plan(
+            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, handle_signals
+        )
+    return outcome
+
+
+async def _supervise_plan(
+    plan: Plan,
+    allocation: SlurmAllocation | None,
+    body: Callable[[RunningTopology], Awaitable[T]],
+    on_event: Callable[[Event], None] | None,
+    on_output: Callable[[str, bytes], None] | None,
+    on_signal: Callable[[int], None] | None,
+    early_signals: list[int] | None,
+    gpus: GpuInventory | None,
+    handle_signals: bool,
+) -> Outcome[T]:
     received: list[int] = []
     group_box: list[RunningTopology] = []
     result: list[T] = []
-    if isinstance(gpus, str):
-        gpus = SimulatedInventory.parse(gpus)
-    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
     try:
         async with anyio.create_task_group() as outer:
             with anyio.CancelScope() as main_scope:
@@ -191,7 +240,12 @@ async def supervise(
                     # cancels the main task, which a shielded start-up step could absorb (a lost Ctrl-C)
                     await outer.start(_on_signals, main_scope, received, group_box, on_signal, early_signals or [])
                 async with launch(
-                    plan, on_event=on_event, on_output=on_output, gpus=gpus, _on_group=group_box.append
+                    plan,
+                    on_event=on_event,
+                    on_output=on_output,
+                    gpus=gpus,
+                    _on_group=group_box.append,
+                    _allocation=allocation,
                 ) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()

@@ -144,6 +144,10 @@ class Watchdog:
             if pidfd is not None:
                 os.close(pidfd)
 
+    def cancel_job_on_death(self, job_id: str) -> None:
+        """A Slurm allocation we made: cancelled (``scancel``) if we die without saying ``bye``."""
+        self._send(f"slurm_job {job_id}")
+
     def untrack(self, pid: int) -> None:
         """Forget a leader that exited (a restarted replica gets a new one)."""
         self._send(f"untrack {pid}")
@@ -198,10 +202,11 @@ class _Sweep(NamedTuple):
     seconds: float
 
 
-def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool]:
-    """Until EOF: the tracked leaders, and whether the last word was ``bye``."""
+def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, list[str]]:
+    """Until EOF: the tracked leaders, whether the last word was ``bye``, and Slurm jobs to cancel."""
     leaders: dict[int, _Leader] = {}
     clean = False
+    jobs: list[str] = []
     for raw in lines:
         words = raw.decode(errors="replace").split()
         try:
@@ -212,13 +217,24 @@ def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool]:
                 clean = False
             elif words[:1] == ["untrack"] and len(words) == 2:
                 leaders.pop(int(words[1]), None)
+            elif words[:1] == ["slurm_job"] and len(words) == 2 and words[1].isdigit():
+                jobs.append(words[1])
             elif words == ["bye"]:
                 clean = True
             elif words:
                 print(f"watchdog: ignored {raw!r}", file=sys.stderr, flush=True)
         except (ValueError, KeyError):
             print(f"watchdog: bad command {raw!r}", file=sys.stderr, flush=True)
-    return leaders, clean
+    return leaders, clean, jobs
+
+
+def _cancel_jobs(jobs: list[str]) -> None:
+    """``scancel`` each allocation we made: Slurm ends its tasks on every node (SLURM_CONF is inherited)."""
+    for job in dict.fromkeys(jobs):
+        try:
+            subprocess.run(["scancel", job], stdin=subprocess.DEVNULL, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"watchdog: scancel {job}: {exc}", file=sys.stderr, flush=True)
 
 
 def _ours(
@@ -328,9 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getsid(0) != os.getpid():
         with contextlib.suppress(OSError):
             os.setsid()
-    leaders, clean = _read_commands(sys.stdin.buffer)
+    leaders, clean, jobs = _read_commands(sys.stdin.buffer)
     if clean:  # the supervisor waits for us at the end of its teardown: skip the interpreter's shutdown
         os._exit(0)
+    _cancel_jobs(jobs)  # first: Slurm's own kill of remote tasks runs while we sweep the local ones
     sweep = _sweep(args.run_id, leaders)
     with contextlib.suppress(OSError):
         _append_event(args.run_dir, args.run_id, sweep)

@@ -516,7 +516,7 @@ class RunningTopology:
     def _tell_watchdog_allocation(self) -> None:
         """An allocation we made dies with us: the watchdog cancels it if we die before releasing it."""
         if self.allocation is not None and self.allocation.owned and self._watchdog is not None:
-            self._watchdog.cancel_job_on_death(self.allocation.job_id)
+            self._watchdog.cancel_job_on_death(self.allocation.job_id, self.allocation.name)
 
     async def _release_allocation(self) -> None:
         """Cancel the allocation we made (every step is stopped by now); the caller's own stays."""

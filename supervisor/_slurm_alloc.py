@@ -57,10 +57,11 @@ def slurm_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     return result.stdout
 
 
-def cancel_job(job_id: str, env: Mapping[str, str] | None = None) -> bool:
-    """``scancel J``: True once Slurm took the request (also for a job that already ended)."""
+def cancel_job(job_id: str, env: Mapping[str, str] | None = None, *, name: str | None = None) -> bool:
+    """``scancel J`` (only if it is still named ``name``, when given: a job id from an old record may be
+    someone else's by now): True once Slurm took the request (also for a job that already ended)."""
     try:
-        slurm_command(["scancel", job_id], env)
+        slurm_command(["scancel", *(["--name", name] if name else []), job_id], env)
     except SlurmError as exc:
         return "Invalid job id" in str(exc)  # gone already
     return True
@@ -88,6 +89,7 @@ class SlurmAllocation:
     job_id: str
     nodes: tuple[ClusterNode, ...]
     owned: bool
+    name: str = ""  #: the job's name (``salloc --job-name``); ours are ``topovisor-<topology>``
 
     @classmethod
     def current(cls, env: Mapping[str, str] | None = None) -> SlurmAllocation | None:
@@ -125,7 +127,7 @@ class SlurmAllocation:
                 text = stderr.decode(errors="replace").strip()
                 raise SlurmError(f"no Slurm allocation ({' '.join(argv)}): {text or f'exit code {code}'}")
             nodelist = _job_field(job_id, "NodeList", env)
-            return cls(job_id, resolve_nodes(nodelist, env), owned=True)
+            return cls(job_id, resolve_nodes(nodelist, env), owned=True, name=name)
         except BaseException:
             if process.poll() is None:
                 with contextlib.suppress(OSError):
@@ -136,16 +138,13 @@ class SlurmAllocation:
                     process.kill()
                     process.wait()
             if job_id is not None:
-                cancel_job(job_id, env)
+                cancel_job(job_id, env, name=name)
             raise
 
     def release(self, env: Mapping[str, str] | None = None) -> None:
         """Cancel the allocation if we made it; one we run inside stays, for whoever made it."""
         if self.owned:
-            cancel_job(self.job_id, env)
-
-    def to_record(self) -> dict[str, object]:
-        return {"job_id": self.job_id, "owned": self.owned, "nodes": [[n.name, n.address] for n in self.nodes]}
+            cancel_job(self.job_id, env, name=self.name or None)
 
 
 def _job_field(job_id: str, field: str, env: Mapping[str, str]) -> str:

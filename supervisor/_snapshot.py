@@ -98,7 +98,15 @@ def manifest_of(group: RunView) -> Manifest:
             for s in group.services
         },
         leftovers=list(group.leftovers),
+        **_slurm_job(group),
     )
+
+
+def _slurm_job(group: RunView) -> dict[str, Any]:
+    allocation = getattr(group, "allocation", None)
+    if allocation is None:
+        return {}
+    return {"slurm_job": allocation.job_id, "slurm_job_name": allocation.name, "slurm_job_owned": allocation.owned}
 
 
 def summary_of(group: RunView) -> Summary:

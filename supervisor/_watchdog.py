@@ -8,7 +8,8 @@ timers. A supervisor that finished its own verified teardown writes ``bye`` firs
 exits quietly. Otherwise it sweeps: each tracked process group (only while its leader's create time
 still matches, or a process of the run is still in it) and every process carrying the run's mark gets
 its stop signal, then SIGKILL after min(grace, 3 s), then re-scans until nothing is left (10 s at most),
-and appends one ``watchdog_sweep`` line to ``events.jsonl``.
+and appends one ``watchdog_sweep`` line to ``events.jsonl``. A Slurm allocation the run made
+(``slurm_job J NAME``) is cancelled first: Slurm ends its tasks on every node, which no local scan sees.
 
 Why this and not the alternatives:
 
@@ -144,9 +145,9 @@ class Watchdog:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def cancel_job_on_death(self, job_id: str) -> None:
-        """A Slurm allocation we made: cancelled (``scancel``) if we die without saying ``bye``."""
-        self._send(f"slurm_job {job_id}")
+    def cancel_job_on_death(self, job_id: str, name: str) -> None:
+        """A Slurm allocation we made (named ``name``): cancelled if we die without saying ``bye``."""
+        self._send(f"slurm_job {job_id} {name}".rstrip())
 
     def untrack(self, pid: int) -> None:
         """Forget a leader that exited (a restarted replica gets a new one)."""
@@ -202,11 +203,11 @@ class _Sweep(NamedTuple):
     seconds: float
 
 
-def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, list[str]]:
+def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, dict[str, str]]:
     """Until EOF: the tracked leaders, whether the last word was ``bye``, and Slurm jobs to cancel."""
     leaders: dict[int, _Leader] = {}
     clean = False
-    jobs: list[str] = []
+    jobs: dict[str, str] = {}  #: Slurm job id -> its name
     for raw in lines:
         words = raw.decode(errors="replace").split()
         try:
@@ -217,8 +218,8 @@ def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, li
                 clean = False
             elif words[:1] == ["untrack"] and len(words) == 2:
                 leaders.pop(int(words[1]), None)
-            elif words[:1] == ["slurm_job"] and len(words) == 2 and words[1].isdigit():
-                jobs.append(words[1])
+            elif words[:1] == ["slurm_job"] and len(words) in (2, 3) and words[1].isdigit():
+                jobs[words[1]] = words[2] if len(words) == 3 else ""
             elif words == ["bye"]:
                 clean = True
             elif words:
@@ -228,11 +229,12 @@ def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, li
     return leaders, clean, jobs
 
 
-def _cancel_jobs(jobs: list[str]) -> None:
+def _cancel_jobs(jobs: dict[str, str]) -> None:
     """``scancel`` each allocation we made: Slurm ends its tasks on every node (SLURM_CONF is inherited)."""
-    for job in dict.fromkeys(jobs):
+    for job, name in jobs.items():
         try:
-            subprocess.run(["scancel", job], stdin=subprocess.DEVNULL, timeout=30, check=False)
+            argv = ["scancel", *(["--name", name] if name else []), job]
+            subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=30, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
             print(f"watchdog: scancel {job}: {exc}", file=sys.stderr, flush=True)
 

@@ -28,6 +28,7 @@ from bench_mixed import bench_mixed
 from bench_readiness import bench_readiness, server_argv
 from bench_replicas import bench_replicas
 from bench_restart import bench_restart
+from bench_scale import bench_scale
 from bench_startup import bench_startup
 from bench_teardown import bench_teardown
 from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, info, kill_leftovers, leftovers, library_version, summary
@@ -45,6 +46,7 @@ SECTIONS: dict[str, Callable[[Settings, list[Result]], Awaitable[None]]] = {
     "mixed": bench_mixed,
     "restart": bench_restart,
     "startup": bench_startup,
+    "scale": bench_scale,
 }
 
 

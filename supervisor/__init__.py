@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._errors import UnknownRun as UnknownRun
     from ._events import Completed as Completed
     from ._events import Degraded as Degraded
+    from ._events import EndpointsChanged as EndpointsChanged
     from ._events import Event as Event
     from ._events import Exited as Exited
     from ._events import Failed as Failed
@@ -38,7 +39,14 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import PhaseEnded as PhaseEnded
     from ._events import PhaseStarted as PhaseStarted
     from ._events import Ready as Ready
+    from ._events import ReplicaAdded as ReplicaAdded
+    from ._events import ReplicaRemoved as ReplicaRemoved
     from ._events import Restarting as Restarting
+    from ._events import RolloutEnded as RolloutEnded
+    from ._events import RolloutStarted as RolloutStarted
+    from ._events import RolloutStepped as RolloutStepped
+    from ._events import ScaleEnded as ScaleEnded
+    from ._events import ScaleStarted as ScaleStarted
     from ._events import Spawned as Spawned
     from ._events import Stopped as Stopped
     from ._events import Stopping as Stopping
@@ -71,19 +79,23 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec import Backoff as Backoff
     from ._spec import CallableCheck as CallableCheck
     from ._spec import Check as Check
+    from ._spec import Cluster as Cluster
     from ._spec import Dependency as Dependency
     from ._spec import ExecCheck as ExecCheck
     from ._spec import GpuRequest as GpuRequest
     from ._spec import HttpCheck as HttpCheck
     from ._spec import LogCheck as LogCheck
     from ._spec import LogPolicy as LogPolicy
+    from ._spec import OnChange as OnChange
     from ._spec import Phase as Phase
+    from ._spec import Placement as Placement
     from ._spec import PortSpec as PortSpec
     from ._spec import Probe as Probe
     from ._spec import ProbeTarget as ProbeTarget
     from ._spec import Profile as Profile
     from ._spec import RestartPolicy as RestartPolicy
     from ._spec import Service as Service
+    from ._spec import SlurmCluster as SlurmCluster
     from ._spec import StopPolicy as StopPolicy
     from ._spec import TcpCheck as TcpCheck
     from ._spec import Topology as Topology
@@ -100,10 +112,12 @@ _LAZY = {
     "Backoff": "_spec",
     "CallableCheck": "_spec",
     "Check": "_spec",
+    "Cluster": "_spec",
     "Completed": "_events",
     "ConfigError": "_errors",
     "Degraded": "_events",
     "Dependency": "_spec",
+    "EndpointsChanged": "_events",
     "Event": "_events",
     "ExecCheck": "_spec",
     "Exited": "_events",
@@ -126,8 +140,10 @@ _LAZY = {
     "Phase": "_spec",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",
+    "OnChange": "_spec",
     "Outcome": "_runner",
     "Plan": "_plan",
+    "Placement": "_spec",
     "PortSpec": "_spec",
     "Probe": "_spec",
     "ProbeTarget": "_spec",
@@ -138,6 +154,13 @@ _LAZY = {
     "ReplicaState": "_replica",
     "RestartPolicy": "_spec",
     "Restarting": "_events",
+    "RolloutEnded": "_events",
+    "RolloutStarted": "_events",
+    "RolloutStepped": "_events",
+    "ReplicaAdded": "_events",
+    "ReplicaRemoved": "_events",
+    "ScaleEnded": "_events",
+    "ScaleStarted": "_events",
     "RunRecord": "_record",
     "RunSummary": "_summary",
     "RunningTopology": "_group",
@@ -145,6 +168,7 @@ _LAZY = {
     "ServiceFailed": "_errors",
     "ServiceHandle": "_group",
     "Spawned": "_events",
+    "SlurmCluster": "_spec",
     "StopPolicy": "_spec",
     "StopReport": "_reclaim",
     "Stopped": "_events",

@@ -22,7 +22,10 @@ import anyio
 import anyio.abc
 
 from ._cli_gpus import add_gpus_command, gpus_command
+from ._cli_placement import node_count, placement_lines, planning_nodes, where_it_runs
 from ._cli_runs_args import COMMANDS, add_commands
+from ._cli_sbatch import add_sbatch_arguments, apply_sbatch_flags, sbatch_command
+from ._cluster_spec import placement_notes, with_slurm
 from ._config import load
 from ._console import PlainReporter, stamp
 from ._errors import ConfigError, SupervisorError
@@ -65,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     run = with_file("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)")
+    validate = with_file("validate", "check a topology file and show the start order; starts nothing")
+    for sub in (run, validate):
+        sub.add_argument(
+            "--slurm", action="store_true",
+            help="run on Slurm: cluster: {slurm: {}} when the file has none (as many nodes as its placements need)",
+        )  # fmt: skip
     run.add_argument(
         "--logs", nargs="*", metavar="SERVICE",
         help="also print the output of every service (or of these services or replicas), prefixed per replica",
@@ -79,11 +88,17 @@ def _parser() -> argparse.ArgumentParser:
         "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work); CMD's environment "
         "has TOPOVISOR_<SERVICE>_URL, _URLS, _PORT and TOPOVISOR_RUN_DIR."
     )
-    validate = with_file("validate", "check a topology file and show the start order; starts nothing")
+    validate.add_argument(
+        "--nodes", type=node_count, metavar="N",
+        help="show the placement plan on N Slurm nodes (placeholders node0..; no cluster needed)",
+    )  # fmt: skip
     validate.add_argument(
         "--commands", "-c", action="store_true",
         help="also show each replica's command line and the environment it adds (secrets redacted)",
     )  # fmt: skip
+    sbatch = with_file("sbatch", "write (or --submit) the batch script that runs FILE in a Slurm allocation")
+    sbatch.set_defaults(slurm=True)
+    add_sbatch_arguments(sbatch)
     graph = with_file("graph", "draw the dependency graph (conditions, replicas, GPUs); starts nothing")
     graph.add_argument("--format", "-f", choices=FORMATS, default="text", help="text (default), mermaid or dot")
     add_commands(commands)
@@ -105,13 +120,32 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     """Load, validate and resolve; with ``-- CMD`` also CMD's templates and program: exit 2 starts nothing."""
     global _secrets
     topology = load(args.file, overrides=_overrides(args.overrides))
+    nodes_wanted = getattr(args, "nodes", None)
+    if getattr(args, "slurm", False) or nodes_wanted is not None:
+        topology = with_slurm(topology, nodes_wanted)
+    if args.command == "sbatch":
+        topology = apply_sbatch_flags(topology, args)
+    args.notes = placement_notes(topology)
     if args.gpus:
         from ._gpu_inventory import SimulatedInventory
 
         args.inventory = SimulatedInventory.parse(args.gpus)
     else:
         args.inventory = None
-    plan = make_plan(topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables)
+    # run: the allocation's nodes (taken now: they decide {host}); the other commands plan on placeholders
+    args.allocation = None
+    if args.command == "run" and topology.cluster is not None and topology.cluster.slurm is not None:
+        from ._slurm_alloc import allocation_for
+
+        args.allocation = allocation_for(topology)
+    try:
+        nodes = args.allocation.nodes if args.allocation is not None else planning_nodes(topology)
+        plan = make_plan(
+            topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables, nodes=nodes
+        )
+    except BaseException:
+        _release(args)
+        raise
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
@@ -143,9 +177,18 @@ def _validate(args: argparse.Namespace) -> int:
         for replica in service.replicas:
             ports = " ".join(f"{k}={v}" for k, v in replica.ports.items()) or "-"
             gpus = f"  gpus: {','.join(map(str, replica.gpus)) or '-'}" if uses_gpus else ""
-            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}{gpus}")
+            where = f"  {where_it_runs(replica)}" if plan.nodes else ""
+            print(f"  {replica.name:<{width}}  after: {deps:<30} ports: {ports}{gpus}{where}")
             if args.commands:
-                _show_command(replica.argv, replica.env, replica.cwd)
+                tasks = replica.placement.argvs if replica.placement is not None else (replica.argv,)
+                for rank, argv in enumerate(tasks):
+                    if len(tasks) > 1:
+                        print(f"    # rank {rank} on {replica.placement.nodes[rank].name}")  # type: ignore[union-attr]
+                    _show_command(argv, replica.env, replica.cwd)
+    for line in placement_lines(plan):
+        print(line)
+    for note in args.notes:
+        print(f"note: {note}")
     if uses_gpus:
         node = args.inventory.description if args.inventory is not None else "this machine (NVML)"
         print(f"GPUs planned on {node}; each replica gets CUDA_VISIBLE_DEVICES=<its gpus>")
@@ -243,14 +286,35 @@ def _is_terminal(stream: object) -> bool:
     return bool(isatty and isatty())
 
 
+def _release(args: argparse.Namespace) -> None:
+    """Cancel the Slurm allocation ``run`` made (the group does it after its teardown; this catches a
+    failure before the start). One we run inside stays."""
+    allocation = getattr(args, "allocation", None)
+    if allocation is not None:
+        allocation.release()
+
+
 def _run(args: argparse.Namespace) -> int:
     plan = _plan(args)
+    try:
+        return _run_plan(args, plan)
+    finally:
+        _release(args)
+
+
+def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
     command: list[str] = getattr(args, "filled_cmd", [])
     reporter = _reporter(args, plan)
     started = time.monotonic()
     replicas = sum(len(s.replicas) for s in plan.services)
     if not args.quiet:
         _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+        if args.allocation is not None:
+            whose = "ours, cancelled at the end" if args.allocation.owned else "the caller's, left as it is"
+            names = ",".join(node.name for node in args.allocation.nodes)
+            _say(f"Slurm job {args.allocation.job_id} ({whose}) on {names}")
+        for note in args.notes:
+            _say(f"note: {note}")
 
     async def body(group: RunningTopology) -> int | None:
         if not args.quiet:
@@ -280,6 +344,7 @@ def _run(args: argparse.Namespace) -> int:
                 on_signal=stop_signals.append,
                 early_signals=early,
                 gpus=args.inventory,
+                _allocation=args.allocation,
             )
         )
     down = (
@@ -409,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("supervisor run: error: the following arguments are required: file", file=sys.stderr)
             return EXIT_BAD_INPUT
         args.file = args.logs.pop()
-    if command and args.command != "run":
-        print("supervisor: error: only 'run' takes a command after --", file=sys.stderr)
+    if command and args.command not in ("run", "sbatch"):
+        print("supervisor: error: only 'run' and 'sbatch' take a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.command in COMMANDS:  # loaded only for these commands: `run` stays light
         from ._cli_runs import dispatch
@@ -426,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "graph":
             return _graph(args)
+        if args.command == "sbatch":  # engines may exist only on the compute nodes: not looked for here
+            return sbatch_command(args, _plan(args, check_executables=False), _overrides(args.overrides))
         if args.detach:
             return _detach(args, list(sys.argv[1:] if original_argv is None else original_argv))
         return _run(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,23 +19,27 @@ from ._spec import (
     AnyOf,
     Backoff,
     Check,
+    Cluster,
     Dependency,
     ExecCheck,
     GpuRequest,
     HttpCheck,
     LogCheck,
     LogPolicy,
+    OnChange,
     Phase,
+    Placement,
     PortSpec,
     Probe,
     Profile,
     RestartPolicy,
     Service,
+    SlurmCluster,
     StopPolicy,
     TcpCheck,
     Topology,
 )
-from ._units import parse_duration, parse_size
+from ._units import parse_duration, parse_size, slurm_time
 from ._validate import suggest
 from ._yaml import parse_yaml, read_text, read_value
 
@@ -336,6 +341,59 @@ def _profile(value: object, _: object = None) -> Profile | None:
     )
 
 
+def _placement(value: object, _: object = None) -> Placement | None:
+    """``placement: local``, ``{node: i}``, ``{nodes: n}`` or both (each replica on nodes i..i+n-1)."""
+    value = _structured(value)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip() == "local":
+        return Placement(local=True)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected local, {{node: i}} or {{nodes: n}}, got {value!r}")
+    return _CONVERTER.structure(value, Placement)
+
+
+def _cluster(value: object, _: object = None) -> Cluster | None:
+    """``cluster: {slurm: {...}}``; ``cluster: slurm`` and ``slurm:`` with nothing after it take the defaults."""
+    value = _structured(value)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip() == "slurm":
+        return Cluster(slurm=SlurmCluster())
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected {{slurm: {{nodes: N, partition: P, time: 2h, ...}}}}, got {value!r}")
+    return _CONVERTER.structure(value, Cluster)
+
+
+def _slurm(value: object, _: object = None) -> SlurmCluster:
+    value = _structured(value)
+    if value is None:
+        return SlurmCluster()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected {{nodes: N, partition: P, time: 2h, ...}}, got {value!r}")
+    return _CONVERTER.structure(value, SlurmCluster)
+
+
+def _salloc_args(value: object, _: object = None) -> tuple[str, ...]:
+    """``extra: [--gres=gpu:8, --exclusive]`` or one string split as a shell would."""
+    value = _structured(value)
+    if isinstance(value, str):
+        return tuple(shlex.split(value))
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of salloc arguments, got {value!r}")
+    return tuple(_strict_str(item) for item in value)
+
+
+def _on_change(value: object, _: object = None) -> OnChange:
+    """``on_change: restart``, ``none`` or ``{signal: SIGHUP}``; the action is checked by plan."""
+    value = _structured(value)
+    if value is None or isinstance(value, str):
+        return OnChange(action=value or "none")
+    if isinstance(value, Mapping) and list(value) == ["signal"]:
+        return OnChange(action="signal", signal=_strict_str(value["signal"]))
+    raise ValueError(f"expected restart, none or {{signal: SIGHUP}}, got {value!r}")
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
@@ -357,8 +415,16 @@ def _make_converter() -> cattrs.Converter:
         "phases": _phases,
         "profile": _profile,
         "metrics": _optional_str,
+        "placement": _placement,
+        "on_change": _on_change,
     }
-    for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology):
+    cluster_hooks: dict[tuple[type, str], Callable[[object, object], object]] = {
+        (Topology, "cluster"): _cluster,
+        (Cluster, "slurm"): _slurm,
+        (SlurmCluster, "time"): lambda v, _: None if v is None else slurm_time(_typed(v)[0]),
+        (SlurmCluster, "extra"): _salloc_args,
+    }
+    for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology, Placement, Cluster, SlurmCluster):
         overrides = {}
         for field in attrs.fields(cls):
             if field.name.endswith("_seconds"):
@@ -367,7 +433,9 @@ def _make_converter() -> cattrs.Converter:
                 overrides[field.name] = override(struct_hook=lambda v, _: parse_size(v))
             elif cls is Service and field.name in hooks:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
-            elif cls is Topology and field.name == "source":
+            elif (cls, field.name) in cluster_hooks:
+                overrides[field.name] = override(struct_hook=cluster_hooks[cls, field.name])
+            elif cls is Topology and field.name in ("source", "overrides"):
                 overrides[field.name] = override(omit=True)
             elif (cls, field.name) in choices:
                 overrides[field.name] = override(struct_hook=_optional_str)
@@ -383,7 +451,8 @@ def _make_converter() -> cattrs.Converter:
 
 _CONVERTER = _make_converter()
 _FIELDS_OF: dict[type, list[str]] = {
-    cls: _yaml_names(cls) for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology)
+    cls: _yaml_names(cls)
+    for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology, Placement, Cluster, SlurmCluster)
 }
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 _FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory"]
@@ -484,6 +553,8 @@ def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
     node: Any = data
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
+        if parts[0] == "cluster" and depth < 2 and isinstance(node, dict):
+            _open_cluster(node, part)
         if not isinstance(node, dict) or part not in node:
             known = list(node) if isinstance(node, dict) else []
             raise ConfigError(f"--set {key}: no '{'.'.join(parts[: depth + 1])}'" + _suggest(part, known))
@@ -491,6 +562,15 @@ def _apply_structural(data: dict[str, Any], key: str, raw: str) -> None:
     if not isinstance(node, dict):
         raise ConfigError(f"--set {key}: '{'.'.join(parts[:-1])}' is not a mapping")
     node[parts[-1]] = value
+
+
+def _open_cluster(node: dict[str, Any], part: str) -> None:
+    """``--set cluster.slurm.nodes=8`` works on a file without ``cluster:`` (or with ``cluster: slurm``):
+    the blocks on the way are made, so a run goes to Slurm by override alone."""
+    if node.get(part) is None:
+        node[part] = {}
+    elif part == "cluster" and node[part] == "slurm":
+        node[part] = {"slurm": {}}
 
 
 def _suggest(word: str, known: list[str]) -> str:
@@ -513,10 +593,17 @@ def topology_from_dict(
         from ._presets import topology_from_preset
 
         expander = _Variables({}, environ, {})
-        preset = topology_from_preset(data, source=source, overrides=overrides or {}, expand=expander.expand)
+        given = dict(overrides or {})
+        cluster_sets = {k: str(v) for k, v in given.items() if k == "cluster" or k.startswith("cluster.")}
+        preset = topology_from_preset(
+            data, source=source, overrides={k: v for k, v in given.items() if k not in cluster_sets},
+            expand=expander.expand,
+        )  # fmt: skip
+        cluster = _preset_cluster(data.get("cluster"), cluster_sets, expander.expand, source)
         if expander.problems:
             raise ConfigError([_describe_problem(p) for p in expander.problems], source=source)
-        return preset
+        preset = attrs.evolve(preset, overrides=_override_texts(overrides))
+        return preset if cluster is None else attrs.evolve(preset, cluster=cluster)
     defaults = data.pop("vars", None) or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError("field 'vars': expected a mapping NAME: default", source=source)
@@ -542,7 +629,7 @@ def topology_from_dict(
     if problems:
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 
-    known = [name for name in _FIELDS_OF[Topology] if name != "source"]
+    known = [name for name in _FIELDS_OF[Topology] if name not in ("source", "overrides")]
     unknown = [_unknown_message(str(key), known) for key in data if key not in known]
     if unknown:
         raise ConfigError([f"top level: {message}" for message in unknown], source=source)
@@ -573,7 +660,31 @@ def topology_from_dict(
             text, _, path = message.rpartition(" @ ")
             lines.append(f"{_locate(path, names)}: {text}")
         raise ConfigError(lines, source=source) from None
-    return attrs.evolve(topology, source=source)
+    return attrs.evolve(topology, source=source, overrides=_override_texts(overrides))
+
+
+def _override_texts(overrides: Mapping[str, object] | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (overrides or {}).items()}
+
+
+def _preset_cluster(
+    value: object, sets: Mapping[str, str], expand: Callable[[object, str], object], source: str | None
+) -> Cluster | None:
+    """A preset file's ``cluster:`` and ``--set cluster.*``: the same block and messages as in any file."""
+    holder: dict[str, Any] = {} if value is None else {"cluster": value}
+    try:
+        for key, raw in sets.items():
+            _apply_structural(holder, key, raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=source) from None
+    if "cluster" not in holder:
+        return None
+    try:
+        return _cluster(expand(holder["cluster"], "cluster"))
+    except Exception as exc:
+        messages = cattrs.transform_error(exc, path="$.cluster", format_exception=_format_exception)
+        lines = [f"{_locate(path, [])}: {text}" for text, _, path in (m.rpartition(" @ ") for m in messages)]
+        raise ConfigError(lines, source=source) from None
 
 
 def _describe_problem(problem: str) -> str:

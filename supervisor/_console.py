@@ -14,7 +14,26 @@ import zlib
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._events import Event, Exited, Failed, GpuNotReleased, Marked, PhaseEnded, Ready, Restarting, Spawned, Stopped
+from ._events import (
+    EndpointsChanged,
+    Event,
+    Exited,
+    Failed,
+    GpuNotReleased,
+    Marked,
+    PhaseEnded,
+    Ready,
+    ReplicaAdded,
+    ReplicaRemoved,
+    Restarting,
+    RolloutEnded,
+    RolloutStarted,
+    RolloutStepped,
+    ScaleEnded,
+    ScaleStarted,
+    Spawned,
+    Stopped,
+)
 
 if TYPE_CHECKING:
     from ._status import StatusBoard
@@ -35,6 +54,7 @@ def is_problem(event: Event) -> bool:
     """What ``-q`` still prints: failures, unexpected exits, restarts, kills, GPUs left busy."""
     return (
         isinstance(event, (Failed, Restarting, GpuNotReleased))
+        or (isinstance(event, (ScaleEnded, RolloutEnded, EndpointsChanged)) and event.error is not None)
         or (isinstance(event, Exited) and not event.expected)
         or (isinstance(event, Stopped) and event.killed)
     )
@@ -68,12 +88,49 @@ class EventText:
             return f"{event.replica}: did not stop within its grace, killed"
         if isinstance(event, Marked):
             return f"mark: {event.label}"
+        if isinstance(event, (ScaleStarted, ScaleEnded, ReplicaAdded, ReplicaRemoved)):
+            return _scale_line(event)
+        if isinstance(event, (RolloutStarted, RolloutStepped, RolloutEnded)):
+            return _rollout_line(event)
+        if isinstance(event, EndpointsChanged):
+            if event.error is not None:
+                return f"{event.service}: endpoints of {event.source} changed; its templates do not fill: {event.error}"
+            follows = {"none": "keeps what it runs", "restart": "rolling restart", "signal": "signalled"}
+            return f"{event.service}: endpoints of {event.source} changed ({follows.get(event.action, event.action)})"
         if isinstance(event, GpuNotReleased):
             return (
                 f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "
                 f"{event.waited_seconds:.1f}s after teardown"
             )
         return None
+
+
+def _scale_line(event: ScaleStarted | ScaleEnded | ReplicaAdded | ReplicaRemoved) -> str:
+    if isinstance(event, ScaleStarted):
+        return f"{event.service}: scaling from {event.replicas_before} to {event.replicas_after} replicas"
+    if isinstance(event, ReplicaAdded):
+        where = ", ".join(f"{name} {port}" for name, port in event.ports.items()) or "no ports"
+        gpus = f", GPU {','.join(map(str, event.gpus))}" if event.gpus else ""
+        return f"{event.replica}: added ({where}{gpus})"
+    if isinstance(event, ReplicaRemoved):
+        return f"{event.replica}: removed"
+    if event.error is not None:
+        return f"{event.service}: scale FAILED, {event.replicas} replicas as before: {event.error}"
+    return f"{event.service}: scaled to {event.replicas} replicas in {event.seconds:.2f}s"
+
+
+def _rollout_line(event: RolloutStarted | RolloutStepped | RolloutEnded) -> str:
+    if isinstance(event, RolloutStarted):
+        spec = " on a new spec" if event.respecified else ""
+        return (
+            f"{event.service}: rolling restart of {event.replicas} replicas{spec}, "
+            f"{event.max_unavailable} at a time, at least {event.min_ready} ready"
+        )
+    if isinstance(event, RolloutStepped):
+        return f"{event.replica}: rolled ({event.step}/{event.of}), ready again in {event.seconds:.2f}s"
+    if event.error is not None:
+        return f"{event.service}: rolling restart FAILED: {event.error}"
+    return f"{event.service}: rolling restart done, {len(event.rolled)} replicas in {event.seconds:.2f}s"
 
 
 class _Reporter:
@@ -91,7 +148,15 @@ class _Reporter:
     def wants_output(self, replica: str) -> bool:
         if self.logs is None:
             return False
-        return not self.logs or replica in self.logs or self.services.get(replica) in self.logs
+        return not self.logs or replica in self.logs or self.service_of(replica) in self.logs
+
+    def service_of(self, replica: str) -> str:
+        """Its service; a replica a scale added (``w.3``) is not in the table made at the start."""
+        found = self.services.get(replica)
+        if found is not None:
+            return found
+        service, _, index = replica.rpartition(".")
+        return service if index.isdigit() else replica
 
     def event_line(self, event: Event) -> str | None:
         line = self.text.line(event)
@@ -142,7 +207,7 @@ class PlainReporter(_Reporter):
 
                 self._colour_console = Console(file=out, highlight=False, markup=False, soft_wrap=True)
             for line in text.splitlines():
-                self._colour_console.print(_prefixed(replica, self.services.get(replica, replica), line))
+                self._colour_console.print(_prefixed(replica, self.service_of(replica), line))
             return
         out.write("".join(f"{replica} | {line}\n" for line in text.splitlines()))
         out.flush()
@@ -211,7 +276,7 @@ class LiveReporter(_Reporter):
         text = self.redact(block.decode("utf-8", "replace"))
         if self._output_here:
             for line in text.splitlines():
-                self.console.print(_prefixed(replica, self.services.get(replica, replica), line), soft_wrap=True)
+                self.console.print(_prefixed(replica, self.service_of(replica), line), soft_wrap=True)
         else:
             sys.stdout.write("".join(f"{replica} | {line}\n" for line in text.splitlines()))
             sys.stdout.flush()

@@ -19,6 +19,7 @@ from ._redact import Redactor
 __all__ = [
     "Completed",
     "Degraded",
+    "EndpointsChanged",
     "Event",
     "EventLog",
     "EventSubscription",
@@ -29,7 +30,14 @@ __all__ = [
     "PhaseEnded",
     "PhaseStarted",
     "Ready",
+    "ReplicaAdded",
+    "ReplicaRemoved",
     "Restarting",
+    "RolloutEnded",
+    "RolloutStarted",
+    "RolloutStepped",
+    "ScaleEnded",
+    "ScaleStarted",
     "Spawned",
     "Stopped",
     "Stopping",
@@ -163,6 +171,90 @@ class Marked(Event):
 
     kind: ClassVar[str] = "mark"
     label: str
+
+
+@attrs.frozen(kw_only=True)
+class ScaleStarted(Event):
+    """``group.scale(service, n)`` began; about the whole service, so ``replica`` is empty."""
+
+    kind: ClassVar[str] = "scale_started"
+    replicas_before: int
+    replicas_after: int  #: asked for
+
+
+@attrs.frozen(kw_only=True)
+class ScaleEnded(Event):
+    """A scale is over: the new replicas are ready, or the removed ones stopped; or it was refused or
+    undone (``error``), and the service has the replicas it had before."""
+
+    kind: ClassVar[str] = "scale_ended"
+    replicas: int  #: the service's replicas now
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    seconds: float
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaAdded(Event):
+    """A scale-up planned a new replica (before it spawns): its ports and GPUs."""
+
+    kind: ClassVar[str] = "replica_added"
+    ports: dict[str, int] = attrs.field(factory=dict, hash=False)
+    gpus: tuple[int, ...] = ()
+    url: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaRemoved(Event):
+    """A replica left the service (scaled down, or an undone scale-up) once nothing of it was left."""
+
+    kind: ClassVar[str] = "replica_removed"
+
+
+@attrs.frozen(kw_only=True)
+class RolloutStarted(Event):
+    """``group.rolling_restart(service)`` began; about the whole service, so ``replica`` is empty."""
+
+    kind: ClassVar[str] = "rollout_started"
+    replicas: int
+    max_unavailable: int
+    min_ready: int  #: the floor it keeps: ready replicas never fewer than this
+    respecified: bool  #: onto a new plan (a new spec, or templates filled anew after a scale), not just restarts
+
+
+@attrs.frozen(kw_only=True)
+class RolloutStepped(Event):
+    """One replica of a rollout was restarted and is ready again (on the new spec, if any)."""
+
+    kind: ClassVar[str] = "rollout_stepped"
+    step: int  #: 1-based: how many replicas are done, this one included
+    of: int
+    seconds: float  #: from its stop signal until it was ready again
+
+
+@attrs.frozen(kw_only=True)
+class RolloutEnded(Event):
+    """A rollout is over: every replica rolled, or it stopped at a replica that failed (``error``); that
+    replica was put back on its previous spec (``rolled_back``), or left failed (``left_failed``)."""
+
+    kind: ClassVar[str] = "rollout_ended"
+    rolled: tuple[str, ...] = ()
+    seconds: float
+    error: str | None = None
+    rolled_back: tuple[str, ...] = ()
+    left_failed: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class EndpointsChanged(Event):
+    """A scale of ``source`` changed what ``service``'s templates fill to (``{source.urls}``, ...); it did
+    what its ``on_change`` says: ``none``, ``restart`` (a rolling restart follows) or ``signal``."""
+
+    kind: ClassVar[str] = "endpoints_changed"
+    source: str
+    action: str
+    error: str | None = None  #: its templates no longer fill (e.g. ``{decode.3.url}`` after a scale-down)
 
 
 class EventSubscription:

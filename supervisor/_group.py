@@ -17,7 +17,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from . import _supervision
 from ._conditions import StartConditions
+from ._endpoints import write_endpoints
 from ._errors import ConfigError, ServiceFailed
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_inventory import GpuInventory
@@ -45,7 +46,9 @@ from ._watchdog import Watchdog
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
 
+    from ._resources import PortAllocator
     from ._slurm_alloc import SlurmAllocation
+    from ._spec import Service
     from ._summary import RunSummary
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
@@ -100,6 +103,9 @@ class RunningTopology:
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
         self._restart_lock = anyio.Lock()
+        self._operation_lock = anyio.Lock()  #: one scale or rollout at a time
+        self._retired: list[Replica] = []  #: scaled away; kept for the final sweep and a kill
+        self._ports: PortAllocator | None = None  #: for replicas added while the run goes on
         self._stopping = False
         self._kill_now = False
         self._torn_down = anyio.Event()
@@ -273,10 +279,44 @@ class RunningTopology:
             self._all_done = anyio.Event()
         await _supervision.restart_set(self, targets, delay_seconds=0.0, reason="restart requested", wait=True)
 
+    async def scale(self, service: str, replicas: int) -> None:
+        """Run ``replicas`` replicas of ``service``: new ones get their own ports and GPUs and count once
+        ready (returns then); scaling down stops the highest-numbered ones, one after another, with their
+        grace. ``ConfigError`` when it cannot be done (GPUs, the plan shown; a fixed port; below
+        ``min_ready``): nothing started. A new replica that fails its start undoes the whole scale and
+        raises its ``ServiceFailed``; the run goes on. See ``_scaling``."""
+        from ._scaling import scale
+
+        await scale(self, service, replicas)
+
+    async def rolling_restart(
+        self,
+        service: str,
+        *,
+        max_unavailable: int = 1,
+        min_ready: int | None = None,
+        overrides: Mapping[str, str] | None = None,
+        service_spec: Service | None = None,
+    ) -> None:
+        """Restart ``service`` replica by replica (``max_unavailable`` at a time) on their own ports, never
+        below ``min_ready`` ready; on a new spec from ``overrides`` (``--set`` style, the file re-loaded) or
+        ``service_spec``. A replica that fails stops the rollout and goes back to its previous spec; the
+        others keep serving; its ``ServiceFailed`` says which and why. See ``_rollout``."""
+        from ._rollout import rolling_restart
+
+        await rolling_restart(
+            self,
+            service,
+            max_unavailable=max_unavailable,
+            min_ready=min_ready,
+            overrides=overrides,
+            service_spec=service_spec,
+        )
+
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
         self._kill_now = True
-        for replica in self.replicas:
+        for replica in [*self.replicas, *self._retired]:
             replica.kill_now()
         signal_processes([p for _, p in marked_processes(self.run_id).values()], signal.SIGKILL)
 
@@ -341,6 +381,7 @@ class RunningTopology:
         self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
         self._tell_watchdog_allocation()
         self._write_manifest()
+        write_endpoints(self.plan)
         register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
         tg.start_soon(self._keep_watchdog, name="keep watchdog")
         for service in self.plan.services:
@@ -375,17 +416,7 @@ class RunningTopology:
         for replica in targets:
             if self._stopping:  # teardown began while we were spawning
                 return
-            replica.settled = anyio.Event()
-            replica.restart_pending = False
-            replica.loop_scope = anyio.CancelScope()
-            try:
-                first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
-            except ServiceFailed as error:
-                _supervision.replica_failed(self, replica, error)
-                continue
-            self._tg.start_soon(
-                _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
-            )
+            self._launch(replica)
             await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
         self._write_manifest()  # pids on disk before anything else can go wrong
         self._conditions.set(name, "started")
@@ -394,6 +425,22 @@ class RunningTopology:
         if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
             self._conditions.set(name, "ready")
         _supervision.check_completed(self, name)
+
+    def _launch(self, replica: Replica) -> None:
+        """Spawn ``replica`` and hand it to its supervision loop; ``settled`` tells when it is ready once
+        (or failed)."""
+        assert self._tg is not None
+        replica.settled = anyio.Event()
+        replica.restart_pending = False
+        replica.loop_scope = anyio.CancelScope()
+        try:
+            first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
+        except ServiceFailed as error:
+            _supervision.replica_failed(self, replica, error)
+            return
+        self._tg.start_soon(
+            _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
+        )
 
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]
@@ -408,7 +455,7 @@ class RunningTopology:
         """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
         return {
             r.incarnation.process.pid: r.name
-            for r in self.replicas
+            for r in [*self.replicas, *self._retired]
             if r.incarnation is not None and not r.incarnation.process.reaped
         }
 
@@ -541,7 +588,7 @@ class RunningTopology:
             return [p for ps in (await self._members_by_replica()).values() for p in ps]
 
         self.leftovers = await sweep(find)
-        for replica in self.replicas:
+        for replica in [*self.replicas, *self._retired]:
             if replica.incarnation is not None:
                 replica.incarnation.process.reap()
 

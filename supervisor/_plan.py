@@ -22,7 +22,8 @@ import attrs
 from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuUnavailable, open_inventory
-from ._placement import ReplicaPlacement
+from ._placement import ClusterNode, ReplicaPlacement
+from ._placement_plan import PortBook, assign_nodes, replica_placement, task_templates
 from ._policy import BUILTIN_FATAL_PATTERNS
 from ._profile import PlannedProfile, plan_profile, profile_tool_hint
 from ._spec import (
@@ -38,7 +39,6 @@ from ._spec import (
     LogCheck,
     LogPolicy,
     Phase,
-    PortSpec,
     Probe,
     Profile,
     RestartPolicy,
@@ -61,7 +61,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\}")
-_SHARED_NAMES = ("run_dir", "python", "host")  #: templates that mean the same outside any service
+_SHARED_NAMES = ("run_dir", "python", "host", "endpoints")  #: templates that mean the same outside any service
 
 
 @attrs.frozen
@@ -121,6 +121,9 @@ class Plan:
     source: str | None = None
     strategy: str = "one_for_one"
     cluster: Cluster | None = None  #: the topology's ``cluster:``; None = this machine only
+    nodes: tuple[ClusterNode, ...] = ()  #: the allocation's nodes the replicas were placed on (rank order)
+    #: the spec it was planned from: a scale or a rollout plans new replicas from it (``_replan``)
+    topology: Topology | None = attrs.field(default=None, eq=False, repr=False)
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -170,11 +173,14 @@ def make_plan(
     which: Callable[[str, str | None], str | None] | None = None,
     check_executables: bool = True,
     gpus: GpuInventory | str | None = None,
+    nodes: Sequence[ClusterNode] | None = None,
 ) -> Plan:
     """Validate ``topology`` and resolve it; raises one ``ConfigError`` listing every problem.
 
     ``gpus`` is the node to assign GPUs on: an inventory, a simulated node such as ``"8x80GB"``, or None
-    for NVML (opened only when a service asks for GPUs; without it that is a ``ConfigError``)."""
+    for NVML (opened only when a service asks for GPUs; without it that is a ``ConfigError``).
+    ``nodes``: the allocation's nodes when the topology has a ``cluster:``; each replica then gets its
+    nodes (``ReplicaPlan.placement``, see ``_placement_plan``). Without them everything runs here."""
     from ._resources import PortAllocator
 
     low_ports = PortAllocator(HOST)  # ports that must stay below a limit (PortSpec.below)
@@ -196,26 +202,27 @@ def make_plan(
     services = {s.name: s for s in topology.services}
     order = _start_order(topology, problems)
     fixed = _check_ports(topology, problems)
+    on_nodes = tuple(nodes) if topology.cluster is not None and nodes is not None else None
+    where = assign_nodes(topology, order, on_nodes, problems.append) if on_nodes is not None else {}
     if problems:
         raise ConfigError(problems, source=topology.source)
 
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{topology.name}-{secrets.token_hex(3)}"
     run_dir = base / run_id
-    for port in fixed:
-        reserve_port(port)
-        low_ports.reserve(port)
-
-    def pick(port: PortSpec) -> int:
-        if port.number is not None:
-            return port.number
-        return low_ports.allocate_below(port.below) if port.below is not None else allocate_port()
-
+    book = PortBook(allocate_port, reserve_port, low_ports, fixed)
     ports: dict[str, list[dict[str, int]]] = {}
     for name in order:
         service = services[name]
-        ports[name] = [{p.name: pick(p) for p in service.ports} for _ in range(service.replicas)]
-    assigned = _assign_gpus([services[name] for name in order], gpus, problems)  # reported with the rest
-    skeletons = tuple(_service_plan(services[name], ports[name], topology.strategy, assigned) for name in order)
+        placed = where.get(name) or [None] * service.replicas
+        ports[name] = [
+            {p.name: book.pick(p, [n.address for n in placed[i] or ()]) for p in service.ports}
+            for i in range(service.replicas)
+        ]
+    here = [services[name] for name in order if not any(where.get(name) or ())]  # Slurm assigns the others
+    assigned = _assign_gpus(here, gpus, problems)  # reported with the rest
+    skeletons = tuple(
+        _service_plan(services[name], ports[name], topology.strategy, assigned, where.get(name)) for name in order
+    )
     shared = _shared_context(skeletons, run_dir)
     resolved = []
     for plan in skeletons:
@@ -226,7 +233,10 @@ def make_plan(
         resolved.append(attrs.evolve(plan, replicas=replicas))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
-    return Plan(topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster)
+    return Plan(
+        topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster,
+        on_nodes or (), topology,
+    )  # fmt: skip
 
 
 def _assign_gpus(
@@ -255,13 +265,20 @@ def _assign_gpus(
 
 
 def _service_plan(
-    service: Service, ports: list[dict[str, int]], strategy: str, gpus: Mapping[str, tuple[int, ...]]
+    service: Service,
+    ports: list[dict[str, int]],
+    strategy: str,
+    gpus: Mapping[str, tuple[int, ...]],
+    nodes: Sequence[tuple[ClusterNode, ...] | None] | None = None,
 ) -> ServicePlan:
     fatal = service.fatal + (tuple(BUILTIN_FATAL_PATTERNS.values()) if service.builtin_fatal else ())
+    per_node = service.gpus.per_replica if service.gpus is not None else 0
+    placements = [replica_placement(nodes[i] if nodes else None, per_node) for i in range(service.replicas)]
     return ServicePlan(
         service.name,
         tuple(
-            _skeleton(service, i, ports[i], gpus.get(_replica_name(service, i), ())) for i in range(service.replicas)
+            _skeleton(service, i, ports[i], gpus.get(_replica_name(service, i), ()), placements[i])
+            for i in range(service.replicas)
         ),
         service.depends_on,
         restart=service.restart,
@@ -337,7 +354,9 @@ def _replica_name(service: Service, index: int) -> str:
     return service.name if service.replicas == 1 else f"{service.name}.{index}"
 
 
-def _skeleton(service: Service, index: int, ports: dict[str, int], gpus: tuple[int, ...]) -> ReplicaPlan:
+def _skeleton(
+    service: Service, index: int, ports: dict[str, int], gpus: tuple[int, ...], placement: ReplicaPlacement | None
+) -> ReplicaPlan:
     argv = service.command if service.command else ("/bin/sh", "-c", service.shell or "")
     env = dict(service.env)
     if gpus:  # the user's own value, if any, wins (e.g. an engine that maps devices itself)
@@ -357,11 +376,14 @@ def _skeleton(service: Service, index: int, ports: dict[str, int], gpus: tuple[i
         alive=service.alive,
         gpus=gpus,
         metrics=service.metrics,
+        host=placement.leader.address if placement is not None else HOST,
+        placement=placement,
     )
 
 
 def _shared_context(services: Sequence[ServicePlan], run_dir: Path) -> dict[str, str]:
     context = {"run_dir": str(run_dir), "python": sys.executable, "host": HOST}
+    context["endpoints"] = str(run_dir / "endpoints.json")  # every service's replicas and URLs (_endpoints)
     for service in services:
         urls = [r.url for r in service.replicas if r.url]
         for replica in service.replicas:
@@ -387,7 +409,8 @@ def _resolve_replica(
     which: Callable[[str, str | None], str | None],
     check_files: bool,
 ) -> ReplicaPlan:
-    own = {"replica": str(replica.index), "replicas": str(service.replicas), "name": replica.name}
+    tasks = list(task_templates(replica.placement, replica.host))
+    own = {"replica": str(replica.index), "replicas": str(service.replicas), "name": replica.name, **tasks[0]}
     own["service"] = service.name
     if service.gpus is not None:
         own["gpus"] = ",".join(map(str, replica.gpus))
@@ -408,9 +431,9 @@ def _resolve_replica(
     cwd = fill(replica.cwd, "cwd") if replica.cwd else None
     ready = alive = None
     if replica.ready is not None:
-        ready = attrs.evolve(replica.ready, check=_resolve_check(replica.ready.check, fill, "ready"))
+        ready = attrs.evolve(replica.ready, check=_resolve_check(replica.ready.check, fill, "ready", replica.host))
     if replica.alive is not None:
-        alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill, "alive"))
+        alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill, "alive", replica.host))
     metrics = fill(replica.metrics, "metrics") if replica.metrics is not None else None
     resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive, metrics=metrics)
     if len(problems) == known_problems:  # a template left unfilled would only repeat the same problem
@@ -422,6 +445,13 @@ def _resolve_replica(
         wraps = resolved.profile is not None and resolved.profile.wraps
         if check_files and replica.index == 0 and wraps and which(tool, resolved.env.get("PATH", _path())) is None:
             problems.append(f"{where}, field 'profile.tool': '{tool}' not found on PATH; {profile_tool_hint(tool)}")
+    if replica.placement is not None:  # each task's command, with {host} and {node_rank} of its own node
+        later = [  # rank 0 already reported any template problem: the others have the same ones
+            tuple(fill_templates(arg, ChainMap(task, context), lambda _: None) for arg in replica.argv)
+            for task in tasks[1:]
+        ]
+        placement = attrs.evolve(replica.placement, argvs=(resolved.argv, *later))
+        resolved = attrs.evolve(resolved, placement=placement)
     return resolved
 
 
@@ -439,18 +469,18 @@ def _profiled(replica: ReplicaPlan, profile: Profile, run_dir: str) -> ReplicaPl
     return attrs.evolve(replica, argv=argv, env={**env, **replica.env}, stop=stop, profile=planned)
 
 
-def _resolve_check(check: Check, fill: Callable[[str, str], str], field: str) -> Check:
+def _resolve_check(check: Check, fill: Callable[[str, str], str], field: str, host: str = HOST) -> Check:
     if isinstance(check, HttpCheck):
         return attrs.evolve(check, url=fill(check.url, f"{field}.http"))
     if isinstance(check, TcpCheck):
         address = fill(check.address, f"{field}.tcp")
-        return TcpCheck(address if ":" in address else f"{HOST}:{address}")
+        return TcpCheck(address if ":" in address else f"{host}:{address}")
     if isinstance(check, LogCheck):
         return LogCheck(fill(check.pattern, f"{field}.log"))
     if isinstance(check, ExecCheck):
         return ExecCheck(tuple(fill(arg, f"{field}.exec") for arg in check.command))
     if isinstance(check, (AllOf, AnyOf)):
-        return type(check)(tuple(_resolve_check(inner, fill, field) for inner in check.checks))
+        return type(check)(tuple(_resolve_check(inner, fill, field, host) for inner in check.checks))
     assert isinstance(check, CallableCheck)
     return check
 

@@ -24,8 +24,9 @@ from ._yaml import read_value
 
 __all__ = ["PRESET_FIELDS", "topology_from_preset"]
 
-#: top-level fields a preset file may hold; ``name``, ``run_dir`` and ``strategy`` replace the builder's
-PRESET_FIELDS = ("preset", "vars", "name", "run_dir", "strategy")
+#: top-level fields a preset file may hold; ``name``, ``run_dir`` and ``strategy`` replace the builder's;
+#: ``cluster`` is read by ``_config`` (like ``--set cluster.*``), so the builders never see it
+PRESET_FIELDS = ("preset", "vars", "name", "run_dir", "strategy", "cluster")
 
 
 def topology_from_preset(
@@ -40,7 +41,7 @@ def topology_from_preset(
     if unknown:
         raise ConfigError(
             [f"top level: '{key}' is not allowed beside preset:{suggest(key, PRESET_FIELDS, 0.6)}" for key in unknown]
-            + ["(a preset file holds preset:, vars:, and optionally name:, run_dir:, strategy:)"],
+            + ["(a preset file holds preset:, vars:, and optionally name:, run_dir:, strategy:, cluster:)"],
             source=source,
         )
     name = data["preset"]

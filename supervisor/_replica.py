@@ -156,9 +156,21 @@ class Replica:
         self.budget = RestartBudget(service.restart)
         self.held = False  #: stopped on request: no pending start or restart may spawn it again
         self.restart_pending = False  #: part of a strategy restart already under way
+        #: on trial (added by a scale, or rolled): until it is ready, a failure ends the operation that
+        #: started it, not the run, and it is not restarted
+        self.trial = False
+        self.failure: ServiceFailed | None = None  #: why it was given up on, once it was
         self.settled = anyio.Event()  #: ready once, completed, or failed for good
         self.loop_scope: anyio.CancelScope | None = None
         self._fatal = compile_fatal(service.fatal, builtin=False)  # the plan added the built-ins
+        self._phases = compile_phases(service.phases)
+
+    def respec(self, plan: ReplicaPlan, service: ServicePlan) -> None:
+        """A rolling restart's new spec (or the previous one back): its next incarnation runs ``plan``."""
+        self.plan = plan
+        self.service_plan = service
+        self.budget = RestartBudget(service.restart)
+        self._fatal = compile_fatal(service.fatal, builtin=False)
         self._phases = compile_phases(service.phases)
 
     @property

@@ -22,6 +22,10 @@ class PortAllocator:
     def reserve(self, port: int) -> None:
         self._taken.add(port)
 
+    def taken(self, port: int) -> bool:
+        """Whether ``port`` was handed out or reserved already."""
+        return port in self._taken
+
     def allocate(self) -> int:
         for _ in range(1000):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

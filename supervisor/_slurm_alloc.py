@@ -199,7 +199,4 @@ def plan_in(topology: Topology, allocation: SlurmAllocation | None, **options: A
     """``make_plan`` with the allocation's nodes (which node each replica gets, ``{host}``...)."""
     from ._plan import make_plan
 
-    if allocation is None:
-        return make_plan(topology, **options)
-    nodes: dict[str, Any] = {"nodes": allocation.nodes}
-    return make_plan(topology, **nodes, **options)
+    return make_plan(topology, nodes=allocation.nodes if allocation is not None else None, **options)

@@ -20,7 +20,7 @@ from ._records.schema import Manifest, ReplicaEntry, ServiceEntry, StopEntry, Su
 from ._redact import Redactor
 from ._summary import ServiceShape, summarize
 
-__all__ = ["RunView", "manifest_of", "redactor_of", "summary_of"]
+__all__ = ["RunView", "forget_redactor", "manifest_of", "redactor_of", "summary_of"]
 
 
 class _ReplicaView(Protocol):
@@ -75,6 +75,11 @@ def redactor_of(group: RunView) -> Redactor:
         redactor = Redactor.from_environments(group.base_env, *(r.plan.env for r in group.replicas))
         _REDACTORS[group] = redactor
     return redactor
+
+
+def forget_redactor(group: object) -> None:
+    """The services' env changed (a rolling restart's new spec): the next ``redactor_of`` reads it again."""
+    _REDACTORS.pop(group, None)
 
 
 def manifest_of(group: RunView) -> Manifest:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._units import parse_duration, parse_size
+from ._units import parse_duration, parse_size, slurm_time
 
 __all__ = [
     "AllOf",
@@ -392,11 +392,32 @@ def _profile(value: object) -> Profile | None:
 
 @attrs.frozen
 class Placement:
-    """Where a service's replicas run in a cluster allocation (``placement:`` in YAML)."""
+    """Where a service's replicas run in a cluster allocation (``placement:`` in YAML).
+
+    ``node`` with ``nodes`` > 1 pins each replica to nodes ``node .. node + nodes - 1``. Without a
+    ``cluster:`` a placement is ignored: the topology runs on this machine as written.
+    """
 
     node: int | None = None  #: pin every replica to this node index of the allocation
     nodes: int = 1  #: nodes per replica: one ``srun`` step with one task per node
     local: bool = False  #: run on the supervisor's own machine (``placement: local``)
+
+
+def _placement(value: object) -> Placement | None:
+    """``Service(placement="local")`` as in YAML; anything else is checked by plan."""
+    if isinstance(value, str) and value == "local":
+        return Placement(local=True)
+    return value  # type: ignore[return-value]
+
+
+def _lenient_slurm_time(value: object) -> str | None:
+    """``2h`` -> ``2:00:00`` in code as in YAML; a value that is no time limit is kept for plan to report."""
+    if value is None:
+        return None
+    try:
+        return slurm_time(value)
+    except ValueError:
+        return value  # type: ignore[return-value]
 
 
 @attrs.frozen
@@ -406,7 +427,8 @@ class SlurmCluster:
     nodes: int = 1
     partition: str | None = None
     account: str | None = None
-    time: str | None = None  #: Slurm's own time format (``2:00:00``, ``2h`` is converted when parsed)
+    #: Slurm's own time format (``2:00:00``); ours (``2h``, ``90m``) is converted
+    time: str | None = attrs.field(default=None, converter=_lenient_slurm_time)
     qos: str | None = None
     constraint: str | None = None
     extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)  #: more ``salloc`` arguments, verbatim
@@ -417,6 +439,46 @@ class Cluster:
     """Where the topology runs beyond this machine; today only Slurm."""
 
     slurm: SlurmCluster | None = None
+
+
+def _cluster(value: object) -> Cluster | None:
+    """``Topology(cluster=SlurmCluster(nodes=4))`` or ``cluster="slurm"`` as shorthands of ``Cluster``."""
+    if isinstance(value, SlurmCluster):
+        return Cluster(slurm=value)
+    if isinstance(value, str) and value == "slurm":
+        return Cluster(slurm=SlurmCluster())
+    return value  # type: ignore[return-value]
+
+
+ON_CHANGE_ACTIONS: tuple[str, ...] = ("none", "restart", "signal")
+
+
+@attrs.frozen
+class OnChange:
+    """What a running service does when the endpoints of another service change (a scale added or removed
+    replicas) and it follows them: its templates (``{decode.urls}``, ...) would now be filled differently,
+    or it depends on that service (and may read ``endpoints.json``).
+
+    ``none`` (the default): it keeps what it was started with (a restart would drop its in-flight work; opt
+    in). ``restart``: its replicas are restarted one at a time (a rolling restart) with the templates filled
+    again. ``signal``: ``signal`` (e.g. SIGHUP) goes to each replica's main process once
+    ``<run_dir>/endpoints.json`` (``{endpoints}``) lists the new set, for a program that re-reads it.
+    """
+
+    action: str = "none"  #: none, restart or signal
+    signal: str | None = attrs.field(default=None, converter=attrs.converters.optional(_signal_name))
+
+
+def _on_change(value: object) -> OnChange:
+    if isinstance(value, OnChange):
+        return value
+    if value is None:
+        return OnChange()
+    if isinstance(value, str):
+        return OnChange(action=value)
+    if isinstance(value, Mapping) and set(value) == {"signal"}:
+        return OnChange(action="signal", signal=value["signal"])
+    raise TypeError(f"expected none, restart or {{signal: SIGHUP}} (an OnChange), got {value!r}")
 
 
 @attrs.frozen
@@ -447,7 +509,9 @@ class Service:
     #: ``group.snapshot_metrics(label)`` saves for each running replica
     metrics: str | None = None
     #: on a cluster: where each replica runs (None = spread round-robin over the allocation's nodes)
-    placement: Placement | None = None
+    placement: Placement | None = attrs.field(default=None, converter=_placement)
+    #: when another service's endpoints that its templates use change (a scale): none, restart or a signal
+    on_change: OnChange = attrs.field(factory=OnChange, converter=_on_change)
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:
@@ -465,4 +529,6 @@ class Topology:
     run_dir: str | None = None  #: parent of the per-run directories; default: the user's state dir
     strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)
-    cluster: Cluster | None = None  #: absent: every service runs on this machine
+    cluster: Cluster | None = attrs.field(default=None, converter=_cluster)  #: absent: all runs on this machine
+    #: the ``--set`` overrides it was loaded with (a rolling restart re-loads ``source`` with them and its own)
+    overrides: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False, hash=False)

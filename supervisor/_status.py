@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Mapping
 
 import attrs
 
@@ -20,6 +21,8 @@ from ._events import (
     Failed,
     PhaseStarted,
     Ready,
+    ReplicaAdded,
+    ReplicaRemoved,
     Restarting,
     Spawned,
     Stopped,
@@ -126,11 +129,7 @@ class StatusBoard:
                 self._patterns[service.name, phase.name] = re.compile(phase.pattern, re.MULTILINE)
             phases = tuple(phase.name for phase in service.phases)
             for replica in service.replicas:
-                ports = replica.ports
-                # the first port bare (the one {port} and url use), the others by name
-                shown = " ".join(
-                    str(port) if i == 0 else f"{name}={port}" for i, (name, port) in enumerate(ports.items())
-                )
+                shown = _shown_ports(replica.ports)
                 deadline = replica.ready.ready_timeout + replica.ready.initial_delay_seconds if replica.ready else None
                 self._rows[replica.name] = ReplicaStatus(
                     name=replica.name,
@@ -163,6 +162,10 @@ class StatusBoard:
                 row.log_fraction = found[0]
 
     def on_event(self, event: Event) -> None:
+        if isinstance(event, (ReplicaAdded, ReplicaRemoved)):
+            with self._lock:
+                self._resize(event)
+            return
         row = self._rows.get(event.replica)
         if row is None:
             return
@@ -171,6 +174,26 @@ class StatusBoard:
                 self._begin_phase(row, event.phase)
             else:
                 _apply(row, event)
+
+    def _resize(self, event: ReplicaAdded | ReplicaRemoved) -> None:
+        """A scale added a replica (a row after its service's others, shaped like them) or removed one."""
+        if isinstance(event, ReplicaRemoved):
+            self._rows.pop(event.replica, None)
+            return
+        siblings = [row for row in self._rows.values() if row.service == event.service]
+        like = siblings[0] if siblings else None
+        row = ReplicaStatus(
+            name=event.replica,
+            service=event.service,
+            ports=_shown_ports(event.ports),
+            gpus=tuple(event.gpus),
+            deadline_seconds=like.deadline_seconds if like is not None else None,
+            phases=like.phases if like is not None else (),
+        )
+        rows = list(self._rows.values())
+        at = rows.index(siblings[-1]) + 1 if siblings else len(rows)
+        rows.insert(at, row)
+        self._rows = {r.name: r for r in rows}
 
     def _begin_phase(self, row: ReplicaStatus, phase: str) -> None:
         """The phase watch reads a block just after us: the block's progress counts for the new phase
@@ -186,6 +209,11 @@ class StatusBoard:
         row.phase_index = row.phases.index(phase)
         if not keep:
             row.log_fraction = None
+
+
+def _shown_ports(ports: Mapping[str, int]) -> str:
+    """The first port bare (the one ``{port}`` and ``url`` use), the others by name."""
+    return " ".join(str(port) if i == 0 else f"{name}={port}" for i, (name, port) in enumerate(ports.items()))
 
 
 def _apply(row: ReplicaStatus, event: Event) -> None:

@@ -96,6 +96,9 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
     if group._stopping:  # teardown began meanwhile (the scan above runs in a thread a cancel cannot
         return False  # interrupt) and has stopped this replica: its exit is no longer ours to judge
     incarnation.fatal_line = replica.find_fatal_line(incarnation)
+    if replica.trial:  # the operation that started it judges, at once: no restart, no backoff
+        replica_failed(group, replica, _trial_error(replica, ending))
+        return False
     decision = decide(
         replica.service_plan.restart,
         replica.budget,
@@ -278,11 +281,26 @@ async def restart_set(
                     group._tg.start_soon(group._start_service, name, subset)
 
 
+def _trial_error(replica: Replica, ending: _Ending) -> ServiceFailed:
+    error_type = ReadinessTimeout if ending.timed_out else ServiceFailed
+    return error_type(
+        replica.name,
+        ending.why,
+        log_tail=replica.log_tail(),
+        log_path=str(replica.log_path),
+        exit_code=ending.exit_code,
+    )
+
+
 def replica_failed(group: RunningTopology, replica: Replica, error: ServiceFailed) -> None:
-    """A replica is lost for good: degrade if the service keeps its quorum, else fail the run."""
+    """A replica is lost for good: degrade if the service keeps its quorum, else fail the run. A replica
+    on trial only records why: the operation that started it decides what follows."""
     failed = Failed(replica=replica.name, service=replica.service, reason=error.reason)
+    replica.failure = error
     replica.transition(ReplicaState.FAILED, failed, group.emit)
     replica.settled.set()
+    if replica.trial:
+        return
     service = group._services[replica.service]
     min_ready = replica.service_plan.min_ready
     if min_ready is not None:

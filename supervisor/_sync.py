@@ -15,7 +15,7 @@ import concurrent.futures
 import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._metrics import MetricsSnapshot
     from ._plan import Plan
     from ._replica import Replica, ServiceHandle
-    from ._spec import Topology
+    from ._spec import Service, Topology
 
 __all__ = ["SyncTopology", "launch_sync"]
 
@@ -151,6 +151,32 @@ class SyncTopology:
     def restart(self, name: str) -> None:
         """Restart a service or one replica; returns once it is ready again."""
         self._call_async(self._group.restart, name)
+
+    def scale(self, service: str, replicas: int) -> None:
+        """Run ``replicas`` replicas of ``service``; returns once the new ones are ready or the removed
+        ones stopped (see ``RunningTopology.scale``)."""
+        self._call_async(self._group.scale, service, replicas)
+
+    def rolling_restart(
+        self,
+        service: str,
+        *,
+        max_unavailable: int = 1,
+        min_ready: int | None = None,
+        overrides: Mapping[str, str] | None = None,
+        service_spec: Service | None = None,
+    ) -> None:
+        """Restart ``service`` replica by replica, keeping ``min_ready`` ready (see
+        ``RunningTopology.rolling_restart``); returns once every replica is ready again."""
+        call = functools.partial(
+            self._group.rolling_restart,
+            service,
+            max_unavailable=max_unavailable,
+            min_ready=min_ready,
+            overrides=overrides,
+            service_spec=service_spec,
+        )
+        self._call_async(call)
 
     def stop(self, name: str | None = None) -> None:
         """Stop one service or replica, or, without a name, tear everything down now."""

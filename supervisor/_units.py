@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_duration", "parse_size"]
+__all__ = ["parse_duration", "parse_size", "slurm_time"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|us|µs)?\s*$")
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+#: Slurm's own time formats: M:S, H:M:S, D-H, D-H:M, D-H:M:S (a bare number is refused: see slurm_time)
+_SLURM_TIME = re.compile(r"^(\d+:\d+(:\d+)?|\d+-\d+(:\d+){0,2})$")
+_SLURM_UNLIMITED = ("UNLIMITED", "INFINITE")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([KMGT]i?B|B|[KMGT])?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "k": 1000, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "m": 1000**2, "g": 1000**3,
@@ -44,3 +47,43 @@ def parse_size(value: object) -> int:
     if size < 0:
         raise ValueError(f"a size cannot be negative, got {value!r}")
     return size
+
+
+def slurm_time(value: object) -> str:
+    """A time limit in Slurm's format (``2:00:00``, ``1-12:00:00``) from ours (``2h``, ``90m``) or Slurm's.
+
+    A bare number is refused: Slurm reads ``30`` as minutes, topovisor's durations read it as seconds;
+    one of them would be surprised. Our durations are rounded up to whole seconds.
+    """
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and (_SLURM_TIME.match(text) or text.upper() in _SLURM_UNLIMITED):
+        return text
+    if isinstance(text, bool):
+        raise ValueError(f"expected a time limit such as 2h, 90m or Slurm's 2:00:00, got {value!r}")
+    if isinstance(text, (int, float)) or (isinstance(text, str) and _is_number(text)):
+        raise ValueError(
+            f"{value!r} is ambiguous (Slurm reads a bare number as minutes, topovisor as seconds): "
+            f"write {text}m, {text}s or Slurm's H:MM:SS"
+        )
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"expected a time limit such as 2h, 90m or Slurm's 2:00:00 / 1-12:00:00, got {value!r}"
+        ) from None
+    whole = -int(-seconds // 1)  # rounded up: a limit is never shortened
+    if whole <= 0:
+        raise ValueError(f"a time limit must be more than 0, got {value!r}")
+    days, rest = divmod(whole, 86400)
+    hours, minutes, secs = rest // 3600, rest % 3600 // 60, rest % 60
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from ._cluster_spec import check_cluster
 from ._gpu_assign import check_gpu_request
 from ._profile import check_profile
 from ._spec import (
     CONDITIONS,
+    ON_CHANGE_ACTIONS,
     STRATEGIES,
     AllOf,
     AnyOf,
@@ -42,7 +44,10 @@ __all__ = ["MAX_REPLICAS", "check_replica", "check_run_dir", "check_topology", "
 MAX_REPLICAS = 10_000  #: per service; more is almost surely a typo, and planning stays fast below it
 MAX_SECONDS = 366 * 24 * 3600.0  #: any duration longer than a year is a mistake (and overflows timers)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
-_RESERVED_PORT_NAMES = ("url", "host", "replica", "replicas", "name", "service", "run_dir", "python", "profile_dir")
+_RESERVED_PORT_NAMES = (
+    "url", "host", "replica", "replicas", "name", "service", "run_dir", "python", "profile_dir",
+    "node_rank", "nnodes", "leader_host",
+)  # fmt: skip
 _POLICIES = ("no", "on-failure", "always")
 
 Report = Callable[[str], None]
@@ -118,6 +123,19 @@ def check_topology(topology: Topology, report: Report) -> None:
     by_name = {s.name: s for s in topology.services}
     for service in topology.services:
         _check_service(service, f"service '{service.name}'", names, by_name, report)
+    check_cluster(topology, report)
+
+
+def _check_on_change(service: Service, where: str, report: Report) -> None:
+    on_change = service.on_change
+    field = f"{where}, field 'on_change'"
+    if on_change.action not in ON_CHANGE_ACTIONS:
+        hint = suggest(str(on_change.action), list(ON_CHANGE_ACTIONS))
+        report(f"{field}: must be none, restart or {{signal: SIGHUP}}, got {on_change.action!r}{hint}")
+    elif on_change.action == "signal" and on_change.signal is None:
+        report(f"{field}: signal needs the signal to send, e.g. {{signal: SIGHUP}}")
+    elif on_change.action != "signal" and on_change.signal is not None:
+        report(f"{field}: a signal ({on_change.signal}) goes with the action signal, not {on_change.action}")
 
 
 def _check_service(
@@ -183,6 +201,7 @@ def _check_service(
         report(f"{where}, field 'builtin_fatal': expected true or false")
     if service.strategy is not None and service.strategy not in STRATEGIES:
         report(f"{where}, field 'strategy': must be one of {', '.join(STRATEGIES)}")
+    _check_on_change(service, where, report)
     _check_restart(service.restart, f"{where}, field 'restart", report)
     _check_stop(service.stop, f"{where}, field 'stop", report)
     if (

@@ -14,16 +14,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 import pytest
 
-from supervisor._placement import ClusterNode, ReplicaPlacement
-from supervisor._plan import Plan
-
-__all__ = ["SlurmCluster", "place", "slurm", "slurm_cluster"]
+__all__ = ["SlurmCluster", "slurm", "slurm_cluster"]
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "slurm-cluster"
 FREEZER = Path("/sys/fs/cgroup/freezer")
@@ -130,25 +127,3 @@ def slurm(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Itera
         slurm_cluster.cancel_all()
         slurm_cluster.wait_clean()
         pytest.fail(f"left on the Slurm cluster after the test: queue {queue}, task pids {tasks}")
-
-
-# ----- placing a plan by hand (the planner's ``nodes=`` does this once it lands) --------------------------
-def place(plan: Plan, nodes: Sequence[ClusterNode], spans: Mapping[str, int] | None = None) -> Plan:
-    """``plan`` with every replica placed on ``nodes``, round-robin; ``spans[service]`` nodes per replica
-    of that service, whose tasks get ``--rank I`` appended (a per-node command, as ``{node_rank}`` gives)."""
-    spans = spans or {}
-    services = []
-    next_node = 0
-    for service in plan.services:
-        replicas = []
-        for replica in service.replicas:
-            count = spans.get(service.name, 1)
-            chosen = tuple(nodes[(next_node + i) % len(nodes)] for i in range(count))
-            next_node += count
-            argvs = (
-                tuple((*replica.argv, "--rank", str(rank)) for rank in range(count)) if count > 1 else (replica.argv,)
-            )
-            placement = ReplicaPlacement(chosen, argvs)
-            replicas.append(attrs.evolve(replica, host=chosen[0].address, placement=placement))
-        services.append(attrs.evolve(service, replicas=tuple(replicas)))
-    return attrs.evolve(plan, services=tuple(services))

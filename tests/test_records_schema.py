@@ -92,3 +92,23 @@ def test_the_watchdog_imports_no_anyio() -> None:
 
 def test_the_mark_names_are_the_ones_the_spawner_sets() -> None:
     assert (_marks.RUN_ID_ENV, _marks.REPLICA_ENV) == (_process.RUN_ID_ENV, _process.REPLICA_ENV)  # one definition
+
+
+def test_every_event_kind_is_distinct_and_its_line_is_json() -> None:
+    """events.jsonl tells events apart by ``event``: one kind per class; the live operations' events (tuples,
+    mappings) serialise as JSON lines too."""
+    from supervisor import _events
+
+    classes = [getattr(_events, name) for name in _events.__all__]
+    kinds = [cls.kind for cls in classes if isinstance(cls, type) and issubclass(cls, sv.Event) and cls is not sv.Event]
+    assert len(kinds) == len(set(kinds)) and {"scale_started", "rollout_stepped", "endpoints_changed"} <= set(kinds)
+    samples = [
+        sv.ReplicaAdded(replica="w.2", service="w", ports={"port": 1}, gpus=(0, 1), url="http://127.0.0.1:1"),
+        sv.ScaleEnded(replica="", service="w", replicas=3, added=("w.2",), seconds=0.1),
+        sv.RolloutEnded(replica="", service="w", seconds=1.0, error="x", rolled_back=("w.0",)),
+        sv.EndpointsChanged(replica="", service="r", source="w", action="restart"),
+    ]
+    for event in samples:
+        line = json.loads(json.dumps(event.to_json()))
+        assert line["event"] == event.kind and line["service"] == event.service
+    assert json.loads(json.dumps(samples[0].to_json()))["gpus"] == [0, 1]

@@ -7,16 +7,18 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 import supervisor as sv
 from supervisor._events import Exited, Stopped
 from supervisor._plan import Plan, make_plan
 from supervisor._slurm_alloc import SlurmAllocation
+from supervisor._spec import Cluster, Placement
 from supervisor._spec import SlurmCluster as SlurmSpec
 
 from .helpers import PROGRAMS, PYTHON, wait_until
-from .slurm import SlurmCluster, place
+from .slurm import SlurmCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
 
@@ -50,8 +52,10 @@ def records(record: Path) -> dict[str, dict[str, object]]:
     return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(record.glob("*.json"))}
 
 
-def planned(topology: sv.Topology, runs_dir: Path, allocation: SlurmAllocation, **spans: int) -> Plan:
-    return place(make_plan(topology, runs_dir=runs_dir), allocation.nodes, spans)
+def planned(topology: sv.Topology, runs_dir: Path, allocation: SlurmAllocation) -> Plan:
+    """Planned on the allocation's nodes, as ``supervisor run`` does for ``cluster: {slurm: ...}``."""
+    on_cluster = attrs.evolve(topology, cluster=Cluster(slurm=SlurmSpec(nodes=len(allocation.nodes))))
+    return make_plan(on_cluster, runs_dir=runs_dir, nodes=allocation.nodes)
 
 
 async def test_replicas_land_on_distinct_nodes_and_are_probed_by_host(
@@ -75,8 +79,8 @@ async def test_a_two_node_replica_is_one_step_with_two_tasks(
     runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation
 ) -> None:
     """placement over 2 nodes: one step, one task per node, each with its own command (rank) and node."""
-    topology = sv.Topology(name="span", services=[task_service("engine", tmp_path)])
-    plan = planned(topology, runs_dir, allocation, engine=2)
+    service = task_service("engine", tmp_path, "--rank", "{node_rank}", placement=Placement(nodes=2))
+    plan = planned(sv.Topology(name="span", services=[service]), runs_dir, allocation)
     async with sv.launch(plan, _allocation=allocation):
         wait_until(lambda: len(records(tmp_path)) == 2)  # ready = the leader answers; the other starts too
         seen = records(tmp_path)
@@ -92,8 +96,18 @@ async def test_stop_signal_reaches_every_task_through_slurm(
 ) -> None:
     """Teardown: each task gets the stop signal (not SIGKILL), finishes its handler, and srun exits with
     the tasks' own code 0: nothing is killed."""
-    service = task_service("web", tmp_path, "--term-delay", "0.3", replicas=2, stop=sv.StopPolicy(grace_seconds=20))
-    plan = planned(sv.Topology(name="stop", services=[service]), runs_dir, allocation, web=2)
+    service = task_service(
+        "web",
+        tmp_path,
+        "--rank",
+        "{node_rank}",
+        "--term-delay",
+        "0.3",
+        replicas=2,
+        placement=Placement(nodes=2),
+        stop=sv.StopPolicy(grace_seconds=20),
+    )
+    plan = planned(sv.Topology(name="stop", services=[service]), runs_dir, allocation)
     async with sv.launch(plan, _allocation=allocation) as group:
         pass
     history = group.event_history

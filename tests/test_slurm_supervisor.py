@@ -22,6 +22,7 @@ from .slurm import SlurmCluster
 pytestmark = pytest.mark.slurm
 
 DRIVER = str(PROGRAMS / "slurm_driver.py")
+TASK = str(PROGRAMS / "slurm_task.py")
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -125,3 +126,53 @@ def test_gc_cancels_the_allocation_of_a_dead_run(slurm: SlurmCluster, tmp_path: 
     )
     assert gc.returncode == 0, gc.stderr
     assert slurm.wait_clean() == ([], [])
+
+
+def test_supervisor_run_on_the_cluster_exits_with_the_commands_code(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """``supervisor run FILE -- CMD`` with ``cluster: {slurm: {nodes: 4}}``: salloc, 4 replicas on 4 nodes,
+    CMD reaches each by its URL, and the run exits with CMD's code, its allocation cancelled."""
+    topology = tmp_path / "topo.yaml"
+    topology.write_text(
+        json.dumps(
+            {
+                "name": "clirun",
+                "cluster": {"slurm": {"nodes": 4, "time": "5m"}},
+                "services": {
+                    "web": {
+                        "command": [PYTHON, TASK, str(tmp_path), "web.{replica}", "--port", "{port}"],
+                        "ports": ["port"],
+                        "replicas": 4,
+                        "ready": {"http": "http://{host}:{port}/"},
+                    }
+                },
+            }
+        )
+    )
+    fetch = (
+        "import os, sys, urllib.request; urls = os.environ['TOPOVISOR_WEB_URLS'].split(','); "
+        "[urllib.request.urlopen(u, timeout=10).read() for u in urls]; sys.exit(len(urls) + 3)"
+    )
+    env = {**slurm.env, "PYTHONPATH": ROOT}
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "supervisor",
+            "run",
+            "-q",
+            str(topology),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--",
+            PYTHON,
+            "-c",
+            fetch,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 7, result.stderr
+    nodes = sorted(json.loads(p.read_text())["node"] for p in tmp_path.glob("web.*.json"))
+    assert nodes == list(slurm.nodes)

@@ -2,8 +2,8 @@
 
     slurm_driver.py RECORD_DIR RUNS_DIR REPLICAS [--once] [--term-delay S]
 
-Takes the allocation as ``supervisor run`` does (the caller's own under sbatch, else ``salloc``), places
-REPLICAS test tasks one per node (by hand, as the planner's ``nodes=`` will), prints
+Takes the allocation as ``supervisor run`` does (the caller's own under sbatch, else ``salloc``), plans
+REPLICAS test tasks on its nodes (round-robin: one per node), prints
 ``ready <run_dir> <job id> owned=<bool>`` once all are ready, then supervises until a signal
 (``--once``: stops at once). Exits 128+N after signal N, as the CLI does.
 """
@@ -20,7 +20,6 @@ from supervisor._plan import make_plan
 from supervisor._runner import supervise
 from supervisor._slurm_alloc import allocation_for
 from supervisor._spec import Cluster, SlurmCluster
-from tests.slurm import place
 
 TASK = str(Path(__file__).with_name("slurm_task.py"))
 
@@ -40,7 +39,7 @@ def main() -> int:
     topology = sv.Topology(name="driven", services=[service], cluster=Cluster(slurm=SlurmCluster(nodes=4)))
     allocation = allocation_for(topology)
     assert allocation is not None
-    plan = place(make_plan(topology, runs_dir=runs_dir), allocation.nodes)
+    plan = make_plan(topology, runs_dir=runs_dir, nodes=allocation.nodes)
 
     async def body(group: sv.RunningTopology) -> None:
         print(f"ready {group.run_dir} {allocation.job_id} owned={allocation.owned}", flush=True)

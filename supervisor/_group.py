@@ -329,6 +329,13 @@ class RunningTopology:
 
         return SlurmLauncher(self.allocation, plan.placement)
 
+    def relocate(self, replica: Replica) -> None:
+        """Move ``replica`` off cluster nodes that went down (``_node_loss``); the run's plan follows."""
+        if self.allocation is not None and replica.plan.placement is not None:
+            from ._node_loss import relocate
+
+            relocate(self, self._services[replica.service], replica, self.allocation)
+
     def emit(self, event: Event) -> None:
         self._events.emit(event)
 

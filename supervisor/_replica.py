@@ -89,6 +89,8 @@ class ReplicaHost(Protocol):
 
     def launcher_for(self, plan: ReplicaPlan) -> Launcher: ...  #: this machine, or the replica's nodes
 
+    def relocate(self, replica: Replica) -> None: ...  #: off cluster nodes that went down, before a restart
+
     def emit(self, event: Event) -> None: ...
 
     def start_shielded(self, task: Callable[[], Awaitable[None]], name: str) -> None: ...
@@ -268,6 +270,8 @@ class Replica:
     # ----- spawn ----------------------------------------------------------------------------------
     def spawn(self, host: ReplicaHost) -> Incarnation:
         """Start a new incarnation; its readiness runner subscribes before the first byte is read."""
+        if self.incarnation is not None and self.plan.placement is not None:
+            host.relocate(self)  # a node of its step may have gone down with the last incarnation
         plan = self.plan
         env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))

@@ -30,10 +30,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import anyio
+import anyio.to_thread
+
 from ._marks import REPLICA_ENV, RUN_ID_ENV
 from ._placement import ReplicaPlacement
 from ._process import ChildProcess
-from ._slurm_alloc import SlurmAllocation
+from ._slurm_alloc import SlurmAllocation, SlurmError, job_nodelist
 
 __all__ = ["SlurmLauncher", "SlurmStep", "srun_argv"]
 
@@ -121,16 +124,21 @@ class SlurmLauncher:
         srun_env = step_environment(env)
         argv = srun_argv(self.allocation, self.placement, step_name, cwd)
         child = ChildProcess.spawn(argv, srun_env, None, preexec_fn=_die_with(os.getpid()))
-        return SlurmStep(child, self.allocation.job_id, step_name, srun_env)
+        nodes = [node.name for node in self.placement.nodes]
+        return SlurmStep(child, self.allocation.job_id, step_name, srun_env, nodes)
 
 
 class SlurmStep:
     """A running step, through its local ``srun``: the runtime's ``LaunchedProcess``."""
 
-    def __init__(self, child: ChildProcess, job_id: str, step_name: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, child: ChildProcess, job_id: str, step_name: str, env: Mapping[str, str], nodes: Sequence[str] = ()
+    ) -> None:
         self.child = child
         self.job_id = job_id
         self.step_name = step_name
+        self.nodes = tuple(nodes)  #: Slurm's names of the step's nodes
+        self._signalled = False  #: we asked it to stop: its exit is ours, not a node's failure
         self._env = dict(env)
         self._step_id: str | None = None
         self._scancels: list[subprocess.Popen[bytes]] = []
@@ -152,9 +160,20 @@ class SlurmStep:
         return self.child.reaped
 
     async def wait(self) -> int:
+        """srun's exit code: the tasks' own; killed by SIGKILL when a node of the step left the job
+        (a node failure, which srun may report as 0 when the tasks exited on the signal it sent)."""
         code = await self.child.wait()
         self._scancels = [p for p in self._scancels if p.poll() is None]
+        if code == 0 and not self._signalled and await anyio.to_thread.run_sync(self._lost_a_node):
+            return -signal.SIGKILL
         return code
+
+    def _lost_a_node(self) -> bool:
+        try:
+            names = set(job_nodelist(self.job_id, self._env))
+        except SlurmError:
+            return False  # the job is gone: its end is reported elsewhere
+        return any(node not in names for node in self.nodes)
 
     def step_id(self) -> str | None:
         """``J.S``, looked up by the step's name (cached); None while srun has not registered it, or
@@ -192,6 +211,7 @@ class SlurmStep:
         """Every task of the step gets ``signum`` through Slurm; SIGKILL also ends srun (not its shepherd)."""
         if self.child.reaped:
             return
+        self._signalled = True
         step = self.step_id() if self.child.returncode is None else self._step_id
         if step is not None:
             argv = ["scancel", step] if signum == signal.SIGKILL else ["scancel", "-s", str(int(signum)), step]

@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     from ._plan import Plan
     from ._spec import Topology
 
-__all__ = ["SlurmAllocation", "SlurmError", "allocation_for", "cancel_job", "plan_in", "salloc_argv"]
+__all__ = [
+    "SlurmAllocation",
+    "SlurmError",
+    "allocation_for",
+    "cancel_job",
+    "job_nodelist",
+    "plan_in",
+    "salloc_argv",
+]
 
 _COMMAND_SECONDS = 30.0  #: a Slurm client command that does not answer within this is stuck
 _GRANTED = re.compile(rb"(?:Granted job allocation|Pending job allocation) (\d+)")
@@ -70,6 +78,7 @@ def cancel_job(job_id: str, env: Mapping[str, str] | None = None, *, name: str |
 def salloc_argv(spec: SlurmCluster, name: str) -> list[str]:
     """``salloc --no-shell`` for ``spec``: the run's name, one task per node, the user's extras last."""
     argv = ["salloc", "--no-shell", "--job-name", name, "--nodes", str(spec.nodes), "--ntasks-per-node", "1"]
+    argv.append("--no-kill")  # a node failure ends only the steps on that node, not the whole allocation
     for option, value in (
         ("--partition", spec.partition),
         ("--account", spec.account),
@@ -154,6 +163,15 @@ def _job_field(job_id: str, field: str, env: Mapping[str, str]) -> str:
     if match is None:
         raise SlurmError(f"scontrol show job {job_id}: no {field} in {text.strip()!r}")
     return match.group(1)
+
+
+def job_nodelist(job_id: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The job's nodes now (a ``--no-kill`` job loses a node that failed)."""
+    env = os.environ if env is None else env
+    nodelist = _job_field(job_id, "NodeList", env)
+    if nodelist in ("", "(null)"):
+        return []
+    return slurm_command(["scontrol", "show", "hostnames", nodelist], env).split()
 
 
 def resolve_nodes(nodelist: str, env: Mapping[str, str]) -> tuple[ClusterNode, ...]:

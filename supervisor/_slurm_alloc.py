@@ -16,7 +16,8 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -116,7 +117,11 @@ class SlurmAllocation:
     def acquire(cls, spec: SlurmCluster, name: str, env: Mapping[str, str] | None = None) -> SlurmAllocation:
         """``salloc --no-shell``: waits while the job is pending; an interrupt (or any failure once the
         job id is known) cancels the job before raising."""
-        env = dict(os.environ if env is None else env)
+        with _interrupted_by_stop_signals():
+            return cls._acquire(spec, name, dict(os.environ if env is None else env))
+
+    @classmethod
+    def _acquire(cls, spec: SlurmCluster, name: str, env: dict[str, str]) -> SlurmAllocation:
         argv = salloc_argv(spec, name)
         job_id: str | None = None
         try:
@@ -127,11 +132,15 @@ class SlurmAllocation:
             raise SlurmError(f"salloc: cannot run it: {exc.strerror or exc}") from None
         try:
             assert process.stderr is not None
+            lines: list[bytes] = []
             with process.stderr:
-                stderr = process.stderr.read()
+                for line in process.stderr:  # line by line: the job id is known while it is still pending
+                    lines.append(line)
+                    match = _GRANTED.search(line)
+                    if match and job_id is None:
+                        job_id = match.group(1).decode()
+            stderr = b"".join(lines)
             code = process.wait()
-            match = _GRANTED.search(stderr)
-            job_id = match.group(1).decode() if match else None
             if code != 0 or job_id is None or b"Granted job allocation" not in stderr:
                 text = stderr.decode(errors="replace").strip()
                 raise SlurmError(f"no Slurm allocation ({' '.join(argv)}): {text or f'exit code {code}'}")
@@ -154,6 +163,25 @@ class SlurmAllocation:
         """Cancel the allocation if we made it; one we run inside stays, for whoever made it."""
         if self.owned:
             cancel_job(self.job_id, env, name=self.name or None)
+
+
+@contextlib.contextmanager
+def _interrupted_by_stop_signals() -> Iterator[None]:
+    """In the main thread, SIGTERM and SIGHUP interrupt a pending ``salloc`` as Ctrl-C does (by default
+    they would end us at once, and the job, granted later, would be nobody's); the handlers come back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"interrupted by {signal.Signals(signum).name} while waiting for an allocation")
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _job_field(job_id: str, field: str, env: Mapping[str, str]) -> str:

@@ -176,3 +176,44 @@ def test_supervisor_run_on_the_cluster_exits_with_the_commands_code(slurm: Slurm
     assert result.returncode == 7, result.stderr
     nodes = sorted(json.loads(p.read_text())["node"] for p in tmp_path.glob("web.*.json"))
     assert nodes == list(slurm.nodes)
+
+
+def test_the_script_of_supervisor_sbatch_runs_the_topology_in_its_batch_job(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """``supervisor sbatch FILE --nodes 4 -- CMD`` writes the script; sbatch runs it: the run takes the
+    batch job's allocation (not one of its own), places a replica on each node, and the job ends with
+    CMD's code once the run is down."""
+    topology = tmp_path / "topo.yaml"
+    topology.write_text(
+        json.dumps(
+            {
+                "name": "batched",
+                "services": {
+                    "web": {
+                        "command": [PYTHON, TASK, str(tmp_path), "web.{replica}", "--port", "{port}"],
+                        "ports": ["port"],
+                        "replicas": 4,
+                        "ready": {"http": "http://{host}:{port}/"},
+                    }
+                },
+            }
+        )
+    )
+    env = {**slurm.env, "PYTHONPATH": ROOT}
+    argv = [PYTHON, "-m", "supervisor", "sbatch", str(topology), "--nodes", "4", "--runs-dir", str(tmp_path / "runs")]
+    written = subprocess.run(
+        [*argv, "--", PYTHON, "-c", "raise SystemExit(6)"], env=env, capture_output=True, text=True
+    )
+    assert written.returncode == 0, written.stderr
+    script, output = tmp_path / "job.sh", tmp_path / "job.out"
+    script.write_text(written.stdout)
+    result = subprocess.run(
+        ["sbatch", "--wait", "-o", str(output), str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    text = output.read_text() if output.exists() else ""
+    assert result.returncode == 6, (result.stderr, text)
+    job = result.stdout.split()[-1]
+    assert f"Slurm job {job} (the caller's, left as it is)" in text
+    tasks = [json.loads(p.read_text()) for p in tmp_path.glob("web.*.json")]
+    assert sorted(t["node"] for t in tasks) == list(slurm.nodes) and {t["job"] for t in tasks} == {job}

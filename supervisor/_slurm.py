@@ -123,7 +123,10 @@ class SlurmLauncher:
         step_name = f"{replica}.{secrets.token_hex(3)}"
         srun_env = step_environment(env)
         argv = srun_argv(self.allocation, self.placement, step_name, cwd)
-        child = ChildProcess.spawn(argv, srun_env, None, preexec_fn=_die_with(os.getpid()))
+        try:
+            child = ChildProcess.spawn(argv, srun_env, None, preexec_fn=_die_with(os.getpid()))
+        except OSError as exc:  # the replica's own program is started by Slurm, on the node
+            raise OSError(exc.errno, f"srun (Slurm's client) does not run here: {exc.strerror or exc}") from None
         nodes = [node.name for node in self.placement.nodes]
         return SlurmStep(child, self.allocation.job_id, step_name, srun_env, nodes)
 

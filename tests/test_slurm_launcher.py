@@ -150,3 +150,15 @@ async def test_a_crashed_replica_restarts_in_the_same_allocation(
 def test_signal_numbers_are_what_scancel_takes() -> None:
     """``scancel -s`` gets the number; names differ in spelling between Slurm versions."""
     assert str(int(signal.SIGTERM)) == "15"
+
+
+async def test_without_srun_the_replica_fails_naming_srun(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No srun on PATH: the start fails with a message about srun, not about the replica's program."""
+    plan = planned(sv.Topology(name="nosrun", services=[task_service("web", tmp_path)]), runs_dir, allocation)
+    with monkeypatch.context() as patch:  # undone before the after-test check runs squeue
+        patch.setenv("PATH", str(tmp_path))
+        with pytest.raises(sv.ServiceFailed, match="srun \\(Slurm's client\\) does not run here"):
+            async with sv.launch(plan, _allocation=allocation):
+                pass

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from ._marks import REPLICA_ENV, RUN_ID_ENV
 from ._placement import ReplicaPlacement
@@ -98,9 +99,14 @@ def step_environment(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+_LIBC: list[ctypes.CDLL] = []
+
+
 def _die_with(parent: int) -> Callable[[], None]:
     """A preexec: SIGKILL when ``parent`` dies (checked once set, in case it died before)."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    libc = _LIBC[0]
 
     def preexec() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -118,11 +124,13 @@ class SlurmLauncher:
         self.placement = placement
 
     def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> SlurmStep:
-        """``argv`` is the replica's command; each task runs its node's (``placement.argvs``) instead."""
+        """Each task runs its node's command (``placement.argvs``); ``argv`` (the replica's) on every
+        node when the placement has none."""
         replica = env.get(REPLICA_ENV, "replica")
         step_name = f"{replica}.{secrets.token_hex(3)}"
         srun_env = step_environment(env)
-        argv = srun_argv(self.allocation, self.placement, step_name, cwd)
+        placement = self.placement if self.placement.argvs else attrs.evolve(self.placement, argvs=(tuple(argv),))
+        argv = srun_argv(self.allocation, placement, step_name, cwd)
         try:
             child = ChildProcess.spawn(argv, srun_env, None, preexec_fn=_die_with(os.getpid()))
         except OSError as exc:  # the replica's own program is started by Slurm, on the node

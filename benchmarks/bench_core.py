@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
+from bench_control import bench_control
 from bench_dag import bench_dag, dag_argv
 from bench_logs import bench_logs
 from bench_mixed import bench_mixed
@@ -47,6 +48,7 @@ SECTIONS: dict[str, Callable[[Settings, list[Result]], Awaitable[None]]] = {
     "restart": bench_restart,
     "startup": bench_startup,
     "scale": bench_scale,
+    "control": bench_control,
 }
 
 

@@ -1,4 +1,4 @@
-"""10. Slurm: replicas as steps on a real 4-node cluster, each figure against a baseline from the same run.
+"""11. Slurm: replicas as steps on a real 4-node cluster, each figure against a baseline from the same run.
 
     python benchmarks/bench_slurm.py [--quick] [--json PATH]     # as root, after .ci/slurm-cluster install
 
@@ -119,7 +119,7 @@ async def main_async(settings: Settings, allocation: SlurmAllocation) -> list[Re
     report(
         Result(
             key="slurm_step_start_overhead",
-            title="10. Slurm: a replica's step, spawn to ready, minus a bare srun step",
+            title="11. Slurm: a replica's step, spawn to ready, minus a bare srun step",
             unit="ms",
             value=Stats([(s - bare.median / 1000) * 1000 for s in starts]),
             baseline=bare,
@@ -140,7 +140,7 @@ async def main_async(settings: Settings, allocation: SlurmAllocation) -> list[Re
     report(
         Result(
             key="slurm_all_ready",
-            title="10. Slurm: 4 replicas on 4 nodes, launch to all ready",
+            title="11. Slurm: 4 replicas on 4 nodes, launch to all ready",
             unit="s",
             value=Stats(on_nodes),
             baseline=Stats(local),
@@ -159,7 +159,7 @@ async def main_async(settings: Settings, allocation: SlurmAllocation) -> list[Re
     report(
         Result(
             key="slurm_teardown",
-            title="10. Slurm: teardown of 16 replicas on 4 nodes (grace 10 s, exit on SIGTERM)",
+            title="11. Slurm: teardown of 16 replicas on 4 nodes (grace 10 s, exit on SIGTERM)",
             unit="s",
             value=Stats(teardowns),
             baseline=Stats(local_teardowns),

@@ -21,14 +21,18 @@ def _refuse_supervisord_clash() -> None:
 _refuse_supervisord_clash()
 
 if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps the two equal)
+    from ._attach import AttachedTopology as AttachedTopology
+    from ._attach import attach as attach
     from ._config import load as load
     from ._config import topology_from_dict as topology_from_dict
     from ._errors import ConfigError as ConfigError
+    from ._errors import ControlError as ControlError
     from ._errors import ReadinessTimeout as ReadinessTimeout
     from ._errors import ServiceFailed as ServiceFailed
     from ._errors import SupervisorError as SupervisorError
     from ._errors import UnknownRun as UnknownRun
     from ._events import Completed as Completed
+    from ._events import ControlRequest as ControlRequest
     from ._events import Degraded as Degraded
     from ._events import EndpointsChanged as EndpointsChanged
     from ._events import Event as Event
@@ -109,12 +113,15 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
 _LAZY = {
     "AllOf": "_spec",
     "AnyOf": "_spec",
+    "AttachedTopology": "_attach",
     "Backoff": "_spec",
     "CallableCheck": "_spec",
     "Check": "_spec",
     "Cluster": "_spec",
     "Completed": "_events",
     "ConfigError": "_errors",
+    "ControlError": "_errors",
+    "ControlRequest": "_events",
     "Degraded": "_events",
     "Dependency": "_spec",
     "EndpointsChanged": "_events",
@@ -179,6 +186,7 @@ _LAZY = {
     "Topology": "_spec",
     "UnknownRun": "_errors",
     "Unready": "_events",
+    "attach": "_attach",
     "launch": "_runner",
     "launch_sync": "_sync",
     "list_runs": "_record",

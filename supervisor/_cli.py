@@ -303,6 +303,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
+    if args.notify_fd is not None:
+        _output_to_run_dir(plan.run_dir)
     command: list[str] = getattr(args, "filled_cmd", [])
     reporter = _reporter(args, plan)
     started = time.monotonic()
@@ -391,6 +393,24 @@ def _summary_at_end(run_dir: Path, *, quiet: bool) -> Iterator[None]:
                 print(_secrets.text(line), file=sys.stderr, flush=True)
 
 
+#: a detached run's own output (its event lines, the summary): in its run dir, where ``supervisor logs`` looks
+DETACHED_OUTPUT = "supervisor.log"
+
+
+def _output_to_run_dir(run_dir: Path) -> None:
+    """A ``--detach`` run, once it knows its directory, writes its output there (until then: the runs dir's
+    ``detached.log``, where a failure to even plan ends up)."""
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(run_dir / DETACHED_OUTPUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
 def _notify(fd: int, message: str) -> None:
     """Tell the ``--detach`` parent how the start went; it returns as soon as it hears."""
     with contextlib.suppress(OSError):
@@ -432,8 +452,11 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
         return _cancel_detached(process)
     if line.startswith("ready "):
         _, run_id, run_dir = line.split(" ", 2)
-        print(run_id)
-        _say(f"running in the background (pid {process.pid}); logs in {run_dir}/logs; stop: supervisor stop {run_id}")
+        print(run_id)  # alone on stdout: RUN=$(supervisor run -d FILE)
+        _say(
+            f"run {run_id} is running in the background (supervisor pid {process.pid}) in {run_dir}; "
+            f"its output: {run_dir}/{DETACHED_OUTPUT}; `supervisor status {run_id}`, `supervisor stop {run_id}`"
+        )
         return 0
     code = process.wait()
     message = line.removeprefix("error ") or f"the background supervisor exited with code {code}"

@@ -1,4 +1,5 @@
-"""``supervisor ps | stop | gc | logs``: commands on runs owned by other processes, over ``record``.
+"""``supervisor ps | stop | gc | logs | status | restart | scale``: commands on runs owned by other processes,
+over ``record`` (and, for a live run, its control socket: ``_cli_control``).
 
 ``cli.py`` adds them with ``add_commands(subparsers)`` and hands parsed arguments to ``dispatch``, which
 returns an exit code for these commands and None for any other. ``python -m supervisor._cli_runs`` runs
@@ -43,6 +44,7 @@ EXIT_LEFT = 1
 EXIT_BAD_INPUT = 2
 _FOLLOW_POLL_SECONDS = 0.2
 _FOLLOW_RUN_CHECK_SECONDS = 1.0
+_SOCKET_STOP_EXIT_SECONDS = 30.0  #: after the run answered ``stop`` (its teardown is over), for it to exit
 _TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
 
 
@@ -189,8 +191,34 @@ def _stop(args: argparse.Namespace) -> int:
         print(f"run {record.run_id}: nothing is running")
         return EXIT_OK
     print(f"run {record.run_id}: stopping", file=sys.stderr, flush=True)
+    if record.supervisor_alive and args.grace is None:
+        done = _stop_through_socket(record)
+        if done is not None:
+            return done
     report = anyio.run(functools.partial(stop_run, record, grace_seconds=args.grace))
     return _say_stopped(record, report)
+
+
+def _stop_through_socket(record: RunRecord) -> int | None:
+    """A live run stops itself when asked through its control socket (the same orderly teardown as
+    Ctrl-C); None when it has no socket (an older run) or did not answer: then signals do it."""
+    from ._cli import CMD_GRACE_SECONDS
+    from ._cli_control import stop_through_socket
+    from ._control_protocol import socket_path
+    from ._proctable import matching_process
+    from ._reclaim import _supervisor_budget
+
+    path = Path(record.manifest.control_socket or socket_path(record.run_dir))
+    supervisor = matching_process(record.supervisor_pid, record.supervisor_create_time)
+    budget = _supervisor_budget(record, None) + CMD_GRACE_SECONDS  # its teardown, after its CMD's grace
+    seconds = stop_through_socket(path, supervisor, timeout_seconds=budget, wait_seconds=_SOCKET_STOP_EXIT_SECONDS)
+    if seconds is None:
+        return None
+    fresh = record.reload()
+    if fresh.supervisor_alive or leftover_members(fresh):
+        return None  # what is left is stopped from the record
+    print(f"run {record.run_id}: its supervisor (pid {record.supervisor_pid}) stopped it in {seconds:.1f}s")
+    return EXIT_OK
 
 
 def _say_stopped(record: RunRecord, report: StopReport) -> int:
@@ -303,7 +331,27 @@ def _log_sources(record: RunRecord, selector: str | None) -> list[tuple[str, Pat
     return sources
 
 
-_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"ps": _ps, "stop": _stop, "gc": _gc, "logs": _logs}
+def _control(name: str) -> Callable[[argparse.Namespace], int]:
+    """A command sent to a live run through its control socket (``_cli_control``, loaded when used)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from . import _cli_control
+
+        command: Callable[[argparse.Namespace], int] = getattr(_cli_control, f"{name}_command")
+        return command(args)
+
+    return handler
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "ps": _ps,
+    "stop": _stop,
+    "gc": _gc,
+    "logs": _logs,
+    "status": _control("status"),
+    "restart": _control("restart"),
+    "scale": _control("scale"),
+}
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._events import (
+    ControlRequest,
     EndpointsChanged,
     Event,
     Exited,
@@ -97,6 +98,10 @@ class EventText:
                 return f"{event.service}: endpoints of {event.source} changed; its templates do not fill: {event.error}"
             follows = {"none": "keeps what it runs", "restart": "rolling restart", "signal": "signalled"}
             return f"{event.service}: endpoints of {event.source} changed ({follows.get(event.action, event.action)})"
+        if isinstance(event, ControlRequest):
+            what = " ".join([event.op, *(f"{k}={v}" for k, v in event.args.items())])
+            who = f" from pid {event.client_pid}" if event.client_pid else ""
+            return f"control: {what}{who}" + (f" (refused: {event.error})" if event.error else "")
         if isinstance(event, GpuNotReleased):
             return (
                 f"{event.replica}: GPU {event.gpu} still lists pid {event.pid} ({event.process_name or '?'}) "

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "ConfigError",
+    "ControlError",
     "ReadinessTimeout",
     "ServiceFailed",
     "SupervisorError",
@@ -71,3 +72,8 @@ class UnknownRun(SupervisorError):
     def __init__(self, message: str, candidates: Iterable[str] = ()) -> None:
         self.candidates = list(candidates)
         super().__init__(message)
+
+
+class ControlError(SupervisorError):
+    """A run owned by another process cannot be reached (not running, no control socket), or refused an
+    operation asked through its control socket; the message is the run's own."""

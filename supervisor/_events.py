@@ -18,6 +18,7 @@ from ._redact import Redactor
 
 __all__ = [
     "Completed",
+    "ControlRequest",
     "Degraded",
     "EndpointsChanged",
     "Event",
@@ -42,6 +43,7 @@ __all__ = [
     "Stopped",
     "Stopping",
     "Unready",
+    "event_from_json",
 ]
 
 
@@ -255,6 +257,45 @@ class EndpointsChanged(Event):
     source: str
     action: str
     error: str | None = None  #: its templates no longer fill (e.g. ``{decode.3.url}`` after a scale-down)
+
+
+@attrs.frozen(kw_only=True)
+class ControlRequest(Event):
+    """An operation asked through the run's control socket (``supervisor restart``, ``attach``); about the
+    whole run, so ``replica`` and ``service`` are empty. ``args`` are the request's fields, secrets
+    redacted; ``error`` says why a request was refused (then nothing was done)."""
+
+    kind: ClassVar[str] = "control_request"
+    op: str
+    client_pid: int | None  #: the process on the other end of the socket (SO_PEERCRED)
+    request_id: str | int | float | None = None
+    args: dict[str, Any] = attrs.field(factory=dict)
+    error: str | None = None
+
+
+def _event_classes() -> dict[str, type[Event]]:
+    classes: dict[str, type[Event]] = {}
+    pending: list[type[Event]] = [Event]
+    while pending:
+        cls = pending.pop()
+        classes.setdefault(cls.kind, cls)
+        pending.extend(cls.__subclasses__())
+    return classes
+
+
+def event_from_json(data: object) -> Event | None:
+    """An event back from its ``to_json`` form (a line of ``events.jsonl``, or the control socket's
+    stream); None for a kind this version does not know, or fields that do not fit it."""
+    if not isinstance(data, dict):
+        return None
+    cls = _event_classes().get(str(data.get("event")))
+    if cls is None or cls is Event:
+        return None
+    names = {field.name for field in attrs.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        return None
 
 
 class EventSubscription:

@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -28,7 +29,7 @@ from anyio.abc import TaskGroup
 from . import _supervision
 from ._conditions import StartConditions
 from ._endpoints import write_endpoints
-from ._errors import ConfigError, ServiceFailed
+from ._errors import ConfigError, ServiceFailed, SupervisorError
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
@@ -46,6 +47,7 @@ from ._watchdog import Watchdog
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
 
+    from ._control_server import ControlServer
     from ._resources import PortAllocator
     from ._slurm_alloc import SlurmAllocation
     from ._spec import Service
@@ -102,6 +104,8 @@ class RunningTopology:
         self._body_scope: anyio.CancelScope | None = None
         self._http: httpx.AsyncClient | None = None
         self._watchdog: Watchdog | None = None
+        self._control: ControlServer | None = None
+        self.control_socket: Path | None = None  #: where the run's control socket listens, once it does
         self._restart_lock = anyio.Lock()
         self._operation_lock = anyio.Lock()  #: one scale or rollout at a time
         self._retired: list[Replica] = []  #: scaled away; kept for the final sweep and a kill
@@ -143,11 +147,13 @@ class RunningTopology:
         group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus, allocation=allocation)
         if on_group is not None:
             on_group(group)
+        started = False
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as body_scope:
                 group._body_scope = body_scope
                 try:
                     await group._start(tg)
+                    started = True
                     yield group
                 finally:
                     with anyio.CancelScope(shield=True):
@@ -155,6 +161,8 @@ class RunningTopology:
             tg.cancel_scope.cancel()
         if group.failure is not None:
             raise group.failure
+        if not started:  # ``cancel()`` (a stop through the control socket) came before all was ready
+            raise SupervisorError(f"run {group.run_id}: stopped on request while starting; everything is down")
 
     def __getitem__(self, name: str) -> ServiceHandle | Replica:
         """A service (``"decode"``) or one replica (``"decode.1"``); see ``service()`` and ``replica()``."""
@@ -239,6 +247,16 @@ class RunningTopology:
     async def wait_torn_down(self) -> None:
         """Until the teardown is over (by the end of ``launch``, a ``stop()``, or a failure)."""
         await self._torn_down.wait()
+
+    def cancel(self) -> bool:
+        """End the run as a stop signal would (``supervisor stop``, ``stop`` on the control socket): the
+        body of ``launch`` is cancelled, so its own cleanup runs first (``run``'s final metrics snapshot,
+        ``-- CMD``'s grace), then everything is torn down. Returns at once (``wait_torn_down()`` waits);
+        False when the group was not opened by ``launch``/``open`` (then ``stop()`` does it)."""
+        if self._body_scope is None:
+            return False
+        self._body_scope.cancel()
+        return True
 
     async def stop(self, name: str | None = None) -> None:
         """Stop one service or replica (no restart follows), or, without a name, tear everything down."""
@@ -393,11 +411,29 @@ class RunningTopology:
         tg.start_soon(self._keep_watchdog, name="keep watchdog")
         for service in self.plan.services:
             tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
+        tg.start_soon(self._serve_control, name="control socket")
         for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
             await self._conditions.wait(service.name, "ready")
         self.ready_at = time.monotonic()
         self.phase = "running"
         tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
+
+    async def _serve_control(self) -> None:
+        """The control socket (``supervisor status/restart/stop``, ``attach``): opened once the first
+        replica has spawned, so it never delays the start; closed when the teardown begins."""
+        if self.plan.services:
+            await self._conditions.wait(self.plan.services[0].name, "started")
+        if self._stopping:
+            return
+        from ._control_protocol import socket_path
+        from ._control_server import ControlServer
+
+        self._control = ControlServer(self, socket_path(self.run_dir))
+        await self._control.serve(on_listening=self._control_listening)
+
+    def _control_listening(self, path: Path) -> None:
+        if not self._stopping:
+            self.control_socket = path
 
     async def _write_manifest_soon(self) -> None:
         self._write_manifest()
@@ -522,6 +558,9 @@ class RunningTopology:
         self._stopping = True
         self.teardown_started_at = time.monotonic()
         self.phase = "stopping"
+        if self._control is not None:  # no new clients; those connected see the teardown's events
+            self._control.close()
+            self.control_socket = None
         for replica in self.replicas:
             if replica.loop_scope is not None:
                 replica.loop_scope.cancel()

@@ -56,6 +56,7 @@ class RunView(Protocol):
     failure: Any
     leftovers: list[int]
     base_env: dict[str, str]
+    control_socket: Any  #: a path, or None while no socket listens
 
     @property
     def services(self) -> Sequence[Any]: ...
@@ -103,6 +104,7 @@ def manifest_of(group: RunView) -> Manifest:
             for s in group.services
         },
         leftovers=list(group.leftovers),
+        control_socket=None if group.control_socket is None else str(group.control_socket),
         **_slurm_job(group),
     )
 

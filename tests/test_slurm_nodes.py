@@ -62,13 +62,14 @@ async def test_a_replica_on_a_node_that_went_down_restarts_on_a_node_that_is_up(
         lost = moving.plan.placement.nodes[0].name
         node_down(slurm, lost)
         await wait_for(group, lambda events: ready_count("web.1")(events) == 2, timeout=30)
-        assert moving.plan.placement.nodes[0].name == "n3"
+        first, second, third, _ = slurm.nodes
+        assert moving.plan.placement.nodes[0].name == third
         assert group.plan.service("web").replicas[1].placement == moving.plan.placement
         assert lost not in job_nodelist(four_nodes.job_id)
-        assert "moved from n2 to n3" in moving.log_path.read_text()
-    assert lost == "n2"
+        assert f"moved from {second} to {third}" in moving.log_path.read_text()
+    assert lost == second
     started = records(tmp_path)
-    assert sorted(started) == ["web.0.n1", "web.1.n2", "web.1.n3"]
+    assert sorted(started) == [f"web.0.{first}", f"web.1.{second}", f"web.1.{third}"]
     assert {info["job"] for info in started.values()} == {four_nodes.job_id}
 
 
@@ -79,8 +80,9 @@ async def test_a_lost_node_with_no_node_to_replace_it_fails_the_run_naming_it(
     restart fails, and the error names the node."""
     service = task_service("engine", tmp_path, "--rank", "{node_rank}", placement=Placement(nodes=2), restart=RESTART)
     plan = planned(sv.Topology(name="nodeloss", services=[service]), runs_dir, two_nodes)
-    with pytest.raises(sv.ServiceFailed, match=r"node n2 went down \(it left Slurm job \d+\)") as failure:
+    lost = slurm.nodes[1]
+    with pytest.raises(sv.ServiceFailed, match=rf"node {lost} went down \(it left Slurm job \d+\)") as failure:
         async with sv.launch(plan, _allocation=two_nodes) as group:
-            node_down(slurm, "n2")
+            node_down(slurm, lost)
             await group.wait()
     assert failure.value.replica == "engine"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the runtime loads on the first launch, not on `import super
     from ._events import Event
     from ._gpu_inventory import GpuInventory
     from ._group import RunningTopology
-    from ._plan import Plan
+    from ._plan import Plan, ReplicaPlan
     from ._slurm_alloc import SlurmAllocation
     from ._spec import Topology
 
@@ -141,12 +141,24 @@ async def _planned(
 def refuse_taken_ports(plan: Plan) -> None:
     """A port already bound (a stale server from an earlier run, say) is reported before anything
     starts, with its owner, instead of surfacing later as a crash."""
+    from ._placement_plan import LOCAL_HOST, _is_own_address
     from ._record import port_owners
+
+    here = {LOCAL_HOST: True}
+
+    def on_this_machine(replica: ReplicaPlan) -> bool:  # a port on another node is not ours to check
+        if replica.placement is None:
+            return True
+        for node in replica.placement.nodes:
+            if node.address not in here:
+                here[node.address] = _is_own_address(node.address)
+        return any(here[node.address] for node in replica.placement.nodes)
 
     wanted = {
         port: replica.name
         for service in plan.services
         for replica in service.replicas
+        if on_this_machine(replica)
         for port in replica.ports.values()
     }
     if not wanted:

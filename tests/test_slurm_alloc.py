@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import supervisor as sv
+from supervisor import ConfigError
+from supervisor._placement import ClusterNode
+from supervisor._plan import make_plan
+from supervisor._runner import refuse_taken_ports
 from supervisor._slurm_alloc import SlurmAllocation, SlurmError, salloc_argv
+from supervisor._spec import Cluster
 from supervisor._spec import SlurmCluster as SlurmSpec
 
 from .helpers import PYTHON, wait_until
@@ -75,3 +82,17 @@ def test_a_stop_signal_while_waiting_in_the_queue_leaves_no_job(slurm: SlurmClus
             waiting.kill()
             waiting.wait()
         slurm.command("scancel", "--name", "blocker")
+
+
+def test_a_port_taken_here_does_not_refuse_a_replica_placed_on_another_machine(tmp_path: Path) -> None:
+    """The taken-port check looks at this machine's ports: a replica on a remote node is not refused
+    because a local process holds the same number; one on an emulated node (127.0.0.1) still is."""
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        service = sv.Service(name="web", command=[PYTHON, "-c", "pass"], ports=[{"port": port}])
+        topology = sv.Topology(name="ports", services=[service], cluster=Cluster(slurm=SlurmSpec(nodes=1)))
+        remote = make_plan(topology, runs_dir=tmp_path, nodes=[ClusterNode("far", "192.0.2.7")])
+        refuse_taken_ports(remote)  # nothing raised: port 'port' is taken here, not on 192.0.2.7
+        emulated = make_plan(topology, runs_dir=tmp_path, nodes=[ClusterNode("n1", "127.0.0.1")])
+        with pytest.raises(ConfigError, match="service 'web'"):
+            refuse_taken_ports(emulated)

@@ -217,3 +217,17 @@ def test_the_script_of_supervisor_sbatch_runs_the_topology_in_its_batch_job(
     assert f"Slurm job {job} (the caller's, left as it is)" in text
     tasks = [json.loads(p.read_text()) for p in tmp_path.glob("web.*.json")]
     assert sorted(t["node"] for t in tasks) == list(slurm.nodes) and {t["job"] for t in tasks} == {job}
+
+
+def test_a_second_sigterm_kills_every_task_at_once(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Tasks that take 30 s to stop: the first SIGTERM starts the orderly stop, the second cancels every
+    step (SIGKILL to the tasks) at once; the supervisor is down in seconds, the queue empty."""
+    driver, _ = start_driver(slurm, tmp_path, "--term-delay", "30")
+    with driver:
+        driver.send_signal(signal.SIGTERM)
+        wait_until(lambda: len(list(tmp_path.glob("*.signals"))) == 4, timeout=30)  # every task is stopping
+        began = time.monotonic()
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(20)
+    assert time.monotonic() - began < 10
+    assert slurm.wait_clean(15.0) == ([], [])

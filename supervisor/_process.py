@@ -111,6 +111,10 @@ class ChildProcess:
         self.returncode = code
         return code
 
+    def peek_exit(self) -> int | None:
+        """The exit status if it has exited, without reaping it (None: still running, or unknown)."""
+        return self.returncode if self.returncode is not None else self._exit_status_unreaped()
+
     def _exit_status_unreaped(self) -> int | None:
         """The exit status, read without reaping (Popen's convention: -N for a signal); None if unknown."""
         if self._pidfd is None or not hasattr(os, "P_PIDFD"):

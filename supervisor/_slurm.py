@@ -192,7 +192,7 @@ class SlurmStep:
         if self._step_id is None:
             deadline = time.monotonic() + _LOOKUP_SECONDS
             delay = 0.005
-            while self._step_id is None and self.child.returncode is None:
+            while self._step_id is None and self.child.peek_exit() is None:  # a failed srun ends the wait
                 self._step_id = self._lookup()
                 if self._step_id is not None or time.monotonic() > deadline:
                     break
@@ -223,7 +223,7 @@ class SlurmStep:
         if self.child.reaped:
             return
         self._signalled = True
-        step = self.step_id() if self.child.returncode is None else self._step_id
+        step = self.step_id() if self.child.peek_exit() is None else self._step_id
         if step is not None:
             argv = ["scancel", step] if signum == signal.SIGKILL else ["scancel", "-s", str(int(signum)), step]
             with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ import pytest
 
 import supervisor as sv
 from supervisor._events import Exited, Stopped
+from supervisor._placement import ClusterNode
 from supervisor._plan import Plan, make_plan
 from supervisor._slurm_alloc import SlurmAllocation
 from supervisor._spec import Cluster, Placement
@@ -162,3 +163,25 @@ async def test_without_srun_the_replica_fails_naming_srun(
         with pytest.raises(sv.ServiceFailed, match="srun \\(Slurm's client\\) does not run here"):
             async with sv.launch(plan, _allocation=allocation):
                 pass
+
+
+async def test_a_step_slurm_refuses_fails_the_replica_with_sruns_words(
+    runs_dir: Path, tmp_path: Path, slurm: SlurmCluster
+) -> None:
+    """A replica placed on a node outside the allocation: srun cannot create the step; the failure shows
+    srun's own message in the log tail, and stopping it does not wait on a step that never existed."""
+    job = SlurmAllocation.acquire(SlurmSpec(nodes=1), "refused-step")
+    try:
+        outside = attrs.evolve(job, nodes=(*job.nodes, *(n for n in planned_nodes(slurm) if n not in job.nodes)))
+        topology = sv.Topology(name="refused", services=[task_service("web", tmp_path, replicas=2)])
+        plan = planned(topology, runs_dir, outside)
+        with pytest.raises(sv.ServiceFailed, match=r"web\.1") as failure:
+            async with sv.launch(plan, _allocation=job):
+                pass
+        assert any("srun" in line for line in failure.value.log_tail), failure.value.log_tail
+    finally:
+        job.release()
+
+
+def planned_nodes(slurm: SlurmCluster) -> list[ClusterNode]:
+    return [ClusterNode(name, "127.0.0.1") for name in slurm.nodes]

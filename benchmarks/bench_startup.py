@@ -16,6 +16,9 @@ figures, each the median of several fresh processes, interleaved so that all thr
 Every process measured here caches its bytecode under the run's temporary directory
 (``PYTHONPYCACHEPREFIX``; ``PYTHONDONTWRITEBYTECODE`` is dropped), as an installed package has its
 ``.pyc`` files: without them each start compiles the library from source again (about 100 ms more here).
+They run in that directory, with the library this script imported first on ``PYTHONPATH``: ``-c`` and
+``-m`` put the current directory first on the path, so from a checkout they would measure its code, not
+the library named in the header (a snapshot under test, say).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from pathlib import Path
 import anyio
 from harness import PYTHON, Result, Settings, Stats, child_env, info, report, rounds
 
+import supervisor
+
 STOP_LIMIT_SECONDS = 30.0
 STAMP_LIMIT_SECONDS = 30.0
 IMPORT_GOAL_MS = 50.0  # ``import supervisor; supervisor.launch`` at most this much over a bare interpreter
@@ -43,6 +48,8 @@ def _env(settings: Settings) -> dict[str, str]:
     env = child_env()
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(settings.work / "pycache")
+    library = str(Path(supervisor.__file__).resolve().parent.parent)  # the one named in the header
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (library, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -50,7 +57,7 @@ def _exec_to_exit(settings: Settings, argv: list[str]) -> float:
     """ms from just before the exec to the process's exit (it must succeed)."""
     env = _env(settings)
     began = time.perf_counter()
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, cwd=settings.work, timeout=60)
     elapsed = (time.perf_counter() - began) * 1000
     if done.returncode != 0:
         raise RuntimeError(f"{argv} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
@@ -84,6 +91,7 @@ async def _first_child(settings: Settings, index: int) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        cwd=settings.work,
         start_new_session=True,
     )
     try:

@@ -18,26 +18,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.abc
-
 from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_placement import node_count, placement_lines, planning_nodes, where_it_runs
 from ._cli_runs_args import COMMANDS, add_commands
 from ._cli_sbatch import add_sbatch_arguments, apply_sbatch_flags, sbatch_command
 from ._cluster_spec import placement_notes, with_slurm
 from ._config import load
-from ._console import PlainReporter, stamp
 from ._errors import ConfigError, SupervisorError
 from ._graph import FORMATS, render_graph
+from ._marks import RUN_ID_ENV
 from ._plan import Plan, default_runs_dir, fill_command, make_plan
-from ._process import RUN_ID_ENV
 from ._redact import Redactor
-from ._runner import hold_signals, supervise
+from ._signals import hold_signals
 
-if TYPE_CHECKING:
-    from ._console import LiveReporter
+if TYPE_CHECKING:  # the runtime loads once the first replicas run (``_run``): a fast start is the point
+    import anyio.abc
+
+    from ._console import LiveReporter, PlainReporter
+    from ._gpu_inventory import GpuInventory
     from ._group import RunningTopology
+    from ._headstart import HeadStart
 
 __all__ = ["main"]
 
@@ -159,6 +159,8 @@ _secrets = Redactor.from_environments(os.environ)
 
 
 def _say(message: str) -> None:
+    from ._console import stamp
+
     print(f"{stamp()} [supervisor] {_secrets.text(message)}", file=sys.stderr, flush=True)
 
 
@@ -220,6 +222,8 @@ async def _run_command(
 ) -> int:
     """Run CMD (templates filled and checked by ``_plan``) in our own process group (so Ctrl-C reaches
     it), with the run's addresses in its environment; stop it if we are cancelled first."""
+    import anyio
+
     env = {**os.environ, **client_env, RUN_ID_ENV: group.run_id}
     try:
         process = await anyio.open_process(argv, stdin=None, stdout=None, stderr=None, env=env)
@@ -237,6 +241,8 @@ async def _run_command(
 async def _stop_command(process: anyio.abc.Process, stop_signals: list[int]) -> None:
     """CMD gets the stop signal once and ``CMD_GRACE_SECONDS`` to finish (a benchmark catching Ctrl-C to
     write its results), then SIGTERM, then SIGKILL; a second signal to us ends the wait at once."""
+    import anyio
+
     signum = signal.Signals(stop_signals[0]) if stop_signals else signal.SIGTERM
     if not (signum == signal.SIGINT and _terminal_sent_sigint()):
         with contextlib.suppress(ProcessLookupError):
@@ -264,14 +270,22 @@ def _terminal_sent_sigint() -> bool:
     return False
 
 
-def _reporter(args: argparse.Namespace, plan: Plan) -> PlainReporter | LiveReporter:
-    """A live table when stderr is a terminal (and not ``-q``), else plain timestamped lines."""
+def _check_logs(args: argparse.Namespace, plan: Plan) -> None:
+    """``--logs`` names services or replicas of the plan: bad input, before anything starts."""
     services = {r.name: s.name for s in plan.services for r in s.replicas}
-    logs: list[str] | None = args.logs
-    unknown = sorted(set(logs or ()) - set(services) - set(services.values()))
+    unknown = sorted(set(args.logs or ()) - set(services) - set(services.values()))
     if unknown:
         known = ", ".join(sorted({*services, *services.values()}))
         raise ConfigError(f"--logs {' '.join(unknown)}: no such service or replica; it has: {known}")
+
+
+def _reporter(args: argparse.Namespace, plan: Plan) -> PlainReporter | LiveReporter:
+    """A live table when stderr is a terminal (and not ``-q``), else plain timestamped lines."""
+    from ._console import PlainReporter
+
+    _check_logs(args, plan)
+    services = {r.name: s.name for s in plan.services for r in s.replicas}
+    logs: list[str] | None = args.logs
     options = {"quiet": args.quiet, "logs": logs, "redact": _secrets.text, "services": services}
     if not args.quiet and _is_terminal(sys.stderr) and os.environ.get("TERM") != "dumb":
         from ._console import LiveReporter
@@ -294,6 +308,19 @@ def _release(args: argparse.Namespace) -> None:
         allocation.release()
 
 
+@contextlib.contextmanager
+def _head_start(plan: Plan, gpus: GpuInventory | None) -> Iterator[HeadStart | None]:
+    """The services that wait for nothing start now, while the runtime is still being imported; what the
+    run never adopted is killed on the way out. A ``cluster:`` run starts everything in the event loop."""
+    if plan.cluster is not None:
+        yield None
+        return
+    from ._headstart import HeadStart
+
+    with HeadStart.begin(plan, gpus) as head_start:
+        yield head_start
+
+
 def _run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     try:
@@ -306,17 +333,9 @@ def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
     if args.notify_fd is not None:
         _output_to_run_dir(plan.run_dir)
     command: list[str] = getattr(args, "filled_cmd", [])
-    reporter = _reporter(args, plan)
+    _check_logs(args, plan)
     started = time.monotonic()
     replicas = sum(len(s.replicas) for s in plan.services)
-    if not args.quiet:
-        _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
-        if args.allocation is not None:
-            whose = "ours, cancelled at the end" if args.allocation.owned else "the caller's, left as it is"
-            names = ",".join(node.name for node in args.allocation.nodes)
-            _say(f"Slurm job {args.allocation.job_id} ({whose}) on {names}")
-        for note in args.notes:
-            _say(f"note: {note}")
 
     async def body(group: RunningTopology) -> int | None:
         if not args.quiet:
@@ -336,19 +355,34 @@ def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
                 await _snapshot_metrics(group, "final", quiet=args.quiet)
 
     stop_signals: list[int] = []
-    with hold_signals() as early, _summary_at_end(plan.run_dir, quiet=args.quiet), reporter:
-        outcome = anyio.run(
-            lambda: supervise(
-                plan,
-                body,
-                on_event=reporter.event,
-                on_output=reporter.output,
-                on_signal=stop_signals.append,
-                early_signals=early,
-                gpus=args.inventory,
-                _allocation=args.allocation,
+    with hold_signals() as early, _head_start(plan, args.inventory) as head_start:
+        import anyio  # the runtime: everything from here on is imported while the first replicas run
+
+        from ._runner import supervise
+
+        reporter = _reporter(args, plan)
+        if not args.quiet:
+            _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+            if args.allocation is not None:
+                whose = "ours, cancelled at the end" if args.allocation.owned else "the caller's, left as it is"
+                names = ",".join(node.name for node in args.allocation.nodes)
+                _say(f"Slurm job {args.allocation.job_id} ({whose}) on {names}")
+            for note in args.notes:
+                _say(f"note: {note}")
+        with _summary_at_end(plan.run_dir, quiet=args.quiet), reporter:
+            outcome = anyio.run(
+                lambda: supervise(
+                    plan,
+                    body,
+                    on_event=reporter.event,
+                    on_output=reporter.output,
+                    on_signal=stop_signals.append,
+                    early_signals=early,
+                    gpus=args.inventory,
+                    _head_start=head_start,
+                    _allocation=args.allocation,
+                )
             )
-        )
     down = (
         f"{len(outcome.leftovers)} processes survived the teardown: {list(outcome.leftovers)}"
         if outcome.leftovers

@@ -149,10 +149,14 @@ def _fix() -> str:
 
 
 def placement_notes(topology: Topology) -> list[str]:
-    """What a reader should know that is not an error: placements ignored without a cluster."""
+    """What a reader should know that is not an error: placements ignored without a cluster.
+
+    ``local`` and ``{node: 0}`` hold on one machine as they are (it is the first and only node), so they
+    are no news: a preset pins its etcd, NATS and frontend to node 0 for when it runs on a cluster.
+    """
     if topology.cluster is not None:
         return []
-    ignored = [s.name for s in topology.services if s.placement is not None]
+    ignored = [s.name for s in topology.services if s.placement is not None and not _holds_here(s.placement)]
     if not ignored:
         return []
     names = ", ".join(f"'{name}'" for name in ignored)
@@ -160,6 +164,12 @@ def placement_notes(topology: Topology) -> list[str]:
         f"placement of {names} ignored: no cluster: in the file, so everything runs on this machine "
         "(--slurm or --set cluster.slurm.nodes=N runs it on Slurm)"
     ]
+
+
+def _holds_here(placement: Placement) -> bool:
+    return isinstance(placement, Placement) and (
+        placement.local or (placement.node in (None, 0) and placement.nodes == 1)
+    )
 
 
 def nodes_needed(topology: Topology) -> int:

@@ -31,7 +31,6 @@ from ._conditions import StartConditions
 from ._endpoints import write_endpoints
 from ._errors import ConfigError, ServiceFailed, SupervisorError
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
-from ._gpu_inventory import GpuInventory
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
 from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
@@ -48,6 +47,8 @@ if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used,
     import httpx
 
     from ._control_server import ControlServer
+    from ._gpu_inventory import GpuInventory
+    from ._headstart import HeadStart
     from ._resources import PortAllocator
     from ._slurm_alloc import SlurmAllocation
     from ._spec import Service
@@ -67,6 +68,7 @@ class RunningTopology:
         on_output: Callable[[str, bytes], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
+        head_start: HeadStart | None = None,
         allocation: SlurmAllocation | None = None,
     ) -> None:
         self.plan = plan
@@ -74,7 +76,9 @@ class RunningTopology:
         self.run_id = plan.run_id
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
-        self.launcher: Launcher = launcher or LocalLauncher()
+        #: a head start (``supervisor run``) already spawned the first replicas: it hands them over
+        self.launcher: Launcher = launcher or head_start or LocalLauncher()
+        self._head_start = head_start
         #: the Slurm job that replicas with a placement run in; released at teardown if we made it
         self.allocation = allocation
         if allocation is None and any(r.placement for s in plan.services for r in s.replicas):
@@ -115,8 +119,8 @@ class RunningTopology:
         self._torn_down = anyio.Event()
         self._all_done = anyio.Event()
         self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened
-        self.started_at = time.monotonic()
-        self.started_wall_time = time.time()
+        self.started_at = time.monotonic() if head_start is None else head_start.began_at
+        self.started_wall_time = time.time() if head_start is None else head_start.began_wall_time
         self.ready_at: float | None = None
         self.teardown_started_at: float | None = None  #: monotonic, once the teardown began
         self.phase = "pending"  #: pending, starting, running, stopping, stopped
@@ -135,6 +139,7 @@ class RunningTopology:
         on_group: Callable[[RunningTopology], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
+        head_start: HeadStart | None = None,
         allocation: SlurmAllocation | None = None,
     ) -> AsyncIterator[RunningTopology]:
         """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
@@ -142,9 +147,18 @@ class RunningTopology:
         The outer task group holds pumps and exit watchers: it must outlive the teardown, which relies on
         them. A failure cancels only the inner scope (the start, or the caller's body), never them. The
         first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
-        spawns (a second Ctrl-C during startup can kill at once).
+        spawns (a second Ctrl-C during startup can kill at once). ``head_start``: the watchdog and first
+        processes that ``supervisor run`` started before the event loop (``_headstart``), adopted here.
         """
-        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus, allocation=allocation)
+        group = cls(
+            plan,
+            on_event=on_event,
+            on_output=on_output,
+            launcher=launcher,
+            gpus=gpus,
+            head_start=head_start,
+            allocation=allocation,
+        )
         if on_group is not None:
             on_group(group)
         started = False
@@ -403,7 +417,8 @@ class RunningTopology:
         self._tg = tg
         self.phase = "starting"
         # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
-        self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
+        head_started = self._head_start.take_watchdog() if self._head_start is not None else None
+        self._watchdog = head_started or Watchdog.spawn(self.run_id, self.run_dir)
         self._tell_watchdog_allocation()
         self._write_manifest()
         write_endpoints(self.plan)

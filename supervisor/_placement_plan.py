@@ -19,7 +19,6 @@ come from ``REMOTE_PORTS``, below the usual ephemeral range.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -220,6 +219,8 @@ class PortBook:
 def _is_own_address(address: str) -> bool:
     """An IP address of this machine (we can bind it); a host name is taken as another machine's."""
     try:
+        import ipaddress  # only for nodes' addresses: a plain plan is on the CLI's fast path
+
         ipaddress.ip_address(address)
     except ValueError:
         return False

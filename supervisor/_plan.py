@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import sys
 import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._errors import ConfigError
-from ._gpu_assign import GpuNode, GpuWant, assign_gpus
-from ._gpu_inventory import NO_NVML_HINT, GpuInventory, GpuUnavailable, open_inventory
 from ._placement import ClusterNode, ReplicaPlacement
 from ._placement_plan import PortBook, assign_nodes, replica_placement, task_templates
 from ._policy import BUILTIN_FATAL_PATTERNS
@@ -48,6 +45,9 @@ from ._spec import (
     Topology,
 )
 from ._validate import check_executable, check_replica, check_run_dir, check_topology, suggest
+
+if TYPE_CHECKING:  # GPUs and clusters load when a topology uses them: a plain plan is on the CLI's fast path
+    from ._gpu_inventory import GpuInventory
 
 __all__ = [
     "Plan",
@@ -207,7 +207,7 @@ def make_plan(
     if problems:
         raise ConfigError(problems, source=topology.source)
 
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{topology.name}-{secrets.token_hex(3)}"
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{topology.name}-{os.urandom(3).hex()}"
     run_dir = base / run_id
     book = PortBook(allocate_port, reserve_port, low_ports, fixed)
     ports: dict[str, list[dict[str, int]]] = {}
@@ -243,6 +243,11 @@ def _assign_gpus(
     services: Sequence[Service], gpus: GpuInventory | str | None, problems: list[str]
 ) -> dict[str, tuple[int, ...]]:
     """Replica name -> GPU indices; the node is read only when some replica asks for a GPU."""
+    if all(service.gpus is None for service in services):
+        return {}
+    from ._gpu_assign import GpuNode, GpuWant, assign_gpus
+    from ._gpu_inventory import NO_NVML_HINT, GpuUnavailable, open_inventory
+
     wants = [
         GpuWant(service.name, _replica_name(service, index), service.gpus)
         for service in services

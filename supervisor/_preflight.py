@@ -4,15 +4,89 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
-from ._plan import Plan
 
-__all__ = ["FDS_PER_REPLICA", "prepare_run_dir", "raise_open_files_limit"]
+if TYPE_CHECKING:
+    from ._gpu_inventory import GpuInventory
+    from ._plan import Plan, ReplicaPlan
+
+__all__ = ["FDS_PER_REPLICA", "preflight", "prepare_run_dir", "raise_open_files_limit", "refuse_taken_ports"]
 
 #: A replica holds its output pipe, its log file and a pidfd, and a probe's socket while it polls.
 FDS_PER_REPLICA = 4
 _FDS_BASE = 64  # the interpreter, the watchdog pipe, event and record files, the CLI's own
+
+
+def preflight(plan: Plan, gpus: GpuInventory | None) -> GpuInventory | None:
+    """Every check made before the first spawn, in order; returns the GPU inventory the run checks
+    against (``gpus``, else NVML when the plan assigned GPUs; None when it uses none)."""
+    inventory = gpus
+    if gpus is not None or any(r.gpus for s in plan.services for r in s.replicas):  # NVML only when asked
+        from ._gpu_checks import check_free_memory, runtime_inventory
+
+        inventory = runtime_inventory(plan, gpus)
+        if inventory is not None:
+            check_free_memory(plan, inventory)
+    raise_open_files_limit(plan)
+    refuse_taken_ports(plan)
+    prepare_run_dir(plan)
+    return inventory
+
+
+def refuse_taken_ports(plan: Plan) -> None:
+    """A port already bound (a stale server from an earlier run, say) is reported before anything
+    starts, with its owner, instead of surfacing later as a crash."""
+    wanted = {
+        port: replica.name
+        for service in plan.services
+        for replica in service.replicas
+        if _on_this_machine(replica)
+        for port in replica.ports.values()
+    }
+    if not wanted or not _maybe_listening(wanted):
+        return
+    from ._record import port_owners  # names the owner: psutil walks every process's sockets
+
+    owners = port_owners(list(wanted))
+    if owners:
+        raise ConfigError(
+            [f"service '{wanted[port].split('.')[0]}': {owner.describe()}" for port, owner in sorted(owners.items())],
+            source=plan.source,
+        )
+
+
+def _on_this_machine(replica: ReplicaPlan) -> bool:
+    """A replica whose ports are this machine's: not placed, or on a node at one of our addresses (an
+    emulated one); a port on another node is not ours to check."""
+    if replica.placement is None:
+        return True
+    from ._placement_plan import LOCAL_HOST, _is_own_address
+
+    return any(node.address == LOCAL_HOST or _is_own_address(node.address) for node in replica.placement.nodes)
+
+
+_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+_TCP_LISTEN = "0A"
+
+
+def _maybe_listening(ports: Collection[int]) -> bool:
+    """Whether a TCP socket listens on one of ``ports`` (any address), from the kernel's socket tables: a
+    millisecond, where naming the owner (``port_owners``) scans every process. True when unsure."""
+    wanted = set(ports)
+    try:
+        for table in _TCP_TABLES:
+            with open(table) as file:
+                next(file, None)  # the header
+                for line in file:
+                    fields = line.split(None, 4)
+                    if len(fields) > 3 and fields[3] == _TCP_LISTEN and int(fields[1].rpartition(":")[2], 16) in wanted:
+                        return True
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def raise_open_files_limit(plan: Plan) -> int:

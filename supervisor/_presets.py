@@ -110,11 +110,14 @@ def _builder(name: str, source: str | None) -> Callable[..., object]:
 
 
 def _parameters(builder: Callable[..., object]) -> dict[str, tuple[object, bool]]:
-    """Keyword parameter -> (its type hint, whether it is required)."""
+    """Keyword parameter -> (its type hint, whether it is required); a parameter named like a top-level
+    field (``cluster``) is set by that field, not by ``vars:``."""
     hints = typing.get_type_hints(builder)
     found: dict[str, tuple[object, bool]] = {}
     for parameter in inspect.signature(builder).parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.name == "cluster":  # the file's own ``cluster:`` field (read by ``_config``), not a var
             continue
         found[parameter.name] = (hints.get(parameter.name, object), parameter.default is parameter.empty)
     return found

@@ -17,12 +17,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
-
-import anyio
-import psutil
+from typing import TYPE_CHECKING
 
 from ._marks import REPLICA_ENV, RUN_ID_ENV
+
+if TYPE_CHECKING:  # anyio and psutil load when first used: a spawn before the event loop needs neither
+    import psutil
 
 __all__ = [
     "REPLICA_ENV",
@@ -48,8 +50,9 @@ def describe_exit(returncode: int) -> str:
 class ChildProcess:
     """A spawned child: its pid (= process group id), output pipe and exit status."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], output_fd: int) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], output_fd: int, spawned_at: float) -> None:
         self.popen = popen
+        self.spawned_at = spawned_at  #: ``time.monotonic()`` just before the spawn
         self.pid = popen.pid
         self.output_fd = output_fd
         self.create_time = _create_time(popen.pid)
@@ -73,6 +76,7 @@ class ChildProcess:
             if sys.platform == "linux":
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+            spawned_at = time.monotonic()
             popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -91,11 +95,13 @@ class ChildProcess:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
         fcntl.fcntl(read_fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-        return cls(popen, read_fd)
+        return cls(popen, read_fd, spawned_at)
 
     async def wait(self) -> int:
         """Wait for the exit (pidfd where the kernel has it, a gentle poll elsewhere). With a pidfd the
         leader stays a zombie, unreaped, so that its process group stays ours until ``reap``."""
+        import anyio
+
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 await anyio.wait_readable(self._pidfd)
@@ -170,25 +176,40 @@ def _create_time(pid: int) -> float:
         with open(f"/proc/{pid}/stat", "rb") as file:
             data = file.read()
         if not _BOOT_TIME:
-            _BOOT_TIME.append(psutil.boot_time())
+            _BOOT_TIME.append(_boot_time())
         ticks = int(data[data.rfind(b")") + 2 :].split()[19])
         return _BOOT_TIME[0] + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         pass
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return 0.0
 
 
+def _boot_time() -> float:
+    """``btime`` of ``/proc/stat``, as psutil reads it, without importing psutil before the first spawn."""
+    with open("/proc/stat", "rb") as file:
+        for line in file:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
+
+
 def signal_processes(processes: Sequence[psutil.Process], signum: int) -> None:
     """Signal each process, but only if it is still the process we saw (psutil checks the create time)."""
+    import psutil
+
     for process in processes:
         with contextlib.suppress(psutil.Error):
             process.send_signal(signum)
 
 
 def alive(process: psutil.Process) -> bool:
+    import psutil
+
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

@@ -289,6 +289,9 @@ class Replica:
             self.incarnation.process.reap()  # normally done by its stop; this catches a stuck leftover
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
+        spawned_at = getattr(process, "spawned_at", None)  # a local child's own; a head-started one's is earlier
+        if spawned_at is not None:
+            incarnation.spawned_at = spawned_at
         incarnation.env = env
         if plan.ready is not None and self._phases:  # without a probe it is ready at once: no phases
             incarnation.phases = PhaseWatch(
@@ -308,9 +311,15 @@ class Replica:
         host.track(self, incarnation)
         host.start_shielded(lambda: self._pump(incarnation), name=f"pump {plan.name}")
         host.start_shielded(lambda: self._watch(incarnation, host), name=f"watch {plan.name}")
-        self.transition(
-            ReplicaState.STARTING, Spawned(replica=plan.name, service=plan.service, pid=process.pid), host.emit
+        now, when = time.monotonic(), time.time()
+        spawned = Spawned(
+            replica=plan.name,
+            service=plan.service,
+            pid=process.pid,
+            monotonic=incarnation.spawned_at,
+            wall_time=when - (now - incarnation.spawned_at),
         )
+        self.transition(ReplicaState.STARTING, spawned, host.emit)
         return incarnation
 
     def liveness_runner(self, host: ReplicaHost, incarnation: Incarnation) -> ReadinessRunner | None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
@@ -16,13 +14,16 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._errors import ConfigError, SupervisorError
+from ._errors import SupervisorError
+from ._signals import STOP_SIGNALS as _SIGNALS
+from ._signals import hold_signals as hold_signals  # its home before the CLI needed it without anyio
 
 if TYPE_CHECKING:  # the runtime loads on the first launch, not on `import supervisor; supervisor.launch`
     from ._events import Event
     from ._gpu_inventory import GpuInventory
     from ._group import RunningTopology
-    from ._plan import Plan, ReplicaPlan
+    from ._headstart import HeadStart
+    from ._plan import Plan
     from ._slurm_alloc import SlurmAllocation
     from ._spec import Topology
 
@@ -32,8 +33,6 @@ if sys.version_info < (3, 11):
 __all__ = ["Outcome", "launch", "run", "supervise"]
 
 T = TypeVar("T")
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -74,6 +73,7 @@ async def launch(
     on_output: Callable[[str, bytes], None] | None = None,
     gpus: GpuInventory | str | None = None,
     _on_group: Callable[[RunningTopology], None] | None = None,
+    _head_start: HeadStart | None = None,
     _allocation: SlurmAllocation | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
@@ -84,23 +84,28 @@ async def launch(
     of complete output lines, with the replica's name. ``gpus`` is the node GPUs are assigned on: an
     inventory, a simulated node such as ``"8x80GB"`` (a rehearsal), or None for NVML when a service asks.
     """
-    from ._gpu_checks import check_free_memory, runtime_inventory
-    from ._gpu_inventory import SimulatedInventory
     from ._group import RunningTopology
-    from ._preflight import prepare_run_dir, raise_open_files_limit
+    from ._preflight import preflight
 
     if isinstance(gpus, str):
+        from ._gpu_inventory import SimulatedInventory
+
         gpus = SimulatedInventory.parse(gpus)
     async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
-        inventory = runtime_inventory(plan, gpus)
-        if inventory is not None:
-            check_free_memory(plan, inventory)
-        raise_open_files_limit(plan)
-        refuse_taken_ports(plan)
-        prepare_run_dir(plan)
+        if _head_start is not None:  # it made the checks before its spawns (ports would now be ours)
+            assert plan is _head_start.plan
+            inventory = _head_start.inventory
+        else:
+            inventory = preflight(plan, gpus)
         try:
             async with RunningTopology.open(
-                plan, on_event=on_event, on_output=on_output, on_group=_on_group, gpus=inventory, allocation=allocation
+                plan,
+                on_event=on_event,
+                on_output=on_output,
+                on_group=_on_group,
+                gpus=inventory,
+                head_start=_head_start,
+                allocation=allocation,
             ) as group:
                 yield group
         except BaseExceptionGroup as exc:
@@ -136,39 +141,6 @@ async def _planned(
         if acquired is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(acquired.release)
-
-
-def refuse_taken_ports(plan: Plan) -> None:
-    """A port already bound (a stale server from an earlier run, say) is reported before anything
-    starts, with its owner, instead of surfacing later as a crash."""
-    from ._placement_plan import LOCAL_HOST, _is_own_address
-    from ._record import port_owners
-
-    here = {LOCAL_HOST: True}
-
-    def on_this_machine(replica: ReplicaPlan) -> bool:  # a port on another node is not ours to check
-        if replica.placement is None:
-            return True
-        for node in replica.placement.nodes:
-            if node.address not in here:
-                here[node.address] = _is_own_address(node.address)
-        return any(here[node.address] for node in replica.placement.nodes)
-
-    wanted = {
-        port: replica.name
-        for service in plan.services
-        for replica in service.replicas
-        if on_this_machine(replica)
-        for port in replica.ports.values()
-    }
-    if not wanted:
-        return
-    owners = port_owners(list(wanted))
-    if owners:
-        raise ConfigError(
-            [f"service '{wanted[port].split('.')[0]}': {owner.describe()}" for port, owner in sorted(owners.items())],
-            source=plan.source,
-        )
 
 
 async def run(
@@ -214,20 +186,21 @@ async def supervise(
     on_signal: Callable[[int], None] | None = None,
     early_signals: list[int] | None = None,
     gpus: GpuInventory | str | None = None,
+    _head_start: HeadStart | None = None,
     _allocation: SlurmAllocation | None = None,
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
-    ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
-    from ._gpu_inventory import SimulatedInventory
-
-    handle_signals = threading.current_thread() is threading.main_thread()
+    ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace);
+    ``_head_start``: what the CLI started before the event loop (``_headstart``), for the group to adopt;
+    ``_allocation``: the Slurm allocation the CLI took before planning."""
     if isinstance(gpus, str):
+        from ._gpu_inventory import SimulatedInventory
+
         gpus = SimulatedInventory.parse(gpus)
     async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
-        outcome = await _supervise_plan(
-            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, handle_signals
+        return await _supervise_plan(
+            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, _head_start
         )
-    return outcome
 
 
 async def _supervise_plan(
@@ -239,8 +212,9 @@ async def _supervise_plan(
     on_signal: Callable[[int], None] | None,
     early_signals: list[int] | None,
     gpus: GpuInventory | None,
-    handle_signals: bool,
+    head_start: HeadStart | None,
 ) -> Outcome[T]:
+    handle_signals = threading.current_thread() is threading.main_thread()
     received: list[int] = []
     group_box: list[RunningTopology] = []
     result: list[T] = []
@@ -257,6 +231,7 @@ async def _supervise_plan(
                     on_output=on_output,
                     gpus=gpus,
                     _on_group=group_box.append,
+                    _head_start=head_start,
                     _allocation=allocation,
                 ) as group:
                     result.append(await body(group))
@@ -265,21 +240,6 @@ async def _supervise_plan(
         _reraise(exc)
     leftovers = tuple(group_box[0].leftovers) if group_box else ()
     return Outcome(result[0] if result else None, received[0] if received else None, plan.run_dir, leftovers)
-
-
-@contextlib.contextmanager
-def hold_signals() -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM/SIGHUP from now until ``supervise`` takes them over (pass the list as its
-    ``early_signals``). Without it, a Ctrl-C in the first moments of ``anyio.run`` goes to asyncio's own
-    handler, which cancels the main task natively, and that cancellation could be absorbed: a lost signal
-    and a run that goes on. Main thread only; the previous handlers come back on exit."""
-    early: list[int] = []
-    previous = {signum: signal.signal(signum, lambda number, _frame: early.append(number)) for signum in _SIGNALS}
-    try:
-        yield early
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 async def _on_signals(

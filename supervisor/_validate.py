@@ -7,7 +7,6 @@ on each replica once ``plan`` has filled them in (``check_replica``).
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -17,7 +16,6 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from ._cluster_spec import check_cluster
-from ._gpu_assign import check_gpu_request
 from ._profile import check_profile
 from ._spec import (
     CONDITIONS,
@@ -55,6 +53,8 @@ Report = Callable[[str], None]
 
 def suggest(word: str, known: Iterable[str], cutoff: float = 0.5) -> str:
     """`` (did you mean 'x'?)`` for the closest known name; never the word itself."""
+    import difflib
+
     close = difflib.get_close_matches(word, [k for k in known if k != word], n=1, cutoff=cutoff)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -192,6 +192,8 @@ def _check_service(
         phase_names.add(phase.name)
         _regex(phase.pattern, f"{where}, field 'phases.{phase.name}'", report)
     if service.gpus is not None:
+        from ._gpu_assign import check_gpu_request
+
         check_gpu_request(service.gpus, where, report)
     if service.profile is not None:
         check_profile(service.profile, where, report)

@@ -27,7 +27,8 @@ stays on disk for those: ``supervisor gc`` finds and stops what is left.
 The watchdog does not carry the run mark (the client scrubs it from its environment), lives in its own
 session (a terminal's Ctrl-C does not reach it), ignores SIGINT and SIGHUP, and never signals itself or
 its parent. It imports only the standard library, psutil, ``supervisor._proctable`` and the events writer,
-never anyio, so it starts fast (a test keeps it so).
+never anyio, so it starts fast (a test keeps it so); psutil and the rest load only when it sweeps, and the
+supervisor's side of this module (spawn, track) needs none of them.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._marks import REPLICA_ENV, RUN_ID_ENV
-from ._proctable import Member, matching_process, run_members
-from ._records.eventfile import append_event
+
+if TYPE_CHECKING:  # the sweep loads them when it runs: the supervisor's side (spawn, track) needs neither
+    from ._proctable import Member
 
 __all__ = ["SWEEP_EVENT", "Watchdog", "main"]
 
@@ -247,6 +249,8 @@ def _ours(
     A tracked group counts while its leader is the process we were told about, a marked process is in it,
     or it holds a process we already saw in this sweep: never a group id the kernel handed to someone else.
     """
+    from ._proctable import matching_process
+
     marked_groups = {m.pgid for m in members.values() if m.run_id == run_id}
     seen_groups = {m.pgid for m in members.values() if m.pid in seen and m.pgid in trusted}
     groups = {
@@ -270,6 +274,8 @@ def _signal(groups: Iterable[int], pids: Iterable[int], signum: int) -> None:
 
 
 def _sweep(run_id: str, leaders: dict[int, _Leader]) -> _Sweep:
+    from ._proctable import run_members
+
     began = time.monotonic()
     exclude = {os.getpid(), os.getppid()}
     pgids = {leader.pgid for leader in leaders.values()}
@@ -322,6 +328,8 @@ def _sweep(run_id: str, leaders: dict[int, _Leader]) -> _Sweep:
 
 
 def _append_event(run_dir: Path, run_id: str, sweep: _Sweep) -> None:
+    from ._records.eventfile import append_event
+
     event = {
         "event": SWEEP_EVENT,
         "run_id": run_id,

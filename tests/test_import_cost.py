@@ -4,8 +4,12 @@ heavy dependencies load only when a run needs them (see benchmarks/bench_startup
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from pathlib import Path
+
+from .helpers import wait_until
 
 HEAVY = ("httpx", "h11", "psutil", "yaml", "cattrs", "rich", "pynvml")
 
@@ -29,3 +33,64 @@ def test_a_spec_loads_no_http_client_and_no_yaml() -> None:
     loaded = _loaded("import supervisor; supervisor.Topology; supervisor.Service; supervisor.HttpCheck")
     assert "supervisor._spec" in loaded
     assert loaded.isdisjoint({"httpx", "h11", "yaml", "rich", "pynvml"}), sorted(loaded & set(HEAVY))
+
+
+#: what ``supervisor run`` must not have imported when its first child starts: the event loop and the
+#: runtime load while that child already runs (``_headstart``)
+NOT_BEFORE_THE_FIRST_SPAWN = (
+    "asyncio",
+    "anyio",
+    "ssl",
+    "cattrs",
+    "httpx",
+    "psutil",
+    "rich",
+    "pynvml",
+    "supervisor._group",
+    "supervisor._events",
+    "supervisor._console",
+    "supervisor._record",
+)
+
+_FIRST_SPAWN_PROBE = """
+import json, subprocess, sys
+from pathlib import Path
+popen_init = subprocess.Popen.__init__
+seen = Path(sys.argv.pop(1))
+
+def spy(self, args, *rest, **options):
+    first = args[0] == "sh" and not seen.exists()  # the first child, not the watchdog
+    if first:
+        seen.write_text(json.dumps(sorted(sys.modules)))
+    popen_init(self, args, *rest, **options)
+    if first:
+        seen.with_suffix(".pid").write_text(str(self.pid))
+
+subprocess.Popen.__init__ = spy
+from supervisor._entry import main
+sys.exit(main())
+"""
+
+
+def test_supervisor_run_spawns_its_first_child_before_the_runtime_is_imported(tmp_path: Path) -> None:
+    """A fresh ``supervisor run`` reaches its first child fast because nothing heavy comes first: this
+    fails when one of them sneaks back onto the path before the first spawn. The run then adopts that
+    very process (one spawn, its pid in the events), rather than starting the service again."""
+    seen, topology = tmp_path / "modules.json", tmp_path / "t.yaml"
+    topology.write_text("name: t\nservices:\n  first:\n    command: [sh, -c, 'exec sleep 60']\n")
+    argv = [sys.executable, "-c", _FIRST_SPAWN_PROBE, str(seen), "run", str(topology)]
+    process = subprocess.Popen([*argv, "--runs-dir", str(tmp_path / "runs"), "-q"], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: seen.exists() or process.poll() is not None, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert seen.exists(), stderr.decode()
+    loaded = {name if name.startswith("supervisor") else name.split(".")[0] for name in json.loads(seen.read_text())}
+    assert "supervisor._headstart" in loaded and "yaml" in loaded  # the spy saw the right moment
+    assert loaded.isdisjoint(NOT_BEFORE_THE_FIRST_SPAWN), sorted(loaded & set(NOT_BEFORE_THE_FIRST_SPAWN))
+    assert process.returncode == 128 + signal.SIGTERM
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    spawned = [e["pid"] for e in events if e["event"] == "spawned"]
+    assert spawned == [int(seen.with_suffix(".pid").read_text())]

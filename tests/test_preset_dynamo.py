@@ -20,23 +20,23 @@ ROOT = Path(__file__).parent.parent
 PY = "{python}"
 ETCD_ENV = {
     "DYN_DISCOVERY_BACKEND": "etcd",
-    "ETCD_ENDPOINTS": "http://127.0.0.1:{etcd.port}",
-    "NATS_SERVER": "nats://127.0.0.1:{nats.port}",
+    "ETCD_ENDPOINTS": "http://{etcd.host}:{etcd.port}",
+    "NATS_SERVER": "nats://{nats.host}:{nats.port}",
 }
 LOOPBACK = {
-    "DYN_TCP_RPC_HOST": "127.0.0.1",
-    "DYN_EVENT_PLANE_HOST": "127.0.0.1",
-    "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+    "DYN_TCP_RPC_HOST": "{host}",
+    "DYN_EVENT_PLANE_HOST": "{host}",
+    "DYN_TCP_RESPONSE_STREAM_HOST": "{host}",
 }
 WORKER_ENV = {
     **ETCD_ENV,
     **LOOPBACK,
-    "DYN_SYSTEM_HOST": "127.0.0.1",
+    "DYN_SYSTEM_HOST": "{host}",
     "DYN_SYSTEM_PORT": "{status}",
     "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
 }
 NIXL = '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}'
-VLLM_NIXL = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+VLLM_NIXL = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
 
 
 def services(topology: sv.Topology) -> dict[str, sv.Service]:
@@ -58,18 +58,18 @@ def test_disaggregated_vllm_golden() -> None:
     for worker in (prefill, decode):
         assert dict(worker.env) == {**WORKER_ENV, **VLLM_NIXL}  # a hub id: HF_HUB_OFFLINE is not forced
         assert worker.ports == (sv.PortSpec("status", below=32768), sv.PortSpec("nixl"))
-        assert worker.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{status}/health"))
-        assert worker.metrics == "http://127.0.0.1:{status}/metrics"  # the status server's Prometheus text
+        assert worker.ready == sv.Probe(sv.HttpCheck("http://{host}:{status}/health"))
+        assert worker.metrics == "http://{host}:{status}/metrics"  # the status server's Prometheus text
         assert worker.gpus == sv.GpuRequest(count=2)
         assert worker.restart.policy == "always"
         assert worker.stop == sv.StopPolicy("SIGTERM", grace_seconds=30)
         assert [d.service for d in worker.depends_on] == ["etcd", "nats"]
         assert [phase.name for phase in worker.phases][:3] == ["runtime", "engine", "weights"]
-    assert list(frontend.command) == [PY, "-m", "dynamo.frontend", "--http-host", "127.0.0.1", "--http-port", "{port}"]
+    assert list(frontend.command) == [PY, "-m", "dynamo.frontend", "--http-host", "{host}", "--http-port", "{port}"]
     assert dict(frontend.env) == {**ETCD_ENV, **LOOPBACK}
-    assert frontend.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/v1/models/Qwen%2FQwen3-0.6B/ready"))
+    assert frontend.ready == sv.Probe(sv.HttpCheck("http://{host}:{port}/v1/models/Qwen%2FQwen3-0.6B/ready"))
     assert frontend.restart.policy == "always"  # it exits 0 by itself when etcd is gone
-    assert frontend.metrics == "http://127.0.0.1:{port}/metrics"
+    assert frontend.metrics == "http://{host}:{port}/metrics"
     assert frontend.gpus is None and frontend.ports == (sv.PortSpec("port"),)
 
 
@@ -128,15 +128,15 @@ def test_infra_services_golden() -> None:
     found = services(dynamo(engine="mocker", model="/m", port=8000))
     assert list(found["etcd"].command) == [
         "etcd", "--data-dir", "{run_dir}/etcd",
-        "--listen-client-urls", "http://127.0.0.1:{port}", "--advertise-client-urls", "http://127.0.0.1:{port}",
-        "--listen-peer-urls", "http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", "http://127.0.0.1:{peer}",
-        "--initial-cluster", "default=http://127.0.0.1:{peer}",
+        "--listen-client-urls", "http://{host}:{port}", "--advertise-client-urls", "http://{host}:{port}",
+        "--listen-peer-urls", "http://{host}:{peer}", "--initial-advertise-peer-urls", "http://{host}:{peer}",
+        "--initial-cluster", "default=http://{host}:{peer}",
     ]  # fmt: skip
-    assert found["etcd"].ready.check == sv.HttpCheck("http://127.0.0.1:{port}/health", json={"health": "true"})  # type: ignore[union-attr]
+    assert found["etcd"].ready.check == sv.HttpCheck("http://{host}:{port}/health", json={"health": "true"})  # type: ignore[union-attr]
     assert list(found["nats"].command) == [
-        "nats-server", "-js", "-a", "127.0.0.1", "-p", "{port}", "-m", "{monitor}", "-sd", "{run_dir}/nats",
+        "nats-server", "-js", "-a", "{host}", "-p", "{port}", "-m", "{monitor}", "-sd", "{run_dir}/nats",
     ]  # fmt: skip
-    assert found["nats"].ready.check == sv.HttpCheck("http://127.0.0.1:{monitor}/healthz")  # type: ignore[union-attr]
+    assert found["nats"].ready.check == sv.HttpCheck("http://{host}:{monitor}/healthz")  # type: ignore[union-attr]
     assert found["frontend"].ports == (sv.PortSpec("port", 8000),)
 
 

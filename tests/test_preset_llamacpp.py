@@ -18,12 +18,12 @@ def test_single_server_is_the_frontend() -> None:
     (server,) = topo.services
     assert server.name == "frontend" and server.replicas == 1
     assert list(server.command) == [
-        "llama-server", "--model", "/models/qwen3-0.6b-q8_0.gguf", "--host", "127.0.0.1", "--port", "{port}",
+        "llama-server", "--model", "/models/qwen3-0.6b-q8_0.gguf", "--host", "{host}", "--port", "{port}",
         "--alias", "qwen3-0.6b-q8_0", "--metrics",
     ]  # fmt: skip
-    assert server.metrics == "http://127.0.0.1:{port}/metrics"  # --metrics turns the endpoint on
+    assert server.metrics == "http://{host}:{port}/metrics"  # --metrics turns the endpoint on
     assert server.ports == (sv.PortSpec("port"),)
-    assert server.ready == sv.Probe(sv.HttpCheck("http://127.0.0.1:{port}/health", status=200))
+    assert server.ready == sv.Probe(sv.HttpCheck("http://{host}:{port}/health", status=200))
     assert server.restart.policy == "always"
     assert server.stop == sv.StopPolicy("SIGTERM", grace_seconds=10)
     assert server.gpus is None and dict(server.env) == {}
@@ -41,7 +41,7 @@ def test_replicas_gpus_env_path_and_args() -> None:
     (server,) = topo.services
     assert server.replicas == 3 and server.gpus == sv.GpuRequest(count=2)
     assert list(server.command) == [
-        "/opt/llama/bin/llama-server", "--model", "m.gguf", "--host", "127.0.0.1", "--port", "{port}",
+        "/opt/llama/bin/llama-server", "--model", "m.gguf", "--host", "{host}", "--port", "{port}",
         "--alias", "tiny", "--metrics", "--ctx-size", "4096", "--n-gpu-layers", "all", "--flash-attn", "--tensor-split", "1,1",
     ]  # fmt: skip
     assert server.env["PATH"].startswith("/opt/llama/bin:") and server.env["LLAMA_ARG_THREADS"] == "4"

@@ -23,7 +23,7 @@ from tests.preset_checks import bad_var_names_preset_and_var, twin_matches_build
 
 
 def launch(model: str = "m", tp: int = 1) -> list[str]:
-    return ["{python}", "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1", "--port", "{port}",
+    return ["{python}", "-m", "sglang.launch_server", "--model-path", model, "--host", "{host}", "--port", "{port}",
             "--served-model-name", model, "--tp-size", str(tp), "--enable-metrics"]  # fmt: skip
 
 
@@ -31,7 +31,7 @@ def test_single_server_is_ready_once_warmed_up() -> None:
     topology = topologies.sglang(model="m")
     (server,) = topology.services
     assert topology.name == "sglang" and server.name == "frontend"
-    assert server.metrics == "http://127.0.0.1:{port}/metrics"  # with --enable-metrics (off by default)
+    assert server.metrics == "http://{host}:{port}/metrics"  # with --enable-metrics (off by default)
     assert list(server.command) == launch()
     assert server.ports == (sv.PortSpec("port"),) and server.gpus == sv.GpuRequest(count=1)
     assert server.stop == sv.StopPolicy("SIGTERM", 30.0)
@@ -39,7 +39,7 @@ def test_single_server_is_ready_once_warmed_up() -> None:
     assert server.ready.check == sv.AnyOf(
         [
             sv.LogCheck("The server is fired up and ready to roll!"),
-            sv.HttpCheck("http://127.0.0.1:{port}/health_generate", 200),
+            sv.HttpCheck("http://{host}:{port}/health_generate", 200),
         ]
     )  # not /health, nor uvicorn's "Application startup complete.": both come before the warm-up
     assert [p.name for p in server.phases] == ["dist_init", "load_weights", "kv_cache", "cuda_graphs", "warmup"]
@@ -90,9 +90,9 @@ def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
     assert list(frontend.command) == [
         "{python}", "-m", "sglang_router.launch_router", "--pd-disaggregation",
         "--prefill", "{prefill.0.url}", "{prefill.0.bootstrap}", "--prefill", "{prefill.1.url}", "{prefill.1.bootstrap}",
-        "--decode", "{decode.0.url}", "--decode", "{decode.1.url}", "--host", "127.0.0.1", "--port", "{port}",
+        "--decode", "{decode.0.url}", "--decode", "{decode.1.url}", "--host", "{host}", "--port", "{port}",
     ]  # fmt: skip
-    assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://127.0.0.1:{port}/readiness", 200)
+    assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://{host}:{port}/readiness", 200)
     assert frontend.depends_on == (sv.Dependency("prefill"), sv.Dependency("decode"))
     assert frontend.stop == sv.StopPolicy("SIGTERM", 5.0) and frontend.gpus is None
 

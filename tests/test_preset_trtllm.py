@@ -28,7 +28,7 @@ def serve(model: str = "m", tp: int = 1) -> list[str]:
         "trtllm-serve",
         model,
         "--host",
-        "127.0.0.1",
+        "{host}",
         "--port",
         "{port}",
         "--backend",
@@ -45,7 +45,7 @@ def test_single_server_is_the_frontend() -> None:
     assert list(server.command) == [*serve(tp=2), "--max_batch_size", "64", "--trust_remote_code"]  # snake_case kept
     assert server.gpus == sv.GpuRequest(count=2) and server.depends_on == ()
     assert server.stop == sv.StopPolicy("SIGTERM", 30.0)
-    assert server.ready is not None and server.ready.check == sv.HttpCheck("http://127.0.0.1:{port}/health", 200)
+    assert server.ready is not None and server.ready.check == sv.HttpCheck("http://{host}:{port}/health", 200)
     assert [p.name for p in server.phases] == [
         "init",
         "load_weights",

@@ -27,7 +27,7 @@ NIXL = '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}'
 
 
 def serve(model: str = "Qwen/Qwen3-0.6B", name: str = "Qwen/Qwen3-0.6B", tp: int = 1) -> list[str]:
-    return ["vllm", "serve", model, "--host", "127.0.0.1", "--port", "{port}", "--served-model-name", name,
+    return ["vllm", "serve", model, "--host", "{host}", "--port", "{port}", "--served-model-name", name,
             "--tensor-parallel-size", str(tp)]  # fmt: skip
 
 
@@ -43,9 +43,9 @@ def test_single_server_is_the_frontend() -> None:
     assert server.restart.policy == "on-failure"
     ready = server.ready
     assert ready is not None and ready.timeout_seconds == 1800.0
-    assert ready.check == sv.HttpCheck("http://127.0.0.1:{port}/v1/models", 200, r'"id":\s*"Qwen/Qwen3\-0\.6B"')
-    assert server.alive is not None and server.alive.check == sv.HttpCheck("http://127.0.0.1:{port}/health", 200)
-    assert server.metrics == "http://127.0.0.1:{port}/metrics"  # vLLM's API server always serves it
+    assert ready.check == sv.HttpCheck("http://{host}:{port}/v1/models", 200, r'"id":\s*"Qwen/Qwen3\-0\.6B"')
+    assert server.alive is not None and server.alive.check == sv.HttpCheck("http://{host}:{port}/health", 200)
+    assert server.metrics == "http://{host}:{port}/metrics"  # vLLM's API server always serves it
     assert [p.name for p in server.phases] == [
         "load_weights",
         "profile_memory",
@@ -109,14 +109,14 @@ def test_disaggregated_prefill_decode_behind_the_proxy() -> None:
     assert (prefill.replicas, decode.replicas) == (2, 1)
     for server in (prefill, decode):
         assert server.ports == (sv.PortSpec("port"), sv.PortSpec("nixl"))
-        assert server.env == {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+        assert server.env == {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
         assert server.gpus == sv.GpuRequest(count=2)
     assert list(frontend.command) == [
-        "{python}", "-m", "topologies.pd_proxy", "--host", "127.0.0.1", "--port", "{port}",
+        "{python}", "-m", "topologies.pd_proxy", "--host", "{host}", "--port", "{port}",
         "--prefill", "{prefill.0.url}", "--prefill", "{prefill.1.url}", "--decode", "{decode.0.url}",
     ]  # fmt: skip
     assert frontend.depends_on == (sv.Dependency("prefill"), sv.Dependency("decode"))
-    assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://127.0.0.1:{port}/health", 200)
+    assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://{host}:{port}/health", 200)
     assert frontend.stop == sv.StopPolicy("SIGTERM", 5.0) and frontend.gpus is None
 
 

@@ -12,6 +12,7 @@ import pytest
 import supervisor as sv
 from supervisor import _marks, _process
 from supervisor._record import Manifest, ReplicaEntry, load_run, manifest_from_json, summary_from_json, to_json
+from supervisor._records import schema
 
 from .helpers import PYTHON
 
@@ -36,6 +37,9 @@ async def test_a_real_runs_records_round_trip_through_the_schema(runs_dir: Path)
     manifest = manifest_from_json(manifest_data)
     assert to_json(manifest) == manifest_data
     assert to_json(summary_from_json(summary_data)) == summary_data
+    converter = schema._converter()  # what to_json was before it became attrs.asdict: the same data
+    assert converter.unstructure(manifest) == manifest_data
+    assert converter.unstructure(summary_from_json(summary_data)) == summary_data
     assert [r.name for _, r in manifest.replicas()] == ["a.0", "a.1"] and manifest.phase == "stopped"
     record = load_run(group.run_dir)
     assert [r.ports["port"] for r in record.replicas()] == [r.port for r in group["a"].replicas]

@@ -13,7 +13,7 @@ import supervisor as sv
 from supervisor import ConfigError
 from supervisor._placement import ClusterNode
 from supervisor._plan import make_plan
-from supervisor._runner import refuse_taken_ports
+from supervisor._preflight import refuse_taken_ports
 from supervisor._slurm_alloc import SlurmAllocation, SlurmError, salloc_argv
 from supervisor._spec import Cluster
 from supervisor._spec import SlurmCluster as SlurmSpec

@@ -2,8 +2,11 @@
 
 The contract (so a benchmark can swap engines without touching its client): every preset is a builder
 returning ``supervisor.Topology`` whose client-facing service is named ``frontend``, taking the common
-keyword arguments ``model``, ``served_model_name``, ``port``, ``env_path``, ``replicas``, ``tp``, ``args``
-and ``env`` (engine-specific ones beside them). Each engine's knowledge sits in an ``EngineProfile``.
+keyword arguments ``model``, ``served_model_name``, ``port``, ``env_path``, ``replicas``, ``tp``, ``args``,
+``env`` and ``cluster`` (engine-specific ones beside them). Each engine's knowledge sits in an ``EngineProfile``.
+
+Every address is a template: servers listen on ``{host}`` and clients call ``{svc.url}`` / ``{svc.host}``,
+which are 127.0.0.1 on one machine and the node's address on a cluster, so one topology runs on both.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from ._args import Args, ListStyle, engine_flags
 
 __all__ = [
     "FRONTEND",
+    "HEAD_NODE",
+    "ON_SUPERVISOR",
+    "Cluster",
     "EngineProfile",
     "api_ports",
     "check_inputs",
@@ -32,6 +38,14 @@ __all__ = [
 ]
 
 FRONTEND = "frontend"  #: the service clients talk to, in every preset
+
+#: a builder's ``cluster=``: a Slurm allocation to run on (``supervisor.SlurmCluster(nodes=4)``), or None
+Cluster = supervisor.Cluster | supervisor.SlurmCluster | None
+#: on a cluster, the services every other one calls (etcd, NATS, a router or proxy in front) share node 0
+#: of the allocation, the head node; the engines spread round-robin. On one machine it changes nothing.
+HEAD_NODE = supervisor.Placement(node=0)
+#: on a cluster, a job that only writes files into the run directory runs beside the supervisor
+ON_SUPERVISOR = supervisor.Placement(local=True)
 
 
 @attrs.frozen

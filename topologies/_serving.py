@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import supervisor
 
-from ._common import FRONTEND, api_ports, preset_error
+from ._common import FRONTEND, HEAD_NODE, api_ports, preset_error
 
 __all__ = [
     "LOAD_TIMEOUT_SECONDS",
@@ -25,21 +25,21 @@ LOAD_TIMEOUT_SECONDS = 1800.0
 #: proxies and routers hold no GPU memory and no request state worth draining for long
 ROUTER_STOP = supervisor.StopPolicy("SIGTERM", 5.0)
 #: the Prometheus endpoint on the API port (vLLM always, SGLang with --enable-metrics, llama.cpp with --metrics)
-METRICS = "http://127.0.0.1:{port}/metrics"
+METRICS = "http://{host}:{port}/metrics"
 
 
 def models_ready(served_model_name: str) -> supervisor.Probe:
     """``GET /v1/models`` lists the served name: the API server is up *and* the model is registered."""
     body = r'"id":\s*"' + re.escape(served_model_name).replace("{", "{{").replace("}", "}}") + '"'
     return supervisor.Probe(
-        supervisor.HttpCheck("http://127.0.0.1:{port}/v1/models", status=200, body=body),
+        supervisor.HttpCheck("http://{host}:{port}/v1/models", status=200, body=body),
         timeout_seconds=LOAD_TIMEOUT_SECONDS,
     )
 
 
 def alive(path: str = "/health") -> supervisor.Probe:
     """Once ready, three failed health checks in a row (5 s apart) replace the replica."""
-    return supervisor.Probe(supervisor.HttpCheck("http://127.0.0.1:{port}" + path, status=200), period_seconds=5.0)
+    return supervisor.Probe(supervisor.HttpCheck("http://{host}:{port}" + path, status=200), period_seconds=5.0)
 
 
 def replica_urls(service: str, count: int, field: str = "url") -> list[str]:
@@ -63,15 +63,17 @@ def router_frontend(
     env: Mapping[str, str] | None = None,
     depends_on: object = ("prefill", "decode"),
 ) -> supervisor.Service:
-    """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend``."""
+    """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend`` (on a
+    cluster on the head node, node 0)."""
     return supervisor.Service(
         name=FRONTEND,
         command=command,
         ports=api_ports(port),
         env=env or {},
         depends_on=depends_on,
-        ready=supervisor.HttpCheck("http://127.0.0.1:{port}" + ready_path, status=200),
+        ready=supervisor.HttpCheck("http://{host}:{port}" + ready_path, status=200),
         alive=alive(alive_path),
         stop=ROUTER_STOP,
         restart=supervisor.RestartPolicy("on-failure"),
+        placement=HEAD_NODE,
     )

@@ -18,7 +18,17 @@ import supervisor
 
 from . import _dynamo
 from ._args import Args
-from ._common import FRONTEND, api_ports, check_inputs, engine_env, engine_python, extra_flags, preset_error
+from ._common import (
+    FRONTEND,
+    HEAD_NODE,
+    Cluster,
+    api_ports,
+    check_inputs,
+    engine_env,
+    engine_python,
+    extra_flags,
+    preset_error,
+)
 from ._dynamo import Discovery, Engine, Role
 from ._infra import etcd_service, nats_service
 
@@ -44,6 +54,7 @@ def dynamo(
     env: Mapping[str, str] | None = None,
     etcd: str = "etcd",
     nats_server: str = "nats-server",
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """A Dynamo deployment of ``model`` on ``engine`` (``mocker`` needs no GPU: a tokenizer directory will do).
 
@@ -55,6 +66,8 @@ def dynamo(
     go to every worker, ``prefill_args``/``decode_args`` to one role, ``frontend_args`` to the frontend.
     ``discovery="file"`` runs without etcd and NATS (workers and frontend share ``{run_dir}/discovery``).
     ``etcd``/``nats_server``: the programs (default: from PATH, as Debian's packages install them).
+    ``cluster``: run on a Slurm allocation (``supervisor.SlurmCluster(nodes=4)``): etcd, NATS and the
+    frontend on node 0, the workers round-robin over the nodes (a YAML file says ``cluster:``).
     """
     if engine not in _dynamo.ENGINES:
         raise preset_error("dynamo", "engine", f"unknown engine {engine!r}", _dynamo.ENGINES)
@@ -104,8 +117,8 @@ def dynamo(
             replicas=count,
             depends_on=needs,
             env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **nixl, **fixed),
-            ready=supervisor.HttpCheck("http://127.0.0.1:{status}/health"),
-            metrics="http://127.0.0.1:{status}/metrics",  # the worker's status server
+            ready=supervisor.HttpCheck("http://{host}:{status}/health"),
+            metrics="http://{host}:{status}/metrics",  # the worker's status server
             restart=_dynamo.RESTART_ALWAYS,
             gpus=None if engine == "mocker" else tp,
         )
@@ -120,7 +133,7 @@ def dynamo(
             "-m",
             "dynamo.frontend",
             "--http-host",
-            "127.0.0.1",
+            "{host}",
             "--http-port",
             "{port}",
             *extra_flags(frontend_args),
@@ -129,10 +142,11 @@ def dynamo(
         depends_on=needs,
         env=engine_env(env_path, env, **_dynamo.discovery_env(discovery), **_dynamo.LOOPBACK_ENV, **fixed),
         ready=_dynamo.frontend_ready(served),
-        metrics="http://127.0.0.1:{port}/metrics",
+        metrics="http://{host}:{port}/metrics",
         restart=_dynamo.RESTART_ALWAYS,  # a clean exit is a failure: it leaves by itself when etcd is gone
+        placement=HEAD_NODE,
     )
-    return supervisor.Topology(name=f"dynamo-{engine}", services=[*infra, *workers, frontend])
+    return supervisor.Topology(name=f"dynamo-{engine}", services=[*infra, *workers, frontend], cluster=cluster)
 
 
 def _is_local_path(model: str) -> bool:

@@ -18,7 +18,7 @@ import supervisor
 
 from . import _llamacpp
 from ._args import Args
-from ._common import FRONTEND, api_ports, check_inputs, engine_env, engine_program, preset_error
+from ._common import FRONTEND, Cluster, api_ports, check_inputs, engine_env, engine_program, preset_error
 
 __all__ = ["llamacpp"]
 
@@ -34,6 +34,7 @@ def llamacpp(
     llama_server: str = "llama-server",
     args: Args = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """``llama_server`` (a program on PATH, in ``env_path``'s ``bin/``, or a path) serving the GGUF ``model``.
 
@@ -61,6 +62,6 @@ def llamacpp(
         ready=_llamacpp.READY,
         restart=supervisor.RestartPolicy(policy="always"),  # a server that exits, even cleanly, is restarted
         gpus=tp or None,
-        metrics="http://127.0.0.1:{port}/metrics",
+        metrics="http://{host}:{port}/metrics",
     )
-    return supervisor.Topology(name="llamacpp", services=[server])
+    return supervisor.Topology(name="llamacpp", services=[server], cluster=cluster)

@@ -6,7 +6,10 @@ server_arguments.md`` (``--model-path --host --port --served-model-name --tp-siz
 ``--disaggregation-transfer-backend mooncake|nixl``, ``--disaggregation-bootstrap-port``, default 8998, so
 one per prefill server on a host), ``docs/advanced_features/router.md`` (``python -m
 sglang_router.launch_router --pd-disaggregation --prefill URL BOOTSTRAP_PORT --decode URL``; ``/readiness``),
-and the lines of ``srt/model_executor/model_runner.py`` and ``srt/entrypoints/http_server.py``.
+and the lines of ``srt/model_executor/model_runner.py`` and ``srt/entrypoints/http_server.py``. A server on
+several nodes (``nodes_per_replica``) is ``docs/references/multi_node_deployment``'s: the same command on
+each node with ``--dist-init-addr LEADER:PORT --nnodes N --node-rank R``, ``--tp-size`` counting every node's
+GPUs; rank 0 serves HTTP.
 
 Readiness is warmed up, not listening: ``/health`` answers before the server's warm-up request ran, so a
 server is ready on "The server is fired up and ready to roll!" (printed after the warm-up) or, when the
@@ -23,6 +26,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    Cluster,
     EngineProfile,
     api_ports,
     check_inputs,
@@ -34,9 +38,11 @@ from ._common import (
 )
 from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, alive, check_counts, replica_urls, router_frontend
 
-__all__ = ["PROFILE", "READY_LINE", "sglang"]
+__all__ = ["MULTI_NODE_FLAGS", "PROFILE", "READY_LINE", "sglang"]
 
 READY_LINE = "The server is fired up and ready to roll!"
+#: one server over the nodes of its replica (one task per node): rank 0 at ``{leader_host}`` leads
+MULTI_NODE_FLAGS = ("--dist-init-addr", "{leader_host}:{dist}", "--nnodes", "{nnodes}", "--node-rank", "{node_rank}")
 
 PROFILE = EngineProfile(
     name="sglang",
@@ -74,16 +80,27 @@ def sglang(
     prefill_args: Mapping[str, object] | Sequence[str] | None = None,
     decode_args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
+    nodes_per_replica: int = 1,
 ) -> supervisor.Topology:
-    """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode)."""
+    """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode).
+
+    ``nodes_per_replica`` > 1 (on a cluster): each server spans that many nodes, ``tp`` x ``dp`` GPUs in
+    all, split evenly over them; each server's nodes are its own. Ignored, with a note, on one machine.
+    """
     check_counts("sglang", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
+    check_counts("sglang", nodes_per_replica=nodes_per_replica)
+    if tp * dp % nodes_per_replica:
+        problem = f"tp x dp = {tp * dp} GPUs do not split evenly over {nodes_per_replica} nodes"
+        raise preset_error("sglang", "nodes_per_replica", problem)
+    nodes = nodes_per_replica
     check_inputs("sglang", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:
             raise preset_error("sglang", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
-        server = _server(FRONTEND, model, name, port, env_path, replicas, tp, dp, args, env, [])
-        return supervisor.Topology(name="sglang", services=[server])
+        server = _server(FRONTEND, model, name, port, env_path, replicas, tp, dp, args, env, [], nodes=nodes)
+        return supervisor.Topology(name="sglang", services=[server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("sglang", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
     if replicas != 1:
@@ -93,9 +110,9 @@ def sglang(
     decode_flags = ["--disaggregation-mode", "decode", *backend]
     servers = [
         _server("prefill", model, name, None, env_path, prefill, tp, dp, args, env,
-                prefill_flags + PROFILE.flags(prefill_args), ("bootstrap",)),
+                prefill_flags + PROFILE.flags(prefill_args), ("bootstrap",), nodes=nodes),
         _server("decode", model, name, None, env_path, decode, tp, dp, args, env,
-                decode_flags + PROFILE.flags(decode_args)),
+                decode_flags + PROFILE.flags(decode_args), nodes=nodes),
     ]  # fmt: skip
     router = [engine_python(env_path), "-m", "sglang_router.launch_router", "--pd-disaggregation"]
     for url, bootstrap in zip(
@@ -104,11 +121,11 @@ def sglang(
         router += ["--prefill", url, bootstrap]
     for url in replica_urls("decode", decode):
         router += ["--decode", url]
-    router += ["--host", "127.0.0.1", "--port", "{port}"]
+    router += ["--host", "{host}", "--port", "{port}"]
     frontend = router_frontend(
         router, port, ready_path="/readiness", alive_path="/liveness", env=engine_env(env_path, env)
     )
-    return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend])
+    return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend], cluster=cluster)
 
 
 def _server(
@@ -124,19 +141,24 @@ def _server(
     env: Mapping[str, str] | None,
     role_flags: list[str],
     extra_ports: Sequence[str] = (),
+    *,
+    nodes: int = 1,
 ) -> supervisor.Service:
     command = [
         engine_python(env_path), "-m", "sglang.launch_server",
         "--model-path", model_arg(model),
-        "--host", "127.0.0.1", "--port", "{port}",
+        "--host", "{host}", "--port", "{port}",
         "--served-model-name", literal(name),
         "--tp-size", str(tp),
         "--enable-metrics",
     ]  # fmt: skip
     if dp > 1:
         command += ["--dp-size", str(dp)]
+    if nodes > 1:
+        command += MULTI_NODE_FLAGS
+        extra_ports = (*extra_ports, "dist")
     warmed_up = supervisor.AnyOf(
-        [supervisor.LogCheck(READY_LINE), supervisor.HttpCheck("http://127.0.0.1:{port}/health_generate", status=200)]
+        [supervisor.LogCheck(READY_LINE), supervisor.HttpCheck("http://{host}:{port}/health_generate", status=200)]
     )
     return PROFILE.service(
         name=service,
@@ -147,6 +169,7 @@ def _server(
         ready=supervisor.Probe(warmed_up, timeout_seconds=LOAD_TIMEOUT_SECONDS),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
-        gpus=tp * dp,
+        gpus=tp * dp // nodes,  # per node on a cluster
         metrics=METRICS,
+        placement=supervisor.Placement(nodes=nodes) if nodes > 1 else None,
     )

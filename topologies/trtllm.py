@@ -26,6 +26,8 @@ import supervisor
 
 from ._common import (
     FRONTEND,
+    ON_SUPERVISOR,
+    Cluster,
     EngineProfile,
     api_ports,
     check_inputs,
@@ -79,6 +81,7 @@ def trtllm(
     llm_config: Mapping[str, object] | None = None,
     args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """trtllm-serve servers; clients use ``frontend``. ``llm_config``: extra LLM-API options (YAML keys)."""
     check_counts("trtllm", replicas=replicas, tp=tp, prefill=prefill, decode=decode)
@@ -91,14 +94,14 @@ def trtllm(
         files: dict[str, Mapping[str, object]] = {f"{_DIR}/server.yaml": llm_config} if llm_config else {}
         extra = ["--extra_llm_api_options", f"{_DIR}/server.yaml"] if llm_config else []
         server = _server(FRONTEND, model, port, env_path, replicas, tp, args, env, extra, bool(files))
-        return supervisor.Topology(name="trtllm", services=[*_config_job(files), server])
+        return supervisor.Topology(name="trtllm", services=[*_config_job(files), server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("trtllm", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
     if replicas != 1:
         raise preset_error("trtllm", "replicas", "disagg mode counts servers with prefill= and decode=")
     transceiver = {"cache_transceiver_config": {"backend": cache_backend}}
     disagg = {
-        "hostname": "127.0.0.1",
+        "hostname": "@frontend.host@",
         "port": "@frontend.port@",
         "backend": "pytorch",
         "context_servers": {"num_instances": prefill, "urls": _addresses("prefill", prefill)},
@@ -119,7 +122,9 @@ def trtllm(
         env=engine_env(env_path, env),
         depends_on={"config": "completed", "prefill": "ready", "decode": "ready"},
     )
-    return supervisor.Topology(name="trtllm-disagg", services=[*_config_job(files), *servers, frontend])
+    return supervisor.Topology(
+        name="trtllm-disagg", services=[*_config_job(files), *servers, frontend], cluster=cluster
+    )
 
 
 def _server(
@@ -136,7 +141,7 @@ def _server(
 ) -> supervisor.Service:
     command = [
         engine_program(env_path, "trtllm-serve"), model_arg(model),
-        "--host", "127.0.0.1", "--port", "{port}",
+        "--host", "{host}", "--port", "{port}",
         "--backend", "pytorch",
         "--tp_size", str(tp),
     ]  # fmt: skip
@@ -148,7 +153,7 @@ def _server(
         env=engine_env(env_path, env),
         depends_on={"config": "completed"} if after_config else {},
         ready=supervisor.Probe(
-            supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
+            supervisor.HttpCheck("http://{host}:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
         ),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
@@ -157,23 +162,31 @@ def _server(
 
 
 def _config_job(files: Mapping[str, Mapping[str, object]]) -> list[supervisor.Service]:
-    """A job writing each file (JSON; ``@svc.field@`` become plan-time templates) before the servers start."""
+    """A job writing each file (JSON; ``@svc.field@`` become plan-time templates; a whole value that is a
+    port, ``"@svc.port@"``, becomes a number) before the servers start."""
     if not files:
         return []
     command = ["{python}", "-c", _WRITER]
     for path, content in files.items():
         command += [path, _templated_json(content)]
-    return [supervisor.Service(name="config", command=command, stop=supervisor.StopPolicy("SIGTERM", 2.0))]
+    stop = supervisor.StopPolicy("SIGTERM", 2.0)
+    return [supervisor.Service(name="config", command=command, stop=stop, placement=ON_SUPERVISOR)]
 
 
 def _templated_json(content: Mapping[str, object]) -> str:
     text = json.dumps(content, indent=2).replace("{", "{{").replace("}", "}}")
-    text = re.sub(r'"@([\w.]+)@"', r"{\1}", text)  # a whole value: a number once filled (a port)
+    text = re.sub(r'"@([\w.]*port)@"', r"{\1}", text)  # a whole port value: a number once filled
     return re.sub(r"@([\w.]+)@", r"{\1}", text)
 
 
 def _addresses(service: str, count: int) -> list[str]:
-    return ["127.0.0.1:" + url.replace("{", "@").replace("}", "@") for url in replica_urls(service, count, "port")]
+    """``host:port`` of each replica (templates as ``@...@`` until the JSON is written)."""
+    hosts, ports = replica_urls(service, count, "host"), replica_urls(service, count, "port")
+    return [_marked(host) + ":" + _marked(port) for host, port in zip(hosts, ports, strict=True)]
+
+
+def _marked(template: str) -> str:
+    return template.replace("{", "@").replace("}", "@")
 
 
 def _snake_flags(args: Mapping[str, object] | Sequence[str] | None) -> Mapping[str, object] | Sequence[str] | None:

@@ -19,6 +19,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    Cluster,
     EngineProfile,
     api_ports,
     check_inputs,
@@ -83,6 +84,7 @@ def vllm(
     prefill_args: Mapping[str, object] | Sequence[str] | None = None,
     decode_args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cluster: Cluster = None,
 ) -> supervisor.Topology:
     """vLLM servers; clients use ``frontend`` (``{frontend.url}``; ``{frontend.urls}`` lists replicas).
 
@@ -96,7 +98,7 @@ def vllm(
         if port is not None and replicas > 1:
             raise preset_error("vllm", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
         server = _server(FRONTEND, model, name, port, env_path, replicas, tp, dp, args, env, [], {})
-        return supervisor.Topology(name="vllm", services=[server])
+        return supervisor.Topology(name="vllm", services=[server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("vllm", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
     if replicas != 1:
@@ -111,17 +113,17 @@ def vllm(
     ):
         transfer = {"kv_connector": kv_connector, "kv_role": kv_role}
         flags = PROFILE.flags({"kv_transfer_config": transfer}) + PROFILE.flags(role_args)
-        nixl = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+        nixl = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
         fixed = nixl if kv_connector == "NixlConnector" else {}
         ports = ["nixl"] if fixed else []
         services.append(_server(role, model, name, None, env_path, count, tp, 1, args, env, flags, fixed, ports))
     proxy = [
-        "{python}", "-m", "topologies.pd_proxy", "--host", "127.0.0.1", "--port", "{port}",
+        "{python}", "-m", "topologies.pd_proxy", "--host", "{host}", "--port", "{port}",
         *_each("--prefill", replica_urls("prefill", prefill)),
         *_each("--decode", replica_urls("decode", decode)),
     ]  # fmt: skip
     frontend = router_frontend(proxy, port)
-    return supervisor.Topology(name="vllm-disagg", services=[*services, frontend])
+    return supervisor.Topology(name="vllm-disagg", services=[*services, frontend], cluster=cluster)
 
 
 def _server(
@@ -141,7 +143,7 @@ def _server(
 ) -> supervisor.Service:
     command = [
         engine_program(env_path, "vllm"), "serve", model_arg(model),
-        "--host", "127.0.0.1", "--port", "{port}",
+        "--host", "{host}", "--port", "{port}",
         "--served-model-name", literal(name),
         "--tensor-parallel-size", str(tp),
     ]  # fmt: skip
@@ -174,7 +176,7 @@ def _health_ready() -> supervisor.Probe:
     """With an API key ``/v1/models`` answers 401 forever; ``/health`` is open, and vLLM serves HTTP only
     once the engine is built, so it is 200 once the model is loaded."""
     return supervisor.Probe(
-        supervisor.HttpCheck("http://127.0.0.1:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
+        supervisor.HttpCheck("http://{host}:{port}/health", status=200), timeout_seconds=LOAD_TIMEOUT_SECONDS
     )
 
 

@@ -5,7 +5,7 @@ without pulling in the rest):
 
 - ``paths``: the state dir, the runs dir, the index dir, atomic JSON files, writes that never raise;
 - ``eventfile``: the one writer of ``events.jsonl`` (the supervisor, its watchdog, ``supervisor stop``);
-- ``schema``: ``manifest.json``, ``summary.json`` and index entries as attrs classes, through cattrs;
+- ``schema``: ``manifest.json``, ``summary.json`` and index entries as attrs classes, read through cattrs;
 - ``index``: registering runs, listing and resolving them (``RunRecord``, ``ReplicaRecord``);
 - ``leftovers``: what of a run is still alive, gc candidates;
 - ``ports``: who holds a port we want.

@@ -2,18 +2,23 @@
 
 ``manifest.json`` (the resolved run: commands, redacted env, ports, every pid with its create time),
 ``summary.json`` (how it went and ended: timings, restarts, exits, the critical chain; computed by
-``supervisor._summary``) and the index entry (who supervises it). ``to_json`` and the ``*_from_json``
-readers go through one cattrs converter. Reading is forgiving on purpose: a record may be half-written by a
+``supervisor._summary``) and the index entry (who supervises it). ``to_json`` is ``attrs.asdict`` (the
+records hold JSON types only, and the first manifest is written while a fresh ``supervisor run`` is
+still starting, without cattrs); the ``*_from_json`` readers go through one cattrs converter, built on
+first use. Reading is forgiving on purpose: a record may be half-written by a
 crash, or come from an older version; a field of the wrong type reads as its default, never as an error,
 so ``supervisor ps/stop/gc`` always work on what is there.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, get_origin
+import functools
+from typing import TYPE_CHECKING, Any, TypeVar, get_origin
 
 import attrs
-import cattrs
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "ACTIVE_STATES",
@@ -254,7 +259,11 @@ def _list_of(converter: cattrs.Converter, item_type: type[_T]) -> Any:
     return structure
 
 
-def _make_converter() -> cattrs.Converter:
+@functools.cache
+def _converter() -> cattrs.Converter:
+    """The forgiving reader, generated on first use."""
+    import cattrs
+
     converter = cattrs.Converter()
 
     def hook(kind: Any, function: Any) -> None:
@@ -289,21 +298,18 @@ def _make_converter() -> cattrs.Converter:
     return converter
 
 
-_converter = _make_converter()
-
-
 def to_json(record: Manifest | Summary | IndexEntry) -> dict[str, Any]:
     """The record as JSON-ready data (field order kept: people read these files)."""
-    return _converter.unstructure(record)  # type: ignore[no-any-return]
+    return attrs.asdict(record)
 
 
 def manifest_from_json(data: object) -> Manifest:
-    return _converter.structure(data, Manifest)
+    return _converter().structure(data, Manifest)
 
 
 def summary_from_json(data: object) -> Summary:
-    return _converter.structure(data, Summary)
+    return _converter().structure(data, Summary)
 
 
 def index_entry_from_json(data: object) -> IndexEntry:
-    return _converter.structure(data, IndexEntry)
+    return _converter().structure(data, IndexEntry)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -197,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             allocation.release()
     finally:
-        subprocess.run([str(SCRIPT), "stop", str(root)], check=False)
+        stopped = subprocess.run([str(SCRIPT), "stop", str(root)], check=False)
+        if stopped.returncode == 0:
+            shutil.rmtree(root, ignore_errors=True)
     print("\nsummary\n" + summary(results), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"results": [r.to_json() for r in results]}, indent=2) + "\n")

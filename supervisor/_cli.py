@@ -126,17 +126,26 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
     if args.command == "sbatch":
         topology = apply_sbatch_flags(topology, args)
     args.notes = placement_notes(topology)
-    # run: the launcher brings the allocation's nodes; the other commands plan on placeholders
-    nodes = planning_nodes(topology) if args.command != "run" else None
     if args.gpus:
         from ._gpu_inventory import SimulatedInventory
 
         args.inventory = SimulatedInventory.parse(args.gpus)
     else:
         args.inventory = None
-    plan = make_plan(
-        topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables, nodes=nodes
-    )
+    # run: the allocation's nodes (taken now: they decide {host}); the other commands plan on placeholders
+    args.allocation = None
+    if args.command == "run" and topology.cluster is not None and topology.cluster.slurm is not None:
+        from ._slurm_alloc import allocation_for
+
+        args.allocation = allocation_for(topology)
+    try:
+        nodes = args.allocation.nodes if args.allocation is not None else planning_nodes(topology)
+        plan = make_plan(
+            topology, runs_dir=args.runs_dir, gpus=args.inventory, check_executables=check_executables, nodes=nodes
+        )
+    except BaseException:
+        _release(args)
+        raise
     _secrets = Redactor.from_environments(os.environ, *(r.env for s in plan.services for r in s.replicas))
     cmd: list[str] = getattr(args, "cmd", [])
     if cmd:
@@ -291,6 +300,14 @@ def _is_terminal(stream: object) -> bool:
     return bool(isatty and isatty())
 
 
+def _release(args: argparse.Namespace) -> None:
+    """Cancel the Slurm allocation ``run`` made (the group does it after its teardown; this catches a
+    failure before the start). One we run inside stays."""
+    allocation = getattr(args, "allocation", None)
+    if allocation is not None:
+        allocation.release()
+
+
 @contextlib.contextmanager
 def _head_start(plan: Plan, gpus: GpuInventory | None) -> Iterator[HeadStart | None]:
     """The services that wait for nothing start now, while the runtime is still being imported; what the
@@ -306,6 +323,13 @@ def _head_start(plan: Plan, gpus: GpuInventory | None) -> Iterator[HeadStart | N
 
 def _run(args: argparse.Namespace) -> int:
     plan = _plan(args)
+    try:
+        return _run_plan(args, plan)
+    finally:
+        _release(args)
+
+
+def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
     if args.notify_fd is not None:
         _output_to_run_dir(plan.run_dir)
     command: list[str] = getattr(args, "filled_cmd", [])
@@ -339,6 +363,10 @@ def _run(args: argparse.Namespace) -> int:
         reporter = _reporter(args, plan)
         if not args.quiet:
             _say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+            if args.allocation is not None:
+                whose = "ours, cancelled at the end" if args.allocation.owned else "the caller's, left as it is"
+                names = ",".join(node.name for node in args.allocation.nodes)
+                _say(f"Slurm job {args.allocation.job_id} ({whose}) on {names}")
             for note in args.notes:
                 _say(f"note: {note}")
         with _summary_at_end(plan.run_dir, quiet=args.quiet), reporter:
@@ -352,6 +380,7 @@ def _run(args: argparse.Namespace) -> int:
                     early_signals=early,
                     gpus=args.inventory,
                     _head_start=head_start,
+                    _allocation=args.allocation,
                 )
             )
     down = (

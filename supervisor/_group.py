@@ -29,12 +29,12 @@ from anyio.abc import TaskGroup
 from . import _supervision
 from ._conditions import StartConditions
 from ._endpoints import write_endpoints
-from ._errors import ServiceFailed, SupervisorError
+from ._errors import ConfigError, ServiceFailed, SupervisorError
 from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
 from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
-from ._plan import Plan
+from ._plan import Plan, ReplicaPlan
 from ._probes import PollBudget
 from ._process import alive, signal_processes
 from ._proctable import marked_processes, run_members
@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used,
     from ._gpu_inventory import GpuInventory
     from ._headstart import HeadStart
     from ._resources import PortAllocator
+    from ._slurm_alloc import SlurmAllocation
     from ._spec import Service
     from ._summary import RunSummary
 
@@ -68,6 +69,7 @@ class RunningTopology:
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
         head_start: HeadStart | None = None,
+        allocation: SlurmAllocation | None = None,
     ) -> None:
         self.plan = plan
         self.gpus = gpus  #: checked after teardown: the GPUs must stop listing our processes
@@ -77,6 +79,15 @@ class RunningTopology:
         #: a head start (``supervisor run``) already spawned the first replicas: it hands them over
         self.launcher: Launcher = launcher or head_start or LocalLauncher()
         self._head_start = head_start
+        #: the Slurm job that replicas with a placement run in; released at teardown if we made it
+        self.allocation = allocation
+        if allocation is None and any(r.placement for s in plan.services for r in s.replicas):
+            from ._slurm_alloc import SlurmAllocation
+
+            self.allocation = SlurmAllocation.current()  # a plan made inside an allocation, say
+            if self.allocation is None:
+                problem = "replicas are placed on cluster nodes, but there is no Slurm allocation to run them in"
+                raise ConfigError(problem, source=plan.source)
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,6 +140,7 @@ class RunningTopology:
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
         head_start: HeadStart | None = None,
+        allocation: SlurmAllocation | None = None,
     ) -> AsyncIterator[RunningTopology]:
         """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
 
@@ -138,7 +150,15 @@ class RunningTopology:
         spawns (a second Ctrl-C during startup can kill at once). ``head_start``: the watchdog and first
         processes that ``supervisor run`` started before the event loop (``_headstart``), adopted here.
         """
-        group = cls(plan, on_event=on_event, on_output=on_output, launcher=launcher, gpus=gpus, head_start=head_start)
+        group = cls(
+            plan,
+            on_event=on_event,
+            on_output=on_output,
+            launcher=launcher,
+            gpus=gpus,
+            head_start=head_start,
+            allocation=allocation,
+        )
         if on_group is not None:
             on_group(group)
         started = False
@@ -342,6 +362,21 @@ class RunningTopology:
         signal_processes([p for _, p in marked_processes(self.run_id).values()], signal.SIGKILL)
 
     # ----- ReplicaHost ----------------------------------------------------------------------------
+    def launcher_for(self, plan: ReplicaPlan) -> Launcher:
+        """This machine's launcher, or a step on the replica's nodes in the run's Slurm allocation."""
+        if plan.placement is None or self.allocation is None:
+            return self.launcher
+        from ._slurm import SlurmLauncher
+
+        return SlurmLauncher(self.allocation, plan.placement)
+
+    def relocate(self, replica: Replica) -> None:
+        """Move ``replica`` off cluster nodes that went down (``_node_loss``); the run's plan follows."""
+        if self.allocation is not None and replica.plan.placement is not None:
+            from ._node_loss import relocate
+
+            relocate(self, self._services[replica.service], replica, self.allocation)
+
     def emit(self, event: Event) -> None:
         self._events.emit(event)
 
@@ -393,6 +428,7 @@ class RunningTopology:
         # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
         head_started = self._head_start.take_watchdog() if self._head_start is not None else None
         self._watchdog = head_started or Watchdog.spawn(self.run_id, self.run_dir)
+        self._tell_watchdog_allocation()
         self._write_manifest()
         write_endpoints(self.plan)
         register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
@@ -570,6 +606,7 @@ class RunningTopology:
             self._write_manifest()
             self._write_summary()
         finally:
+            await self._release_allocation()
             await self._close_watchdog()
             for scope in list(self._task_scopes):
                 scope.cancel()
@@ -587,10 +624,21 @@ class RunningTopology:
             if self._stopping or watchdog is not self._watchdog:
                 return
             self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
+            self._tell_watchdog_allocation()
             register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
             for replica in self.replicas:
                 if replica.incarnation is not None and not replica.incarnation.exited.is_set():
                     self.track(replica, replica.incarnation)
+
+    def _tell_watchdog_allocation(self) -> None:
+        """An allocation we made dies with us: the watchdog cancels it if we die before releasing it."""
+        if self.allocation is not None and self.allocation.owned and self._watchdog is not None:
+            self._watchdog.cancel_job_on_death(self.allocation.job_id, self.allocation.name)
+
+    async def _release_allocation(self) -> None:
+        """Cancel the allocation we made (every step is stopped by now); the caller's own stays."""
+        if self.allocation is not None and self.allocation.owned:
+            await anyio.to_thread.run_sync(self.allocation.release)
 
     async def _close_watchdog(self) -> None:
         """Our teardown verified the run is empty: the watchdog may go without sweeping. If it did not

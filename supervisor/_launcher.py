@@ -1,9 +1,9 @@
 """Where a replica's process runs: the seam between the runtime and the machine.
 
 The runtime only starts a process, reads its output, signals its group, waits for its exit and releases
-it; a ``Launcher`` turns "start this argv" into such a handle. ``LocalLauncher`` runs it on this machine
-(today's only one); a Slurm launcher (one ``srun`` step per replica) plugs in here without the runtime
-changing.
+it; a ``Launcher`` turns "start this argv" into such a handle. ``LocalLauncher`` runs it on this machine;
+``_slurm.SlurmLauncher`` runs a replica that has a placement as one ``srun`` step on its nodes (the group
+picks one per replica: ``launcher_for``), without the runtime changing.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from ._errors import ConfigError
 
 if TYPE_CHECKING:
     from ._gpu_inventory import GpuInventory
-    from ._plan import Plan
+    from ._plan import Plan, ReplicaPlan
 
 __all__ = ["FDS_PER_REPLICA", "preflight", "prepare_run_dir", "raise_open_files_limit", "refuse_taken_ports"]
 
@@ -43,6 +43,7 @@ def refuse_taken_ports(plan: Plan) -> None:
         port: replica.name
         for service in plan.services
         for replica in service.replicas
+        if _on_this_machine(replica)
         for port in replica.ports.values()
     }
     if not wanted or not _maybe_listening(wanted):
@@ -55,6 +56,16 @@ def refuse_taken_ports(plan: Plan) -> None:
             [f"service '{wanted[port].split('.')[0]}': {owner.describe()}" for port, owner in sorted(owners.items())],
             source=plan.source,
         )
+
+
+def _on_this_machine(replica: ReplicaPlan) -> bool:
+    """A replica whose ports are this machine's: not placed, or on a node at one of our addresses (an
+    emulated one); a port on another node is not ours to check."""
+    if replica.placement is None:
+        return True
+    from ._placement_plan import LOCAL_HOST, _is_own_address
+
+    return any(node.address == LOCAL_HOST or _is_own_address(node.address) for node in replica.placement.nodes)
 
 
 _TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")

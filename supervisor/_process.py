@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ._marks import REPLICA_ENV, RUN_ID_ENV
@@ -61,8 +61,16 @@ class ChildProcess:
         self._pidfd = _pidfd_open(popen.pid)
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> ChildProcess:
-        """Start ``argv`` in a new session with stdout+stderr on one pipe and stdin from /dev/null."""
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None,
+        *,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> ChildProcess:
+        """Start ``argv`` in a new session with stdout+stderr on one pipe and stdin from /dev/null.
+        ``preexec_fn`` (a parent-death signal, say) makes the spawn fork instead of vfork: slower."""
         read_fd, write_fd = os.pipe()
         try:
             if sys.platform == "linux":
@@ -78,6 +86,7 @@ class ChildProcess:
                 env=dict(env),
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=preexec_fn,
             )
         except BaseException:
             os.close(read_fd)
@@ -107,6 +116,10 @@ class ChildProcess:
         self._released()
         self.returncode = code
         return code
+
+    def peek_exit(self) -> int | None:
+        """The exit status if it has exited, without reaping it (None: still running, or unknown)."""
+        return self.returncode if self.returncode is not None else self._exit_status_unreaped()
 
     def _exit_status_unreaped(self) -> int | None:
         """The exit status, read without reaping (Popen's convention: -N for a signal); None if unknown."""

@@ -92,6 +92,7 @@ async def stop_run(record: RunRecord, *, grace_seconds: float | None = None) -> 
                 for replica in services[service]:
                     tg.start_soon(_stop_replica, replica, members, grace_seconds, signalled, killed)
     await _sweep(record, signalled, killed)
+    await anyio.to_thread.run_sync(_cancel_allocation, record)
     remaining = sorted(await anyio.to_thread.run_sync(leftover_members, record))
     report = StopReport(
         run_id=record.run_id,
@@ -104,6 +105,16 @@ async def stop_run(record: RunRecord, *, grace_seconds: float | None = None) -> 
     )
     _close_record(record, report)
     return report
+
+
+def _cancel_allocation(record: RunRecord) -> None:
+    """The Slurm allocation the run made (its record says so), if its supervisor could not cancel it;
+    checked by name too, so a reused job id is left alone."""
+    manifest = read_manifest(record.run_dir)
+    if manifest is not None and manifest.slurm_job and manifest.slurm_job_owned:
+        from ._slurm_alloc import cancel_job
+
+        cancel_job(manifest.slurm_job, name=manifest.slurm_job_name or None)
 
 
 def _supervisor_budget(record: RunRecord, grace_seconds: float | None) -> float:

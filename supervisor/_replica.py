@@ -86,7 +86,11 @@ class ReplicaHost(Protocol):
     run_id: str
     base_env: dict[str, str]  #: the caller's environment, read once per run
     poll_budget: PollBudget  #: shared by every readiness probe of the run
-    launcher: Launcher  #: where processes run
+    launcher: Launcher  #: where processes run on this machine
+
+    def launcher_for(self, plan: ReplicaPlan) -> Launcher: ...  #: this machine, or the replica's nodes
+
+    def relocate(self, replica: Replica) -> None: ...  #: off cluster nodes that went down, before a restart
 
     def emit(self, event: Event) -> None: ...
 
@@ -267,6 +271,8 @@ class Replica:
     # ----- spawn ----------------------------------------------------------------------------------
     def spawn(self, host: ReplicaHost) -> Incarnation:
         """Start a new incarnation; its readiness runner subscribes before the first byte is read."""
+        if self.incarnation is not None and self.plan.placement is not None:
+            host.relocate(self)  # a node of its step may have gone down with the last incarnation
         plan = self.plan
         env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
@@ -276,7 +282,7 @@ class Replica:
                 os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
                 if self.incarnation is not None:
                     plan.profile.keep_previous(self.incarnation.number)
-            process = host.launcher.launch(plan.argv, env, plan.cwd)
+            process = host.launcher_for(plan).launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the runtime loads on the first launch, not on `import super
     from ._group import RunningTopology
     from ._headstart import HeadStart
     from ._plan import Plan
+    from ._slurm_alloc import SlurmAllocation
     from ._spec import Topology
 
 if sys.version_info < (3, 11):
@@ -73,6 +74,7 @@ async def launch(
     gpus: GpuInventory | str | None = None,
     _on_group: Callable[[RunningTopology], None] | None = None,
     _head_start: HeadStart | None = None,
+    _allocation: SlurmAllocation | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
 
@@ -83,26 +85,62 @@ async def launch(
     inventory, a simulated node such as ``"8x80GB"`` (a rehearsal), or None for NVML when a service asks.
     """
     from ._group import RunningTopology
-    from ._plan import Plan, make_plan
     from ._preflight import preflight
 
     if isinstance(gpus, str):
         from ._gpu_inventory import SimulatedInventory
 
         gpus = SimulatedInventory.parse(gpus)
-    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
-    if _head_start is not None:  # it made the checks before its spawns (ports would now be ours)
-        assert plan is _head_start.plan
-        inventory = _head_start.inventory
-    else:
-        inventory = preflight(plan, gpus)
+    async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
+        if _head_start is not None:  # it made the checks before its spawns (ports would now be ours)
+            assert plan is _head_start.plan
+            inventory = _head_start.inventory
+        else:
+            inventory = preflight(plan, gpus)
+        try:
+            async with RunningTopology.open(
+                plan,
+                on_event=on_event,
+                on_output=on_output,
+                on_group=_on_group,
+                gpus=inventory,
+                head_start=_head_start,
+                allocation=allocation,
+            ) as group:
+                yield group
+        except BaseExceptionGroup as exc:
+            _reraise(exc)
+
+
+@asynccontextmanager
+async def _planned(
+    topology: Topology | Plan,
+    runs_dir: str | os.PathLike[str] | None,
+    gpus: GpuInventory | None,
+    allocation: SlurmAllocation | None,
+) -> AsyncIterator[tuple[Plan, SlurmAllocation | None]]:
+    """The plan, and the Slurm allocation it runs in: with ``cluster.slurm`` one is taken (the caller's
+    own inside an allocation, else a new one) before planning, since the nodes decide ``{host}``; a new
+    one is released on exit (the group already did, after stopping every step: this catches a failure
+    before the start)."""
+    from ._plan import Plan
+
+    if isinstance(topology, Plan):
+        yield topology, allocation
+        return
+    acquired = None
+    if allocation is None and topology.cluster is not None:
+        from ._slurm_alloc import allocation_for
+
+        allocation = acquired = await anyio.to_thread.run_sync(allocation_for, topology)
     try:
-        async with RunningTopology.open(
-            plan, on_event=on_event, on_output=on_output, on_group=_on_group, gpus=inventory, head_start=_head_start
-        ) as group:
-            yield group
-    except BaseExceptionGroup as exc:
-        _reraise(exc)
+        from ._slurm_alloc import plan_in
+
+        yield plan_in(topology, allocation, runs_dir=runs_dir, gpus=gpus), allocation
+    finally:
+        if acquired is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(acquired.release)
 
 
 async def run(
@@ -149,21 +187,37 @@ async def supervise(
     early_signals: list[int] | None = None,
     gpus: GpuInventory | str | None = None,
     _head_start: HeadStart | None = None,
+    _allocation: SlurmAllocation | None = None,
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
     ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace);
-    ``_head_start``: what the CLI started before the event loop (``_headstart``), for the group to adopt."""
-    from ._plan import Plan, make_plan
-
-    handle_signals = threading.current_thread() is threading.main_thread()
-    received: list[int] = []
-    group_box: list[RunningTopology] = []
-    result: list[T] = []
+    ``_head_start``: what the CLI started before the event loop (``_headstart``), for the group to adopt;
+    ``_allocation``: the Slurm allocation the CLI took before planning."""
     if isinstance(gpus, str):
         from ._gpu_inventory import SimulatedInventory
 
         gpus = SimulatedInventory.parse(gpus)
-    plan = topology if isinstance(topology, Plan) else make_plan(topology, runs_dir=runs_dir, gpus=gpus)
+    async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
+        return await _supervise_plan(
+            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, _head_start
+        )
+
+
+async def _supervise_plan(
+    plan: Plan,
+    allocation: SlurmAllocation | None,
+    body: Callable[[RunningTopology], Awaitable[T]],
+    on_event: Callable[[Event], None] | None,
+    on_output: Callable[[str, bytes], None] | None,
+    on_signal: Callable[[int], None] | None,
+    early_signals: list[int] | None,
+    gpus: GpuInventory | None,
+    head_start: HeadStart | None,
+) -> Outcome[T]:
+    handle_signals = threading.current_thread() is threading.main_thread()
+    received: list[int] = []
+    group_box: list[RunningTopology] = []
+    result: list[T] = []
     try:
         async with anyio.create_task_group() as outer:
             with anyio.CancelScope() as main_scope:
@@ -177,7 +231,8 @@ async def supervise(
                     on_output=on_output,
                     gpus=gpus,
                     _on_group=group_box.append,
-                    _head_start=_head_start,
+                    _head_start=head_start,
+                    _allocation=allocation,
                 ) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()

@@ -71,6 +71,7 @@ def batch_script(
         options.append(f"--gpus-per-node={gpus}")
     grace = max((r.stop.grace_seconds for s in plan.services for r in s.replicas), default=0.0)
     options.append(f"--signal=B:TERM@{int(grace) + SIGNAL_MARGIN_SECONDS}")
+    options.append("--no-kill")  # a failed node ends only its steps: the supervisor moves its replicas
     lines += [f"#SBATCH {option}" for option in options]
     if slurm.extra:
         lines.append("#SBATCH " + " ".join(_sbatch_word(arg) for arg in slurm.extra))

@@ -106,7 +106,15 @@ def manifest_of(group: RunView) -> Manifest:
         },
         leftovers=list(group.leftovers),
         control_socket=None if group.control_socket is None else str(group.control_socket),
+        **_slurm_job(group),
     )
+
+
+def _slurm_job(group: RunView) -> dict[str, Any]:
+    allocation = getattr(group, "allocation", None)
+    if allocation is None:
+        return {}
+    return {"slurm_job": allocation.job_id, "slurm_job_name": allocation.name, "slurm_job_owned": allocation.owned}
 
 
 def summary_of(group: RunView) -> Summary:

@@ -8,7 +8,8 @@ timers. A supervisor that finished its own verified teardown writes ``bye`` firs
 exits quietly. Otherwise it sweeps: each tracked process group (only while its leader's create time
 still matches, or a process of the run is still in it) and every process carrying the run's mark gets
 its stop signal, then SIGKILL after min(grace, 3 s), then re-scans until nothing is left (10 s at most),
-and appends one ``watchdog_sweep`` line to ``events.jsonl``.
+and appends one ``watchdog_sweep`` line to ``events.jsonl``. A Slurm allocation the run made
+(``slurm_job J NAME``) is cancelled first: Slurm ends its tasks on every node, which no local scan sees.
 
 Why this and not the alternatives:
 
@@ -146,6 +147,10 @@ class Watchdog:
             if pidfd is not None:
                 os.close(pidfd)
 
+    def cancel_job_on_death(self, job_id: str, name: str) -> None:
+        """A Slurm allocation we made (named ``name``): cancelled if we die without saying ``bye``."""
+        self._send(f"slurm_job {job_id} {name}".rstrip())
+
     def untrack(self, pid: int) -> None:
         """Forget a leader that exited (a restarted replica gets a new one)."""
         self._send(f"untrack {pid}")
@@ -200,10 +205,11 @@ class _Sweep(NamedTuple):
     seconds: float
 
 
-def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool]:
-    """Until EOF: the tracked leaders, and whether the last word was ``bye``."""
+def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, dict[str, str]]:
+    """Until EOF: the tracked leaders, whether the last word was ``bye``, and Slurm jobs to cancel."""
     leaders: dict[int, _Leader] = {}
     clean = False
+    jobs: dict[str, str] = {}  #: Slurm job id -> its name
     for raw in lines:
         words = raw.decode(errors="replace").split()
         try:
@@ -214,13 +220,25 @@ def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool]:
                 clean = False
             elif words[:1] == ["untrack"] and len(words) == 2:
                 leaders.pop(int(words[1]), None)
+            elif words[:1] == ["slurm_job"] and len(words) in (2, 3) and words[1].isdigit():
+                jobs[words[1]] = words[2] if len(words) == 3 else ""
             elif words == ["bye"]:
                 clean = True
             elif words:
                 print(f"watchdog: ignored {raw!r}", file=sys.stderr, flush=True)
         except (ValueError, KeyError):
             print(f"watchdog: bad command {raw!r}", file=sys.stderr, flush=True)
-    return leaders, clean
+    return leaders, clean, jobs
+
+
+def _cancel_jobs(jobs: dict[str, str]) -> None:
+    """``scancel`` each allocation we made: Slurm ends its tasks on every node (SLURM_CONF is inherited)."""
+    for job, name in jobs.items():
+        try:
+            argv = ["scancel", *(["--name", name] if name else []), job]
+            subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"watchdog: scancel {job}: {exc}", file=sys.stderr, flush=True)
 
 
 def _ours(
@@ -336,9 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getsid(0) != os.getpid():
         with contextlib.suppress(OSError):
             os.setsid()
-    leaders, clean = _read_commands(sys.stdin.buffer)
+    leaders, clean, jobs = _read_commands(sys.stdin.buffer)
     if clean:  # the supervisor waits for us at the end of its teardown: skip the interpreter's shutdown
         os._exit(0)
+    _cancel_jobs(jobs)  # first: Slurm's own kill of remote tasks runs while we sweep the local ones
     sweep = _sweep(args.run_id, leaders)
     with contextlib.suppress(OSError):
         _append_event(args.run_dir, args.run_id, sweep)

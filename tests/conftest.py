@@ -12,8 +12,10 @@ import pytest
 from supervisor._proctable import marked_processes
 
 from .engines import dynamo_env, llama_server, mocker_model, tiny_gguf
+from .slurm import slurm, slurm_cluster
 
-__all__ = ["dynamo_env", "llama_server", "mocker_model", "tiny_gguf"]  # the real engines' fixtures
+# the real engines' fixtures, and the real Slurm cluster's
+__all__ = ["dynamo_env", "llama_server", "mocker_model", "slurm", "slurm_cluster", "tiny_gguf"]
 
 
 @pytest.fixture
@@ -41,6 +43,13 @@ def no_leftovers(runs_dir: Path) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
         pytest.fail(f"processes of a run outlived the test: {sorted(left)}")
+
+
+@pytest.fixture(autouse=True)
+def slurm_checked(request: pytest.FixtureRequest) -> None:
+    """A test marked ``slurm`` runs against the test cluster, and leaves nothing on it (see ``slurm``)."""
+    if request.node.get_closest_marker("slurm") is not None:
+        request.getfixturevalue("slurm")
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def test_the_script_allocates_what_the_file_asks_for(tmp_path: Path, capsys: pyt
         "#SBATCH --time=2:00:00",
         "#SBATCH --gpus-per-node=8",  # decode's 8 on each of nodes 2 and 3; the workers' 4 on 0 and 1
         "#SBATCH --signal=B:TERM@120",  # the longest grace (30 s) + the margin: SIGTERM before the limit
+        "#SBATCH --no-kill",  # a node failure must not end the allocation: its replicas move elsewhere
         '#SBATCH --exclusive --comment "two words"',
     ]
     run_line = script.splitlines()[-1]

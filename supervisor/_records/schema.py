@@ -91,6 +91,9 @@ class Manifest:
     services: dict[str, ServiceEntry] = attrs.Factory(dict)  #: in start order
     leftovers: list[int] = attrs.Factory(list)  #: pids alive after teardown
     control_socket: str | None = None  #: the run's control socket while it listens (``attach``, the CLI)
+    slurm_job: str | None = None  #: the Slurm allocation the run's steps ran in
+    slurm_job_name: str | None = None
+    slurm_job_owned: bool = False  #: we made it: ``gc`` cancels it for a dead run
 
     def replicas(self) -> list[tuple[str, ReplicaEntry]]:
         return [(name, r) for name, service in self.services.items() for r in service.replicas]

@@ -1,0 +1,187 @@
+"""Replicas as Slurm steps on the real 4-node test cluster: where they land, how they stop, how they restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+import supervisor as sv
+from supervisor._events import Exited, Stopped
+from supervisor._placement import ClusterNode
+from supervisor._plan import Plan, make_plan
+from supervisor._slurm_alloc import SlurmAllocation
+from supervisor._spec import Cluster, Placement
+from supervisor._spec import SlurmCluster as SlurmSpec
+
+from .helpers import PROGRAMS, PYTHON, wait_until
+from .slurm import SlurmCluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
+
+TASK = str(PROGRAMS / "slurm_task.py")
+
+
+@pytest.fixture
+def allocation(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
+    """All 4 nodes, ours (the group cancels it at teardown; cancelled here too if a test failed first)."""
+    job = SlurmAllocation.acquire(SlurmSpec(nodes=4), "launcher-test")
+    try:
+        yield job
+    finally:
+        job.release()
+
+
+def task_service(name: str, record: Path, *options: str, replicas: int = 1, **kwargs: object) -> sv.Service:
+    """The test task, ready once it answers HTTP on its own port at its node's address."""
+    return sv.Service(  # type: ignore[arg-type]
+        name=name,
+        command=[PYTHON, TASK, str(record), name + ".{replica}", "--port", "{port}", *options],
+        ports=["port"],
+        replicas=replicas,
+        ready=sv.HttpCheck("http://{host}:{port}/"),
+        **kwargs,
+    )
+
+
+def records(record: Path) -> dict[str, dict[str, object]]:
+    """What each task wrote at start, by ``<replica>.<node>``."""
+    return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(record.glob("*.json"))}
+
+
+def planned(topology: sv.Topology, runs_dir: Path, allocation: SlurmAllocation) -> Plan:
+    """Planned on the allocation's nodes, as ``supervisor run`` does for ``cluster: {slurm: ...}``."""
+    on_cluster = attrs.evolve(topology, cluster=Cluster(slurm=SlurmSpec(nodes=len(allocation.nodes))))
+    return make_plan(on_cluster, runs_dir=runs_dir, nodes=allocation.nodes)
+
+
+async def test_replicas_land_on_distinct_nodes_and_are_probed_by_host(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """4 replicas, one per node: each task sees its own SLURMD_NODENAME, runs in our allocation without the
+    run's mark, and its readiness probe reached it at its node's address and its own port."""
+    topology = sv.Topology(name="spread", services=[task_service("web", tmp_path, replicas=4)])
+    plan = planned(topology, runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation) as group:
+        seen = records(tmp_path)
+        ports = {r.port for r in group["web"].replicas}
+        assert all(r.url and r.url.startswith("http://127.0.0.1:") for r in group["web"].replicas)
+    assert len(ports) == 4
+    assert sorted(info["node"] for info in seen.values()) == list(slurm.nodes)
+    assert {info["job"] for info in seen.values()} == {allocation.job_id}
+    assert not any(info["marked"] for info in seen.values())
+
+
+async def test_a_two_node_replica_is_one_step_with_two_tasks(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation
+) -> None:
+    """placement over 2 nodes: one step, one task per node, each with its own command (rank) and node."""
+    service = task_service("engine", tmp_path, "--rank", "{node_rank}", placement=Placement(nodes=2))
+    plan = planned(sv.Topology(name="span", services=[service]), runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation):
+        wait_until(lambda: len(records(tmp_path)) == 2)  # ready = the leader answers; the other starts too
+        seen = records(tmp_path)
+    assert len({info["step"] for info in seen.values()}) == 1
+    by_node = {info["node"]: info["argv"] for info in seen.values()}
+    first, second = (node.name for node in plan.services[0].replicas[0].placement.nodes)  # type: ignore[union-attr]
+    assert by_node[first][-2:] == ["--rank", "0"]
+    assert by_node[second][-2:] == ["--rank", "1"]
+
+
+async def test_stop_signal_reaches_every_task_through_slurm(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation
+) -> None:
+    """Teardown: each task gets the stop signal (not SIGKILL), finishes its handler, and srun exits with
+    the tasks' own code 0: nothing is killed."""
+    service = task_service(
+        "web",
+        tmp_path,
+        "--rank",
+        "{node_rank}",
+        "--term-delay",
+        "0.3",
+        replicas=2,
+        placement=Placement(nodes=2),
+        stop=sv.StopPolicy(grace_seconds=20),
+    )
+    plan = planned(sv.Topology(name="stop", services=[service]), runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation) as group:
+        pass
+    history = group.event_history
+    signals = {p.name.removesuffix(".signals"): p.read_text().split() for p in tmp_path.glob("*.signals")}
+    assert sorted(signals) == sorted(records(tmp_path))  # every task got the stop signal, once
+    assert all(len(words) == 2 and words[0] == "TERM" for words in signals.values()), signals
+    assert [e.exit_code for e in history if isinstance(e, Exited)] == [0, 0]
+    assert not any(e.killed for e in history if isinstance(e, Stopped))
+
+
+async def test_a_task_that_ignores_the_stop_signal_is_killed_after_the_grace(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation
+) -> None:
+    """After the grace the step is cancelled (SIGKILL to the tasks): the replica is down, nothing is left."""
+    service = task_service("stubborn", tmp_path, "--ignore-term", stop=sv.StopPolicy(grace_seconds=0.5))
+    plan = planned(sv.Topology(name="grace", services=[service]), runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation) as group:
+        pass
+    assert list(tmp_path.glob("*.signals"))  # it got SIGTERM first
+    assert [e.killed for e in group.event_history if isinstance(e, Stopped)] == [True]
+
+
+async def test_a_crashed_replica_restarts_in_the_same_allocation(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation
+) -> None:
+    """A step whose task exits 3 is restarted per policy: a new step in the same job."""
+    service = task_service(
+        "flaky", tmp_path, "--fail-once", restart=sv.RestartPolicy(policy="on-failure", backoff=sv.Backoff(0.05))
+    )
+    plan = planned(sv.Topology(name="restart", services=[service]), runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation) as group:
+        replica = group["flaky"]
+        assert isinstance(replica, sv.ServiceHandle)
+        assert replica.replicas[0].restarts == 1
+    exits = [e.exit_code for e in group.event_history if isinstance(e, Exited)]
+    assert exits[0] == 3
+    assert [info["job"] for info in records(tmp_path).values()] == [allocation.job_id]
+
+
+def test_signal_numbers_are_what_scancel_takes() -> None:
+    """``scancel -s`` gets the number; names differ in spelling between Slurm versions."""
+    assert str(int(signal.SIGTERM)) == "15"
+
+
+async def test_without_srun_the_replica_fails_naming_srun(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No srun on PATH: the start fails with a message about srun, not about the replica's program."""
+    plan = planned(sv.Topology(name="nosrun", services=[task_service("web", tmp_path)]), runs_dir, allocation)
+    with monkeypatch.context() as patch:  # undone before the after-test check runs squeue
+        patch.setenv("PATH", str(tmp_path))
+        with pytest.raises(sv.ServiceFailed, match="srun \\(Slurm's client\\) does not run here"):
+            async with sv.launch(plan, _allocation=allocation):
+                pass
+
+
+async def test_a_step_slurm_refuses_fails_the_replica_with_sruns_words(
+    runs_dir: Path, tmp_path: Path, slurm: SlurmCluster
+) -> None:
+    """A replica placed on a node outside the allocation: srun cannot create the step; the failure shows
+    srun's own message in the log tail, and stopping it does not wait on a step that never existed."""
+    job = SlurmAllocation.acquire(SlurmSpec(nodes=1), "refused-step")
+    try:
+        outside = attrs.evolve(job, nodes=(*job.nodes, *(n for n in planned_nodes(slurm) if n not in job.nodes)))
+        topology = sv.Topology(name="refused", services=[task_service("web", tmp_path, replicas=2)])
+        plan = planned(topology, runs_dir, outside)
+        with pytest.raises(sv.ServiceFailed, match=r"web\.1") as failure:
+            async with sv.launch(plan, _allocation=job):
+                pass
+        assert any("srun" in line for line in failure.value.log_tail), failure.value.log_tail
+    finally:
+        job.release()
+
+
+def planned_nodes(slurm: SlurmCluster) -> list[ClusterNode]:
+    return [ClusterNode(name, "127.0.0.1") for name in slurm.nodes]

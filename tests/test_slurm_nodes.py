@@ -1,0 +1,88 @@
+"""A node that goes down on the real test cluster: its replicas restart on a node that is up, or the run
+fails with a message naming the node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+from supervisor._events import Ready
+from supervisor._slurm_alloc import SlurmAllocation, job_nodelist
+from supervisor._spec import Placement
+from supervisor._spec import SlurmCluster as SlurmSpec
+
+from .helpers import wait_for
+from .slurm import SlurmCluster
+from .test_slurm_launcher import planned, records, task_service
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
+
+RESTART = sv.RestartPolicy(policy="on-failure", backoff=sv.Backoff(0.05))
+
+
+def take(nodes: int) -> Iterator[SlurmAllocation]:
+    job = SlurmAllocation.acquire(SlurmSpec(nodes=nodes), "node-loss-test")
+    try:
+        yield job
+    finally:
+        job.release()
+
+
+@pytest.fixture
+def four_nodes(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
+    yield from take(4)
+
+
+@pytest.fixture
+def two_nodes(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
+    yield from take(2)
+
+
+def node_down(slurm: SlurmCluster, node: str) -> None:
+    slurm.command("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=node-loss-test")
+
+
+def ready_count(name: str) -> object:
+    return lambda events: sum(isinstance(e, Ready) and e.replica == name for e in events)
+
+
+async def test_a_replica_on_a_node_that_went_down_restarts_on_a_node_that_is_up(
+    runs_dir: Path, tmp_path: Path, four_nodes: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """web.0 on n1, web.1 on n2; n2 goes down: Slurm kills web.1's step and drops n2 from the job (which
+    goes on: --no-kill); web.1 restarts on n3, the least loaded node that is up, and is ready there."""
+    service = task_service("web", tmp_path, replicas=2, restart=RESTART)
+    plan = planned(sv.Topology(name="nodeloss", services=[service]), runs_dir, four_nodes)
+    async with sv.launch(plan, _allocation=four_nodes) as group:
+        moving = group["web.1"]
+        assert isinstance(moving, sv.Replica) and moving.plan.placement is not None
+        lost = moving.plan.placement.nodes[0].name
+        node_down(slurm, lost)
+        await wait_for(group, lambda events: ready_count("web.1")(events) == 2, timeout=30)
+        first, second, third, _ = slurm.nodes
+        assert moving.plan.placement.nodes[0].name == third
+        assert group.plan.service("web").replicas[1].placement == moving.plan.placement
+        assert lost not in job_nodelist(four_nodes.job_id)
+        assert f"moved from {second} to {third}" in moving.log_path.read_text()
+    assert lost == second
+    started = records(tmp_path)
+    assert sorted(started) == [f"web.0.{first}", f"web.1.{second}", f"web.1.{third}"]
+    assert {info["job"] for info in started.values()} == {four_nodes.job_id}
+
+
+async def test_a_lost_node_with_no_node_to_replace_it_fails_the_run_naming_it(
+    runs_dir: Path, tmp_path: Path, two_nodes: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """A 2-node replica on a 2-node allocation loses a node: no node is left to take its place, so the
+    restart fails, and the error names the node."""
+    service = task_service("engine", tmp_path, "--rank", "{node_rank}", placement=Placement(nodes=2), restart=RESTART)
+    plan = planned(sv.Topology(name="nodeloss", services=[service]), runs_dir, two_nodes)
+    lost = slurm.nodes[1]
+    with pytest.raises(sv.ServiceFailed, match=rf"node {lost} went down \(it left Slurm job \d+\)") as failure:
+        async with sv.launch(plan, _allocation=two_nodes) as group:
+            node_down(slurm, lost)
+            await group.wait()
+    assert failure.value.replica == "engine"

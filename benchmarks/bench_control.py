@@ -1,4 +1,4 @@
-"""9. Control socket: the round trip of ``status`` on a live run, against a bare unix-socket echo."""
+"""10. Control socket: the round trip of ``status`` on a live run, against a bare unix-socket echo."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from harness import LAUNCH_LIMIT_SECONDS, PROGRAMS, Result, Settings, Stats, inf
 
 import supervisor as sv
 
-# 9. control socket: status round trip
+# 10. control socket: status round trip
 
 REQUESTS_PER_ROUND = 200
 FRESH_PER_ROUND = 50
@@ -76,7 +76,7 @@ async def bench_control(settings: Settings, results: list[Result]) -> None:
     report(
         Result(
             key="control_status_round_trip",
-            title="9. control socket: status round trip",
+            title="10. control socket: status round trip",
             unit="ms",
             value=Stats(status),
             baseline=Stats(echo),
@@ -90,7 +90,7 @@ async def bench_control(settings: Settings, results: list[Result]) -> None:
     report(
         Result(
             key="control_status_fresh_connection",
-            title="9. control socket: status on a new connection (attach, the CLI)",
+            title="10. control socket: status on a new connection (attach, the CLI)",
             unit="ms",
             value=Stats(fresh),
             baseline=Stats(echo),

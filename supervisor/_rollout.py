@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
@@ -28,18 +29,26 @@ from ._replan import refilled, respecified, with_service
 from ._replica import Replica, ReplicaState, ServiceHandle
 from ._spec import Service
 
-__all__ = ["rolling_restart", "rollout", "rollout_floor"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["RollingRestartOptions", "rolling_restart", "rollout", "rollout_floor"]
 
 
-async def rolling_restart(
-    group: LiveGroup,
-    service: str,
-    *,
-    max_unavailable: int = 1,
-    min_ready: int | None = None,
-    overrides: Mapping[str, str] | None = None,
-    service_spec: Service | None = None,
-) -> None:
+class RollingRestartOptions(TypedDict, total=False):
+    """The options of a rolling restart, named once for every layer that passes them on (the blocking
+    wrapper, the group); their defaults and meaning are ``RunningTopology.rolling_restart``'s."""
+
+    max_unavailable: int
+    min_ready: int | None
+    overrides: Mapping[str, str] | None
+    service_spec: Service | None
+
+
+async def rolling_restart(group: LiveGroup, service: str, **options: Unpack[RollingRestartOptions]) -> None:
+    """``RunningTopology.rolling_restart``, which passes every option."""
+    max_unavailable, min_ready = options["max_unavailable"], options["min_ready"]
+    overrides, service_spec = options["overrides"], options["service_spec"]
     handle = group.service(service)  # KeyError naming the services
     run_operation(group, f"roll '{service}'")
     async with group._operation_lock:

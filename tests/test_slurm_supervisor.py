@@ -231,3 +231,44 @@ def test_a_second_sigterm_kills_every_task_at_once(slurm: SlurmCluster, tmp_path
         driver.wait(20)
     assert time.monotonic() - began < 10
     assert slurm.wait_clean(15.0) == ([], [])
+
+
+def test_run_detach_on_slurm_takes_one_allocation_and_stop_leaves_none(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """``supervisor run --detach`` of a ``cluster: {slurm: ...}`` file: only the background run takes an
+    allocation (the process the user watches checks the file on placeholder nodes and takes none: it never
+    cancels one), and ``supervisor stop`` leaves an empty queue."""
+    topology = tmp_path / "topo.json"
+    topology.write_text(
+        json.dumps(
+            {
+                "name": "detached",
+                "cluster": {"slurm": {"nodes": 2, "time": "5m"}},
+                "services": {
+                    "web": {
+                        "command": [PYTHON, TASK, str(tmp_path), "web.{replica}", "--port", "{port}"],
+                        "ports": ["port"],
+                        "replicas": 2,
+                        "ready": {"http": "http://{host}:{port}/"},
+                    }
+                },
+            }
+        )
+    )
+    env = {**slurm.env, "PYTHONPATH": ROOT}
+    runs = str(tmp_path / "runs")
+    cli = [PYTHON, "-m", "supervisor"]
+    started = subprocess.run(
+        [*cli, "run", "--detach", str(topology), "--runs-dir", runs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    jobs = slurm.command("squeue", "-h", "-o", "%i %j").splitlines()
+    assert len(jobs) == 1 and jobs[0].endswith("topovisor-detached"), jobs
+    stopped = subprocess.run(
+        [*cli, "stop", started.stdout.strip()], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert slurm.wait_clean() == ([], [])

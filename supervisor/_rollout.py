@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
-from ._errors import ConfigError, ServiceFailed
+from ._errors import ConfigError, NotRunning, ServiceFailed
 from ._events import RolloutEnded, RolloutStarted, RolloutStepped
 from ._operations import LiveGroup, run_operation, wait_settled
 from ._plan import ReplicaPlan, ServicePlan
@@ -223,7 +223,7 @@ async def _roll(
     async with group._restart_lock:
         await group._stop_in_order(replicas, reason=reason)
     if group._stopping:
-        raise RuntimeError(f"run {group.run_id} is being torn down: rollout stopped")
+        raise NotRunning(f"run {group.run_id} is being torn down: rollout stopped")
     plans = {r.name: r for r in new.replicas} if new is not None else {}
     for replica in replicas:
         replica.transition(ReplicaState.RESTARTING)

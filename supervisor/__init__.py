@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._config import topology_from_dict as topology_from_dict
     from ._errors import ConfigError as ConfigError
     from ._errors import ControlError as ControlError
+    from ._errors import NotRunning as NotRunning
     from ._errors import ReadinessTimeout as ReadinessTimeout
     from ._errors import ServiceFailed as ServiceFailed
     from ._errors import SupervisorError as SupervisorError
@@ -135,6 +136,7 @@ _LAZY = {
     "GpuNotReleased": "_events",
     "GpuProcess": "_gpu_inventory",
     "GpuUnavailable": "_gpu_inventory",
+    "NotRunning": "_errors",
     "NvmlInventory": "_gpu_inventory",
     "SimulatedInventory": "_gpu_inventory",
     "HttpCheck": "_spec",

@@ -132,9 +132,11 @@ def _plan(args: argparse.Namespace, *, check_executables: bool = True) -> Plan:
         args.inventory = SimulatedInventory.parse(args.gpus)
     else:
         args.inventory = None
-    # run: the allocation's nodes (taken now: they decide {host}); the other commands plan on placeholders
+    # run: the allocation's nodes (taken now: they decide {host}); the other commands plan on placeholders,
+    # and so does run --detach's parent, which only checks the file: the background run takes the allocation
     args.allocation = None
-    if args.command == "run" and topology.cluster is not None and topology.cluster.slurm is not None:
+    taking = args.command == "run" and not getattr(args, "detach", False)
+    if taking and topology.cluster is not None and topology.cluster.slurm is not None:
         from ._slurm_alloc import allocation_for
 
         args.allocation = allocation_for(topology)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 __all__ = [
     "ConfigError",
     "ControlError",
+    "NotRunning",
     "ReadinessTimeout",
     "ServiceFailed",
     "SupervisorError",
@@ -77,3 +78,8 @@ class UnknownRun(SupervisorError):
 class ControlError(SupervisorError):
     """A run owned by another process cannot be reached (not running, no control socket), or refused an
     operation asked through its control socket; the message is the run's own."""
+
+
+class NotRunning(SupervisorError, RuntimeError):
+    """A live operation (scale, rolling restart) asked of a run that is still starting or is being torn
+    down; ask again once it is running. A ``RuntimeError`` too, as it was before it had a name."""

@@ -10,6 +10,7 @@ from typing import Protocol
 import anyio
 
 from . import _supervision
+from ._errors import NotRunning
 from ._gpu_inventory import GpuInventory
 from ._replica import Replica, ServiceHandle
 from ._resources import PortAllocator
@@ -39,11 +40,11 @@ class LiveGroup(_supervision.RunningTopology, Protocol):
 def run_operation(group: LiveGroup, what: str) -> None:
     """Refuse an operation on a run that is not up (starting, or being torn down)."""
     if group._stopping or group.phase != "running":
-        raise RuntimeError(f"run {group.run_id} is {group.phase}: cannot {what} now")
+        raise NotRunning(f"run {group.run_id} is {group.phase}: cannot {what} now")
 
 
 async def wait_settled(group: LiveGroup, replicas: Sequence[Replica]) -> None:
-    """Until each of ``replicas`` is ready once, or given up on; ``RuntimeError`` if the run is torn
+    """Until each of ``replicas`` is ready once, or given up on; ``NotRunning`` if the run is torn
     down meanwhile (a teardown stops them without settling them)."""
     torn_down = False
     async with anyio.create_task_group() as tg:
@@ -62,4 +63,4 @@ async def wait_settled(group: LiveGroup, replicas: Sequence[Replica]) -> None:
         tg.start_soon(settle)
         tg.start_soon(watch)
     if torn_down and not all(r.settled.is_set() for r in replicas):
-        raise RuntimeError(f"run {group.run_id} was torn down before {', '.join(r.name for r in replicas)} were ready")
+        raise NotRunning(f"run {group.run_id} was torn down before {', '.join(r.name for r in replicas)} were ready")

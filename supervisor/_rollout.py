@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
-from ._errors import ConfigError, ServiceFailed
+from ._errors import ConfigError, NotRunning, ServiceFailed
 from ._events import RolloutEnded, RolloutStarted, RolloutStepped
 from ._operations import LiveGroup, run_operation, wait_settled
 from ._plan import ReplicaPlan, ServicePlan
@@ -28,18 +29,26 @@ from ._replan import refilled, respecified, with_service
 from ._replica import Replica, ReplicaState, ServiceHandle
 from ._spec import Service
 
-__all__ = ["rolling_restart", "rollout", "rollout_floor"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["RollingRestartOptions", "rolling_restart", "rollout", "rollout_floor"]
 
 
-async def rolling_restart(
-    group: LiveGroup,
-    service: str,
-    *,
-    max_unavailable: int = 1,
-    min_ready: int | None = None,
-    overrides: Mapping[str, str] | None = None,
-    service_spec: Service | None = None,
-) -> None:
+class RollingRestartOptions(TypedDict, total=False):
+    """The options of a rolling restart, named once for every layer that passes them on (the blocking
+    wrapper, the group); their defaults and meaning are ``RunningTopology.rolling_restart``'s."""
+
+    max_unavailable: int
+    min_ready: int | None
+    overrides: Mapping[str, str] | None
+    service_spec: Service | None
+
+
+async def rolling_restart(group: LiveGroup, service: str, **options: Unpack[RollingRestartOptions]) -> None:
+    """``RunningTopology.rolling_restart``, which passes every option."""
+    max_unavailable, min_ready = options["max_unavailable"], options["min_ready"]
+    overrides, service_spec = options["overrides"], options["service_spec"]
     handle = group.service(service)  # KeyError naming the services
     run_operation(group, f"roll '{service}'")
     async with group._operation_lock:
@@ -214,7 +223,7 @@ async def _roll(
     async with group._restart_lock:
         await group._stop_in_order(replicas, reason=reason)
     if group._stopping:
-        raise RuntimeError(f"run {group.run_id} is being torn down: rollout stopped")
+        raise NotRunning(f"run {group.run_id} is being torn down: rollout stopped")
     plans = {r.name: r for r in new.replicas} if new is not None else {}
     for replica in replicas:
         replica.transition(ReplicaState.RESTARTING)

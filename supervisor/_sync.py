@@ -15,7 +15,7 @@ import concurrent.futures
 import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -27,6 +27,8 @@ from ._runner import launch
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from typing_extensions import Unpack
+
     from ._errors import ServiceFailed
     from ._events import Event, Marked
     from ._gpu_inventory import GpuInventory
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
     from ._metrics import MetricsSnapshot
     from ._plan import Plan
     from ._replica import Replica, ServiceHandle
-    from ._spec import Service, Topology
+    from ._rollout import RollingRestartOptions
+    from ._spec import Topology
 
 __all__ = ["SyncTopology", "launch_sync"]
 
@@ -157,26 +160,10 @@ class SyncTopology:
         ones stopped (see ``RunningTopology.scale``)."""
         self._call_async(self._group.scale, service, replicas)
 
-    def rolling_restart(
-        self,
-        service: str,
-        *,
-        max_unavailable: int = 1,
-        min_ready: int | None = None,
-        overrides: Mapping[str, str] | None = None,
-        service_spec: Service | None = None,
-    ) -> None:
-        """Restart ``service`` replica by replica, keeping ``min_ready`` ready (see
-        ``RunningTopology.rolling_restart``); returns once every replica is ready again."""
-        call = functools.partial(
-            self._group.rolling_restart,
-            service,
-            max_unavailable=max_unavailable,
-            min_ready=min_ready,
-            overrides=overrides,
-            service_spec=service_spec,
-        )
-        self._call_async(call)
+    def rolling_restart(self, service: str, **options: Unpack[RollingRestartOptions]) -> None:
+        """Restart ``service`` replica by replica, keeping ``min_ready`` ready; the options, their defaults
+        and meaning are ``RunningTopology.rolling_restart``'s. Returns once every replica is ready again."""
+        self._call_async(functools.partial(self._group.rolling_restart, service, **options))
 
     def stop(self, name: str | None = None) -> None:
         """Stop one service or replica, or, without a name, tear everything down now."""

@@ -17,6 +17,7 @@ from supervisor import Event, RunningTopology
 
 PROGRAMS = Path(__file__).parent / "programs"
 PYTHON = sys.executable
+ROOT = Path(__file__).parent.parent
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
@@ -76,3 +77,18 @@ def ctrl_c_at_a_terminal(
             process.communicate()
         os.close(master)
     return process.returncode, stderr.decode(errors="replace")
+
+
+def supervisor_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m supervisor ARGS`` from the checkout, its output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", "supervisor", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def run_detached(topology: Path, runs_dir: Path) -> tuple[str, Path]:
+    """``supervisor run --detach`` of ``topology``: the run's id and directory, once it is ready."""
+    started = supervisor_cli("run", "--detach", str(topology), "--runs-dir", str(runs_dir))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    return run_id, runs_dir / run_id

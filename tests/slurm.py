@@ -9,6 +9,7 @@ Without root or the packages the tests skip with the reason; under ``CI=true`` t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -20,7 +21,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-__all__ = ["SlurmCluster", "slurm", "slurm_cluster"]
+from supervisor._slurm_alloc import SlurmAllocation
+from supervisor._spec import SlurmCluster as SlurmSpec
+
+__all__ = ["SlurmCluster", "held_allocation", "slurm", "slurm_cluster"]
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "slurm-cluster"
 FREEZER = Path("/sys/fs/cgroup/freezer")
@@ -127,3 +131,14 @@ def slurm(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Itera
         slurm_cluster.cancel_all()
         slurm_cluster.wait_clean()
         pytest.fail(f"left on the Slurm cluster after the test: queue {queue}, task pids {tasks}")
+
+
+@contextlib.contextmanager
+def held_allocation(nodes: int, name: str) -> Iterator[SlurmAllocation]:
+    """An allocation of ``nodes`` nodes, ours: a group cancels it at its teardown, this on the way out
+    too (a test that failed before its group took it)."""
+    job = SlurmAllocation.acquire(SlurmSpec(nodes=nodes), name)
+    try:
+        yield job
+    finally:
+        job.release()

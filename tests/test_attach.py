@@ -14,9 +14,8 @@ import pytest
 import supervisor as sv
 from supervisor._proctable import marked_processes
 
-from .helpers import PYTHON, alive, wait_until
+from .helpers import PYTHON, ROOT, alive, run_detached, wait_until
 
-ROOT = Path(__file__).parent.parent
 _SLEEP = "import time; print('up', flush=True); time.sleep(3600)"
 
 
@@ -30,12 +29,6 @@ def write_topology(tmp_path: Path) -> Path:
         "    depends_on: [web]\n    ready: {log: up}\n"
     )
     return path
-
-
-def supervisor(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "supervisor", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
 
 
 #: the second process: attach by run id, read the addresses, restart one replica, stop the run
@@ -76,10 +69,7 @@ _CLIENT = textwrap.dedent(
 def test_attach_from_a_second_process_to_a_detached_run(tmp_path: Path, runs_dir: Path) -> None:
     """A script in another process attaches to a ``run --detach`` by its id: it reads the urls, restarts a
     replica (new pid, ready again), and stops the run: nothing of it is left and its records say stopped."""
-    started = supervisor("run", "--detach", str(write_topology(tmp_path)), "--runs-dir", str(runs_dir))
-    assert started.returncode == 0, started.stderr
-    run_id = started.stdout.strip()
-    run_dir = runs_dir / run_id
+    run_id, run_dir = run_detached(write_topology(tmp_path), runs_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     supervisor_pid = manifest["supervisor_pid"]
     client = subprocess.run([PYTHON, "-c", _CLIENT, run_id], capture_output=True, text=True, timeout=120, cwd=ROOT)

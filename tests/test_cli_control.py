@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,12 @@ from typing import Any
 from supervisor._control_protocol import short_address
 from supervisor._proctable import marked_processes
 
-from .helpers import PROGRAMS, PYTHON, alive, wait_until
+from .helpers import PROGRAMS, alive, run_detached, supervisor_cli, wait_until
 
-ROOT = Path(__file__).parent.parent
 _SLEEP = "import time; print('up', flush=True); time.sleep(3600)"
 
 
-def supervisor(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "supervisor", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
+supervisor = supervisor_cli
 
 
 def write_topology(tmp_path: Path, *, worker_ready: str = "up") -> Path:
@@ -116,10 +111,7 @@ def test_gc_removes_the_control_sockets_a_killed_supervisor_left(tmp_path: Path,
     """A SIGKILLed supervisor leaves ``control.sock`` in its run dir (and here a ``.control.sock.<pid>`` of
     a bind cut short); ``supervisor gc --yes`` removes both, keeps a plain file of such a name, and the
     manifest no longer names a socket."""
-    started = supervisor("run", "--detach", str(write_topology(tmp_path)), "--runs-dir", str(runs_dir))
-    assert started.returncode == 0, started.stderr
-    run_id = started.stdout.strip()
-    run_dir = runs_dir / run_id
+    run_id, run_dir = run_detached(write_topology(tmp_path), runs_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     supervisor_pid = manifest["supervisor_pid"]
     control = run_dir / "control.sock"
@@ -172,9 +164,7 @@ def test_scale_and_a_rolling_restart_from_the_cli_change_the_detached_run(tmp_pa
     """From other processes: ``scale RUN w 3`` adds w.2 (its own port, a live pid; w.0 and w.1 untouched),
     ``restart RUN w --rolling --set version=2`` gives every replica a new pid on the same port, serving
     version 2, and the run keeps 3 ready replicas; ``status --json`` shows each step as /health does."""
-    started = supervisor("run", "--detach", str(write_pool(tmp_path)), "--runs-dir", str(runs_dir))
-    assert started.returncode == 0, started.stderr
-    run_id = started.stdout.strip()
+    run_id, _ = run_detached(write_pool(tmp_path), runs_dir)
     before = replicas_of(run_id)
     assert [r["name"] for r in before] == ["w.0", "w.1"] and all(r["state"] == "ready" for r in before)
 

@@ -433,3 +433,36 @@ async def test_a_secret_flag_inside_an_override_is_hidden_in_the_record(runs_dir
         recorded = request.args["overrides"]["args"]
         assert recorded == "--tp 2 --api-key <redacted> --hf-token=<redacted> --max-num-seqs 64"
     assert secret not in (group.run_dir / "events.jsonl").read_text()
+
+
+async def test_scale_while_starting_is_refused_in_plain_words_not_as_an_internal_error(
+    runs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``scale`` and ``rolling_restart`` that come while the run is still starting are refused with the
+    run's state ("is starting: cannot ..."), as the Python API refuses them: no "internal error", and
+    no traceback logged as if the socket had a bug."""
+    slow = sv.Service(name="slow", command=[PYTHON, "-c", _SLEEP], ready=sv.LogCheck("never printed"))
+    seen: list[RunningTopology] = []
+    replies: list[dict[str, Any]] = []
+
+    async def operate_when_open() -> None:
+        with anyio.fail_after(20):
+            while not seen or seen[0].control_socket is None or not seen[0].control_socket.exists():
+                await anyio.sleep(0.01)
+        path = seen[0].control_socket
+        for op, fields in (("scale", {"service": "slow", "replicas": 2}), ("rolling_restart", {"service": "slow"})):
+            call = functools.partial(request_blocking, path, op, timeout_seconds=30, **fields)
+            replies.append(await anyio.to_thread.run_sync(call))
+        stop = functools.partial(request_blocking, path, "stop", timeout_seconds=60)
+        await anyio.to_thread.run_sync(stop)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(operate_when_open)
+        with pytest.raises(sv.SupervisorError, match="stopped on request while starting"):
+            topo = sv.Topology(name="earlyops", services=[slow])
+            async with sv.launch(topo, runs_dir=runs_dir, _on_group=seen.append):
+                pytest.fail("the start was stopped: the body must not run")
+    assert [r["ok"] for r in replies] == [False, False], replies
+    for reply, what in zip(replies, ("scale 'slow'", "roll 'slow'"), strict=True):
+        assert reply["error"] == f"run {seen[0].run_id} is starting: cannot {what} now", reply
+    assert not [r for r in caplog.records if r.name == "supervisor.control" and r.exc_info], caplog.text

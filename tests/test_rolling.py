@@ -7,7 +7,7 @@ import functools
 import json
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -227,12 +227,24 @@ async def test_a_rollout_the_caller_gives_up_on_leaves_its_replica_to_ordinary_s
         assert group.failure is None and group.service("w").ready_count == 3
 
 
-async def first_step(events: AsyncIterator[sv.Event]) -> None:
-    """Until the rollout rolled w.0 (w.1 and w.2 are still to go)."""
-    async for event in events:
-        if isinstance(event, RolloutStepped) and event.replica == "w.0":
-            return
-    raise AssertionError("the run ended before the rollout rolled w.0")
+async def roll_while(group: sv.RunningTopology, action: Callable[[], Awaitable[None]]) -> int:
+    """Roll ``w`` onto version 2 and, once it rolled w.0 (w.1 and w.2 still to go), run ``action`` beside
+    it; the index of ``RolloutEnded`` in the run's history."""
+    events = group.events()
+
+    async def after_the_first_step() -> None:
+        async for event in events:
+            if isinstance(event, RolloutStepped) and event.replica == "w.0":
+                await action()
+                return
+        raise AssertionError("the run ended before the rollout rolled w.0")
+
+    with anyio.fail_after(90):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(after_the_first_step)
+            await group.rolling_restart("w", overrides={"version": "2"})
+    (end,) = [i for i, e in enumerate(group.event_history) if isinstance(e, RolloutEnded)]
+    return end
 
 
 @pytest.mark.anyio
@@ -245,11 +257,9 @@ async def test_a_restart_asked_during_a_rollout_waits_until_the_rollout_is_over(
     restart causes comes after RolloutEnded, and w.2 ends on a third pid, still on the new version."""
     topology = sv.load(pool_file(tmp_path, replicas=3, min_ready=2))
     async with sv.launch(topology, runs_dir=runs_dir) as group:
-        events = group.events()
         asked_at: list[int] = []
 
-        async def restart_during_rollout() -> None:
-            await first_step(events)
+        async def restart_w2() -> None:
             asked_at.append(len(group.event_history))
             if through == "api":
                 await group.restart("w.2")
@@ -259,12 +269,8 @@ async def test_a_restart_asked_during_a_rollout_waits_until_the_rollout_is_over(
             reply = await anyio.to_thread.run_sync(ask)
             assert reply["ok"], reply
 
-        with anyio.fail_after(90):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(restart_during_rollout)
-                await group.rolling_restart("w", overrides={"version": "2"})
+        end = await roll_while(group, restart_w2)
         history = group.event_history
-        (end,) = [i for i, e in enumerate(history) if isinstance(e, RolloutEnded)]
         ended = history[end]
         assert isinstance(ended, RolloutEnded) and ended.error is None and ended.rolled == ("w.0", "w.1", "w.2")
         assert asked_at and asked_at[0] <= end  # asked while the rollout was under way
@@ -284,18 +290,8 @@ async def test_a_replica_stopped_during_a_rollout_stays_stopped(tmp_path: Path, 
     w.2 again on the new version): afterwards w.2 is stopped, and its stop came after RolloutEnded."""
     topology = sv.load(pool_file(tmp_path, replicas=3, min_ready=1))
     async with sv.launch(topology, runs_dir=runs_dir) as group:
-        events = group.events()
-
-        async def stop_during_rollout() -> None:
-            await first_step(events)
-            await group.stop("w.2")
-
-        with anyio.fail_after(90):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(stop_during_rollout)
-                await group.rolling_restart("w", overrides={"version": "2"})
+        end = await roll_while(group, functools.partial(group.stop, "w.2"))
         history = group.event_history
-        (end,) = [i for i, e in enumerate(history) if isinstance(e, RolloutEnded)]
         stops = [i for i, e in enumerate(history) if isinstance(e, sv.Stopping) and e.reason == "stop requested"]
         assert stops and min(stops) > end, (stops, end)
         assert group.replica("w.2").state is sv.ReplicaState.STOPPED and not group.replica("w.2").running

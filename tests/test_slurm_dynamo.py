@@ -17,7 +17,7 @@ from supervisor._slurm_alloc import SlurmAllocation
 from supervisor._spec import Cluster, Placement
 from supervisor._spec import SlurmCluster as SlurmSpec
 
-from .slurm import SlurmCluster
+from .slurm import SlurmCluster, held_allocation
 from .test_engines_e2e import chat
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm, pytest.mark.engines]
@@ -27,11 +27,8 @@ NODE_OF = {"etcd": 0, "nats": 0, "frontend": 0, "prefill": 1, "decode": 2}
 
 @pytest.fixture
 def three_nodes(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
-    job = SlurmAllocation.acquire(SlurmSpec(nodes=3), "dynamo-test")
-    try:
+    with held_allocation(3, "dynamo-test") as job:
         yield job
-    finally:
-        job.release()
 
 
 async def test_dynamo_workers_on_two_nodes_and_its_infrastructure_on_the_first(

@@ -19,7 +19,7 @@ from supervisor._spec import Cluster, Placement
 from supervisor._spec import SlurmCluster as SlurmSpec
 
 from .helpers import PROGRAMS, PYTHON, wait_until
-from .slurm import SlurmCluster
+from .slurm import SlurmCluster, held_allocation
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
 
@@ -29,11 +29,8 @@ TASK = str(PROGRAMS / "slurm_task.py")
 @pytest.fixture
 def allocation(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
     """All 4 nodes, ours (the group cancels it at teardown; cancelled here too if a test failed first)."""
-    job = SlurmAllocation.acquire(SlurmSpec(nodes=4), "launcher-test")
-    try:
+    with held_allocation(4, "launcher-test") as job:
         yield job
-    finally:
-        job.release()
 
 
 def task_service(name: str, record: Path, *options: str, replicas: int = 1, **kwargs: object) -> sv.Service:
@@ -170,8 +167,7 @@ async def test_a_step_slurm_refuses_fails_the_replica_with_sruns_words(
 ) -> None:
     """A replica placed on a node outside the allocation: srun cannot create the step; the failure shows
     srun's own message in the log tail, and stopping it does not wait on a step that never existed."""
-    job = SlurmAllocation.acquire(SlurmSpec(nodes=1), "refused-step")
-    try:
+    with held_allocation(1, "refused-step") as job:
         outside = attrs.evolve(job, nodes=(*job.nodes, *(n for n in planned_nodes(slurm) if n not in job.nodes)))
         topology = sv.Topology(name="refused", services=[task_service("web", tmp_path, replicas=2)])
         plan = planned(topology, runs_dir, outside)
@@ -179,8 +175,6 @@ async def test_a_step_slurm_refuses_fails_the_replica_with_sruns_words(
             async with sv.launch(plan, _allocation=job):
                 pass
         assert any("srun" in line for line in failure.value.log_tail), failure.value.log_tail
-    finally:
-        job.release()
 
 
 def planned_nodes(slurm: SlurmCluster) -> list[ClusterNode]:

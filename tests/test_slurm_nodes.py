@@ -12,10 +12,9 @@ import supervisor as sv
 from supervisor._events import Ready
 from supervisor._slurm_alloc import SlurmAllocation, job_nodelist
 from supervisor._spec import Placement
-from supervisor._spec import SlurmCluster as SlurmSpec
 
 from .helpers import wait_for
-from .slurm import SlurmCluster
+from .slurm import SlurmCluster, held_allocation
 from .test_slurm_launcher import planned, records, task_service
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
@@ -23,22 +22,16 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
 RESTART = sv.RestartPolicy(policy="on-failure", backoff=sv.Backoff(0.05))
 
 
-def take(nodes: int) -> Iterator[SlurmAllocation]:
-    job = SlurmAllocation.acquire(SlurmSpec(nodes=nodes), "node-loss-test")
-    try:
-        yield job
-    finally:
-        job.release()
-
-
 @pytest.fixture
 def four_nodes(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
-    yield from take(4)
+    with held_allocation(4, "node-loss-test") as job:
+        yield job
 
 
 @pytest.fixture
 def two_nodes(slurm: SlurmCluster) -> Iterator[SlurmAllocation]:
-    yield from take(2)
+    with held_allocation(2, "node-loss-test") as job:
+        yield job
 
 
 def node_down(slurm: SlurmCluster, node: str) -> None:

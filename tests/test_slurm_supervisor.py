@@ -44,6 +44,23 @@ def start_driver(slurm: SlurmCluster, tmp_path: Path, *options: str) -> tuple[su
     return driver, line.split()
 
 
+def web_topology(tmp_path: Path, name: str, *, replicas: int, cluster: dict[str, object] | None = None) -> Path:
+    """A topology file: ``replicas`` test tasks, each ready once it answers HTTP at its node's address;
+    on Slurm with ``cluster`` as the file's ``cluster: {slurm: ...}``."""
+    web = {
+        "command": [PYTHON, TASK, str(tmp_path), "web.{replica}", "--port", "{port}"],
+        "ports": ["port"],
+        "replicas": replicas,
+        "ready": {"http": "http://{host}:{port}/"},
+    }
+    data: dict[str, object] = {"name": name, "services": {"web": web}}
+    if cluster is not None:
+        data["cluster"] = {"slurm": cluster}
+    path = tmp_path / "topo.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
 def test_sigterm_to_the_supervisor_gives_every_task_its_sigterm_first(slurm: SlurmCluster, tmp_path: Path) -> None:
     """Every task records exactly one SIGTERM and exits by itself (0): no SIGKILL, and the supervisor
     exits 143 with nothing of ours left in the queue."""
@@ -131,23 +148,7 @@ def test_gc_cancels_the_allocation_of_a_dead_run(slurm: SlurmCluster, tmp_path: 
 def test_supervisor_run_on_the_cluster_exits_with_the_commands_code(slurm: SlurmCluster, tmp_path: Path) -> None:
     """``supervisor run FILE -- CMD`` with ``cluster: {slurm: {nodes: 4}}``: salloc, 4 replicas on 4 nodes,
     CMD reaches each by its URL, and the run exits with CMD's code, its allocation cancelled."""
-    topology = tmp_path / "topo.yaml"
-    topology.write_text(
-        json.dumps(
-            {
-                "name": "clirun",
-                "cluster": {"slurm": {"nodes": 4, "time": "5m"}},
-                "services": {
-                    "web": {
-                        "command": [PYTHON, TASK, str(tmp_path), "web.{replica}", "--port", "{port}"],
-                        "ports": ["port"],
-                        "replicas": 4,
-                        "ready": {"http": "http://{host}:{port}/"},
-                    }
-                },
-            }
-        )
-    )
+    topology = web_topology(tmp_path, "clirun", replicas=4, cluster={"nodes": 4, "time": "5m"})
     fetch = (
         "import os, sys, urllib.request; urls = os.environ['TOPOVISOR_WEB_URLS'].split(','); "
         "[urllib.request.urlopen(u, timeout=10).read() for u in urls]; sys.exit(len(urls) + 3)"
@@ -184,22 +185,7 @@ def test_the_script_of_supervisor_sbatch_runs_the_topology_in_its_batch_job(
     """``supervisor sbatch FILE --nodes 4 -- CMD`` writes the script; sbatch runs it: the run takes the
     batch job's allocation (not one of its own), places a replica on each node, and the job ends with
     CMD's code once the run is down."""
-    topology = tmp_path / "topo.yaml"
-    topology.write_text(
-        json.dumps(
-            {
-                "name": "batched",
-                "services": {
-                    "web": {
-                        "command": [PYTHON, TASK, str(tmp_path), "web.{replica}", "--port", "{port}"],
-                        "ports": ["port"],
-                        "replicas": 4,
-                        "ready": {"http": "http://{host}:{port}/"},
-                    }
-                },
-            }
-        )
-    )
+    topology = web_topology(tmp_path, "batched", replicas=4)
     env = {**slurm.env, "PYTHONPATH": ROOT}
     argv = [PYTHON, "-m", "supervisor", "sbatch", str(topology), "--nodes", "4", "--runs-dir", str(tmp_path / "runs")]
     written = subprocess.run(
@@ -231,3 +217,28 @@ def test_a_second_sigterm_kills_every_task_at_once(slurm: SlurmCluster, tmp_path
         driver.wait(20)
     assert time.monotonic() - began < 10
     assert slurm.wait_clean(15.0) == ([], [])
+
+
+def test_run_detach_on_slurm_takes_one_allocation_and_stop_leaves_none(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """``supervisor run --detach`` of a ``cluster: {slurm: ...}`` file: only the background run takes an
+    allocation (the process the user watches checks the file on placeholder nodes and takes none: it never
+    cancels one), and ``supervisor stop`` leaves an empty queue."""
+    topology = web_topology(tmp_path, "detached", replicas=2, cluster={"nodes": 2, "time": "5m"})
+    env = {**slurm.env, "PYTHONPATH": ROOT}
+    runs = str(tmp_path / "runs")
+    cli = [PYTHON, "-m", "supervisor"]
+    started = subprocess.run(
+        [*cli, "run", "--detach", str(topology), "--runs-dir", runs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    jobs = slurm.command("squeue", "-h", "-o", "%i %j").splitlines()
+    assert len(jobs) == 1 and jobs[0].endswith("topovisor-detached"), jobs
+    stopped = subprocess.run(
+        [*cli, "stop", started.stdout.strip()], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert slurm.wait_clean() == ([], [])

@@ -135,6 +135,14 @@ def _optional_str(value: object, _: object = None) -> str | None:
 
 
 def _strings(value: object, _: object = None) -> tuple[str, ...]:
+    """A list of arguments, or one string split as a shell would. A whole ``${var}`` that reads as a list
+    (``--set cmd='[a, b]'``) is that list, unsplit; one that reads as a mapping is an error."""
+    if isinstance(value, Substituted):
+        typed = value.typed()
+        if isinstance(typed, Mapping):
+            raise ValueError(f"expected a list of arguments, got {typed!r}{value.origin()}")
+        if isinstance(typed, list):
+            value = typed
     if isinstance(value, str):
         return Service(name="_", command=value).command
     if not isinstance(value, list):

@@ -168,3 +168,21 @@ def test_errors_in_the_list_form_name_the_service() -> None:
     with pytest.raises(sv.ConfigError) as caught:
         topology_from_text(text, overrides={"extra": "x"})
     assert "service 'web', field 'env'" in str(caught.value)
+
+
+COMMAND_VAR = "name: c\nservices:\n  a: {command: '${cmd}'}\n"
+
+
+def test_a_list_from_set_is_the_command_argv_unchanged() -> None:
+    """Proves ``command: ${cmd}`` with ``--set cmd=[a, b]`` takes the list as argv (it was split like a command
+    line: '[a,', 'b]'), a string from --set is still split as a command line, and a mapping is an error."""
+    (service,) = topology_from_text(COMMAND_VAR, overrides={"cmd": "[python3, -c, 'print(1)']"}).services
+    assert service.command == ("python3", "-c", "print(1)")
+    (service,) = topology_from_text(COMMAND_VAR, overrides={"cmd": "python3 -c 'print(1)'"}).services
+    assert service.command == ("python3", "-c", "print(1)")
+    (service,) = topology_from_text(COMMAND_VAR, overrides={"cmd": "007"}).services
+    assert service.command == ("007",)  # the text, not the number 7
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(COMMAND_VAR, source="t.yaml", overrides={"cmd": "{a: 1}"})
+    assert "service 'a', field 'command': expected a list of arguments" in str(caught.value)
+    assert "(from ${cmd})" in str(caught.value)

@@ -82,11 +82,16 @@ def test_a_builder_gives_a_plannable_topology_or_a_config_error(call: tuple[str,
             if "dynamo.mocker" in argv:
                 continue
             for flag in ("--tensor-parallel-size", "--tp-size", "--tp", "--tp_size"):
-                if flag in argv:
-                    tp = int(argv[argv.index(flag) + 1])
-                    dp = int(argv[argv.index("--data-parallel-size") + 1]) if "--data-parallel-size" in argv else 1
-                    dp = int(argv[argv.index("--dp-size") + 1]) if "--dp-size" in argv else dp
+                if _flag_value(argv, flag) is not None:
+                    tp = _flag_value(argv, flag) or 1
+                    dp = _flag_value(argv, "--data-parallel-size") or _flag_value(argv, "--dp-size") or 1
                     assert len(replica.gpus) == tp * dp, (service.name, argv, replica.gpus)
+
+
+def _flag_value(argv: tuple[str, ...], flag: str) -> int | None:
+    """The number after ``flag``; a fuzzed text value may itself read ``--tp`` (``model='--tp'``)."""
+    numbers = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == flag and argv[i + 1].isdigit()]
+    return int(numbers[-1]) if numbers else None
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,18 @@ T = TypeVar("T")
 #: Ctrl-C presses during a teardown that each turn into "SIGKILL everything now" before we stop listening
 _MAX_INTERRUPTS = 5
 
+#: How often the main thread wakes while it waits on the loop thread. CPython runs signal handlers only in
+#: the main thread, and only once a blocking call of its returns EINTR: a SIGINT taken by the loop thread,
+#: or landing just before the main thread enters its wait, would otherwise be seen only when the wait ends
+#: (never, for a run that waits on that Ctrl-C to stop).
+_SIGNAL_CHECK_SECONDS = 0.1
+
+
+def _wait_interruptibly(future: concurrent.futures.Future[Any]) -> None:
+    """Wait until ``future`` is done, waking often enough that a Ctrl-C is never lost (see above)."""
+    while not concurrent.futures.wait([future], timeout=_SIGNAL_CHECK_SECONDS).done:
+        pass
+
 
 class _Holder:
     """Lives on the event loop: holds ``launch`` open until the caller's block ends."""
@@ -262,6 +274,7 @@ def launch_sync(
         holder = _Holder(topology, options)
         done = portal.start_task_soon(holder.hold)
         try:
+            _wait_interruptibly(holder.ready)
             group = holder.ready.result()
         except BaseException:
             _finish(portal, holder, done, raise_errors=False)
@@ -286,7 +299,7 @@ def _finish(
             if not released:
                 portal.call(holder.release)  # idempotent: an interrupted call may have run already
                 released = True
-            concurrent.futures.wait([done])
+            _wait_interruptibly(done)
             break
         except KeyboardInterrupt:
             with contextlib.suppress(KeyboardInterrupt):

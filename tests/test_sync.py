@@ -205,7 +205,10 @@ CTRL_C_SCRIPT = textwrap.dedent(
     try:
         with sv.launch_sync(topo, runs_dir=sys.argv[1], on_event=report, backend=sys.argv[3]) as group:
             print(json.dumps({"event": "block"}), flush=True)
-            time.sleep(3600)
+            # short sleeps: a SIGINT landing between CPython's signal check and a sleep's syscall would
+            # otherwise wait out the whole sleep (CPython's own race, whatever the library does)
+            for _ in range(36000):
+                time.sleep(0.1)
     except KeyboardInterrupt:
         print(json.dumps({"event": "interrupted", "seconds": time.monotonic() - started}), flush=True)
     """
@@ -249,8 +252,70 @@ def test_ctrl_c_tears_everything_down(tmp_path: Path, runs_dir: Path, when: str)
         if process.poll() is None:
             process.kill()
             process.wait()
+        process.stdout.close()
     last = json.loads(out.splitlines()[-1])
     assert last["event"] == "interrupted" and process.returncode == 0, out
     assert not any(alive(p) for p in pids)
     if when == "twice":
         assert float(str(last["seconds"])) < 60
+
+
+LOOP_THREAD_SIGINT_SCRIPT = textwrap.dedent(
+    """
+    import json, signal, sys, threading, time
+    import supervisor as sv
+    when = sys.argv[2]
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+    ready = sv.LogCheck("never" if when == "starting" else "up")
+    service = sv.Service(name="s", command=[sys.executable, "-c", code], ready=ready, stop=sv.StopPolicy(grace_seconds=600))
+    topo = sv.Topology(name="loopsig", services=[service])
+    loop_thread = []
+
+    def report(event):
+        # on_event runs on the loop thread: the SIGINT is handled there, not in the waiting main thread
+        if isinstance(event, sv.Spawned):
+            loop_thread.append(threading.get_ident())
+            print(json.dumps({"event": "spawned", "pid": event.pid}), flush=True)
+            if when == "starting":
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        if isinstance(event, sv.Stopping) and when == "stopping":
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    started = time.monotonic()
+    try:
+        with sv.launch_sync(topo, runs_dir=sys.argv[1], on_event=report, backend=sys.argv[3]) as group:
+            print(json.dumps({"event": "block"}), flush=True)
+            raise KeyboardInterrupt  # the first Ctrl-C, in the main thread; the second lands on the loop thread
+    except KeyboardInterrupt:
+        print(json.dumps({"event": "interrupted", "seconds": time.monotonic() - started}), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("when", ["starting", "stopping"])
+def test_a_ctrl_c_that_the_loop_thread_takes_still_reaches_the_main_thread(
+    tmp_path: Path, runs_dir: Path, when: str
+) -> None:
+    """The kernel may hand a process's SIGINT to any thread; CPython runs the handler in the main thread only
+    when a blocking call of it wakes. ``starting``: the main thread waits for ready (which never comes, in
+    10 minutes); ``stopping``: it waits for a teardown whose service ignores SIGTERM (10-minute grace). A
+    SIGINT taken by the loop thread still interrupts the start, or SIGKILLs the run at once."""
+    script = tmp_path / "loopsig.py"
+    script.write_text(LOOP_THREAD_SIGINT_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(sv.__file__).parent.parent)}
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(runs_dir), when, BACKEND], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1]["event"] == "interrupted" and process.returncode == 0, out
+    assert float(str(lines[-1]["seconds"])) < 30, out
+    pid = next(int(str(line["pid"])) for line in lines if line["event"] == "spawned")
+    wait_until(lambda: not alive(pid), timeout=10)

@@ -7,15 +7,17 @@ meant for a GPU box on a laptop); ``FakeInventory`` is a node given in code, for
 real classes; planning and checks only see the protocol.
 
 Indices are NVML's, which follow the PCI bus order; replicas get ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that
-CUDA numbers the devices the same way.
+CUDA numbers the devices the same way. A supervisor started with ``CUDA_VISIBLE_DEVICES`` set plans on
+those GPUs only (``_gpu_visible``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -297,10 +299,17 @@ def _text(value: str | bytes) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def open_inventory(gpus: GpuInventory | str | None) -> GpuInventory:
-    """The inventory to plan against: the one given, a simulated node (``"8x80GB"``), or NVML."""
+def open_inventory(gpus: GpuInventory | str | None, environ: Mapping[str, str] | None = None) -> GpuInventory:
+    """The inventory to plan against: the one given, a simulated node (``"8x80GB"``), or NVML, seen through
+    ``CUDA_VISIBLE_DEVICES`` of ``environ`` (this process's) when that is set: the GPUs we were given."""
     if isinstance(gpus, str):
         return SimulatedInventory.parse(gpus)
     if gpus is not None:
         return gpus
-    return NvmlInventory.open()
+    nvml = NvmlInventory.open()
+    visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return nvml
+    from ._gpu_visible import VisibleInventory
+
+    return VisibleInventory(nvml, visible)

@@ -18,7 +18,16 @@ import pytest
 
 import supervisor as sv
 from supervisor import _gpu_checks
-from supervisor._gpu_inventory import FakeInventory, GpuDevice, GpuProcess, GpuUnavailable, NvmlInventory
+from supervisor._cli_gpus import render_gpus
+from supervisor._gpu_inventory import (
+    FakeInventory,
+    GpuDevice,
+    GpuProcess,
+    GpuUnavailable,
+    NvmlInventory,
+    open_inventory,
+)
+from supervisor._gpu_visible import visible_indices
 from supervisor._marks import REPLICA_ENV, RUN_ID_ENV
 
 from .helpers import PYTHON, SLEEPER
@@ -129,41 +138,47 @@ def test_nvml_init_failure_is_gpu_unavailable() -> None:
         NvmlInventory.open(importer=NoDriver)
 
 
+class StandInNvml:
+    """nvidia-ml-py's function names and result shapes (13.x), for a node of ``count`` GPUs all joined by
+    NVLink; ``GPU-<index>`` UUIDs. No driver here: every NVML call of NvmlInventory is checked against it."""
+
+    NVML_P2P_CAPS_INDEX_NVLINK = 2
+    NVML_P2P_STATUS_OK = 0
+
+    def __init__(self, count: int = 2) -> None:
+        self.count = count
+
+    def nvmlInit(self) -> None: ...
+    def nvmlDeviceGetCount(self) -> int:
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:
+        return f"GPU-{h}"
+
+    def nvmlDeviceGetName(self, h: int) -> bytes:
+        return b"NVIDIA H200"
+
+    def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(busId=f"00000000:{h + 0x18:02X}:00.0")
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(total=141 * 10**9, used=h * 10**9)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(pid=100 + h, usedGpuMemory=None if h else 5)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        raise RuntimeError("Not Supported")
+
+    def nvmlDeviceGetP2PStatus(self, a: int, b: int, index: int) -> int:
+        return 0 if index == 2 else 1
+
+
 def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
     """NvmlInventory's calls, against a stand-in with nvidia-ml-py's function names and result shapes."""
-
-    class StandInNvml:
-        NVML_P2P_CAPS_INDEX_NVLINK = 2
-        NVML_P2P_STATUS_OK = 0
-
-        def nvmlInit(self) -> None: ...
-        def nvmlDeviceGetCount(self) -> int:
-            return 2
-
-        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-            return index
-
-        def nvmlDeviceGetUUID(self, h: int) -> str:
-            return f"GPU-{h}"
-
-        def nvmlDeviceGetName(self, h: int) -> bytes:
-            return b"NVIDIA H200"
-
-        def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
-            return SimpleNamespace(busId=f"00000000:{h + 0x18:02X}:00.0")
-
-        def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
-            return SimpleNamespace(total=141 * 10**9, used=h * 10**9)
-
-        def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
-            return [SimpleNamespace(pid=100 + h, usedGpuMemory=None if h else 5)]
-
-        def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[SimpleNamespace]:
-            raise RuntimeError("Not Supported")
-
-        def nvmlDeviceGetP2PStatus(self, a: int, b: int, index: int) -> int:
-            return 0 if index == 2 else 1
-
     inventory = NvmlInventory.open(importer=StandInNvml)
     devices = inventory.devices()
     assert [(d.index, d.name, d.pci_bus_id, d.memory_free_bytes) for d in devices] == [
@@ -172,6 +187,53 @@ def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
     ]
     assert inventory.processes() == [GpuProcess(0, 100, 5), GpuProcess(1, 101, None)]
     assert inventory.nvlink_peers(0) == {1}
+
+
+def test_a_supervisor_given_cuda_visible_devices_plans_on_those_gpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML lists all 8 GPUs whatever CUDA_VISIBLE_DEVICES says; a supervisor given GPUs 4-7 (a Slurm step,
+    a shared box) must hand out only those, named by index or UUID, and tell its children NVML's indices."""
+    monkeypatch.setitem(sys.modules, "pynvml", StandInNvml(8))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,GPU-6,7")
+    plan = sv.make_plan(sv.Topology(name="g", services=[svc("a", 2), svc("b", sv.GpuRequest(ids=[7]))]))
+    a, b = plan.service("a").replicas[0], plan.service("b").replicas[0]
+    assert (a.gpus, b.gpus) == ((4, 5), (7,))
+    assert a.env == {"CUDA_VISIBLE_DEVICES": "4,5", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # replaces the inherited one
+    with pytest.raises(sv.ConfigError) as caught:
+        plan_of(svc("a", 2, replicas=3), gpus=None)
+    assert "; NVML (CUDA_VISIBLE_DEVICES=4,5,GPU-6,7): 4 GPUs (4-7; 141 GB each))" in str(caught.value)
+    assert "a.2  REFUSED: wants 2 GPUs; free: none" in str(caught.value)
+    with pytest.raises(sv.ConfigError, match="wants GPU 0, which the node does not have"):
+        plan_of(svc("a", sv.GpuRequest(ids=[0])), gpus=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("3,1", (3, 1)),
+        (" 2 , GPU-5", (2, 5)),
+        ("GPU-3-dead-beef", ()),  # no such UUID: CUDA sees nothing from there on
+        ("2,-1,3", (2,)),  # the list ends at the first entry naming no GPU, as in CUDA
+        ("-1", ()),
+        ("", ()),
+        ("9", ()),  # not on this node
+        ("1,1,2", (1,)),
+        ("MIG-4f1a2b3c", ()),  # a MIG instance is not a GPU this planner hands out
+    ],
+)
+def test_cuda_visible_devices_is_read_as_cuda_reads_it(value: str, expected: tuple[int, ...]) -> None:
+    assert visible_indices(value, NvmlInventory.open(importer=lambda: StandInNvml(8)).devices()) == expected
+
+
+def test_supervisor_gpus_and_the_memory_check_see_only_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", StandInNvml(4))
+    inventory = open_inventory(None, environ={"CUDA_VISIBLE_DEVICES": "3,1"})
+    assert [d.index for d in inventory.devices()] == [1, 3]
+    assert inventory.nvlink_peers(1) == {3}
+    assert {p.pid for p in inventory.processes()} == {100, 101, 102, 103}  # the release wait sees every pid
+    text = render_gpus(inventory)
+    assert text.splitlines()[0] == "2 GPUs on NVML (CUDA_VISIBLE_DEVICES=3,1)"
+    assert "GPU 1 " in text and "GPU 3 " in text and "GPU 0 " not in text and "GPU 2 " not in text
+    assert [d.index for d in open_inventory(None, environ={}).devices()] == [0, 1, 2, 3]
 
 
 def test_env_and_gpus_template_in_the_plan() -> None:

@@ -259,15 +259,27 @@ class NvmlInventory:
         return found
 
     def processes(self) -> Sequence[GpuProcess]:
-        nvml = self._nvml
         found: dict[tuple[int, int], GpuProcess] = {}
         for index, handle in enumerate(self._handles):
-            for query in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses):
-                with contextlib.suppress(Exception):  # not supported on this device: nothing to list
-                    for info in query(handle):
-                        used = getattr(info, "usedGpuMemory", None)
-                        found.setdefault((index, int(info.pid)), GpuProcess(index, int(info.pid), used))
+            for kind in ("Compute", "Graphics"):
+                for info in self._running(kind, handle):
+                    used = getattr(info, "usedGpuMemory", None)
+                    found.setdefault((index, int(info.pid)), GpuProcess(index, int(info.pid), used))
         return list(found.values())
+
+    def _running(self, kind: str, handle: Any) -> list[Any]:
+        """The processes of one kind on one GPU. nvidia-ml-py's unversioned call is the newest struct (v3),
+        which drivers before R510 lack (``NVMLLibraryMismatchError``): then the v2 call, as old LTS drivers
+        still run on clusters. Not supported (or not allowed) on this device: nothing to list."""
+        for suffix in ("", "_v2"):
+            query = getattr(self._nvml, f"nvmlDeviceGet{kind}RunningProcesses{suffix}", None)
+            if query is None:
+                continue
+            try:
+                return list(query(handle))
+            except Exception:  # any NVMLError: try the older struct, then give up
+                continue
+        return []
 
     def nvlink_peers(self, index: int) -> frozenset[int]:
         nvml = self._nvml

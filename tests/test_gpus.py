@@ -189,6 +189,25 @@ def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
     assert inventory.nvlink_peers(0) == {1}
 
 
+def test_processes_are_listed_on_a_driver_older_than_the_v3_struct() -> None:
+    """nvidia-ml-py 13's unversioned call needs the driver's _v3 symbol (R510+); on an older LTS driver it
+    raises NVMLLibraryMismatchError, and the processes must come from the _v2 call, not be silently none
+    (the memory check would name no holder and the release wait would end at once)."""
+
+    class OldDriver(StandInNvml):
+        def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+            raise RuntimeError("Unversioned function called and the pyNVML version does not match the NVML lib")
+
+        def nvmlDeviceGetComputeRunningProcesses_v2(self, h: int) -> list[SimpleNamespace]:
+            return [SimpleNamespace(pid=200 + h, usedGpuMemory=7)]
+
+        def nvmlDeviceGetGraphicsRunningProcesses_v2(self, h: int) -> list[SimpleNamespace]:
+            raise RuntimeError("Not Supported")
+
+    inventory = NvmlInventory.open(importer=OldDriver)
+    assert inventory.processes() == [GpuProcess(0, 200, 7), GpuProcess(1, 201, 7)]
+
+
 def test_a_supervisor_given_cuda_visible_devices_plans_on_those_gpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """NVML lists all 8 GPUs whatever CUDA_VISIBLE_DEVICES says; a supervisor given GPUs 4-7 (a Slurm step,
     a shared box) must hand out only those, named by index or UUID, and tell its children NVML's indices."""

@@ -54,6 +54,7 @@ class GpuDevice:
     pci_bus_id: str
     memory_total_bytes: int
     memory_used_bytes: int = 0
+    mig: bool = False  #: in MIG mode: CUDA sees its instances, not the GPU, so it is never handed out whole
 
     @property
     def memory_free_bytes(self) -> int:
@@ -254,9 +255,18 @@ class NvmlInventory:
                     pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(handle).busId),
                     memory_total_bytes=int(memory.total),
                     memory_used_bytes=int(memory.used),
+                    mig=self._mig_enabled(handle),
                 )
             )
         return found
+
+    def _mig_enabled(self, handle: Any) -> bool:
+        """``nvmlDeviceGetMigMode`` is ``[current, pending]``; GPUs without MIG raise Not Supported."""
+        try:
+            current = self._nvml.nvmlDeviceGetMigMode(handle)[0]
+        except Exception:  # NVMLError_NotSupported (no MIG on this GPU), or an old driver: not in MIG mode
+            return False
+        return bool(current == getattr(self._nvml, "NVML_DEVICE_MIG_ENABLE", 1))
 
     def processes(self) -> Sequence[GpuProcess]:
         found: dict[tuple[int, int], GpuProcess] = {}

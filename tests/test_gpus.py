@@ -208,6 +208,32 @@ def test_processes_are_listed_on_a_driver_older_than_the_v3_struct() -> None:
     assert inventory.processes() == [GpuProcess(0, 200, 7), GpuProcess(1, 201, 7)]
 
 
+class MigOnGpu1(StandInNvml):
+    """GPU 1 is in MIG mode; the others have no MIG (nvmlDeviceGetMigMode raises Not Supported there)."""
+
+    NVML_DEVICE_MIG_ENABLE = 1
+
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
+        if h != 1:
+            raise RuntimeError("Not Supported")
+        return [1, 1]
+
+
+def test_a_gpu_in_mig_mode_is_never_handed_out_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA_VISIBLE_DEVICES=<index> of a GPU in MIG mode gives CUDA one of its instances, not the GPU, and
+    its memory is the instances': the planner must skip it, refuse it by id, and say so."""
+    monkeypatch.setitem(sys.modules, "pynvml", MigOnGpu1(4))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert plan_of(svc("a", 2), svc("b", 1), gpus=None) == {"a": (0, 2), "b": (3,)}
+    with pytest.raises(sv.ConfigError) as caught:
+        plan_of(svc("a", 4), gpus=None)
+    assert "4 GPUs (0-3; 141 GB each; in MIG mode, not handed out: 1))" in str(caught.value)
+    assert "a  REFUSED: wants 4 GPUs; free: 0, 2, 3" in str(caught.value)
+    with pytest.raises(sv.ConfigError, match="wants GPU 1, which is in MIG mode"):
+        plan_of(svc("a", sv.GpuRequest(ids=[1])), gpus=None)
+    assert "GPU 1  NVIDIA H200  00000000:19:00.0  1 GB / 141 GB used  MIG mode" in render_gpus(open_inventory(None))
+
+
 def test_a_supervisor_given_cuda_visible_devices_plans_on_those_gpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """NVML lists all 8 GPUs whatever CUDA_VISIBLE_DEVICES says; a supervisor given GPUs 4-7 (a Slurm step,
     a shared box) must hand out only those, named by index or UUID, and tell its children NVML's indices."""

@@ -228,7 +228,12 @@ class NvmlInventory:
 
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml
-        self._handles: list[Any] = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        self._handles: dict[int, Any] = {}
+        for index in range(nvml.nvmlDeviceGetCount()):
+            # a GPU this process may not open (a Slurm job's cgroup, a container: "Insufficient
+            # Permissions") is not ours to plan on; the others keep their NVML indices
+            with contextlib.suppress(Exception):
+                self._handles[index] = nvml.nvmlDeviceGetHandleByIndex(index)
 
     @classmethod
     def open(cls, importer: Callable[[], Any] | None = None) -> NvmlInventory:
@@ -236,16 +241,26 @@ class NvmlInventory:
             nvml = importer() if importer is not None else _import_pynvml()
         except ImportError as exc:
             raise GpuUnavailable(f"NVML is not available: nvidia-ml-py is not installed ({exc})") from None
+        global _opened
+        if _opened is not None and _opened[0] is nvml:  # one nvmlInit per process, not one per plan
+            return _opened[1]
         try:
             nvml.nvmlInit()
-            return cls(nvml)
         except Exception as exc:  # NVMLError and its many subclasses: no driver, no device, no permission
             raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}") from None
+        try:
+            inventory = cls(nvml)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # pairs the nvmlInit above: NVML is not kept open for nothing
+                nvml.nvmlShutdown()
+            raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}") from None
+        _opened = (nvml, inventory)
+        return inventory
 
     def devices(self) -> Sequence[GpuDevice]:
         nvml = self._nvml
         found = []
-        for index, handle in enumerate(self._handles):
+        for index, handle in self._handles.items():
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             found.append(
                 GpuDevice(
@@ -270,7 +285,7 @@ class NvmlInventory:
 
     def processes(self) -> Sequence[GpuProcess]:
         found: dict[tuple[int, int], GpuProcess] = {}
-        for index, handle in enumerate(self._handles):
+        for index, handle in self._handles.items():
             for kind in ("Compute", "Graphics"):
                 for info in self._running(kind, handle):
                     used = getattr(info, "usedGpuMemory", None)
@@ -294,14 +309,18 @@ class NvmlInventory:
     def nvlink_peers(self, index: int) -> frozenset[int]:
         nvml = self._nvml
         peers = set()
-        for other, handle in enumerate(self._handles):
-            if other == index:
+        mine = self._handles.get(index)
+        for other, handle in self._handles.items():
+            if other == index or mine is None:
                 continue
             with contextlib.suppress(Exception):  # no NVLink, or the query is not supported: not a peer
-                status = nvml.nvmlDeviceGetP2PStatus(self._handles[index], handle, nvml.NVML_P2P_CAPS_INDEX_NVLINK)
+                status = nvml.nvmlDeviceGetP2PStatus(mine, handle, nvml.NVML_P2P_CAPS_INDEX_NVLINK)
                 if status == nvml.NVML_P2P_STATUS_OK:
                     peers.add(other)
         return frozenset(peers)
+
+
+_opened: tuple[Any, NvmlInventory] | None = None  #: NVML initialised once per process (per module), kept open
 
 
 def _import_pynvml() -> Any:

@@ -208,6 +208,57 @@ def test_processes_are_listed_on_a_driver_older_than_the_v3_struct() -> None:
     assert inventory.processes() == [GpuProcess(0, 200, 7), GpuProcess(1, 201, 7)]
 
 
+def test_nvml_is_initialised_once_per_process_and_shut_down_when_opening_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each plan, run and `supervisor gpus` opens the inventory: one nvmlInit for them all (the docstring's
+    promise; each init is a reference NVML keeps); an open that fails after nvmlInit pairs it with
+    nvmlShutdown."""
+
+    class Counting(StandInNvml):
+        inits = shutdowns = 0
+
+        def nvmlInit(self) -> None:
+            self.inits += 1
+
+        def nvmlShutdown(self) -> None:
+            self.shutdowns += 1
+
+    nvml = Counting(2)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    first, second = open_inventory(None, environ={}), open_inventory(None, environ={})
+    assert first is second and (nvml.inits, nvml.shutdowns) == (1, 0)
+
+    class Broken(Counting):
+        def nvmlDeviceGetCount(self) -> int:
+            raise RuntimeError("Unknown Error")
+
+    broken = Broken(2)
+    with pytest.raises(GpuUnavailable, match="Unknown Error"):
+        NvmlInventory.open(importer=lambda: broken)
+    assert (broken.inits, broken.shutdowns) == (1, 1)
+
+
+def test_a_gpu_nvml_may_not_open_is_left_out_and_the_others_keep_their_indices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a Slurm cgroup or a container NVML may count a GPU that this process cannot open (Insufficient
+    Permissions): that GPU is not ours; it must not make the whole node unusable (exit 2)."""
+
+    class Cgroup(StandInNvml):
+        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+            if index == 1:
+                raise RuntimeError("Insufficient Permissions")
+            return index
+
+    monkeypatch.setitem(sys.modules, "pynvml", Cgroup(4))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    inventory = open_inventory(None)
+    assert [d.index for d in inventory.devices()] == [0, 2, 3]
+    assert inventory.nvlink_peers(0) == {2, 3} and inventory.nvlink_peers(1) == frozenset()
+    assert plan_of(svc("a", 2), gpus=None) == {"a": (0, 2)}
+
+
 class MigOnGpu1(StandInNvml):
     """GPU 1 is in MIG mode; the others have no MIG (nvmlDeviceGetMigMode raises Not Supported there)."""
 

@@ -54,7 +54,8 @@ def render_gpus(inventory: GpuInventory) -> str:
         used = f"{format_bytes(device.memory_used_bytes)} / {format_bytes(device.memory_total_bytes)} used"
         peers = sorted(inventory.nvlink_peers(device.index))
         nvlink = f"  nvlink: {','.join(map(str, peers))}" if peers else ""
-        lines.append(f"GPU {device.index}  {device.name}  {device.pci_bus_id}  {used}{nvlink}")
+        mig = "  MIG mode" if device.mig else ""
+        lines.append(f"GPU {device.index}  {device.name}  {device.pci_bus_id}  {used}{mig}{nvlink}")
         holders = describe_holders(by_gpu.get(device.index, []))
         lines.extend(f"    {holder.describe()}" for holder in holders)
         if not holders:

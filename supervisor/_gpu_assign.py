@@ -2,7 +2,8 @@
 
 Replicas are served in plan order (services in start order, replicas in index order). Explicit ``ids``
 are reserved first, so a count never takes a GPU that a later service named. A count takes the lowest
-free indices; ``contiguous`` takes consecutive ones; a replica of more than one GPU prefers a set fully
+free indices; ``contiguous`` takes consecutive ones; a GPU in MIG mode is never handed out (CUDA would
+see one of its instances, not the GPU); a replica of more than one GPU prefers a set fully
 joined by NVLink (the lowest such set), and falls back to the lowest free indices. Anything that cannot
 be honoured (more GPUs than the node has, one GPU wanted twice, a GPU that does not exist) is reported as
 one problem that shows the whole plan.
@@ -47,7 +48,9 @@ class GpuNode:
         sizes = sorted({d.memory_total_bytes for d in self.devices})
         memory = ", ".join(format_bytes(size) for size in sizes)
         indices = _ranges([d.index for d in self.devices])
-        return f"{self.description}: {len(self.devices)} GPUs ({indices}; {memory} each)"
+        mig = [d.index for d in self.devices if d.mig]
+        in_mig = f"; in MIG mode, not handed out: {_ranges(mig)}" if mig else ""
+        return f"{self.description}: {len(self.devices)} GPUs ({indices}; {memory} each{in_mig})"
 
 
 @attrs.frozen
@@ -89,6 +92,8 @@ def assign_gpus(wants: Sequence[GpuWant], node: GpuNode) -> tuple[dict[str, tupl
         for index in ids:
             if index not in known:
                 reasons.append(f"GPU {index}, which the node does not have")
+            elif known[index].mig:
+                reasons.append(f"GPU {index}, which is in MIG mode (CUDA would see one of its instances)")
             elif index in owner:
                 reasons.append(f"GPU {index}, already given to {owner[index]}")
         if reasons:
@@ -100,7 +105,7 @@ def assign_gpus(wants: Sequence[GpuWant], node: GpuNode) -> tuple[dict[str, tupl
         request = want.request
         if request.ids is not None:
             continue
-        free = [d.index for d in node.devices if d.index not in owner]
+        free = [d.index for d in node.devices if d.index not in owner and not d.mig]
         chosen = _choose(request.count, free, request.contiguous, node.peers)
         if chosen is None:
             kind = " contiguous" if request.contiguous else ""

@@ -7,15 +7,17 @@ meant for a GPU box on a laptop); ``FakeInventory`` is a node given in code, for
 real classes; planning and checks only see the protocol.
 
 Indices are NVML's, which follow the PCI bus order; replicas get ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that
-CUDA numbers the devices the same way.
+CUDA numbers the devices the same way. A supervisor started with ``CUDA_VISIBLE_DEVICES`` set plans on
+those GPUs only (``_gpu_visible``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -52,6 +54,7 @@ class GpuDevice:
     pci_bus_id: str
     memory_total_bytes: int
     memory_used_bytes: int = 0
+    mig: bool = False  #: in MIG mode: CUDA sees its instances, not the GPU, so it is never handed out whole
 
     @property
     def memory_free_bytes(self) -> int:
@@ -225,7 +228,12 @@ class NvmlInventory:
 
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml
-        self._handles: list[Any] = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        self._handles: dict[int, Any] = {}
+        for index in range(nvml.nvmlDeviceGetCount()):
+            # a GPU this process may not open (a Slurm job's cgroup, a container: "Insufficient
+            # Permissions") is not ours to plan on; the others keep their NVML indices
+            with contextlib.suppress(Exception):
+                self._handles[index] = nvml.nvmlDeviceGetHandleByIndex(index)
 
     @classmethod
     def open(cls, importer: Callable[[], Any] | None = None) -> NvmlInventory:
@@ -233,16 +241,26 @@ class NvmlInventory:
             nvml = importer() if importer is not None else _import_pynvml()
         except ImportError as exc:
             raise GpuUnavailable(f"NVML is not available: nvidia-ml-py is not installed ({exc})") from None
+        global _opened
+        if _opened is not None and _opened[0] is nvml:  # one nvmlInit per process, not one per plan
+            return _opened[1]
         try:
             nvml.nvmlInit()
-            return cls(nvml)
         except Exception as exc:  # NVMLError and its many subclasses: no driver, no device, no permission
             raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}") from None
+        try:
+            inventory = cls(nvml)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # pairs the nvmlInit above: NVML is not kept open for nothing
+                nvml.nvmlShutdown()
+            raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}") from None
+        _opened = (nvml, inventory)
+        return inventory
 
     def devices(self) -> Sequence[GpuDevice]:
         nvml = self._nvml
         found = []
-        for index, handle in enumerate(self._handles):
+        for index, handle in self._handles.items():
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             found.append(
                 GpuDevice(
@@ -252,32 +270,57 @@ class NvmlInventory:
                     pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(handle).busId),
                     memory_total_bytes=int(memory.total),
                     memory_used_bytes=int(memory.used),
+                    mig=self._mig_enabled(handle),
                 )
             )
         return found
 
+    def _mig_enabled(self, handle: Any) -> bool:
+        """``nvmlDeviceGetMigMode`` is ``[current, pending]``; GPUs without MIG raise Not Supported."""
+        try:
+            current = self._nvml.nvmlDeviceGetMigMode(handle)[0]
+        except Exception:  # NVMLError_NotSupported (no MIG on this GPU), or an old driver: not in MIG mode
+            return False
+        return bool(current == getattr(self._nvml, "NVML_DEVICE_MIG_ENABLE", 1))
+
     def processes(self) -> Sequence[GpuProcess]:
-        nvml = self._nvml
         found: dict[tuple[int, int], GpuProcess] = {}
-        for index, handle in enumerate(self._handles):
-            for query in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses):
-                with contextlib.suppress(Exception):  # not supported on this device: nothing to list
-                    for info in query(handle):
-                        used = getattr(info, "usedGpuMemory", None)
-                        found.setdefault((index, int(info.pid)), GpuProcess(index, int(info.pid), used))
+        for index, handle in self._handles.items():
+            for kind in ("Compute", "Graphics"):
+                for info in self._running(kind, handle):
+                    used = getattr(info, "usedGpuMemory", None)
+                    found.setdefault((index, int(info.pid)), GpuProcess(index, int(info.pid), used))
         return list(found.values())
+
+    def _running(self, kind: str, handle: Any) -> list[Any]:
+        """The processes of one kind on one GPU. nvidia-ml-py's unversioned call is the newest struct (v3),
+        which drivers before R510 lack (``NVMLLibraryMismatchError``): then the v2 call, as old LTS drivers
+        still run on clusters. Not supported (or not allowed) on this device: nothing to list."""
+        for suffix in ("", "_v2"):
+            query = getattr(self._nvml, f"nvmlDeviceGet{kind}RunningProcesses{suffix}", None)
+            if query is None:
+                continue
+            try:
+                return list(query(handle))
+            except Exception:  # any NVMLError: try the older struct, then give up
+                continue
+        return []
 
     def nvlink_peers(self, index: int) -> frozenset[int]:
         nvml = self._nvml
         peers = set()
-        for other, handle in enumerate(self._handles):
-            if other == index:
+        mine = self._handles.get(index)
+        for other, handle in self._handles.items():
+            if other == index or mine is None:
                 continue
             with contextlib.suppress(Exception):  # no NVLink, or the query is not supported: not a peer
-                status = nvml.nvmlDeviceGetP2PStatus(self._handles[index], handle, nvml.NVML_P2P_CAPS_INDEX_NVLINK)
+                status = nvml.nvmlDeviceGetP2PStatus(mine, handle, nvml.NVML_P2P_CAPS_INDEX_NVLINK)
                 if status == nvml.NVML_P2P_STATUS_OK:
                     peers.add(other)
         return frozenset(peers)
+
+
+_opened: tuple[Any, NvmlInventory] | None = None  #: NVML initialised once per process (per module), kept open
 
 
 def _import_pynvml() -> Any:
@@ -297,10 +340,17 @@ def _text(value: str | bytes) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def open_inventory(gpus: GpuInventory | str | None) -> GpuInventory:
-    """The inventory to plan against: the one given, a simulated node (``"8x80GB"``), or NVML."""
+def open_inventory(gpus: GpuInventory | str | None, environ: Mapping[str, str] | None = None) -> GpuInventory:
+    """The inventory to plan against: the one given, a simulated node (``"8x80GB"``), or NVML, seen through
+    ``CUDA_VISIBLE_DEVICES`` of ``environ`` (this process's) when that is set: the GPUs we were given."""
     if isinstance(gpus, str):
         return SimulatedInventory.parse(gpus)
     if gpus is not None:
         return gpus
-    return NvmlInventory.open()
+    nvml = NvmlInventory.open()
+    visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return nvml
+    from ._gpu_visible import VisibleInventory
+
+    return VisibleInventory(nvml, visible)

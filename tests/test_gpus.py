@@ -18,7 +18,16 @@ import pytest
 
 import supervisor as sv
 from supervisor import _gpu_checks
-from supervisor._gpu_inventory import FakeInventory, GpuDevice, GpuProcess, GpuUnavailable, NvmlInventory
+from supervisor._cli_gpus import render_gpus
+from supervisor._gpu_inventory import (
+    FakeInventory,
+    GpuDevice,
+    GpuProcess,
+    GpuUnavailable,
+    NvmlInventory,
+    open_inventory,
+)
+from supervisor._gpu_visible import visible_indices
 from supervisor._marks import REPLICA_ENV, RUN_ID_ENV
 
 from .helpers import PYTHON, SLEEPER
@@ -129,41 +138,47 @@ def test_nvml_init_failure_is_gpu_unavailable() -> None:
         NvmlInventory.open(importer=NoDriver)
 
 
+class StandInNvml:
+    """nvidia-ml-py's function names and result shapes (13.x), for a node of ``count`` GPUs all joined by
+    NVLink; ``GPU-<index>`` UUIDs. No driver here: every NVML call of NvmlInventory is checked against it."""
+
+    NVML_P2P_CAPS_INDEX_NVLINK = 2
+    NVML_P2P_STATUS_OK = 0
+
+    def __init__(self, count: int = 2) -> None:
+        self.count = count
+
+    def nvmlInit(self) -> None: ...
+    def nvmlDeviceGetCount(self) -> int:
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:
+        return f"GPU-{h}"
+
+    def nvmlDeviceGetName(self, h: int) -> bytes:
+        return b"NVIDIA H200"
+
+    def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(busId=f"00000000:{h + 0x18:02X}:00.0")
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(total=141 * 10**9, used=h * 10**9)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(pid=100 + h, usedGpuMemory=None if h else 5)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        raise RuntimeError("Not Supported")
+
+    def nvmlDeviceGetP2PStatus(self, a: int, b: int, index: int) -> int:
+        return 0 if index == 2 else 1
+
+
 def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
     """NvmlInventory's calls, against a stand-in with nvidia-ml-py's function names and result shapes."""
-
-    class StandInNvml:
-        NVML_P2P_CAPS_INDEX_NVLINK = 2
-        NVML_P2P_STATUS_OK = 0
-
-        def nvmlInit(self) -> None: ...
-        def nvmlDeviceGetCount(self) -> int:
-            return 2
-
-        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-            return index
-
-        def nvmlDeviceGetUUID(self, h: int) -> str:
-            return f"GPU-{h}"
-
-        def nvmlDeviceGetName(self, h: int) -> bytes:
-            return b"NVIDIA H200"
-
-        def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
-            return SimpleNamespace(busId=f"00000000:{h + 0x18:02X}:00.0")
-
-        def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
-            return SimpleNamespace(total=141 * 10**9, used=h * 10**9)
-
-        def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
-            return [SimpleNamespace(pid=100 + h, usedGpuMemory=None if h else 5)]
-
-        def nvmlDeviceGetGraphicsRunningProcesses(self, h: int) -> list[SimpleNamespace]:
-            raise RuntimeError("Not Supported")
-
-        def nvmlDeviceGetP2PStatus(self, a: int, b: int, index: int) -> int:
-            return 0 if index == 2 else 1
-
     inventory = NvmlInventory.open(importer=StandInNvml)
     devices = inventory.devices()
     assert [(d.index, d.name, d.pci_bus_id, d.memory_free_bytes) for d in devices] == [
@@ -172,6 +187,149 @@ def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
     ]
     assert inventory.processes() == [GpuProcess(0, 100, 5), GpuProcess(1, 101, None)]
     assert inventory.nvlink_peers(0) == {1}
+
+
+def test_processes_are_listed_on_a_driver_older_than_the_v3_struct() -> None:
+    """nvidia-ml-py 13's unversioned call needs the driver's _v3 symbol (R510+); on an older LTS driver it
+    raises NVMLLibraryMismatchError, and the processes must come from the _v2 call, not be silently none
+    (the memory check would name no holder and the release wait would end at once)."""
+
+    class OldDriver(StandInNvml):
+        def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+            raise RuntimeError("Unversioned function called and the pyNVML version does not match the NVML lib")
+
+        def nvmlDeviceGetComputeRunningProcesses_v2(self, h: int) -> list[SimpleNamespace]:
+            return [SimpleNamespace(pid=200 + h, usedGpuMemory=7)]
+
+        def nvmlDeviceGetGraphicsRunningProcesses_v2(self, h: int) -> list[SimpleNamespace]:
+            raise RuntimeError("Not Supported")
+
+    inventory = NvmlInventory.open(importer=OldDriver)
+    assert inventory.processes() == [GpuProcess(0, 200, 7), GpuProcess(1, 201, 7)]
+
+
+def test_nvml_is_initialised_once_per_process_and_shut_down_when_opening_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each plan, run and `supervisor gpus` opens the inventory: one nvmlInit for them all (the docstring's
+    promise; each init is a reference NVML keeps); an open that fails after nvmlInit pairs it with
+    nvmlShutdown."""
+
+    class Counting(StandInNvml):
+        inits = shutdowns = 0
+
+        def nvmlInit(self) -> None:
+            self.inits += 1
+
+        def nvmlShutdown(self) -> None:
+            self.shutdowns += 1
+
+    nvml = Counting(2)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    first, second = open_inventory(None, environ={}), open_inventory(None, environ={})
+    assert first is second and (nvml.inits, nvml.shutdowns) == (1, 0)
+
+    class Broken(Counting):
+        def nvmlDeviceGetCount(self) -> int:
+            raise RuntimeError("Unknown Error")
+
+    broken = Broken(2)
+    with pytest.raises(GpuUnavailable, match="Unknown Error"):
+        NvmlInventory.open(importer=lambda: broken)
+    assert (broken.inits, broken.shutdowns) == (1, 1)
+
+
+def test_a_gpu_nvml_may_not_open_is_left_out_and_the_others_keep_their_indices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a Slurm cgroup or a container NVML may count a GPU that this process cannot open (Insufficient
+    Permissions): that GPU is not ours; it must not make the whole node unusable (exit 2)."""
+
+    class Cgroup(StandInNvml):
+        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+            if index == 1:
+                raise RuntimeError("Insufficient Permissions")
+            return index
+
+    monkeypatch.setitem(sys.modules, "pynvml", Cgroup(4))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    inventory = open_inventory(None)
+    assert [d.index for d in inventory.devices()] == [0, 2, 3]
+    assert inventory.nvlink_peers(0) == {2, 3} and inventory.nvlink_peers(1) == frozenset()
+    assert plan_of(svc("a", 2), gpus=None) == {"a": (0, 2)}
+
+
+class MigOnGpu1(StandInNvml):
+    """GPU 1 is in MIG mode; the others have no MIG (nvmlDeviceGetMigMode raises Not Supported there)."""
+
+    NVML_DEVICE_MIG_ENABLE = 1
+
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
+        if h != 1:
+            raise RuntimeError("Not Supported")
+        return [1, 1]
+
+
+def test_a_gpu_in_mig_mode_is_never_handed_out_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA_VISIBLE_DEVICES=<index> of a GPU in MIG mode gives CUDA one of its instances, not the GPU, and
+    its memory is the instances': the planner must skip it, refuse it by id, and say so."""
+    monkeypatch.setitem(sys.modules, "pynvml", MigOnGpu1(4))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert plan_of(svc("a", 2), svc("b", 1), gpus=None) == {"a": (0, 2), "b": (3,)}
+    with pytest.raises(sv.ConfigError) as caught:
+        plan_of(svc("a", 4), gpus=None)
+    assert "4 GPUs (0-3; 141 GB each; in MIG mode, not handed out: 1))" in str(caught.value)
+    assert "a  REFUSED: wants 4 GPUs; free: 0, 2, 3" in str(caught.value)
+    with pytest.raises(sv.ConfigError, match="wants GPU 1, which is in MIG mode"):
+        plan_of(svc("a", sv.GpuRequest(ids=[1])), gpus=None)
+    assert "GPU 1  NVIDIA H200  00000000:19:00.0  1 GB / 141 GB used  MIG mode" in render_gpus(open_inventory(None))
+
+
+def test_a_supervisor_given_cuda_visible_devices_plans_on_those_gpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML lists all 8 GPUs whatever CUDA_VISIBLE_DEVICES says; a supervisor given GPUs 4-7 (a Slurm step,
+    a shared box) must hand out only those, named by index or UUID, and tell its children NVML's indices."""
+    monkeypatch.setitem(sys.modules, "pynvml", StandInNvml(8))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,GPU-6,7")
+    plan = sv.make_plan(sv.Topology(name="g", services=[svc("a", 2), svc("b", sv.GpuRequest(ids=[7]))]))
+    a, b = plan.service("a").replicas[0], plan.service("b").replicas[0]
+    assert (a.gpus, b.gpus) == ((4, 5), (7,))
+    assert a.env == {"CUDA_VISIBLE_DEVICES": "4,5", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # replaces the inherited one
+    with pytest.raises(sv.ConfigError) as caught:
+        plan_of(svc("a", 2, replicas=3), gpus=None)
+    assert "; NVML (CUDA_VISIBLE_DEVICES=4,5,GPU-6,7): 4 GPUs (4-7; 141 GB each))" in str(caught.value)
+    assert "a.2  REFUSED: wants 2 GPUs; free: none" in str(caught.value)
+    with pytest.raises(sv.ConfigError, match="wants GPU 0, which the node does not have"):
+        plan_of(svc("a", sv.GpuRequest(ids=[0])), gpus=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("3,1", (3, 1)),
+        (" 2 , GPU-5", (2, 5)),
+        ("GPU-3-dead-beef", ()),  # no such UUID: CUDA sees nothing from there on
+        ("2,-1,3", (2,)),  # the list ends at the first entry naming no GPU, as in CUDA
+        ("-1", ()),
+        ("", ()),
+        ("9", ()),  # not on this node
+        ("1,1,2", (1,)),
+        ("MIG-4f1a2b3c", ()),  # a MIG instance is not a GPU this planner hands out
+    ],
+)
+def test_cuda_visible_devices_is_read_as_cuda_reads_it(value: str, expected: tuple[int, ...]) -> None:
+    assert visible_indices(value, NvmlInventory.open(importer=lambda: StandInNvml(8)).devices()) == expected
+
+
+def test_supervisor_gpus_and_the_memory_check_see_only_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", StandInNvml(4))
+    inventory = open_inventory(None, environ={"CUDA_VISIBLE_DEVICES": "3,1"})
+    assert [d.index for d in inventory.devices()] == [1, 3]
+    assert inventory.nvlink_peers(1) == {3}
+    assert {p.pid for p in inventory.processes()} == {100, 101, 102, 103}  # the release wait sees every pid
+    text = render_gpus(inventory)
+    assert text.splitlines()[0] == "2 GPUs on NVML (CUDA_VISIBLE_DEVICES=3,1)"
+    assert "GPU 1 " in text and "GPU 3 " in text and "GPU 0 " not in text and "GPU 2 " not in text
+    assert [d.index for d in open_inventory(None, environ={}).devices()] == [0, 1, 2, 3]
 
 
 def test_env_and_gpus_template_in_the_plan() -> None:

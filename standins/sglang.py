@@ -116,6 +116,9 @@ def _router_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefill-policy")
     parser.add_argument("--decode-policy")
     parser.add_argument("--worker-startup-timeout-secs", type=int, default=600)
+    # like sgl-router, the Prometheus exporter always binds, 29000 unless told; a taken port ends the router
+    parser.add_argument("--prometheus-port", type=int, default=29000)
+    parser.add_argument("--prometheus-host", default="127.0.0.1")
     return parser
 
 
@@ -174,4 +177,5 @@ def router_main(argv: list[str]) -> int:
         engine.log.info(f"All {len(prefill) + len(decode)} workers are healthy")
         engine.mark_ready()
 
-    return asyncio.run(run_engine(engine, args.host, args.port, startup))
+    exporter = ((args.prometheus_host, args.prometheus_port),)
+    return asyncio.run(run_engine(engine, args.host, args.port, startup, exporter))

@@ -91,7 +91,12 @@ def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
         "{python}", "-m", "sglang_router.launch_router", "--pd-disaggregation",
         "--prefill", "{prefill.0.url}", "{prefill.0.bootstrap}", "--prefill", "{prefill.1.url}", "{prefill.1.bootstrap}",
         "--decode", "{decode.0.url}", "--decode", "{decode.1.url}", "--host", "{host}", "--port", "{port}",
+        "--prometheus-port", "{prometheus}", "--prometheus-host", "{host}",
     ]  # fmt: skip
+    # sgl-router binds its Prometheus exporter on 29000 unless told (sgl-router/py_src/sglang_router/router_args.py
+    # ``--prometheus-port`` default 29000) and panics when it is taken (src/metrics.rs ``.expect("failed to install
+    # Prometheus metrics exporter")``, sglang main 2025-10): the preset gives each router a port of its own
+    assert frontend.ports == (sv.PortSpec("port"), sv.PortSpec("prometheus"))
     assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://{host}:{port}/readiness", 200)
     assert frontend.depends_on == (sv.Dependency("prefill"), sv.Dependency("decode"))
     assert frontend.stop == sv.StopPolicy("SIGTERM", 5.0) and frontend.gpus is None

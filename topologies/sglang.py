@@ -38,11 +38,16 @@ from ._common import (
 )
 from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, alive, check_counts, replica_urls, router_frontend
 
-__all__ = ["MULTI_NODE_FLAGS", "PROFILE", "READY_LINE", "sglang"]
+__all__ = ["MULTI_NODE_FLAGS", "PROFILE", "READY_LINE", "ROUTER_PROMETHEUS", "sglang"]
 
 READY_LINE = "The server is fired up and ready to roll!"
 #: one server over the nodes of its replica (one task per node): rank 0 at ``{leader_host}`` leads
 MULTI_NODE_FLAGS = ("--dist-init-addr", "{leader_host}:{dist}", "--nnodes", "{nnodes}", "--node-rank", "{node_rank}")
+
+#: the router's Prometheus exporter binds 29000 unless told (sgl-router ``router_args.py`` ``--prometheus-port``
+#: default 29000; ``src/metrics.rs`` panics "failed to install Prometheus metrics exporter" when it is taken),
+#: so two routers on a host, or anything else on 29000, kill it: each router gets a port of its own
+ROUTER_PROMETHEUS = ("--prometheus-port", "{prometheus}", "--prometheus-host", "{host}")
 
 PROFILE = EngineProfile(
     name="sglang",
@@ -121,9 +126,14 @@ def sglang(
         router += ["--prefill", url, bootstrap]
     for url in replica_urls("decode", decode):
         router += ["--decode", url]
-    router += ["--host", "{host}", "--port", "{port}"]
+    router += ["--host", "{host}", "--port", "{port}", *ROUTER_PROMETHEUS]
     frontend = router_frontend(
-        router, port, ready_path="/readiness", alive_path="/liveness", env=engine_env(env_path, env)
+        router,
+        port,
+        ready_path="/readiness",
+        alive_path="/liveness",
+        env=engine_env(env_path, env),
+        extra_ports=("prometheus",),
     )
     return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend], cluster=cluster)
 

@@ -73,6 +73,22 @@ def test_tp_dp_env_and_args(tmp_path: Path) -> None:
     assert server.gpus == sv.GpuRequest(count=4) and server.env["VIRTUAL_ENV"] == str(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("args", "role", "gpus"),
+    [({"enable_dp_attention": True}, "args", 4), (["--enable-dp-attention"], "decode_args", 4), ({}, "args", 8)],
+)
+def test_dp_attention_shares_the_tp_gpus(args: object, role: str, gpus: int) -> None:
+    """``--dp-size 2`` alone is two copies of a ``--tp-size 4`` group (8 GPUs); with ``--enable-dp-attention`` the
+    dp ranks split the tp group's 4 GPUs (SGLang server_args.py: "Enabling data parallelism for attention and
+    tensor parallelism for FFN", ``tp_size % dp_size == 0``; data_parallel_controller.py launches
+    dp-attention schedulers on tp_size GPUs), so the preset must not reserve tp x dp."""
+    topology = topologies.sglang(model="m", tp=4, dp=2, mode="disagg", **{role: args})  # type: ignore[arg-type]
+    decode = topology.services[1]
+    assert decode.gpus == sv.GpuRequest(count=gpus)
+    with pytest.raises(sv.ConfigError, match="var 'dp': --enable-dp-attention splits tp=4 GPUs into dp groups"):
+        topologies.sglang(model="m", tp=4, dp=3, args=["--enable-dp-attention"])
+
+
 def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
     topology = topologies.sglang(model="m", mode="disagg", prefill=2, decode=2, transfer_backend="nixl")
     prefill, decode, frontend = topology.services

@@ -121,10 +121,21 @@ def test_disaggregated_prefill_decode_behind_the_proxy() -> None:
 
 
 def test_producer_consumer_connectors_get_their_roles() -> None:
-    prefill, decode, _ = topologies.vllm(model="m", mode="disagg", kv_connector="P2pNcclConnector").services
-    assert prefill.command[-1] == '{{"kv_connector":"P2pNcclConnector","kv_role":"kv_producer"}}'
-    assert decode.command[-1] == '{{"kv_connector":"P2pNcclConnector","kv_role":"kv_consumer"}}'
+    """vLLM examples/others/lmcache/disagg_prefill_lmcache_v1: kv_producer / kv_consumer, and its proxy is
+    pd_proxy's protocol (prefill with max_tokens=1, then the decode server answers the request)."""
+    prefill, decode, _ = topologies.vllm(model="m", mode="disagg", kv_connector="LMCacheConnectorV1").services
+    assert prefill.command[-1] == '{{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_producer"}}'
+    assert decode.command[-1] == '{{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_consumer"}}'
     assert prefill.env == {} and prefill.ports == (sv.PortSpec("port"),)
+
+
+def test_a_connector_that_needs_another_proxy_is_refused() -> None:
+    """P2pNcclConnector reads the peers' ZMQ addresses from the request id, which only vLLM's
+    examples/online_serving/disaggregated_serving_p2p_nccl_xpyd/disagg_proxy_p2p_nccl_xpyd.py writes
+    (vllm/distributed/kv_transfer/kv_connector/v1/p2p/p2p_nccl_engine.py ``parse_request_id`` raises "Request id
+    ... does not contain hostname and port"): behind pd_proxy every request would fail, so the preset refuses it."""
+    with pytest.raises(sv.ConfigError, match="var 'kv_connector': P2pNcclConnector cannot work behind"):
+        topologies.vllm(model="m", mode="disagg", kv_connector="P2pNcclConnector")
 
 
 def test_disaggregated_commands_resolve_to_real_ports(tmp_path: Path) -> None:

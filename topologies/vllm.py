@@ -66,6 +66,13 @@ PROFILE = EngineProfile(
 
 #: connectors whose docs use one role for both sides; the proxy decides who prefills
 _SYMMETRIC = ("NixlConnector",)
+#: connectors whose prefill/decode hand-off is not the one ``topologies.pd_proxy`` speaks (prefill with
+#: ``max_tokens=1`` and ``kv_transfer_params``, then decode): P2pNcclConnector finds its peer in the request id
+#: (``___prefill_addr_IP:PORT___decode_addr_IP:PORT_...``, p2p_nccl_engine.py ``parse_request_id`` raises
+#: "does not contain hostname and port" otherwise), written by its own ZMQ-registering proxy
+_OTHER_PROXY = {
+    "P2pNcclConnector": "its servers need vLLM's disagg_proxy_p2p_nccl_xpyd.py (peer addresses in the request id)",
+}
 
 
 def vllm(
@@ -105,6 +112,9 @@ def vllm(
         raise preset_error("vllm", "replicas", "disagg mode counts servers with prefill= and decode=")
     if dp != 1:
         raise preset_error("vllm", "dp", "disagg mode scales with prefill= and decode= replicas, not dp")
+    if kv_connector in _OTHER_PROXY:
+        problem = f"{kv_connector} cannot work behind topologies.pd_proxy: {_OTHER_PROXY[kv_connector]}"
+        raise preset_error("vllm", "kv_connector", problem)
     symmetric = kv_connector in _SYMMETRIC
     services = []
     for role, count, role_args, kv_role in (

@@ -83,8 +83,8 @@ class Proxy:
             return
         headers = {"X-Request-Id": str(uuid.uuid4()), **auth}
         first = dict(request, kv_transfer_params=_REMOTE_DECODE, stream=False, max_tokens=1)
-        first.pop("stream_options", None)
-        first.pop("min_tokens", None)
+        for unsupported in ("stream_options", "min_tokens", "min_completion_tokens"):  # as vLLM's toy proxy
+            first.pop(unsupported, None)
         if "max_completion_tokens" in first:
             first["max_completion_tokens"] = 1
         try:

@@ -33,6 +33,9 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--served-model-name")
     parser.add_argument("--tp-size", "--tp", type=int, default=1)
     parser.add_argument("--dp-size", "--dp", type=int, default=1)
+    parser.add_argument("--dist-init-addr", "--nccl-init-addr")  # one server over several nodes
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int, default=0)
     parser.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
     parser.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
     parser.add_argument("--disaggregation-transfer-backend", choices=("mooncake", "nixl", "ascend", "fake"))

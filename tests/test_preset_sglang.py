@@ -164,3 +164,26 @@ def test_validate_cli_accepts_the_preset(tmp_path: Path, sets: tuple[str, ...]) 
 )
 def test_bad_vars_name_the_preset_and_the_var(overrides: dict[str, object], expected: str) -> None:
     bad_var_names_preset_and_var("sglang", overrides, expected)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"tp": 2, "dp": 2, "nodes_per_replica": 2}, {"mode": "disagg", "prefill": 2, "transfer_backend": "nixl"}],
+)
+def test_the_stand_ins_take_every_flag_the_preset_passes(tmp_path: Path, overrides: dict[str, object]) -> None:
+    """Proves the stand-ins accept the multi-node flags (``--dist-init-addr --nnodes --node-rank``, real in
+    SGLang's server_args.py; the stand-in refused them with exit 2) and the router's flags, resolved as run."""
+    from standins.sglang import _router_parser, _server_parser
+
+    plan = sv.make_plan(
+        topologies.sglang(model="m", **overrides),  # type: ignore[arg-type]
+        runs_dir=tmp_path,
+        check_executables=False,
+        gpus="8x80GB",
+    )
+    for service in plan.services:
+        for replica in service.replicas:
+            argv = list(replica.argv)
+            module = argv[argv.index("-m") + 1]
+            parser = _router_parser() if module == "sglang_router.launch_router" else _server_parser()
+            parser.parse_args(argv[argv.index("-m") + 2 :])

@@ -188,3 +188,19 @@ def test_builder_is_callable_after_its_module_was_imported(preset: str) -> None:
     code = f"import topologies.{preset}, topologies; print(type(topologies.{preset}(model='m')).__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.stdout.strip() == "Topology", done.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"tp": 2, "dp": 2, "args": {"max_model_len": 4096, "enforce_eager": True}}, {"mode": "disagg", "prefill": 2}],
+)
+def test_the_stand_in_takes_every_flag_the_preset_passes(tmp_path: Path, overrides: dict[str, object]) -> None:
+    """The ``vllm serve`` stand-in parses each server's resolved command (its parser refuses unknown flags)."""
+    from standins.vllm import _parser
+
+    topology = topologies.vllm(model="m", **overrides)  # type: ignore[arg-type]
+    plan = sv.make_plan(topology, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    servers = [replica for service in plan.services for replica in service.replicas if "serve" in replica.argv]
+    assert servers
+    for replica in servers:
+        _parser().parse_args(list(replica.argv[1:]))

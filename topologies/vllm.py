@@ -165,7 +165,7 @@ def _server(
         ports=api_ports(port, *extra_ports),
         replicas=replicas,
         env=engine_env(env_path, env, **fixed_env),
-        ready=_health_ready() if _api_key(args, env) else models_ready(name),
+        ready=_health_ready() if _api_key(args, env) or _api_key(role_flags, None) else models_ready(name),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,

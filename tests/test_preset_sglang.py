@@ -187,3 +187,15 @@ def test_the_stand_ins_take_every_flag_the_preset_passes(tmp_path: Path, overrid
             module = argv[argv.index("-m") + 1]
             parser = _router_parser() if module == "sglang_router.launch_router" else _server_parser()
             parser.parse_args(argv[argv.index("-m") + 2 :])
+
+
+def test_a_multi_node_server_on_one_machine_gets_every_node_s_gpus(tmp_path: Path) -> None:
+    """Proves ``nodes_per_replica=2`` without a cluster (ignored: one process with ``--nnodes 1``) gets all
+    ``--tp-size`` GPUs here; it got one node's share, so ``--tp-size 4`` ran on 2 GPUs and SGLang failed."""
+    plan = sv.make_plan(
+        topologies.sglang(model="m", tp=4, nodes_per_replica=2), runs_dir=tmp_path, check_executables=False,
+        gpus="8x80GB",
+    )  # fmt: skip
+    (server,) = plan.service("frontend").replicas
+    assert server.argv[server.argv.index("--nnodes") + 1] == "1" and "4" in server.argv
+    assert len(server.gpus) == 4 and server.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"

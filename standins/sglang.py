@@ -36,6 +36,7 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dist-init-addr", "--nccl-init-addr")  # one server over several nodes
     parser.add_argument("--nnodes", type=int, default=1)
     parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--enable-dp-attention", action="store_true")
     parser.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
     parser.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
     parser.add_argument("--disaggregation-transfer-backend", choices=("mooncake", "nixl", "ascend", "fake"))
@@ -53,6 +54,13 @@ def _line(message: str, rank: str = " TP0") -> None:
 
 def main(argv: list[str]) -> int:
     args = _server_parser().parse_args(argv)
+    # each node runs tp_size / nnodes ranks per dp group (dp attention: the dp groups share the tp ranks)
+    world = args.tp_size if args.enable_dp_attention else args.tp_size * args.dp_size
+    gpus = args.base_gpu_id + world // max(1, args.nnodes)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and len([g for g in visible.split(",") if g]) < gpus:
+        print(f"RuntimeError: CUDA error: invalid device ordinal (rank needs GPU {gpus - 1}, visible: {visible!r})")
+        return 1
     engine = Engine(Log("sglang"), args.served_model_name or args.model_path)
     engine.metrics_enabled = args.enable_metrics
     warmed = asyncio.Event()

@@ -24,6 +24,7 @@ CASES = [
     ("vllm", {"replicas": 2}),
     ("vllm", {"mode": "disagg", "prefill": 1, "decode": 2}),
     ("sglang", {}),
+    ("sglang", {"tp": 2, "nodes_per_replica": 2}),  # no cluster: one process, every node's GPUs here
     ("sglang", {"mode": "disagg", "prefill": 2, "decode": 1}),
     ("trtllm", {}),
     ("trtllm", {"mode": "disagg", "prefill": 1, "decode": 2}),

@@ -129,13 +129,18 @@ def test_producer_consumer_connectors_get_their_roles() -> None:
     assert prefill.env == {} and prefill.ports == (sv.PortSpec("port"),)
 
 
-def test_a_connector_that_needs_another_proxy_is_refused() -> None:
+@pytest.mark.parametrize("connector", ["P2pNcclConnector", "MooncakeConnector", "MoRIIOConnector"])
+def test_a_connector_that_needs_another_proxy_is_refused(connector: str) -> None:
     """P2pNcclConnector reads the peers' ZMQ addresses from the request id, which only vLLM's
     examples/online_serving/disaggregated_serving_p2p_nccl_xpyd/disagg_proxy_p2p_nccl_xpyd.py writes
     (vllm/distributed/kv_transfer/kv_connector/v1/p2p/p2p_nccl_engine.py ``parse_request_id`` raises "Request id
-    ... does not contain hostname and port"): behind pd_proxy every request would fail, so the preset refuses it."""
-    with pytest.raises(sv.ConfigError, match="var 'kv_connector': P2pNcclConnector cannot work behind"):
-        topologies.vllm(model="m", mode="disagg", kv_connector="P2pNcclConnector")
+    ... does not contain hostname and port"): behind pd_proxy every request would fail, so the preset refuses it.
+    Likewise MooncakeConnector (examples/online_serving/disaggregated_serving/mooncake_connector/
+    mooncake_connector_proxy.py sends the decode ``do_remote_prefill`` with the prefill's
+    ``bootstrap_server_host``/``bootstrap_server_port``) and MoRIIOConnector (moriio_toy_proxy_server.py: ZMQ
+    registration, handshake/notify ports); vLLM main, 2025-11."""
+    with pytest.raises(sv.ConfigError, match=f"var 'kv_connector': {connector} cannot work behind"):
+        topologies.vllm(model="m", mode="disagg", kv_connector=connector)
 
 
 def test_disaggregated_commands_resolve_to_real_ports(tmp_path: Path) -> None:

@@ -67,11 +67,16 @@ PROFILE = EngineProfile(
 #: connectors whose docs use one role for both sides; the proxy decides who prefills
 _SYMMETRIC = ("NixlConnector",)
 #: connectors whose prefill/decode hand-off is not the one ``topologies.pd_proxy`` speaks (prefill with
-#: ``max_tokens=1`` and ``kv_transfer_params``, then decode): P2pNcclConnector finds its peer in the request id
-#: (``___prefill_addr_IP:PORT___decode_addr_IP:PORT_...``, p2p_nccl_engine.py ``parse_request_id`` raises
-#: "does not contain hostname and port" otherwise), written by its own ZMQ-registering proxy
+#: ``max_tokens=1`` and ``kv_transfer_params``, then decode), each with its own proxy in vLLM's examples:
+#: P2pNcclConnector finds its peer in the request id (``___prefill_addr_IP:PORT___decode_addr_...``,
+#: p2p_nccl_engine.py ``parse_request_id`` raises "does not contain hostname and port" otherwise);
+#: MooncakeConnector's decode is told the prefill's bootstrap server (``bootstrap_server_host``/``_port``,
+#: mooncake_connector_proxy.py) while both run at once; MoRIIOConnector's servers register over ZMQ with
+#: moriio_toy_proxy_server.py, which hands out handshake and notify ports
 _OTHER_PROXY = {
     "P2pNcclConnector": "its servers need vLLM's disagg_proxy_p2p_nccl_xpyd.py (peer addresses in the request id)",
+    "MooncakeConnector": "its decode servers need the prefill's bootstrap server from mooncake_connector_proxy.py",
+    "MoRIIOConnector": "its servers register with vLLM's moriio_toy_proxy_server.py over ZMQ",
 }
 
 

@@ -33,6 +33,10 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--served-model-name")
     parser.add_argument("--tp-size", "--tp", type=int, default=1)
     parser.add_argument("--dp-size", "--dp", type=int, default=1)
+    parser.add_argument("--dist-init-addr", "--nccl-init-addr")  # one server over several nodes
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--enable-dp-attention", action="store_true")
     parser.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
     parser.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
     parser.add_argument("--disaggregation-transfer-backend", choices=("mooncake", "nixl", "ascend", "fake"))
@@ -50,6 +54,13 @@ def _line(message: str, rank: str = " TP0") -> None:
 
 def main(argv: list[str]) -> int:
     args = _server_parser().parse_args(argv)
+    # each node runs tp_size / nnodes ranks per dp group (dp attention: the dp groups share the tp ranks)
+    world = args.tp_size if args.enable_dp_attention else args.tp_size * args.dp_size
+    gpus = args.base_gpu_id + world // max(1, args.nnodes)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and len([g for g in visible.split(",") if g]) < gpus:
+        print(f"RuntimeError: CUDA error: invalid device ordinal (rank needs GPU {gpus - 1}, visible: {visible!r})")
+        return 1
     engine = Engine(Log("sglang"), args.served_model_name or args.model_path)
     engine.metrics_enabled = args.enable_metrics
     warmed = asyncio.Event()
@@ -116,6 +127,9 @@ def _router_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefill-policy")
     parser.add_argument("--decode-policy")
     parser.add_argument("--worker-startup-timeout-secs", type=int, default=600)
+    # like sgl-router, the Prometheus exporter always binds, 29000 unless told; a taken port ends the router
+    parser.add_argument("--prometheus-port", type=int, default=29000)
+    parser.add_argument("--prometheus-host", default="127.0.0.1")
     return parser
 
 
@@ -174,4 +188,5 @@ def router_main(argv: list[str]) -> int:
         engine.log.info(f"All {len(prefill) + len(decode)} workers are healthy")
         engine.mark_ready()
 
-    return asyncio.run(run_engine(engine, args.host, args.port, startup))
+    exporter = ((args.prometheus_host, args.prometheus_port),)
+    return asyncio.run(run_engine(engine, args.host, args.port, startup, exporter))

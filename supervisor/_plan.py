@@ -249,7 +249,7 @@ def _assign_gpus(
     from ._gpu_inventory import NO_NVML_HINT, GpuUnavailable, open_inventory
 
     wants = [
-        GpuWant(service.name, _replica_name(service, index), service.gpus)
+        GpuWant(service.name, _replica_name(service, index), _all_nodes_here(service.gpus, service))
         for service in services
         if service.gpus is not None
         for index in range(service.replicas)
@@ -267,6 +267,16 @@ def _assign_gpus(
     if problem is not None:
         problems.append(problem)
     return given
+
+
+def _all_nodes_here(request: GpuRequest, service: Service) -> GpuRequest:
+    """``gpus`` is per node; a replica placed on n nodes that runs here instead (no cluster: its placement is
+    ignored, one process, e.g. SGLang with ``--nnodes 1`` and ``--tp-size`` counting every node's GPUs)
+    needs the n nodes' GPUs on this machine."""
+    nodes = service.placement.nodes if service.placement is not None else 1
+    if nodes <= 1 or request.ids is not None:
+        return request
+    return attrs.evolve(request, count=request.count * nodes)
 
 
 def _service_plan(

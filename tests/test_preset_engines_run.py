@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 from pathlib import Path
 
 import attrs
@@ -22,6 +24,7 @@ CASES = [
     ("vllm", {"replicas": 2}),
     ("vllm", {"mode": "disagg", "prefill": 1, "decode": 2}),
     ("sglang", {}),
+    ("sglang", {"tp": 2, "nodes_per_replica": 2}),  # no cluster: one process, every node's GPUs here
     ("sglang", {"mode": "disagg", "prefill": 2, "decode": 1}),
     ("trtllm", {}),
     ("trtllm", {"mode": "disagg", "prefill": 1, "decode": 2}),
@@ -94,3 +97,17 @@ async def test_sglang_is_ready_only_once_warmed_up(
     async with sv.launch(topology, runs_dir=runs_dir, gpus=NODE) as group, httpx.AsyncClient(timeout=5) as client:
         warmed = (await client.get(group["frontend"].url + "/health_generate")).status_code
     assert warmed == (200 if probe == "preset" else 503)
+
+
+async def test_sglang_router_starts_while_port_29000_is_taken(tmp_path: Path, runs_dir: Path) -> None:
+    """sgl-router's Prometheus exporter binds 29000 unless given ``--prometheus-port`` and dies when it is taken
+    (sgl-router src/metrics.rs); the preset gives it a free port, so a router starts beside another one."""
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):  # held by someone else already: taken all the same
+            holder.bind(("127.0.0.1", 29000))
+            holder.listen()
+        topology = topologies.sglang(model=MODEL, env_path=str(standin_env(tmp_path / "env")), mode="disagg")
+        async with sv.launch(topology, runs_dir=runs_dir, gpus=NODE) as group, httpx.AsyncClient(timeout=20) as client:
+            body = {"model": MODEL, "prompt": "a b", "max_tokens": 2}
+            answer = await client.post(group["frontend"].url + "/v1/completions", json=body)
+        assert answer.status_code == 200, answer.text

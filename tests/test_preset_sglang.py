@@ -73,6 +73,22 @@ def test_tp_dp_env_and_args(tmp_path: Path) -> None:
     assert server.gpus == sv.GpuRequest(count=4) and server.env["VIRTUAL_ENV"] == str(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("args", "role", "gpus"),
+    [({"enable_dp_attention": True}, "args", 4), (["--enable-dp-attention"], "decode_args", 4), ({}, "args", 8)],
+)
+def test_dp_attention_shares_the_tp_gpus(args: object, role: str, gpus: int) -> None:
+    """``--dp-size 2`` alone is two copies of a ``--tp-size 4`` group (8 GPUs); with ``--enable-dp-attention`` the
+    dp ranks split the tp group's 4 GPUs (SGLang server_args.py: "Enabling data parallelism for attention and
+    tensor parallelism for FFN", ``tp_size % dp_size == 0``; data_parallel_controller.py launches
+    dp-attention schedulers on tp_size GPUs), so the preset must not reserve tp x dp."""
+    topology = topologies.sglang(model="m", tp=4, dp=2, mode="disagg", **{role: args})  # type: ignore[arg-type]
+    decode = topology.services[1]
+    assert decode.gpus == sv.GpuRequest(count=gpus)
+    with pytest.raises(sv.ConfigError, match="var 'dp': --enable-dp-attention splits tp=4 GPUs into dp groups"):
+        topologies.sglang(model="m", tp=4, dp=3, args=["--enable-dp-attention"])
+
+
 def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
     topology = topologies.sglang(model="m", mode="disagg", prefill=2, decode=2, transfer_backend="nixl")
     prefill, decode, frontend = topology.services
@@ -91,7 +107,12 @@ def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
         "{python}", "-m", "sglang_router.launch_router", "--pd-disaggregation",
         "--prefill", "{prefill.0.url}", "{prefill.0.bootstrap}", "--prefill", "{prefill.1.url}", "{prefill.1.bootstrap}",
         "--decode", "{decode.0.url}", "--decode", "{decode.1.url}", "--host", "{host}", "--port", "{port}",
+        "--prometheus-port", "{prometheus}", "--prometheus-host", "{host}",
     ]  # fmt: skip
+    # sgl-router binds its Prometheus exporter on 29000 unless told (sgl-router/py_src/sglang_router/router_args.py
+    # ``--prometheus-port`` default 29000) and panics when it is taken (src/metrics.rs ``.expect("failed to install
+    # Prometheus metrics exporter")``, sglang main 2025-10): the preset gives each router a port of its own
+    assert frontend.ports == (sv.PortSpec("port"), sv.PortSpec("prometheus"))
     assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://{host}:{port}/readiness", 200)
     assert frontend.depends_on == (sv.Dependency("prefill"), sv.Dependency("decode"))
     assert frontend.stop == sv.StopPolicy("SIGTERM", 5.0) and frontend.gpus is None
@@ -143,3 +164,38 @@ def test_validate_cli_accepts_the_preset(tmp_path: Path, sets: tuple[str, ...]) 
 )
 def test_bad_vars_name_the_preset_and_the_var(overrides: dict[str, object], expected: str) -> None:
     bad_var_names_preset_and_var("sglang", overrides, expected)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"tp": 2, "dp": 2, "nodes_per_replica": 2}, {"mode": "disagg", "prefill": 2, "transfer_backend": "nixl"}],
+)
+def test_the_stand_ins_take_every_flag_the_preset_passes(tmp_path: Path, overrides: dict[str, object]) -> None:
+    """Proves the stand-ins accept the multi-node flags (``--dist-init-addr --nnodes --node-rank``, real in
+    SGLang's server_args.py; the stand-in refused them with exit 2) and the router's flags, resolved as run."""
+    from standins.sglang import _router_parser, _server_parser
+
+    plan = sv.make_plan(
+        topologies.sglang(model="m", **overrides),  # type: ignore[arg-type]
+        runs_dir=tmp_path,
+        check_executables=False,
+        gpus="8x80GB",
+    )
+    for service in plan.services:
+        for replica in service.replicas:
+            argv = list(replica.argv)
+            module = argv[argv.index("-m") + 1]
+            parser = _router_parser() if module == "sglang_router.launch_router" else _server_parser()
+            parser.parse_args(argv[argv.index("-m") + 2 :])
+
+
+def test_a_multi_node_server_on_one_machine_gets_every_node_s_gpus(tmp_path: Path) -> None:
+    """Proves ``nodes_per_replica=2`` without a cluster (ignored: one process with ``--nnodes 1``) gets all
+    ``--tp-size`` GPUs here; it got one node's share, so ``--tp-size 4`` ran on 2 GPUs and SGLang failed."""
+    plan = sv.make_plan(
+        topologies.sglang(model="m", tp=4, nodes_per_replica=2), runs_dir=tmp_path, check_executables=False,
+        gpus="8x80GB",
+    )  # fmt: skip
+    (server,) = plan.service("frontend").replicas
+    assert server.argv[server.argv.index("--nnodes") + 1] == "1" and "4" in server.argv
+    assert len(server.gpus) == 4 and server.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"

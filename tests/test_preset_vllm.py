@@ -121,10 +121,26 @@ def test_disaggregated_prefill_decode_behind_the_proxy() -> None:
 
 
 def test_producer_consumer_connectors_get_their_roles() -> None:
-    prefill, decode, _ = topologies.vllm(model="m", mode="disagg", kv_connector="P2pNcclConnector").services
-    assert prefill.command[-1] == '{{"kv_connector":"P2pNcclConnector","kv_role":"kv_producer"}}'
-    assert decode.command[-1] == '{{"kv_connector":"P2pNcclConnector","kv_role":"kv_consumer"}}'
+    """vLLM examples/others/lmcache/disagg_prefill_lmcache_v1: kv_producer / kv_consumer, and its proxy is
+    pd_proxy's protocol (prefill with max_tokens=1, then the decode server answers the request)."""
+    prefill, decode, _ = topologies.vllm(model="m", mode="disagg", kv_connector="LMCacheConnectorV1").services
+    assert prefill.command[-1] == '{{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_producer"}}'
+    assert decode.command[-1] == '{{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_consumer"}}'
     assert prefill.env == {} and prefill.ports == (sv.PortSpec("port"),)
+
+
+@pytest.mark.parametrize("connector", ["P2pNcclConnector", "MooncakeConnector", "MoRIIOConnector"])
+def test_a_connector_that_needs_another_proxy_is_refused(connector: str) -> None:
+    """P2pNcclConnector reads the peers' ZMQ addresses from the request id, which only vLLM's
+    examples/online_serving/disaggregated_serving_p2p_nccl_xpyd/disagg_proxy_p2p_nccl_xpyd.py writes
+    (vllm/distributed/kv_transfer/kv_connector/v1/p2p/p2p_nccl_engine.py ``parse_request_id`` raises "Request id
+    ... does not contain hostname and port"): behind pd_proxy every request would fail, so the preset refuses it.
+    Likewise MooncakeConnector (examples/online_serving/disaggregated_serving/mooncake_connector/
+    mooncake_connector_proxy.py sends the decode ``do_remote_prefill`` with the prefill's
+    ``bootstrap_server_host``/``bootstrap_server_port``) and MoRIIOConnector (moriio_toy_proxy_server.py: ZMQ
+    registration, handshake/notify ports); vLLM main, 2025-11."""
+    with pytest.raises(sv.ConfigError, match=f"var 'kv_connector': {connector} cannot work behind"):
+        topologies.vllm(model="m", mode="disagg", kv_connector=connector)
 
 
 def test_disaggregated_commands_resolve_to_real_ports(tmp_path: Path) -> None:
@@ -177,3 +193,19 @@ def test_builder_is_callable_after_its_module_was_imported(preset: str) -> None:
     code = f"import topologies.{preset}, topologies; print(type(topologies.{preset}(model='m')).__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.stdout.strip() == "Topology", done.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"tp": 2, "dp": 2, "args": {"max_model_len": 4096, "enforce_eager": True}}, {"mode": "disagg", "prefill": 2}],
+)
+def test_the_stand_in_takes_every_flag_the_preset_passes(tmp_path: Path, overrides: dict[str, object]) -> None:
+    """The ``vllm serve`` stand-in parses each server's resolved command (its parser refuses unknown flags)."""
+    from standins.vllm import _parser
+
+    topology = topologies.vllm(model="m", **overrides)  # type: ignore[arg-type]
+    plan = sv.make_plan(topology, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    servers = [replica for service in plan.services for replica in service.replicas if "serve" in replica.argv]
+    assert servers
+    for replica in servers:
+        _parser().parse_args(list(replica.argv[1:]))

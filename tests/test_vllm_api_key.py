@@ -38,6 +38,14 @@ def test_a_server_with_an_api_key_is_ready_on_health(args: object, env: dict[str
     assert without.check.url.endswith("/v1/models")
 
 
+def test_an_api_key_in_one_roles_args_makes_that_role_ready_on_health() -> None:
+    """Proves ``decode_args={"api_key": ...}`` also moves that role's readiness to /health (it polled /v1/models,
+    401 forever with vLLM's ``--api-key``), while the other role keeps /v1/models."""
+    prefill, decode, _ = topologies.vllm(model="m", mode="disagg", decode_args={"api_key": "s3cret"}).services
+    urls = [s.ready.check.url for s in (prefill, decode)]  # type: ignore[union-attr]
+    assert urls == ["http://{host}:{port}/v1/models", "http://{host}:{port}/health"]
+
+
 class _Upstream(BaseHTTPRequestHandler):
     """A server that, like vLLM with ``--api-key``, answers 401 on /v1 without the bearer token."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import supervisor
 
@@ -62,13 +62,14 @@ def router_frontend(
     alive_path: str = "/health",
     env: Mapping[str, str] | None = None,
     depends_on: object = ("prefill", "decode"),
+    extra_ports: Sequence[str] = (),
 ) -> supervisor.Service:
     """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend`` (on a
     cluster on the head node, node 0)."""
     return supervisor.Service(
         name=FRONTEND,
         command=command,
-        ports=api_ports(port),
+        ports=api_ports(port, *extra_ports),
         env=env or {},
         depends_on=depends_on,
         ready=supervisor.HttpCheck("http://{host}:{port}" + ready_path, status=200),

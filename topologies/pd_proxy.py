@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import httpx
 
-__all__ = ["main"]
+__all__ = ["BACKLOG", "main"]
 
 _REMOTE_DECODE = {
     "do_remote_decode": True,
@@ -33,6 +33,7 @@ _REMOTE_DECODE = {
     "remote_port": None,
 }
 _API = ("/v1/completions", "/v1/chat/completions")
+BACKLOG = 2048  #: listen backlog, as uvicorn's default
 
 
 class Proxy:
@@ -41,7 +42,10 @@ class Proxy:
         self.decode = [url.rstrip("/") for url in decode]
         self._next_prefill: Iterator[str] = itertools.cycle(self.prefill)
         self._next_decode: Iterator[str] = itertools.cycle(self.decode)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        # no pool limit, as vLLM's toy proxy: a decode stream holds its connection for the whole answer, and
+        # httpx's default of 100 would queue the rest of a benchmark's requests inside the proxy
+        unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), limits=unlimited)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -83,8 +87,8 @@ class Proxy:
             return
         headers = {"X-Request-Id": str(uuid.uuid4()), **auth}
         first = dict(request, kv_transfer_params=_REMOTE_DECODE, stream=False, max_tokens=1)
-        first.pop("stream_options", None)
-        first.pop("min_tokens", None)
+        for unsupported in ("stream_options", "min_tokens", "min_completion_tokens"):  # as vLLM's toy proxy
+            first.pop(unsupported, None)
         if "max_completion_tokens" in first:
             first["max_completion_tokens"] = 1
         try:
@@ -132,7 +136,9 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await asyncio.start_server(proxy.serve, args.host, args.port)
+    # uvicorn's backlog (the toy proxy runs on uvicorn): asyncio's 100 drops the SYNs of a larger burst of
+    # clients, which retry a second later and see that second as time to first token
+    server = await asyncio.start_server(proxy.serve, args.host, args.port, backlog=BACKLOG)
     print(f"pd_proxy: serving on http://{args.host}:{args.port}; prefill {proxy.prefill}, decode {proxy.decode}")
     sys.stdout.flush()
     await stop.wait()

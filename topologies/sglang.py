@@ -38,11 +38,16 @@ from ._common import (
 )
 from ._serving import LOAD_TIMEOUT_SECONDS, METRICS, alive, check_counts, replica_urls, router_frontend
 
-__all__ = ["MULTI_NODE_FLAGS", "PROFILE", "READY_LINE", "sglang"]
+__all__ = ["MULTI_NODE_FLAGS", "PROFILE", "READY_LINE", "ROUTER_PROMETHEUS", "sglang"]
 
 READY_LINE = "The server is fired up and ready to roll!"
 #: one server over the nodes of its replica (one task per node): rank 0 at ``{leader_host}`` leads
 MULTI_NODE_FLAGS = ("--dist-init-addr", "{leader_host}:{dist}", "--nnodes", "{nnodes}", "--node-rank", "{node_rank}")
+
+#: the router's Prometheus exporter binds 29000 unless told (sgl-router ``router_args.py`` ``--prometheus-port``
+#: default 29000; ``src/metrics.rs`` panics "failed to install Prometheus metrics exporter" when it is taken),
+#: so two routers on a host, or anything else on 29000, kill it: each router gets a port of its own
+ROUTER_PROMETHEUS = ("--prometheus-port", "{prometheus}", "--prometheus-host", "{host}")
 
 PROFILE = EngineProfile(
     name="sglang",
@@ -86,13 +91,11 @@ def sglang(
     """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode).
 
     ``nodes_per_replica`` > 1 (on a cluster): each server spans that many nodes, ``tp`` x ``dp`` GPUs in
-    all, split evenly over them; each server's nodes are its own. Ignored, with a note, on one machine.
+    all (``tp`` with ``--enable-dp-attention``), split evenly over them; each server's nodes are its own.
+    Ignored, with a note, on one machine.
     """
     check_counts("sglang", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
     check_counts("sglang", nodes_per_replica=nodes_per_replica)
-    if tp * dp % nodes_per_replica:
-        problem = f"tp x dp = {tp * dp} GPUs do not split evenly over {nodes_per_replica} nodes"
-        raise preset_error("sglang", "nodes_per_replica", problem)
     nodes = nodes_per_replica
     check_inputs("sglang", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
     name = served_model_name or model
@@ -121,9 +124,14 @@ def sglang(
         router += ["--prefill", url, bootstrap]
     for url in replica_urls("decode", decode):
         router += ["--decode", url]
-    router += ["--host", "{host}", "--port", "{port}"]
+    router += ["--host", "{host}", "--port", "{port}", *ROUTER_PROMETHEUS]
     frontend = router_frontend(
-        router, port, ready_path="/readiness", alive_path="/liveness", env=engine_env(env_path, env)
+        router,
+        port,
+        ready_path="/readiness",
+        alive_path="/liveness",
+        env=engine_env(env_path, env),
+        extra_ports=("prometheus",),
     )
     return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend], cluster=cluster)
 
@@ -154,6 +162,12 @@ def _server(
     ]  # fmt: skip
     if dp > 1:
         command += ["--dp-size", str(dp)]
+    flags = [*role_flags, *PROFILE.flags(args)]
+    world = _gpus_per_server(tp, dp, "--enable-dp-attention" in flags)
+    if world % nodes:
+        what = f"tp = {tp} GPUs (dp attention)" if world == tp and dp > 1 else f"tp x dp = {world} GPUs"
+        problem = f"{what} do not split evenly over {nodes} nodes"
+        raise preset_error("sglang", "nodes_per_replica", problem)
     if nodes > 1:
         command += MULTI_NODE_FLAGS
         extra_ports = (*extra_ports, "dist")
@@ -162,14 +176,27 @@ def _server(
     )
     return PROFILE.service(
         name=service,
-        command=[*command, *role_flags, *PROFILE.flags(args)],
+        command=[*command, *flags],
         ports=api_ports(port, *extra_ports),
         replicas=replicas,
         env=engine_env(env_path, env),
         ready=supervisor.Probe(warmed_up, timeout_seconds=LOAD_TIMEOUT_SECONDS),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
-        gpus=tp * dp // nodes,  # per node on a cluster
+        gpus=world // nodes,  # per node on a cluster
         metrics=METRICS,
         placement=supervisor.Placement(nodes=nodes) if nodes > 1 else None,
     )
+
+
+def _gpus_per_server(tp: int, dp: int, dp_attention: bool) -> int:
+    """``--dp-size`` copies of a ``--tp-size`` group: tp x dp GPUs. With ``--enable-dp-attention`` the dp
+    ranks split the one tp group's GPUs instead (attention data parallel, FFN tensor parallel: SGLang's
+    server_args.py asserts ``tp_size % dp_size == 0``), so a server holds tp GPUs."""
+    if not dp_attention:
+        return tp * dp
+    if tp % dp:
+        raise preset_error(
+            "sglang", "dp", f"--enable-dp-attention splits tp={tp} GPUs into dp groups: dp={dp} must divide tp"
+        )
+    return tp

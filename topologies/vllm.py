@@ -66,6 +66,18 @@ PROFILE = EngineProfile(
 
 #: connectors whose docs use one role for both sides; the proxy decides who prefills
 _SYMMETRIC = ("NixlConnector",)
+#: connectors whose prefill/decode hand-off is not the one ``topologies.pd_proxy`` speaks (prefill with
+#: ``max_tokens=1`` and ``kv_transfer_params``, then decode), each with its own proxy in vLLM's examples:
+#: P2pNcclConnector finds its peer in the request id (``___prefill_addr_IP:PORT___decode_addr_...``,
+#: p2p_nccl_engine.py ``parse_request_id`` raises "does not contain hostname and port" otherwise);
+#: MooncakeConnector's decode is told the prefill's bootstrap server (``bootstrap_server_host``/``_port``,
+#: mooncake_connector_proxy.py) while both run at once; MoRIIOConnector's servers register over ZMQ with
+#: moriio_toy_proxy_server.py, which hands out handshake and notify ports
+_OTHER_PROXY = {
+    "P2pNcclConnector": "its servers need vLLM's disagg_proxy_p2p_nccl_xpyd.py (peer addresses in the request id)",
+    "MooncakeConnector": "its decode servers need the prefill's bootstrap server from mooncake_connector_proxy.py",
+    "MoRIIOConnector": "its servers register with vLLM's moriio_toy_proxy_server.py over ZMQ",
+}
 
 
 def vllm(
@@ -105,6 +117,9 @@ def vllm(
         raise preset_error("vllm", "replicas", "disagg mode counts servers with prefill= and decode=")
     if dp != 1:
         raise preset_error("vllm", "dp", "disagg mode scales with prefill= and decode= replicas, not dp")
+    if kv_connector in _OTHER_PROXY:
+        problem = f"{kv_connector} cannot work behind topologies.pd_proxy: {_OTHER_PROXY[kv_connector]}"
+        raise preset_error("vllm", "kv_connector", problem)
     symmetric = kv_connector in _SYMMETRIC
     services = []
     for role, count, role_args, kv_role in (
@@ -155,7 +170,7 @@ def _server(
         ports=api_ports(port, *extra_ports),
         replicas=replicas,
         env=engine_env(env_path, env, **fixed_env),
-        ready=_health_ready() if _api_key(args, env) else models_ready(name),
+        ready=_health_ready() if _api_key(args, env) or _api_key(role_flags, None) else models_ready(name),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
         gpus=tp * dp,

@@ -94,7 +94,14 @@ def sglang(
         problem = f"tp x dp = {tp * dp} GPUs do not split evenly over {nodes_per_replica} nodes"
         raise preset_error("sglang", "nodes_per_replica", problem)
     nodes = nodes_per_replica
-    check_inputs("sglang", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
+    check_inputs(
+        "sglang",
+        port,
+        values={"model": model, "served_model_name": served_model_name, "transfer_backend": transfer_backend},
+        args=args,
+        prefill_args=prefill_args,
+        decode_args=decode_args,
+    )
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:

@@ -18,7 +18,15 @@ from typing import Any
 import attrs
 
 from ._config_fast import _structure_fast
-from ._config_fields import _CONVERTER, _FIELDS_OF, _cluster, _format_exception, _locate, _unknown_message
+from ._config_fields import (
+    _CONVERTER,
+    _FIELDS_OF,
+    _cluster,
+    _format_exception,
+    _locate,
+    _structured,
+    _unknown_message,
+)
 from ._config_vars import Variables, apply_structural, describe
 from ._errors import ConfigError
 from ._spec import Cluster, Topology
@@ -84,12 +92,13 @@ def topology_from_dict(
     unknown = [_unknown_message(str(key), known) for key in data if key not in known]
     if unknown:
         raise ConfigError([f"top level: {message}" for message in unknown], source=source)
-    services = data.get("services")
+    services = data["services"] = _structured(data.get("services"))
     names: list[str] = []
     if isinstance(services, Mapping):
         listed = []
         for name, body in services.items():
             names.append(str(name))
+            body = _structured(body)  # a whole service as one ${var}
             if body is None:
                 body = {}
             listed.append({"name": str(name), **body} if isinstance(body, Mapping) else body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,115 @@ def test_a_list_from_set_is_the_command_argv_unchanged() -> None:
         topology_from_text(COMMAND_VAR, source="t.yaml", overrides={"cmd": "{a: 1}"})
     assert "service 'a', field 'command': expected a list of arguments" in str(caught.value)
     assert "(from ${cmd})" in str(caught.value)
+
+
+BLOCKS = """
+name: blocks
+services:
+  x: {command: [sleep, "1"]}
+  a:
+    command: [sleep, "1"]
+    stop: ${stop}
+    log: ${log}
+    restart: ${restart}
+    depends_on: ${deps}
+    fatal: ${fatal}
+    profile: ${profile}
+    ready: {all: "${checks}", timeout: "${timeout}"}
+    alive: {http: "http://x/", json: "${expect}"}
+    gpus: {ids: "${ids}"}
+"""
+BLOCK_SETS = {
+    "stop": "{signal: SIGINT, grace: 2s}",
+    "log": "{max_bytes: 1MB, backups: 2}",
+    "restart": "{policy: always, success_codes: [0, 3], backoff: {initial: 1s}}",
+    "deps": "{x: started}",
+    "fatal": "[boom, bang]",
+    "profile": "{tool: nsys, args: [-t, cuda]}",
+    "checks": "[{tcp: '{port}'}, {log: up}]",
+    "timeout": "5m",
+    "expect": "{ok: true}",
+    "ids": "[0, 1]",
+}
+
+
+def test_a_whole_block_or_list_from_set_is_typed_in_every_field() -> None:
+    """Proves a mapping or list given with --set reaches nested blocks and lists typed: stop and log were
+    "'Substituted' object has no attribute 'keys'", restart took the whole text as its policy, profile as
+    its tool, depends_on and fatal as one name, and all:, json: and ids: refused the text."""
+    _, service = topology_from_text(BLOCKS, overrides=BLOCK_SETS).services
+    assert service.stop == sv.StopPolicy(signal="SIGINT", grace_seconds=2)
+    assert service.log == sv.LogPolicy(max_bytes=1_000_000, backups=2)
+    assert service.restart.policy == "always" and service.restart.backoff.initial_seconds == 1
+    assert service.restart.success_codes == (0, 3)
+    assert service.depends_on == (sv.Dependency("x", "started"),)
+    assert service.fatal == ("boom", "bang")
+    assert service.profile == sv.Profile("nsys", args=("-t", "cuda"))
+    assert service.ready == sv.Probe(sv.AllOf((sv.TcpCheck("{port}"), sv.LogCheck("up"))), timeout_seconds=300)
+    assert service.alive is not None and service.alive.check == sv.HttpCheck("http://x/", json={"ok": True})
+    assert service.gpus == sv.GpuRequest(count=2, ids=(0, 1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("success_codes", "[0, 3]"), ("restart", "{policy: on-failure, success_codes: [0, 3]}")],
+)
+def test_a_list_of_codes_from_a_var(field: str, value: str) -> None:
+    """Proves ``success_codes: ${codes}`` takes a list (it was split into characters: '[', '0', ',' ...)."""
+    body = "restart: ${restart}" if field == "restart" else "restart: {policy: on-failure, success_codes: '${v}'}"
+    text = f"name: c\nservices:\n  a:\n    command: [sleep, '1']\n    {body}\n"
+    (service,) = topology_from_text(text, overrides={"restart" if field == "restart" else "v": value}).services
+    assert service.restart.success_codes == (0, 3)
+
+
+def test_a_whole_service_or_services_block_from_a_var() -> None:
+    (service,) = topology_from_text(
+        "name: s\nservices:\n  a: ${body}\n", overrides={"body": "{command: [a, b]}"}
+    ).services
+    assert service.command == ("a", "b")
+    (service,) = topology_from_text("name: s\nservices: ${all}\n", overrides={"all": "{w: {command: [c]}}"}).services
+    assert (service.name, service.command) == ("w", ("c",))
+
+
+@pytest.mark.parametrize("value", ["error: x", "[Ee]rror: (.*)"])
+def test_a_pattern_that_reads_as_a_mapping_is_the_pattern(value: str) -> None:
+    """``fatal: ${pattern}`` with a regex holding ': ' stays that regex, not a mapping or an error."""
+    text = "name: f\nservices:\n  a: {command: [sleep, '1'], fatal: '${p}'}\n"
+    assert topology_from_text(text, overrides={"p": value}).services[0].fatal == (value,)
+
+
+@pytest.mark.parametrize("command", ["sh -c 'echo a: b'", "echo a: b"])
+def test_a_command_with_a_colon_from_set_is_split_as_a_command_line(command: str) -> None:
+    """Proves ``--set cmd="echo a: b"`` is a command line (it read as the mapping {'echo a': 'b'}: an error)."""
+    (service,) = topology_from_text(COMMAND_VAR, overrides={"cmd": command}).services
+    assert service.command == tuple(shlex.split(command))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "stop: {grace: '${v}'}",
+            "field 'stop.grace': expected a duration such as 500ms, 10s or 2m, got 'soon' (from ${v})",
+        ),
+        (
+            "ready: {tcp: x, timeout: '${v}'}",
+            "field 'ready': expected a duration such as 500ms, 10s or 2m, got 'soon' (from ${v})",
+        ),
+        (
+            "log: {max_bytes: '${v}'}",
+            "field 'log.max_bytes': expected a size such as 50MB or 4MiB, got 'soon' (from ${v})",
+        ),
+        (
+            "restart: {success_codes: '${v}'}",
+            "field 'restart.success_codes': expected a list of whole numbers, got 'soon' (from ${v})",
+        ),
+        ("stop: ${v}", "service 'a', field 'stop'"),
+    ],
+)
+def test_a_bad_duration_size_or_block_names_the_var(body: str, expected: str) -> None:
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(
+            f"name: d\nservices:\n  a:\n    command: [x]\n    {body}\n", source="d.yaml", overrides={"v": "soon"}
+        )
+    assert expected in str(caught.value) and "d.yaml" in str(caught.value)

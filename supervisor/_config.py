@@ -69,7 +69,9 @@ def topology_from_dict(
     variables: dict[str, str] = {}
     try:
         for key, raw in (overrides or {}).items():
-            if "." in key or key in _FIELDS_OF[Topology]:
+            if key == "vars":
+                raise ConfigError("--set vars: set each var on its own: --set NAME=VALUE")
+            if "." in key or (key in _FIELDS_OF[Topology] and not _mentions(data, key)):
                 apply_structural(data, key, str(raw))
             else:
                 variables[key] = str(raw)
@@ -116,6 +118,16 @@ def topology_from_dict(
     except Exception:  # unusual, or wrong: the converter builds it, or says what is wrong where
         topology = _structure(data, names, source)
     return attrs.evolve(topology, source=source, overrides=_override_texts(overrides))
+
+
+def _mentions(value: object, name: str) -> bool:
+    """Whether the file uses ``${name}``: then ``--set name=x`` sets that var, not the top-level field
+    ``name:`` (which may well be ``name: ${name}``)."""
+    if isinstance(value, str):
+        return re.search(r"(?<!\$)\$\{" + re.escape(name) + r"(?=[}:-])", value) is not None
+    if isinstance(value, Mapping):
+        return any(_mentions(key, name) or _mentions(item, name) for key, item in value.items())
+    return isinstance(value, list) and any(_mentions(item, name) for item in value)
 
 
 def _structure(data: Mapping[str, Any], names: list[str], source: str | None) -> Topology:

@@ -58,7 +58,8 @@ def topology_from_preset(
     for key, value in defaults.items():
         raw[str(key)] = (expand(value, f"vars.{key}"), False)
     for key, value in overrides.items():
-        raw[str(key)] = (value, isinstance(value, str))
+        if key not in _TOP_LEVEL or key in parameters:  # --set name=... renames the topology, as in any file
+            raw[str(key)] = (value, isinstance(value, str))
     kwargs: dict[str, object] = {}
     for key, (value, as_text) in raw.items():
         if key not in parameters:
@@ -84,8 +85,20 @@ def topology_from_preset(
         raise ConfigError(f"preset '{label}': {exc}", source=source) from None
     if not isinstance(topology, Topology):
         raise ConfigError(f"preset '{label}': the builder returned {type(topology).__name__}, not a Topology")
-    fields = {key: data[key] for key in ("name", "run_dir", "strategy") if data.get(key) is not None}
+    fields: dict[str, Any] = {}  # strategy: checked by plan, as for a topology built in code
+    for key in _TOP_LEVEL:
+        value = overrides[key] if key in overrides and key not in parameters else expand(data.get(key), key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            problems.append(f"field '{key}': expected a string, got {value!r}")
+        fields[key] = str(value)
+    if problems:
+        raise ConfigError(problems, source=source)
     return attrs.evolve(topology, source=source, **fields)
+
+
+_TOP_LEVEL = ("name", "run_dir", "strategy")
 
 
 def _builder(name: str, source: str | None) -> Callable[..., object]:

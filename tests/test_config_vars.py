@@ -299,3 +299,103 @@ def test_a_bad_duration_size_or_block_names_the_var(body: str, expected: str) ->
             f"name: d\nservices:\n  a:\n    command: [x]\n    {body}\n", source="d.yaml", overrides={"v": "soon"}
         )
     assert expected in str(caught.value) and "d.yaml" in str(caught.value)
+
+
+def _command(*items: str, **sets: str) -> tuple[str, ...]:
+    line = ", ".join(items)
+    (service,) = topology_from_text(f"name: c\nservices:\n  a:\n    command: [x, {line}]\n", overrides=sets).services
+    return service.command[1:]
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("'${ model }'", "'${ model }' is not a var reference"),
+        ("'${1x}'", "'${1x}' is not a var reference"),
+        ("'${model?required}'", "'${model?required}' is not a var reference"),
+        ("'${}'", "'${}' is not a var reference"),
+        ("'${model'", "'${model' has no closing brace"),
+        ("'${model:-abc'", "'${model:-abc' has no closing brace"),
+    ],
+)
+def test_a_bad_var_reference_is_an_error_not_literal_text(written: str, problem: str) -> None:
+    """Proves a ``${`` that is no reference is an error naming the field (it reached argv as written, so a
+    typo such as ``${ model }`` ran the engine with that text), with no second error for ``--set model``."""
+    with pytest.raises(sv.ConfigError) as caught:
+        _command(written, model="m") if "model" in written else _command(written)
+    message = str(caught.value)
+    assert f"service 'a', field 'command[1]': {problem}: write ${{name}}" in message and "$${" in message
+    assert "--set model" not in message
+
+
+def test_defaults_may_hold_braces_and_vars() -> None:
+    """Proves ``${a:-${b}}`` is b's value (it was '${b}' plus a stray '}', and --set b 'unused'), and a default
+    with braces is whole (``${e:-{A: '1'}}`` cut at its first '}')."""
+    assert _command("'${a:-${b}}'", b="B") == ("B",)
+    assert _command("'${a:-${b:-c}}'") == ("c",)
+    assert _command("'${a-x}'", a="") == ("",)
+    assert _command("'${a:-x}'", a="") == ("x",)
+    text = "name: e\nservices:\n  a:\n    command: [x]\n    env: \"${e:-{A: '1'}}\"\n"
+    assert topology_from_text(text).services[0].env == {"A": "1"}
+
+
+def test_escaping_and_values_are_never_expanded_again() -> None:
+    assert _command("'$${x}'", "'a$${y:-z}b'", "'$$'", "'cost: $5'") == ("${x}", "a${y:-z}b", "$$", "cost: $5")
+    assert _command("'${m}'", m="${HOME}") == ("${HOME}",)
+    with pytest.raises(sv.ConfigError, match=r"--set x: the file uses no \$\{x\}"):
+        _command("'$${x}'", x="1")
+
+
+def test_a_field_with_a_var_inside_a_longer_text_is_typed_too() -> None:
+    """Proves ``replicas: "${n}0"`` is 30 (it was "expected a whole number, got '30'"), with the var named
+    when it is wrong."""
+    text = "name: p\nservices:\n  a:\n    command: [x]\n    replicas: '${n}0'\n    ports: {api: '80${p}'}\n"
+    (service,) = topology_from_text(text, overrides={"n": "3", "p": "01"}).services
+    assert service.replicas == 30 and service.ports[0].number == 8001
+    with pytest.raises(sv.ConfigError, match=r"field 'replicas': expected a whole number, got 'x0' \(from \$\{n\}\)"):
+        topology_from_text(text, overrides={"n": "x", "p": "1"})
+
+
+def test_a_list_or_mapping_inside_a_longer_text_is_json() -> None:
+    """Proves a list or mapping default inside a longer string is JSON (it was Python's "['a', 'b']")."""
+    text = "name: j\nvars: {l: [a, 1], m: {k: true}}\nservices:\n  a: {command: [x, 'l=${l}', 'm=${m}']}\n"
+    assert topology_from_text(text).services[0].command == ("x", 'l=["a", 1]', 'm={"k": true}')
+
+
+def test_a_missing_var_in_the_list_form_names_the_service_and_the_item() -> None:
+    """Proves the list form names the service (it said "service 'command'") and a list item by index."""
+    text = "name: l\nservices:\n  - name: web\n    command: [x, '${nope}']\n"
+    with pytest.raises(sv.ConfigError, match=r"service 'web', field 'command\[1\]': \$\{nope\} is not set"):
+        topology_from_text(text)
+
+
+def test_vars_in_mapping_keys_are_filled() -> None:
+    """Proves ``env: {"${prefix}_HOME": ...}`` fills the key (it stayed '${prefix}_HOME', and --set prefix
+    was 'unused'), and two keys that become one are an error, not one silently lost."""
+    text = "name: k\nservices:\n  a:\n    command: [x]\n    env: {'${p}_HOME': a, B_HOME: b}\n"
+    assert topology_from_text(text, overrides={"p": "A"}).services[0].env == {"A_HOME": "a", "B_HOME": "b"}
+    with pytest.raises(sv.ConfigError, match="the key 'B_HOME' is there twice"):
+        topology_from_text(text, overrides={"p": "B"})
+
+
+@pytest.mark.parametrize("name", ["name", "strategy", "run_dir"])
+def test_set_of_a_var_named_like_a_top_level_field_sets_the_var_the_file_uses(name: str) -> None:
+    """Proves ``--set name=x`` fills ``${name}`` when the file uses it (it set the field, then said
+    '${name} is not set (... pass --set name=...)'), and still sets the field when no ${name} is there."""
+    text = f"name: t\nservices:\n  a: {{command: [x, '${{{name}}}']}}\n"
+    assert topology_from_text(text, overrides={name: "v"}).services[0].command == ("x", "v")
+    plain = topology_from_text("name: t\nservices:\n  a: {command: [x]}\n", overrides={"name": "renamed"})
+    assert plain.name == "renamed"
+
+
+def test_set_vars_is_a_clear_error() -> None:
+    """It was "unknown field 'vars' (known: ..., overrides, ..., source, ..., vars)"."""
+    with pytest.raises(sv.ConfigError, match="--set vars: set each var on its own: --set NAME=VALUE"):
+        topology_from_text("name: t\nvars: {a: 1}\nservices:\n  a: {command: [x]}\n", overrides={"vars": "{a: 2}"})
+
+
+def test_an_unquoted_var_in_a_flow_mapping_gets_a_hint() -> None:
+    with pytest.raises(sv.ConfigError, match=r"invalid YAML: .*quote a var written inside \{...\}"):
+        topology_from_text("name: t\nservices:\n  a: {command: [x], replicas: ${n}}\n", overrides={"n": "2"})
+    text = "name: t\nservices:\n  a: {command: [x], replicas: '${n}'}\n"
+    assert topology_from_text(text, overrides={"n": "2"}).services[0].replicas == 2

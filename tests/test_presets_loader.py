@@ -134,3 +134,14 @@ def test_a_bare_preset_name_means_the_bundled_file(tmp_path: Path, monkeypatch: 
     assert sv.load("llamacpp").name == "mine"
     with pytest.raises(sv.ConfigError, match="cannot read"):
         sv.load("no_such_preset")
+
+
+def test_a_preset_file_takes_name_run_dir_and_strategy_from_set_and_vars(tmp_path: Path) -> None:
+    """Proves ``--set name=...`` (run_dir, strategy) works on a preset file as on any file (it was "preset
+    'vllm' takes no var 'name'"), and ``name: ${X}`` in a preset file is filled (it stayed '${X}')."""
+    topology = sv.load("vllm", overrides={"model": "m", "name": "mine", "run_dir": "/r", "strategy": "one_for_all"})
+    assert (topology.name, topology.run_dir, topology.strategy) == ("mine", "/r", "one_for_all")
+    path = write(tmp_path, TOY + "name: ${TOY_NAME:-toy-of-mine}\n")
+    assert sv.load(path).name == "toy-of-mine"
+    with pytest.raises(sv.ConfigError, match=r"field 'name': expected a string"):
+        sv.load(write(tmp_path, TOY + "name: [a]\n"))

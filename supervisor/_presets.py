@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
+from ._config_vars import Substituted
 from ._errors import ConfigError
 from ._spec import Topology
 from ._validate import suggest
@@ -56,7 +57,8 @@ def topology_from_preset(
     problems: list[str] = []
     raw: dict[str, tuple[object, bool]] = {}  # name -> (value, given as text on the command line)
     for key, value in defaults.items():
-        raw[str(key)] = (expand(value, f"vars.{key}"), False)
+        filled = expand(value, f"vars.{key}")  # ``replicas: ${N:-2}`` is read as --set N=2 would be
+        raw[str(key)] = (filled, isinstance(filled, Substituted))
     for key, value in overrides.items():
         if key not in _TOP_LEVEL or key in parameters:  # --set name=... renames the topology, as in any file
             raw[str(key)] = (value, isinstance(value, str))
@@ -72,7 +74,8 @@ def topology_from_preset(
             read = read_value(value) if isinstance(value, str) and as_text and not _text_only(hint) else value
             kwargs[key] = _coerce(read, hint)
         except (TypeError, ValueError) as exc:
-            problems.append(f"preset '{label}', var '{key}': {exc}")
+            origin = value.origin() if isinstance(value, Substituted) else ""
+            problems.append(f"preset '{label}', var '{key}': {exc}{origin}")
     missing = [p for p, (_, required) in parameters.items() if required and p not in kwargs]
     problems += [f"preset '{label}', var '{p}': required (pass --set {p}=... or add it to vars:)" for p in missing]
     if problems:

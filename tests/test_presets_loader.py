@@ -145,3 +145,27 @@ def test_a_preset_file_takes_name_run_dir_and_strategy_from_set_and_vars(tmp_pat
     assert sv.load(path).name == "toy-of-mine"
     with pytest.raises(sv.ConfigError, match=r"field 'name': expected a string"):
         sv.load(write(tmp_path, TOY + "name: [a]\n"))
+
+
+TYPED_VARS = """
+preset: tests.toy_preset:build
+vars:
+  model: tiny
+  replicas: ${TOY_N:-2}
+  grace: "${TOY_GRACE:-1.5}"
+  args: "${TOY_ARGS:-{max_len: 1}}"
+"""
+
+
+def test_a_var_of_a_preset_file_filled_from_the_environment_is_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proves ``replicas: ${N:-2}`` in a preset file's vars is the number 2 (it was "expected a whole number,
+    got '2'"), as ``--set replicas=2`` is, and a wrong value names the var it came from."""
+    path = write(tmp_path, TYPED_VARS)
+    (service,) = sv.load(path).services
+    assert (service.replicas, service.stop.grace_seconds) == (2, 1.5)
+    assert service.command[-2:] == ("tiny", "max_len=1")
+    monkeypatch.setenv("TOY_N", "x")
+    with pytest.raises(sv.ConfigError, match=r"var 'replicas': expected a whole number, got 'x' \(from \$\{TOY_N\}\)"):
+        sv.load(path)

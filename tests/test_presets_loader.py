@@ -105,6 +105,8 @@ def test_bad_preset_files(tmp_path: Path, text: str, expected: str) -> None:
         ({"--already-a-flag": "x", "-O": 3}, "spread", ["--already-a-flag", "x", "-O", "3"]),
         (["--raw", "args", "{port}"], "spread", ["--raw", "args", "{port}"]),
         (None, "spread", []),
+        ({"a": [], "b": (), "c": 0}, "spread", ["--c", "0"]),  # an empty list was a bare --a (nargs='+' refuses it)
+        ({"a": []}, "comma", []),  # it was ['--a', '']
     ],
 )  # fmt: skip
 def test_engine_flags(args: object, lists: str, flags: list[str]) -> None:
@@ -117,6 +119,14 @@ def test_json_flags_survive_template_filling(tmp_path: Path) -> None:
     topology = sv.Topology(name="j", services=[sv.Service(name="s", command=["echo", config])])
     plan = sv.make_plan(topology, runs_dir=tmp_path)
     assert plan.services[0].replicas[0].argv[-1] == '{"a":{"b":1}}'
+
+
+@pytest.mark.parametrize("key", [1, "", "--", " x", "a b", None])
+def test_engine_flags_refuse_a_key_that_is_no_flag_name(key: object) -> None:
+    """Proves a key that is no flag name is a TypeError naming it (``{1: 'a'}`` was an AttributeError, and
+    ``{'': 1}`` the flag '--', which ends an engine's options)."""
+    with pytest.raises(TypeError, match="is not a flag name"):
+        engine_flags({key: 1})  # type: ignore[dict-item]
 
 
 def test_engine_flags_refuse_a_bare_string() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,36 @@ def test_a_var_of_a_preset_file_filled_from_the_environment_is_typed(
     monkeypatch.setenv("TOY_N", "x")
     with pytest.raises(sv.ConfigError, match=r"var 'replicas': expected a whole number, got 'x' \(from \$\{TOY_N\}\)"):
         sv.load(path)
+
+
+COMMON_VARS = ("model", "served_model_name", "port", "env_path", "replicas", "tp", "args", "env", "cluster")
+#: the common vars as a user types them on the command line, per preset (trtllm serves under MODEL only)
+CLI_SETS = {
+    "dynamo": {"served_model_name": "s", "replicas": "2", "tp": "2", "args": "{max_model_len: 4096, x: null}"},
+    "vllm": {"served_model_name": "s", "tp": "2", "args": "{enforce_eager: true, cuda_graph_sizes: [1, 2]}"},
+    "sglang": {"served_model_name": "s", "tp": "2", "args": "[--mem-fraction-static, '0.8']"},
+    "trtllm": {"tp": "2", "args": "{max_batch_size: 64}"},
+    "llamacpp": {"served_model_name": "s", "tp": "1", "args": "{ctx_size: 4096, n_gpu_layers: all}"},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(CLI_SETS))
+def test_every_preset_keeps_the_common_contract(preset: str, tmp_path: Path) -> None:
+    """Each builder takes the common vars; its YAML twin given them as ``--set`` text builds the same
+    topology as the builder given them typed; clients talk to ``frontend`` on the ``port`` asked for."""
+    import yaml
+
+    import topologies
+
+    build = topologies.builder(preset)
+    assert set(COMMON_VARS) <= set(inspect.signature(build).parameters), preset
+    model = "/m.gguf" if preset == "llamacpp" else "org/m"
+    sets = {"model": model, "port": "8123", "env_path": "/envs/e", "env": "{A: '1'}", **CLI_SETS[preset]}
+    loaded = sv.load(preset, overrides=sets)
+    typed = {k: v if k in ("model", "served_model_name", "env_path") else yaml.safe_load(v) for k, v in sets.items()}
+    assert loaded == build(**typed)
+    plan = sv.make_plan(loaded, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    frontend = plan.service("frontend").replicas[0]
+    assert frontend.ports == {"port": 8123}
+    engine = [service for service in plan.services if service.name not in ("etcd", "nats")]  # dynamo's infra
+    assert all(replica.env.get("A") == "1" for service in engine for replica in service.replicas)

@@ -6,9 +6,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import supervisor as sv
 from supervisor._config import topology_from_text
+from supervisor._config_vars import Variables
 
 TYPED = """
 name: typed
@@ -399,3 +402,16 @@ def test_an_unquoted_var_in_a_flow_mapping_gets_a_hint() -> None:
         topology_from_text("name: t\nservices:\n  a: {command: [x], replicas: ${n}}\n", overrides={"n": "2"})
     text = "name: t\nservices:\n  a: {command: [x], replicas: '${n}'}\n"
     assert topology_from_text(text, overrides={"n": "2"}).services[0].replicas == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="${}:-ab_1 ", max_size=24))
+def test_escaping_every_dollar_brace_gives_the_text_back(text: str) -> None:
+    """Any text with each ``${`` written ``$${`` comes back as written (no var read, no error), and the
+    scanner never raises on any text: each problem it notes names the field."""
+    variables = Variables({}, {}, {})
+    assert variables.expand(text.replace("${", "$${"), "services.a.command") == text
+    assert variables.problems == [] and variables.used == set()
+    other = Variables({"a": "1"}, {}, {"b": [1]})
+    other.expand(text, "services.a.command")
+    assert all(problem.startswith("services.a.command: ") for problem in other.problems)

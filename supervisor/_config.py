@@ -81,7 +81,7 @@ def topology_from_dict(
     expanded = expander.expand(data, "")
     assert isinstance(expanded, dict)
     data = expanded
-    problems = list(expander.problems)
+    problems = list(dict.fromkeys(expander.problems))  # a default used twice says its problem once
     for name in variables:
         if name not in expander.used:
             known = sorted(expander.used | {str(k) for k in defaults})

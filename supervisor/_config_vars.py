@@ -67,6 +67,7 @@ class Variables:
         self.overrides, self.environ, self.defaults = overrides, environ, defaults
         self.used: set[str] = set()
         self.problems: list[str] = []
+        self._filling: list[str] = []  #: the vars whose defaults are being filled, outermost first
 
     def expand(self, value: object, where: str) -> object:
         if isinstance(value, str):
@@ -103,7 +104,7 @@ class Variables:
             default = self.defaults[name]
             if not isinstance(default, str) and (default is not None or reference.operator is None):
                 self.used.add(name)
-                return default
+                return self._default(name)
         return Substituted(self._value(reference, where), name)
 
     def _value(self, reference: _Reference, where: str) -> str:
@@ -111,12 +112,26 @@ class Variables:
         self.used.add(name)
         for source in (self.overrides, self.environ, self.defaults):
             if name in source and (_text_of(source[name]) != "" or operator != ":-"):
-                return _text_of(source[name])
+                value = self._default(name) if source is self.defaults else source[name]
+                return str(value) if isinstance(value, str) else _text_of(value)
         if reference.default is not None:
             default = self._string(reference.default, where)
             return str(default) if isinstance(default, str) else _text_of(default)
         self.problems.append(f"{where}: ${{{name}}} is not set (export it, pass --set {name}=..., or add vars:)")
         return ""
+
+    def _default(self, name: str) -> object:
+        """A ``vars:`` default, its own ``${...}`` filled (it is file text; values from --set and the
+        environment are not); a var that refers to itself is an error."""
+        if name in self._filling:
+            cycle = " -> ".join(f"${{{n}}}" for n in [*self._filling[self._filling.index(name) :], name])
+            self.problems.append(f"vars.{self._filling[0]}: the vars refer to each other in a loop: {cycle}")
+            return ""
+        self._filling.append(name)
+        try:
+            return self.expand(self.defaults[name], f"vars.{name}")
+        finally:
+            self._filling.pop()
 
     def _parse(self, text: str, where: str) -> list[str | _Reference] | None:
         """``text`` as literal pieces and references; None (with a problem noted) when a ``${`` is bad."""

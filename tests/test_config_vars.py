@@ -415,3 +415,17 @@ def test_escaping_every_dollar_brace_gives_the_text_back(text: str) -> None:
     other = Variables({"a": "1"}, {}, {"b": [1]})
     other.expand(text, "services.a.command")
     assert all(problem.startswith("services.a.command: ") for problem in other.problems)
+
+
+def test_a_vars_default_may_use_other_vars() -> None:
+    """Proves a ``vars:`` default's own ``${...}`` are filled (``b: "${a}-y"`` reached argv as '${a}-y', and a
+    mapping default kept '${n}'), a --set value is never expanded, and a loop is an error naming it."""
+    text = "name: v\nvars: {a: x, b: '${a}-y', n: 2, e: {A: '${n}'}}\nservices:\n  s: {command: [c, '${b}'], env: '${e}'}\n"
+    (service,) = topology_from_text(text).services
+    assert (service.command, service.env) == (("c", "x-y"), {"A": "2"})
+    assert topology_from_text(text, overrides={"a": "z"}).services[0].command == ("c", "z-y")
+    assert topology_from_text(text, overrides={"b": "${a}"}).services[0].command == ("c", "${a}")
+    looped = "name: v\nvars: {a: '${b}', b: '${a}'}\nservices:\n  s: {command: [c, '${b}', '${b}']}\n"
+    with pytest.raises(sv.ConfigError) as caught:
+        topology_from_text(looped)
+    assert str(caught.value).count("the vars refer to each other in a loop: ${b} -> ${a} -> ${b}") == 1

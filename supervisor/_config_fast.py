@@ -13,6 +13,7 @@ from ._config_fields import (
     _SERVICE_HOOKS,
     _duration,
     _ints,
+    _optional_int,
     _optional_str,
     _size,
     _strict_bool,
@@ -62,10 +63,6 @@ def _fast_list(cls: type[_T]) -> Callable[[object], tuple[_T, ...]]:
     return structure
 
 
-def _fast_optional(structure: Callable[[object], object]) -> Callable[[object], object]:
-    return lambda value: None if value is None else structure(value)
-
-
 def _fast_restart(value: object) -> RestartPolicy:
     value = _structured(value)
     return _fast(RestartPolicy, {"policy": value} if isinstance(value, str) else value)
@@ -77,7 +74,7 @@ _FAST_TYPES: dict[str, Callable[[object], object]] = {
     "float": _strict_float,
     "bool": _strict_bool,
     "str": _strict_str,
-    "int | None": _fast_optional(_strict_int),
+    "int | None": _optional_int,
     "str | None": _optional_str,
     "tuple[int, ...]": _ints,
     "Backoff": lambda value: _fast(Backoff, value),

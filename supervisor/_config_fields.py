@@ -96,8 +96,8 @@ def _structured(value: object, *, mapping: bool = True) -> object:
     that merely reads as a mapping (``error: x``) is the string."""
     if isinstance(value, Substituted):
         typed = value.typed()
-        if isinstance(typed, list) or (isinstance(typed, Mapping) and mapping):
-            return typed
+        if typed is None or isinstance(typed, list) or (isinstance(typed, Mapping) and mapping):
+            return typed  # None: ``--set x=null`` unsets an optional block, as ``vars: {x: null}`` does
     return value
 
 
@@ -122,6 +122,10 @@ def _ints(value: object, _: object = None) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise ValueError(f"expected a list of whole numbers, got {value!r}{_typed(value)[1]}")
     return tuple(_strict_int(item) for item in value)
+
+
+def _optional_int(value: object, _: object = None) -> int | None:
+    return None if _typed(value)[0] is None else _strict_int(value)
 
 
 def _strict_int(value: object, _: object = None) -> int:
@@ -435,6 +439,7 @@ def _make_converter() -> cattrs.Converter:
 
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook_func(lambda cls: cls == int | None, _optional_int)
     converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(float, _strict_float)

@@ -429,3 +429,22 @@ def test_a_vars_default_may_use_other_vars() -> None:
     with pytest.raises(sv.ConfigError) as caught:
         topology_from_text(looped)
     assert str(caught.value).count("the vars refer to each other in a loop: ${b} -> ${a} -> ${b}") == 1
+
+
+@pytest.mark.parametrize("broken", ["", "\n    replicas: x"])
+def test_set_null_unsets_an_optional_field_as_a_null_default_does(broken: str) -> None:
+    """Proves ``--set v=null`` for ``min_ready``, ``placement.node``, ``gpus``, ``ready`` and ``profile`` is
+    unset, as ``vars: {v: null}`` is (it was 'expected a whole number, got None (from ${v})'), also on the
+    converter's path that a file with another error takes (only that error is reported)."""
+    fields = (
+        "min_ready: '${v}'\n    placement: {node: '${v}'}\n    gpus: '${v}'\n    ready: '${v}'\n    profile: '${v}'"
+    )
+    text = f"name: n\nservices:\n  a:\n    command: [x]\n    {fields}{broken}\n"
+    if broken:
+        with pytest.raises(sv.ConfigError) as caught:
+            topology_from_text(text, overrides={"v": "null"})
+        assert str(caught.value) == "service 'a', field 'replicas': expected a whole number, got 'x'"
+        return
+    (service,) = topology_from_text(text, overrides={"v": "null"}).services
+    assert (service.min_ready, service.gpus, service.ready, service.profile) == (None, None, None, None)
+    assert service.placement == sv.Placement()

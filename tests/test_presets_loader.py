@@ -213,3 +213,32 @@ def test_every_preset_keeps_the_common_contract(preset: str, tmp_path: Path) -> 
     assert frontend.ports == {"port": 8123}
     engine = [service for service in plan.services if service.name not in ("etcd", "nats")]  # dynamo's infra
     assert all(replica.env.get("A") == "1" for service in engine for replica in service.replicas)
+
+
+@pytest.mark.parametrize("preset", sorted(CLI_SETS))
+def test_every_yaml_twin_lists_each_var_of_its_builder_with_its_default(preset: str) -> None:
+    """The YAML twin documents the builder: each parameter is a line of its ``vars:`` (set, or commented
+    out), with the builder's default (a var the twin fills from the environment, ``${X:-d}``, shows d)."""
+    import re
+
+    import yaml
+
+    import topologies
+
+    block = (Path(__file__).resolve().parents[1] / "topologies" / f"{preset}.yaml").read_text().split("vars:", 1)[1]
+    listed: dict[str, str] = {}
+    for line in block.splitlines():
+        found = re.match(r"^\s+#?\s*([a-z_]+):\s*(.*?)\s*(#.*)?$", line)
+        if found:
+            listed.setdefault(found.group(1), found.group(2))
+    parameters = inspect.signature(topologies.builder(preset)).parameters
+    for name, parameter in parameters.items():
+        if name == "cluster" or (preset == "trtllm" and name == "served_model_name"):  # cluster: its own field
+            continue
+        assert name in listed, (preset, name)
+        written = listed[name]
+        if parameter.default is inspect.Parameter.empty:
+            continue  # required: the twin says so, or fills it from the environment
+        default = re.fullmatch(r"\$\{\w+:-(.*)\}", written)
+        shown = yaml.safe_load(default.group(1) if default else written)
+        assert shown == parameter.default or (shown == {} and parameter.default is None), (preset, name, shown)

@@ -77,8 +77,10 @@ class Variables:
         if isinstance(value, Mapping):
             expanded: dict[object, object] = {}
             for key, item in value.items():
-                name = self._string(key, where) if isinstance(key, str) else key
-                name = str(name) if isinstance(name, Substituted) else name
+                name = key
+                if isinstance(key, str):  # a key is text: a var there is read as text, never typed
+                    filled = self._string(key, where)
+                    name = str(filled) if isinstance(filled, str) else _text_of(filled)
                 if name in expanded:
                     self.problems.append(f"{_join(where, key)}: the key '{name}' is there twice once vars are filled")
                 expanded[name] = self.expand(item, _join(where, name))

@@ -379,6 +379,8 @@ def test_vars_in_mapping_keys_are_filled() -> None:
     assert topology_from_text(text, overrides={"p": "A"}).services[0].env == {"A_HOME": "a", "B_HOME": "b"}
     with pytest.raises(sv.ConfigError, match="the key 'B_HOME' is there twice"):
         topology_from_text(text, overrides={"p": "B"})
+    typed = "name: k\nvars: {l: [a], n: 1}\nservices:\n  a:\n    command: [x]\n    env: {'${l}': a, '${n}': b}\n"
+    assert topology_from_text(typed).services[0].env == {'["a"]': "a", "1": "b"}  # a list key was a TypeError
 
 
 @pytest.mark.parametrize("name", ["name", "strategy", "run_dir"])

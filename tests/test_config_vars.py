@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -450,3 +451,36 @@ def test_set_null_unsets_an_optional_field_as_a_null_default_does(broken: str) -
     (service,) = topology_from_text(text, overrides={"v": "null"}).services
     assert (service.min_ready, service.gpus, service.ready, service.profile) == (None, None, None, None)
     assert service.placement == sv.Placement()
+
+
+SERVICE_FIELDS = ["command", "shell", "ports", "replicas", "depends_on", "ready", "stop", "env", "cwd", "log",
+                  "alive", "restart", "strategy", "fatal", "builtin_fatal", "min_ready", "gpus", "phases",
+                  "profile", "metrics", "placement", "on_change"]  # fmt: skip
+NESTED = ["stop: {grace: '${v}', signal: '${v}'}", "restart: {policy: always, backoff: {factor: '${v}'}}",
+          "ports: {api: '${v}'}", "gpus: {ids: '${v}'}", "env: {'${v}': x}", "ready: {http: x, json: '${v}'}",
+          "log: {max_bytes: '${v}'}", "placement: {nodes: '${v}'}", "command: [a, '${v}', 'b${v}c']"]  # fmt: skip
+VALUES = ["1", "x", "null", "[a, b]", "{a: 1}", "2s", "true", "-1", "${y}", "", "{tcp: x}", "[[1]]", "a: b",
+          "{policy: always}", "3.5", "[{log: x}]", "{count: 2}", "'q'", "{", "- a"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.sampled_from(SERVICE_FIELDS).map(lambda f: f"{f}: '${{v}}'"), st.sampled_from(NESTED)),
+       st.sampled_from(VALUES))  # fmt: skip
+def test_any_value_in_any_field_is_a_topology_or_a_config_error(line: str, value: str) -> None:
+    """No ``--set`` value in any field ends in a traceback: it is typed into the field, or an error
+    naming the service and the field."""
+    text = (
+        f"name: f\nservices:\n  a:\n    command: [x]\n    {line}\n"
+        if not line.startswith("command")
+        else (f"name: f\nservices:\n  a:\n    {line}\n")
+    )
+    try:
+        topology = topology_from_text(text, source="f.yaml", overrides={"v": value})
+    except sv.ConfigError as exc:
+        assert "f.yaml" in str(exc) and ("service 'a'" in str(exc) or "line " in str(exc)), str(exc)
+        return
+    with tempfile.TemporaryDirectory() as runs:
+        try:
+            sv.make_plan(topology, runs_dir=runs, check_executables=False, gpus="8x80GB")
+        except sv.ConfigError as exc:
+            assert "service 'a'" in str(exc) or "strategy" in str(exc), str(exc)

@@ -51,12 +51,13 @@ def topology_from_dict(
     if "preset" in data:
         from ._presets import topology_from_preset
 
-        expander = Variables({}, environ, {})
         given = dict(overrides or {})
         cluster_sets = {k: str(v) for k, v in given.items() if k == "cluster" or k.startswith("cluster.")}
+        mentioned = {k for k in given if k not in cluster_sets and _mentions(data, k)}  # --set N fills ${N}
+        expander = Variables({k: str(given[k]) for k in mentioned}, environ, {})
         preset = topology_from_preset(
             data, source=source, overrides={k: v for k, v in given.items() if k not in cluster_sets},
-            expand=expander.expand,
+            expand=expander.expand, file_vars=mentioned,
         )  # fmt: skip
         cluster = _preset_cluster(data.get("cluster"), cluster_sets, expander.expand, source)
         if expander.problems:

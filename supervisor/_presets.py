@@ -12,7 +12,7 @@ import importlib
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import attrs
@@ -36,8 +36,11 @@ def topology_from_preset(
     source: str | None,
     overrides: Mapping[str, object],
     expand: Callable[[object, str], object],
+    file_vars: Collection[str] = (),
 ) -> Topology:
-    """Build the topology of a ``preset:`` file. ``expand`` fills ``${ENV}`` in the file's values."""
+    """Build the topology of a ``preset:`` file. ``expand`` fills ``${ENV}`` in the file's values;
+    ``file_vars``: the ``--set`` names the file uses as ``${NAME}`` (``expand`` fills them), so one that
+    is no parameter of the builder is not refused as one."""
     unknown = [str(key) for key in data if key not in PRESET_FIELDS]
     if unknown:
         raise ConfigError(
@@ -60,6 +63,8 @@ def topology_from_preset(
         filled = expand(value, f"vars.{key}")  # ``replicas: ${N:-2}`` is read as --set N=2 would be
         raw[str(key)] = (filled, isinstance(filled, Substituted))
     for key, value in overrides.items():
+        if key in file_vars and key not in parameters:
+            continue
         if key not in _TOP_LEVEL or key in parameters:  # --set name=... renames the topology, as in any file
             raw[str(key)] = (value, isinstance(value, str))
     kwargs: dict[str, object] = {}

@@ -242,3 +242,14 @@ def test_every_yaml_twin_lists_each_var_of_its_builder_with_its_default(preset: 
         default = re.fullmatch(r"\$\{\w+:-(.*)\}", written)
         shown = yaml.safe_load(default.group(1) if default else written)
         assert shown == parameter.default or (shown == {} and parameter.default is None), (preset, name, shown)
+
+
+def test_set_fills_a_var_the_preset_file_uses(tmp_path: Path) -> None:
+    """Proves ``--set TOY_N=3`` fills ``replicas: ${TOY_N:-2}`` of a preset file, typed (it was "preset
+    'build' takes no var 'TOY_N'": only the environment could fill it), while a name the file does not use
+    is still refused as no var of the preset."""
+    path = write(tmp_path, TYPED_VARS)
+    (service,) = sv.load(path, overrides={"TOY_N": "3", "TOY_ARGS": "[--x]"}).services
+    assert service.replicas == 3 and service.command[-2:] == ("tiny", "--x")
+    with pytest.raises(sv.ConfigError, match="preset 'build' takes no var 'TOY_M'"):
+        sv.load(path, overrides={"TOY_M": "3"})

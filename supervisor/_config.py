@@ -18,7 +18,15 @@ from typing import Any
 import attrs
 
 from ._config_fast import _structure_fast
-from ._config_fields import _CONVERTER, _FIELDS_OF, _cluster, _format_exception, _locate, _unknown_message
+from ._config_fields import (
+    _CONVERTER,
+    _FIELDS_OF,
+    _cluster,
+    _format_exception,
+    _locate,
+    _structured,
+    _unknown_message,
+)
 from ._config_vars import Variables, apply_structural, describe
 from ._errors import ConfigError
 from ._spec import Cluster, Topology
@@ -43,12 +51,13 @@ def topology_from_dict(
     if "preset" in data:
         from ._presets import topology_from_preset
 
-        expander = Variables({}, environ, {})
         given = dict(overrides or {})
         cluster_sets = {k: str(v) for k, v in given.items() if k == "cluster" or k.startswith("cluster.")}
+        mentioned = {k for k in given if k not in cluster_sets and _mentions(data, k)}  # --set N fills ${N}
+        expander = Variables({k: str(given[k]) for k in mentioned}, environ, {})
         preset = topology_from_preset(
             data, source=source, overrides={k: v for k, v in given.items() if k not in cluster_sets},
-            expand=expander.expand,
+            expand=expander.expand, file_vars=mentioned,
         )  # fmt: skip
         cluster = _preset_cluster(data.get("cluster"), cluster_sets, expander.expand, source)
         if expander.problems:
@@ -61,7 +70,9 @@ def topology_from_dict(
     variables: dict[str, str] = {}
     try:
         for key, raw in (overrides or {}).items():
-            if "." in key or key in _FIELDS_OF[Topology]:
+            if key == "vars":
+                raise ConfigError("--set vars: set each var on its own: --set NAME=VALUE")
+            if "." in key or (key in _FIELDS_OF[Topology] and not _mentions(data, key)):
                 apply_structural(data, key, str(raw))
             else:
                 variables[key] = str(raw)
@@ -71,7 +82,7 @@ def topology_from_dict(
     expanded = expander.expand(data, "")
     assert isinstance(expanded, dict)
     data = expanded
-    problems = list(expander.problems)
+    problems = list(dict.fromkeys(expander.problems))  # a default used twice says its problem once
     for name in variables:
         if name not in expander.used:
             known = sorted(expander.used | {str(k) for k in defaults})
@@ -84,12 +95,13 @@ def topology_from_dict(
     unknown = [_unknown_message(str(key), known) for key in data if key not in known]
     if unknown:
         raise ConfigError([f"top level: {message}" for message in unknown], source=source)
-    services = data.get("services")
+    services = data["services"] = _structured(data.get("services"))
     names: list[str] = []
     if isinstance(services, Mapping):
         listed = []
         for name, body in services.items():
             names.append(str(name))
+            body = _structured(body)  # a whole service as one ${var}
             if body is None:
                 body = {}
             listed.append({"name": str(name), **body} if isinstance(body, Mapping) else body)
@@ -107,6 +119,16 @@ def topology_from_dict(
     except Exception:  # unusual, or wrong: the converter builds it, or says what is wrong where
         topology = _structure(data, names, source)
     return attrs.evolve(topology, source=source, overrides=_override_texts(overrides))
+
+
+def _mentions(value: object, name: str) -> bool:
+    """Whether the file uses ``${name}``: then ``--set name=x`` sets that var, not the top-level field
+    ``name:`` (which may well be ``name: ${name}``)."""
+    if isinstance(value, str):
+        return re.search(r"(?<!\$)\$\{" + re.escape(name) + r"(?=[}:-])", value) is not None
+    if isinstance(value, Mapping):
+        return any(_mentions(key, name) or _mentions(item, name) for key, item in value.items())
+    return isinstance(value, list) and any(_mentions(item, name) for item in value)
 
 
 def _structure(data: Mapping[str, Any], names: list[str], source: str | None) -> Topology:

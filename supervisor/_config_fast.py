@@ -11,15 +11,19 @@ import attrs
 from ._config_fields import (
     _CHOICES,
     _SERVICE_HOOKS,
+    _duration,
+    _ints,
+    _optional_int,
     _optional_str,
+    _size,
     _strict_bool,
     _strict_float,
     _strict_int,
     _strict_str,
+    _structured,
     _yaml_name,
 )
 from ._spec import Backoff, LogPolicy, RestartPolicy, Service, StopPolicy, Topology
-from ._units import parse_duration, parse_size
 
 __all__ = ["_Unusual", "_structure_fast"]
 
@@ -37,6 +41,7 @@ def _structure_fast(data: Mapping[str, Any]) -> Topology:
 
 
 def _fast(cls: type[_T], value: object) -> _T:
+    value = _structured(value)  # a whole block as one ``${var}``
     if not isinstance(value, Mapping):
         raise _Unusual(cls)
     fields = _FAST_FIELDS[cls]
@@ -58,17 +63,8 @@ def _fast_list(cls: type[_T]) -> Callable[[object], tuple[_T, ...]]:
     return structure
 
 
-def _fast_ints(value: object) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise _Unusual(int)
-    return tuple(_strict_int(item) for item in value)
-
-
-def _fast_optional(structure: Callable[[object], object]) -> Callable[[object], object]:
-    return lambda value: None if value is None else structure(value)
-
-
 def _fast_restart(value: object) -> RestartPolicy:
+    value = _structured(value)
     return _fast(RestartPolicy, {"policy": value} if isinstance(value, str) else value)
 
 
@@ -78,9 +74,9 @@ _FAST_TYPES: dict[str, Callable[[object], object]] = {
     "float": _strict_float,
     "bool": _strict_bool,
     "str": _strict_str,
-    "int | None": _fast_optional(_strict_int),
+    "int | None": _optional_int,
     "str | None": _optional_str,
-    "tuple[int, ...]": _fast_ints,
+    "tuple[int, ...]": _ints,
     "Backoff": lambda value: _fast(Backoff, value),
     "StopPolicy": lambda value: _fast(StopPolicy, value),
     "LogPolicy": lambda value: _fast(LogPolicy, value),
@@ -92,9 +88,9 @@ def _fast_field(cls: type, field: attrs.Attribute[Any]) -> Callable[[object], ob
     """The converter's override for ``field`` (see ``_make_converter``), else its type's hook; None for
     what only the converter handles (an omitted field, a type not listed, a hook that calls cattrs)."""
     if field.name.endswith("_seconds"):
-        return parse_duration
+        return _duration
     if field.name == "max_bytes":
-        return parse_size
+        return _size
     if cls is Service and field.name == "restart":
         return _fast_restart
     if cls is Service and field.name in _SERVICE_HOOKS:

@@ -89,14 +89,43 @@ def _typed(value: object) -> tuple[object, str]:
     return value, ""
 
 
-def _structured(value: object) -> object:
+def _structured(value: object, *, mapping: bool = True) -> object:
     """For a field that is never a string (a mapping or a list): a substituted value read as YAML, so
-    ``env: ${extra}`` takes ``--set extra='{A: "1"}'`` as it takes a mapping default from ``vars:``."""
+    ``env: ${extra}`` takes ``--set extra='{A: "1"}'`` as it takes a mapping default from ``vars:``.
+    ``mapping=False`` for a field that takes a list or one string (``fatal: ${pattern}``), where a text
+    that merely reads as a mapping (``error: x``) is the string."""
     if isinstance(value, Substituted):
         typed = value.typed()
-        if isinstance(typed, (Mapping, list)):
-            return typed
+        if typed is None or isinstance(typed, list) or (isinstance(typed, Mapping) and mapping):
+            return typed  # None: ``--set x=null`` unsets an optional block, as ``vars: {x: null}`` does
     return value
+
+
+def _duration(value: object, _: object = None) -> float:
+    """``parse_duration``, saying which ``${var}`` a bad value came from."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{_typed(value)[1]}") from None
+
+
+def _size(value: object, _: object = None) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{_typed(value)[1]}") from None
+
+
+def _ints(value: object, _: object = None) -> tuple[int, ...]:
+    """``success_codes: [0, 3]``, or a ``${var}`` that reads as such a list."""
+    value = _structured(value)
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of whole numbers, got {value!r}{_typed(value)[1]}")
+    return tuple(_strict_int(item) for item in value)
+
+
+def _optional_int(value: object, _: object = None) -> int | None:
+    return None if _typed(value)[0] is None else _strict_int(value)
 
 
 def _strict_int(value: object, _: object = None) -> int:
@@ -139,7 +168,7 @@ def _strings(value: object, _: object = None) -> tuple[str, ...]:
     (``--set cmd='[a, b]'``) is that list, unsplit; one that reads as a mapping is an error."""
     if isinstance(value, Substituted):
         typed = value.typed()
-        if isinstance(typed, Mapping):
+        if isinstance(typed, Mapping) and value.lstrip().startswith("{"):  # not a command such as 'echo a: b'
             raise ValueError(f"expected a list of arguments, got {typed!r}{value.origin()}")
         if isinstance(typed, list):
             value = typed
@@ -151,6 +180,7 @@ def _strings(value: object, _: object = None) -> tuple[str, ...]:
 
 
 def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]]:
+    value = _structured(value)
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a probe such as {{http: URL}} or {{log: REGEX}}, got {value!r}")
     kinds = [key for key in value if key in _CHECK_OPTIONS]
@@ -163,11 +193,11 @@ def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]
     for key in value:
         if key not in allowed:
             raise _UnknownField(str(key), allowed)
-    target = value[kind]
+    target = _structured(value[kind]) if kind in ("all", "any") else value[kind]
     check: Check
     if kind == "http":
         status = value.get("status")
-        json_subset = value.get("json")
+        json_subset = _structured(value.get("json"))
         if json_subset is not None and not isinstance(json_subset, Mapping):
             raise ValueError(f"json: expected a mapping of expected keys and values, got {json_subset!r}")
         body = value.get("body")
@@ -195,7 +225,7 @@ def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]
         elif key == "progress":
             settings["progress"] = _strict_str(value[key])
         elif key in _PROBE_SETTINGS:
-            settings[_PROBE_SETTINGS[key]] = parse_duration(value[key])
+            settings[_PROBE_SETTINGS[key]] = _duration(value[key])
     return check, settings
 
 
@@ -208,6 +238,7 @@ def _probe(value: object, _: object = None) -> Probe | None:
 
 
 def _dependencies(value: object, _: object = None) -> tuple[Dependency, ...]:
+    value = _structured(value)
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list):
@@ -254,12 +285,14 @@ def _port(name: str, number: object) -> PortSpec:
 
 
 def _restart(value: object, _: object = None) -> RestartPolicy:
+    value = _structured(value)
     if isinstance(value, str):  # restart: on-failure
         value = {"policy": value}
     return _CONVERTER.structure(value, RestartPolicy)
 
 
 def _patterns(value: object, _: object = None) -> tuple[str, ...]:
+    value = _structured(value, mapping=False)
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
@@ -283,7 +316,7 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
         for key in value:
             if key not in allowed:
                 raise _UnknownField(str(key), allowed)
-        ids = value.get("ids")
+        ids = _structured(value.get("ids"))
         if ids is not None and not isinstance(ids, list):
             raise ValueError(f"ids: expected a list of GPU indices, got {ids!r}")
         count = value.get("count")
@@ -292,7 +325,7 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
             count=len(ids) if count is None and ids is not None else _strict_int(count or 0),
             ids=None if ids is None else tuple(_strict_int(item) for item in ids),
             contiguous=_strict_bool(value.get("contiguous", False)),
-            min_free_memory_bytes=None if memory is None else parse_size(memory),
+            min_free_memory_bytes=None if memory is None else _size(memory),
         )
     return GpuRequest(count=_strict_int(value))
 
@@ -306,6 +339,7 @@ def _phases(value: object, _: object = None) -> tuple[Phase, ...]:
 
 def _profile(value: object, _: object = None) -> Profile | None:
     """``profile: py-spy`` or ``profile: {tool: nsys, args: [...], grace: 2m}``; the tool is checked by plan."""
+    value = _structured(value)
     if value is None:
         return None
     if isinstance(value, str):
@@ -322,7 +356,7 @@ def _profile(value: object, _: object = None) -> Profile | None:
     return Profile(
         _strict_str(value["tool"]),
         args=_strings(value.get("args") or []),
-        grace_seconds=None if grace is None else parse_duration(grace),
+        grace_seconds=None if grace is None else _duration(grace),
     )
 
 
@@ -405,6 +439,7 @@ def _make_converter() -> cattrs.Converter:
 
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook_func(lambda cls: cls == int | None, _optional_int)
     converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(float, _strict_float)
@@ -414,14 +449,15 @@ def _make_converter() -> cattrs.Converter:
         (Cluster, "slurm"): _slurm,
         (SlurmCluster, "time"): lambda v, _: None if v is None else slurm_time(_typed(v)[0]),
         (SlurmCluster, "extra"): _salloc_args,
+        (RestartPolicy, "success_codes"): _ints,
     }
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology, Placement, Cluster, SlurmCluster):
         overrides = {}
         for field in attrs.fields(cls):
             if field.name.endswith("_seconds"):
-                overrides[field.name] = override(rename=_yaml_name(field), struct_hook=lambda v, _: parse_duration(v))
+                overrides[field.name] = override(rename=_yaml_name(field), struct_hook=_duration)
             elif field.name == "max_bytes":
-                overrides[field.name] = override(struct_hook=lambda v, _: parse_size(v))
+                overrides[field.name] = override(struct_hook=_size)
             elif cls is Service and field.name in hooks:
                 overrides[field.name] = override(struct_hook=hooks[field.name])
             elif (cls, field.name) in cluster_hooks:
@@ -436,8 +472,13 @@ def _make_converter() -> cattrs.Converter:
             _cattrs_forbid_extra_keys=True,
             **overrides,  # type: ignore[arg-type]
         )
-        converter.register_structure_hook(cls, structure)
+        converter.register_structure_hook(cls, _whole_var(structure))
     return converter
+
+
+def _whole_var(structure: Callable[[Any, Any], _T]) -> Callable[[Any, Any], _T]:
+    """A nested block given as one ``${var}`` (``stop: ${stop}``, ``--set stop='{grace: 2s}'``) is read as YAML."""
+    return lambda value, cls: structure(_structured(value), cls)
 
 
 class _LazyConverter:

@@ -12,11 +12,12 @@ import importlib
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import attrs
 
+from ._config_vars import Substituted
 from ._errors import ConfigError
 from ._spec import Topology
 from ._validate import suggest
@@ -35,8 +36,11 @@ def topology_from_preset(
     source: str | None,
     overrides: Mapping[str, object],
     expand: Callable[[object, str], object],
+    file_vars: Collection[str] = (),
 ) -> Topology:
-    """Build the topology of a ``preset:`` file. ``expand`` fills ``${ENV}`` in the file's values."""
+    """Build the topology of a ``preset:`` file. ``expand`` fills ``${ENV}`` in the file's values;
+    ``file_vars``: the ``--set`` names the file uses as ``${NAME}`` (``expand`` fills them), so one that
+    is no parameter of the builder is not refused as one."""
     unknown = [str(key) for key in data if key not in PRESET_FIELDS]
     if unknown:
         raise ConfigError(
@@ -56,9 +60,13 @@ def topology_from_preset(
     problems: list[str] = []
     raw: dict[str, tuple[object, bool]] = {}  # name -> (value, given as text on the command line)
     for key, value in defaults.items():
-        raw[str(key)] = (expand(value, f"vars.{key}"), False)
+        filled = expand(value, f"vars.{key}")  # ``replicas: ${N:-2}`` is read as --set N=2 would be
+        raw[str(key)] = (filled, isinstance(filled, Substituted))
     for key, value in overrides.items():
-        raw[str(key)] = (value, isinstance(value, str))
+        if key in file_vars and key not in parameters:
+            continue
+        if key not in _TOP_LEVEL or key in parameters:  # --set name=... renames the topology, as in any file
+            raw[str(key)] = (value, isinstance(value, str))
     kwargs: dict[str, object] = {}
     for key, (value, as_text) in raw.items():
         if key not in parameters:
@@ -71,7 +79,8 @@ def topology_from_preset(
             read = read_value(value) if isinstance(value, str) and as_text and not _text_only(hint) else value
             kwargs[key] = _coerce(read, hint)
         except (TypeError, ValueError) as exc:
-            problems.append(f"preset '{label}', var '{key}': {exc}")
+            origin = value.origin() if isinstance(value, Substituted) else ""
+            problems.append(f"preset '{label}', var '{key}': {exc}{origin}")
     missing = [p for p, (_, required) in parameters.items() if required and p not in kwargs]
     problems += [f"preset '{label}', var '{p}': required (pass --set {p}=... or add it to vars:)" for p in missing]
     if problems:
@@ -84,8 +93,20 @@ def topology_from_preset(
         raise ConfigError(f"preset '{label}': {exc}", source=source) from None
     if not isinstance(topology, Topology):
         raise ConfigError(f"preset '{label}': the builder returned {type(topology).__name__}, not a Topology")
-    fields = {key: data[key] for key in ("name", "run_dir", "strategy") if data.get(key) is not None}
+    fields: dict[str, Any] = {}  # strategy: checked by plan, as for a topology built in code
+    for key in _TOP_LEVEL:
+        value = overrides[key] if key in overrides and key not in parameters else expand(data.get(key), key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            problems.append(f"field '{key}': expected a string, got {value!r}")
+        fields[key] = str(value)
+    if problems:
+        raise ConfigError(problems, source=source)
     return attrs.evolve(topology, source=source, **fields)
+
+
+_TOP_LEVEL = ("name", "run_dir", "strategy")
 
 
 def _builder(name: str, source: str | None) -> Callable[..., object]:

@@ -113,7 +113,16 @@ def parse_yaml(text: str, source: str) -> object:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}invalid YAML: {problem}", source=source) from None
+        raise ConfigError(f"{where}invalid YAML: {problem}{_var_hint(text, mark)}", source=source) from None
+
+
+def _var_hint(text: str, mark: object) -> str:
+    """An unquoted ``${name}`` inside ``{...}`` or ``[...]`` is a YAML error (its ``{`` opens a mapping)."""
+    line = getattr(mark, "line", None)
+    lines = text.splitlines()
+    if line is None or line >= len(lines) or not re.search(r"[\[{,:]\s*\$\{", lines[line]):
+        return ""
+    return " (quote a var written inside {...} or [...], or with ': ' in it: '${name}'; it is still typed once filled)"
 
 
 def read_value(text: str) -> object:

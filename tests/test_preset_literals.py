@@ -67,3 +67,27 @@ def test_path_with_braces_in_the_environment_does_not_break_env_path(
     monkeypatch.setenv("PATH", "/odd/{dir}" + os.pathsep + os.environ["PATH"])
     plan = sv.make_plan(topologies.llamacpp(model="/m.gguf", env_path="/e"), runs_dir=tmp_path, check_executables=False)
     assert plan.service("frontend").replicas[0].env["PATH"].startswith("/e/bin" + os.pathsep + "/odd/{dir}")
+
+
+@pytest.mark.parametrize(("label", "build", "extra"), _builds(), ids=[b[0] for b in _builds()])
+@pytest.mark.parametrize(("var", "value"), [("model", "--help"), ("served_model_name", "-x"), ("model", " ")])
+def test_a_value_that_reads_as_a_flag_is_refused(
+    label: str, build: Callable[..., sv.Topology], extra: dict[str, object], var: str, value: str
+) -> None:
+    """Proves a model or served name starting with '-' (or blank) is an error naming the preset and the var;
+    it went into the engine's argv unchecked, where ``--model --help`` is two flags."""
+    given: dict[str, object] = {**extra, "model": "/m", var: value}
+    if label.startswith("trtllm") and var == "served_model_name":
+        given["model"] = value  # trtllm-serve serves the model under MODEL: the name must be the model
+    with pytest.raises(sv.ConfigError) as caught:
+        build(**given)
+    preset = label.split("-")[0]
+    wanted = "model" if label.startswith("trtllm") and var == "served_model_name" else var
+    assert f"preset '{preset}', var '{wanted}'" in str(caught.value), str(caught.value)
+
+
+def test_a_flag_like_model_from_the_yaml_twin_is_refused(tmp_path: Path) -> None:
+    """The same check through ``--set`` on a YAML preset: the file, the preset and the var are named."""
+    with pytest.raises(sv.ConfigError) as caught:
+        sv.load("vllm", overrides={"model": "--trust-remote-code"})
+    assert "preset 'vllm', var 'model'" in str(caught.value) and "vllm.yaml" in str(caught.value)

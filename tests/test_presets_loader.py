@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,8 @@ def test_bad_preset_files(tmp_path: Path, text: str, expected: str) -> None:
         ({"--already-a-flag": "x", "-O": 3}, "spread", ["--already-a-flag", "x", "-O", "3"]),
         (["--raw", "args", "{port}"], "spread", ["--raw", "args", "{port}"]),
         (None, "spread", []),
+        ({"a": [], "b": (), "c": 0}, "spread", ["--c", "0"]),  # an empty list was a bare --a (nargs='+' refuses it)
+        ({"a": []}, "comma", []),  # it was ['--a', '']
     ],
 )  # fmt: skip
 def test_engine_flags(args: object, lists: str, flags: list[str]) -> None:
@@ -117,6 +120,14 @@ def test_json_flags_survive_template_filling(tmp_path: Path) -> None:
     topology = sv.Topology(name="j", services=[sv.Service(name="s", command=["echo", config])])
     plan = sv.make_plan(topology, runs_dir=tmp_path)
     assert plan.services[0].replicas[0].argv[-1] == '{"a":{"b":1}}'
+
+
+@pytest.mark.parametrize("key", [1, "", "--", " x", "a b", None])
+def test_engine_flags_refuse_a_key_that_is_no_flag_name(key: object) -> None:
+    """Proves a key that is no flag name is a TypeError naming it (``{1: 'a'}`` was an AttributeError, and
+    ``{'': 1}`` the flag '--', which ends an engine's options)."""
+    with pytest.raises(TypeError, match="is not a flag name"):
+        engine_flags({key: 1})  # type: ignore[dict-item]
 
 
 def test_engine_flags_refuse_a_bare_string() -> None:
@@ -134,3 +145,111 @@ def test_a_bare_preset_name_means_the_bundled_file(tmp_path: Path, monkeypatch: 
     assert sv.load("llamacpp").name == "mine"
     with pytest.raises(sv.ConfigError, match="cannot read"):
         sv.load("no_such_preset")
+
+
+def test_a_preset_file_takes_name_run_dir_and_strategy_from_set_and_vars(tmp_path: Path) -> None:
+    """Proves ``--set name=...`` (run_dir, strategy) works on a preset file as on any file (it was "preset
+    'vllm' takes no var 'name'"), and ``name: ${X}`` in a preset file is filled (it stayed '${X}')."""
+    topology = sv.load("vllm", overrides={"model": "m", "name": "mine", "run_dir": "/r", "strategy": "one_for_all"})
+    assert (topology.name, topology.run_dir, topology.strategy) == ("mine", "/r", "one_for_all")
+    path = write(tmp_path, TOY + "name: ${TOY_NAME:-toy-of-mine}\n")
+    assert sv.load(path).name == "toy-of-mine"
+    with pytest.raises(sv.ConfigError, match=r"field 'name': expected a string"):
+        sv.load(write(tmp_path, TOY + "name: [a]\n"))
+
+
+TYPED_VARS = """
+preset: tests.toy_preset:build
+vars:
+  model: tiny
+  replicas: ${TOY_N:-2}
+  grace: "${TOY_GRACE:-1.5}"
+  args: "${TOY_ARGS:-{max_len: 1}}"
+"""
+
+
+def test_a_var_of_a_preset_file_filled_from_the_environment_is_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proves ``replicas: ${N:-2}`` in a preset file's vars is the number 2 (it was "expected a whole number,
+    got '2'"), as ``--set replicas=2`` is, and a wrong value names the var it came from."""
+    path = write(tmp_path, TYPED_VARS)
+    (service,) = sv.load(path).services
+    assert (service.replicas, service.stop.grace_seconds) == (2, 1.5)
+    assert service.command[-2:] == ("tiny", "max_len=1")
+    monkeypatch.setenv("TOY_N", "x")
+    with pytest.raises(sv.ConfigError, match=r"var 'replicas': expected a whole number, got 'x' \(from \$\{TOY_N\}\)"):
+        sv.load(path)
+
+
+COMMON_VARS = ("model", "served_model_name", "port", "env_path", "replicas", "tp", "args", "env", "cluster")
+#: the common vars as a user types them on the command line, per preset (trtllm serves under MODEL only)
+CLI_SETS = {
+    "dynamo": {"served_model_name": "s", "replicas": "2", "tp": "2", "args": "{max_model_len: 4096, x: null}"},
+    "vllm": {"served_model_name": "s", "tp": "2", "args": "{enforce_eager: true, cuda_graph_sizes: [1, 2]}"},
+    "sglang": {"served_model_name": "s", "tp": "2", "args": "[--mem-fraction-static, '0.8']"},
+    "trtllm": {"tp": "2", "args": "{max_batch_size: 64}"},
+    "llamacpp": {"served_model_name": "s", "tp": "1", "args": "{ctx_size: 4096, n_gpu_layers: all}"},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(CLI_SETS))
+def test_every_preset_keeps_the_common_contract(preset: str, tmp_path: Path) -> None:
+    """Each builder takes the common vars; its YAML twin given them as ``--set`` text builds the same
+    topology as the builder given them typed; clients talk to ``frontend`` on the ``port`` asked for."""
+    import yaml
+
+    import topologies
+
+    build = topologies.builder(preset)
+    assert set(COMMON_VARS) <= set(inspect.signature(build).parameters), preset
+    model = "/m.gguf" if preset == "llamacpp" else "org/m"
+    sets = {"model": model, "port": "8123", "env_path": "/envs/e", "env": "{A: '1'}", **CLI_SETS[preset]}
+    loaded = sv.load(preset, overrides=sets)
+    typed = {k: v if k in ("model", "served_model_name", "env_path") else yaml.safe_load(v) for k, v in sets.items()}
+    assert loaded == build(**typed)
+    plan = sv.make_plan(loaded, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    frontend = plan.service("frontend").replicas[0]
+    assert frontend.ports == {"port": 8123}
+    engine = [service for service in plan.services if service.name not in ("etcd", "nats")]  # dynamo's infra
+    assert all(replica.env.get("A") == "1" for service in engine for replica in service.replicas)
+
+
+@pytest.mark.parametrize("preset", sorted(CLI_SETS))
+def test_every_yaml_twin_lists_each_var_of_its_builder_with_its_default(preset: str) -> None:
+    """The YAML twin documents the builder: each parameter is a line of its ``vars:`` (set, or commented
+    out), with the builder's default (a var the twin fills from the environment, ``${X:-d}``, shows d)."""
+    import re
+
+    import yaml
+
+    import topologies
+
+    block = (Path(__file__).resolve().parents[1] / "topologies" / f"{preset}.yaml").read_text().split("vars:", 1)[1]
+    listed: dict[str, str] = {}
+    for line in block.splitlines():
+        found = re.match(r"^\s+#?\s*([a-z_]+):\s*(.*?)\s*(#.*)?$", line)
+        if found:
+            listed.setdefault(found.group(1), found.group(2))
+    parameters = inspect.signature(topologies.builder(preset)).parameters
+    for name, parameter in parameters.items():
+        if name == "cluster" or (preset == "trtllm" and name == "served_model_name"):  # cluster: its own field
+            continue
+        assert name in listed, (preset, name)
+        written = listed[name]
+        if parameter.default is inspect.Parameter.empty:
+            continue  # required: the twin says so, or fills it from the environment
+        default = re.fullmatch(r"\$\{\w+:-(.*)\}", written)
+        shown = yaml.safe_load(default.group(1) if default else written)
+        assert shown == parameter.default or (shown == {} and parameter.default is None), (preset, name, shown)
+
+
+def test_set_fills_a_var_the_preset_file_uses(tmp_path: Path) -> None:
+    """Proves ``--set TOY_N=3`` fills ``replicas: ${TOY_N:-2}`` of a preset file, typed (it was "preset
+    'build' takes no var 'TOY_N'": only the environment could fill it), while a name the file does not use
+    is still refused as no var of the preset."""
+    path = write(tmp_path, TYPED_VARS)
+    (service,) = sv.load(path, overrides={"TOY_N": "3", "TOY_ARGS": "[--x]"}).services
+    assert service.replicas == 3 and service.command[-2:] == ("tiny", "--x")
+    with pytest.raises(sv.ConfigError, match="preset 'build' takes no var 'TOY_M'"):
+        sv.load(path, overrides={"TOY_M": "3"})

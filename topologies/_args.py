@@ -18,7 +18,7 @@ def engine_flags(args: Args, *, lists: ListStyle = "spread") -> list[str]:
     """``{"max_model_len": 4096, "enforce_eager": True, "x": None}`` -> ``["--max-model-len", "4096",
     "--enforce-eager"]``.
 
-    ``True`` is a bare flag, ``False`` and ``None`` leave the flag out, dicts become JSON (vLLM's
+    ``True`` is a bare flag, ``False``, ``None`` and an empty list leave the flag out, dicts become JSON (vLLM's
     ``--kv-transfer-config``, ``--speculative-config``; their braces are doubled, since commands are
     templates where ``{{`` is a literal brace), ``snake_case`` keys become ``--kebab-case`` (a key
     that already starts with ``-`` is used as written). A list of strings is passed through unchanged.
@@ -31,8 +31,10 @@ def engine_flags(args: Args, *, lists: ListStyle = "spread") -> list[str]:
         return [_text(item, "args") for item in args]
     flags: list[str] = []
     for key, value in args.items():
+        if not isinstance(key, str) or not key.strip("-") or key != key.strip() or " " in key:
+            raise TypeError(f"args: {key!r} is not a flag name (write max_model_len or --max-model-len)")
         flag = key if key.startswith("-") else "--" + key.replace("_", "-")
-        if value is None or value is False:
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
             continue
         if value is True:
             flags.append(flag)

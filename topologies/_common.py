@@ -116,11 +116,20 @@ def api_ports(port: int | None, *others: str) -> list[object]:
     return [first, *others]
 
 
-def check_inputs(preset: str, port: object, **args: Args) -> None:
-    """The API ``port`` (unset, or 1-65535) and each ``args``-like var, checked before anything is built,
-    so a bad one is an error naming the preset and the var rather than a service field."""
+def check_inputs(preset: str, port: object, *, values: Mapping[str, str | None] | None = None, **args: Args) -> None:
+    """The API ``port`` (unset, or 1-65535), each ``values`` var that lands in the engine's argv as a
+    positional or a flag's value (``model``, ``served_model_name``...), and each ``args``-like var, checked
+    before anything is built, so a bad one is an error naming the preset and the var rather than a service
+    field (or, worse, an engine that reads ``--model -x`` as two flags)."""
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
         raise preset_error(preset, "port", f"expected a port number 1-65535 (or unset for a free one), got {port!r}")
+    for var, text in (values or {}).items():
+        if text is not None and (not text.strip() or text.startswith("-")):
+            raise preset_error(
+                preset,
+                var,
+                f"{text!r} is no {var}: it is empty or starts with '-' (the engine would take it for a flag)",
+            )
     for var, value in args.items():
         try:
             engine_flags(value)

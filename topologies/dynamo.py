@@ -79,7 +79,13 @@ def dynamo(
         if isinstance(count, bool) or not isinstance(count, int) or count < least:
             raise preset_error("dynamo", var, f"expected a whole number of at least {least}, got {count!r}")
     check_inputs(
-        "dynamo", port, args=args, prefill_args=prefill_args, decode_args=decode_args, frontend_args=frontend_args
+        "dynamo",
+        port,
+        values={"model": model, "served_model_name": served_model_name},
+        args=args,
+        prefill_args=prefill_args,
+        decode_args=decode_args,
+        frontend_args=frontend_args,
     )
     local = _is_local_path(model)
     served = served_model_name or (os.path.basename(os.path.normpath(model)) if local else model)

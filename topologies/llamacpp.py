@@ -45,7 +45,7 @@ def llamacpp(
     for var, count, least in (("replicas", replicas, 1), ("tp", tp, 0)):
         if isinstance(count, bool) or not isinstance(count, int) or count < least:
             raise preset_error("llamacpp", var, f"expected a whole number of at least {least}, got {count!r}")
-    check_inputs("llamacpp", port, args=args)
+    check_inputs("llamacpp", port, values={"model": model, "served_model_name": served_model_name}, args=args)
     if port is not None and replicas > 1:
         raise preset_error("llamacpp", "port", f"a fixed port cannot be shared by {replicas} replicas; leave it unset")
     served = served_model_name or os.path.basename(model).removesuffix(".gguf")

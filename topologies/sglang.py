@@ -97,7 +97,14 @@ def sglang(
     check_counts("sglang", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
     check_counts("sglang", nodes_per_replica=nodes_per_replica)
     nodes = nodes_per_replica
-    check_inputs("sglang", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
+    check_inputs(
+        "sglang",
+        port,
+        values={"model": model, "served_model_name": served_model_name, "transfer_backend": transfer_backend},
+        args=args,
+        prefill_args=prefill_args,
+        decode_args=decode_args,
+    )
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:

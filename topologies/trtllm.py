@@ -85,7 +85,12 @@ def trtllm(
 ) -> supervisor.Topology:
     """trtllm-serve servers; clients use ``frontend``. ``llm_config``: extra LLM-API options (YAML keys)."""
     check_counts("trtllm", replicas=replicas, tp=tp, prefill=prefill, decode=decode)
-    check_inputs("trtllm", port, args=args)
+    check_inputs(
+        "trtllm",
+        port,
+        values={"model": model, "served_model_name": served_model_name, "cache_backend": cache_backend},
+        args=args,
+    )
     if served_model_name not in (None, model):
         raise preset_error("trtllm", "served_model_name", "trtllm-serve serves the model under MODEL; leave it unset")
     if mode == "single":

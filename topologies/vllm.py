@@ -104,7 +104,14 @@ def vllm(
     ``prefill`` and ``decode`` servers joined by ``kv_connector`` behind ``topologies.pd_proxy``.
     """
     check_counts("vllm", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
-    check_inputs("vllm", port, args=args, prefill_args=prefill_args, decode_args=decode_args)
+    check_inputs(
+        "vllm",
+        port,
+        values={"model": model, "served_model_name": served_model_name, "kv_connector": kv_connector},
+        args=args,
+        prefill_args=prefill_args,
+        decode_args=decode_args,
+    )
     name = served_model_name or model
     if mode == "single":
         if port is not None and replicas > 1:

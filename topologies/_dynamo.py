@@ -126,7 +126,9 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     The role flag is ``--disaggregation-mode prefill|decode`` for every backend (Dynamo's own flag for
     vLLM, TRT-LLM and the mocker; SGLang's native one). vLLM's prefill worker must name its KV connector
     (Dynamo 1.6 refuses to start without one), so both vLLM roles get NIXL's; an SGLang prefill worker
-    gets its own bootstrap port, which decode workers learn through Dynamo. A TRT-LLM worker moves KV
+    gets its own bootstrap port, which decode workers learn through Dynamo, and both SGLang roles bind on
+    ``--host {host}`` (SGLang's bootstrap server listens there, 127.0.0.1 by default; see ``nixl_env`` for
+    the address advertised), as Dynamo's own ``launch/disagg.sh`` passes ``--host``. A TRT-LLM worker moves KV
     cache only with a ``cache_transceiver_config`` (TRT-LLM disables it otherwise), and a prefill-only one
     runs without the overlap scheduler, as Dynamo's own ``engine_configs/*/prefill.yaml`` and
     ``decode.yaml`` set them; they go in ``--override-engine-args`` (a user's own one replaces it).
@@ -148,7 +150,7 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     if engine == "trtllm" and role != "agg":
         command += ["--override-engine-args", _TRTLLM_DISAGG[role]]
     if engine == "sglang" and role != "agg":
-        command += ["--disaggregation-transfer-backend", "nixl"]
+        command += ["--disaggregation-transfer-backend", "nixl", "--host", "{host}"]
         if role == "prefill":
             command += ["--disaggregation-bootstrap-port", "{bootstrap}"]
     return command
@@ -177,16 +179,26 @@ def worker_env(discovery: Discovery) -> dict[str, str]:
 
 
 def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
-    """A disaggregated vLLM worker's NIXL side channel: on ``{host}`` (loopback on one machine), on its own
-    ``nixl`` port.
+    """Where a disaggregated worker's KV transfer listens and what it advertises: ``{host}`` (loopback on
+    one machine, the node's address on a cluster).
 
-    Left unset, ``dynamo.vllm`` advertises the host's routable address (and fails without one) and every
-    worker binds vLLM's default port 5600, so a second worker on the host cannot start; Dynamo's own
-    launch scripts give each worker its own ``VLLM_NIXL_SIDE_CHANNEL_PORT``.
+    vLLM: its NIXL side channel on ``{host}`` and its own ``nixl`` port. Left unset, ``dynamo.vllm``
+    advertises the host's routable address (and fails without one) and every worker binds vLLM's default
+    port 5600, so a second worker on the host cannot start; Dynamo's own launch scripts give each worker
+    its own ``VLLM_NIXL_SIDE_CHANNEL_PORT``.
+
+    SGLang: ``SGLANG_HOST_IP``. Left unset, Dynamo 1.6.1 (``dynamo/sglang/_disagg.py``) advertises the
+    prefill worker's bootstrap server at SGLang's auto-detected routable address, while that server
+    listens on ``--host`` only, so decode workers dialled an address nobody listened on; SGLang's NIXL
+    transfer binds the same auto-detected address.
     """
-    if engine != "vllm" or role == "agg":
+    if role == "agg":
         return {}
-    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+    if engine == "vllm":
+        return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+    if engine == "sglang":
+        return {"SGLANG_HOST_IP": "{host}"}
+    return {}
 
 
 def frontend_ready(served_model_name: str) -> supervisor.Probe:

@@ -104,7 +104,7 @@ def dynamo(
         if engine == "sglang" and role == "prefill":
             ports.append("bootstrap")
         nixl = _dynamo.nixl_env(engine, role)
-        if nixl:
+        if "VLLM_NIXL_SIDE_CHANNEL_PORT" in nixl:
             ports.append("nixl")
         return profile.service(
             name="prefill" if role == "prefill" else "decode",

@@ -308,3 +308,24 @@ def test_disaggregated_sglang_workers_bind_and_advertise_their_host(tmp_path: Pa
         assert replica.env["SGLANG_HOST_IP"] == "127.0.0.1"
     aggregated = services(dynamo(engine="sglang", model="Qwen/Qwen3-0.6B", prefill=0))["decode"]
     assert "--host" not in aggregated.command and "SGLANG_HOST_IP" not in aggregated.env
+
+
+def test_disaggregated_trtllm_with_dynamic_trtllm_flags_keeps_one_form(tmp_path: Path) -> None:
+    """Proves a disaggregated dynamo.trtllm worker given ``--trtllm.<path> value`` flags gets its cache
+    transceiver as the same dotted flags: Dynamo 1.6.1 (``dynamo/trtllm/args.py``, ``parse_args``) exits 1
+    when ``--override-engine-args`` and ``--trtllm.*`` flags are both given, so the preset's own
+    ``--override-engine-args`` made every such worker fail. The user's dotted flags come last (in
+    ``dynamo/trtllm/dynamic_flags.py`` a later one wins), so they may still change what the preset sets."""
+    user = ["--trtllm.kv_cache_config.free_gpu_memory_fraction", "0.7", "--trtllm.disable_overlap_scheduler", "false"]
+    topo = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=1, decode=1, discovery="file", args=user)
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    for role in ("prefill", "decode"):
+        argv = list(plan.service(role).replicas[0].argv)
+        assert "--override-engine-args" not in argv, argv
+        dotted = argv[argv.index("--disaggregation-mode") + 2 :]
+        assert dotted[dotted.index("--trtllm.cache_transceiver_config.backend") + 1] == "DEFAULT"
+        assert dotted[-4:] == user
+    prefill = list(plan.service("prefill").replicas[0].argv)
+    assert prefill[prefill.index("--trtllm.disable_overlap_scheduler") + 1] == "true"  # the user's false comes later
+    plain = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", args={"max_batch_size": 8})
+    assert "--override-engine-args" in services(plain)["prefill"].command  # without dotted flags: the JSON form

@@ -11,6 +11,7 @@ cluster); SIGTERM drains and exits 0, and the frontend also exits 0 on its own w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import quote
 
@@ -107,6 +108,12 @@ _TRTLLM_DISAGG = {
     "prefill": '{{"cache_transceiver_config":{{"backend":"DEFAULT"}},"disable_overlap_scheduler":true}}',
     "decode": '{{"cache_transceiver_config":{{"backend":"DEFAULT"}}}}',
 }
+#: the same settings as Dynamo's dynamic ``--trtllm.<path> value`` flags
+_TRTLLM_DISAGG_DOTTED = {
+    "prefill": ["--trtllm.cache_transceiver_config.backend", "DEFAULT", "--trtllm.disable_overlap_scheduler", "true"],
+    "decode": ["--trtllm.cache_transceiver_config.backend", "DEFAULT"],
+}
+_TRTLLM_DYNAMIC = "--trtllm."
 
 
 def worker_profile(engine: Engine) -> EngineProfile:
@@ -120,7 +127,9 @@ def worker_profile(engine: Engine) -> EngineProfile:
     )
 
 
-def worker_command(python: str, engine: Engine, role: Role, model: str, served_model_name: str, tp: int) -> list[str]:
+def worker_command(
+    python: str, engine: Engine, role: Role, model: str, served_model_name: str, tp: int, extra: Sequence[str] = ()
+) -> list[str]:
     """``python -m dynamo.<engine>`` with the model, the served name, tensor parallelism and the role.
 
     The role flag is ``--disaggregation-mode prefill|decode`` for every backend (Dynamo's own flag for
@@ -131,7 +140,9 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     the address advertised), as Dynamo's own ``launch/disagg.sh`` passes ``--host``. A TRT-LLM worker moves KV
     cache only with a ``cache_transceiver_config`` (TRT-LLM disables it otherwise), and a prefill-only one
     runs without the overlap scheduler, as Dynamo's own ``engine_configs/*/prefill.yaml`` and
-    ``decode.yaml`` set them; they go in ``--override-engine-args`` (a user's own one replaces it).
+    ``decode.yaml`` set them; they go in ``--override-engine-args`` (a user's own one replaces it), or,
+    when the user's ``extra`` flags use Dynamo's dynamic ``--trtllm.<path> value`` form, as those flags:
+    Dynamo 1.6.1 refuses both forms together (``dynamo/trtllm/args.py``: exit 1).
     """
     command = [python, "-m", f"dynamo.{engine}"]
     model, served_model_name = model_arg(model), literal(served_model_name)
@@ -148,7 +159,10 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     if engine == "vllm" and role != "agg":
         command += ["--kv-transfer-config", '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}']
     if engine == "trtllm" and role != "agg":
-        command += ["--override-engine-args", _TRTLLM_DISAGG[role]]
+        if any(arg.startswith(_TRTLLM_DYNAMIC) for arg in extra):
+            command += _TRTLLM_DISAGG_DOTTED[role]  # before the user's: a later dotted flag wins
+        else:
+            command += ["--override-engine-args", _TRTLLM_DISAGG[role]]
     if engine == "sglang" and role != "agg":
         command += ["--disaggregation-transfer-backend", "nixl", "--host", "{host}"]
         if role == "prefill":

@@ -329,3 +329,12 @@ def test_disaggregated_trtllm_with_dynamic_trtllm_flags_keeps_one_form(tmp_path:
     assert prefill[prefill.index("--trtllm.disable_overlap_scheduler") + 1] == "true"  # the user's false comes later
     plain = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", args={"max_batch_size": 8})
     assert "--override-engine-args" in services(plain)["prefill"].command  # without dotted flags: the JSON form
+
+
+def test_a_nul_byte_after_a_tilde_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    """Proves ``model='~\\x00'`` (found by the presets fuzz test) or such an ``env_path`` gives the plan's
+    ConfigError naming the NUL byte, instead of a ValueError from ``os.path.expanduser`` in the builder."""
+    for kwargs in ({"model": "~\x00"}, {"model": "/m", "env_path": "~\x00"}):
+        topo = dynamo(engine="mocker", discovery="file", **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(sv.ConfigError, match="NUL byte"):
+            sv.make_plan(topo, runs_dir=tmp_path, check_executables=False)

@@ -78,11 +78,11 @@ def test_sglang_roles_and_bootstrap_port() -> None:
     found = services(dynamo(engine="sglang", model="Qwen/Qwen3-0.6B", served_model_name="qwen", tp=4))
     base = [PY, "-m", "dynamo.sglang", "--model-path", "Qwen/Qwen3-0.6B", "--served-model-name", "qwen", "--tp", "4"]
     assert list(found["prefill"].command) == [
-        *base, "--disaggregation-mode", "prefill", "--disaggregation-transfer-backend", "nixl",
+        *base, "--disaggregation-mode", "prefill", "--disaggregation-transfer-backend", "nixl", "--host", "{host}",
         "--disaggregation-bootstrap-port", "{bootstrap}",
     ]  # fmt: skip
     assert list(found["decode"].command) == [
-        *base, "--disaggregation-mode", "decode", "--disaggregation-transfer-backend", "nixl",
+        *base, "--disaggregation-mode", "decode", "--disaggregation-transfer-backend", "nixl", "--host", "{host}",
     ]  # fmt: skip
     assert [p.name for p in found["prefill"].ports] == ["status", "bootstrap"]
     assert found["frontend"].ready.check.url.endswith("/v1/models/qwen/ready")  # type: ignore[union-attr]
@@ -289,3 +289,52 @@ def test_disaggregated_trtllm_workers_transfer_kv_cache(tmp_path: Path) -> None:
     assert sent["prefill"]["disable_overlap_scheduler"] is True and "disable_overlap_scheduler" not in sent["decode"]
     aggregated = services(dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=0))["decode"]
     assert "--override-engine-args" not in aggregated.command
+
+
+def test_disaggregated_sglang_workers_bind_and_advertise_their_host(tmp_path: Path) -> None:
+    """Proves disaggregated dynamo.sglang workers bind SGLang's bootstrap server on ``{host}`` and advertise
+    that same address. Dynamo 1.6.1 (``dynamo/sglang/_disagg.py``, ``compute_bootstrap_address``) tells
+    decode workers the prefill worker is at SGLang's ``get_local_ip_auto()``: ``SGLANG_HOST_IP``, else the
+    routable (eth0) address, which SGLang's NIXL transfer also binds; SGLang 0.5.21 (the version Dynamo
+    1.6.1 pins) binds the bootstrap server on ``--host``, 127.0.0.1 by default. Unset, decode dialled the
+    eth0 address where nobody listened (and on a cluster, a loopback-only server). Dynamo's own
+    ``examples/backends/sglang/launch/disagg.sh`` passes ``--host`` to both roles."""
+    topo = dynamo(engine="sglang", model="Qwen/Qwen3-0.6B", prefill=1, decode=2, discovery="file")
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    workers = [replica for name in ("prefill", "decode") for replica in plan.service(name).replicas]
+    assert len(workers) == 3
+    for replica in workers:
+        assert replica.argv[replica.argv.index("--host") + 1] == "127.0.0.1", replica.argv
+        assert replica.env["SGLANG_HOST_IP"] == "127.0.0.1"
+    aggregated = services(dynamo(engine="sglang", model="Qwen/Qwen3-0.6B", prefill=0))["decode"]
+    assert "--host" not in aggregated.command and "SGLANG_HOST_IP" not in aggregated.env
+
+
+def test_disaggregated_trtllm_with_dynamic_trtllm_flags_keeps_one_form(tmp_path: Path) -> None:
+    """Proves a disaggregated dynamo.trtllm worker given ``--trtllm.<path> value`` flags gets its cache
+    transceiver as the same dotted flags: Dynamo 1.6.1 (``dynamo/trtllm/args.py``, ``parse_args``) exits 1
+    when ``--override-engine-args`` and ``--trtllm.*`` flags are both given, so the preset's own
+    ``--override-engine-args`` made every such worker fail. The user's dotted flags come last (in
+    ``dynamo/trtllm/dynamic_flags.py`` a later one wins), so they may still change what the preset sets."""
+    user = ["--trtllm.kv_cache_config.free_gpu_memory_fraction", "0.7", "--trtllm.disable_overlap_scheduler", "false"]
+    topo = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", prefill=1, decode=1, discovery="file", args=user)
+    plan = sv.make_plan(topo, runs_dir=tmp_path, check_executables=False, gpus="8x80GB")
+    for role in ("prefill", "decode"):
+        argv = list(plan.service(role).replicas[0].argv)
+        assert "--override-engine-args" not in argv, argv
+        dotted = argv[argv.index("--disaggregation-mode") + 2 :]
+        assert dotted[dotted.index("--trtllm.cache_transceiver_config.backend") + 1] == "DEFAULT"
+        assert dotted[-4:] == user
+    prefill = list(plan.service("prefill").replicas[0].argv)
+    assert prefill[prefill.index("--trtllm.disable_overlap_scheduler") + 1] == "true"  # the user's false comes later
+    plain = dynamo(engine="trtllm", model="Qwen/Qwen3-0.6B", args={"max_batch_size": 8})
+    assert "--override-engine-args" in services(plain)["prefill"].command  # without dotted flags: the JSON form
+
+
+def test_a_nul_byte_after_a_tilde_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    """Proves ``model='~\\x00'`` (found by the presets fuzz test) or such an ``env_path`` gives the plan's
+    ConfigError naming the NUL byte, instead of a ValueError from ``os.path.expanduser`` in the builder."""
+    for kwargs in ({"model": "~\x00"}, {"model": "/m", "env_path": "~\x00"}):
+        topo = dynamo(engine="mocker", discovery="file", **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(sv.ConfigError, match="NUL byte"):
+            sv.make_plan(topo, runs_dir=tmp_path, check_executables=False)

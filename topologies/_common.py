@@ -83,14 +83,20 @@ def literal(text: str) -> str:
 
 def model_arg(model: str) -> str:
     """``model`` for an engine's command line: ``~`` expanded (no shell does it), braces kept literal."""
-    return literal(os.path.expanduser(model) if model.startswith("~") else model)
+    return literal(_home(model) if model.startswith("~") else model)
+
+
+def _home(path: str) -> str:
+    """``~`` expanded; a path with a NUL byte is kept as written (``expanduser`` raises ValueError on
+    ``~user\\0``), so the plan refuses it with its ConfigError naming the field."""
+    return path if "\0" in path else os.path.expanduser(path)
 
 
 def engine_program(env_path: str | None, program: str) -> str:
     """``program`` from the engine's env when one is given (``<env>/bin/program``), else from PATH."""
     if env_path is None or os.sep in program:
         return literal(program)
-    return literal(os.path.join(os.path.expanduser(env_path), "bin", program))
+    return literal(os.path.join(_home(env_path), "bin", program))
 
 
 def engine_python(env_path: str | None) -> str:
@@ -102,7 +108,7 @@ def engine_env(env_path: str | None, env: Mapping[str, str] | None, **fixed: str
     """The env's ``bin/`` first on PATH (as ``activate`` does), ``fixed`` settings, then the user's ``env``."""
     result: dict[str, str] = {}
     if env_path is not None:
-        root = os.path.expanduser(env_path)
+        root = _home(env_path)
         search = os.pathsep.join([os.path.join(root, "bin"), os.environ.get("PATH", os.defpath)])
         result["PATH"], result["VIRTUAL_ENV"] = literal(search), literal(root)
     result.update(fixed)

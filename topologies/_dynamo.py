@@ -11,6 +11,7 @@ cluster); SIGTERM drains and exits 0, and the frontend also exits 0 on its own w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import quote
 
@@ -107,6 +108,12 @@ _TRTLLM_DISAGG = {
     "prefill": '{{"cache_transceiver_config":{{"backend":"DEFAULT"}},"disable_overlap_scheduler":true}}',
     "decode": '{{"cache_transceiver_config":{{"backend":"DEFAULT"}}}}',
 }
+#: the same settings as Dynamo's dynamic ``--trtllm.<path> value`` flags
+_TRTLLM_DISAGG_DOTTED = {
+    "prefill": ["--trtllm.cache_transceiver_config.backend", "DEFAULT", "--trtllm.disable_overlap_scheduler", "true"],
+    "decode": ["--trtllm.cache_transceiver_config.backend", "DEFAULT"],
+}
+_TRTLLM_DYNAMIC = "--trtllm."
 
 
 def worker_profile(engine: Engine) -> EngineProfile:
@@ -120,16 +127,22 @@ def worker_profile(engine: Engine) -> EngineProfile:
     )
 
 
-def worker_command(python: str, engine: Engine, role: Role, model: str, served_model_name: str, tp: int) -> list[str]:
+def worker_command(
+    python: str, engine: Engine, role: Role, model: str, served_model_name: str, tp: int, extra: Sequence[str] = ()
+) -> list[str]:
     """``python -m dynamo.<engine>`` with the model, the served name, tensor parallelism and the role.
 
     The role flag is ``--disaggregation-mode prefill|decode`` for every backend (Dynamo's own flag for
     vLLM, TRT-LLM and the mocker; SGLang's native one). vLLM's prefill worker must name its KV connector
     (Dynamo 1.6 refuses to start without one), so both vLLM roles get NIXL's; an SGLang prefill worker
-    gets its own bootstrap port, which decode workers learn through Dynamo. A TRT-LLM worker moves KV
+    gets its own bootstrap port, which decode workers learn through Dynamo, and both SGLang roles bind on
+    ``--host {host}`` (SGLang's bootstrap server listens there, 127.0.0.1 by default; see ``nixl_env`` for
+    the address advertised), as Dynamo's own ``launch/disagg.sh`` passes ``--host``. A TRT-LLM worker moves KV
     cache only with a ``cache_transceiver_config`` (TRT-LLM disables it otherwise), and a prefill-only one
     runs without the overlap scheduler, as Dynamo's own ``engine_configs/*/prefill.yaml`` and
-    ``decode.yaml`` set them; they go in ``--override-engine-args`` (a user's own one replaces it).
+    ``decode.yaml`` set them; they go in ``--override-engine-args`` (a user's own one replaces it), or,
+    when the user's ``extra`` flags use Dynamo's dynamic ``--trtllm.<path> value`` form, as those flags:
+    Dynamo 1.6.1 refuses both forms together (``dynamo/trtllm/args.py``: exit 1).
     """
     command = [python, "-m", f"dynamo.{engine}"]
     model, served_model_name = model_arg(model), literal(served_model_name)
@@ -146,9 +159,12 @@ def worker_command(python: str, engine: Engine, role: Role, model: str, served_m
     if engine == "vllm" and role != "agg":
         command += ["--kv-transfer-config", '{{"kv_connector":"NixlConnector","kv_role":"kv_both"}}']
     if engine == "trtllm" and role != "agg":
-        command += ["--override-engine-args", _TRTLLM_DISAGG[role]]
+        if any(arg.startswith(_TRTLLM_DYNAMIC) for arg in extra):
+            command += _TRTLLM_DISAGG_DOTTED[role]  # before the user's: a later dotted flag wins
+        else:
+            command += ["--override-engine-args", _TRTLLM_DISAGG[role]]
     if engine == "sglang" and role != "agg":
-        command += ["--disaggregation-transfer-backend", "nixl"]
+        command += ["--disaggregation-transfer-backend", "nixl", "--host", "{host}"]
         if role == "prefill":
             command += ["--disaggregation-bootstrap-port", "{bootstrap}"]
     return command
@@ -177,16 +193,26 @@ def worker_env(discovery: Discovery) -> dict[str, str]:
 
 
 def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
-    """A disaggregated vLLM worker's NIXL side channel: on ``{host}`` (loopback on one machine), on its own
-    ``nixl`` port.
+    """Where a disaggregated worker's KV transfer listens and what it advertises: ``{host}`` (loopback on
+    one machine, the node's address on a cluster).
 
-    Left unset, ``dynamo.vllm`` advertises the host's routable address (and fails without one) and every
-    worker binds vLLM's default port 5600, so a second worker on the host cannot start; Dynamo's own
-    launch scripts give each worker its own ``VLLM_NIXL_SIDE_CHANNEL_PORT``.
+    vLLM: its NIXL side channel on ``{host}`` and its own ``nixl`` port. Left unset, ``dynamo.vllm``
+    advertises the host's routable address (and fails without one) and every worker binds vLLM's default
+    port 5600, so a second worker on the host cannot start; Dynamo's own launch scripts give each worker
+    its own ``VLLM_NIXL_SIDE_CHANNEL_PORT``.
+
+    SGLang: ``SGLANG_HOST_IP``. Left unset, Dynamo 1.6.1 (``dynamo/sglang/_disagg.py``) advertises the
+    prefill worker's bootstrap server at SGLang's auto-detected routable address, while that server
+    listens on ``--host`` only, so decode workers dialled an address nobody listened on; SGLang's NIXL
+    transfer binds the same auto-detected address.
     """
-    if engine != "vllm" or role == "agg":
+    if role == "agg":
         return {}
-    return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+    if engine == "vllm":
+        return {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
+    if engine == "sglang":
+        return {"SGLANG_HOST_IP": "{host}"}
+    return {}
 
 
 def frontend_ready(served_model_name: str) -> supervisor.Probe:

@@ -110,15 +110,12 @@ def dynamo(
         if engine == "sglang" and role == "prefill":
             ports.append("bootstrap")
         nixl = _dynamo.nixl_env(engine, role)
-        if nixl:
+        if "VLLM_NIXL_SIDE_CHANNEL_PORT" in nixl:
             ports.append("nixl")
+        extra = [*profile.flags(args), *profile.flags(role_args)]
         return profile.service(
             name="prefill" if role == "prefill" else "decode",
-            command=[
-                *_dynamo.worker_command(python, engine, role, model, served, tp),
-                *profile.flags(args),
-                *profile.flags(role_args),
-            ],
+            command=[*_dynamo.worker_command(python, engine, role, model, served, tp, extra), *extra],
             ports=ports,
             replicas=count,
             depends_on=needs,

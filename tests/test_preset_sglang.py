@@ -199,3 +199,27 @@ def test_a_multi_node_server_on_one_machine_gets_every_node_s_gpus(tmp_path: Pat
     (server,) = plan.service("frontend").replicas
     assert server.argv[server.argv.index("--nnodes") + 1] == "1" and "4" in server.argv
     assert len(server.gpus) == 4 and server.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "advertised"),
+    [
+        ({}, False),
+        ({"mode": "disagg"}, True),
+        ({"nodes_per_replica": 2, "tp": 2}, True),
+    ],
+)
+def test_disaggregated_and_multi_node_servers_advertise_their_host(
+    overrides: dict[str, object], advertised: bool
+) -> None:
+    """SGLang advertises its auto-detected routable address (eth0) to KV-transfer peers, the bootstrap
+    handshake and the multi-node rendezvous unless ``SGLANG_HOST_IP`` is set (srt/utils ``get_ip``, sglang
+    main 2025-11; Dynamo 1.6.1's sglang workers hit the same). Such a server is told ``{host}``, the address
+    it listens on; a user's ``env`` still wins. A single server advertises nothing to anybody: unchanged."""
+    topology = topologies.sglang(model="m", **overrides)  # type: ignore[arg-type]
+    servers = [service for service in topology.services if "sglang.launch_server" in service.command]
+    assert servers
+    for server in servers:
+        assert (server.env.get("SGLANG_HOST_IP") == "{host}") is advertised, server.env
+    mine = topologies.sglang(model="m", mode="disagg", env={"SGLANG_HOST_IP": "10.0.0.7"})
+    assert all(s.env["SGLANG_HOST_IP"] == "10.0.0.7" for s in mine.services if "sglang.launch_server" in s.command)

@@ -181,12 +181,16 @@ def _server(
     warmed_up = supervisor.AnyOf(
         [supervisor.LogCheck(READY_LINE), supervisor.HttpCheck("http://{host}:{port}/health_generate", status=200)]
     )
+    # A disaggregated or multi-node server advertises SGLang's auto-detected routable address (eth0 here)
+    # to its peers (KV transfer sessions, the bootstrap handshake, the multi-node rendezvous) unless
+    # SGLANG_HOST_IP says otherwise; it must be the address the server is reached at: {host}.
+    advertised = {"SGLANG_HOST_IP": "{host}"} if role_flags or nodes > 1 else {}
     return PROFILE.service(
         name=service,
         command=[*command, *flags],
         ports=api_ports(port, *extra_ports),
         replicas=replicas,
-        env=engine_env(env_path, env),
+        env=engine_env(env_path, env, **advertised),
         ready=supervisor.Probe(warmed_up, timeout_seconds=LOAD_TIMEOUT_SECONDS),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),

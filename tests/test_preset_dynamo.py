@@ -338,3 +338,12 @@ def test_a_nul_byte_after_a_tilde_is_a_config_error_not_a_crash(tmp_path: Path) 
         topo = dynamo(engine="mocker", discovery="file", **kwargs)  # type: ignore[arg-type]
         with pytest.raises(sv.ConfigError, match="NUL byte"):
             sv.make_plan(topo, runs_dir=tmp_path, check_executables=False)
+
+
+@pytest.mark.parametrize(("engine", "grace"), [("vllm", 30), ("sglang", 60), ("trtllm", 60), ("mocker", 10)])
+def test_workers_get_the_grace_dynamo_s_own_shutdown_takes(engine: str, grace: float) -> None:
+    """Dynamo 1.6.1's sglang/trtllm workers sleep 5 s after unregistering, then drain KV transfers for up to
+    30 s (common/utils/graceful_shutdown.py): they get 60 s before SIGKILL, not 30."""
+    topo = topologies.dynamo(engine=engine, model="m", prefill=1, decode=1)  # type: ignore[arg-type]
+    workers = [s for s in topo.services if s.name in ("prefill", "decode")]
+    assert len(workers) == 2 and all(w.stop == sv.StopPolicy("SIGTERM", grace_seconds=grace) for w in workers)

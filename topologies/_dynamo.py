@@ -117,8 +117,13 @@ _TRTLLM_DYNAMIC = "--trtllm."
 
 
 def worker_profile(engine: Engine) -> EngineProfile:
-    """Real engines need time to free GPU memory after SIGTERM; the mocker drains and exits at once."""
-    grace = 10.0 if engine == "mocker" else 30.0
+    """Real engines need time to free GPU memory after SIGTERM; the mocker drains and exits at once.
+
+    Dynamo 1.6.1's sglang and trtllm workers shut down through ``dynamo/common/utils/graceful_shutdown.py``:
+    unregister, sleep ``DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS`` (5 s), drain in-flight KV transfers (up to
+    30 s), then the engine's cleanup: a 30 s grace killed a worker mid-transfer. 60 s, as Dynamo's own
+    TRT-LLM launch scripts allow; vLLM workers stop through vLLM's own handler."""
+    grace = {"mocker": 10.0, "vllm": 30.0}.get(engine, 60.0)
     return EngineProfile(
         name=f"dynamo.{engine}",
         stop=supervisor.StopPolicy("SIGTERM", grace_seconds=grace),

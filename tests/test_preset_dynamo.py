@@ -206,6 +206,8 @@ def test_below_out_of_range_is_a_config_error() -> None:
         ({"prefill": -1}, "var 'prefill': expected a whole number of at least 0, got -1"),
         ({"tp": 0}, "var 'tp': expected a whole number of at least 1, got 0"),
         ({"served_model_name": "/abs"}, "Dynamo cannot serve a name starting with '/'"),
+        # replicas is the common var's synonym for decode: both, differing, was decided silently for replicas
+        ({"replicas": 3, "decode": 2}, "var 'replicas': replicas=3 is a synonym for decode, which is 2"),
     ],
 )
 def test_bad_vars_are_config_errors(kwargs: dict[str, object], message: str) -> None:
@@ -338,6 +340,12 @@ def test_a_nul_byte_after_a_tilde_is_a_config_error_not_a_crash(tmp_path: Path) 
         topo = dynamo(engine="mocker", discovery="file", **kwargs)  # type: ignore[arg-type]
         with pytest.raises(sv.ConfigError, match="NUL byte"):
             sv.make_plan(topo, runs_dir=tmp_path, check_executables=False)
+
+
+def test_replicas_is_decode_when_decode_is_left_or_agrees() -> None:
+    for kwargs in ({"replicas": 3}, {"replicas": 3, "decode": 3}):
+        topo = dynamo(model="m", engine="mocker", **kwargs)  # type: ignore[arg-type]
+        assert next(s.replicas for s in topo.services if s.name == "decode") == 3
 
 
 @pytest.mark.parametrize(("engine", "grace"), [("vllm", 30), ("sglang", 60), ("trtllm", 60), ("mocker", 10)])

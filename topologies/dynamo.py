@@ -74,6 +74,9 @@ def dynamo(
     if discovery not in ("etcd", "file"):
         raise preset_error("dynamo", "discovery", f"unknown backend {discovery!r}", ("etcd", "file"))
     if replicas is not None:
+        if decode != 1 and decode != replicas:  # decode given too (1 is its default): which one is meant?
+            problem = f"replicas={replicas!r} is a synonym for decode, which is {decode!r}: give one of them"
+            raise preset_error("dynamo", "replicas", problem)
         decode = replicas
     for var, count, least in (("prefill", prefill, 0), ("decode", decode, 1), ("tp", tp, 1)):
         if isinstance(count, bool) or not isinstance(count, int) or count < least:

@@ -110,7 +110,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
         overrides[key.strip()] = value
     return overrides

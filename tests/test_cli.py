@@ -111,6 +111,9 @@ def test_set_overrides_fields_and_reports_misspellings() -> None:
     assert result.returncode == 0 and "decode.2" in result.stdout
     result = supervisor("validate", "examples/demo.yaml", "--set", "services.decod.replicas=3")
     assert result.returncode == 2 and "did you mean 'decode'" in result.stderr
+    for blank in ("=x", " =x"):  # a blank key was taken as the var '' (and ignored)
+        result = supervisor("validate", "examples/demo.yaml", "--set", blank)
+        assert result.returncode == 2 and "expected KEY=VALUE" in result.stderr, result.stderr
 
 
 def test_demo_serves_a_chat_completion_then_tears_down(runs_dir: Path) -> None:

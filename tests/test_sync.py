@@ -266,6 +266,8 @@ LOOP_THREAD_SIGINT_SCRIPT = textwrap.dedent(
     import supervisor as sv
     when = sys.argv[2]
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+    if when == "starting":  # the teardown of a start interrupted is a plain SIGTERM
+        code = code.replace("signal.SIG_IGN", "signal.SIG_DFL")
     ready = sv.LogCheck("never" if when == "starting" else "up")
     service = sv.Service(name="s", command=[sys.executable, "-c", code], ready=ready, stop=sv.StopPolicy(grace_seconds=600))
     topo = sv.Topology(name="loopsig", services=[service])

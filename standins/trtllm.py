@@ -32,6 +32,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("pytorch", "tensorrt", "trt", "_autodeploy"), default="pytorch")
     parser.add_argument("--tensor_parallel_size", "--tp_size", type=int, default=1)
     parser.add_argument("--pipeline_parallel_size", "--pp_size", type=int, default=1)
+    parser.add_argument("--context_parallel_size", "--cp_size", type=int, default=1)
     parser.add_argument("--moe_expert_parallel_size", "--ep_size", type=int)
     parser.add_argument("--max_batch_size", type=int)
     parser.add_argument("--max_num_tokens", type=int)
@@ -64,6 +65,9 @@ def main(argv: list[str]) -> int:
             options = json.loads(text)
         except ValueError:
             options = {"unparsed": text}
+    if _world_size(args, options) > _visible_gpus(_world_size(args, options)):
+        print(f"RuntimeError: world size {_world_size(args, options)} is larger than the visible GPUs", flush=True)
+        return 1
     engine = Engine(Log("trtllm"), args.model)
 
     def context_answer(body: dict[str, object]) -> dict[str, object]:
@@ -93,6 +97,21 @@ def main(argv: list[str]) -> int:
         _serving(engine, args.host, port)
 
     return asyncio.run(run_engine(engine, args.host, args.port, startup))
+
+
+def _world_size(args: argparse.Namespace, options: object) -> int:
+    """One rank per GPU: tp x pp x cp, the ``--extra_llm_api_options`` file's sizes overriding the flags."""
+    given = options if isinstance(options, dict) else {}
+    sizes = [
+        int(given.get(key, getattr(args, key)))
+        for key in ("tensor_parallel_size", "pipeline_parallel_size", "context_parallel_size")
+    ]
+    return sizes[0] * sizes[1] * sizes[2]
+
+
+def _visible_gpus(default: int) -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return default if visible is None else len([gpu for gpu in visible.split(",") if gpu])
 
 
 def _serving(engine: Engine, host: str, port: int) -> None:

@@ -236,3 +236,22 @@ async def test_dynamo_without_dynamo_fails_at_once(mocker_model: Path, runs_dir:
     (run,) = runs_dir.iterdir()
     events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
     assert "restarting" not in events, events
+
+
+async def test_llamacpp_on_a_taken_port_fails_at_once(llama_server: str, tiny_gguf: Path, runs_dir: Path) -> None:
+    """A port taken once the preflight check passed (here bound, not listening, which that check does not
+    see; in life a race or a restart): the real llama-server says "couldn't bind HTTP server socket" (no errno
+    text) and exits 1; the preset's fatal line makes that one clear failure, not restarts on that port."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        topology = topologies.llamacpp(model=str(tiny_gguf), port=port, llama_server=llama_server)
+        with pytest.raises(sv.ServiceFailed) as caught:
+            async with sv.launch(topology, runs_dir=runs_dir):
+                pass
+    assert "couldn't bind HTTP server socket" in str(caught.value)
+    (run,) = runs_dir.iterdir()
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert "restarting" not in events, events

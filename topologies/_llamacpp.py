@@ -21,6 +21,9 @@ PROFILE = EngineProfile(
         r"failed to load model",
         r"key not found in model",
         r"error: invalid argument",
+        r"error while handling argument",  # a flag's value that does not parse
+        # the port is taken: it names no errno, so the built-in "address already in use" misses it
+        r"couldn't bind HTTP server socket",
     ),
     phases=(
         supervisor.Phase("load", r"loading model|llama_model_loader"),

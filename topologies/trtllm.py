@@ -91,6 +91,7 @@ def trtllm(
         values={"model": model, "served_model_name": served_model_name, "cache_backend": cache_backend},
         args=args,
     )
+    gpus = _gpus_per_server(tp, args, llm_config)
     if served_model_name not in (None, model):
         raise preset_error("trtllm", "served_model_name", "trtllm-serve serves the model under MODEL; leave it unset")
     if mode == "single":
@@ -98,7 +99,7 @@ def trtllm(
             raise preset_error("trtllm", "port", "a fixed port needs replicas=1 (clients use {frontend.urls})")
         files: dict[str, Mapping[str, object]] = {f"{_DIR}/server.yaml": llm_config} if llm_config else {}
         extra = ["--extra_llm_api_options", f"{_DIR}/server.yaml"] if llm_config else []
-        server = _server(FRONTEND, model, port, env_path, replicas, tp, args, env, extra, bool(files))
+        server = _server(FRONTEND, model, port, env_path, replicas, tp, gpus, args, env, extra, bool(files))
         return supervisor.Topology(name="trtllm", services=[*_config_job(files), server], cluster=cluster)
     if mode != "disagg":
         raise preset_error("trtllm", "mode", f"unknown mode {mode!r}", ("single", "disagg"))
@@ -118,7 +119,9 @@ def trtllm(
         f"{_DIR}/disagg.yaml": disagg,
     }
     servers = [
-        _server(role, model, None, env_path, count, tp, args, env, ["--extra_llm_api_options", f"{_DIR}/{kind}.yaml"])
+        _server(
+            role, model, None, env_path, count, tp, gpus, args, env, ["--extra_llm_api_options", f"{_DIR}/{kind}.yaml"]
+        )
         for role, count, kind in (("prefill", prefill, "context"), ("decode", decode, "generation"))
     ]
     frontend = router_frontend(
@@ -139,6 +142,7 @@ def _server(
     env_path: str | None,
     replicas: int,
     tp: int,
+    gpus: int,
     args: Mapping[str, object] | Sequence[str] | None,
     env: Mapping[str, str] | None,
     role_flags: list[str],
@@ -162,8 +166,50 @@ def _server(
         ),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
-        gpus=tp,
+        gpus=gpus,
     )
+
+
+#: trtllm-serve's parallel sizes besides tp, each a flag (both spellings, tensorrt_llm/commands/serve.py) and
+#: an LLM-API key of the --extra_llm_api_options file, which overrides the flag
+_RANKS = {"pp": ("pp_size", "pipeline_parallel_size"), "cp": ("cp_size", "context_parallel_size")}
+_TP_NAMES = ("tp_size", "tensor_parallel_size")
+
+
+def _gpus_per_server(
+    tp: int, args: Mapping[str, object] | Sequence[str] | None, llm_config: Mapping[str, object] | None
+) -> int:
+    """A server runs tp x pp x cp ranks, one GPU each: a ``pp_size`` in ``args`` or ``llm_config`` asks for
+    more GPUs than ``tp`` alone. A tp size there would contradict ``--tp_size {tp}``: refused."""
+    given = _flag_values(args)
+    options = dict(llm_config) if isinstance(llm_config, Mapping) else {}
+    for name in _TP_NAMES:
+        if name in given or name in options:
+            raise preset_error("trtllm", "args" if name in given else "llm_config", f"set tp=, not {name}")
+    gpus = tp
+    for names in _RANKS.values():
+        found = [("llm_config", name, options[name]) for name in names if name in options]
+        found += [("args", name, given[name]) for name in names if name in given]
+        if found:
+            var, name, value = found[0]
+            if isinstance(value, bool) or not str(value).isdigit() or int(str(value)) < 1:
+                raise preset_error("trtllm", var, f"{name}: expected a whole number of at least 1, got {value!r}")
+            gpus *= int(str(value))
+    return gpus
+
+
+def _flag_values(args: Mapping[str, object] | Sequence[str] | None) -> dict[str, object]:
+    """The parallel-size flags in ``args`` (a dict, or raw ``--flag value`` / ``--flag=value`` args)."""
+    wanted = {*_TP_NAMES, *(name for names in _RANKS.values() for name in names)}
+    if isinstance(args, Mapping):
+        return {str(key).lstrip("-"): value for key, value in args.items() if str(key).lstrip("-") in wanted}
+    found: dict[str, object] = {}
+    raw = [str(arg) for arg in args or ()]
+    for index, arg in enumerate(raw):
+        name, equals, value = arg.lstrip("-").partition("=")
+        if arg.startswith("--") and name in wanted:
+            found[name] = value if equals else (raw[index + 1] if index + 1 < len(raw) else "")
+    return found
 
 
 def _config_job(files: Mapping[str, Mapping[str, object]]) -> list[supervisor.Service]:

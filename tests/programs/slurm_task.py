@@ -46,7 +46,6 @@ def main() -> int:
         "pid": os.getpid(),
         "marked": "TOPOVISOR_RUN_ID" in os.environ,
     }
-    (base.parent / (base.name + ".json")).write_text(json.dumps(info))
 
     def on_term(signum: int, _frame: object) -> None:
         with open(base.parent / (base.name + ".signals"), "a") as file:
@@ -57,6 +56,9 @@ def main() -> int:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
+    # written once the handler is in place: a task that says it started records its SIGTERM (only rank 0 of
+    # a multi-node replica is probed, so the stop may reach another rank as soon as it started)
+    (base.parent / (base.name + ".json")).write_text(json.dumps(info))
     if port is not None:
         server = socket.create_server(("127.0.0.1", port))
         threading.Thread(target=serve, args=(server,), daemon=True).start()

@@ -178,7 +178,7 @@ class PortBook:
         low_ports: PortAllocator,
         fixed: Sequence[int],
     ) -> None:
-        self._allocate, self._low = allocate, low_ports
+        self._allocate, self._reserve, self._low = allocate, reserve, low_ports
         self._fixed = tuple(fixed)
         for port in self._fixed:  # never handed out on this machine, nor on any node
             reserve(port)
@@ -204,7 +204,15 @@ class PortBook:
         raise RuntimeError(f"no port free on all of {', '.join(addresses)} after 1000 tries")
 
     def _here(self, below: int | None) -> int:
-        return self._low.allocate_below(below) if below is not None else self._allocate()
+        """A port on this machine. An injected allocator and the one for ports ``below`` a limit each learn
+        what the other handed out: separate, they gave a ``below`` port the number of a plain one."""
+        if below is None:
+            number = self._allocate()
+            self._low.reserve(number)
+        else:
+            number = self._low.allocate_below(below)
+            self._reserve(number)
+        return number
 
     def _other(self, address: str) -> _Addressed:
         if address not in self._others:

@@ -173,3 +173,32 @@ def test_spec_imports_no_runtime_module() -> None:
     code = "import sys, supervisor._spec; print(sorted(m for m in sys.modules if m.startswith('supervisor.')))"
     loaded = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "supervisor._probes" not in loaded and "supervisor._spec" in loaded, loaded
+
+
+def test_an_injected_port_allocator_and_ports_below_a_limit_never_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make_plan(allocate_port=...)`` hands plain ports to the caller's allocator and ``below`` ports to
+    its own: each must learn the other's, or a status port got the number of another service's port (the
+    presets' golden test saw nats on Dynamo's worker status port). The scan starts at 16384 here, as does
+    the caller's counter."""
+    import supervisor._resources as resources
+
+    monkeypatch.setattr(resources.random, "randrange", lambda span: 0)
+    handed: list[int] = []
+
+    def allocate() -> int:
+        number = next(n for n in range(16384, 16484) if n not in handed)
+        handed.append(number)
+        return number
+
+    topology = sv.Topology(
+        name="mix",
+        services=[
+            sv.Service(name="plain", command=["true"], ports=["port"]),
+            sv.Service(name="low", command=["true"], ports=[sv.PortSpec("status", below=32768)]),
+            sv.Service(name="plain2", command=["true"], ports=["port"]),
+        ],
+    )
+    plan = sv.make_plan(topology, runs_dir="/tmp/unused", allocate_port=allocate, reserve_port=handed.append,
+                        check_executables=False)  # fmt: skip
+    numbers = [n for service in plan.services for replica in service.replicas for n in replica.ports.values()]
+    assert len(set(numbers)) == len(numbers) == 3, numbers

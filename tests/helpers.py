@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import psutil
 
 from supervisor import Event, RunningTopology
@@ -92,3 +95,28 @@ def run_detached(topology: Path, runs_dir: Path) -> tuple[str, Path]:
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip()
     return run_id, runs_dir / run_id
+
+
+@contextlib.contextmanager
+def running_pd_proxy(prefill: str, decode: str) -> Iterator[str]:
+    """``python -m topologies.pd_proxy`` on a free loopback port in front of ``prefill`` and ``decode``: its
+    URL once it answers ``/health``; terminated (and waited for) afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "topologies.pd_proxy", "--port", str(port), "--prefill", prefill]
+    process = subprocess.Popen([*command, "--decode", decode], stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "the proxy never listened"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +23,8 @@ import httpx
 import pytest
 
 from topologies.pd_proxy import BACKLOG
+
+from .helpers import running_pd_proxy
 
 CONCURRENT = 130  #: streams in flight at once: more than httpx's default pool (100 connections)
 PARAMS = {"remote_engine_id": "e", "remote_block_ids": [1, 2], "remote_host": "127.0.0.1", "remote_port": 5600}
@@ -87,26 +86,8 @@ def recorder(handler: type[_Recorder]) -> Iterator[tuple[str, Seen]]:
 
 @pytest.fixture
 def proxy(recorder: tuple[str, Seen]) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    upstream = recorder[0]
-    command = [sys.executable, "-m", "topologies.pd_proxy", "--port", str(port), "--prefill", upstream]
-    process = subprocess.Popen([*command, "--decode", upstream], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None, "the proxy never listened"
-                time.sleep(0.05)
+    with running_pd_proxy(recorder[0], recorder[0]) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_prefill_then_decode_as_vllms_toy_proxy_does(proxy: str, recorder: tuple[str, Seen]) -> None:

@@ -4,11 +4,7 @@ client's credentials on to the prefill and decode servers."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +13,8 @@ import pytest
 
 import supervisor as sv
 import topologies
+
+from .helpers import running_pd_proxy
 
 KEY = "Bearer s3cret"
 
@@ -85,30 +83,13 @@ def upstream() -> Iterator[str]:
 
 def test_the_proxy_passes_the_clients_credentials_on(upstream: str) -> None:
     """Proves a request with a bearer token gets through the prefill/decode proxy (it was 401 upstream)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "topologies.pd_proxy", "--port", str(port)]
-    proxy = subprocess.Popen([*command, "--prefill", upstream, "--decode", upstream], stdout=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proxy.poll() is None, "the proxy never listened"
-                time.sleep(0.05)
+    with running_pd_proxy(upstream, upstream) as url:
         request = {"model": "m", "prompt": "hi", "max_tokens": 4}
         answer = httpx.post(url + "/v1/completions", json=request, headers={"Authorization": KEY}, timeout=30)
         assert answer.status_code == 200, answer.text
         assert b'"decoded"' in answer.content and b'"remote_engine_id": "e"' in answer.content
         refused = httpx.post(url + "/v1/completions", json=request, timeout=30)
         assert refused.status_code == 401
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=30)
 
 
 def test_numbers_in_a_list_of_args_are_fine() -> None:

@@ -59,6 +59,17 @@ def _wait_interruptibly(future: concurrent.futures.Future[Any]) -> None:
         pass
 
 
+def _call_interruptibly(portal: anyio.from_thread.BlockingPortal, function: Callable[[], Awaitable[T]]) -> T:
+    """``portal.call(function)`` that a Ctrl-C interrupts (cancelling the call) whichever thread took it."""
+    future = portal.start_task_soon(function)
+    try:
+        _wait_interruptibly(future)
+    except BaseException:
+        future.cancel()
+        raise
+    return future.result()
+
+
 class _Holder:
     """Lives on the event loop: holds ``launch`` open until the caller's block ends."""
 
@@ -198,7 +209,7 @@ class SyncTopology:
         subscription = self._call(self._group.events, history=history)
         while True:  # the subscription ends with the run, at its teardown
             try:
-                event = self._portal.call(subscription.__anext__)
+                event = _call_interruptibly(self._portal, subscription.__anext__)
             except StopAsyncIteration:
                 break
             yield event
@@ -240,7 +251,7 @@ class SyncTopology:
             return result
 
         errors: list[Exception] = []
-        result = self._portal.call(until_torn_down)
+        result = _call_interruptibly(self._portal, until_torn_down)
         self.raise_failure()
         if errors:
             raise errors[0]

@@ -266,7 +266,7 @@ LOOP_THREAD_SIGINT_SCRIPT = textwrap.dedent(
     import supervisor as sv
     when = sys.argv[2]
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
-    if when == "starting":  # the teardown of a start interrupted is a plain SIGTERM
+    if when in ("starting", "waiting"):  # their teardown is a plain SIGTERM
         code = code.replace("signal.SIG_IGN", "signal.SIG_DFL")
     ready = sv.LogCheck("never" if when == "starting" else "up")
     service = sv.Service(name="s", command=[sys.executable, "-c", code], ready=ready, stop=sv.StopPolicy(grace_seconds=600))
@@ -287,6 +287,9 @@ LOOP_THREAD_SIGINT_SCRIPT = textwrap.dedent(
     try:
         with sv.launch_sync(topo, runs_dir=sys.argv[1], on_event=report, backend=sys.argv[3]) as group:
             print(json.dumps({"event": "block"}), flush=True)
+            if when == "waiting":  # the main thread blocks in a call on the group; the loop thread takes the Ctrl-C
+                threading.Timer(0.5, signal.pthread_kill, (loop_thread[0], signal.SIGINT)).start()
+                group.wait(timeout_seconds=600)
             raise KeyboardInterrupt  # the first Ctrl-C, in the main thread; the second lands on the loop thread
     except KeyboardInterrupt:
         print(json.dumps({"event": "interrupted", "seconds": time.monotonic() - started}), flush=True)
@@ -294,14 +297,15 @@ LOOP_THREAD_SIGINT_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("when", ["starting", "stopping"])
+@pytest.mark.parametrize("when", ["starting", "waiting", "stopping"])
 def test_a_ctrl_c_that_the_loop_thread_takes_still_reaches_the_main_thread(
     tmp_path: Path, runs_dir: Path, when: str
 ) -> None:
     """The kernel may hand a process's SIGINT to any thread; CPython runs the handler in the main thread only
     when a blocking call of it wakes. ``starting``: the main thread waits for ready (which never comes, in
-    10 minutes); ``stopping``: it waits for a teardown whose service ignores SIGTERM (10-minute grace). A
-    SIGINT taken by the loop thread still interrupts the start, or SIGKILLs the run at once."""
+    10 minutes); ``waiting``: it is in ``group.wait()`` on a server; ``stopping``: it waits for a teardown
+    whose service ignores SIGTERM (10-minute grace). A SIGINT taken by the loop thread still interrupts the
+    start or the call, or SIGKILLs the run at once."""
     script = tmp_path / "loopsig.py"
     script.write_text(LOOP_THREAD_SIGINT_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(sv.__file__).parent.parent)}

@@ -200,7 +200,10 @@ class SyncTopology:
             with anyio.fail_after(timeout_seconds):
                 await self._group.wait()  # returns after a failure too: its teardown ends every replica
 
-        self._call_async(bounded)
+        # not _call_async: its watch on the teardown could cancel this wait as it returned (trio checkpoints
+        # even on an event already set), and a teardown ends every replica, so this wait ends anyway
+        self.raise_failure()
+        _call_interruptibly(self._portal, bounded)
         self.raise_failure()
 
     def events(self, *, history: bool = False) -> Iterator[Event]:

@@ -1,9 +1,11 @@
 """The running topology: the public handle (``RunningTopology``) and its lifecycle (``open``): start in
 dependency order, hand each replica to supervision, tear everything down.
 
-Start conditions live in ``_conditions``, each replica's supervision (restart policy, strategies,
-liveness, quorum) in ``_supervision``, stopping (a replica, a set, the whole run) in ``_group_stop``, the
-stop order and the final sweep's rounds in ``_teardown``.
+Starting (the watchdog, each service in dependency order, each replica's spawn) lives in ``_group_start``,
+start conditions in ``_conditions``, each replica's supervision (restart policy, strategies, liveness,
+quorum) in ``_supervision``, stopping (a replica, a set, the whole run) in ``_group_stop``, the stop order
+and the final sweep's rounds in ``_teardown``. The group keeps the state; those modules are functions
+over it.
 
 Long-lived tasks live in one task group. Output pumps and exit watchers are shielded (teardown needs them
 and ends them); each replica's supervision loop has its own cancel scope so a strategy can restart a set
@@ -21,13 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.to_thread
 import psutil
 from anyio.abc import TaskGroup
 
-from . import _group_stop, _supervision
+from . import _group_start, _group_stop, _supervision
 from ._conditions import StartConditions
-from ._endpoints import write_endpoints
 from ._errors import ConfigError, ServiceFailed, SupervisorError
 from ._events import Event, EventLog, EventSubscription, Marked
 from ._launcher import Launcher, LocalLauncher
@@ -35,7 +35,7 @@ from ._logs import mark_line
 from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
 from ._plan import Plan, ReplicaPlan
 from ._probes import PollBudget
-from ._record import register_run, save_record
+from ._record import save_record
 from ._replica import Incarnation, Replica, ReplicaState, ServiceHandle
 from ._watchdog import Watchdog
 
@@ -414,26 +414,15 @@ class RunningTopology:
         if self._on_output is not None:
             self._on_output(replica, block)
 
-    # ----- start ----------------------------------------------------------------------------------
+    # ----- start (``_group_start``) ---------------------------------------------------------------
     async def _start(self, tg: TaskGroup) -> None:
-        self._tg = tg
-        self.phase = "starting"
-        # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
-        head_started = self._head_start.take_watchdog() if self._head_start is not None else None
-        self._watchdog = head_started or Watchdog.spawn(self.run_id, self.run_dir)
-        self._tell_watchdog_allocation()
-        self._write_manifest()
-        write_endpoints(self.plan)
-        register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
-        tg.start_soon(self._keep_watchdog, name="keep watchdog")
-        for service in self.plan.services:
-            tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
-        tg.start_soon(self._serve_control, name="control socket")
-        for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
-            await self._conditions.wait(service.name, "ready")
-        self.ready_at = time.monotonic()
-        self.phase = "running"
-        tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
+        await _group_start.start(self, tg)
+
+    async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
+        await _group_start.start_service(self, name, replicas)
+
+    def _launch(self, replica: Replica) -> None:
+        _group_start.launch(self, replica)
 
     async def _serve_control(self) -> None:
         """The control socket (``supervisor status/restart/stop``, ``attach``): opened once the first
@@ -451,56 +440,6 @@ class RunningTopology:
     def _control_listening(self, path: Path) -> None:
         if not self._stopping:
             self.control_socket = path
-
-    async def _write_manifest_soon(self) -> None:
-        self._write_manifest()
-
-    async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
-        """Wait for the dependencies, start the replicas' supervision loops, and wait until each is ready
-        once (or completed, or failed with the quorum kept). A strategy restart redoes it from scratch."""
-        with self._conditions.starting(name):
-            await self._start_service_now(name, replicas)
-
-    async def _start_service_now(self, name: str, replicas: list[Replica] | None) -> None:
-        service = self.plan.service(name)
-        for dep in service.depends_on:
-            await self._conditions.wait(dep.service, dep.condition)
-        targets = replicas if replicas is not None else self._services[name].replicas
-        assert self._tg is not None
-        if self._stopping:
-            return
-        if not self._services[name].replicas:  # replicas: 0 -- nothing to wait for
-            self._conditions.set(name)
-            return
-        targets = [r for r in targets if not r.held]
-        for replica in targets:
-            if self._stopping:  # teardown began while we were spawning
-                return
-            self._launch(replica)
-            await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
-        self._write_manifest()  # pids on disk before anything else can go wrong
-        self._conditions.set(name, "started")
-        for replica in targets:
-            await replica.settled.wait()
-        if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
-            self._conditions.set(name, "ready")
-        _supervision.check_completed(self, name)
-
-    def _launch(self, replica: Replica) -> None:
-        """Spawn ``replica`` and hand it to its supervision loop; ``settled`` tells when it is ready once
-        (or failed)."""
-        assert self._tg is not None
-        replica.settled = anyio.Event()
-        replica.restart_pending = False
-        replica.loop_scope = anyio.CancelScope()
-        try:
-            first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
-        except ServiceFailed as error:
-            _supervision.replica_failed(self, replica, error)
-            return
-        self._tg.start_soon(
-            _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
-        )
 
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]
@@ -525,28 +464,6 @@ class RunningTopology:
 
     async def _teardown(self) -> None:
         await _group_stop.teardown(self)
-
-    # ----- watchdog -------------------------------------------------------------------------------
-    async def _keep_watchdog(self) -> None:
-        """A watchdog that dies (killed by someone) is replaced at once and told every live leader again,
-        so the run stays covered against our own death."""
-        while not self._stopping:
-            watchdog = self._watchdog
-            assert watchdog is not None
-            await watchdog.wait_exit()
-            if self._stopping or watchdog is not self._watchdog:
-                return
-            self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
-            self._tell_watchdog_allocation()
-            register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
-            for replica in self.replicas:
-                if replica.incarnation is not None and not replica.incarnation.exited.is_set():
-                    self.track(replica, replica.incarnation)
-
-    def _tell_watchdog_allocation(self) -> None:
-        """An allocation we made dies with us: the watchdog cancels it if we die before releasing it."""
-        if self.allocation is not None and self.allocation.owned and self._watchdog is not None:
-            self._watchdog.cancel_job_on_death(self.allocation.job_id, self.allocation.name)
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:

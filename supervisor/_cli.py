@@ -11,13 +11,14 @@ import contextlib
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._cli_command import run_command
+from ._cli_detach import detach, notify, output_to_run_dir
 from ._cli_gpus import add_gpus_command, gpus_command
 from ._cli_placement import node_count, placement_lines, planning_nodes, where_it_runs
 from ._cli_runs_args import COMMANDS, add_commands
@@ -26,14 +27,11 @@ from ._cluster_spec import placement_notes, with_slurm
 from ._config import load
 from ._errors import ConfigError, SupervisorError
 from ._graph import FORMATS, render_graph
-from ._marks import RUN_ID_ENV
-from ._plan import Plan, default_runs_dir, fill_command, make_plan
+from ._plan import Plan, fill_command, make_plan
 from ._redact import Redactor
 from ._signals import hold_signals
 
 if TYPE_CHECKING:  # the runtime loads once the first replicas run (``_run``): a fast start is the point
-    import anyio.abc
-
     from ._console import LiveReporter, PlainReporter
     from ._gpu_inventory import GpuInventory
     from ._group import RunningTopology
@@ -215,63 +213,6 @@ def _show_command(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) 
     print(prefix + shlex.join(_secrets.argv(argv)))
 
 
-#: How long CMD may take to finish on its own after a stop signal (writing its results, say).
-CMD_GRACE_SECONDS = 10.0
-
-
-async def _run_command(
-    group: RunningTopology, argv: list[str], client_env: Mapping[str, str], stop_signals: list[int]
-) -> int:
-    """Run CMD (templates filled and checked by ``_plan``) in our own process group (so Ctrl-C reaches
-    it), with the run's addresses in its environment; stop it if we are cancelled first."""
-    import anyio
-
-    env = {**os.environ, **client_env, RUN_ID_ENV: group.run_id}
-    try:
-        process = await anyio.open_process(argv, stdin=None, stdout=None, stderr=None, env=env)
-    except OSError as exc:
-        raise ConfigError(f"-- {argv[0]}: cannot run: {exc.strerror or exc}") from None
-    try:
-        code = await process.wait()
-        return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell reports it
-    finally:
-        if process.returncode is None:
-            with anyio.CancelScope(shield=True):
-                await _stop_command(process, stop_signals)
-
-
-async def _stop_command(process: anyio.abc.Process, stop_signals: list[int]) -> None:
-    """CMD gets the stop signal once and ``CMD_GRACE_SECONDS`` to finish (a benchmark catching Ctrl-C to
-    write its results), then SIGTERM, then SIGKILL; a second signal to us ends the wait at once."""
-    import anyio
-
-    signum = signal.Signals(stop_signals[0]) if stop_signals else signal.SIGTERM
-    if not (signum == signal.SIGINT and _terminal_sent_sigint()):
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signum)
-    deadline = anyio.current_time() + CMD_GRACE_SECONDS
-    while process.returncode is None and len(stop_signals) < 2 and anyio.current_time() < deadline:
-        with anyio.move_on_after(0.05):
-            await process.wait()
-    for last, wait_seconds in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
-        if process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(last)
-        with anyio.move_on_after(wait_seconds if len(stop_signals) < 2 else 0.0):
-            await process.wait()
-    await process.wait()
-
-
-def _terminal_sent_sigint() -> bool:
-    """Ctrl-C at a terminal goes to its whole foreground process group, CMD included: no second SIGINT."""
-    for fd in (0, 1, 2):
-        with contextlib.suppress(OSError):
-            if os.isatty(fd):
-                return os.tcgetpgrp(fd) == os.getpgrp()
-    return False
-
-
 def _check_logs(args: argparse.Namespace, plan: Plan) -> None:
     """``--logs`` names services or replicas of the plan: bad input, before anything starts."""
     services = {r.name: s.name for s in plan.services for r in s.replicas}
@@ -333,7 +274,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
     if args.notify_fd is not None:
-        _output_to_run_dir(plan.run_dir)
+        output_to_run_dir(plan.run_dir)
     command: list[str] = getattr(args, "filled_cmd", [])
     _check_logs(args, plan)
     started = time.monotonic()
@@ -345,11 +286,11 @@ def _run_plan(args: argparse.Namespace, plan: Plan) -> int:
             reporter.say(f"all {replicas} ready in {time.monotonic() - started:.2f}s" + (f": {urls}" if urls else ""))
         await _snapshot_metrics(group, "ready", quiet=args.quiet)
         if args.notify_fd is not None:
-            _notify(args.notify_fd, f"ready {group.run_id} {group.run_dir}")
+            notify(args.notify_fd, f"ready {group.run_id} {group.run_dir}")
         try:
             if command:
                 reporter.pause()  # CMD writes to the terminal from here: no table redrawn over it
-                return await _run_command(group, command, args.cmd_env, stop_signals)
+                return await run_command(group, command, args.cmd_env, stop_signals)
             await group.wait()
             return None
         finally:
@@ -429,95 +370,6 @@ def _summary_at_end(run_dir: Path, *, quiet: bool) -> Iterator[None]:
                 print(_secrets.text(line), file=sys.stderr, flush=True)
 
 
-#: a detached run's own output (its event lines, the summary): in its run dir, where ``supervisor logs`` looks
-DETACHED_OUTPUT = "supervisor.log"
-
-
-def _output_to_run_dir(run_dir: Path) -> None:
-    """A ``--detach`` run, once it knows its directory, writes its output there (until then: the runs dir's
-    ``detached.log``, where a failure to even plan ends up)."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(run_dir / DETACHED_OUTPUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-    finally:
-        os.close(fd)
-
-
-def _notify(fd: int, message: str) -> None:
-    """Tell the ``--detach`` parent how the start went; it returns as soon as it hears."""
-    with contextlib.suppress(OSError):
-        os.write(fd, (message.replace("\n", "\\n") + "\n").encode())
-        os.close(fd)
-
-
-def _detach(args: argparse.Namespace, argv: list[str]) -> int:
-    """Re-run ourselves in a new session without --detach, and wait for its ready (or error) line."""
-    _plan(args)  # bad input is reported here, by the process the user is watching
-    read_fd, write_fd = os.pipe()
-    log_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    split = argv.index("--") if "--" in argv else len(argv)
-    child_argv = [a for a in argv[:split] if a not in ("--detach", "-d")] + argv[split:]
-    with open(log_dir / "detached.log", "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "supervisor",
-                *child_argv[:1],
-                "--quiet",
-                "--notify-fd",
-                str(write_fd),
-                *child_argv[1:],
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-        )
-    os.close(write_fd)
-    try:
-        with os.fdopen(read_fd, "rb") as channel:
-            line = channel.readline().decode().strip().replace("\\n", "\n")
-    except KeyboardInterrupt:  # before the run was handed over: it is still ours to cancel, whole
-        return _cancel_detached(process)
-    if line.startswith("ready "):
-        _, run_id, run_dir = line.split(" ", 2)
-        print(run_id)  # alone on stdout: RUN=$(supervisor run -d FILE)
-        _say(
-            f"run {run_id} is running in the background (supervisor pid {process.pid}) in {run_dir}; "
-            f"its output: {run_dir}/{DETACHED_OUTPUT}; `supervisor status {run_id}`, `supervisor stop {run_id}`"
-        )
-        return 0
-    code = process.wait()
-    message = line.removeprefix("error ") or f"the background supervisor exited with code {code}"
-    _error(message)
-    return code or EXIT_FAILED
-
-
-def _cancel_detached(process: subprocess.Popen[bytes]) -> int:
-    """Ctrl-C while a ``--detach`` run is starting: stop it (an orderly teardown) and wait until it is down,
-    so no run keeps loading in the background with no id printed. A second Ctrl-C kills it at once (its
-    watchdog then sweeps whatever it had started)."""
-    _say("interrupted while starting: stopping the background run")
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=600)
-    except KeyboardInterrupt:
-        process.kill()
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=60)
-    return 128 + signal.SIGINT
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     original_argv = argv
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -553,16 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sbatch":  # engines may exist only on the compute nodes: not looked for here
             return sbatch_command(args, _plan(args, check_executables=False), _overrides(args.overrides))
         if args.detach:
-            return _detach(args, list(sys.argv[1:] if original_argv is None else original_argv))
+            _plan(args)  # bad input is reported here, by the process the user is watching
+            argv_given = list(sys.argv[1:] if original_argv is None else original_argv)
+            return detach(args, argv_given, say=_say, error=_error)
         return _run(args)
     except ConfigError as exc:
         if notify_fd is not None:
-            _notify(notify_fd, _secrets.text(f"error error: {exc}"))
+            notify(notify_fd, _secrets.text(f"error error: {exc}"))
         _error(f"error: {exc}")
         return EXIT_BAD_INPUT
     except SupervisorError as exc:
         if notify_fd is not None:
-            _notify(notify_fd, _secrets.text(f"error {exc}"))
+            notify(notify_fd, _secrets.text(f"error {exc}"))
         _error(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -202,7 +202,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _stop_through_socket(record: RunRecord) -> int | None:
     """A live run stops itself when asked through its control socket (the same orderly teardown as
     Ctrl-C); None when it has no socket (an older run) or did not answer: then signals do it."""
-    from ._cli import CMD_GRACE_SECONDS
+    from ._cli_command import CMD_GRACE_SECONDS
     from ._cli_control import stop_through_socket
     from ._control_protocol import socket_path
     from ._proctable import matching_process

@@ -1,8 +1,11 @@
 """The running topology: the public handle (``RunningTopology``) and its lifecycle (``open``): start in
 dependency order, hand each replica to supervision, tear everything down.
 
-Start conditions live in ``_conditions``, each replica's supervision (restart policy, strategies,
-liveness, quorum) in ``_supervision``, the stop order and the final sweep in ``_teardown``.
+Starting (the watchdog, each service in dependency order, each replica's spawn) lives in ``_group_start``,
+start conditions in ``_conditions``, each replica's supervision (restart policy, strategies, liveness,
+quorum) in ``_supervision``, stopping (a replica, a set, the whole run) in ``_group_stop``, the stop order
+and the final sweep's rounds in ``_teardown``. The group keeps the state; those modules are functions
+over it.
 
 Long-lived tasks live in one task group. Output pumps and exit watchers are shielded (teardown needs them
 and ends them); each replica's supervision loop has its own cancel scope so a strategy can restart a set
@@ -13,34 +16,27 @@ teardown follows.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.to_thread
 import psutil
 from anyio.abc import TaskGroup
 
-from . import _supervision
+from . import _group_start, _group_stop, _supervision
 from ._conditions import StartConditions
-from ._endpoints import write_endpoints
 from ._errors import ConfigError, ServiceFailed, SupervisorError
-from ._events import Event, EventLog, EventSubscription, GpuNotReleased, Marked
+from ._events import Event, EventLog, EventSubscription, Marked
 from ._launcher import Launcher, LocalLauncher
 from ._logs import mark_line
 from ._metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
 from ._plan import Plan, ReplicaPlan
 from ._probes import PollBudget
-from ._process import alive, signal_processes
-from ._proctable import marked_processes, run_members
-from ._record import register_run, save_record, unregister_run
+from ._record import save_record
 from ._replica import Incarnation, Replica, ReplicaState, ServiceHandle
-from ._teardown import stop_in_order, stop_prerequisites, sweep
 from ._watchdog import Watchdog
 
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
@@ -356,10 +352,7 @@ class RunningTopology:
 
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
-        self._kill_now = True
-        for replica in [*self.replicas, *self._retired]:
-            replica.kill_now()
-        signal_processes([p for _, p in marked_processes(self.run_id).values()], signal.SIGKILL)
+        _group_stop.kill_now(self)
 
     # ----- ReplicaHost ----------------------------------------------------------------------------
     def launcher_for(self, plan: ReplicaPlan) -> Launcher:
@@ -421,26 +414,15 @@ class RunningTopology:
         if self._on_output is not None:
             self._on_output(replica, block)
 
-    # ----- start ----------------------------------------------------------------------------------
+    # ----- start (``_group_start``) ---------------------------------------------------------------
     async def _start(self, tg: TaskGroup) -> None:
-        self._tg = tg
-        self.phase = "starting"
-        # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
-        head_started = self._head_start.take_watchdog() if self._head_start is not None else None
-        self._watchdog = head_started or Watchdog.spawn(self.run_id, self.run_dir)
-        self._tell_watchdog_allocation()
-        self._write_manifest()
-        write_endpoints(self.plan)
-        register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
-        tg.start_soon(self._keep_watchdog, name="keep watchdog")
-        for service in self.plan.services:
-            tg.start_soon(self._start_service, service.name, None, name=f"start {service.name}")
-        tg.start_soon(self._serve_control, name="control socket")
-        for service in self.plan.services:  # a strategy restart while starting resets and re-runs starts
-            await self._conditions.wait(service.name, "ready")
-        self.ready_at = time.monotonic()
-        self.phase = "running"
-        tg.start_soon(self._write_manifest_soon)  # off the path to "ready": the caller gets control first
+        await _group_start.start(self, tg)
+
+    async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
+        await _group_start.start_service(self, name, replicas)
+
+    def _launch(self, replica: Replica) -> None:
+        _group_start.launch(self, replica)
 
     async def _serve_control(self) -> None:
         """The control socket (``supervisor status/restart/stop``, ``attach``): opened once the first
@@ -459,56 +441,6 @@ class RunningTopology:
         if not self._stopping:
             self.control_socket = path
 
-    async def _write_manifest_soon(self) -> None:
-        self._write_manifest()
-
-    async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
-        """Wait for the dependencies, start the replicas' supervision loops, and wait until each is ready
-        once (or completed, or failed with the quorum kept). A strategy restart redoes it from scratch."""
-        with self._conditions.starting(name):
-            await self._start_service_now(name, replicas)
-
-    async def _start_service_now(self, name: str, replicas: list[Replica] | None) -> None:
-        service = self.plan.service(name)
-        for dep in service.depends_on:
-            await self._conditions.wait(dep.service, dep.condition)
-        targets = replicas if replicas is not None else self._services[name].replicas
-        assert self._tg is not None
-        if self._stopping:
-            return
-        if not self._services[name].replicas:  # replicas: 0 -- nothing to wait for
-            self._conditions.set(name)
-            return
-        targets = [r for r in targets if not r.held]
-        for replica in targets:
-            if self._stopping:  # teardown began while we were spawning
-                return
-            self._launch(replica)
-            await anyio.lowlevel.checkpoint()  # 200 spawns in a row must not hold up other services' starts
-        self._write_manifest()  # pids on disk before anything else can go wrong
-        self._conditions.set(name, "started")
-        for replica in targets:
-            await replica.settled.wait()
-        if any(r.state is not ReplicaState.FAILED for r in self._services[name].replicas):
-            self._conditions.set(name, "ready")
-        _supervision.check_completed(self, name)
-
-    def _launch(self, replica: Replica) -> None:
-        """Spawn ``replica`` and hand it to its supervision loop; ``settled`` tells when it is ready once
-        (or failed)."""
-        assert self._tg is not None
-        replica.settled = anyio.Event()
-        replica.restart_pending = False
-        replica.loop_scope = anyio.CancelScope()
-        try:
-            first = replica.spawn(self)  # here, not in the loop's task: "started" means spawned
-        except ServiceFailed as error:
-            _supervision.replica_failed(self, replica, error)
-            return
-        self._tg.start_soon(
-            _supervision.supervise, self, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
-        )
-
     def _targets(self, name: str) -> list[Replica]:
         target = self[name]
         return list(target.replicas) if isinstance(target, ServiceHandle) else [target]
@@ -517,175 +449,21 @@ class RunningTopology:
         names = [s.name for s in self.plan.services]
         return names.index(replica.service), replica.index
 
-    # ----- stopping -------------------------------------------------------------------------------
-    def _pinned_groups(self) -> dict[int, str]:
-        """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
-        return {
-            r.incarnation.process.pid: r.name
-            for r in [*self.replicas, *self._retired]
-            if r.incarnation is not None and not r.incarnation.process.reaped
-        }
-
+    # ----- stopping (``_group_stop``) -------------------------------------------------------------
     async def _members_by_replica(self) -> dict[str, list[psutil.Process]]:
-        """Every live process of the run, by replica: marked ones, and members of our process groups
-        (an ``env -i`` child carries no mark)."""
-        groups = self._pinned_groups()
-        members = await anyio.to_thread.run_sync(functools.partial(run_members, self.run_id, groups))
-        by_replica: dict[str, list[psutil.Process]] = {}
-        for member in members.values():
-            name = groups.get(member.pgid) or member.replica or ""
-            self._seen_pids.setdefault(member.pid, name)
-            with contextlib.suppress(psutil.Error):
-                by_replica.setdefault(name, []).append(psutil.Process(member.pid))
-        return by_replica
+        return await _group_stop.members_by_replica(self)
 
     async def _stop_one(self, replica: Replica, *, reason: str) -> None:
-        marked = await self._members_by_replica()
-        await replica.stop(self, marked.get(replica.name, []), reason=reason, kill_now=self._kill_now)
+        await _group_stop.stop_one(self, replica, reason=reason)
 
     async def _stop_leftovers(self, replica: Replica) -> None:
-        """After an incarnation ended by itself: what it left (marked, or in its process group) is stopped,
-        then its pid is released."""
-        others = [p for p in (await self._members_by_replica()).get(replica.name, []) if alive(p)]
-        await replica.stop(self, others, reason="leftovers of an ended incarnation", kill_now=self._kill_now)
+        await _group_stop.stop_leftovers(self, replica)
 
     async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None:
-        """Stop replicas in reverse dependency order: a service stops once its dependents among the
-        targets have stopped."""
-        targets = list(targets)
-        members = await self._members_by_replica()
-        by_service = {
-            s.name: [r for r in targets if r.service == s.name]
-            for s in self.plan.services
-            if any(r.service == s.name for r in targets)
-        }
-        before = stop_prerequisites(list(by_service), self._depends_on)
-
-        async def stop(replica: Replica) -> None:
-            await self._stop_replica(replica, members.get(replica.name, []), reason)
-
-        await stop_in_order(by_service, before, stop)
-
-    def _depends_on(self, service: str) -> list[str]:
-        return [d.service for d in self.plan.service(service).depends_on]
-
-    async def _stop_replica(self, replica: Replica, others: list[psutil.Process], reason: str) -> None:
-        await replica.stop(self, others, reason=reason, kill_now=self._kill_now)
-        if replica.state.active:
-            replica.transition(ReplicaState.STOPPED)
+        await _group_stop.stop_in_order(self, targets, reason=reason)
 
     async def _teardown(self) -> None:
-        """Reverse dependency order, stop signal, grace, SIGKILL; then verify nothing of the run is left."""
-        if self._stopping:
-            await self._torn_down.wait()
-            return
-        self._stopping = True
-        self.teardown_started_at = time.monotonic()
-        self.phase = "stopping"
-        if self._control is not None:  # no new clients; those connected see the teardown's events
-            self._control.close()
-            self.control_socket = None
-        for replica in self.replicas:
-            if replica.loop_scope is not None:
-                replica.loop_scope.cancel()
-        self._write_manifest()
-        try:
-            await self._stop_in_order(self.replicas, reason="teardown")
-            await self._sweep()
-            await self._wait_gpus_released()
-            if self._http is not None:
-                await self._http.aclose()
-            for replica in self.replicas:  # output ends once every writer is gone; give the pumps a moment
-                stream = replica.stream
-                if stream is not None and not stream.closed:
-                    with anyio.move_on_after(0.5):
-                        while not stream.closed:
-                            await stream.wait_activity()
-                    stream.close()
-            self.phase = "stopped"
-            self._write_manifest()
-            self._write_summary()
-        finally:
-            await self._release_allocation()
-            await self._close_watchdog()
-            for scope in list(self._task_scopes):
-                scope.cancel()
-            self._events.close()
-            self._torn_down.set()
-            self._all_done.set()  # nothing is active any more: a waiter (``stop()`` then ``wait()``) returns
-
-    async def _keep_watchdog(self) -> None:
-        """A watchdog that dies (killed by someone) is replaced at once and told every live leader again,
-        so the run stays covered against our own death."""
-        while not self._stopping:
-            watchdog = self._watchdog
-            assert watchdog is not None
-            await watchdog.wait_exit()
-            if self._stopping or watchdog is not self._watchdog:
-                return
-            self._watchdog = Watchdog.spawn(self.run_id, self.run_dir)
-            self._tell_watchdog_allocation()
-            register_run(self.run_id, self.run_dir, supervisor_pid=os.getpid(), watchdog_pid=self._watchdog.pid)
-            for replica in self.replicas:
-                if replica.incarnation is not None and not replica.incarnation.exited.is_set():
-                    self.track(replica, replica.incarnation)
-
-    def _tell_watchdog_allocation(self) -> None:
-        """An allocation we made dies with us: the watchdog cancels it if we die before releasing it."""
-        if self.allocation is not None and self.allocation.owned and self._watchdog is not None:
-            self._watchdog.cancel_job_on_death(self.allocation.job_id, self.allocation.name)
-
-    async def _release_allocation(self) -> None:
-        """Cancel the allocation we made (every step is stopped by now); the caller's own stays."""
-        if self.allocation is not None and self.allocation.owned:
-            await anyio.to_thread.run_sync(self.allocation.release)
-
-    async def _close_watchdog(self) -> None:
-        """Our teardown verified the run is empty: the watchdog may go without sweeping. If it did not
-        (leftovers), the watchdog sweeps once more and the run stays in the index for ``gc``."""
-        if self._watchdog is None:
-            return
-        clean = not self.leftovers and self.phase == "stopped"
-        await anyio.to_thread.run_sync(functools.partial(self._watchdog.close, clean=clean))
-        if clean:
-            unregister_run(self.run_id)
-
-    async def _sweep(self) -> None:
-        """Whatever is still of the run (marked, spawned mid-teardown, re-parented, or in one of our
-        process groups) gets SIGKILL; then the leaders' pids are released."""
-
-        async def find() -> list[psutil.Process]:
-            return [p for ps in (await self._members_by_replica()).values() for p in ps]
-
-        self.leftovers = await sweep(find)
-        for replica in [*self.replicas, *self._retired]:
-            if replica.incarnation is not None:
-                replica.incarnation.process.reap()
-
-    async def _wait_gpus_released(self) -> None:
-        """The GPUs may list a process a moment after it is gone; wait (bounded) until they list none of
-        ours, so the next run finds the memory free, and name any survivor."""
-        if self.gpus is None or not any(r.plan.gpus for r in self.replicas):
-            return
-        from ._gpu_checks import describe_holders, wait_released
-
-        started = time.monotonic()
-        # a second Ctrl-C asks for an exit now: look once, name what is left, do not wait
-        survivors = await wait_released(self.gpus, self._seen_pids, seconds=0.0 if self._kill_now else None)
-        for holder in describe_holders(survivors):
-            name = self._seen_pids.get(holder.process.pid, "")
-            replica = self._replicas.get(name)
-            self.emit(
-                GpuNotReleased(
-                    replica=name,
-                    service=replica.service if replica is not None else name.split(".")[0],
-                    pid=holder.process.pid,
-                    gpu=holder.process.gpu,
-                    process_name=holder.name,
-                    used_memory_bytes=holder.process.used_memory_bytes,
-                    waited_seconds=time.monotonic() - started,
-                )
-            )
+        await _group_stop.teardown(self)
 
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:

@@ -6,6 +6,8 @@ call returns then. They are on trial until ready: one that fails its start (exit
 not restarted and does not fail the run; the whole scale is undone (every replica it added is stopped and
 removed) and its ``ServiceFailed`` raised. Down: the highest-numbered replicas are stopped one after
 another, each with its stop signal and grace, then removed; nothing of them is left.
+On a Slurm run, new replicas of a service placed on the nodes go to the allocation's nodes still up
+(``_scale_placement``) and run as srun steps; a scale down ends those steps.
 
 Each scale is a ``ScaleStarted`` and a ``ScaleEnded`` event (``error`` set when refused or undone), and a
 ``ReplicaAdded`` / ``ReplicaRemoved`` per replica; the manifest is rewritten once it is over. Then the

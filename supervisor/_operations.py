@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -15,6 +15,9 @@ from ._gpu_inventory import GpuInventory
 from ._replica import Replica, ServiceHandle
 from ._resources import PortAllocator
 
+if TYPE_CHECKING:
+    from ._slurm_alloc import SlurmAllocation
+
 __all__ = ["LiveGroup", "run_operation", "wait_settled"]
 
 
@@ -22,6 +25,7 @@ class LiveGroup(_supervision.RunningTopology, Protocol):
     """What a live operation reads and drives on the running group (``_group.RunningTopology``)."""
 
     gpus: GpuInventory | None
+    allocation: SlurmAllocation | None  #: the Slurm job placed replicas run in
     logs_dir: Path
     phase: str
     _operation_lock: anyio.Lock

@@ -203,6 +203,14 @@ class PortBook:
                 return number
         raise RuntimeError(f"no port free on all of {', '.join(addresses)} after 1000 tries")
 
+    def hold(self, address: str, port: int) -> None:
+        """``port`` is taken on ``address`` (a replica already holds it there): never handed out on it."""
+        if address == LOCAL_HOST:
+            self._reserve(port)
+            self._low.reserve(port)
+        else:
+            self._other(address).reserve(port)
+
     def _here(self, below: int | None) -> int:
         """A port on this machine. An injected allocator and the one for ports ``below`` a limit each learn
         what the other handed out: separate, they gave a ``below`` port the number of a plain one."""

@@ -16,11 +16,15 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from ._cluster_spec import placed
 from ._errors import ConfigError
 from ._gpu_assign import GpuNode, GpuWant, assign_gpus
 from ._gpu_inventory import NO_NVML_HINT, GpuUnavailable
+from ._placement import ClusterNode, ReplicaPlacement
+from ._placement_plan import PortBook
 from ._plan import Plan, ReplicaPlan, ServicePlan, _resolve_replica, _service_plan, _shared_context, _skeleton
 from ._resources import PortAllocator
+from ._scale_placement import added_placements, port_book
 from ._spec import GpuRequest, PortSpec, Service, Topology
 from ._validate import MAX_REPLICAS, check_topology
 
@@ -57,8 +61,12 @@ def scaled_plan(
     *,
     ports: PortAllocator,
     read_node: Callable[[], GpuNode],
+    up: Sequence[ClusterNode] | None = None,
 ) -> Plan:
     """``plan`` with service ``name`` at ``replicas``: the highest-numbered removed, or new ones planned.
+
+    On a cluster run the new replicas of a service placed on the nodes get nodes of the allocation
+    (``_scale_placement``; ``up``: its nodes still up, None = all) and ports unique on those nodes' addresses.
 
     ``ports`` hands out the new replicas' ports (it must know every port of the run); ``read_node`` gives
     the GPU node, read only when the new replicas need GPUs. ``ConfigError`` (nothing allocated on the
@@ -78,8 +86,6 @@ def scaled_plan(
     if replicas <= len(current.replicas):
         kept = current.replicas[:replicas]
         return _replaced(plan, attrs.evolve(current, replicas=kept), attrs.evolve(spec, replicas=replicas))
-    if plan.cluster is not None:
-        problems.append(f"{where}: scaling a service of a cluster run is not supported yet")
     for port in spec.ports:
         if port.number is not None and replicas > 1:
             problems.append(
@@ -88,13 +94,23 @@ def scaled_plan(
             )
     indices = range(len(current.replicas), replicas)
     names = [added_name(name, index) for index in indices]
-    gpus = _assign_added(plan, name, spec.gpus, names, read_node, problems)
+    on_nodes = plan.topology is not None and placed(plan.topology, spec)
+    if on_nodes:  # Slurm gives the GPUs on the nodes (per node, as at the start)
+        placements = added_placements(plan, spec, len(names), up, problems)
+        gpus: dict[str, tuple[int, ...]] = {}
+    else:
+        placements = [None] * len(names)
+        gpus = _assign_added(plan, name, spec.gpus, names, read_node, problems)
     if problems:
         raise ConfigError([f"scale to {replicas}: {p}" for p in problems], source=plan.source)
     spec = attrs.evolve(spec, replicas=replicas)
+    book = port_book(plan, ports) if on_nodes else None
     skeletons = tuple(
-        attrs.evolve(_skeleton(spec, index, _pick_ports(spec.ports, ports), gpus.get(new, ()), None), name=new)
-        for index, new in zip(indices, names, strict=True)
+        attrs.evolve(
+            _skeleton(spec, index, _ports_on(spec.ports, ports, book, placement), gpus.get(new, ()), placement),
+            name=new,
+        )
+        for index, new, placement in zip(indices, names, placements, strict=True)
     )
     grown = attrs.evolve(current, replicas=current.replicas + skeletons)
     shared = _shared_context(tuple(grown if s.name == name else s for s in plan.services), plan.run_dir)
@@ -113,6 +129,15 @@ def _replaced(plan: Plan, service: ServicePlan, spec: Service) -> Plan:
 def _unused_which(name: str, path: str | None) -> str | None:
     """Executables were checked when the run was planned; a scale does not look them up again."""
     return name
+
+
+def _ports_on(
+    specs: Sequence[PortSpec], ports: PortAllocator, book: PortBook | None, placement: ReplicaPlacement | None
+) -> dict[str, int]:
+    """The new replica's ports: free on this machine, or (``book``) on every address of its nodes."""
+    if book is None or placement is None:
+        return _pick_ports(specs, ports)
+    return {port.name: book.pick(port, [node.address for node in placement.nodes]) for port in specs}
 
 
 def _pick_ports(specs: Sequence[PortSpec], ports: PortAllocator) -> dict[str, int]:

@@ -6,6 +6,8 @@ call returns then. They are on trial until ready: one that fails its start (exit
 not restarted and does not fail the run; the whole scale is undone (every replica it added is stopped and
 removed) and its ``ServiceFailed`` raised. Down: the highest-numbered replicas are stopped one after
 another, each with its stop signal and grace, then removed; nothing of them is left.
+On a Slurm run, new replicas of a service placed on the nodes go to the allocation's nodes still up
+(``_scale_placement``) and run as srun steps; a scale down ends those steps.
 
 Each scale is a ``ScaleStarted`` and a ``ScaleEnded`` event (``error`` set when refused or undone), and a
 ``ReplicaAdded`` / ``ReplicaRemoved`` per replica; the manifest is rewritten once it is over. Then the
@@ -20,14 +22,16 @@ from collections.abc import Sequence
 import anyio
 
 from . import _supervision
+from ._cluster_spec import placed
 from ._dependents import follow_endpoints
-from ._errors import ServiceFailed
+from ._errors import ConfigError, ServiceFailed
 from ._events import ReplicaAdded, ReplicaRemoved, ScaleEnded, ScaleStarted
 from ._gpu_assign import GpuNode
 from ._gpu_inventory import GpuInventory, GpuUnavailable
 from ._operations import LiveGroup, run_operation, wait_settled
+from ._placement import ClusterNode
 from ._plan import HOST, Plan
-from ._replan import scaled_plan
+from ._replan import scaled_plan, service_spec
 from ._replica import Replica, ReplicaState, ServiceHandle
 from ._resources import PortAllocator
 
@@ -80,7 +84,10 @@ async def scale(group: LiveGroup, service: str, replicas: int) -> None:
 async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
     before = len(handle.replicas)
     old_plan = group.plan
-    plan = scaled_plan(old_plan, handle.name, replicas, ports=_ports(group), read_node=lambda: _read_node(group.gpus))
+    up = await _up_nodes(group, handle.name)
+    plan = scaled_plan(
+        old_plan, handle.name, replicas, ports=_ports(group), read_node=lambda: _read_node(group.gpus), up=up
+    )
     service_plan = plan.service(handle.name)
     if group.gpus is not None:  # as at the start: the new replicas' GPUs have their min_free_memory now
         from ._gpu_checks import check_free_memory
@@ -195,6 +202,24 @@ def _ports(group: LiveGroup) -> PortAllocator:
             for port in replica.ports.values():
                 group._ports.reserve(port)
     return group._ports
+
+
+async def _up_nodes(group: LiveGroup, service: str) -> tuple[ClusterNode, ...] | None:
+    """The allocation's nodes still in its job, for new replicas of a service placed on them (a node
+    that went down is never chosen); None when the service runs here."""
+    allocation = group.allocation
+    topology = group.plan.topology
+    if allocation is None or topology is None or not placed(topology, service_spec(group.plan, service)):
+        return None
+    from ._node_loss import live_nodes
+    from ._slurm_alloc import SlurmError
+
+    try:
+        return await anyio.to_thread.run_sync(live_nodes, allocation)
+    except SlurmError as exc:
+        raise ConfigError(
+            f"scale '{service}': cannot read Slurm job {allocation.job_id}'s nodes: {exc}", source=group.plan.source
+        ) from None
 
 
 def _read_node(inventory: GpuInventory | None) -> GpuNode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,68 @@ async def test_a_step_slurm_refuses_fails_the_replica_with_sruns_words(
 
 def planned_nodes(slurm: SlurmCluster) -> list[ClusterNode]:
     return [ClusterNode(name, "127.0.0.1") for name in slurm.nodes]
+
+
+async def test_a_scale_places_new_replicas_on_other_nodes_as_steps_and_a_scale_down_ends_them(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """1 -> 3 on 4 idle nodes: the two new replicas are steps of our job on two nodes the first does not
+    use, each probed at its node's address ({host}) and its own port; back to 1, their steps are gone
+    from the queue and their processes from the system."""
+    topology = sv.Topology(name="grow", services=[task_service("web", tmp_path)])
+    plan = planned(topology, runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation) as group:
+        await group.scale("web", 3)
+        handle = group["web"]
+        assert isinstance(handle, sv.ServiceHandle)
+        assert [r.name for r in handle.replicas] == ["web", "web.1", "web.2"]
+        assert all(r.state is sv.ReplicaState.READY for r in handle.replicas)
+        seen = records(tmp_path)
+        nodes = {name.split(".")[-1]: name.rsplit(".", 1)[0] for name in seen}  # node -> replica
+        assert sorted(nodes.values()) == ["web.0", "web.1", "web.2"]  # three replicas, three distinct nodes
+        for replica in handle.replicas:
+            placement = replica.plan.placement
+            assert placement is not None
+            info = seen[f"web.{replica.index}.{placement.leader.name}"]
+            assert info["node"] == placement.leader.name and info["job"] == allocation.job_id
+            assert replica.url == f"http://{placement.leader.address}:{replica.port}"
+        assert len({r.port for r in handle.replicas}) == 3  # emulated nodes share one address
+        steps_before = slurm.command("squeue", "-h", "-s", "-o", "%j").split()
+        added = [s for s in steps_before if s.startswith(("web.1.", "web.2."))]
+        assert len(added) == 2, steps_before
+        pids = [int(seen[name]["pid"]) for name in seen if not name.startswith("web.0.")]  # type: ignore[call-overload]
+        await group.scale("web", 1)
+        assert [r.name for r in handle.replicas] == ["web"]
+        wait_until(lambda: not set(added) & set(slurm.command("squeue", "-h", "-s", "-o", "%j").split()))
+        wait_until(lambda: not any(_alive(pid) for pid in pids))
+        assert handle.replicas[0].state is sv.ReplicaState.READY
+
+
+async def test_a_scale_whose_new_replica_fails_is_undone_on_the_cluster(
+    runs_dir: Path, tmp_path: Path, allocation: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """The new replica's step exits 3 at its first start: the scale is undone, its step is gone and the
+    first replica serves on; the run's plan is the one from before."""
+    (tmp_path / "web.0.failed-once").write_text("x")  # only the added replica fails its start
+    topology = sv.Topology(name="undo", services=[task_service("web", tmp_path, "--fail-once")])
+    plan = planned(topology, runs_dir, allocation)
+    async with sv.launch(plan, _allocation=allocation) as group:
+        before = group.plan
+        with pytest.raises(sv.ServiceFailed, match=r"web\.1: .*scale of 'web' to 2 was undone"):
+            await group.scale("web", 2)
+        handle = group["web"]
+        assert isinstance(handle, sv.ServiceHandle)
+        assert [r.name for r in handle.replicas] == ["web"]
+        assert handle.replicas[0].state is sv.ReplicaState.READY
+        assert group.plan == before
+        wait_until(
+            lambda: not any(s.startswith("web.1.") for s in slurm.command("squeue", "-h", "-s", "-o", "%j").split())
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

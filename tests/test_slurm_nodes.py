@@ -13,7 +13,7 @@ from supervisor._events import Ready
 from supervisor._slurm_alloc import SlurmAllocation, job_nodelist
 from supervisor._spec import Placement
 
-from .helpers import wait_for
+from .helpers import wait_for, wait_until
 from .slurm import SlurmCluster, held_allocation
 from .test_slurm_launcher import planned, records, task_service
 
@@ -79,3 +79,21 @@ async def test_a_lost_node_with_no_node_to_replace_it_fails_the_run_naming_it(
             node_down(slurm, lost)
             await group.wait()
     assert failure.value.replica == "engine"
+
+
+async def test_a_scale_never_places_a_new_replica_on_a_node_that_went_down(
+    runs_dir: Path, tmp_path: Path, four_nodes: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """web on n1; n2 (idle) goes down and leaves the job: a scale to 3 skips it, the new replicas run on n3
+    and n4 and are ready there."""
+    plan = planned(sv.Topology(name="scaledown", services=[task_service("web", tmp_path)]), runs_dir, four_nodes)
+    first, second, third, fourth = slurm.nodes
+    async with sv.launch(plan, _allocation=four_nodes) as group:
+        node_down(slurm, second)
+        wait_until(lambda: second not in job_nodelist(four_nodes.job_id), timeout=30)
+        await group.scale("web", 3)
+        handle = group["web"]
+        assert isinstance(handle, sv.ServiceHandle)
+        placed = [r.plan.placement.nodes[0].name for r in handle.replicas if r.plan.placement is not None]
+        assert placed == [first, third, fourth]
+    assert sorted(records(tmp_path)) == [f"web.0.{first}", f"web.1.{third}", f"web.2.{fourth}"]

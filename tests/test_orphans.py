@@ -101,6 +101,15 @@ def test_sigkilled_supervisor_leaves_nothing_behind(tmp_path: Path, runs_dir: Pa
         wait_until(lambda: "watchdog_sweep" in events.read_text(), timeout=10)
         sweep = [json.loads(line) for line in events.read_text().splitlines() if "watchdog_sweep" in line]
         assert sweep[0]["killed"], "the watchdog did the sweep"
+        # and it wrote the summary the supervisor could not: users and harnesses read one after every run
+        wait_until(lambda: (run_dir / "summary.json").exists(), timeout=10)
+        summary = read_summary(run_dir)
+        assert summary.outcome == "supervisor-died" and summary.ended_by == "watchdog", summary
+        assert "died" in (summary.failure or "") and summary.run_id == run_dir.name
+        assert list(summary.replicas) == ["tree", "web"] and list(summary.services) == ["tree", "web"]
+        assert {r.state for r in summary.replicas.values()} == {"ready"}  # their last known state
+        assert summary.replicas["tree"].killed and summary.replicas["web"].killed
+        assert set(grandchildren) <= set(summary.killed) and summary.verified_no_leftovers
         print(f"zero survivors {took * 1000:.0f} ms after the supervisor's SIGKILL")
     finally:
         if process.poll() is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from supervisor import read_summary
 from supervisor._records.died import DIED_OUTCOME, summary_of_dead_run, write_dead_run_summary
 from supervisor._records.schema import summary_from_json, to_json
+from supervisor._summary_text import render_summary
 
 
 def write_records(run_dir: Path) -> None:
@@ -49,6 +50,8 @@ def test_the_summary_tells_each_replicas_last_known_state_and_what_was_killed(tm
     assert summary.services["web"].depends_on == {"engine": "ready"}
     assert summary.killed == [11, 20, 99] and summary.leftovers == [22] and not summary.verified_no_leftovers
     assert summary_from_json(json.loads(json.dumps(to_json(summary)))) == summary  # the schema reads it back
+    text = "\n".join(render_summary(summary))  # the text summary takes it too
+    assert "summary (run supervisor-died)" in text and "engine" in text and "killed" in text
 
 
 def test_a_summary_already_there_is_never_replaced(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ from ._record import (
     resolve_run,
     unrecorded_marks,
 )
+from ._records.died import DIED_OUTCOME
+from ._records.paths import read_json
 
 __all__ = ["COMMANDS", "add_commands", "dispatch", "main"]
 
@@ -91,8 +93,9 @@ def _ps(args: argparse.Namespace) -> int:
         supervisor = view["supervisor"]
         pid = "-" if supervisor["pid"] is None else str(supervisor["pid"])
         head = [["RUN", "NAME", "STATUS", "SUPERVISOR", "UPTIME"]]
+        status = view["status"] + (" (supervisor died)" if view["outcome"] == DIED_OUTCOME else "")
         head.append(
-            [view["run_id"], view["name"] or "-", view["status"], pid + ("" if supervisor["alive"] else " (dead)"),
+            [view["run_id"], view["name"] or "-", status, pid + ("" if supervisor["alive"] else " (dead)"),
              _age(view["uptime_seconds"])]
         )  # fmt: skip
         _print_table(head)
@@ -131,6 +134,7 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         "run_dir": str(record.run_dir),
         "phase": record.phase,
         "status": status,
+        "outcome": _outcome(record) if not record.supervisor_alive else None,
         "supervisor": {"pid": record.supervisor_pid, "alive": record.supervisor_alive},
         "watchdog": {"pid": record.watchdog_pid, "alive": record.watchdog_alive},
         "started_wall_time": record.started_wall_time,
@@ -138,6 +142,12 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         "leftovers": left,
         "services": services,
     }
+
+
+def _outcome(record: RunRecord) -> str | None:
+    """How the run ended, from its ``summary.json`` (None before one is written)."""
+    outcome = read_json(record.run_dir / "summary.json").get("outcome")
+    return outcome if isinstance(outcome, str) else None
 
 
 def _replica_view(replica: ReplicaRecord, supervised: bool, now: float) -> dict[str, Any]:
@@ -259,7 +269,7 @@ def _gc(args: argparse.Namespace) -> int:
         return EXIT_OK
     code = EXIT_OK
     for record, _ in candidates:
-        code = max(code, _say_stopped(record, anyio.run(stop_run, record)))
+        code = max(code, _say_stopped(record, anyio.run(functools.partial(stop_run, record, by="gc"))))
     return code
 
 

@@ -35,7 +35,9 @@ from ._record import (
     unregister_run,
     write_manifest,
 )
+from ._records.died import write_dead_run_summary
 from ._records.eventfile import append_event
+from ._records.paths import warn_record_failure
 
 __all__ = ["StopReport", "stop_run"]
 
@@ -63,12 +65,13 @@ class StopReport:
         return not self.remaining
 
 
-async def stop_run(record: RunRecord, *, grace_seconds: float | None = None) -> StopReport:
+async def stop_run(record: RunRecord, *, grace_seconds: float | None = None, by: str = "stop") -> StopReport:
     """Orderly teardown of a run started by another process; see the module docstring.
 
     ``grace_seconds`` replaces every replica's recorded grace (and so shortens how long a live
     supervisor is given before it is killed). The run is marked stopped and leaves the index once
-    nothing of it is left.
+    nothing of it is left. A run whose supervisor died (or hung and got SIGKILL) and wrote no
+    ``summary.json`` gets one saying so, ``ended_by`` ``by`` (the command: stop or gc).
     """
     began = time.monotonic()
     supervisor = matching_process(record.supervisor_pid, record.supervisor_create_time)
@@ -103,7 +106,7 @@ async def stop_run(record: RunRecord, *, grace_seconds: float | None = None) -> 
         remaining=tuple(remaining),
         seconds=time.monotonic() - began,
     )
-    _close_record(record, report)
+    _close_record(record, report, by)
     return report
 
 
@@ -177,12 +180,14 @@ async def _sweep(record: RunRecord, signalled: set[int], killed: set[int]) -> No
         await _wait_gone(left, min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def _close_record(record: RunRecord, report: StopReport) -> None:
-    """Mark the manifest stopped (a dead supervisor could not), remove the control socket it left, log
-    what we did, leave the index."""
+def _close_record(record: RunRecord, report: StopReport, by: str) -> None:
+    """Write the summary a dead supervisor could not, mark the manifest stopped, remove the control
+    socket it left, log what we did, leave the index."""
     supervisor_dead = matching_process(record.supervisor_pid, record.supervisor_create_time) is None
     if supervisor_dead:
         remove_stale_sockets(record.run_dir)
+    if (not report.supervisor_was_alive or report.supervisor_killed) and record.run_dir.is_dir():
+        _write_summary(record, report, by)  # first: from the replicas' last known states, before "stopped"
     manifest = read_manifest(record.run_dir)
     if manifest is not None:
         if supervisor_dead:
@@ -212,6 +217,22 @@ def _close_record(record: RunRecord, report: StopReport) -> None:
             append_event(record.run_dir / "events.jsonl", event)
     if not report.remaining:
         unregister_run(record.run_id)
+
+
+def _write_summary(record: RunRecord, report: StopReport, by: str) -> None:
+    """The run's ``summary.json`` (outcome supervisor-died) unless its supervisor or watchdog wrote one;
+    never raises: a record we cannot write must not stop the rest of the cleanup."""
+    try:
+        write_dead_run_summary(
+            record.run_dir,
+            run_id=record.run_id,
+            killed=sorted({*report.signalled, *report.killed}),
+            survivors=report.remaining,
+            by=by,
+        )
+    except Exception as exc:  # a full disk, a damaged record: say so, go on
+        error = exc if isinstance(exc, OSError) else OSError(repr(exc))
+        warn_record_failure(record.run_dir, "summary.json", error)
 
 
 def _processes(pids: Sequence[int]) -> list[psutil.Process]:

@@ -59,10 +59,11 @@ class ServiceShape:
 
 def read_summary(run_dir: str | Path) -> Summary:
     """``<run_dir>/summary.json`` as a ``RunSummary``. It is written when a run has been torn down
-    (a detached run's too); ``FileNotFoundError`` while the run goes on, or if its supervisor was killed."""
+    (a detached run's too); for a run whose supervisor died, by its watchdog after the sweep (or by
+    ``supervisor gc``), outcome ``supervisor-died``. ``FileNotFoundError`` while the run goes on."""
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no summary (the run is still going, or its supervisor was killed)")
+        raise FileNotFoundError(f"{path}: no summary (the run is still going, or was not collected yet)")
     return summary_from_json(read_json(path))
 
 

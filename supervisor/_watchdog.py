@@ -8,7 +8,8 @@ timers. A supervisor that finished its own verified teardown writes ``bye`` firs
 exits quietly. Otherwise it sweeps: each tracked process group (only while its leader's create time
 still matches, or a process of the run is still in it) and every process carrying the run's mark gets
 its stop signal, then SIGKILL after min(grace, 3 s), then re-scans until nothing is left (10 s at most),
-and appends one ``watchdog_sweep`` line to ``events.jsonl``. A Slurm allocation the run made
+appends one ``watchdog_sweep`` line to ``events.jsonl`` and, if the supervisor wrote none, a
+``summary.json`` with outcome ``supervisor-died`` (``_records.died``). A Slurm allocation the run made
 (``slurm_job J NAME``) is cancelled first: Slurm ends its tasks on every node, which no local scan sees.
 
 Why this and not the alternatives:
@@ -158,8 +159,7 @@ class Watchdog:
     def close(self, clean: bool, *, timeout_seconds: float = _CLOSE_WAIT_SECONDS) -> int | None:
         """End the watchdog: ``clean`` means our own teardown verified that nothing is left, so it exits
         without sweeping; otherwise it sweeps now. Waits for it (bounded) and returns its exit code."""
-        if clean:
-            self._send("bye")
+        self._send("bye" if clean else "sweep")  # "sweep": we live, and write the summary ourselves
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -205,10 +205,11 @@ class _Sweep(NamedTuple):
     seconds: float
 
 
-def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, dict[str, str]]:
-    """Until EOF: the tracked leaders, whether the last word was ``bye``, and Slurm jobs to cancel."""
+def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, dict[str, str], bool]:
+    """Until EOF: the tracked leaders, whether the last word was ``bye``, Slurm jobs to cancel, and
+    whether the supervisor asked for the sweep (``sweep``: it lives) rather than died."""
     leaders: dict[int, _Leader] = {}
-    clean = False
+    clean = asked = False
     jobs: dict[str, str] = {}  #: Slurm job id -> its name
     for raw in lines:
         words = raw.decode(errors="replace").split()
@@ -224,11 +225,13 @@ def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, di
                 jobs[words[1]] = words[2] if len(words) == 3 else ""
             elif words == ["bye"]:
                 clean = True
+            elif words == ["sweep"]:
+                asked = True
             elif words:
                 print(f"watchdog: ignored {raw!r}", file=sys.stderr, flush=True)
         except (ValueError, KeyError):
             print(f"watchdog: bad command {raw!r}", file=sys.stderr, flush=True)
-    return leaders, clean, jobs
+    return leaders, clean, jobs, asked
 
 
 def _cancel_jobs(jobs: dict[str, str]) -> None:
@@ -343,6 +346,17 @@ def _append_event(run_dir: Path, run_id: str, sweep: _Sweep) -> None:
     append_event(run_dir / "events.jsonl", event)
 
 
+def _write_summary(run_dir: Path, run_id: str, sweep: _Sweep) -> None:
+    """The supervisor died before writing ``summary.json``: write it, saying so (one it wrote stays).
+    Never raises: the sweep is done, and a record we cannot write must not change our exit code."""
+    try:
+        from ._records.died import write_dead_run_summary
+
+        write_dead_run_summary(run_dir, run_id=run_id, killed=sweep.killed, survivors=sweep.survivors)
+    except Exception as exc:  # a full disk, a removed run dir, a damaged record: the message says which
+        print(f"watchdog: run {run_id}: no summary.json: {exc!r}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 clean or everything swept, 1 something survived the sweep, 2 bad usage."""
     parser = argparse.ArgumentParser(prog="python -m supervisor._watchdog", description=__doc__.split("\n")[0])
@@ -354,13 +368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getsid(0) != os.getpid():
         with contextlib.suppress(OSError):
             os.setsid()
-    leaders, clean, jobs = _read_commands(sys.stdin.buffer)
+    leaders, clean, jobs, asked = _read_commands(sys.stdin.buffer)
     if clean:  # the supervisor waits for us at the end of its teardown: skip the interpreter's shutdown
         os._exit(0)
     _cancel_jobs(jobs)  # first: Slurm's own kill of remote tasks runs while we sweep the local ones
     sweep = _sweep(args.run_id, leaders)
     with contextlib.suppress(OSError):
         _append_event(args.run_dir, args.run_id, sweep)
+    if not asked:  # the supervisor died: nobody else writes the run's summary.json
+        _write_summary(args.run_dir, args.run_id, sweep)
     if sweep.survivors:
         print(f"watchdog: run {args.run_id}: still alive after SIGKILL: {sweep.survivors}", file=sys.stderr)
         return 1

@@ -101,6 +101,21 @@ def test_sigkilled_supervisor_leaves_nothing_behind(tmp_path: Path, runs_dir: Pa
         wait_until(lambda: "watchdog_sweep" in events.read_text(), timeout=10)
         sweep = [json.loads(line) for line in events.read_text().splitlines() if "watchdog_sweep" in line]
         assert sweep[0]["killed"], "the watchdog did the sweep"
+        # and it wrote the summary the supervisor could not: users and harnesses read one after every run
+        wait_until(lambda: (run_dir / "summary.json").exists(), timeout=10)
+        summary = read_summary(run_dir)
+        assert summary.outcome == "supervisor-died" and summary.ended_by == "watchdog", summary
+        assert "died" in (summary.failure or "") and summary.run_id == run_dir.name
+        assert list(summary.replicas) == ["tree", "web"] and list(summary.services) == ["tree", "web"]
+        assert {r.state for r in summary.replicas.values()} == {"ready"}  # their last known state
+        assert summary.replicas["tree"].killed and summary.replicas["web"].killed
+        assert set(grandchildren) <= set(summary.killed) and summary.verified_no_leftovers
+        # the readers take it: ps (the run stays indexed for gc) and logs
+        listed = {run["run_id"]: run for run in json.loads(supervisor("ps", "--json").stdout)}
+        assert listed[run_dir.name]["outcome"] == "supervisor-died"
+        assert "supervisor died" in supervisor("ps").stdout
+        logs = supervisor("logs", run_dir.name, "web")
+        assert logs.returncode == 0, logs.stderr
         print(f"zero survivors {took * 1000:.0f} ms after the supervisor's SIGKILL")
     finally:
         if process.poll() is None:
@@ -123,9 +138,17 @@ def test_gc_stops_leftovers_when_supervisor_and_watchdog_both_died(
     assert marked_processes(run_id), "with both dead, the topology is orphaned"
     dry = supervisor("gc")
     assert dry.returncode == 0 and run_id in dry.stdout and marked_processes(run_id)  # dry run: nothing touched
+    assert not (run_dir / "summary.json").exists()  # nobody was left to write it
+    left = set(marked_processes(run_id))
     result = supervisor("gc", "--yes")
     assert result.returncode == 0, result.stdout + result.stderr
     assert marked_processes(run_id) == {}
+    summary = read_summary(run_dir)  # gc wrote the summary that supervisor and watchdog could not
+    assert summary.outcome == "supervisor-died" and summary.ended_by == "gc", summary
+    assert f"pid {pids['supervisor']}" in (summary.failure or "")
+    assert list(summary.replicas) == ["tree", "web"] and summary.verified_no_leftovers
+    assert {r.state for r in summary.replicas.values()} == {"ready"}  # as they were, not "stopped" by gc
+    assert left <= set(summary.killed)
 
 
 def test_a_reused_pid_is_never_signalled(tmp_path: Path, runs_dir: Path, private_state_dir: Path) -> None:

@@ -49,6 +49,9 @@ def test_sigkilled_supervisor_leaves_no_survivors(reaper: Reaper, runs_dir: Path
     assert len(sweeps) == 1
     assert set(pids) <= set(sweeps[0]["killed"]) and sweeps[0]["survivors"] == []
     assert sweeps[0]["groups"] == [pids[0]]
+    summary = json.loads((run_dir / "summary.json").read_text())  # written after the sweep's event
+    assert summary["outcome"] == "supervisor-died" and summary["ended_by"] == "watchdog"
+    assert set(pids) <= set(summary["killed"]) and summary["verified_no_leftovers"]
 
 
 def test_goodbye_then_exit_sweeps_nothing(reaper: Reaper, runs_dir: Path, tmp_path: Path) -> None:
@@ -76,6 +79,7 @@ def test_unclean_close_sweeps_but_never_touches_a_reused_pid(reaper: Reaper, run
     assert watchdog.close(clean=False) == 0
     assert not watchdog.alive
     assert leader.wait(5) == 0  # it got SIGTERM (and exited politely), not SIGKILL
+    assert not (run_dir / "summary.json").exists()  # the supervisor lives: it writes its own summary
     assert alive(bystander.pid)
     (sweep,) = [e for e in read_events(run_dir) if e["event"] == SWEEP_EVENT]
     assert leader.pid in sweep["killed"] and bystander.pid not in sweep["killed"]

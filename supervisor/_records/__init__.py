@@ -8,7 +8,8 @@ without pulling in the rest):
 - ``schema``: ``manifest.json``, ``summary.json`` and index entries as attrs classes, read through cattrs;
 - ``index``: registering runs, listing and resolving them (``RunRecord``, ``ReplicaRecord``);
 - ``leftovers``: what of a run is still alive, gc candidates;
-- ``ports``: who holds a port we want.
+- ``ports``: who holds a port we want;
+- ``died``: ``summary.json`` for a run whose supervisor died (the watchdog's after its sweep, or gc's).
 
 ``supervisor._record`` re-exports the public names.
 """

@@ -187,7 +187,7 @@ class Summary:
     and whether anything survived it."""
 
     run_id: str = ""
-    outcome: str = "unknown"  #: completed, stopped or failed (starting/running/stopping while it runs)
+    outcome: str = "unknown"  #: completed, stopped, failed or supervisor-died (starting/running/stopping while it runs)
     failure: str | None = None  #: the failure with its log tail, redacted
     started_wall_time: float | None = None
     ended_wall_time: float | None = None
@@ -199,6 +199,9 @@ class Summary:
     operations: list[OperationOutcome] = attrs.Factory(list)  #: scales and rolling restarts, in order
     verified_no_leftovers: bool = False
     leftovers: list[int] = attrs.Factory(list)
+    #: outcome supervisor-died: who wrote this summary after the death (watchdog or gc), and what it killed
+    ended_by: str | None = None
+    killed: list[int] = attrs.Factory(list)
 
 
 @attrs.define

@@ -181,8 +181,7 @@ class PortBook:
         self._allocate, self._reserve, self._low = allocate, reserve, low_ports
         self._fixed = tuple(fixed)
         for port in self._fixed:  # never handed out on this machine, nor on any node
-            reserve(port)
-            low_ports.reserve(port)
+            self._hold_here(port)
         self._others: dict[str, _Addressed] = {}
 
     def pick(self, port: PortSpec, addresses: Sequence[str] = ()) -> int:
@@ -206,21 +205,21 @@ class PortBook:
     def hold(self, address: str, port: int) -> None:
         """``port`` is taken on ``address`` (a replica already holds it there): never handed out on it."""
         if address == LOCAL_HOST:
-            self._reserve(port)
-            self._low.reserve(port)
+            self._hold_here(port)
         else:
             self._other(address).reserve(port)
 
     def _here(self, below: int | None) -> int:
         """A port on this machine. An injected allocator and the one for ports ``below`` a limit each learn
         what the other handed out: separate, they gave a ``below`` port the number of a plain one."""
-        if below is None:
-            number = self._allocate()
-            self._low.reserve(number)
-        else:
-            number = self._low.allocate_below(below)
-            self._reserve(number)
+        number = self._allocate() if below is None else self._low.allocate_below(below)
+        self._hold_here(number)
         return number
+
+    def _hold_here(self, port: int) -> None:
+        """Taken on this machine, for both allocators."""
+        self._reserve(port)
+        self._low.reserve(port)
 
     def _other(self, address: str) -> _Addressed:
         if address not in self._others:

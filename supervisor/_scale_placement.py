@@ -58,9 +58,7 @@ def added_placements(
         return []
     given: list[ReplicaPlacement | None] = []
     for _ in range(count):
-        start = min(
-            range(len(live) - span + 1), key=lambda i: (sum(load.get(n.name, 0) for n in live[i : i + span]), i)
-        )
+        start = min(range(len(live) - span + 1), key=lambda i: (_weight(load, live[i : i + span]), i))
         nodes = live[start : start + span]
         for node in nodes:
             load[node.name] = load.get(node.name, 0) + 1

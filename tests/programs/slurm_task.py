@@ -63,8 +63,10 @@ def main() -> int:
         server = socket.create_server(("127.0.0.1", port))
         threading.Thread(target=serve, args=(server,), daemon=True).start()
     print(f"task ready on {node}", flush=True)
+    # short sleeps: CPython runs the handler only in the main thread, once a blocking call of it wakes; a
+    # SIGTERM the kernel hands to the server thread would otherwise wait out a long sleep (then SIGKILL)
     while True:
-        time.sleep(3600)
+        time.sleep(0.2)
 
 
 def serve(server: socket.socket) -> None:

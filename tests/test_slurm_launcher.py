@@ -108,7 +108,9 @@ async def test_stop_signal_reaches_every_task_through_slurm(
     )
     plan = planned(sv.Topology(name="stop", services=[service]), runs_dir, allocation)
     async with sv.launch(plan, _allocation=allocation) as group:
-        pass
+        # ready = each leader answers; the teardown of a running step is tested, so every task runs first (a
+        # step stopped while a rank still starts: Slurm signalled its rank 0 twice and the other never ran)
+        wait_until(lambda: len(records(tmp_path)) == 4)
     history = group.event_history
     signals = {p.name.removesuffix(".signals"): p.read_text().split() for p in tmp_path.glob("*.signals")}
     assert sorted(signals) == sorted(records(tmp_path))  # every task got the stop signal, once

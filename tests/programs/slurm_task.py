@@ -61,7 +61,10 @@ def main() -> int:
     (base.parent / (base.name + ".json")).write_text(json.dumps(info))
     if port is not None:
         server = socket.create_server(("127.0.0.1", port))
+        # the HTTP thread never takes SIGTERM: the kernel then hands it to the main thread, which runs the handler
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         threading.Thread(target=serve, args=(server,), daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     print(f"task ready on {node}", flush=True)
     # short sleeps: CPython runs the handler only in the main thread, once a blocking call of it wakes; a
     # SIGTERM the kernel hands to the server thread would otherwise wait out a long sleep (then SIGKILL)

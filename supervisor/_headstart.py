@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ._marks import REPLICA_ENV, RUN_ID_ENV
 from ._preflight import preflight
 from ._process import ChildProcess
+from ._records.registry import register_run, unregister_run
 from ._watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class HeadStart:
         self._watchdog: Watchdog | None = None
         self._waiting: dict[str, _Waiting] = {}
         self._abandoned = False
+        self._registered = False  #: the run is in the index, by us: the group's end unregisters it, or ours
 
     @classmethod
     def begin(cls, plan: Plan, gpus: GpuInventory | None = None) -> HeadStart:
@@ -78,6 +80,9 @@ class HeadStart:
         try:
             head._watchdog = Watchdog.spawn(plan.run_id, plan.run_dir)
             head.watchdog_pid = head._watchdog.pid
+            # indexed before the first child: if we and the watchdog both die now, gc still finds the run
+            register_run(plan.run_id, plan.run_dir, supervisor_pid=os.getpid(), watchdog_pid=head.watchdog_pid)
+            head._registered = True
             base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # as ``RunningTopology.base_env``
             for service in plan.services:
                 if service.depends_on:
@@ -127,7 +132,9 @@ class HeadStart:
         self._waiting.clear()
         watchdog = self.take_watchdog()
         if watchdog is not None:
-            watchdog.close(clean=not self._abandoned)
+            swept = watchdog.close(clean=not self._abandoned)
+            if self._registered and swept == 0:  # the group never took over, and nothing of ours is left
+                unregister_run(self.plan.run_id)
 
     def __enter__(self) -> HeadStart:
         return self

@@ -30,6 +30,7 @@ __all__ = [
     "REPLICA_ENV",
     "RUN_ID_ENV",
     "ChildProcess",
+    "create_time",
     "describe_exit",
     "signal_processes",
 ]
@@ -55,7 +56,7 @@ class ChildProcess:
         self.spawned_at = spawned_at  #: ``time.monotonic()`` just before the spawn
         self.pid = popen.pid
         self.output_fd = output_fd
-        self.create_time = _create_time(popen.pid)
+        self.create_time = create_time(popen.pid)
         self.returncode: int | None = None
         self.reaped = False  #: the pid is released: it may name someone else's process (group) now
         self._pidfd = _pidfd_open(popen.pid)
@@ -169,7 +170,7 @@ def _pidfd_open(pid: int) -> int | None:
 _BOOT_TIME: list[float] = []
 
 
-def _create_time(pid: int) -> float:
+def create_time(pid: int) -> float:
     """The same value as psutil's ``create_time`` (pid-reuse checks compare them), read straight from
     ``/proc/<pid>/stat`` on Linux: a spawn burst of 200 replicas pays this 200 times."""
     try:

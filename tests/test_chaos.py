@@ -117,6 +117,7 @@ class Iteration:
         self.watchdog_killed_after_cli = False
         self.watchdog_dead_at_kill = False
         self.used_gc = False
+        self.gc_said = ""  #: what ``gc --yes`` printed, for a failure message
         self.log: list[str] = []  #: what was done, for a failure message
 
     # ----- topology ------------------------------------------------------------------------------------
@@ -336,11 +337,13 @@ class Iteration:
                                 timeout=120, cwd=ROOT)  # fmt: skip
             if gc.returncode != 0:
                 problems.append(f"gc --yes failed ({gc.returncode}): {gc.stdout}{gc.stderr}")
+            self.gc_said = f"{gc.stdout}{gc.stderr}".strip()
         deadline = time.monotonic() + SURVIVOR_WAIT
         while (left := self.survivors()) and time.monotonic() < deadline:
             time.sleep(0.05)
         if left:
-            problems.append(f"survivors {SURVIVOR_WAIT:.0f}s after the CLI exited ({code}): {left}")
+            said = f"; gc --yes said: {self.gc_said}" if self.used_gc else ""
+            problems.append(f"survivors {SURVIVOR_WAIT:.0f}s after the CLI exited ({code}): {left}{said}")
         return problems
 
     def cleanup(self) -> None:

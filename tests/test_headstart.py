@@ -3,6 +3,7 @@ and the group adopts them. The guarantees of a normal start must hold in that wi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import anyio
+import attrs
+import psutil
 import pytest
 
 import supervisor as sv
@@ -19,6 +22,9 @@ from supervisor._headstart import HeadStart
 from supervisor._plan import make_plan
 from supervisor._preflight import _maybe_listening
 from supervisor._process import ChildProcess
+from supervisor._record import list_runs, resolve_run
+from supervisor._records.registry import register_run
+from supervisor._records.schema import IndexEntry, index_entry_from_json
 from supervisor._runner import supervise
 
 from .fakerun import read_events
@@ -99,6 +105,52 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert done.returncode == -signal.SIGKILL, done.stderr
     pid = int(done.stdout.split()[0])
     wait_until(lambda: not alive(pid), timeout=20)
+
+
+def test_the_run_is_indexed_before_its_first_child_and_unindexed_when_nothing_was_adopted(runs_dir: Path) -> None:
+    plan = make_plan(_topology(), runs_dir=runs_dir)
+    with HeadStart.begin(plan) as head:
+        record = resolve_run(plan.run_id)
+        assert record.indexed and record.supervisor_alive and record.watchdog_alive
+        assert record.supervisor_pid == os.getpid() and record.watchdog_pid == head.watchdog_pid
+        assert record.run_dir == plan.run_dir.absolute()
+    assert not any(r.run_id == plan.run_id for r in list_runs())
+
+
+def test_the_index_entry_has_the_schema_s_fields(runs_dir: Path, private_state_dir: Path) -> None:
+    """The head start writes the entry without the schema (it must not wait for it to import)."""
+    path = register_run("r1", runs_dir / "r1", supervisor_pid=os.getpid(), watchdog_pid=None)
+    written = json.loads(path.read_text())
+    assert set(written) == {f.name for f in attrs.fields(IndexEntry)}
+    entry = index_entry_from_json(written)
+    assert entry.supervisor_pid == os.getpid() and entry.watchdog_pid is None and entry.run_id == "r1"
+    assert entry.supervisor_create_time == pytest.approx(psutil.Process().create_time(), abs=0.05)
+
+
+def test_gc_stops_a_run_whose_supervisor_and_watchdog_died_before_its_event_loop(runs_dir: Path) -> None:
+    """Both SIGKILLed in the head start's window (no manifest yet): the index entry lets gc find the run
+    and stop what it started (the chaos test found processes gc could not see)."""
+    code = f"""
+import os, signal, sys
+import supervisor as sv
+from supervisor._headstart import HeadStart
+from supervisor._plan import make_plan
+topology = sv.Topology(name="k", services=[sv.Service(name="s", command={SLEEPER!r}, replicas=2)])
+head = HeadStart.begin(make_plan(topology, runs_dir={str(runs_dir)!r}))
+print(head.watchdog_pid, *head.spawned.values(), flush=True)
+os.kill(head.watchdog_pid, signal.SIGKILL)
+os.waitpid(head.watchdog_pid, 0)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    watchdog, *pids = (int(word) for word in done.stdout.split())
+    assert not alive(watchdog) and len(pids) == 2 and all(alive(pid) for pid in pids)
+    gc = subprocess.run([PYTHON, "-m", "supervisor", "gc", "--yes"], capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert "is dead" in gc.stdout, gc.stdout
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=20)
+    assert list_runs() == []
 
 
 def test_a_replica_asked_for_differently_than_started_is_started_again(runs_dir: Path) -> None:

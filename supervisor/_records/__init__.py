@@ -6,7 +6,8 @@ without pulling in the rest):
 - ``paths``: the state dir, the runs dir, the index dir, atomic JSON files, writes that never raise;
 - ``eventfile``: the one writer of ``events.jsonl`` (the supervisor, its watchdog, ``supervisor stop``);
 - ``schema``: ``manifest.json``, ``summary.json`` and index entries as attrs classes, read through cattrs;
-- ``index``: registering runs, listing and resolving them (``RunRecord``, ``ReplicaRecord``);
+- ``registry``: registering runs in the index and dropping them (light: the head start uses it);
+- ``index``: listing and resolving runs (``RunRecord``, ``ReplicaRecord``);
 - ``leftovers``: what of a run is still alive, gc candidates;
 - ``ports``: who holds a port we want;
 - ``died``: ``summary.json`` for a run whose supervisor died (the watchdog's after its sweep, or gc's).

@@ -9,7 +9,6 @@ its recorded create time: a reused pid is never mistaken for the run's.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import attrs
@@ -18,6 +17,7 @@ import psutil
 from .._errors import UnknownRun
 from .._proctable import matching_process
 from .paths import index_dir, index_path, read_json, runs_dir, write_json
+from .registry import register_run, unregister_run
 from .schema import IndexEntry, Manifest, ReplicaEntry, index_entry_from_json, manifest_from_json
 
 __all__ = [
@@ -32,40 +32,6 @@ __all__ = [
     "unregister_run",
     "write_manifest",
 ]
-
-
-def _create_time(pid: int | None) -> float | None:
-    if not pid:
-        return None
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def register_run(run_id: str, run_dir: Path, *, supervisor_pid: int, watchdog_pid: int | None = None) -> Path:
-    """List a run in the index (call once its manifest exists); returns the entry's path."""
-    path = index_path(run_id)
-    entry = IndexEntry(
-        run_id=run_id,
-        run_dir=str(Path(run_dir).absolute()),
-        supervisor_pid=supervisor_pid,
-        supervisor_create_time=_create_time(supervisor_pid),
-        watchdog_pid=watchdog_pid,
-        watchdog_create_time=_create_time(watchdog_pid),
-        registered_wall_time=time.time(),
-    )
-    write_json(path, entry)
-    return path
-
-
-def unregister_run(run_id: str) -> bool:
-    """Drop a run from the index (after a verified teardown); False if it was not listed."""
-    try:
-        index_path(run_id).unlink()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def read_manifest(run_dir: Path) -> Manifest | None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._plan import default_runs_dir, default_state_dir
-from .schema import IndexEntry, Manifest, Summary, to_json
+
+if TYPE_CHECKING:  # the schema loads when first used: the head start registers its run without it
+    from .schema import IndexEntry, Manifest, Summary
 
 __all__ = [
     "index_dir",
@@ -23,7 +24,6 @@ __all__ = [
     "write_json",
 ]
 
-_log = logging.getLogger("supervisor.records")
 _warned: set[Path] = set()  #: run dirs already warned about: one warning per run, not one per write
 
 
@@ -58,6 +58,8 @@ def write_json(
 ) -> None:
     """Atomically: readers see the old file or the new one, never half of one. Raises OSError."""
     if not isinstance(data, dict):
+        from .schema import to_json
+
         data = to_json(data)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -97,4 +99,8 @@ def warn_record_failure(run_dir: Path, name: str, exc: OSError) -> None:
         return
     _warned.add(run_dir)
     reason = exc.strerror or str(exc)
-    _log.warning("cannot write %s in %s (%s); the run goes on without its record", name, run_dir, reason)
+    import logging  # here: the head start writes records before anything imports logging
+
+    logging.getLogger("supervisor.records").warning(
+        "cannot write %s in %s (%s); the run goes on without its record", name, run_dir, reason
+    )

@@ -1,0 +1,50 @@
+"""The run index's writes: a run is registered before its first child and unregistered after a verified
+teardown, so ``supervisor gc`` finds every run that may still own processes.
+
+Light on purpose (``json`` and ``os``, no schema, no psutil): the head start registers its run before the
+runtime is imported and before it spawns anything, and must not delay its first process for it. The
+entry's keys are ``schema.IndexEntry``'s fields (a test holds them equal).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .._process import create_time
+from .paths import index_path, write_json
+
+__all__ = ["register_run", "unregister_run"]
+
+
+def register_run(run_id: str, run_dir: Path, *, supervisor_pid: int, watchdog_pid: int | None = None) -> Path:
+    """List a run in the index (before its first child: gc must see it from then on); returns the
+    entry's path. Raises OSError."""
+    path = index_path(run_id)
+    entry = {
+        "run_id": run_id,
+        "run_dir": str(Path(run_dir).absolute()),
+        "supervisor_pid": supervisor_pid,
+        "supervisor_create_time": _create_time(supervisor_pid),
+        "watchdog_pid": watchdog_pid,
+        "watchdog_create_time": _create_time(watchdog_pid),
+        "registered_wall_time": time.time(),
+    }
+    write_json(path, entry)
+    return path
+
+
+def unregister_run(run_id: str) -> bool:
+    """Drop a run from the index (after a verified teardown); False if it was not listed."""
+    try:
+        index_path(run_id).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _create_time(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    value = create_time(pid)
+    return value or None  # 0.0: the process is gone

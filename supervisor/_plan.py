@@ -501,12 +501,22 @@ def _resolve_check(check: Check, fill: Callable[[str, str], str], field: str, ho
 
 
 def fill_templates(text: str, context: Mapping[str, str], report: Callable[[str], Any]) -> str:
-    """Replace ``{name}`` / ``{svc.field}``; ``{{`` and ``}}`` are literal braces; other braces are kept."""
+    """Replace ``{name}`` / ``{svc.field}``; ``{{`` is a literal brace, and so is the ``}}`` that closes
+    it; other braces are kept. A ``}}`` that closes no ``{{`` stays as written: JSON nests (``{"a":{"b":1}}``)
+    and never holds ``{{``, so raw JSON passes unchanged, while ``awk '{{print $1}}'`` still works."""
+    opened = 0  #: ``{{`` escapes not yet closed
 
     def replace(match: re.Match[str]) -> str:
+        nonlocal opened
         whole, name = match.group(0), match.group(1)
-        if name is None:
-            return whole[0]
+        if whole == "{{":
+            opened += 1
+            return "{"
+        if whole == "}}":
+            if not opened:
+                return whole
+            opened -= 1
+            return "}"
         if name in context:
             return context[name]
         report(f"unknown template {whole}" + suggest(name, list(context)))

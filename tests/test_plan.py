@@ -105,6 +105,26 @@ def test_templates_ports_and_replicas(tmp_path: Path) -> None:
     assert result.run_dir.parent == tmp_path and result.run_id.endswith(result.run_dir.name[-6:])
 
 
+@pytest.mark.parametrize(
+    ("written", "passed"),
+    [
+        ('{"a":{"b":{"c":1}}}', '{"a":{"b":{"c":1}}}'),  # raw nested JSON: its "}}" closes no "{{"
+        ('[{"x":{"y":2}},{"z":3}]', '[{"x":{"y":2}},{"z":3}]'),
+        ('{{"a":{{"b":1}}}}', '{"a":{"b":1}}'),  # doubled, as the presets' args write dicts
+        ("awk '{{print $1}}'", "awk '{print $1}'"),
+        ("{{{port}}}", "{PORT}"),
+        ("{{replica}}", "{replica}"),
+        ("a}}b", "a}}b"),
+    ],
+)
+def test_a_double_brace_is_literal_only_when_it_closes_an_escape(tmp_path: Path, written: str, passed: str) -> None:
+    """vLLM takes JSON flags (--kv-transfer-config, --speculative-config): nested ones end in "}}", which
+    was made "}" and handed the engine broken JSON."""
+    result = plan(svc("w", ports=["port"], command=[PY, written]), tmp_path=tmp_path)
+    replica = result.service("w").replicas[0]
+    assert replica.argv[1] == passed.replace("PORT", str(replica.port))
+
+
 def test_fixed_ports_are_kept_and_never_handed_out(tmp_path: Path) -> None:
     handed = iter([9001, 9002])
     result = sv.make_plan(

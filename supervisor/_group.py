@@ -364,11 +364,23 @@ class RunningTopology:
         return SlurmLauncher(self.allocation, plan.placement)
 
     def relocate(self, replica: Replica) -> None:
-        """Move ``replica`` off cluster nodes that went down (``_node_loss``); the run's plan follows."""
+        """Move ``replica`` off cluster nodes that went down (``_node_loss``); the run's plan follows, and
+        so do the services whose templates name it (``{decode.urls}`` now holds its new host), as after a
+        scale: each per its ``on_change``."""
         if self.allocation is not None and replica.plan.placement is not None:
             from ._node_loss import relocate
 
+            before = replica.plan
             relocate(self, self._services[replica.service], replica, self.allocation)
+            if replica.plan is not before and self._tg is not None:
+                self._tg.start_soon(self._follow_moved, replica.service, name=f"follow {replica.name}'s move")
+
+    async def _follow_moved(self, service: str) -> None:
+        from ._dependents import follow_endpoints
+
+        async with self._operation_lock:  # after a scale or rollout under way, as any operation
+            if not self._stopping:
+                await follow_endpoints(self, service)
 
     def emit(self, event: Event) -> None:
         self._events.emit(event)

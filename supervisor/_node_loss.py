@@ -6,7 +6,9 @@ whose step died so is restarted per its policy, and before that restart its plac
 the job's node list now: a lost node is replaced by the node of the allocation that is up, not already
 in this replica, and runs the fewest of our replicas (the allocation's order breaks ties). Its command
 is planned again for the new nodes (``{host}``, ``{leader_host}``...; ports, GPUs and name stay). With
-no such node left, the restart fails with a message that names the lost node.
+no such node left, the restart fails with a message that names the lost node. The services that follow
+the moved one (its URL in their templates, or a dependency) then do what their ``on_change`` says, as after
+a scale (``_dependents``).
 
 Checked only before a restart (a first start uses the fresh plan): one ``scontrol`` call per restart.
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._events import Ready
+from supervisor._events import EndpointsChanged, Ready
 from supervisor._slurm_alloc import SlurmAllocation, job_nodelist
 from supervisor._spec import Placement
 
@@ -64,6 +64,27 @@ async def test_a_replica_on_a_node_that_went_down_restarts_on_a_node_that_is_up(
     started = records(tmp_path)
     assert sorted(started) == [f"web.0.{first}", f"web.1.{second}", f"web.1.{third}"]
     assert {info["job"] for info in started.values()} == {four_nodes.job_id}
+
+
+async def test_the_services_that_follow_a_moved_replica_do_what_their_on_change_says(
+    runs_dir: Path, tmp_path: Path, four_nodes: SlurmAllocation, slurm: SlurmCluster
+) -> None:
+    """As after a scale: web.1 moves off a lost node, so front (which depends on web) is told, and with
+    ``on_change: restart`` restarts with its templates filled again (``{web.urls}`` names the new host on a
+    real cluster; the test cluster's nodes share one address)."""
+    web = task_service("web", tmp_path, replicas=2, restart=RESTART)
+    front = task_service("front", tmp_path, depends_on=["web"], on_change="restart", restart=RESTART)
+    plan = planned(sv.Topology(name="follow", services=[web, front]), runs_dir, four_nodes)
+    async with sv.launch(plan, _allocation=four_nodes) as group:
+        moving = group["web.1"]
+        assert isinstance(moving, sv.Replica) and moving.plan.placement is not None
+        front_pids = group["front"].pids
+        node_down(slurm, moving.plan.placement.nodes[0].name)
+        await wait_for(group, lambda events: ready_count("front")(events) == 2, timeout=60)
+        assert group["front"].pids != front_pids
+        changed = [e for e in group.event_history if isinstance(e, EndpointsChanged)]
+        assert [(e.service, e.source, e.action) for e in changed] == [("front", "web", "restart")]
+        assert ready_count("web.1")(group.event_history) == 2
 
 
 async def test_a_lost_node_with_no_node_to_replace_it_fails_the_run_naming_it(

@@ -113,6 +113,7 @@ def test_prefill_decode_with_bootstrap_ports_behind_the_router() -> None:
     # ``--prometheus-port`` default 29000) and panics when it is taken (src/metrics.rs ``.expect("failed to install
     # Prometheus metrics exporter")``, sglang main 2025-10): the preset gives each router a port of its own
     assert frontend.ports == (sv.PortSpec("port"), sv.PortSpec("prometheus"))
+    assert frontend.metrics == "http://{host}:{prometheus}/metrics"  # snapshots and `supervisor status` read it
     assert frontend.ready is not None and frontend.ready.check == sv.HttpCheck("http://{host}:{port}/readiness", 200)
     assert frontend.depends_on == (sv.Dependency("prefill"), sv.Dependency("decode"))
     assert frontend.stop == sv.StopPolicy("SIGTERM", 5.0) and frontend.gpus is None

@@ -63,9 +63,10 @@ def router_frontend(
     env: Mapping[str, str] | None = None,
     depends_on: object = ("prefill", "decode"),
     extra_ports: Sequence[str] = (),
+    metrics: str | None = None,
 ) -> supervisor.Service:
     """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend`` (on a
-    cluster on the head node, node 0)."""
+    cluster on the head node, node 0); ``metrics``, its Prometheus endpoint if it has one."""
     return supervisor.Service(
         name=FRONTEND,
         command=command,
@@ -77,4 +78,5 @@ def router_frontend(
         stop=ROUTER_STOP,
         restart=supervisor.RestartPolicy("on-failure"),
         placement=HEAD_NODE,
+        metrics=metrics,
     )

@@ -48,6 +48,8 @@ MULTI_NODE_FLAGS = ("--dist-init-addr", "{leader_host}:{dist}", "--nnodes", "{nn
 #: default 29000; ``src/metrics.rs`` panics "failed to install Prometheus metrics exporter" when it is taken),
 #: so two routers on a host, or anything else on 29000, kill it: each router gets a port of its own
 ROUTER_PROMETHEUS = ("--prometheus-port", "{prometheus}", "--prometheus-host", "{host}")
+#: and there it serves its Prometheus metrics (request counts and latencies per worker)
+ROUTER_METRICS = "http://{host}:{prometheus}/metrics"
 
 PROFILE = EngineProfile(
     name="sglang",
@@ -139,6 +141,7 @@ def sglang(
         alive_path="/liveness",
         env=engine_env(env_path, env),
         extra_ports=("prometheus",),
+        metrics=ROUTER_METRICS,
     )
     return supervisor.Topology(name="sglang-disagg", services=[*servers, frontend], cluster=cluster)
 

@@ -117,7 +117,7 @@ def test_the_run_is_indexed_before_its_first_child_and_unindexed_when_nothing_wa
     assert not any(r.run_id == plan.run_id for r in list_runs())
 
 
-def test_the_index_entry_has_the_schema_s_fields(runs_dir: Path, private_state_dir: Path) -> None:
+def test_the_index_entry_has_the_schema_s_fields(runs_dir: Path) -> None:
     """The head start writes the entry without the schema (it must not wait for it to import)."""
     path = register_run("r1", runs_dir / "r1", supervisor_pid=os.getpid(), watchdog_pid=None)
     written = json.loads(path.read_text())

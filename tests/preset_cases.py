@@ -26,7 +26,14 @@ CASES: dict[str, tuple[str, dict[str, object]]] = {
     "vllm-disagg": ("vllm", {"model": "Qwen/Qwen3-0.6B", "mode": "disagg", "prefill": 2, "decode": 2}),
     "vllm-disagg-lmcache": (
         "vllm",
-        {"model": "Qwen/Qwen3-0.6B", "mode": "disagg", "kv_connector": "LMCacheConnectorV1"},
+        {
+            "model": "Qwen/Qwen3-0.6B",
+            "mode": "disagg",
+            "kv_connector": "LMCacheConnectorV1",
+            "env": {"PYTHONHASHSEED": "0"},  # prefill and decode must hash prompts alike (LMCache's example)
+            "prefill_env": {"LMCACHE_CONFIG_FILE": "/etc/lmcache/prefiller.yaml"},
+            "decode_env": {"LMCACHE_CONFIG_FILE": "/etc/lmcache/decoder.yaml"},
+        },
     ),
     "sglang": ("sglang", {"model": "Qwen/Qwen3-0.6B", "replicas": 2}),
     "sglang-disagg": ("sglang", {"model": "Qwen/Qwen3-0.6B", "mode": "disagg", "prefill": 2, "decode": 2}),

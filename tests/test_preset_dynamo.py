@@ -355,3 +355,20 @@ def test_workers_get_the_grace_dynamo_s_own_shutdown_takes(engine: str, grace: f
     topo = topologies.dynamo(engine=engine, model="m", prefill=1, decode=1)  # type: ignore[arg-type]
     workers = [s for s in topo.services if s.name in ("prefill", "decode")]
     assert len(workers) == 2 and all(w.stop == sv.StopPolicy("SIGTERM", grace_seconds=grace) for w in workers)
+
+
+@pytest.mark.parametrize("prefill", [0, 1])
+def test_each_worker_role_takes_its_own_env_over_the_common_one(prefill: int) -> None:
+    """``decode_env`` goes to the decode workers, or to the aggregated ones (named decode) with prefill=0."""
+    services = {
+        s.name: s
+        for s in topologies.dynamo(
+            model="m", prefill=prefill, env={"A": "1", "B": "all"}, prefill_env={"B": "p"}, decode_env={"C": "d"}
+        ).services
+    }
+    decode = services["decode"].env
+    assert (decode["A"], decode["B"], decode["C"]) == ("1", "all", "d")
+    if prefill:
+        assert (services["prefill"].env["A"], services["prefill"].env["B"]) == ("1", "p")
+        assert "C" not in services["prefill"].env
+    assert services["frontend"].env["B"] == "all" and "C" not in services["frontend"].env

@@ -224,3 +224,12 @@ def test_disaggregated_and_multi_node_servers_advertise_their_host(
         assert (server.env.get("SGLANG_HOST_IP") == "{host}") is advertised, server.env
     mine = topologies.sglang(model="m", mode="disagg", env={"SGLANG_HOST_IP": "10.0.0.7"})
     assert all(s.env["SGLANG_HOST_IP"] == "10.0.0.7" for s in mine.services if "sglang.launch_server" in s.command)
+
+
+def test_each_disaggregated_role_takes_its_own_env_over_the_common_one() -> None:
+    prefill, decode, frontend = topologies.sglang(
+        model="m", mode="disagg", env={"A": "1", "B": "all"}, prefill_env={"B": "p"}, decode_env={"C": "d"}
+    ).services
+    assert (prefill.env["A"], prefill.env["B"], "C" in prefill.env) == ("1", "p", False)
+    assert (decode.env["A"], decode.env["B"], decode.env["C"]) == ("1", "all", "d")
+    assert frontend.env == {"A": "1", "B": "all"}

@@ -120,6 +120,22 @@ def test_disaggregated_prefill_decode_behind_the_proxy() -> None:
     assert frontend.stop == sv.StopPolicy("SIGTERM", 5.0) and frontend.gpus is None
 
 
+def test_each_disaggregated_role_takes_its_own_env_over_the_common_one() -> None:
+    """LMCache's disaggregated example gives the prefiller and the decoder each its own LMCACHE_CONFIG_FILE
+    (NIXL sender / receiver) and both the same PYTHONHASHSEED: one ``env`` for all servers could not."""
+    prefill, decode, frontend = topologies.vllm(
+        model="m",
+        mode="disagg",
+        kv_connector="LMCacheConnectorV1",
+        env={"PYTHONHASHSEED": "0", "LMCACHE_CONFIG_FILE": "/common.yaml"},
+        prefill_env={"LMCACHE_CONFIG_FILE": "/p.yaml"},
+        decode_env={"LMCACHE_CONFIG_FILE": "/d.yaml", "UCX_TLS": "tcp"},
+    ).services
+    assert prefill.env == {"PYTHONHASHSEED": "0", "LMCACHE_CONFIG_FILE": "/p.yaml"}
+    assert decode.env == {"PYTHONHASHSEED": "0", "LMCACHE_CONFIG_FILE": "/d.yaml", "UCX_TLS": "tcp"}
+    assert "LMCACHE_CONFIG_FILE" not in frontend.env
+
+
 def test_producer_consumer_connectors_get_their_roles() -> None:
     """vLLM examples/others/lmcache/disagg_prefill_lmcache_v1: kv_producer / kv_consumer, and its proxy is
     pd_proxy's protocol (prefill with max_tokens=1, then the decode server answers the request)."""

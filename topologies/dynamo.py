@@ -52,6 +52,8 @@ def dynamo(
     decode_args: Args = None,
     frontend_args: Args = None,
     env: Mapping[str, str] | None = None,
+    prefill_env: Mapping[str, str] | None = None,
+    decode_env: Mapping[str, str] | None = None,
     etcd: str = "etcd",
     nats_server: str = "nats-server",
     cluster: Cluster = None,
@@ -63,7 +65,8 @@ def dynamo(
 
     ``prefill`` and ``decode`` are worker counts (``prefill=0``: aggregated workers only, named ``decode``;
     ``replicas`` is a synonym for ``decode``), each worker on ``tp`` GPUs (none for the mocker). ``args``
-    go to every worker, ``prefill_args``/``decode_args`` to one role, ``frontend_args`` to the frontend.
+    go to every worker, ``prefill_args``/``decode_args`` to one role, ``frontend_args`` to the frontend;
+    ``env`` to every service, ``prefill_env``/``decode_env`` to one role's workers.
     ``discovery="file"`` runs without etcd and NATS (workers and frontend share ``{run_dir}/discovery``).
     ``etcd``/``nats_server``: the programs (default: from PATH, as Debian's packages install them).
     ``cluster``: run on a Slurm allocation (``supervisor.SlurmCluster(nodes=4)``): etcd, NATS and the
@@ -107,7 +110,7 @@ def dynamo(
     needs = [supervisor.Dependency(service.name) for service in infra]
     fixed = {"HF_HUB_OFFLINE": "1"} if local else {}  # a local model never makes the hub client go online
 
-    def worker(role: Role, count: int, role_args: Args) -> supervisor.Service:
+    def worker(role: Role, count: int, role_args: Args, own_env: Mapping[str, str] | None) -> supervisor.Service:
         profile = _dynamo.worker_profile(engine)
         ports: list[object] = [supervisor.PortSpec("status", below=_dynamo.STATUS_PORT_LIMIT)]
         if engine == "sglang" and role == "prefill":
@@ -122,16 +125,18 @@ def dynamo(
             ports=ports,
             replicas=count,
             depends_on=needs,
-            env=engine_env(env_path, env, **_dynamo.worker_env(discovery), **nixl, **fixed),
+            env=engine_env(
+                env_path, {**(env or {}), **(own_env or {})}, **_dynamo.worker_env(discovery), **nixl, **fixed
+            ),
             ready=supervisor.HttpCheck("http://{host}:{status}/health"),
             metrics="http://{host}:{status}/metrics",  # the worker's status server
             restart=_dynamo.RESTART_ALWAYS,
             gpus=None if engine == "mocker" else tp,
         )
 
-    workers = [worker("decode" if prefill else "agg", decode, decode_args)]
+    workers = [worker("decode" if prefill else "agg", decode, decode_args, decode_env)]
     if prefill:
-        workers.insert(0, worker("prefill", prefill, prefill_args))
+        workers.insert(0, worker("prefill", prefill, prefill_args, prefill_env))
     frontend = _dynamo.FRONTEND_PROFILE.service(
         name=FRONTEND,
         command=[

@@ -87,10 +87,14 @@ def sglang(
     prefill_args: Mapping[str, object] | Sequence[str] | None = None,
     decode_args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    prefill_env: Mapping[str, str] | None = None,
+    decode_env: Mapping[str, str] | None = None,
     cluster: Cluster = None,
     nodes_per_replica: int = 1,
 ) -> supervisor.Topology:
     """SGLang servers; clients use ``frontend`` (the server itself, or the router in disagg mode).
+
+    ``prefill_args``/``prefill_env`` and ``decode_args``/``decode_env`` go to one role in disagg mode.
 
     ``nodes_per_replica`` > 1 (on a cluster): each server spans that many nodes, ``tp`` x ``dp`` GPUs in
     all (``tp`` with ``--enable-dp-attention``), split evenly over them; each server's nodes are its own.
@@ -121,9 +125,9 @@ def sglang(
     prefill_flags = ["--disaggregation-mode", "prefill", "--disaggregation-bootstrap-port", "{bootstrap}", *backend]
     decode_flags = ["--disaggregation-mode", "decode", *backend]
     servers = [
-        _server("prefill", model, name, None, env_path, prefill, tp, dp, args, env,
+        _server("prefill", model, name, None, env_path, prefill, tp, dp, args, {**(env or {}), **(prefill_env or {})},
                 prefill_flags + PROFILE.flags(prefill_args), ("bootstrap",), nodes=nodes),
-        _server("decode", model, name, None, env_path, decode, tp, dp, args, env,
+        _server("decode", model, name, None, env_path, decode, tp, dp, args, {**(env or {}), **(decode_env or {})},
                 decode_flags + PROFILE.flags(decode_args), nodes=nodes),
     ]  # fmt: skip
     router = [engine_python(env_path), "-m", "sglang_router.launch_router", "--pd-disaggregation"]

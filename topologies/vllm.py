@@ -96,12 +96,15 @@ def vllm(
     prefill_args: Mapping[str, object] | Sequence[str] | None = None,
     decode_args: Mapping[str, object] | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    prefill_env: Mapping[str, str] | None = None,
+    decode_env: Mapping[str, str] | None = None,
     cluster: Cluster = None,
 ) -> supervisor.Topology:
     """vLLM servers; clients use ``frontend`` (``{frontend.url}``; ``{frontend.urls}`` lists replicas).
 
     ``mode="single"``: ``replicas`` independent servers of ``tp`` x ``dp`` GPUs each. ``mode="disagg"``:
-    ``prefill`` and ``decode`` servers joined by ``kv_connector`` behind ``topologies.pd_proxy``.
+    ``prefill`` and ``decode`` servers joined by ``kv_connector`` behind ``topologies.pd_proxy``;
+    ``prefill_env``/``decode_env`` go to one role (LMCache's ``LMCACHE_CONFIG_FILE`` differs per role).
     """
     check_counts("vllm", replicas=replicas, tp=tp, dp=dp, prefill=prefill, decode=decode)
     check_inputs(
@@ -129,16 +132,17 @@ def vllm(
         raise preset_error("vllm", "kv_connector", problem)
     symmetric = kv_connector in _SYMMETRIC
     services = []
-    for role, count, role_args, kv_role in (
-        ("prefill", prefill, prefill_args, "kv_both" if symmetric else "kv_producer"),
-        ("decode", decode, decode_args, "kv_both" if symmetric else "kv_consumer"),
+    for role, count, role_args, kv_role, own_env in (
+        ("prefill", prefill, prefill_args, "kv_both" if symmetric else "kv_producer", prefill_env),
+        ("decode", decode, decode_args, "kv_both" if symmetric else "kv_consumer", decode_env),
     ):
         transfer = {"kv_connector": kv_connector, "kv_role": kv_role}
         flags = PROFILE.flags({"kv_transfer_config": transfer}) + PROFILE.flags(role_args)
         nixl = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "{host}", "VLLM_NIXL_SIDE_CHANNEL_PORT": "{nixl}"}
         fixed = nixl if kv_connector == "NixlConnector" else {}
         ports = ["nixl"] if fixed else []
-        services.append(_server(role, model, name, None, env_path, count, tp, 1, args, env, flags, fixed, ports))
+        role_env = {**(env or {}), **(own_env or {})}
+        services.append(_server(role, model, name, None, env_path, count, tp, 1, args, role_env, flags, fixed, ports))
     proxy = [
         "{python}", "-m", "topologies.pd_proxy", "--host", "{host}", "--port", "{port}",
         *_each("--prefill", replica_urls("prefill", prefill)),

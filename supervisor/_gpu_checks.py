@@ -22,6 +22,7 @@ __all__ = [
     "GpuHolder",
     "check_free_memory",
     "describe_holders",
+    "listed_before",
     "runtime_inventory",
     "wait_released",
 ]
@@ -67,6 +68,13 @@ def describe_holders(processes: Sequence[GpuProcess]) -> list[GpuHolder]:
             run_id, replica = recorded.get(gpu_process.pid, (None, None))
         holders.append(GpuHolder(gpu_process, name, run_id, replica))
     return holders
+
+
+def _foreign_and_new(process: GpuProcess, gpus: Collection[int], before: frozenset[tuple[int, int]] | None) -> bool:
+    """Listed on one of the run's GPUs since it began, under a pid of another namespace (none here)."""
+    if before is None or process.gpu not in gpus or (process.gpu, process.pid) in before:
+        return False
+    return not psutil.pid_exists(process.pid)
 
 
 def _recorded_leaders() -> dict[int, tuple[str, str]]:
@@ -134,12 +142,33 @@ def check_free_memory(plan: Plan, inventory: GpuInventory, *, replicas: Collecti
         raise ConfigError(problems, source=plan.source)
 
 
+def listed_before(inventory: GpuInventory | None, plan: Plan) -> frozenset[tuple[int, int]] | None:
+    """``(gpu, pid)`` of every process the GPUs list before the run's first spawn, when the run uses GPUs
+    (None otherwise, or when the driver cannot say): ``wait_released`` tells the run's own from them."""
+    if inventory is None or not any(r.gpus for s in plan.services for r in s.replicas):
+        return None
+    try:
+        return frozenset((p.gpu, p.pid) for p in inventory.processes())
+    except Exception:  # the driver cannot list processes: the release wait then matches our pids only
+        return None
+
+
 async def wait_released(
-    inventory: GpuInventory, pids: Mapping[int, str], *, seconds: float | None = None
+    inventory: GpuInventory,
+    pids: Mapping[int, str],
+    *,
+    seconds: float | None = None,
+    gpus: Collection[int] = (),
+    before: frozenset[tuple[int, int]] | None = None,
 ) -> list[GpuProcess]:
     """Poll until the GPUs list none of ``pids`` (or ``seconds`` passed, default ``GPU_RELEASE_SECONDS``);
     returns what is still listed. The driver frees a context only after the process is gone, a moment
-    after its exit, so a next run started at once could otherwise find the memory still taken."""
+    after its exit, so a next run started at once could otherwise find the memory still taken.
+
+    With ``before`` (``listed_before``), a process on one of the run's ``gpus`` that was not listed before
+    it and whose pid is no process here counts as the run's too: in a container without the host's pid
+    namespace, drivers that do not translate pids list the host's, which never match ours, and the wait
+    would end at once with the memory still held."""
     limit = GPU_RELEASE_SECONDS if seconds is None else seconds
     deadline = time.monotonic() + limit
     delay = _POLL_SECONDS[0]
@@ -148,7 +177,7 @@ async def wait_released(
             listed = await anyio.to_thread.run_sync(inventory.processes)
         except Exception:  # the driver went away: nothing more to learn
             return []
-        left = [p for p in listed if p.pid in pids]
+        left = [p for p in listed if p.pid in pids or _foreign_and_new(p, gpus, before)]
         if not left or time.monotonic() >= deadline:
             return left
         await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))

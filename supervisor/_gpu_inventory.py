@@ -164,7 +164,9 @@ class FakeInventory:
 
     ``held`` may be changed at any time. With ``live_only`` (the default) a listed process is shown only
     while its pid lives, as NVML does, and ``release_delay_seconds`` more (a driver freeing the context
-    a moment after the exit); without ``live_only`` it is listed until removed (a survivor).
+    a moment after the exit); without ``live_only`` it is listed until removed (a survivor). With
+    ``pid_offset``, each is listed as its pid plus that: a driver in a container without the host's pid
+    namespace, which lists the host's pids.
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class FakeInventory:
         memory_bytes: int = 80 * 1000**3,
         live_only: bool = True,
         release_delay_seconds: float = 0.0,
+        pid_offset: int = 0,
     ) -> None:
         if isinstance(devices, int):
             devices = [
@@ -186,6 +189,7 @@ class FakeInventory:
         self.held: list[GpuProcess] = list(processes)
         self.live_only = live_only
         self.release_delay_seconds = release_delay_seconds
+        self.pid_offset = pid_offset
         self._gone_since: dict[int, float] = {}
         self._peers: dict[int, set[int]] = {d.index: set() for d in self._devices}
         indices = [d.index for d in self._devices]
@@ -205,7 +209,8 @@ class FakeInventory:
         return [attrs.evolve(d, memory_used_bytes=d.memory_used_bytes + used.get(d.index, 0)) for d in self._devices]
 
     def processes(self) -> Sequence[GpuProcess]:
-        return [p for p in self.held if not self.live_only or self._listed(p.pid)]
+        listed = [p for p in self.held if not self.live_only or self._listed(p.pid)]
+        return [attrs.evolve(p, pid=p.pid + self.pid_offset) for p in listed] if self.pid_offset else listed
 
     def _listed(self, pid: int) -> bool:
         if _pid_alive(pid):

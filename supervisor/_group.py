@@ -64,11 +64,13 @@ class RunningTopology:
         on_output: Callable[[str, bytes], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
+        gpus_before: frozenset[tuple[int, int]] | None = None,
         head_start: HeadStart | None = None,
         allocation: SlurmAllocation | None = None,
     ) -> None:
         self.plan = plan
         self.gpus = gpus  #: checked after teardown: the GPUs must stop listing our processes
+        self.gpus_before = gpus_before  #: (gpu, pid) listed before the first spawn (``listed_before``)
         self.run_id = plan.run_id
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
@@ -135,6 +137,7 @@ class RunningTopology:
         on_group: Callable[[RunningTopology], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
+        gpus_before: frozenset[tuple[int, int]] | None = None,
         head_start: HeadStart | None = None,
         allocation: SlurmAllocation | None = None,
     ) -> AsyncIterator[RunningTopology]:
@@ -152,6 +155,7 @@ class RunningTopology:
             on_output=on_output,
             launcher=launcher,
             gpus=gpus,
+            gpus_before=gpus_before,
             head_start=head_start,
             allocation=allocation,
         )

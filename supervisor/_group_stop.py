@@ -45,6 +45,7 @@ class StoppingGroup(ReplicaHost, Protocol):
 
     plan: Plan
     gpus: GpuInventory | None
+    gpus_before: frozenset[tuple[int, int]] | None
     allocation: SlurmAllocation | None
     control_socket: Path | None
     teardown_started_at: float | None
@@ -220,9 +221,18 @@ async def _wait_gpus_released(group: StoppingGroup) -> None:
 
     started = time.monotonic()
     # a second Ctrl-C asks for an exit now: look once, name what is left, do not wait
-    survivors = await wait_released(group.gpus, group._seen_pids, seconds=0.0 if group._kill_now else None)
+    replicas = [*group.replicas, *group._retired]
+    on_gpu = {index: r.name for r in reversed(replicas) for index in r.plan.gpus}  # the first replica on each
+    survivors = await wait_released(
+        group.gpus,
+        group._seen_pids,
+        seconds=0.0 if group._kill_now else None,
+        gpus=set(on_gpu),
+        before=group.gpus_before,
+    )
     for holder in describe_holders(survivors):
-        name = group._seen_pids.get(holder.process.pid, "")
+        # a pid of another namespace (``wait_released``) is named after the replica that had its GPU
+        name = group._seen_pids.get(holder.process.pid) or on_gpu.get(holder.process.gpu, "")
         replica = group._replicas.get(name)
         group.emit(
             GpuNotReleased(

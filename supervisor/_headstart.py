@@ -61,6 +61,7 @@ class HeadStart:
     def __init__(self, plan: Plan, inventory: GpuInventory | None, began_at: float, began_wall_time: float) -> None:
         self.plan = plan
         self.inventory = inventory  #: what ``preflight`` returned: the run's GPU inventory
+        self.gpus_before: frozenset[tuple[int, int]] | None = None  #: what the GPUs listed before any spawn
         self.began_at = began_at  #: ``time.monotonic()`` when the run began: its start time in the records
         self.began_wall_time = began_wall_time
         self.spawned: dict[str, int] = {}  #: replica name -> pid, for every process started here, in order
@@ -77,6 +78,10 @@ class HeadStart:
         assert plan.cluster is None, "a cluster run starts its replicas through the cluster's launcher"
         head = cls(plan, None, time.monotonic(), time.time())
         head.inventory = preflight(plan, gpus)
+        if head.inventory is not None:
+            from ._gpu_checks import listed_before
+
+            head.gpus_before = listed_before(head.inventory, plan)
         try:
             head._watchdog = Watchdog.spawn(plan.run_id, plan.run_dir)
             head.watchdog_pid = head._watchdog.pid

@@ -94,9 +94,14 @@ async def launch(
     async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
         if _head_start is not None:  # it made the checks before its spawns (ports would now be ours)
             assert plan is _head_start.plan
-            inventory = _head_start.inventory
+            inventory, gpus_before = _head_start.inventory, _head_start.gpus_before
         else:
             inventory = preflight(plan, gpus)
+            gpus_before = None
+            if inventory is not None:
+                from ._gpu_checks import listed_before
+
+                gpus_before = listed_before(inventory, plan)
         try:
             async with RunningTopology.open(
                 plan,
@@ -104,6 +109,7 @@ async def launch(
                 on_output=on_output,
                 on_group=_on_group,
                 gpus=inventory,
+                gpus_before=gpus_before,
                 head_start=_head_start,
                 allocation=allocation,
             ) as group:

@@ -460,6 +460,75 @@ async def test_wait_released_is_bounded_and_ignores_other_pids() -> None:
     assert 0.2 <= time.monotonic() - started < 2
 
 
+#: listed pids of "another namespace": above any pid_max, so no process here has one
+HOST_PIDS = 1 << 23
+
+
+@pytest.mark.anyio
+async def test_the_release_wait_counts_new_processes_of_another_pid_namespace_on_the_run_s_gpus() -> None:
+    """In a container without the host's pid namespace, older drivers list host pids: a new one on one of
+    the run's GPUs is the run's (the wait went on; it ended at once); one listed before the run, one on
+    another GPU, and a process that lives here but is not ours are not."""
+    before = frozenset({(0, HOST_PIDS + 1)})
+    node = FakeInventory(
+        3,
+        processes=[
+            GpuProcess(0, HOST_PIDS + 1),  # listed before the run
+            GpuProcess(0, HOST_PIDS + 2),  # new, in another namespace: the run's
+            GpuProcess(2, HOST_PIDS + 3),  # new, but not on the run's GPUs
+            GpuProcess(1, os.getpid()),  # lives here, not the run's
+        ],
+        live_only=False,
+    )
+    with anyio.fail_after(5):
+        left = await _gpu_checks.wait_released(node, {}, seconds=0.2, gpus={0, 1}, before=before)
+        assert left == [GpuProcess(0, HOST_PIDS + 2)]
+        assert await _gpu_checks.wait_released(node, {}, seconds=0.2, gpus={0, 1}, before=None) == []
+    with_gpus, without = (sv.make_plan(sv.Topology(name="g", services=[svc("w", g)]), gpus=node) for g in (1, None))
+    assert _gpu_checks.listed_before(node, with_gpus) == frozenset((p.gpu, p.pid) for p in node.processes())
+    assert _gpu_checks.listed_before(node, without) is None
+
+
+@pytest.mark.anyio
+async def test_teardown_waits_for_the_gpus_to_release_a_run_whose_pids_the_driver_lists_from_the_host(
+    runs_dir: Path,
+) -> None:
+    """The fake driver lists each process under a pid of another namespace until 0.5 s after its exit:
+    leaving ``launch`` must still wait for it, and a process it lists from before the run is left alone."""
+    node = FakeInventory(
+        2, processes=[GpuProcess(0, os.getpid(), 10**9)], release_delay_seconds=0.5, pid_offset=HOST_PIDS
+    )
+
+    def on_event(event: sv.Event) -> None:
+        if isinstance(event, sv.Spawned):
+            node.held.append(GpuProcess(0, event.pid, 10**9))
+
+    topology = sv.Topology(name="g", services=[svc("w", 1, command=SLEEPER, ready=sv.LogCheck("service ready"))])
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=node, on_event=on_event) as group:
+        assert len(node.processes()) == 2
+    assert [p.pid for p in node.processes()] == [os.getpid() + HOST_PIDS]
+    assert not any(isinstance(e, sv.GpuNotReleased) for e in group.event_history)
+
+
+@pytest.mark.anyio
+async def test_a_process_of_another_namespace_the_gpu_keeps_listing_is_named_after_the_replica_on_it(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_gpu_checks, "GPU_RELEASE_SECONDS", 0.5)
+    node = FakeInventory(2, live_only=False, pid_offset=HOST_PIDS)
+
+    def on_event(event: sv.Event) -> None:
+        if isinstance(event, sv.Spawned):
+            node.held.append(GpuProcess(1, event.pid, 3 * 10**9))
+
+    topology = sv.Topology(name="g", services=[svc("w", sv.GpuRequest(ids=[1]), command=SLEEPER)])
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=node, on_event=on_event) as group:
+        pid = group.replica("w").pid
+    warnings = [e for e in group.event_history if isinstance(e, sv.GpuNotReleased)]
+    assert pid is not None
+    assert [(w.replica, w.service, w.pid, w.gpu) for w in warnings] == [("w", "w", pid + HOST_PIDS, 1)]
+
+
 def test_import_supervisor_loads_no_nvml() -> None:
     code = "import sys, supervisor; supervisor.make_plan; assert 'pynvml' not in sys.modules, 'pynvml imported'"
     subprocess.run([PYTHON, "-c", code], check=True, timeout=60)

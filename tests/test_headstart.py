@@ -18,6 +18,7 @@ import pytest
 
 import supervisor as sv
 from supervisor import _preflight
+from supervisor._gpu_inventory import FakeInventory, GpuProcess
 from supervisor._headstart import HeadStart
 from supervisor._plan import make_plan
 from supervisor._preflight import _maybe_listening
@@ -151,6 +152,17 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert "is dead" in gc.stdout, gc.stdout
     wait_until(lambda: not any(alive(pid) for pid in pids), timeout=20)
     assert list_runs() == []
+
+
+def test_what_the_gpus_list_is_read_before_the_first_spawn(runs_dir: Path) -> None:
+    """The release wait tells the run's GPU processes from those listed before it (another pid namespace):
+    the head start reads that list before it spawns anything."""
+    node = FakeInventory(2, processes=[GpuProcess(1, os.getpid(), 10**9)])
+    topology = sv.Topology(name="g", services=[sv.Service(name="s", command=EARLY, gpus=1)])
+    plan = make_plan(topology, runs_dir=runs_dir, gpus=node)
+    with HeadStart.begin(plan, node) as head:
+        assert head.gpus_before == frozenset({(1, os.getpid())})
+        assert head.inventory is node and list(head.spawned) == ["s"]
 
 
 def test_a_replica_asked_for_differently_than_started_is_started_again(runs_dir: Path) -> None:

@@ -5,7 +5,7 @@
 Writes ``RECORD_DIR/NAME.<node>.json`` at start (its node, step, ranks and whether it carries the run's
 mark) and appends ``TERM <wall time>`` to ``RECORD_DIR/NAME.<node>.signals`` on SIGTERM, then exits 0
 after ``--term-delay`` seconds (or ignores it). ``--fail-once`` exits 3 at once the first time (a
-marker file remembers), to test restarts. Rank R serves on port P+R.
+marker file remembers), to test restarts. Rank 0 serves on port P, other ranks on a free port.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ def main() -> int:
     node = os.environ.get("SLURMD_NODENAME", "local")
     port = int(options[options.index("--port") + 1]) if "--port" in options else None
     rank = int(options[options.index("--rank") + 1]) if "--rank" in options else 0
-    if port is not None:
-        port += rank  # emulated nodes share this host: each task of a multi-node replica needs its own port
+    if port is not None and rank > 0:
+        # emulated nodes share this host, and only rank 0 is probed: another rank takes any free port (port +
+        # rank was reserved by no one; a fresh-clone CI run found it taken, and the rank died at its bind)
+        port = 0
     delay = float(options[options.index("--term-delay") + 1]) if "--term-delay" in options else 0.0
     base = record_dir / f"{name}.{node}"
     if "--fail-once" in options:

@@ -411,9 +411,13 @@ async def test_free_memory_check_names_the_holder_and_starts_nothing(runs_dir: P
 
 
 @pytest.mark.anyio
-async def test_teardown_waits_until_the_gpus_release_the_run(runs_dir: Path) -> None:
-    """The fake driver lists a process until 0.5 s after its exit: leaving ``launch`` must wait for it."""
-    node = FakeInventory(2, release_delay_seconds=0.5)
+@pytest.mark.parametrize("pid_offset", [0, 1 << 23], ids=["same pid namespace", "host pids"])
+async def test_teardown_waits_until_the_gpus_release_the_run(runs_dir: Path, pid_offset: int) -> None:
+    """The fake driver lists a process until 0.5 s after its exit: leaving ``launch`` must wait for it, also
+    when the driver lists pids of another namespace (a container: older drivers give host pids), and leave
+    alone what it listed before the run."""
+    earlier = GpuProcess(0, os.getpid(), 10**9)
+    node = FakeInventory(2, processes=[earlier], release_delay_seconds=0.5, pid_offset=pid_offset)
 
     def on_event(event: sv.Event) -> None:
         if isinstance(event, sv.Spawned):
@@ -421,8 +425,8 @@ async def test_teardown_waits_until_the_gpus_release_the_run(runs_dir: Path) -> 
 
     topology = sv.Topology(name="g", services=[svc("w", 1, command=SLEEPER, ready=sv.LogCheck("service ready"))])
     async with sv.launch(topology, runs_dir=runs_dir, gpus=node, on_event=on_event) as group:
-        assert [p.gpu for p in node.processes()] == [0]
-    assert node.processes() == []
+        assert len(node.processes()) == 2
+    assert node.processes() == [GpuProcess(0, os.getpid() + pid_offset, 10**9)]
     assert not any(isinstance(e, sv.GpuNotReleased) for e in group.event_history)
 
 
@@ -487,27 +491,6 @@ async def test_the_release_wait_counts_new_processes_of_another_pid_namespace_on
     with_gpus, without = (sv.make_plan(sv.Topology(name="g", services=[svc("w", g)]), gpus=node) for g in (1, None))
     assert _gpu_checks.listed_before(node, with_gpus) == frozenset((p.gpu, p.pid) for p in node.processes())
     assert _gpu_checks.listed_before(node, without) is None
-
-
-@pytest.mark.anyio
-async def test_teardown_waits_for_the_gpus_to_release_a_run_whose_pids_the_driver_lists_from_the_host(
-    runs_dir: Path,
-) -> None:
-    """The fake driver lists each process under a pid of another namespace until 0.5 s after its exit:
-    leaving ``launch`` must still wait for it, and a process it lists from before the run is left alone."""
-    node = FakeInventory(
-        2, processes=[GpuProcess(0, os.getpid(), 10**9)], release_delay_seconds=0.5, pid_offset=HOST_PIDS
-    )
-
-    def on_event(event: sv.Event) -> None:
-        if isinstance(event, sv.Spawned):
-            node.held.append(GpuProcess(0, event.pid, 10**9))
-
-    topology = sv.Topology(name="g", services=[svc("w", 1, command=SLEEPER, ready=sv.LogCheck("service ready"))])
-    async with sv.launch(topology, runs_dir=runs_dir, gpus=node, on_event=on_event) as group:
-        assert len(node.processes()) == 2
-    assert [p.pid for p in node.processes()] == [os.getpid() + HOST_PIDS]
-    assert not any(isinstance(e, sv.GpuNotReleased) for e in group.event_history)
 
 
 @pytest.mark.anyio

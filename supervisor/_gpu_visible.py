@@ -12,6 +12,7 @@ Replicas still get NVML indices with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, which rep
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import attrs
@@ -55,16 +56,16 @@ class VisibleInventory:
     def description(self) -> str:
         return f"{self.inner.description} ({VISIBLE_ENV}={self.visible})"
 
-    def _allowed(self, devices: Sequence[GpuDevice]) -> frozenset[int]:
-        return frozenset(visible_indices(self.visible, devices))
+    @functools.cached_property
+    def _allowed(self) -> frozenset[int]:
+        """Read once: indices and UUIDs do not change while we run (planning asks for every GPU's peers)."""
+        return frozenset(visible_indices(self.visible, self.inner.devices()))
 
     def devices(self) -> Sequence[GpuDevice]:
-        devices = self.inner.devices()
-        allowed = self._allowed(devices)
-        return [d for d in devices if d.index in allowed]
+        return [d for d in self.inner.devices() if d.index in self._allowed]
 
     def processes(self) -> Sequence[GpuProcess]:
         return self.inner.processes()
 
     def nvlink_peers(self, index: int) -> frozenset[int]:
-        return self.inner.nvlink_peers(index) & self._allowed(self.inner.devices())
+        return self.inner.nvlink_peers(index) & self._allowed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import anyio
@@ -120,3 +122,13 @@ def running_pd_proxy(prefill: str, decode: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, answer: object) -> None:
+    """A test upstream's JSON answer, with its length (the proxies under test read exactly that much)."""
+    data = json.dumps(answer).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -19,6 +19,7 @@ import supervisor as sv
 import topologies
 from supervisor._proctable import marked_processes
 
+from .fakerun import read_events
 from .helpers import PYTHON, alive, ctrl_c_at_a_terminal, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engines]
@@ -233,9 +234,7 @@ async def test_dynamo_without_dynamo_fails_at_once(mocker_model: Path, runs_dir:
         async with sv.launch(topology, runs_dir=runs_dir):
             pass
     assert "No module named" in str(caught.value)
-    (run,) = runs_dir.iterdir()
-    events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
-    assert "restarting" not in events, events
+    _assert_never_restarted(runs_dir)
 
 
 async def test_llamacpp_on_a_taken_port_fails_at_once(llama_server: str, tiny_gguf: Path, runs_dir: Path) -> None:
@@ -252,6 +251,11 @@ async def test_llamacpp_on_a_taken_port_fails_at_once(llama_server: str, tiny_gg
             async with sv.launch(topology, runs_dir=runs_dir):
                 pass
     assert "couldn't bind HTTP server socket" in str(caught.value)
+    _assert_never_restarted(runs_dir)
+
+
+def _assert_never_restarted(runs_dir: Path) -> None:
+    """The one run under ``runs_dir`` failed at once: no replica was restarted."""
     (run,) = runs_dir.iterdir()
-    events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+    events = [event["event"] for event in read_events(run)]
     assert "restarting" not in events, events

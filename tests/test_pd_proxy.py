@@ -24,7 +24,7 @@ import pytest
 
 from topologies.pd_proxy import BACKLOG
 
-from .helpers import running_pd_proxy
+from .helpers import running_pd_proxy, send_json
 
 CONCURRENT = 130  #: streams in flight at once: more than httpx's default pool (100 connections)
 PARAMS = {"remote_engine_id": "e", "remote_block_ids": [1, 2], "remote_host": "127.0.0.1", "remote_port": 5600}
@@ -46,13 +46,7 @@ class _Recorder(BaseHTTPRequestHandler):
             except threading.BrokenBarrierError:
                 self.send_error(504, "fewer decode requests than expected were in flight at once")
                 return
-        answer = {"choices": [{"text": "x"}], "kv_transfer_params": PARAMS if remote else None}
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, {"choices": [{"text": "x"}], "kv_transfer_params": PARAMS if remote else None})
 
     def log_message(self, *_: object) -> None:
         pass

@@ -14,7 +14,7 @@ import pytest
 import supervisor as sv
 import topologies
 
-from .helpers import running_pd_proxy
+from .helpers import running_pd_proxy, send_json
 
 KEY = "Bearer s3cret"
 
@@ -57,12 +57,7 @@ class _Upstream(BaseHTTPRequestHandler):
             self._send(200, {"choices": [{"text": "decoded"}], "seen": body.get("kv_transfer_params")})
 
     def _send(self, status: int, answer: object) -> None:
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, answer)
 
     def log_message(self, *_: object) -> None:
         pass

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from supervisor._plan import Plan, ReplicaPlan
-from supervisor._spec import HttpCheck
+from supervisor._plan.plan import Plan, ReplicaPlan
+from supervisor._spec.model import HttpCheck
 
 POLL_SECONDS = 0.005
 LIMIT_SECONDS = 120.0  #: no start may take longer

@@ -68,7 +68,7 @@ async def bench_control(settings: Settings, results: list[Result]) -> None:
                     echo.append(statistics.median(await client(echo_path, "persistent", REQUESTS_PER_ROUND)))
                     fresh.append(statistics.median(await client(path, "fresh", FRESH_PER_ROUND)))
                 tg.cancel_scope.cancel()
-            from supervisor._control_protocol import request_blocking
+            from supervisor._control.protocol import request_blocking
 
             reply_bytes = len(json.dumps(await anyio.to_thread.run_sync(request_blocking, path, "status")))
     ratio = statistics.median(status) / statistics.median(echo)

@@ -37,7 +37,7 @@ import _handrolled  # noqa: E402
 
 import supervisor as sv  # noqa: E402
 import topologies  # noqa: E402
-from supervisor._plan import make_plan  # noqa: E402
+from supervisor._plan.plan import make_plan  # noqa: E402
 from tests import engines  # noqa: E402
 
 FIGURES = ("ready", "first_request", "teardown")

@@ -32,9 +32,9 @@ import attrs
 from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, Stats, info, read_until, report, rounds, summary
 
 import supervisor as sv
-from supervisor._plan import make_plan
-from supervisor._slurm_alloc import SlurmAllocation
-from supervisor._spec import Cluster, SlurmCluster
+from supervisor._host.slurm_alloc import SlurmAllocation
+from supervisor._plan.plan import make_plan
+from supervisor._spec.model import Cluster, SlurmCluster
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "slurm-cluster"
 WORKER = [sys.executable, "-S", "-c", "print('ready', flush=True)\nimport time\ntime.sleep(3600)"]

@@ -19,7 +19,7 @@ import anyio
 import psutil
 
 import supervisor as sv
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 PYTHON = sys.executable

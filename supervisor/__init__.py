@@ -21,10 +21,8 @@ def _refuse_supervisord_clash() -> None:
 _refuse_supervisord_clash()
 
 if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps the two equal)
-    from ._attach import AttachedTopology as AttachedTopology
-    from ._attach import attach as attach
-    from ._config import load as load
-    from ._config import topology_from_dict as topology_from_dict
+    from ._control.attach import AttachedTopology as AttachedTopology
+    from ._control.attach import attach as attach
     from ._errors import ConfigError as ConfigError
     from ._errors import ControlError as ControlError
     from ._errors import NotRunning as NotRunning
@@ -56,112 +54,114 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import Stopped as Stopped
     from ._events import Stopping as Stopping
     from ._events import Unready as Unready
-    from ._gpu_inventory import FakeInventory as FakeInventory
-    from ._gpu_inventory import GpuDevice as GpuDevice
-    from ._gpu_inventory import GpuInventory as GpuInventory
-    from ._gpu_inventory import GpuProcess as GpuProcess
-    from ._gpu_inventory import GpuUnavailable as GpuUnavailable
-    from ._gpu_inventory import NvmlInventory as NvmlInventory
-    from ._gpu_inventory import SimulatedInventory as SimulatedInventory
-    from ._group import RunningTopology as RunningTopology
-    from ._group import ServiceHandle as ServiceHandle
-    from ._metrics import MetricsEndpoint as MetricsEndpoint
-    from ._metrics import MetricsSnapshot as MetricsSnapshot
-    from ._plan import Plan as Plan
-    from ._plan import make_plan as make_plan
-    from ._reclaim import StopReport as StopReport
-    from ._reclaim import stop_run as stop_run
-    from ._record import RunRecord as RunRecord
-    from ._record import list_runs as list_runs
-    from ._replica import Replica as Replica
-    from ._replica import ReplicaState as ReplicaState
-    from ._runner import Outcome as Outcome
-    from ._runner import launch as launch
-    from ._runner import run as run
-    from ._runner import supervise as supervise
-    from ._spec import AllOf as AllOf
-    from ._spec import AnyOf as AnyOf
-    from ._spec import Backoff as Backoff
-    from ._spec import CallableCheck as CallableCheck
-    from ._spec import Check as Check
-    from ._spec import Cluster as Cluster
-    from ._spec import Dependency as Dependency
-    from ._spec import ExecCheck as ExecCheck
-    from ._spec import GpuRequest as GpuRequest
-    from ._spec import HttpCheck as HttpCheck
-    from ._spec import LogCheck as LogCheck
-    from ._spec import LogPolicy as LogPolicy
-    from ._spec import OnChange as OnChange
-    from ._spec import Phase as Phase
-    from ._spec import Placement as Placement
-    from ._spec import PortSpec as PortSpec
-    from ._spec import Probe as Probe
-    from ._spec import ProbeTarget as ProbeTarget
-    from ._spec import Profile as Profile
-    from ._spec import RestartPolicy as RestartPolicy
-    from ._spec import Service as Service
-    from ._spec import SlurmCluster as SlurmCluster
-    from ._spec import StopPolicy as StopPolicy
-    from ._spec import TcpCheck as TcpCheck
-    from ._spec import Topology as Topology
-    from ._summary import RunSummary as RunSummary
-    from ._summary import read_summary as read_summary
-    from ._sync import SyncTopology as SyncTopology
-    from ._sync import launch_sync as launch_sync
+    from ._host.gpu_inventory import FakeInventory as FakeInventory
+    from ._host.gpu_inventory import GpuDevice as GpuDevice
+    from ._host.gpu_inventory import GpuInventory as GpuInventory
+    from ._host.gpu_inventory import GpuProcess as GpuProcess
+    from ._host.gpu_inventory import GpuUnavailable as GpuUnavailable
+    from ._host.gpu_inventory import NvmlInventory as NvmlInventory
+    from ._host.gpu_inventory import SimulatedInventory as SimulatedInventory
+    from ._plan.plan import Plan as Plan
+    from ._plan.plan import make_plan as make_plan
+    from ._records.reclaim import StopReport as StopReport
+    from ._records.reclaim import stop_run as stop_run
+    from ._records.record import RunRecord as RunRecord
+    from ._records.record import list_runs as list_runs
+    from ._records.summary import RunSummary as RunSummary
+    from ._records.summary import read_summary as read_summary
+    from ._runtime.group import RunningTopology as RunningTopology
+    from ._runtime.group import ServiceHandle as ServiceHandle
+    from ._runtime.metrics import MetricsEndpoint as MetricsEndpoint
+    from ._runtime.metrics import MetricsSnapshot as MetricsSnapshot
+    from ._runtime.replica import Replica as Replica
+    from ._runtime.replica import ReplicaState as ReplicaState
+    from ._runtime.runner import Outcome as Outcome
+    from ._runtime.runner import launch as launch
+    from ._runtime.runner import run as run
+    from ._runtime.runner import supervise as supervise
+    from ._runtime.sync import SyncTopology as SyncTopology
+    from ._runtime.sync import launch_sync as launch_sync
+    from ._spec.load import load as load
+    from ._spec.load import topology_from_dict as topology_from_dict
+    from ._spec.model import AllOf as AllOf
+    from ._spec.model import AnyOf as AnyOf
+    from ._spec.model import Backoff as Backoff
+    from ._spec.model import CallableCheck as CallableCheck
+    from ._spec.model import Check as Check
+    from ._spec.model import Cluster as Cluster
+    from ._spec.model import Dependency as Dependency
+    from ._spec.model import ExecCheck as ExecCheck
+    from ._spec.model import GpuRequest as GpuRequest
+    from ._spec.model import HttpCheck as HttpCheck
+    from ._spec.model import LogCheck as LogCheck
+    from ._spec.model import LogPolicy as LogPolicy
+    from ._spec.model import OnChange as OnChange
+    from ._spec.model import Phase as Phase
+    from ._spec.model import Placement as Placement
+    from ._spec.model import PortSpec as PortSpec
+    from ._spec.model import Probe as Probe
+    from ._spec.model import ProbeTarget as ProbeTarget
+    from ._spec.model import Profile as Profile
+    from ._spec.model import RestartPolicy as RestartPolicy
+    from ._spec.model import Service as Service
+    from ._spec.model import SlurmCluster as SlurmCluster
+    from ._spec.model import StopPolicy as StopPolicy
+    from ._spec.model import TcpCheck as TcpCheck
+    from ._spec.model import Topology as Topology
 
 
 #: every public name and the module that defines it: the one table of the public surface
 _LAZY = {
-    "AllOf": "_spec",
-    "AnyOf": "_spec",
-    "AttachedTopology": "_attach",
-    "Backoff": "_spec",
-    "CallableCheck": "_spec",
-    "Check": "_spec",
-    "Cluster": "_spec",
+    "AllOf": "_spec.model",
+    "AnyOf": "_spec.model",
+    "AttachedTopology": "_control.attach",
+    "Backoff": "_spec.model",
+    "CallableCheck": "_spec.model",
+    "Check": "_spec.model",
+    "Cluster": "_spec.model",
     "Completed": "_events",
     "ConfigError": "_errors",
     "ControlError": "_errors",
     "ControlRequest": "_events",
     "Degraded": "_events",
-    "Dependency": "_spec",
+    "Dependency": "_spec.model",
     "EndpointsChanged": "_events",
     "Event": "_events",
-    "ExecCheck": "_spec",
+    "ExecCheck": "_spec.model",
     "Exited": "_events",
     "Failed": "_events",
-    "FakeInventory": "_gpu_inventory",
-    "GpuDevice": "_gpu_inventory",
-    "GpuInventory": "_gpu_inventory",
+    "FakeInventory": "_host.gpu_inventory",
+    "GpuDevice": "_host.gpu_inventory",
+    "GpuInventory": "_host.gpu_inventory",
     "GpuNotReleased": "_events",
-    "GpuProcess": "_gpu_inventory",
-    "GpuUnavailable": "_gpu_inventory",
+    "GpuProcess": "_host.gpu_inventory",
+    "GpuUnavailable": "_host.gpu_inventory",
     "NotRunning": "_errors",
-    "NvmlInventory": "_gpu_inventory",
-    "SimulatedInventory": "_gpu_inventory",
-    "HttpCheck": "_spec",
-    "LogCheck": "_spec",
-    "GpuRequest": "_spec",
-    "LogPolicy": "_spec",
+    "NvmlInventory": "_host.gpu_inventory",
+    "SimulatedInventory": "_host.gpu_inventory",
+    "HttpCheck": "_spec.model",
+    "LogCheck": "_spec.model",
+    "GpuRequest": "_spec.model",
+    "LogPolicy": "_spec.model",
     "Marked": "_events",
-    "MetricsEndpoint": "_metrics",
-    "MetricsSnapshot": "_metrics",
-    "Phase": "_spec",
+    "MetricsEndpoint": "_runtime.metrics",
+    "MetricsSnapshot": "_runtime.metrics",
+    "Phase": "_spec.model",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",
-    "OnChange": "_spec",
-    "Outcome": "_runner",
-    "Plan": "_plan",
-    "Placement": "_spec",
-    "PortSpec": "_spec",
-    "Probe": "_spec",
-    "ProbeTarget": "_spec",
-    "Profile": "_spec",
+    "OnChange": "_spec.model",
+    "Outcome": "_runtime.runner",
+    "Plan": "_plan.plan",
+    "Placement": "_spec.model",
+    "PortSpec": "_spec.model",
+    "Probe": "_spec.model",
+    "ProbeTarget": "_spec.model",
+    "Profile": "_spec.model",
     "ReadinessTimeout": "_errors",
     "Ready": "_events",
-    "Replica": "_replica",
-    "ReplicaState": "_replica",
-    "RestartPolicy": "_spec",
+    "Replica": "_runtime.replica",
+    "ReplicaState": "_runtime.replica",
+    "RestartPolicy": "_spec.model",
     "Restarting": "_events",
     "RolloutEnded": "_events",
     "RolloutStarted": "_events",
@@ -170,35 +170,35 @@ _LAZY = {
     "ReplicaRemoved": "_events",
     "ScaleEnded": "_events",
     "ScaleStarted": "_events",
-    "RunRecord": "_record",
-    "RunSummary": "_summary",
-    "RunningTopology": "_group",
-    "Service": "_spec",
+    "RunRecord": "_records.record",
+    "RunSummary": "_records.summary",
+    "RunningTopology": "_runtime.group",
+    "Service": "_spec.model",
     "ServiceFailed": "_errors",
-    "ServiceHandle": "_group",
+    "ServiceHandle": "_runtime.group",
     "Spawned": "_events",
-    "SlurmCluster": "_spec",
-    "StopPolicy": "_spec",
-    "StopReport": "_reclaim",
+    "SlurmCluster": "_spec.model",
+    "StopPolicy": "_spec.model",
+    "StopReport": "_records.reclaim",
     "Stopped": "_events",
     "Stopping": "_events",
-    "SyncTopology": "_sync",
+    "SyncTopology": "_runtime.sync",
     "SupervisorError": "_errors",
-    "TcpCheck": "_spec",
-    "Topology": "_spec",
+    "TcpCheck": "_spec.model",
+    "Topology": "_spec.model",
     "UnknownRun": "_errors",
     "Unready": "_events",
-    "attach": "_attach",
-    "launch": "_runner",
-    "launch_sync": "_sync",
-    "list_runs": "_record",
-    "load": "_config",
-    "make_plan": "_plan",
-    "read_summary": "_summary",
-    "run": "_runner",
-    "stop_run": "_reclaim",
-    "supervise": "_runner",
-    "topology_from_dict": "_config",
+    "attach": "_control.attach",
+    "launch": "_runtime.runner",
+    "launch_sync": "_runtime.sync",
+    "list_runs": "_records.record",
+    "load": "_spec.load",
+    "make_plan": "_plan.plan",
+    "read_summary": "_records.summary",
+    "run": "_runtime.runner",
+    "stop_run": "_records.reclaim",
+    "supervise": "_runtime.runner",
+    "topology_from_dict": "_spec.load",
 }
 
 __all__ = sorted(_LAZY)

@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 def main() -> int:
     try:
-        from ._cli import main as cli_main
+        from ._cli.main import main as cli_main
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     try:

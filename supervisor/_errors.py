@@ -12,6 +12,7 @@ __all__ = [
     "ServiceFailed",
     "SupervisorError",
     "UnknownRun",
+    "suggest",
 ]
 
 
@@ -83,3 +84,11 @@ class ControlError(SupervisorError):
 class NotRunning(SupervisorError, RuntimeError):
     """A live operation (scale, rolling restart) asked of a run that is still starting or is being torn
     down; ask again once it is running. A ``RuntimeError`` too, as it was before it had a name."""
+
+
+def suggest(word: str, known: Iterable[str], cutoff: float = 0.5) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name; never the word itself."""
+    import difflib
+
+    close = difflib.get_close_matches(word, [k for k in known if k != word], n=1, cutoff=cutoff)
+    return f" (did you mean '{close[0]}'?)" if close else ""

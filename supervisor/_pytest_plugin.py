@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 if TYPE_CHECKING:
-    from ._plan import Plan
-    from ._spec import Topology
-    from ._sync import SyncTopology
+    from ._plan.plan import Plan
+    from ._runtime.sync import SyncTopology
+    from ._spec.model import Topology
 
 __all__ = ["LaunchTopology", "launch_topology"]
 
@@ -53,8 +53,8 @@ def launch_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch
             overrides: Mapping[str, object] | None = None,
             **launch_kwargs: Any,
         ) -> SyncTopology:
-            from ._config import load
-            from ._sync import launch_sync
+            from ._runtime.sync import launch_sync
+            from ._spec.load import load
 
             if isinstance(topology, (str, os.PathLike)):
                 topology = load(topology, overrides=overrides)

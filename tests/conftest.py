@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .engines import dynamo_env, llama_server, mocker_model, tiny_gguf
 from .slurm import slurm, slurm_cluster

@@ -16,9 +16,9 @@ from typing import Any
 import attrs
 import psutil
 
-from supervisor._process import REPLICA_ENV, RUN_ID_ENV
-from supervisor._proctable import run_members
-from supervisor._record import Manifest, ReplicaEntry, ServiceEntry, StopEntry, write_manifest
+from supervisor._host.process import REPLICA_ENV, RUN_ID_ENV
+from supervisor._host.proctable import run_members
+from supervisor._records.record import Manifest, ReplicaEntry, ServiceEntry, StopEntry, write_manifest
 
 from .helpers import PROGRAMS, PYTHON, alive, wait_until
 
@@ -66,7 +66,7 @@ class Reaper:
     def start_replica(
         self, run_id: str, replica: str, code: str = STUBBORN, *, extra_env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        """A replica leader as ``_replica.py`` starts one: own session, the run's mark in its environment."""
+        """A replica leader as ``_runtime.replica.py`` starts one: own session, the run's mark in its environment."""
         self.watch_run(run_id)
         env = {**os.environ, RUN_ID_ENV: run_id, REPLICA_ENV: replica, **(extra_env or {})}
         return self.start([PYTHON, "-c", code], env=env)

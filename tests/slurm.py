@@ -21,8 +21,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from supervisor._slurm_alloc import SlurmAllocation
-from supervisor._spec import SlurmCluster as SlurmSpec
+from supervisor._host.slurm_alloc import SlurmAllocation
+from supervisor._spec.model import SlurmCluster as SlurmSpec
 
 __all__ = ["SlurmCluster", "held_allocation", "slurm", "slurm_cluster"]
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PYTHON
 from .test_cli import ROOT

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PYTHON, ROOT, alive, run_detached, wait_until
 

@@ -33,8 +33,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor._process import RUN_ID_ENV
-from supervisor._proctable import marked_processes
+from supervisor._host.process import RUN_ID_ENV
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PROGRAMS, PYTHON
 
@@ -84,7 +84,7 @@ def _ours(pid: int, run_id: str | None) -> psutil.Process | None:
         if process.environ().get(RUN_ID_ENV) == run_id:
             return process
         cmdline = process.cmdline()
-        if "supervisor._watchdog" in cmdline and run_id in cmdline:
+        if "supervisor._host.watchdog" in cmdline and run_id in cmdline:
             return process
     return None
 
@@ -96,7 +96,7 @@ def _watchdogs(run_id: str | None) -> list[int]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "supervisor._watchdog" in cmdline and run_id in cmdline and _process(process.pid) is not None:
+        if "supervisor._host.watchdog" in cmdline and run_id in cmdline and _process(process.pid) is not None:
             found.append(process.pid)
     return found
 
@@ -199,7 +199,7 @@ class Iteration:
         assert self.cli is not None
         with contextlib.suppress(psutil.Error):
             return [c.pid for c in psutil.Process(self.cli.pid).children() if _ours(c.pid, self.run_id)
-                    and "supervisor._watchdog" not in c.cmdline()]  # fmt: skip
+                    and "supervisor._host.watchdog" not in c.cmdline()]  # fmt: skip
         return []
 
     def cli_watchdogs(self) -> list[int]:
@@ -207,7 +207,7 @@ class Iteration:
         assert self.cli is not None
         with contextlib.suppress(psutil.Error):
             return [c.pid for c in psutil.Process(self.cli.pid).children()
-                    if "supervisor._watchdog" in c.cmdline() and _process(c.pid) is not None]  # fmt: skip
+                    if "supervisor._host.watchdog" in c.cmdline() and _process(c.pid) is not None]  # fmt: skip
         return []
 
     def signal_pids(self, kind: str, pids: list[int], signum: signal.Signals) -> bool:

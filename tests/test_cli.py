@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PROGRAMS, PYTHON, alive, wait_until
 

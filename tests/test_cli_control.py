@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from supervisor._control_protocol import short_address
-from supervisor._proctable import marked_processes
+from supervisor._control.protocol import short_address
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PROGRAMS, alive, run_detached, supervisor_cli, wait_until
 

@@ -48,7 +48,7 @@ def test_second_signal_during_startup_kills_at_once(runs_dir: Path) -> None:
 
 def test_cli_command_killed_by_a_signal_exits_128_plus_n(tmp_path: Path, runs_dir: Path) -> None:
     """``run FILE -- CMD``: CMD killed by SIGTERM must give 143 like a shell, not ``sys.exit(-15)`` (= 241)."""
-    from supervisor._cli import main
+    from supervisor._cli.main import main
 
     path = tmp_path / "t.yaml"
     path.write_text(f"name: t\nservices:\n  a: {{command: [{PYTHON!r}, -c, 'import time; time.sleep(60)']}}\n")
@@ -61,7 +61,7 @@ def test_a_signal_before_the_event_loop_takes_over_is_not_lost(runs_dir: Path) -
     cancel could be absorbed: the run went on (1 in ~60 tries). Now it is held and handed to ``supervise``."""
     import os
 
-    from supervisor._runner import hold_signals, supervise
+    from supervisor._runtime.runner import hold_signals, supervise
 
     topo = sv.Topology(name="early", services=[sv.Service(name="s", command=SLEEPER)])
     bodies: list[str] = []

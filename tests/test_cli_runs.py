@@ -12,20 +12,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor._cli_runs import add_commands, dispatch
-from supervisor._record import list_runs, register_run
+from supervisor._cli.runs import add_commands, dispatch
+from supervisor._records.record import list_runs, register_run
 
 from .fakerun import STUBBORN, Reaper, replica_entry, write_run
-from .helpers import PYTHON, alive, wait_until
+from .helpers import PYTHON, alive, supervisor_cli, wait_until
 
 ROOT = Path(__file__).parent.parent
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m supervisor._cli_runs`` with this test's state dir (inherited through the environment)."""
-    return subprocess.run(
-        [PYTHON, "-m", "supervisor._cli_runs", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
+    """``python -m supervisor`` with this test's state dir (inherited through the environment)."""
+    return supervisor_cli(*args, timeout=timeout)
 
 
 def live_run(reaper: Reaper, runs_dir: Path, run_id: str) -> tuple[Path, list[int]]:
@@ -162,7 +160,7 @@ def test_logs_follow_across_rotation_until_the_run_ends(reaper: Reaper, runs_dir
     run_dir, pids = live_run(reaper, runs_dir, "run-follow")
     log = run_dir / "logs" / "kv.log"
     write_log(run_dir, "kv", ["before"])
-    follower = subprocess.Popen([PYTHON, "-m", "supervisor._cli_runs", "logs", "run-follow", "kv", "-f", "-n", "1"],
+    follower = subprocess.Popen([PYTHON, "-m", "supervisor", "logs", "run-follow", "kv", "-f", "-n", "1"],
                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
     try:
         seen: list[str] = []

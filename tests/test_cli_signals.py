@@ -6,7 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PYTHON, alive, ctrl_c_at_a_terminal, wait_until
 

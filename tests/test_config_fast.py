@@ -1,4 +1,4 @@
-"""The fast structurer (``_config._structure_fast``) builds exactly what the cattrs converter builds, and
+"""The fast structurer (``_spec.load._structure_fast``) builds exactly what the cattrs converter builds, and
 leaves everything else to it: same ``Topology`` for good input, the converter's own messages for bad."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import supervisor as sv
-from supervisor import _config
-from supervisor._config import topology_from_text
+from supervisor._spec import load as _config
+from supervisor._spec.load import topology_from_text
 
 from .test_config_fuzz import MUTATION_CHARS, VALID, documents
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import supervisor as sv
-from supervisor._config import topology_from_text
+from supervisor._spec.load import topology_from_text
 
 FIELDS = [
     "name", "services", "vars", "run_dir", "strategy", "command", "shell", "ports", "replicas", "depends_on",

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import supervisor as sv
-from supervisor._config import topology_from_text
-from supervisor._config_vars import Variables
+from supervisor._spec.load import topology_from_text
+from supervisor._spec.vars import Variables
 
 TYPED = """
 name: typed

@@ -18,8 +18,8 @@ import anyio.to_thread
 import pytest
 
 import supervisor as sv
-from supervisor._control_protocol import MAX_CLIENTS, MAX_LINE_BYTES, request_blocking, short_address
-from supervisor._group import RunningTopology
+from supervisor._control.protocol import MAX_CLIENTS, MAX_LINE_BYTES, request_blocking, short_address
+from supervisor._runtime.group import RunningTopology
 
 from .helpers import PYTHON, alive
 
@@ -326,7 +326,7 @@ async def test_a_run_dir_past_the_socket_path_limit_still_has_a_socket(tmp_path:
 
 def test_a_control_request_is_a_line_on_the_console() -> None:
     """Operations asked through the socket show on the live display, with who asked and any refusal."""
-    from supervisor._console import EventText
+    from supervisor._cli.console import EventText
 
     asked = sv.ControlRequest(replica="", service="", op="restart", client_pid=42, args={"name": "decode.1"})
     refused = sv.ControlRequest(replica="", service="", op="reboot", client_pid=None, error="unknown op 'reboot'")
@@ -385,7 +385,7 @@ async def test_the_socket_file_appears_only_once_it_listens(tmp_path: Path, monk
     which a client polling for the file could hit)."""
     from types import SimpleNamespace
 
-    from supervisor import _control_server
+    from supervisor._control import server as _control_server
 
     path = tmp_path / "control.sock"
     visible_before_listening: list[bool] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 from supervisor import read_summary
 from supervisor._records.died import DIED_OUTCOME, summary_of_dead_run, write_dead_run_summary
 from supervisor._records.schema import summary_from_json, to_json
-from supervisor._summary_text import render_summary
+from supervisor._records.summary_text import render_summary
 
 
 def write_records(run_dir: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 import supervisor as sv
 import topologies
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .fakerun import read_events
 from .helpers import PYTHON, alive, ctrl_c_at_a_terminal, wait_until

@@ -17,18 +17,17 @@ import psutil
 import pytest
 
 import supervisor as sv
-from supervisor import _gpu_checks
-from supervisor._cli_gpus import render_gpus
-from supervisor._gpu_inventory import (
+from supervisor._cli.gpus import render_gpus
+from supervisor._host.gpu_inventory import (
     FakeInventory,
     GpuDevice,
     GpuProcess,
     GpuUnavailable,
     NvmlInventory,
-    open_inventory,
 )
-from supervisor._gpu_visible import visible_indices
+from supervisor._host.gpu_visible import open_inventory, visible_indices
 from supervisor._marks import REPLICA_ENV, RUN_ID_ENV
+from supervisor._runtime import gpu_checks as _gpu_checks
 
 from .helpers import PYTHON, SLEEPER
 
@@ -525,7 +524,7 @@ def test_devices_of_a_fake_count_the_memory_its_processes_hold() -> None:
 @pytest.mark.anyio
 async def test_gpus_listing_names_the_run_of_a_holder_even_without_its_mark(runs_dir: Path) -> None:
     """``env -i`` drops the run's mark: the run is then found through the pids its manifest records."""
-    from supervisor._cli_gpus import render_gpus
+    from supervisor._cli.gpus import render_gpus
 
     unmarked = sv.Service(name="engine", command=["env", "-i", *SLEEPER], ready=sv.LogCheck("service ready"))
     async with sv.launch(sv.Topology(name="g", services=[unmarked]), runs_dir=runs_dir) as group:

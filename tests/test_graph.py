@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._cli import main
-from supervisor._graph import layers, render_dot, render_graph, render_mermaid, render_text
+from supervisor._cli.main import main
+from supervisor._plan.graph import layers, render_dot, render_graph, render_mermaid, render_text
 
 ROOT = Path(__file__).parent.parent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._replica import ACTIVE_STATES, ReplicaState
+from supervisor._runtime.replica import ACTIVE_STATES, ReplicaState
 
 from .helpers import PYTHON
 
@@ -38,8 +38,8 @@ def test_the_active_states_are_those_that_keep_a_run_alive() -> None:
 
 def test_a_replica_changes_state_only_as_its_life_cycle_allows(runs_dir: Path) -> None:
     """A finished replica cannot jump to ready, nothing returns to pending; each change carries its event."""
-    from supervisor._plan import make_plan
-    from supervisor._replica import Replica
+    from supervisor._plan.plan import make_plan
+    from supervisor._runtime.replica import Replica
 
     service = sv.Service(name="web", command=[PYTHON, "-c", "pass"])
     plan = make_plan(sv.Topology(name="states", services=[service]), runs_dir=runs_dir)
@@ -61,9 +61,9 @@ async def test_a_launcher_starts_every_process_of_the_run(runs_dir: Path) -> Non
     """The seam where a replica's process is started: every spawn goes through the group's launcher."""
     from collections.abc import Mapping, Sequence
 
-    from supervisor._group import RunningTopology
-    from supervisor._launcher import LaunchedProcess, LocalLauncher
-    from supervisor._plan import make_plan
+    from supervisor._host.launcher import LaunchedProcess, LocalLauncher
+    from supervisor._plan.plan import make_plan
+    from supervisor._runtime.group import RunningTopology
 
     launched: list[list[str]] = []
 

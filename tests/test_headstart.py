@@ -17,16 +17,16 @@ import psutil
 import pytest
 
 import supervisor as sv
-from supervisor import _preflight
-from supervisor._gpu_inventory import FakeInventory, GpuProcess
-from supervisor._headstart import HeadStart
-from supervisor._plan import make_plan
-from supervisor._preflight import _maybe_listening
-from supervisor._process import ChildProcess
-from supervisor._record import list_runs, resolve_run
+from supervisor._host.gpu_inventory import FakeInventory, GpuProcess
+from supervisor._host.process import ChildProcess
+from supervisor._plan.plan import make_plan
+from supervisor._records.record import list_runs, resolve_run
 from supervisor._records.registry import register_run
 from supervisor._records.schema import IndexEntry, index_entry_from_json
-from supervisor._runner import supervise
+from supervisor._runtime import preflight as _preflight
+from supervisor._runtime.headstart import HeadStart
+from supervisor._runtime.preflight import _maybe_listening
+from supervisor._runtime.runner import supervise
 
 from .fakerun import read_events
 from .helpers import PYTHON, SLEEPER, alive, wait_until
@@ -95,8 +95,8 @@ def test_a_sigkilled_supervisor_before_its_event_loop_leaves_nothing(runs_dir: P
     code = f"""
 import os, signal, sys
 import supervisor as sv
-from supervisor._headstart import HeadStart
-from supervisor._plan import make_plan
+from supervisor._runtime.headstart import HeadStart
+from supervisor._plan.plan import make_plan
 topology = sv.Topology(name="k", services=[sv.Service(name="s", command={SLEEPER!r})])
 head = HeadStart.begin(make_plan(topology, runs_dir={str(runs_dir)!r}))
 print(head.spawned["s"], flush=True)
@@ -134,8 +134,8 @@ def test_gc_stops_a_run_whose_supervisor_and_watchdog_died_before_its_event_loop
     code = f"""
 import os, signal, sys
 import supervisor as sv
-from supervisor._headstart import HeadStart
-from supervisor._plan import make_plan
+from supervisor._runtime.headstart import HeadStart
+from supervisor._plan.plan import make_plan
 topology = sv.Topology(name="k", services=[sv.Service(name="s", command={SLEEPER!r}, replicas=2)])
 head = HeadStart.begin(make_plan(topology, runs_dir={str(runs_dir)!r}))
 print(head.watchdog_pid, *head.spawned.values(), flush=True)

@@ -24,19 +24,19 @@ def _loaded(code: str) -> set[str]:
 
 def test_import_supervisor_launch_loads_no_heavy_dependency() -> None:
     loaded = _loaded("import supervisor; supervisor.launch")
-    assert "supervisor._runner" in loaded  # the probe saw the attribute's module load at all
+    assert "supervisor._runtime.runner" in loaded  # the probe saw the attribute's module load at all
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
-    assert "supervisor._group" not in loaded  # the runtime loads on the first launch
+    assert "supervisor._runtime.group" not in loaded  # the runtime loads on the first launch
 
 
 def test_a_spec_loads_no_http_client_and_no_yaml() -> None:
     loaded = _loaded("import supervisor; supervisor.Topology; supervisor.Service; supervisor.HttpCheck")
-    assert "supervisor._spec" in loaded
+    assert "supervisor._spec.model" in loaded
     assert loaded.isdisjoint({"httpx", "h11", "yaml", "rich", "pynvml"}), sorted(loaded & set(HEAVY))
 
 
 #: what ``supervisor run`` must not have imported when its first child starts: the event loop and the
-#: runtime load while that child already runs (``_headstart``)
+#: runtime load while that child already runs (``_runtime.headstart``)
 NOT_BEFORE_THE_FIRST_SPAWN = (
     "asyncio",
     "anyio",
@@ -46,10 +46,10 @@ NOT_BEFORE_THE_FIRST_SPAWN = (
     "psutil",
     "rich",
     "pynvml",
-    "supervisor._group",
+    "supervisor._runtime.group",
     "supervisor._events",
-    "supervisor._console",
-    "supervisor._record",
+    "supervisor._cli.console",
+    "supervisor._records.record",
 )
 
 _FIRST_SPAWN_PROBE = """
@@ -87,7 +87,7 @@ def test_supervisor_run_spawns_its_first_child_before_the_runtime_is_imported(tm
         _, stderr = process.communicate(timeout=60)
     assert seen.exists(), stderr.decode()
     loaded = {name if name.startswith("supervisor") else name.split(".")[0] for name in json.loads(seen.read_text())}
-    assert "supervisor._headstart" in loaded and "yaml" in loaded  # the spy saw the right moment
+    assert "supervisor._runtime.headstart" in loaded and "yaml" in loaded  # the spy saw the right moment
     assert loaded.isdisjoint(NOT_BEFORE_THE_FIRST_SPAWN), sorted(loaded & set(NOT_BEFORE_THE_FIRST_SPAWN))
     assert process.returncode == 128 + signal.SIGTERM
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from supervisor._logfollow import LogFollower
-from supervisor._logs import RotatingLogFile
+from supervisor._host.logfollow import LogFollower
+from supervisor._host.logs import RotatingLogFile
 
 from .fakerun import Reaper, replica_entry, write_run
 from .helpers import PYTHON, alive, wait_until
@@ -79,7 +79,7 @@ def test_logs_follow_keeps_up_with_a_fast_rotating_writer(reaper: Reaper, runs_d
     path = run_dir / "logs" / "kv.log"
     writer = RotatingLogFile(path, max_bytes=10_000, backups=1000)
     writer.write_lines(b"first\n")
-    follower = subprocess.Popen([PYTHON, "-m", "supervisor._cli_runs", "logs", str(run_dir), "kv", "-f", "-n", "1"],
+    follower = subprocess.Popen([PYTHON, "-m", "supervisor", "logs", str(run_dir), "kv", "-f", "-n", "1"],
                                 stdout=subprocess.PIPE, cwd=ROOT)  # fmt: skip
     total = 60_000
     try:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._logs import LineStream, RotatingLogFile
+from supervisor._host.logs import LineStream, RotatingLogFile
 
 from .helpers import PROGRAMS, PYTHON
 
@@ -150,7 +150,7 @@ def test_a_full_disk_drops_output_once_warned_and_never_raises(tmp_path: Path) -
 
 
 def test_a_log_writable_again_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import supervisor._logs as logs_module
+    import supervisor._host.logs as logs_module
 
     monkeypatch.setattr(logs_module, "_REOPEN_INTERVAL_SECONDS", 0.0)
     logs = tmp_path / "logs"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from supervisor import ServiceFailed
-from supervisor._node_loss import moved_placement
-from supervisor._placement import ClusterNode, ReplicaPlacement
+from supervisor._runtime.node_loss import moved_placement
+from supervisor._spec.placement import ClusterNode, ReplicaPlacement
 
 NODES = tuple(ClusterNode(f"n{i}", f"10.0.0.{i}") for i in range(1, 5))
 

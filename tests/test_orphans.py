@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from supervisor import read_summary
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PROGRAMS, PYTHON, alive, wait_until
 

@@ -16,9 +16,9 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._console import PlainReporter
-from supervisor._logs import LineStream
-from supervisor._phases import PhaseWatch, compile_phases
+from supervisor._cli.console import PlainReporter
+from supervisor._host.logs import LineStream
+from supervisor._host.phases import PhaseWatch, compile_phases
 
 from .helpers import PROGRAMS, PYTHON
 

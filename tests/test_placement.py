@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._cli import main
-from supervisor._config import topology_from_text
-from supervisor._placement import ClusterNode
-from supervisor._placement_plan import REMOTE_PORTS, PortBook, _Addressed, placeholder_nodes
-from supervisor._resources import PortAllocator
-from supervisor._spec import PortSpec
+from supervisor._cli.main import main
+from supervisor._plan.placement import REMOTE_PORTS, PortBook, _Addressed, placeholder_nodes
+from supervisor._plan.ports import PortAllocator
+from supervisor._spec.load import topology_from_text
+from supervisor._spec.model import PortSpec
+from supervisor._spec.placement import ClusterNode
 
 RUNS = "/tmp/topovisor-test-runs"
 EMULATED = tuple(ClusterNode(f"n{i}", "127.0.0.1") for i in range(1, 5))  #: as on the test cluster

@@ -167,7 +167,7 @@ def test_rest_for_one_closure_is_transitive(tmp_path: Path) -> None:
 
 
 def test_service_plan_holds_what_the_runtime_needs(tmp_path: Path) -> None:
-    from supervisor._policy import BUILTIN_FATAL_PATTERNS
+    from supervisor._spec.fatal import BUILTIN_FATAL_PATTERNS
 
     restart = sv.RestartPolicy(policy="always", max_restarts=2)
     result = sv.make_plan(
@@ -190,9 +190,9 @@ def test_service_plan_holds_what_the_runtime_needs(tmp_path: Path) -> None:
 def test_spec_imports_no_runtime_module() -> None:
     import subprocess
 
-    code = "import sys, supervisor._spec; print(sorted(m for m in sys.modules if m.startswith('supervisor.')))"
+    code = "import sys, supervisor._spec.model; print(sorted(m for m in sys.modules if m.startswith('supervisor.')))"
     loaded = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "supervisor._probes" not in loaded and "supervisor._spec" in loaded, loaded
+    assert "supervisor._host.probes" not in loaded and "supervisor._spec.model" in loaded, loaded
 
 
 def test_an_injected_port_allocator_and_ports_below_a_limit_never_collide(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,7 +200,7 @@ def test_an_injected_port_allocator_and_ports_below_a_limit_never_collide(monkey
     its own: each must learn the other's, or a status port got the number of another service's port (the
     presets' golden test saw nats on Dynamo's worker status port). The scan starts at 16384 here, as does
     the caller's counter."""
-    import supervisor._resources as resources
+    import supervisor._plan.ports as resources
 
     monkeypatch.setattr(resources.random, "randrange", lambda span: 0)
     handed: list[int] = []

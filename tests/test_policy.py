@@ -8,7 +8,7 @@ import random
 import pytest
 
 import supervisor as sv
-from supervisor._policy import Decision, RestartBudget, backoff_delay, decide
+from supervisor._runtime.policy import Decision, RestartBudget, backoff_delay, decide
 
 
 def policy(restart: str = "always", *, backoff: sv.Backoff | None = None, **kwargs: object) -> sv.RestartPolicy:

@@ -176,7 +176,7 @@ def _held_port_with_a_free_neighbour() -> Iterator[int]:
 
 def test_low_ports_skip_ports_in_use_and_handed_out() -> None:
     """A port another program holds, or one this plan gave already, is never handed out again."""
-    from supervisor._resources import PortAllocator
+    from supervisor._plan.ports import PortAllocator
 
     with _held_port_with_a_free_neighbour() as held:
         allocator = PortAllocator()

@@ -14,7 +14,7 @@ import pytest
 
 import supervisor as sv
 import topologies
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 from tests.engine_standins import MODEL, standin_env
 
 pytestmark = pytest.mark.anyio

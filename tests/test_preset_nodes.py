@@ -13,9 +13,9 @@ import pytest
 
 import supervisor as sv
 import topologies
-from supervisor._cli import main
-from supervisor._cluster_spec import placement_notes
-from supervisor._placement import ClusterNode
+from supervisor._cli.main import main
+from supervisor._spec.cluster import placement_notes
+from supervisor._spec.placement import ClusterNode
 from tests.preset_cases import CASES, build, plan_of, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]

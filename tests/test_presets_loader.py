@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import supervisor as sv
 from topologies._args import engine_flags
+
+from .helpers import PYTHON, ROOT
 
 TOY = """
 preset: tests.toy_preset:build
@@ -253,3 +257,65 @@ def test_set_fills_a_var_the_preset_file_uses(tmp_path: Path) -> None:
     assert service.replicas == 3 and service.command[-2:] == ("tiny", "--x")
     with pytest.raises(sv.ConfigError, match="preset 'build' takes no var 'TOY_M'"):
         sv.load(path, overrides={"TOY_M": "3"})
+
+
+TINY_PACKAGE = '''
+import sys
+
+import supervisor as sv
+
+
+def tiny(greeting: str = "hello", replicas: int = 1) -> sv.Topology:
+    """A preset that another package ships: one service that prints its greeting and stays up."""
+    code = f"import time; print({greeting!r}, flush=True); time.sleep(60)"
+    ready = sv.Probe(sv.LogCheck(greeting))  # ready once the greeting is in the log: no race with CMD
+    service = sv.Service(name="frontend", command=[sys.executable, "-c", code], replicas=replicas, ready=ready)
+    return sv.Topology(name="tiny", services=[service])
+'''
+
+
+def install_tiny_preset_package(site: Path) -> dict[str, str]:
+    """A package installed as pip installs one: its module and a ``dist-info`` with the entry point."""
+    (site / "tinypresets").mkdir(parents=True)
+    (site / "tinypresets" / "__init__.py").write_text(TINY_PACKAGE)
+    (site / "tinypresets" / "tiny.yaml").write_text("preset: tiny\nvars:\n  greeting: from-the-yaml-twin\n")
+    info = site / "tinypresets-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinypresets\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[topovisor.presets]\ntiny = tinypresets:tiny\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+
+
+def test_a_preset_another_installed_package_registers_runs_by_name(tmp_path: Path) -> None:
+    """``supervisor run tiny`` finds a third-party preset through the ``topovisor.presets`` entry point,
+    reads its YAML twin's vars, and takes --set like a bundled one."""
+    env = install_tiny_preset_package(tmp_path / "site")
+    check = [PYTHON, "-c", "import os; print(open(os.environ['TOPOVISOR_RUN_DIR'] + '/logs/frontend.log').read())"]
+    runs = tmp_path / "runs"
+    result = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", "tiny", "--runs-dir", str(runs), "--quiet", "--", *check],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "from-the-yaml-twin" in result.stdout
+    validate = subprocess.run(
+        [PYTHON, "-m", "supervisor", "validate", "tiny", "--set", "replicas=3"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert validate.returncode == 0, validate.stderr
+    assert "frontend" in validate.stdout and "3" in validate.stdout
+
+
+def test_a_preset_name_no_package_registers_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, "preset: vlm\n")
+    with pytest.raises(sv.ConfigError, match=r"no preset 'vlm'.*vllm"):
+        sv.load(path)
+
+
+def test_the_library_reads_presets_only_from_the_entry_points() -> None:
+    """The bundled presets are registered like any other package's; the library names none of them."""
+    from supervisor._spec.presets import registered_presets
+
+    assert registered_presets() == {
+        name: f"topologies:{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")
+    }

@@ -21,9 +21,9 @@ import pytest
 from anyio.abc import Listener
 from anyio.streams.tls import TLSListener
 
-from supervisor._logs import LineStream
-from supervisor._probes import PollBudget, ProbeTarget, ReadinessRunner
-from supervisor._spec import ExecCheck, HttpCheck, Probe, TcpCheck
+from supervisor._host.logs import LineStream
+from supervisor._host.probes import PollBudget, ProbeTarget, ReadinessRunner
+from supervisor._spec.model import ExecCheck, HttpCheck, Probe, TcpCheck
 
 pytestmark = pytest.mark.anyio
 

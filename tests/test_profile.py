@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 import supervisor as sv
-from supervisor._config import topology_from_text
-from supervisor._stackdump import dump_python_stacks
+from supervisor._host.stackdump import dump_python_stacks
+from supervisor._spec.load import topology_from_text
 
 from .helpers import PYTHON, SLEEPER, alive, wait_for
 

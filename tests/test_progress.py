@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._progress import find_progress, parse_progress
-from supervisor._status import StatusBoard
+from supervisor._cli.progress import find_progress, parse_progress
+from supervisor._cli.status import StatusBoard
 
 from .helpers import PYTHON
 
@@ -107,7 +107,7 @@ def test_phases_scale_the_log_progress_and_a_new_phase_starts_it_over(tmp_path: 
 
 def test_rich_is_not_imported_until_a_terminal_needs_it() -> None:
     """The CLI and the plain reporter work without importing rich (start-up time, pipes and CI)."""
-    code = "import sys, supervisor._cli, supervisor._console, supervisor._status;sys.exit('rich' in sys.modules)"
+    code = "import sys, supervisor._cli.main, supervisor._cli.console, supervisor._cli.status;sys.exit('rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -115,7 +115,7 @@ def test_an_80_column_terminal_still_shows_the_bar_and_its_percentage(tmp_path: 
     """The progress words give way on a narrow terminal, not the percentage; no GPU column without GPUs."""
     io = pytest.importorskip("io")
     console_module = pytest.importorskip("rich.console")
-    from supervisor._console_table import status_table
+    from supervisor._cli.console_table import status_table
 
     board = _board(tmp_path, phases={"weights": "Loading weights", "graphs": "Capturing CUDA graph"})
     board.on_event(sv.Spawned(replica="engine", service="engine", pid=7, monotonic=0.0))

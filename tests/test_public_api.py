@@ -12,7 +12,11 @@ from pathlib import Path
 
 import supervisor
 
-MODULES = sorted(info.name for info in pkgutil.iter_modules(supervisor.__path__) if info.name != "__main__")
+MODULES = sorted(
+    info.name.removeprefix("supervisor.")
+    for info in pkgutil.walk_packages(supervisor.__path__, "supervisor.")
+    if info.name != "supervisor.__main__"
+)
 
 
 def test_all_is_sorted_and_importable() -> None:
@@ -41,7 +45,7 @@ def test_every_module_declares_all_and_public_classes_are_exported() -> None:
 
 
 def test_importing_a_module_never_hides_a_public_name() -> None:
-    """``import supervisor._runner`` must not turn ``supervisor.launch`` into a module (names must differ)."""
+    """``import supervisor._runtime.runner`` must not turn ``supervisor.launch`` into a module (names must differ)."""
     for name in MODULES:
         importlib.import_module(f"supervisor.{name}")
     shadowed = [name for name in supervisor.__all__ if isinstance(getattr(supervisor, name), types.ModuleType)]

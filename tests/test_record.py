@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor._reclaim import STOP_EVENT, stop_run
-from supervisor._record import (
+from supervisor._records.reclaim import STOP_EVENT, stop_run
+from supervisor._records.record import (
     Manifest,
     StopEntry,
     UnknownRun,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._record import save_record
 from supervisor._records.eventfile import EventFile
+from supervisor._records.record import save_record
 
 from .helpers import PYTHON, alive
 

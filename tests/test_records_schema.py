@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor import _marks, _process
-from supervisor._record import Manifest, ReplicaEntry, load_run, manifest_from_json, summary_from_json, to_json
+from supervisor import _marks
+from supervisor._host import process as _process
 from supervisor._records import schema
+from supervisor._records.record import Manifest, ReplicaEntry, load_run, manifest_from_json, summary_from_json, to_json
 
 from .helpers import PYTHON
 
@@ -82,16 +83,18 @@ def run_python(code: str) -> None:
 def test_the_records_import_nothing_of_the_runtime() -> None:
     """record and every module of _records load without the group, the replicas or anyio."""
     run_python(
-        "import sys, supervisor._record, supervisor._records.index, supervisor._records.leftovers, "
+        "import sys, supervisor._records.record, supervisor._records.index, supervisor._records.leftovers, "
         "supervisor._records.ports, supervisor._records.paths\n"
-        "bad = [m for m in ('supervisor._group', 'supervisor._replica', 'supervisor._runner', 'anyio') if m in sys.modules]\n"
+        "bad = [m for m in ('supervisor._runtime.group', 'supervisor._runtime.replica', 'supervisor._runtime.runner', 'anyio') if m in sys.modules]\n"
         "assert not bad, bad"
     )
 
 
 def test_the_watchdog_imports_no_anyio() -> None:
     """The watchdog is a small separate process: the standard library, psutil and the process table."""
-    run_python("import sys, supervisor._watchdog\nassert 'anyio' not in sys.modules and 'attrs' not in sys.modules")
+    run_python(
+        "import sys, supervisor._host.watchdog\nassert 'anyio' not in sys.modules and 'attrs' not in sys.modules"
+    )
 
 
 def test_the_mark_names_are_the_ones_the_spawner_sets() -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import supervisor as sv
-from supervisor._control_protocol import request_blocking
+from supervisor._control.protocol import request_blocking
 from supervisor._events import RolloutEnded, RolloutStarted, RolloutStepped
 
 from .helpers import PROGRAMS, PYTHON, wait_for
@@ -197,7 +197,7 @@ def test_the_sync_api_rolls_too(tmp_path: Path, runs_dir: Path) -> None:
 
 
 def test_the_progress_lines_tell_a_rollout() -> None:
-    from supervisor._console import EventText, is_problem
+    from supervisor._cli.console import EventText, is_problem
 
     text = EventText()
     started = RolloutStarted(replica="", service="w", replicas=4, max_unavailable=1, min_ready=3, respecified=True)

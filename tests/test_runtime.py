@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._proctable import marked_processes
+from supervisor._host.proctable import marked_processes
 
 from .helpers import PROGRAMS, PYTHON, alive
 

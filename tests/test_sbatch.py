@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._cli import main
-from supervisor._config import topology_from_text
-from supervisor._placement_plan import placeholder_nodes
-from supervisor._plan import make_plan
-from supervisor._sbatch import batch_script
+from supervisor._cli.main import main
+from supervisor._plan.placement import placeholder_nodes
+from supervisor._plan.plan import make_plan
+from supervisor._plan.sbatch import batch_script
+from supervisor._spec.load import topology_from_text
 
 TOPOLOGY = """
 name: demo

@@ -14,9 +14,9 @@ import psutil
 import pytest
 
 import supervisor as sv
-from supervisor._config import topology_from_text
 from supervisor._events import ReplicaAdded, ReplicaRemoved, ScaleEnded, ScaleStarted
-from supervisor._resources import PortAllocator
+from supervisor._plan.ports import PortAllocator
+from supervisor._spec.load import topology_from_text
 
 from .helpers import PROGRAMS, PYTHON, alive
 
@@ -249,8 +249,8 @@ def test_the_sync_api_scales_too(runs_dir: Path) -> None:
 def test_the_status_table_and_the_progress_lines_follow_a_scale(tmp_path: Path) -> None:
     """A scale's rows appear after their service's others (shaped like them) and go away; each step is a
     line of the CLI's progress, and a refused scale is a problem line (``-q`` keeps it)."""
-    from supervisor._console import EventText, is_problem
-    from supervisor._status import StatusBoard
+    from supervisor._cli.console import EventText, is_problem
+    from supervisor._cli.status import StatusBoard
 
     topology = sv.Topology(name="t", services=[worker("a", 2), worker("b", 1)])
     board = StatusBoard(sv.make_plan(topology, runs_dir=tmp_path / "runs"))
@@ -350,7 +350,7 @@ def test_on_change_in_yaml_is_checked_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_the_progress_lines_tell_how_dependents_follow() -> None:
-    from supervisor._console import EventText, is_problem
+    from supervisor._cli.console import EventText, is_problem
 
     text = EventText()
     restart = sv.EndpointsChanged(replica="", service="router", source="w", action="restart")

@@ -8,13 +8,13 @@ import pytest
 
 import supervisor as sv
 from supervisor._errors import ConfigError
-from supervisor._gpu_assign import GpuNode
-from supervisor._placement import ClusterNode
-from supervisor._plan import Plan, make_plan
-from supervisor._replan import scaled_plan
-from supervisor._resources import PortAllocator
-from supervisor._spec import Cluster, GpuRequest, Placement
-from supervisor._spec import SlurmCluster as SlurmSpec
+from supervisor._plan.gpu_assign import GpuNode
+from supervisor._plan.plan import Plan, make_plan
+from supervisor._plan.ports import PortAllocator
+from supervisor._plan.replan import scaled_plan
+from supervisor._spec.model import Cluster, GpuRequest, Placement
+from supervisor._spec.model import SlurmCluster as SlurmSpec
+from supervisor._spec.placement import ClusterNode
 
 NODES = tuple(ClusterNode(f"n{i}", f"10.0.0.{i}") for i in range(1, 5))  #: other machines: ports from PortBook
 

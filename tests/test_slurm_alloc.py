@@ -11,12 +11,12 @@ import pytest
 
 import supervisor as sv
 from supervisor import ConfigError
-from supervisor._placement import ClusterNode
-from supervisor._plan import make_plan
-from supervisor._preflight import refuse_taken_ports
-from supervisor._slurm_alloc import SlurmAllocation, SlurmError, salloc_argv
-from supervisor._spec import Cluster
-from supervisor._spec import SlurmCluster as SlurmSpec
+from supervisor._host.slurm_alloc import SlurmAllocation, SlurmError, salloc_argv
+from supervisor._plan.plan import make_plan
+from supervisor._runtime.preflight import refuse_taken_ports
+from supervisor._spec.model import Cluster
+from supervisor._spec.model import SlurmCluster as SlurmSpec
+from supervisor._spec.placement import ClusterNode
 
 from .helpers import PYTHON, wait_until
 from .slurm import SlurmCluster
@@ -65,7 +65,7 @@ def test_a_stop_signal_while_waiting_in_the_queue_leaves_no_job(slurm: SlurmClus
     cancels the job, instead of leaving one to be granted later to nobody."""
     slurm.command("salloc", "--no-shell", "-N4", "--exclusive", "-J", "blocker")
     code = (
-        "from supervisor._slurm_alloc import SlurmAllocation; from supervisor._spec import SlurmCluster; "
+        "from supervisor._host.slurm_alloc import SlurmAllocation; from supervisor._spec.model import SlurmCluster; "
         "SlurmAllocation.acquire(SlurmCluster(nodes=4, extra=('--exclusive',)), 'pending-test')"
     )
     waiting = subprocess.Popen(

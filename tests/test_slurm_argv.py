@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
-from supervisor._placement import ClusterNode, ReplicaPlacement
-from supervisor._slurm import srun_argv, step_environment, task_argv
-from supervisor._slurm_alloc import SlurmAllocation
+from supervisor._host.slurm import srun_argv, step_environment, task_argv
+from supervisor._host.slurm_alloc import SlurmAllocation
+from supervisor._spec.placement import ClusterNode, ReplicaPlacement
 
 NODES = (ClusterNode("gpu-a", "10.0.0.1"), ClusterNode("gpu-b", "10.0.0.2"))
 JOB = SlurmAllocation("42", NODES, owned=True, name="topovisor-demo")

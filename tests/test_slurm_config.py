@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._cli import main
-from supervisor._cluster_spec import nodes_needed, with_slurm
-from supervisor._config import topology_from_text
-from supervisor._spec import Cluster, Placement, SlurmCluster
+from supervisor._cli.main import main
+from supervisor._spec.cluster import nodes_needed, with_slurm
+from supervisor._spec.load import topology_from_text
+from supervisor._spec.model import Cluster, Placement, SlurmCluster
 from supervisor._units import slurm_time
 
 SERVICES = """

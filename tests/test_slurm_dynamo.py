@@ -12,10 +12,10 @@ import pytest
 
 import supervisor as sv
 import topologies
-from supervisor._plan import make_plan
-from supervisor._slurm_alloc import SlurmAllocation
-from supervisor._spec import Cluster, Placement
-from supervisor._spec import SlurmCluster as SlurmSpec
+from supervisor._host.slurm_alloc import SlurmAllocation
+from supervisor._plan.plan import make_plan
+from supervisor._spec.model import Cluster, Placement
+from supervisor._spec.model import SlurmCluster as SlurmSpec
 
 from .slurm import SlurmCluster, held_allocation
 from .test_engines_e2e import chat

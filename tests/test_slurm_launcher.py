@@ -13,11 +13,11 @@ import pytest
 
 import supervisor as sv
 from supervisor._events import Exited, Stopped
-from supervisor._placement import ClusterNode
-from supervisor._plan import Plan, make_plan
-from supervisor._slurm_alloc import SlurmAllocation
-from supervisor._spec import Cluster, Placement
-from supervisor._spec import SlurmCluster as SlurmSpec
+from supervisor._host.slurm_alloc import SlurmAllocation
+from supervisor._plan.plan import Plan, make_plan
+from supervisor._spec.model import Cluster, Placement
+from supervisor._spec.model import SlurmCluster as SlurmSpec
+from supervisor._spec.placement import ClusterNode
 
 from .helpers import PROGRAMS, PYTHON, wait_until
 from .slurm import SlurmCluster, held_allocation

@@ -10,8 +10,8 @@ import pytest
 
 import supervisor as sv
 from supervisor._events import EndpointsChanged, Ready
-from supervisor._slurm_alloc import SlurmAllocation, job_nodelist
-from supervisor._spec import Placement
+from supervisor._host.slurm_alloc import SlurmAllocation, job_nodelist
+from supervisor._spec.model import Placement
 
 from .helpers import wait_for, wait_until
 from .slurm import SlurmCluster, held_allocation

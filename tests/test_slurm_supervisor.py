@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._record import read_manifest
 from supervisor._records.index import load_run
+from supervisor._records.record import read_manifest
 
 from .helpers import PROGRAMS, PYTHON, wait_until
 from .slurm import SlurmCluster

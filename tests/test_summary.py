@@ -23,9 +23,9 @@ from supervisor._events import (
     Stopping,
 )
 from supervisor._records.schema import ChainLink, Summary, summary_from_json, to_json
-from supervisor._summary import ServiceShape, summarize
-from supervisor._summary_ops import operations_of
-from supervisor._summary_text import render_chain, render_operations, render_summary
+from supervisor._records.summary import ServiceShape, summarize
+from supervisor._records.summary_ops import operations_of
+from supervisor._records.summary_text import render_chain, render_operations, render_summary
 
 T0 = 1000.0  #: the run's start on the monotonic clock
 

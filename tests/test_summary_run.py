@@ -88,12 +88,15 @@ def test_read_summary_of_a_run_without_one_says_why(tmp_path: Path) -> None:
         sv.read_summary(tmp_path)
 
 
+# flaky -> a -> b: each waits for the one before it to be ready, so the chain is the same on a busy host
+# (with flaky beside the chain, whichever of flaky and b was ready last ended the critical chain)
 CHAIN_YAML = """
 name: chain
 services:
   a:
     command: ["{python}", -c, "print('up', flush=True); import time; time.sleep(60)"]
     ready: {log: up}
+    depends_on: [flaky]
   b:
     command: ["{python}", -c, "print('up', flush=True); import time; time.sleep(60)"]
     ready: {log: up}
@@ -125,8 +128,8 @@ def test_supervisor_run_prints_the_table_and_the_chain_and_quiet_only_the_proble
     rows = {line.split()[0]: line.split() for line in lines[head + 2 : head + 5]}
     assert rows["flaky"][3] == "1" and rows["flaky"][4] == "3!,SIGTERM" and rows["a"][3] == "0"
     chain_at = lines.index("critical chain:")
-    assert [line.split()[0] for line in lines[chain_at + 1 : chain_at + 3]] == ["a", "b"]
-    assert lines[chain_at + 2].endswith("after a ready")
+    assert [line.split()[0] for line in lines[chain_at + 1 : chain_at + 4]] == ["flaky", "a", "b"]
+    assert lines[chain_at + 2].endswith("after flaky ready") and lines[chain_at + 3].endswith("after a ready")
 
     quiet_lines = run("-q").splitlines()
     problems = [line for line in quiet_lines if "[supervisor]" in line]  # -q's event lines: the restart

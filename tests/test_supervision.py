@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._policy import RestartBudget, backoff_delay, decide
+from supervisor._runtime.policy import RestartBudget, backoff_delay, decide
 
 from .helpers import PROGRAMS, PYTHON, alive
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import supervisor as sv
-from supervisor._group import RunningTopology
+from supervisor._runtime.group import RunningTopology
 
 from .helpers import PYTHON, SLEEPER, wait_for
 

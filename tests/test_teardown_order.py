@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor._teardown import stop_prerequisites, stop_waves
+from supervisor._host.teardown import stop_prerequisites, stop_waves
 
 DAG = {"kv": [], "prefill": ["kv"], "decode": ["kv"], "frontend": ["prefill", "decode"], "bench": []}
 

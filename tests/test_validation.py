@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._plan import fill_command
+from supervisor._plan.plan import fill_command
 
 PY = sys.executable
 

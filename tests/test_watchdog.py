@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor._process import RUN_ID_ENV
-from supervisor._watchdog import SWEEP_EVENT, Watchdog
+from supervisor._host.process import RUN_ID_ENV
+from supervisor._host.watchdog import SWEEP_EVENT, Watchdog
 
 from .fakerun import POLITE, Reaper, all_gone, read_events
 from .helpers import PROGRAMS, PYTHON, alive, wait_until
@@ -94,7 +94,7 @@ def test_watchdog_has_no_mark_own_session_and_ignores_ctrl_c(
     watchdog = Watchdog.spawn(run_dir.name, run_dir)
     try:
         process = psutil.Process(watchdog.pid)
-        wait_until(lambda: "supervisor._watchdog" in " ".join(process.cmdline()))
+        wait_until(lambda: "supervisor._host.watchdog" in " ".join(process.cmdline()))
         assert RUN_ID_ENV not in process.environ()
         assert os.getsid(watchdog.pid) == watchdog.pid
         wait_until(lambda: _ignores(watchdog.pid, signal.SIGINT) and _ignores(watchdog.pid, signal.SIGHUP))
@@ -118,7 +118,7 @@ def _ignores(pid: int, signum: int) -> bool:
 CHILD_CHECK = """
 import json, os, subprocess, sys
 from pathlib import Path
-from supervisor._watchdog import Watchdog
+from supervisor._host.watchdog import Watchdog
 watchdog = Watchdog.spawn("run-fds", Path(sys.argv[1]))
 pipe = os.readlink(f"/proc/{watchdog.pid}/fd/0")
 def holders(pid):
@@ -165,7 +165,7 @@ def test_sweep_time_after_supervisor_sigkill_is_grace_plus_milliseconds(
     pids_file = tmp_path / "pids"
     popen, watchdog_pid = fake_supervisor(reaper, run_dir, pids_file, "--grace", "0")
     pids = [int(line) for line in pids_file.read_text().split()]
-    wait_until(lambda: "supervisor._watchdog" in " ".join(psutil.Process(watchdog_pid).cmdline()))
+    wait_until(lambda: "supervisor._host.watchdog" in " ".join(psutil.Process(watchdog_pid).cmdline()))
     began = time.monotonic()
     popen.kill()
     popen.wait(10)

@@ -12,7 +12,7 @@ without pulling in the rest):
 - ``ports``: who holds a port we want;
 - ``died``: ``summary.json`` for a run whose supervisor died (the watchdog's after its sweep, or gc's).
 
-``supervisor._record`` re-exports the public names.
+``supervisor._records.record`` re-exports the public names.
 """
 
 __all__: list[str] = []

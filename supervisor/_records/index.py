@@ -15,7 +15,7 @@ import attrs
 import psutil
 
 from .._errors import UnknownRun
-from .._proctable import matching_process
+from .._host.proctable import matching_process
 from .paths import index_dir, index_path, read_json, runs_dir, write_json
 from .registry import register_run, unregister_run
 from .schema import IndexEntry, Manifest, ReplicaEntry, index_entry_from_json, manifest_from_json

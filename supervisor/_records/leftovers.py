@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 import psutil
 
-from .._proctable import Member, run_members
+from .._host.proctable import Member, run_members
 from .index import RunRecord, list_runs
 
 __all__ = ["gc_candidates", "leftover_members", "leftovers", "protected_pids", "unrecorded_marks"]

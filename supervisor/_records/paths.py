@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._plan import default_runs_dir, default_state_dir
-
 if TYPE_CHECKING:  # the schema loads when first used: the head start registers its run without it
     from .schema import IndexEntry, Manifest, Summary
 
 __all__ = [
+    "default_runs_dir",
+    "default_state_dir",
     "index_dir",
     "index_path",
     "read_json",
@@ -25,6 +25,16 @@ __all__ = [
 ]
 
 _warned: set[Path] = set()  #: run dirs already warned about: one warning per run, not one per write
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/topovisor`` (default ``~/.local/state/topovisor``): run records and runs."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "topovisor"
+
+
+def default_runs_dir() -> Path:
+    return default_state_dir() / "runs"
 
 
 def state_dir() -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .._process import create_time
+from .._host.process import create_time
 from .paths import index_path, write_json
 
 __all__ = ["register_run", "unregister_run"]

@@ -2,7 +2,7 @@
 
 ``manifest.json`` (the resolved run: commands, redacted env, ports, every pid with its create time),
 ``summary.json`` (how it went and ended: timings, restarts, exits, the critical chain; computed by
-``supervisor._summary``) and the index entry (who supervises it). ``to_json`` is ``attrs.asdict`` (the
+``supervisor._records.summary``) and the index entry (who supervises it). ``to_json`` is ``attrs.asdict`` (the
 records hold JSON types only, and the first manifest is written while a fresh ``supervisor run`` is
 still starting, without cattrs); the ``*_from_json`` readers go through one cattrs converter, built on
 first use. Reading is forgiving on purpose: a record may be half-written by a

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from supervisor._process import REPLICA_ENV, RUN_ID_ENV
-from supervisor._watchdog import Watchdog
+from supervisor._host.process import REPLICA_ENV, RUN_ID_ENV
+from supervisor._host.watchdog import Watchdog
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--run-id", required=True)

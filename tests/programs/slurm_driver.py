@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 
 import supervisor as sv
-from supervisor._plan import make_plan
-from supervisor._runner import supervise
-from supervisor._slurm_alloc import allocation_for
-from supervisor._spec import Cluster, SlurmCluster
+from supervisor._host.slurm_alloc import allocation_for
+from supervisor._plan.plan import make_plan
+from supervisor._runtime.runner import supervise
+from supervisor._spec.model import Cluster, SlurmCluster
 
 TASK = str(Path(__file__).with_name("slurm_task.py"))
 

@@ -1,0 +1,64 @@
+"""``supervisor gpus``: each GPU of this machine with its memory and the processes (and runs) holding it.
+
+Exit codes: 0 listed, 2 no NVML here (nothing to list; ``--gpus 8x80GB`` shows a simulated node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from .._errors import ConfigError
+
+if TYPE_CHECKING:  # loaded by the command itself: the parser of every other command stays light
+    from .._host.gpu_inventory import GpuInventory, GpuProcess
+
+__all__ = ["add_gpus_command", "gpus_command", "render_gpus"]
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def add_gpus_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    help_text = "list this machine's GPUs: memory used, and the processes (and runs) holding each"
+    parser = subparsers.add_parser("gpus", help=help_text, description=help_text)
+    parser.add_argument("--gpus", metavar="SPEC", help="show a simulated node such as 8x80GB instead (NVML)")
+
+
+def gpus_command(args: argparse.Namespace) -> int:
+    from .._host.gpu_inventory import NO_NVML_HINT
+    from .._host.gpu_visible import open_inventory
+
+    try:
+        inventory = open_inventory(args.gpus)
+        text = render_gpus(inventory)
+    except ConfigError as exc:
+        hint = "" if args.gpus else f"; {NO_NVML_HINT}"
+        print(f"supervisor: error: {exc}{hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(text)
+    return EXIT_OK
+
+
+def render_gpus(inventory: GpuInventory) -> str:
+    """One block per GPU: index, name, bus id, memory used of total, then one line per holder."""
+    from .._host.gpu_inventory import format_bytes
+    from .._runtime.gpu_checks import describe_holders
+
+    devices = inventory.devices()
+    by_gpu: dict[int, list[GpuProcess]] = {}
+    for process in inventory.processes():
+        by_gpu.setdefault(process.gpu, []).append(process)
+    lines = [f"{len(devices)} GPUs on {inventory.description}"]
+    for device in devices:
+        used = f"{format_bytes(device.memory_used_bytes)} / {format_bytes(device.memory_total_bytes)} used"
+        peers = sorted(inventory.nvlink_peers(device.index))
+        nvlink = f"  nvlink: {','.join(map(str, peers))}" if peers else ""
+        mig = "  MIG mode" if device.mig else ""
+        lines.append(f"GPU {device.index}  {device.name}  {device.pci_bus_id}  {used}{mig}{nvlink}")
+        holders = describe_holders(by_gpu.get(device.index, []))
+        lines.extend(f"    {holder.describe()}" for holder in holders)
+        if not holders:
+            lines.append("    (no process)")
+    return "\n".join(lines)

@@ -1,0 +1,356 @@
+"""``supervisor ps | stop | gc | logs | status | restart | scale``: commands on runs owned by other processes,
+over the records (and, for a live run, its control socket: ``control``).
+
+``main`` adds them with ``add_commands(subparsers)`` and hands parsed arguments to ``dispatch``, which
+returns an exit code for these commands and None for any other.
+Exit codes: 0 ok, 1 something is left or failed, 2 bad input (an unknown run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+
+from .._errors import SupervisorError
+from .._host.logfollow import LogFollower
+from .._records.died import DIED_OUTCOME
+from .._records.paths import read_json
+from .._records.reclaim import StopReport, stop_run
+from .._records.record import (
+    ReplicaRecord,
+    RunRecord,
+    UnknownRun,
+    gc_candidates,
+    leftover_members,
+    list_runs,
+    resolve_run,
+    unrecorded_marks,
+)
+from .runs_args import COMMANDS, add_commands
+
+__all__ = ["COMMANDS", "add_commands", "dispatch"]
+
+EXIT_OK = 0
+EXIT_LEFT = 1
+EXIT_BAD_INPUT = 2
+_FOLLOW_POLL_SECONDS = 0.2
+_FOLLOW_RUN_CHECK_SECONDS = 1.0
+_SOCKET_STOP_EXIT_SECONDS = 30.0  #: after the run answered ``stop`` (its teardown is over), for it to exit
+_TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
+
+
+def dispatch(args: argparse.Namespace) -> int | None:
+    """Run the command if it is one of ours and return its exit code; None for any other command."""
+    handler = _HANDLERS.get(getattr(args, "runs_command", None) or "")
+    if handler is None:
+        return None
+    try:
+        return handler(args)
+    except UnknownRun as exc:
+        print(f"supervisor: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SupervisorError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_LEFT
+    except BrokenPipeError:  # ``supervisor logs RUN | head``
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return EXIT_OK
+
+
+# ----- ps ----------------------------------------------------------------------------------------------
+def _ps(args: argparse.Namespace) -> int:
+    now = time.time()
+    views = [_run_view(record, now) for record in list_runs(include_finished=args.all)]
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return EXIT_OK
+    if not views:
+        print("no runs" + ("" if args.all else " (supervisor ps --all also lists finished ones)"))
+        return EXIT_OK
+    for index, view in enumerate(views):
+        if index:
+            print()
+        supervisor = view["supervisor"]
+        pid = "-" if supervisor["pid"] is None else str(supervisor["pid"])
+        head = [["RUN", "NAME", "STATUS", "SUPERVISOR", "UPTIME"]]
+        status = view["status"] + (" (supervisor died)" if view["outcome"] == DIED_OUTCOME else "")
+        head.append(
+            [view["run_id"], view["name"] or "-", status, pid + ("" if supervisor["alive"] else " (dead)"),
+             _age(view["uptime_seconds"])]
+        )  # fmt: skip
+        _print_table(head)
+        rows = [["REPLICA", "STATE", "PID", "PORTS", "UPTIME", "RESTARTS"]]
+        for service in view["services"].values():
+            for r in service["replicas"]:
+                ports = " ".join(f"{k}={v}" for k, v in r["ports"].items()) or "-"
+                rows.append([r["name"], r["state"], str(r["pid"] or "-"), ports, _age(r["uptime_seconds"]),
+                             str(r["restarts"])])  # fmt: skip
+        if len(rows) > 1:
+            _print_table(rows, indent="    ")
+        if view["leftovers"]:
+            print(f"    left over: {' '.join(map(str, view['leftovers']))} (supervisor stop {view['run_id']})")
+    return EXIT_OK
+
+
+def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
+    """Everything ``ps`` shows about one run, as plain data (``--json`` prints it as is)."""
+    left = sorted(leftover_members(record)) if not record.supervisor_alive else []
+    if record.supervisor_alive:
+        status = record.phase
+    elif left:
+        status = "orphaned"
+    else:
+        status = "stopped" if record.phase == "stopped" else "dead"
+    running = record.supervisor_alive or bool(left)
+    services: dict[str, Any] = {}
+    for service, replicas in record.services().items():
+        services[service] = {
+            "depends_on": record.depends_on(service),
+            "replicas": [_replica_view(r, record.supervisor_alive, now) for r in replicas],
+        }
+    return {
+        "run_id": record.run_id,
+        "name": record.name,
+        "run_dir": str(record.run_dir),
+        "phase": record.phase,
+        "status": status,
+        "outcome": _outcome(record) if not record.supervisor_alive else None,
+        "supervisor": {"pid": record.supervisor_pid, "alive": record.supervisor_alive},
+        "watchdog": {"pid": record.watchdog_pid, "alive": record.watchdog_alive},
+        "started_wall_time": record.started_wall_time,
+        "uptime_seconds": now - record.started_wall_time if running and record.started_wall_time else None,
+        "leftovers": left,
+        "services": services,
+    }
+
+
+def _outcome(record: RunRecord) -> str | None:
+    """How the run ended, from its ``summary.json`` (None before one is written)."""
+    outcome = read_json(record.run_dir / "summary.json").get("outcome")
+    return outcome if isinstance(outcome, str) else None
+
+
+def _replica_view(replica: ReplicaRecord, supervised: bool, now: float) -> dict[str, Any]:
+    process = replica.process()
+    if supervised or replica.state in _TERMINAL_STATES:
+        state = replica.state
+    else:
+        state = "left over" if process is not None else "gone"
+    return {
+        "name": replica.name,
+        "service": replica.service,
+        "state": state,
+        "pid": replica.pid,
+        "alive": process is not None,
+        "ports": replica.ports,
+        "url": replica.url,
+        "uptime_seconds": now - replica.create_time if process is not None and replica.create_time else None,
+        "restarts": replica.restarts,
+        "log": str(replica.log),
+    }
+
+
+def _print_table(rows: list[list[str]], indent: str = "") -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+# ----- stop and gc -------------------------------------------------------------------------------------
+def _stop(args: argparse.Namespace) -> int:
+    record = resolve_run(args.run)
+    if not record.supervisor_alive and not leftover_members(record):
+        if record.indexed or record.phase != "stopped":  # a dead supervisor's record: close it
+            anyio.run(stop_run, record)
+        print(f"run {record.run_id}: nothing is running")
+        return EXIT_OK
+    print(f"run {record.run_id}: stopping", file=sys.stderr, flush=True)
+    if record.supervisor_alive and args.grace is None:
+        done = _stop_through_socket(record)
+        if done is not None:
+            return done
+    report = anyio.run(functools.partial(stop_run, record, grace_seconds=args.grace))
+    return _say_stopped(record, report)
+
+
+def _stop_through_socket(record: RunRecord) -> int | None:
+    """A live run stops itself when asked through its control socket (the same orderly teardown as
+    Ctrl-C); None when it has no socket (an older run) or did not answer: then signals do it."""
+    from .._control.protocol import socket_path
+    from .._host.proctable import matching_process
+    from .._records.reclaim import _supervisor_budget
+    from .command import CMD_GRACE_SECONDS
+    from .control import stop_through_socket
+
+    path = Path(record.manifest.control_socket or socket_path(record.run_dir))
+    supervisor = matching_process(record.supervisor_pid, record.supervisor_create_time)
+    budget = _supervisor_budget(record, None) + CMD_GRACE_SECONDS  # its teardown, after its CMD's grace
+    seconds = stop_through_socket(path, supervisor, timeout_seconds=budget, wait_seconds=_SOCKET_STOP_EXIT_SECONDS)
+    if seconds is None:
+        return None
+    fresh = record.reload()
+    if fresh.supervisor_alive or leftover_members(fresh):
+        return None  # what is left is stopped from the record
+    print(f"run {record.run_id}: its supervisor (pid {record.supervisor_pid}) stopped it in {seconds:.1f}s")
+    return EXIT_OK
+
+
+def _say_stopped(record: RunRecord, report: StopReport) -> int:
+    if report.supervisor_was_alive:
+        how = f"its supervisor (pid {record.supervisor_pid}) stopped it"
+        if report.supervisor_killed:
+            how = f"its supervisor (pid {record.supervisor_pid}) did not finish in time and was killed"
+    elif report.signalled:
+        how = f"its supervisor is dead; stopped {len(report.signalled)} processes from the record"
+    else:
+        how = "nothing was running; record closed"
+    if report.killed:
+        how += f" ({len(report.killed)} needed SIGKILL)"
+    print(f"run {record.run_id}: {how} in {report.seconds:.1f}s")
+    if report.remaining:
+        print(f"run {record.run_id}: still alive after SIGKILL: {_describe(report.remaining)}", file=sys.stderr)
+        return EXIT_LEFT
+    return EXIT_OK
+
+
+def _gc(args: argparse.Namespace) -> int:
+    candidates = [(record, sorted(leftover_members(record))) for record in gc_candidates()]
+    unrecorded = unrecorded_marks()
+    if not candidates and not unrecorded:
+        print("nothing to collect")
+        return EXIT_OK
+    for record, left in candidates:
+        dead = f"supervisor {record.supervisor_pid} is dead" if record.supervisor_pid else "no supervisor recorded"
+        if left:
+            print(f"run {record.run_id}: {dead}; left over: {_describe(left)}")
+        else:
+            print(f"run {record.run_id}: {dead}; nothing left (stale record)")
+    for run_id, pids in unrecorded.items():
+        print(f"run {run_id}: no record here, so it is not touched ({len(pids)} processes): {_describe(pids)}")
+    if not args.yes:
+        if candidates:
+            print("dry run: nothing was signalled; `supervisor gc --yes` stops the recorded runs listed above")
+        return EXIT_OK
+    code = EXIT_OK
+    for record, _ in candidates:
+        code = max(code, _say_stopped(record, anyio.run(functools.partial(stop_run, record, by="gc"))))
+    return code
+
+
+def _describe(pids: Sequence[int], limit: int = 5) -> str:
+    """``pid (command)`` for the first few, then how many more."""
+    parts = []
+    for pid in pids[:limit]:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            command = ""
+        parts.append(f"{pid} ({command[:60]})" if command else str(pid))
+    more = f" and {len(pids) - limit} more" if len(pids) > limit else ""
+    return ", ".join(parts) + more
+
+
+# ----- logs --------------------------------------------------------------------------------------------
+def _logs(args: argparse.Namespace) -> int:
+    record = resolve_run(args.run)
+    sources = _log_sources(record, args.service)
+    prefixed = len(sources) > 1
+    followers = [LogFollower(path) for _, path in sources]
+    out = sys.stdout
+    for (name, _), follower in zip(sources, followers, strict=True):
+        for line in follower.history(max(0, args.lines)):
+            out.write(f"{name} | {line}\n" if prefixed else f"{line}\n")
+    out.flush()
+    if not args.follow:
+        return EXIT_OK
+    running = _run_is_running(record)
+    next_check = time.monotonic() + _FOLLOW_RUN_CHECK_SECONDS
+    try:
+        while True:  # until Ctrl-C or the end of the run: that is what --follow asks for
+            for (name, _), follower in zip(sources, followers, strict=True):
+                for line in follower.new_lines():
+                    out.write(f"{name} | {line}\n" if prefixed else f"{line}\n")
+            out.flush()
+            if not running:
+                return EXIT_OK  # one last drain above, after the run ended
+            time.sleep(_FOLLOW_POLL_SECONDS)
+            if time.monotonic() >= next_check:
+                running = _run_is_running(record)
+                next_check = time.monotonic() + _FOLLOW_RUN_CHECK_SECONDS
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        for follower in followers:
+            follower.close()
+
+
+def _run_is_running(record: RunRecord) -> bool:
+    fresh = record.reload()
+    return fresh.supervisor_alive or bool(leftover_members(fresh))
+
+
+def _log_sources(record: RunRecord, selector: str | None) -> list[tuple[str, Path]]:
+    """(replica name, log path) for every replica, one service's, or one replica's."""
+    replicas = record.replicas()
+    sources = [(r.name, r.log) for r in replicas if selector in (None, r.service, r.name)]
+    if not replicas:  # no manifest: whatever the logs directory holds
+        found = sorted((record.run_dir / "logs").glob("*.log"))
+        sources = [(p.stem, p) for p in found if selector in (None, p.stem, p.stem.split(".")[0])]
+    if not sources and selector is not None:
+        names = sorted({r.service for r in replicas} | {r.name for r in replicas})
+        raise UnknownRun(
+            f"run {record.run_id} has no service or replica {selector!r}; it has: {', '.join(names) or 'none'}",
+            names,
+        )
+    return sources
+
+
+def _control(name: str) -> Callable[[argparse.Namespace], int]:
+    """A command sent to a live run through its control socket (``_cli.control``, loaded when used)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from . import control as _cli_control
+
+        command: Callable[[argparse.Namespace], int] = getattr(_cli_control, f"{name}_command")
+        return command(args)
+
+    return handler
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "ps": _ps,
+    "stop": _stop,
+    "gc": _gc,
+    "logs": _logs,
+    "status": _control("status"),
+    "restart": _control("restart"),
+    "scale": _control("scale"),
+}

@@ -1,0 +1,294 @@
+"""A replica's output: drained from its pipe, normalised into lines, written to a rotating file, fanned out.
+
+The file and every subscriber see the same complete lines. A line is never split across two files and
+never written twice; ``\\r`` progress updates (tqdm) become lines of their own so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["MARK_PREFIX", "LineStream", "RotatingLogFile", "mark_line", "pump_pipe"]
+
+LineSubscriber = Callable[[bytes], None]
+_MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out anyway
+_TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much of the end
+_READ_SIZE = 1 << 20
+_REOPEN_INTERVAL_SECONDS = 1.0  # after a failed write, how often to try the file again
+_log = logging.getLogger("supervisor._host.logs")
+
+
+MARK_PREFIX = "--- topovisor mark: "  #: starts every bookmark line that ``group.mark`` writes into the logs
+
+
+def mark_line(label: str, wall_time: float) -> bytes:
+    """``--- topovisor mark: <label> <UTC ISO time> ---``: one line, clearly ours; a label is one line too."""
+    if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label:
+        raise ValueError(f"a mark's label is a non-empty single line of text, not {label!r}")
+    when = datetime.datetime.fromtimestamp(wall_time, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return f"{MARK_PREFIX}{label} {when} ---\n".encode()
+
+
+class RotatingLogFile:
+    """Appends whole lines; before a write would pass ``max_bytes`` it rotates ``x.log`` -> ``x.log.1`` ...
+
+    A log that cannot be written (a full disk, the run dir deleted) never stops the output from being
+    drained: lines are dropped and counted, ``on_error`` is called once per outage, and the file is tried
+    again at most once a second, so a service never dies of EPIPE or blocks on a full pipe because of it.
+    """
+
+    def __init__(
+        self, path: Path, max_bytes: int, backups: int, *, on_error: Callable[[OSError], None] | None = None
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.on_error = on_error
+        self.error: OSError | None = None  #: the current outage, None while writes succeed
+        self.dropped_bytes = 0
+        self._retry_at = 0.0
+        self._fd = -1
+        self._size = 0
+        self._present = 0  #: x.log.1 .. x.log.<present> exist (kept, not re-scanned)
+        try:  # a replica (re)started after its logs dir was deleted must still start: never raise here
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
+            self._present = self._count_backups()
+        except OSError as error:
+            self._failed(error, 0)
+
+    def _open(self) -> int:
+        """Open for appending; a logs dir that was deleted is made again (inside a run dir that exists)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            if not self.path.parent.parent.is_dir():
+                raise
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            return os.open(self.path, flags, 0o600)
+
+    def _backup(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def _count_backups(self) -> int:
+        present = 0
+        while present < self.backups and self._backup(present + 1).exists():
+            present += 1
+        return present
+
+    def write_lines(self, block: bytes) -> None:
+        """Write ``block`` (complete lines only), rotating between lines as needed; never raises OSError."""
+        if self.error is not None and not self._recover():
+            self.dropped_bytes += len(block)
+            return
+        try:
+            self._write_lines(block)
+        except OSError as error:
+            self._failed(error, len(block))
+
+    def _write_lines(self, block: bytes) -> None:
+        view = memoryview(block)
+        start = 0
+        while start < len(block):
+            room = self.max_bytes - self._size
+            end = len(block)
+            if end - start > room:
+                cut = block.rfind(b"\n", start, start + max(room, 0))
+                if cut < 0:  # the next line does not fit: rotate first, or write it alone if it never fits
+                    if self._size > 0:
+                        self._rotate()
+                        continue
+                    cut = block.find(b"\n", start)
+                    cut = len(block) - 1 if cut < 0 else cut
+                end = cut + 1
+            self._write_all(view[start:end])
+            start = end
+            if self._size >= self.max_bytes and start < len(block):
+                self._rotate()
+
+    def _write_all(self, data: memoryview) -> None:
+        while data:
+            written = os.write(self._fd, data)
+            self._size += written
+            data = data[written:]
+
+    def _rotate(self) -> None:
+        """Shift only the backups that exist: the cost follows the files on disk, not ``backups``."""
+        self._close_fd()
+        if self.backups > 0:
+            for index in range(min(self._present, self.backups - 1), 0, -1):
+                os.replace(self._backup(index), self._backup(index + 1))
+            os.replace(self.path, self._backup(1))
+            self._present = min(self._present + 1, self.backups)
+        else:
+            os.unlink(self.path)
+        self._fd = self._open()
+        self._size = 0
+
+    def _failed(self, error: OSError, lost: int) -> None:
+        self.dropped_bytes += lost
+        self._retry_at = time.monotonic() + _REOPEN_INTERVAL_SECONDS
+        if self.error is None:
+            self.error = error
+            _log.warning("cannot write %s (%s): dropping its output until it can be written again", self.path, error)
+            if self.on_error is not None:
+                self.on_error(error)
+
+    def _recover(self) -> bool:
+        """After an outage: reopen the file (at most once a second); True when writes can go on."""
+        if time.monotonic() < self._retry_at:
+            return False
+        self._close_fd()
+        try:
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
+            self._present = self._count_backups()
+        except OSError:
+            self._retry_at = time.monotonic() + _REOPEN_INTERVAL_SECONDS
+            return False
+        _log.warning("%s is writable again; %d bytes of output were dropped", self.path, self.dropped_bytes)
+        self.error = None
+        return True
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):  # ENOSPC/EIO can surface at close; the fd is gone anyway
+                os.close(fd)
+
+    def close(self) -> None:
+        self._close_fd()
+
+
+class LineStream:
+    """Turns raw output chunks into complete lines for the log file, the tail buffer and subscribers."""
+
+    def __init__(self, sink: RotatingLogFile | None) -> None:
+        self.sink = sink
+        self.bytes_seen = 0
+        self._pending = b""
+        self._tail = b""
+        self._subscribers: list[LineSubscriber] = []
+        self._activity: anyio.Event | None = None
+        self.generation = 0  #: counts blocks of output; lets a waiter notice output that came meanwhile
+        self.closed = False
+
+    def subscribe(self, subscriber: LineSubscriber) -> Callable[[], None]:
+        """Call ``subscriber`` with each block of complete lines; returns the unsubscribe function."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
+
+    async def wait_activity(self, since: int | None = None) -> None:
+        """Return once new output arrives (or the stream ends); at once if ``generation`` moved past
+        ``since`` already (output that came while the caller was busy is not lost as a wake-up)."""
+        if since is not None and self.generation != since:
+            return
+        if self.closed:
+            await anyio.sleep_forever()
+        if self._activity is None:
+            self._activity = anyio.Event()
+        await self._activity.wait()
+
+    def feed(self, chunk: bytes) -> None:
+        if self.closed:  # a process we could not reach still holds the pipe; its log is already closed
+            return
+        self.bytes_seen += len(chunk)
+        data = self._pending + chunk if self._pending else chunk
+        hold = b""
+        if b"\r" in data:
+            if data.endswith(b"\r"):  # may be the first half of \r\n: decide with the next chunk
+                data, hold = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        cut = data.rfind(b"\n") + 1
+        complete, rest = data[:cut], data[cut:]
+        if len(rest) > _MAX_PARTIAL_LINE:
+            complete, rest = complete + rest + b"\n", b""
+        self._pending = rest + hold
+        if complete:
+            self._emit(complete)
+
+    def annotate(self, line: bytes) -> None:
+        """Our own line (a mark) into the log file only: readiness, phase and fatal-output scanning, the tail
+        in error messages and ``--logs`` never see it, so it is never taken for the service's output. A
+        partial line of the service's still waiting for its newline stays whole (it is written after)."""
+        if self.sink is not None and not self.closed:
+            self.sink.write_lines(line)
+
+    def close(self) -> None:
+        """End of output: a last line without a newline still counts."""
+        if self.closed:
+            return
+        pending = self._pending.replace(b"\r", b"")
+        self._pending = b""
+        if pending:
+            self._emit(pending + b"\n")
+        self.closed = True
+        if self.sink is not None:
+            self.sink.close()
+        self._wake()
+
+    def _emit(self, complete: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write_lines(complete)
+        if len(complete) >= _TAIL_BYTES:
+            self._tail = complete[-_TAIL_BYTES:]
+        else:
+            self._tail = (self._tail + complete)[-_TAIL_BYTES:]
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(complete)
+            except Exception as error:  # a consumer that fails (`--logs | head`) must not stop the draining
+                _log.warning("dropping an output subscriber that failed: %r", error)
+                with contextlib.suppress(ValueError):
+                    self._subscribers.remove(subscriber)
+        self._wake()
+
+    def _wake(self) -> None:
+        self.generation += 1
+        if self._activity is not None:
+            self._activity.set()
+            self._activity = None
+
+    def tail_text(self) -> str:
+        """The last 64 KiB of output, including a last line still without its newline."""
+        text = self._tail.decode("utf-8", "replace")
+        if self._pending:
+            text += self._pending.decode("utf-8", "replace").replace("\r", "") + "\n"
+        return text
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return [line for line in self.tail_text().splitlines() if line.strip()][-lines:]
+
+    async def wait_closed(self, timeout_seconds: float) -> bool:
+        """Wait until the output has ended (every writer closed the pipe); False at the timeout."""
+        with anyio.move_on_after(timeout_seconds):
+            while not self.closed:
+                await self.wait_activity()
+        return self.closed
+
+
+async def pump_pipe(fd: int, stream: LineStream) -> None:
+    """Drain a non-blocking pipe into ``stream`` until end of file; yields to the loop between chunks."""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            if not chunk:
+                return
+            stream.feed(chunk)
+            await anyio.lowlevel.checkpoint()
+    finally:
+        stream.close()

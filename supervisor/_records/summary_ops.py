@@ -1,0 +1,59 @@
+"""The live operations of a run for its summary: each scale and rolling restart, paired from its started and
+ended events (``ScaleStarted``/``ScaleEnded``, ``RolloutStarted``/``RolloutEnded``). Pure, like
+``_records.summary``: events in, records out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .._events import Event, RolloutEnded, RolloutStarted, ScaleEnded, ScaleStarted
+from .schema import OperationOutcome
+
+__all__ = ["operations_of"]
+
+
+def operations_of(
+    events: Iterable[Event], *, started_at: float, redact: Callable[[str], str] = str
+) -> list[OperationOutcome]:
+    """Every scale and rollout, in the order they began; one without its end is still under way (no
+    ``seconds``), one refused before it began (a rollout's bad settings) has only its end."""
+    operations: list[OperationOutcome] = []
+    open_ones: dict[tuple[str, str], OperationOutcome] = {}  #: (kind, service) -> under way
+    for event in events:
+        at = event.monotonic - started_at
+        if isinstance(event, ScaleStarted):
+            operation = OperationOutcome(
+                kind="scale",
+                service=event.service,
+                at_seconds=at,
+                replicas_before=event.replicas_before,
+                replicas_after=event.replicas_after,
+            )
+            open_ones[("scale", event.service)] = operation
+            operations.append(operation)
+        elif isinstance(event, RolloutStarted):
+            operation = OperationOutcome(
+                kind="rolling_restart", service=event.service, at_seconds=at, replicas_after=event.replicas
+            )
+            open_ones[("rolling_restart", event.service)] = operation
+            operations.append(operation)
+        elif isinstance(event, (ScaleEnded, RolloutEnded)):
+            kind = "scale" if isinstance(event, ScaleEnded) else "rolling_restart"
+            began = open_ones.pop((kind, event.service), None)
+            if began is None:  # refused before it began: only its end tells
+                began = OperationOutcome(kind=kind, service=event.service, at_seconds=at - event.seconds)
+                operations.append(began)
+            _ended(began, event, redact)
+    return operations
+
+
+def _ended(operation: OperationOutcome, event: ScaleEnded | RolloutEnded, redact: Callable[[str], str]) -> None:
+    operation.seconds = event.seconds
+    operation.error = None if event.error is None else redact(event.error)
+    if isinstance(event, ScaleEnded):
+        operation.replicas_after = event.replicas
+        operation.added, operation.removed = list(event.added), list(event.removed)
+    else:
+        operation.rolled, operation.rolled_back = list(event.rolled), list(event.rolled_back)
+        operation.left_failed = list(event.left_failed)

@@ -1,0 +1,232 @@
+"""Scale a running service: ``group.scale("decode", 4)``.
+
+Up: the new replicas are planned (``_plan.replan``: their own free ports and GPUs beside the run's, templates
+filled with the new set), join the service, spawn behind the service's probes and count once ready; the
+call returns then. They are on trial until ready: one that fails its start (exit, readiness timeout) is
+not restarted and does not fail the run; the whole scale is undone (every replica it added is stopped and
+removed) and its ``ServiceFailed`` raised. Down: the highest-numbered replicas are stopped one after
+another, each with its stop signal and grace, then removed; nothing of them is left.
+On a Slurm run, new replicas of a service placed on the nodes go to the allocation's nodes still up
+(``_plan.scale_placement``) and run as srun steps; a scale down ends those steps.
+
+Each scale is a ``ScaleStarted`` and a ``ScaleEnded`` event (``error`` set when refused or undone), and a
+``ReplicaAdded`` / ``ReplicaRemoved`` per replica; the manifest is rewritten once it is over. Then the
+services whose templates use the scaled one's endpoints follow (``_runtime.dependents``), before the call returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from .._errors import ConfigError, ServiceFailed
+from .._events import ReplicaAdded, ReplicaRemoved, ScaleEnded, ScaleStarted
+from .._host.gpu_inventory import GpuInventory, GpuUnavailable
+from .._plan.gpu_assign import GpuNode
+from .._plan.plan import HOST, Plan
+from .._plan.ports import PortAllocator
+from .._plan.replan import scaled_plan, service_spec
+from .._spec.cluster import placed
+from .._spec.placement import ClusterNode
+from . import supervision as _supervision
+from .dependents import follow_endpoints
+from .operations import LiveGroup, run_operation, wait_settled
+from .replica import Replica, ReplicaState, ServiceHandle
+
+__all__ = ["retire", "scale"]
+
+
+async def scale(group: LiveGroup, service: str, replicas: int) -> None:
+    handle = group.service(service)  # KeyError naming the services
+    run_operation(group, f"scale '{service}'")
+    async with group._operation_lock:
+        run_operation(group, f"scale '{service}'")
+        before = len(handle.replicas)
+        if replicas == before:
+            return
+        began = time.monotonic()
+        group.emit(ScaleStarted(replica="", service=service, replicas_before=before, replicas_after=replicas))
+        added: list[str] = []
+        removed: list[str] = []
+        try:
+            if isinstance(replicas, int) and replicas > before:
+                added = await _scale_up(group, handle, replicas)
+            else:
+                removed = await _scale_down(group, handle, replicas)
+        except BaseException as exc:
+            error = str(exc).splitlines()[0] if isinstance(exc, Exception) and str(exc) else type(exc).__name__
+            ended = ScaleEnded(
+                replica="",
+                service=service,
+                replicas=len(handle.replicas),
+                seconds=time.monotonic() - began,
+                error=error,
+            )
+            group.emit(ended)
+            group._write_manifest()
+            raise
+        group.emit(
+            ScaleEnded(
+                replica="",
+                service=service,
+                replicas=len(handle.replicas),
+                added=tuple(added),
+                removed=tuple(removed),
+                seconds=time.monotonic() - began,
+            )
+        )
+        group._write_manifest()
+        await follow_endpoints(group, service)
+
+
+async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
+    before = len(handle.replicas)
+    old_plan = group.plan
+    up = await _up_nodes(group, handle.name)
+    plan = scaled_plan(
+        old_plan, handle.name, replicas, ports=_ports(group), read_node=lambda: _read_node(group.gpus), up=up
+    )
+    service_plan = plan.service(handle.name)
+    if group.gpus is not None:  # as at the start: the new replicas' GPUs have their min_free_memory now
+        from .gpu_checks import check_free_memory
+
+        check_free_memory(plan, group.gpus, replicas={r.name for r in service_plan.replicas[before:]})
+    _set_plan(group, handle, plan)
+    added = []
+    for replica_plan in service_plan.replicas[before:]:
+        replica = Replica(replica_plan, service_plan, group.logs_dir / f"{replica_plan.name}.log")
+        replica.trial = True
+        _add_replica(group, replica)
+        added.append(replica)
+        group.emit(
+            ReplicaAdded(
+                replica=replica.name,
+                service=handle.name,
+                ports=dict(replica_plan.ports),
+                gpus=replica_plan.gpus,
+                url=replica_plan.url,
+            )
+        )
+    if group._all_done.is_set():  # everything had stopped; now something runs again
+        group._all_done = anyio.Event()
+    try:
+        for replica in added:
+            group._launch(replica)
+            await anyio.lowlevel.checkpoint()
+        group._write_manifest()  # pids on disk before anything else can go wrong
+        await wait_settled(group, added)
+    except BaseException:
+        if not group._stopping:  # else the teardown stops them
+            with anyio.CancelScope(shield=True):
+                await _undo(group, handle, added, old_plan)
+        raise
+    failed = [r for r in added if r.state is ReplicaState.FAILED]
+    if failed:
+        await _undo(group, handle, added, old_plan)
+        first = failed[0]
+        cause = first.failure or ServiceFailed(first.name, "failed to start")
+        raise type(cause)(
+            first.name,
+            f"{cause.reason}; the scale of '{handle.name}' to {replicas} was undone "
+            f"({len(added)} new replicas stopped, {before} serving as before)",
+            log_tail=cause.log_tail,
+            log_path=cause.log_path,
+            exit_code=cause.exit_code,
+        )
+    for replica in added:
+        replica.trial = False
+    return [r.name for r in added]
+
+
+async def _undo(group: LiveGroup, handle: ServiceHandle, added: list[Replica], plan: Plan) -> None:
+    await retire(group, list(reversed(added)), reason="scale undone")
+    _set_plan(group, handle, plan)
+
+
+async def _scale_down(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
+    scaled_plan(group.plan, handle.name, replicas, ports=_ports(group), read_node=_no_node)  # checks the count
+    gone = list(reversed(handle.replicas[replicas:]))
+    try:
+        await retire(group, gone, reason="scaled down")
+    finally:  # also when interrupted: the plan says what is left
+        left = len(handle.replicas)
+        _set_plan(group, handle, scaled_plan(group.plan, handle.name, left, ports=_ports(group), read_node=_no_node))
+        _supervision.check_done(group)
+    return [r.name for r in gone]
+
+
+async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) -> None:
+    """Stop ``replicas`` one after another (stop signal, grace, SIGKILL, every process of each), then take
+    each out of its service."""
+    for replica in replicas:
+        replica.held = True  # no pending start or restart may spawn it again
+        if replica.loop_scope is not None:
+            replica.loop_scope.cancel()
+    for replica in replicas:
+        async with group._restart_lock:
+            await group._stop_in_order([replica], reason=reason)
+        if replica.state.active:
+            replica.transition(ReplicaState.STOPPED)
+        _remove_replica(group, replica)
+        group.emit(ReplicaRemoved(replica=replica.name, service=replica.service))
+
+
+def _add_replica(group: LiveGroup, replica: Replica) -> None:
+    """A replica joins its service: addressable by name (and ``svc.<index>``), in the records from now on."""
+    group._services[replica.service].replicas.append(replica)
+    group._replicas[replica.name] = replica
+    group._replicas.setdefault(f"{replica.service}.{replica.index}", replica)
+
+
+def _remove_replica(group: LiveGroup, replica: Replica) -> None:
+    """A stopped replica leaves its service; kept aside for the final sweep and a kill."""
+    group._services[replica.service].replicas.remove(replica)
+    for name in (replica.name, f"{replica.service}.{replica.index}"):
+        if group._replicas.get(name) is replica:
+            del group._replicas[name]
+    group._retired.append(replica)
+
+
+def _set_plan(group: LiveGroup, handle: ServiceHandle, plan: Plan) -> None:
+    group.plan = plan
+    handle.plan = plan.service(handle.name)
+
+
+def _ports(group: LiveGroup) -> PortAllocator:
+    """One allocator for the run's new replicas; it never hands out a port the run has used."""
+    if group._ports is None:
+        group._ports = PortAllocator(HOST)
+        for replica in [*group.replicas, *group._retired]:
+            for port in replica.ports.values():
+                group._ports.reserve(port)
+    return group._ports
+
+
+async def _up_nodes(group: LiveGroup, service: str) -> tuple[ClusterNode, ...] | None:
+    """The allocation's nodes still in its job, for new replicas of a service placed on them (a node
+    that went down is never chosen); None when the service runs here."""
+    allocation = group.allocation
+    topology = group.plan.topology
+    if allocation is None or topology is None or not placed(topology, service_spec(group.plan, service)):
+        return None
+    from .._host.slurm_alloc import SlurmError
+    from .node_loss import live_nodes
+
+    try:
+        return await anyio.to_thread.run_sync(live_nodes, allocation)
+    except SlurmError as exc:
+        raise ConfigError(
+            f"scale '{service}': cannot read Slurm job {allocation.job_id}'s nodes: {exc}", source=group.plan.source
+        ) from None
+
+
+def _read_node(inventory: GpuInventory | None) -> GpuNode:
+    if inventory is None:
+        raise GpuUnavailable("the run was started without a GPU inventory")
+    return GpuNode.read(inventory)
+
+
+def _no_node() -> GpuNode:
+    raise AssertionError("a scale down reads no GPU node")

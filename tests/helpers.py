@@ -10,14 +10,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 import psutil
+import pytest
 
+import supervisor as sv
 from supervisor import Event, RunningTopology
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -25,13 +28,38 @@ PYTHON = sys.executable
 ROOT = Path(__file__).parent.parent
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` until true; fail the test at the deadline."""
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "", interval: float = 0.01) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+            raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback port the kernel had free a moment ago (for a test's own server, not for a service)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def plan_of(*services: sv.Service, name: str = "t", **options: Any) -> sv.Plan:
+    """The plan of a topology of ``services``; ``options`` go to ``make_plan`` (runs_dir, gpus, which...)."""
+    return sv.make_plan(sv.Topology(name=name, services=list(services)), **options)
+
+
+def plan_problems(*services: sv.Service, **options: Any) -> str:
+    """The ``ConfigError`` that planning ``services`` raises, as text (the test fails if it raises none)."""
+    with pytest.raises(sv.ConfigError) as caught:
+        plan_of(*services, **options)
+    return str(caught.value)
 
 
 def alive(pid: int) -> bool:
@@ -84,11 +112,14 @@ def ctrl_c_at_a_terminal(
     return process.returncode, stderr.decode(errors="replace")
 
 
-def supervisor_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m supervisor ARGS`` from the checkout, its output captured."""
+def supervisor_cli(
+    *args: str, timeout: float = 120, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m supervisor ARGS`` as a user runs it (from the checkout by default), its output captured."""
     return subprocess.run(
-        [PYTHON, "-m", "supervisor", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
+        [PYTHON, "-m", "supervisor", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env=None if env is None else dict(env),
+    )  # fmt: skip
 
 
 def run_detached(topology: Path, runs_dir: Path) -> tuple[str, Path]:

@@ -49,7 +49,8 @@ class RunView(Protocol):
     run_id: str
     run_dir: Any
     plan: Any  #: name and source
-    phase: str
+    @property
+    def phase(self) -> str: ...  #: pending, starting, running, stopping, stopped
     started_wall_time: float
     started_at: float
     ready_at: float | None
@@ -93,7 +94,7 @@ def manifest_of(group: RunView) -> Manifest:
         name=group.plan.name,
         source=None if group.plan.source is None else text(str(group.plan.source)),
         run_dir=str(group.run_dir),
-        phase=group.phase,
+        phase=str(group.phase),
         supervisor_pid=os.getpid(),
         supervisor_create_time=_own_create_time(),
         started_wall_time=group.started_wall_time,

@@ -40,6 +40,7 @@ from . import supervision as _supervision
 from .conditions import StartConditions
 from .metrics import METRICS_TIMEOUT_SECONDS, MetricsSnapshot, take_snapshot
 from .replica import Incarnation, Replica, ReplicaState, ServiceHandle
+from .run_phase import RunPhase, check_phase_change
 
 if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used, after the first spawn
     import httpx
@@ -123,7 +124,7 @@ class RunningTopology:
         self.started_wall_time = time.time() if head_start is None else head_start.began_wall_time
         self.ready_at: float | None = None
         self.teardown_started_at: float | None = None  #: monotonic, once the teardown began
-        self.phase = "pending"  #: pending, starting, running, stopping, stopped
+        self._phase = RunPhase.PENDING
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
         self._seen_pids: dict[int, str] = {}  #: every process of the run seen so far -> its replica
 
@@ -208,6 +209,14 @@ class RunningTopology:
         return list(self._services.values())
 
     @property
+    def phase(self) -> RunPhase:
+        """pending, starting, running, stopping, stopped: changed only by ``enter_phase``."""
+        return self._phase
+
+    def enter_phase(self, phase: RunPhase) -> None:
+        self._phase = check_phase_change(self.run_id, self._phase, phase)
+
+    @property
     def replicas(self) -> list[Replica]:
         return [r for s in self._services.values() for r in s.replicas]
 
@@ -284,7 +293,7 @@ class RunningTopology:
         async with self._operation_lock:  # after a scale or rollout under way (it would start it again)
             targets = self._targets(name)
             for replica in targets:
-                replica.held = True  # a start or strategy restart still pending must leave it alone
+                replica.hold()  # a start or strategy restart still pending must leave it alone
             async with self._restart_lock:
                 for replica in targets:
                     if replica.loop_scope is not None:
@@ -316,8 +325,8 @@ class RunningTopology:
         elif strategy == "one_for_all":
             targets = self.replicas
         for replica in targets:
-            replica.restarts += 1
-            replica.held = False
+            replica.count_restart()
+            replica.unhold()
         if self._all_done.is_set():  # everything had stopped; now something runs again
             self._all_done = anyio.Event()
         await _supervision.restart_set(self, targets, delay_seconds=0.0, reason="restart requested", wait=True)

@@ -22,6 +22,7 @@ from .._records.record import register_run
 from . import supervision as _supervision
 from .endpoints import write_endpoints
 from .replica import Replica, ReplicaState
+from .run_phase import RunPhase
 
 if TYPE_CHECKING:
     from .._host.slurm_alloc import SlurmAllocation
@@ -35,7 +36,11 @@ class StartingGroup(_supervision.RunningTopology, Protocol):
     protocol, so that this module and the group import each other at no time, not even for types."""
 
     run_dir: Path
-    phase: str
+
+    @property
+    def phase(self) -> RunPhase: ...
+    def enter_phase(self, phase: RunPhase) -> None: ...
+
     ready_at: float | None
     allocation: SlurmAllocation | None
     _head_start: HeadStart | None
@@ -47,7 +52,7 @@ class StartingGroup(_supervision.RunningTopology, Protocol):
 async def start(group: StartingGroup, tg: anyio.abc.TaskGroup) -> None:
     """Start every service (each once its dependencies hold); returns once all are ready."""
     group._tg = tg
-    group.phase = "starting"
+    group.enter_phase(RunPhase.STARTING)
     # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
     head_started = group._head_start.take_watchdog() if group._head_start is not None else None
     group._watchdog = head_started or Watchdog.spawn(group.run_id, group.run_dir)
@@ -62,7 +67,7 @@ async def start(group: StartingGroup, tg: anyio.abc.TaskGroup) -> None:
     for service in group.plan.services:  # a strategy restart while starting resets and re-runs starts
         await group._conditions.wait(service.name, "ready")
     group.ready_at = time.monotonic()
-    group.phase = "running"
+    group.enter_phase(RunPhase.RUNNING)
 
     async def write_manifest_soon() -> None:
         group._write_manifest()
@@ -107,17 +112,13 @@ def launch(group: StartingGroup, replica: Replica) -> None:
     """Spawn ``replica`` and hand it to its supervision loop; ``settled`` tells when it is ready once
     (or failed)."""
     assert group._tg is not None
-    replica.settled = anyio.Event()
-    replica.restart_pending = False
-    replica.loop_scope = anyio.CancelScope()
+    scope = replica.begin_supervision()
     try:
         first = replica.spawn(group)  # here, not in the loop's task: "started" means spawned
     except ServiceFailed as error:
         _supervision.replica_failed(group, replica, error)
         return
-    group._tg.start_soon(
-        _supervision.supervise, group, replica, replica.loop_scope, first, name=f"supervise {replica.name}"
-    )
+    group._tg.start_soon(_supervision.supervise, group, replica, scope, first, name=f"supervise {replica.name}")
 
 
 async def _keep_watchdog(group: StartingGroup) -> None:

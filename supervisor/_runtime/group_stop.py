@@ -25,6 +25,7 @@ from .._host.proctable import marked_processes, run_members
 from .._plan.plan import Plan
 from .._records.record import unregister_run
 from .replica import Replica, ReplicaHost, ReplicaState
+from .run_phase import RunPhase
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,7 +50,11 @@ class StoppingGroup(ReplicaHost, Protocol):
     allocation: SlurmAllocation | None
     control_socket: Path | None
     teardown_started_at: float | None
-    phase: str
+
+    @property
+    def phase(self) -> RunPhase: ...
+    def enter_phase(self, phase: RunPhase) -> None: ...
+
     leftovers: list[int]
     _replicas: dict[str, Replica]
     _retired: list[Replica]
@@ -140,7 +145,7 @@ async def teardown(group: StoppingGroup) -> None:
         return
     group._stopping = True
     group.teardown_started_at = time.monotonic()
-    group.phase = "stopping"
+    group.enter_phase(RunPhase.STOPPING)
     if group._control is not None:  # no new clients; those connected see the teardown's events
         group._control.close()
         group.control_socket = None
@@ -161,7 +166,7 @@ async def teardown(group: StoppingGroup) -> None:
                     while not stream.closed:
                         await stream.wait_activity()
                 stream.close()
-        group.phase = "stopped"
+        group.enter_phase(RunPhase.STOPPED)
         group._write_manifest()
         group._write_summary()
     finally:
@@ -193,7 +198,7 @@ async def _close_watchdog(group: StoppingGroup) -> None:
     (leftovers), the watchdog sweeps once more and the run stays in the index for ``gc``."""
     if group._watchdog is None:
         return
-    clean = not group.leftovers and group.phase == "stopped"
+    clean = not group.leftovers and group.phase is RunPhase.STOPPED
     await anyio.to_thread.run_sync(functools.partial(group._watchdog.close, clean=clean))
     if clean:
         unregister_run(group.run_id)

@@ -14,6 +14,7 @@ from .._host.gpu_inventory import GpuInventory
 from .._plan.ports import PortAllocator
 from . import supervision as _supervision
 from .replica import Replica, ServiceHandle
+from .run_phase import RunPhase
 
 if TYPE_CHECKING:
     from .._host.slurm_alloc import SlurmAllocation
@@ -27,7 +28,10 @@ class LiveGroup(_supervision.RunningTopology, Protocol):
     gpus: GpuInventory | None
     allocation: SlurmAllocation | None  #: the Slurm job placed replicas run in
     logs_dir: Path
-    phase: str
+
+    @property
+    def phase(self) -> RunPhase: ...
+
     _operation_lock: anyio.Lock
     _ports: PortAllocator | None
     _retired: list[Replica]
@@ -43,7 +47,7 @@ class LiveGroup(_supervision.RunningTopology, Protocol):
 
 def run_operation(group: LiveGroup, what: str) -> None:
     """Refuse an operation on a run that is not up (starting, or being torn down)."""
-    if group._stopping or group.phase != "running":
+    if group._stopping or group.phase is not RunPhase.RUNNING:
         raise NotRunning(f"run {group.run_id} is {group.phase}: cannot {what} now")
 
 

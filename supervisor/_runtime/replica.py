@@ -155,16 +155,15 @@ class Replica:
         self.log_path = log_path
         self.state = ReplicaState.PENDING
         self.incarnation: Incarnation | None = None
-        self.restarts = 0
         self.budget = RestartBudget(service.restart)
-        self.held = False  #: stopped on request: no pending start or restart may spawn it again
-        self.restart_pending = False  #: part of a strategy restart already under way
-        #: on trial (added by a scale, or rolled): until it is ready, a failure ends the operation that
-        #: started it, not the run, and it is not restarted
-        self.trial = False
         self.failure: ServiceFailed | None = None  #: why it was given up on, once it was
-        self.settled = anyio.Event()  #: ready once, completed, or failed for good
-        self.loop_scope: anyio.CancelScope | None = None
+        # The side flags below change only through the methods that follow: each says why it changes.
+        self._restarts = 0
+        self._held = False
+        self._restart_pending = False
+        self._trial = False
+        self._settled = anyio.Event()
+        self._loop_scope: anyio.CancelScope | None = None
         self._fatal = compile_fatal(service.fatal, builtin=False)  # the plan added the built-ins
         self._phases = compile_phases(service.phases)
 
@@ -255,6 +254,66 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"<Replica {self.name} pid={self.pid} port={self.port} {self.state.value}>"
+
+    # ----- side flags: read freely, changed only here ------------------------------------------------
+    @property
+    def restarts(self) -> int:
+        """Restarts so far: by its policy, by a strategy, by a request, or by a rollout."""
+        return self._restarts
+
+    @property
+    def held(self) -> bool:
+        """Stopped on request: no pending start or restart may spawn it again."""
+        return self._held
+
+    @property
+    def restart_pending(self) -> bool:
+        """Part of a strategy restart already under way."""
+        return self._restart_pending
+
+    @property
+    def trial(self) -> bool:
+        """On trial (added by a scale, or rolled): until it is ready, a failure ends the operation that
+        started it, not the run, and it is not restarted."""
+        return self._trial
+
+    @property
+    def settled(self) -> anyio.Event:
+        """Set once it is ready once, completed, or failed for good (this supervision's)."""
+        return self._settled
+
+    @property
+    def loop_scope(self) -> anyio.CancelScope | None:
+        """The cancel scope of its supervision loop, once handed to one."""
+        return self._loop_scope
+
+    def begin_supervision(self) -> anyio.CancelScope:
+        """A new supervision loop takes it: not settled, no strategy restart pending, a fresh scope."""
+        self._settled = anyio.Event()
+        self._restart_pending = False
+        self._loop_scope = anyio.CancelScope()
+        return self._loop_scope
+
+    def settle(self) -> None:
+        self._settled.set()
+
+    def count_restart(self) -> None:
+        self._restarts += 1
+
+    def hold(self) -> None:
+        self._held = True
+
+    def unhold(self) -> None:
+        self._held = False
+
+    def join_strategy_restart(self) -> None:
+        self._restart_pending = True
+
+    def begin_trial(self) -> None:
+        self._trial = True
+
+    def end_trial(self) -> None:
+        self._trial = False
 
     def transition(
         self, state: ReplicaState, event: Event | None = None, emit: Callable[[Event], None] | None = None

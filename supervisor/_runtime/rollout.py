@@ -217,7 +217,7 @@ async def _roll(
     """Stop ``replicas``, start them again (on ``new``, if given), and wait until each is ready or failed;
     returns the failed ones (on trial: their failure is not the run's)."""
     for replica in replicas:
-        replica.held = True  # a strategy restart under way must not spawn it meanwhile
+        replica.hold()  # a strategy restart under way must not spawn it meanwhile
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
     async with group._restart_lock:
@@ -229,21 +229,21 @@ async def _roll(
         replica.transition(ReplicaState.RESTARTING)
         if new is not None:
             replica.respec(plans[replica.name], new)
-        replica.trial = True
-        replica.held = False
-        replica.restarts += 1
+        replica.begin_trial()
+        replica.unhold()
+        replica.count_restart()
         group._launch(replica)
     group._write_manifest()
     try:
         await wait_settled(group, replicas)
     except BaseException:  # the caller gave up waiting: they go on under their ordinary supervision
         for replica in replicas:
-            replica.trial = False
+            replica.end_trial()
         raise
     failed = [r for r in replicas if r.state is ReplicaState.FAILED]
     for replica in replicas:
         if replica not in failed:
-            replica.trial = False
+            replica.end_trial()
     return failed
 
 
@@ -266,7 +266,7 @@ async def _give_up(
             replica.respec(replica_plan, service_plan)
         left = await _roll(group, failed, None, reason="rollback")
     for replica in left:
-        replica.trial = False  # from now on it is an ordinary failed replica: group.restart() brings it back
+        replica.end_trial()  # from now on it is an ordinary failed replica: group.restart() brings it back
     back = [r.name for r in failed if r not in left]
     if back:
         outcome = f"{', '.join(back)} rolled back to the previous spec and ready again"

@@ -97,7 +97,7 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
     added = []
     for replica_plan in service_plan.replicas[before:]:
         replica = Replica(replica_plan, service_plan, group.logs_dir / f"{replica_plan.name}.log")
-        replica.trial = True
+        replica.begin_trial()
         _add_replica(group, replica)
         added.append(replica)
         group.emit(
@@ -136,7 +136,7 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
             exit_code=cause.exit_code,
         )
     for replica in added:
-        replica.trial = False
+        replica.end_trial()
     return [r.name for r in added]
 
 
@@ -161,7 +161,7 @@ async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) 
     """Stop ``replicas`` one after another (stop signal, grace, SIGKILL, every process of each), then take
     each out of its service."""
     for replica in replicas:
-        replica.held = True  # no pending start or restart may spawn it again
+        replica.hold()  # no pending start or restart may spawn it again
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
     for replica in replicas:

@@ -110,7 +110,7 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
     )
     if decision.action == "complete":
         replica.transition(ReplicaState.COMPLETED, Completed(replica=replica.name, service=replica.service), group.emit)
-        replica.settled.set()
+        replica.settle()
         check_completed(group, replica.service)
         return False
     if decision.action == "fail":
@@ -124,14 +124,14 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
         )
         replica_failed(group, replica, error)
         return False
-    replica.restarts += 1
+    replica.count_restart()
     strategy = replica.service_plan.strategy
     if strategy != "one_for_one" or replica.service_plan.restart.group:
         if replica.restart_pending:  # a restart that includes this replica is already under way
             return False
         targets = restart_targets(group, replica, strategy)
         for target in targets:
-            target.restart_pending = True
+            target.join_strategy_restart()
         assert group._tg is not None
         group._tg.start_soon(restart_for, group, replica, decision, strategy, targets)
         return False
@@ -210,7 +210,7 @@ def became_ready(group: RunningTopology, replica: Replica, incarnation: Incarnat
         seconds=incarnation.ready_at - incarnation.spawned_at,
     )
     replica.transition(ReplicaState.READY, ready, group.emit)
-    replica.settled.set()
+    replica.settle()
 
 
 def restarting_event(replica: Replica, decision: Decision) -> Restarting:
@@ -242,7 +242,7 @@ async def restart_for(
     group.emit(restarting_event(failed, decision))
     for replica in targets:
         if replica is not failed:
-            replica.restarts += 1
+            replica.count_restart()
     await restart_set(
         group,
         sorted(set(targets), key=group._order),
@@ -298,7 +298,7 @@ def replica_failed(group: RunningTopology, replica: Replica, error: ServiceFaile
     failed = Failed(replica=replica.name, service=replica.service, reason=error.reason)
     replica.failure = error
     replica.transition(ReplicaState.FAILED, failed, group.emit)
-    replica.settled.set()
+    replica.settle()
     if replica.trial:
         return
     service = group._services[replica.service]

@@ -1,0 +1,77 @@
+"""Record writes never stand in the way of a run or its teardown: a deleted run dir, a full disk."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+from supervisor._records.eventfile import EventFile
+from supervisor._records.record import save_record
+
+from ..helpers import PYTHON, alive
+
+ROOT = Path(__file__).parents[2]
+SLEEPER = [PYTHON, "-c", "print('up', flush=True); import time; time.sleep(3600)"]
+
+
+@pytest.mark.anyio
+async def test_teardown_completes_when_the_run_dir_was_deleted(
+    runs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting a live run's directory: leaving ``launch`` tears down, raises nothing, warns once."""
+    topo = sv.Topology(
+        name="gone", services=[sv.Service(name=n, command=SLEEPER, ready=sv.LogCheck("up")) for n in "ab"]
+    )
+    with caplog.at_level(logging.WARNING, logger="supervisor.records"):
+        async with sv.launch(topo, runs_dir=runs_dir) as group:
+            pids = [*group["a"].pids, *group["b"].pids]
+            shutil.rmtree(group.run_dir)
+    assert not any(alive(pid) for pid in pids)
+    assert all(r.state.value == "stopped" for r in group.replicas) and group.leftovers == []
+    warnings = [r for r in caplog.records if r.name == "supervisor.records"]
+    assert len(warnings) == 1 and "cannot write manifest.json" in warnings[0].getMessage()
+
+
+def test_cli_run_whose_dir_is_deleted_exits_cleanly(tmp_path: Path, runs_dir: Path) -> None:
+    """``supervisor run FILE -- CMD`` where CMD deletes the run dir: CMD's exit code, one warning, no traceback."""
+    path = tmp_path / "gone.yaml"
+    path.write_text(
+        "name: gone\nservices:\n  a:\n    command: ['{python}', -c, \"print('up', flush=True); import time; time.sleep(3600)\"]\n    ready: {log: up}\n"
+    )
+    rm = "import os, shutil; shutil.rmtree(os.environ['TOPOVISOR_RUN_DIR'])"
+    result = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", str(path), "--runs-dir", str(runs_dir), "--", PYTHON, "-c", rm],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("cannot write") == 1, result.stderr
+    assert "everything is down" in result.stderr
+
+
+def test_save_record_warns_once_per_run_and_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A missing directory: False each time, one warning for the run, no temporary left behind."""
+    missing = tmp_path / "deleted-run"
+    with caplog.at_level(logging.WARNING, logger="supervisor.records"):
+        assert save_record(missing, "manifest.json", {"a": 1}) is False
+        assert save_record(missing, "summary.json", {"a": 1}, indent=2) is False
+    assert len(caplog.records) == 1
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    assert save_record(ok, "manifest.json", {"a": 1}) and [p.name for p in ok.iterdir()] == ["manifest.json"]
+
+
+def test_event_file_on_a_full_disk_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """/dev/full refuses every write with ENOSPC: ``write`` returns False, one warning, no exception."""
+    events = EventFile(Path("/dev/full"))
+    with caplog.at_level(logging.WARNING, logger="supervisor.records"):
+        assert events.write({"event": "x"}) is False
+        assert events.write({"event": "y"}) is False
+    events.close()
+    events.close()
+    assert len(caplog.records) == 1 and "No space left" in caplog.records[0].getMessage()

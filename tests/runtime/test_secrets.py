@@ -1,0 +1,92 @@
+"""Secrets never reach disk or the console: a real run's manifest, events, summary and CLI output."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import supervisor as sv
+
+from ..helpers import PYTHON
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).parents[2]
+HF = "hf_callerSecret12345"
+OPENAI = "sk-serviceSecret6789"
+DBPW = "dbPassw0rd42"
+SECRETS = (HF, OPENAI, DBPW)
+#: prints its command line and environment, then a fatal line quoting the token
+LEAK = (
+    "import os, sys; print('argv', sys.argv, flush=True); "
+    "print('env', os.environ['OPENAI_KEY'], os.environ['DATABASE_URL'], flush=True); "
+    "print('FATAL: bad token', sys.argv[1], flush=True); sys.exit(3)"
+)
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{secret!r} reached {where}"
+
+
+async def test_a_failed_run_writes_no_secret_to_manifest_events_or_summary(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argv (--hf-token from the caller's env, --api-key=), env by name and URL password, a fatal log line
+    quoted in the Failed event, and the log tail in the summary: all redacted."""
+    monkeypatch.setenv("HF_TOKEN", HF)
+    ok = sv.Service(
+        name="ok",
+        command=[PYTHON, "-c", "print('up', flush=True); import time; time.sleep(3600)", f"--api-key={OPENAI}"],
+        ready=sv.LogCheck("up"),
+    )
+    leaky = sv.Service(
+        name="leaky",
+        command=[PYTHON, "-c", LEAK, HF, "--hf-token", HF],
+        env={"OPENAI_KEY": OPENAI, "DATABASE_URL": f"postgres://app:{DBPW}@127.0.0.1/db", "MODE": "plain"},
+        depends_on=[sv.Dependency("ok", "ready")],
+        fatal=("FATAL",),
+        ready=sv.LogCheck("never"),
+    )
+    topo = sv.Topology(name="sec", services=[ok, leaky])
+    with pytest.raises(sv.ServiceFailed) as failure:
+        async with sv.launch(topo, runs_dir=runs_dir):
+            pass
+    (run_dir,) = runs_dir.iterdir()
+    assert HF in "\n".join(failure.value.log_tail)  # the Python API is not redacted: the caller owns it
+    manifest = (run_dir / "manifest.json").read_text()
+    events = (run_dir / "events.jsonl").read_text()
+    summary = (run_dir / "summary.json").read_text()
+    for name, text in (("manifest.json", manifest), ("events.jsonl", events), ("summary.json", summary)):
+        assert_no_secret(text, name)
+    assert '"MODE": "plain"' in manifest and "postgres://app:<redacted>@127.0.0.1/db" in manifest
+    assert '"--api-key=<redacted>"' in manifest and '"--hf-token", "<redacted>"' in manifest
+    assert "FATAL: bad token <redacted>" in events, events  # the quoted fatal line is there, without the token
+    assert "<redacted>" in summary and "FATAL: bad token" in summary  # the log tail is there, redacted
+
+
+def test_cli_console_shows_no_secret(tmp_path: Path, runs_dir: Path) -> None:
+    """``supervisor run --logs`` of a service given ``${HF_TOKEN}``: events, output and the failure on the
+    console are redacted."""
+    path = tmp_path / "leak.yaml"
+    path.write_text(
+        "name: leak\nservices:\n  leaky:\n"
+        f"    command: ['{{python}}', -c, {LEAK!r}, '${{HF_TOKEN}}', --hf-token, '${{HF_TOKEN}}']\n"
+        f"    env: {{OPENAI_KEY: {OPENAI}, DATABASE_URL: 'postgres://app:{DBPW}@127.0.0.1/db'}}\n"
+        "    fatal: [FATAL]\n"
+        "    ready: {log: never}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_TOKEN": HF, "XDG_STATE_HOME": str(tmp_path / "state")}
+    result = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", str(path), "--runs-dir", str(runs_dir), "--logs"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "FATAL: bad token <redacted>" in result.stderr and "FATAL: bad token <redacted>" in result.stdout
+    assert_no_secret(result.stdout, "stdout")
+    assert_no_secret(result.stderr, "stderr")
+    (run_dir,) = runs_dir.iterdir()
+    for name in ("manifest.json", "events.jsonl", "summary.json"):
+        assert_no_secret((run_dir / name).read_text(), name)

@@ -34,6 +34,7 @@ from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, Stats, info, read_un
 import supervisor as sv
 from supervisor._host.slurm_alloc import SlurmAllocation
 from supervisor._plan.plan import make_plan
+from supervisor._runtime.runner import launch_prepared
 from supervisor._spec.model import Cluster, SlurmCluster
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "slurm-cluster"
@@ -58,7 +59,7 @@ async def launch_ready(
     began = time.monotonic()
     plan = make_plan(topo, runs_dir=settings.runs_dir, nodes=nodes)
     with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
-        async with sv.launch(plan, _allocation=allocation) as group:
+        async with launch_prepared(plan, allocation=allocation) as group:
             ready = time.monotonic() - began
             first = next(e for e in group.event_history if isinstance(e, sv.Ready))
             leaving = time.monotonic()

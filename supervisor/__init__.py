@@ -23,6 +23,8 @@ _refuse_supervisord_clash()
 if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps the two equal)
     from ._control.attach import AttachedTopology as AttachedTopology
     from ._control.attach import attach as attach
+    from ._control.handle import SyncTopologyHandle as SyncTopologyHandle
+    from ._control.handle import TopologyHandle as TopologyHandle
     from ._errors import ConfigError as ConfigError
     from ._errors import ControlError as ControlError
     from ._errors import NotRunning as NotRunning
@@ -183,8 +185,10 @@ _LAZY = {
     "Stopped": "_events",
     "Stopping": "_events",
     "SyncTopology": "_runtime.sync",
+    "SyncTopologyHandle": "_control.handle",
     "SupervisorError": "_errors",
     "TcpCheck": "_spec.model",
+    "TopologyHandle": "_control.handle",
     "Topology": "_spec.model",
     "UnknownRun": "_errors",
     "Unready": "_events",

@@ -90,3 +90,13 @@ def test_every_module_is_internal_and_the_surface_is_one_table() -> None:
     }
     assert typed == supervisor._LAZY
     assert supervisor.__all__ == sorted(supervisor._LAZY)
+
+
+def test_the_public_entry_points_carry_no_private_keyword() -> None:
+    """What the CLI and the sync twin pass (a head start, an allocation, a group hook) goes through
+    ``launch_prepared``/``supervise_prepared``, not through hidden ``_x`` arguments of the public calls."""
+    import inspect
+
+    for function in (supervisor.launch, supervisor.supervise, supervisor.run):
+        hidden = [name for name in inspect.signature(function).parameters if name.startswith("_")]
+        assert hidden == [], function.__name__

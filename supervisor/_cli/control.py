@@ -1,12 +1,11 @@
 """``supervisor status | restart | scale RUN ...`` and the socket half of ``supervisor stop``: commands sent
 to a live run through its control socket (``_control.protocol``), with blocking sockets: nothing of the
-runtime is loaded. ``_cli.runs.dispatch`` calls these; errors the run reports come back as
+runtime is loaded. The command table names these; errors the run reports come back as
 ``ControlError`` (exit 1), an unknown run as ``UnknownRun`` (exit 2).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -16,9 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._control.protocol import ProtocolError, request_blocking
 from .._errors import ControlError
+from .table import parse_overrides
 
 if TYPE_CHECKING:
     import psutil
+
+    from .context import Invocation
 
 __all__ = ["restart_command", "scale_command", "status_command", "stop_through_socket"]
 
@@ -46,7 +48,8 @@ def _ask(run_id: str, path: Path, op: str, *, timeout_seconds: float | None = No
 
 
 # ----- status ------------------------------------------------------------------------------------------
-def status_command(args: argparse.Namespace) -> int:
+def status_command(call: Invocation) -> int:
+    args = call.args
     run_id, _, path = _locate(args.run)
     status = _ask(run_id, path, "status", timeout_seconds=_STATUS_TIMEOUT_SECONDS)["status"]
     if args.json:
@@ -75,7 +78,8 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 # ----- restart and scale -------------------------------------------------------------------------------
-def restart_command(args: argparse.Namespace) -> int:
+def restart_command(call: Invocation) -> int:
+    args = call.args
     run_id, _, path = _locate(args.run)
     started = time.monotonic()
     if not args.rolling:
@@ -91,7 +95,7 @@ def restart_command(args: argparse.Namespace) -> int:
     if args.min_ready is not None:
         fields["min_ready"] = args.min_ready
     if args.overrides:
-        fields["overrides"] = _overrides(args.overrides)
+        fields["overrides"] = parse_overrides(args.overrides)
     print(f"run {run_id}: rolling restart of {args.service}", file=sys.stderr, flush=True)
     reply = _interruptible(run_id, "rolling restart", lambda: _ask(run_id, path, "rolling_restart", **fields))
     _print_result(reply)
@@ -99,7 +103,8 @@ def restart_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def scale_command(args: argparse.Namespace) -> int:
+def scale_command(call: Invocation) -> int:
+    args = call.args
     run_id, _, path = _locate(args.run)
     started = time.monotonic()
     print(f"run {run_id}: scaling {args.service} to {args.replicas}", file=sys.stderr, flush=True)
@@ -120,16 +125,6 @@ def _interruptible(run_id: str, what: str, call: Any) -> dict[str, Any]:
             f"run {run_id}: stopped waiting; the {what} goes on in the run (supervisor status {run_id})"
         ) from None
     return result
-
-
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ControlError(f"--set {pair!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value
-    return overrides
 
 
 def _print_result(reply: dict[str, Any]) -> None:

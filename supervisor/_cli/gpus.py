@@ -5,7 +5,6 @@ Exit codes: 0 listed, 2 no NVML here (nothing to list; ``--gpus 8x80GB`` shows a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import TYPE_CHECKING
 
@@ -13,20 +12,16 @@ from .._errors import ConfigError
 
 if TYPE_CHECKING:  # loaded by the command itself: the parser of every other command stays light
     from .._host.gpu_inventory import GpuInventory, GpuProcess
+    from .context import Invocation
 
-__all__ = ["add_gpus_command", "gpus_command", "render_gpus"]
+__all__ = ["gpus_command", "render_gpus"]
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-def add_gpus_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    help_text = "list this machine's GPUs: memory used, and the processes (and runs) holding each"
-    parser = subparsers.add_parser("gpus", help=help_text, description=help_text)
-    parser.add_argument("--gpus", metavar="SPEC", help="show a simulated node such as 8x80GB instead (NVML)")
-
-
-def gpus_command(args: argparse.Namespace) -> int:
+def gpus_command(call: Invocation) -> int:
+    args = call.args
     from .._host.gpu_inventory import NO_NVML_HINT
     from .._host.gpu_visible import open_inventory
 

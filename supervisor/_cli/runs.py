@@ -1,14 +1,12 @@
 """``supervisor ps | stop | gc | logs | status | restart | scale``: commands on runs owned by other processes,
 over the records (and, for a live run, its control socket: ``control``).
 
-``main`` adds them with ``add_commands(subparsers)`` and hands parsed arguments to ``dispatch``, which
-returns an exit code for these commands and None for any other.
+The command table names these handlers (``status``, ``restart`` and ``scale`` are in ``control``).
 Exit codes: 0 ok, 1 something is left or failed, 2 bad input (an unknown run).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -22,7 +20,6 @@ from typing import Any
 import anyio
 import psutil
 
-from .._errors import SupervisorError
 from .._host.logfollow import LogFollower
 from .._records.died import DIED_OUTCOME
 from .._records.paths import read_json
@@ -37,9 +34,9 @@ from .._records.record import (
     resolve_run,
     unrecorded_marks,
 )
-from .runs_args import COMMANDS, add_commands
+from .context import Invocation
 
-__all__ = ["COMMANDS", "add_commands", "dispatch"]
+__all__ = ["gc_command", "logs_command", "ps_command", "stop_command"]
 
 EXIT_OK = 0
 EXIT_LEFT = 1
@@ -50,27 +47,25 @@ _SOCKET_STOP_EXIT_SECONDS = 30.0  #: after the run answered ``stop`` (its teardo
 _TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
 
 
-def dispatch(args: argparse.Namespace) -> int | None:
-    """Run the command if it is one of ours and return its exit code; None for any other command."""
-    handler = _HANDLERS.get(getattr(args, "runs_command", None) or "")
-    if handler is None:
-        return None
-    try:
-        return handler(args)
-    except UnknownRun as exc:
-        print(f"supervisor: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except SupervisorError as exc:
-        print(f"supervisor: {exc}", file=sys.stderr)
-        return EXIT_LEFT
-    except BrokenPipeError:  # ``supervisor logs RUN | head``
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
-        return EXIT_OK
+def _reader_may_leave(command: Callable[[Invocation], int]) -> Callable[[Invocation], int]:
+    """``supervisor logs RUN | head``: a reader that leaves early is no error (exit 0, no traceback)."""
+
+    @functools.wraps(command)
+    def quiet(call: Invocation) -> int:
+        try:
+            return command(call)
+        except BrokenPipeError:
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+            return EXIT_OK
+
+    return quiet
 
 
 # ----- ps ----------------------------------------------------------------------------------------------
-def _ps(args: argparse.Namespace) -> int:
+@_reader_may_leave
+def ps_command(call: Invocation) -> int:
+    args = call.args
     now = time.time()
     views = [_run_view(record, now) for record in list_runs(include_finished=args.all)]
     if args.json:
@@ -185,7 +180,8 @@ def _age(seconds: float | None) -> str:
 
 
 # ----- stop and gc -------------------------------------------------------------------------------------
-def _stop(args: argparse.Namespace) -> int:
+def stop_command(call: Invocation) -> int:
+    args = call.args
     record = resolve_run(args.run)
     if not record.supervisor_alive and not leftover_members(record):
         if record.indexed or record.phase != "stopped":  # a dead supervisor's record: close it
@@ -241,7 +237,8 @@ def _say_stopped(record: RunRecord, report: StopReport) -> int:
     return EXIT_OK
 
 
-def _gc(args: argparse.Namespace) -> int:
+def gc_command(call: Invocation) -> int:
+    args = call.args
     candidates = [(record, sorted(leftover_members(record))) for record in gc_candidates()]
     unrecorded = unrecorded_marks()
     if not candidates and not unrecorded:
@@ -279,7 +276,9 @@ def _describe(pids: Sequence[int], limit: int = 5) -> str:
 
 
 # ----- logs --------------------------------------------------------------------------------------------
-def _logs(args: argparse.Namespace) -> int:
+@_reader_may_leave
+def logs_command(call: Invocation) -> int:
+    args = call.args
     record = resolve_run(args.run)
     sources = _log_sources(record, args.service)
     prefixed = len(sources) > 1
@@ -331,26 +330,3 @@ def _log_sources(record: RunRecord, selector: str | None) -> list[tuple[str, Pat
             names,
         )
     return sources
-
-
-def _control(name: str) -> Callable[[argparse.Namespace], int]:
-    """A command sent to a live run through its control socket (``_cli.control``, loaded when used)."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from . import control as _cli_control
-
-        command: Callable[[argparse.Namespace], int] = getattr(_cli_control, f"{name}_command")
-        return command(args)
-
-    return handler
-
-
-_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "ps": _ps,
-    "stop": _stop,
-    "gc": _gc,
-    "logs": _logs,
-    "status": _control("status"),
-    "restart": _control("restart"),
-    "scale": _control("scale"),
-}

@@ -23,7 +23,7 @@ from .._spec.model import Topology
 from .._units import slurm_time
 from .placement import node_count
 
-__all__ = ["add_sbatch_arguments", "apply_sbatch_flags", "sbatch_command"]
+__all__ = ["add_sbatch_arguments", "apply_sbatch_flags", "write_sbatch"]
 
 _FIELDS = ("partition", "account", "time", "qos", "constraint")
 
@@ -59,7 +59,7 @@ def apply_sbatch_flags(topology: Topology, args: argparse.Namespace) -> Topology
     return attrs.evolve(topology, cluster=attrs.evolve(cluster, slurm=attrs.evolve(cluster.slurm, **changes)))
 
 
-def sbatch_command(args: argparse.Namespace, plan: Plan, overrides: dict[str, str]) -> int:
+def write_sbatch(args: argparse.Namespace, command: list[str], plan: Plan, overrides: dict[str, str]) -> int:
     from .._plan.sbatch import batch_script
 
     file = os.path.abspath(args.file) if os.path.exists(args.file) else args.file  # else a bundled preset
@@ -67,7 +67,7 @@ def sbatch_command(args: argparse.Namespace, plan: Plan, overrides: dict[str, st
     try:
         script = batch_script(
             plan, file, overrides, python=sys.executable, cwd=os.getcwd(), runs_dir=runs_dir,
-            command=args.cmd, environ=os.environ,
+            command=command, environ=os.environ,
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc), source=plan.source) from None

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -311,3 +311,9 @@ async def attach(run: str | os.PathLike[str]) -> AsyncIterator[AttachedTopology]
     finally:
         with anyio.CancelScope(shield=True):
             await group.aclose()
+
+
+if TYPE_CHECKING:  # mypy checks that an attached run is a TopologyHandle, as the group is
+    from .handle import TopologyHandle
+
+    _handle: type[TopologyHandle] = AttachedTopology

@@ -86,8 +86,10 @@ class ControlledRun(Protocol):
     run_id: str
     run_dir: Path
     plan: Any  #: the ``Plan``: name
+
     @property
     def phase(self) -> str: ...  #: pending, starting, running, stopping, stopped
+
     started_wall_time: float
     started_at: float
     ready_at: float | None

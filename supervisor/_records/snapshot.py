@@ -49,8 +49,10 @@ class RunView(Protocol):
     run_id: str
     run_dir: Any
     plan: Any  #: name and source
+
     @property
     def phase(self) -> str: ...  #: pending, starting, running, stopping, stopped
+
     started_wall_time: float
     started_at: float
     ready_at: float | None

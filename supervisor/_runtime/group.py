@@ -504,3 +504,9 @@ class RunningTopology:
         from .._records.snapshot import summary_of
 
         save_record(self.run_dir, "summary.json", summary_of(self), indent=2)
+
+
+if TYPE_CHECKING:  # mypy checks that the group is a TopologyHandle (a test checks it at run time too)
+    from .._control.handle import TopologyHandle
+
+    _handle: type[TopologyHandle] = RunningTopology

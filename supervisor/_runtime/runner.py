@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the runtime loads on the first launch, not on `import super
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Outcome", "launch", "run", "supervise"]
+__all__ = ["Outcome", "launch", "launch_prepared", "run", "supervise", "supervise_prepared"]
 
 T = TypeVar("T")
 
@@ -72,9 +72,6 @@ async def launch(
     on_event: Callable[[Event], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
     gpus: GpuInventory | str | None = None,
-    _on_group: Callable[[RunningTopology], None] | None = None,
-    _head_start: HeadStart | None = None,
-    _allocation: SlurmAllocation | None = None,
 ) -> AsyncIterator[RunningTopology]:
     """Start every service in dependency order and yield once all are ready; always tear down on exit.
 
@@ -84,6 +81,25 @@ async def launch(
     of complete output lines, with the replica's name. ``gpus`` is the node GPUs are assigned on: an
     inventory, a simulated node such as ``"8x80GB"`` (a rehearsal), or None for NVML when a service asks.
     """
+    async with launch_prepared(topology, runs_dir=runs_dir, on_event=on_event, on_output=on_output, gpus=gpus) as group:
+        yield group
+
+
+@asynccontextmanager
+async def launch_prepared(
+    topology: Topology | Plan,
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
+    gpus: GpuInventory | str | None = None,
+    on_group: Callable[[RunningTopology], None] | None = None,
+    head_start: HeadStart | None = None,
+    allocation: SlurmAllocation | None = None,
+) -> AsyncIterator[RunningTopology]:
+    """``launch`` with what its embedders inside the library prepared: ``on_group`` hears the group before
+    it starts (``SyncTopology``, ``supervise``), ``head_start`` holds the replicas the CLI spawned before
+    the event loop, ``allocation`` the Slurm allocation the CLI took before planning."""
     from .group import RunningTopology
     from .preflight import preflight
 
@@ -91,10 +107,10 @@ async def launch(
         from .._host.gpu_inventory import SimulatedInventory
 
         gpus = SimulatedInventory.parse(gpus)
-    async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
-        if _head_start is not None:  # it made the checks before its spawns (ports would now be ours)
-            assert plan is _head_start.plan
-            inventory, gpus_before = _head_start.inventory, _head_start.gpus_before
+    async with _planned(topology, runs_dir, gpus, allocation) as (plan, allocation):
+        if head_start is not None:  # it made the checks before its spawns (ports would now be ours)
+            assert plan is head_start.plan
+            inventory, gpus_before = head_start.inventory, head_start.gpus_before
         else:
             inventory = preflight(plan, gpus)
             gpus_before = None
@@ -107,10 +123,10 @@ async def launch(
                 plan,
                 on_event=on_event,
                 on_output=on_output,
-                on_group=_on_group,
+                on_group=on_group,
                 gpus=inventory,
                 gpus_before=gpus_before,
-                head_start=_head_start,
+                head_start=head_start,
                 allocation=allocation,
             ) as group:
                 yield group
@@ -192,20 +208,38 @@ async def supervise(
     on_signal: Callable[[int], None] | None = None,
     early_signals: list[int] | None = None,
     gpus: GpuInventory | str | None = None,
-    _head_start: HeadStart | None = None,
-    _allocation: SlurmAllocation | None = None,
 ) -> Outcome[T]:
     """``launch``, then ``await body(group)``, with signal handling as in ``run``; the CLI's core.
-    ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace);
-    ``_head_start``: what the CLI started before the event loop (``_runtime.headstart``), for the group to adopt;
-    ``_allocation``: the Slurm allocation the CLI took before planning."""
+    ``on_signal`` hears each stop signal as it arrives (the CLI gives its ``-- CMD`` a grace)."""
+    return await supervise_prepared(
+        topology, body, runs_dir=runs_dir, on_event=on_event, on_output=on_output, on_signal=on_signal,
+        early_signals=early_signals, gpus=gpus,
+    )  # fmt: skip
+
+
+async def supervise_prepared(
+    topology: Topology | Plan,
+    body: Callable[[RunningTopology], Awaitable[T]],
+    *,
+    runs_dir: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
+    on_signal: Callable[[int], None] | None = None,
+    early_signals: list[int] | None = None,
+    gpus: GpuInventory | str | None = None,
+    head_start: HeadStart | None = None,
+    allocation: SlurmAllocation | None = None,
+) -> Outcome[T]:
+    """``supervise`` with what the CLI prepared: ``head_start``, the replicas it started before the event
+    loop (``_runtime.headstart``), for the group to adopt; ``allocation``, the Slurm allocation it took
+    before planning."""
     if isinstance(gpus, str):
         from .._host.gpu_inventory import SimulatedInventory
 
         gpus = SimulatedInventory.parse(gpus)
-    async with _planned(topology, runs_dir, gpus, _allocation) as (plan, allocation):
+    async with _planned(topology, runs_dir, gpus, allocation) as (plan, allocation):
         return await _supervise_plan(
-            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, _head_start
+            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, head_start
         )
 
 
@@ -231,14 +265,14 @@ async def _supervise_plan(
                     # handlers in place before anything spawns: until then, asyncio's own SIGINT handling
                     # cancels the main task, which a shielded start-up step could absorb (a lost Ctrl-C)
                     await outer.start(_on_signals, main_scope, received, group_box, on_signal, early_signals or [])
-                async with launch(
+                async with launch_prepared(
                     plan,
                     on_event=on_event,
                     on_output=on_output,
                     gpus=gpus,
-                    _on_group=group_box.append,
-                    _head_start=head_start,
-                    _allocation=allocation,
+                    on_group=group_box.append,
+                    head_start=head_start,
+                    allocation=allocation,
                 ) as group:
                     result.append(await body(group))
             outer.cancel_scope.cancel()

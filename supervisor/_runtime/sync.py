@@ -22,7 +22,7 @@ import anyio
 import anyio.from_thread
 
 from .metrics import METRICS_TIMEOUT_SECONDS
-from .runner import launch
+from .runner import launch_prepared
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,7 +88,7 @@ class _Holder:
             with anyio.CancelScope() as self._scope:
                 if self._released:  # the caller gave up before the loop got here
                     self._scope.cancel()
-                async with launch(self.topology, **self.options, _on_group=self._on_group) as group:
+                async with launch_prepared(self.topology, **self.options, on_group=self._on_group) as group:
                     self.ready.set_result(group)
                     await self._exit.wait()
         except BaseException as exc:
@@ -321,3 +321,9 @@ def _finish(
     error = done.exception() if not done.cancelled() else None
     if raise_errors and error is not None:
         raise error
+
+
+if TYPE_CHECKING:  # mypy checks that the blocking twin is a SyncTopologyHandle
+    from .._control.handle import SyncTopologyHandle
+
+    _handle: type[SyncTopologyHandle] = SyncTopology

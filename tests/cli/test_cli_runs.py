@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor._cli.runs import add_commands, dispatch
+from supervisor._cli.main import main
+from supervisor._cli.table import COMMANDS, build_parser
 from supervisor._records.record import list_runs, register_run
 
 from ..fakerun import STUBBORN, Reaper, replica_entry, write_run
@@ -187,16 +188,24 @@ def test_logs_follow_across_rotation_until_the_run_ends(reaper: Reaper, runs_dir
     assert not any(alive(pid) for pid in pids)
 
 
-def test_dispatch_under_the_main_parser(reaper: Reaper, runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """How cli.py wires it: add_commands on its subparsers; dispatch answers None for other commands."""
-    parser = argparse.ArgumentParser(prog="supervisor")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run")
-    add_commands(commands)
-    assert dispatch(parser.parse_args(["run"])) is None
+def test_one_table_builds_the_parser_and_dispatches_every_command(
+    reaper: Reaper, runs_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command of the table is in the parser, in order, and its handler resolves; ``main`` runs the
+    runs' commands in this process through the same dispatcher as ``run`` (exit 2 for an unknown run)."""
+    names = [command.name for command in COMMANDS]
+    assert names == ["run", "validate", "sbatch", "graph", "ps", "stop", "gc", "logs", "status", "restart",
+                     "scale", "gpus"]  # fmt: skip
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert list(choices) == names
+    for command in COMMANDS:
+        module, _, function = command.handler.partition(":")
+        assert callable(getattr(importlib.import_module(f"supervisor._cli.{module}"), function)), command.name
     live_run(reaper, runs_dir, "run-dispatch")
-    assert dispatch(parser.parse_args(["ps", "--json"])) == 0
+    assert main(["ps", "--json"]) == 0
     (view,) = json.loads(capsys.readouterr().out)
     assert view["run_id"] == "run-dispatch" and view["name"] == "demo"
-    assert dispatch(parser.parse_args(["logs", "nope"])) == 2
-    assert "no run matches 'nope'" in capsys.readouterr().err
+    assert main(["logs", "nope"]) == 2
+    assert "supervisor: error: no run matches 'nope'" in capsys.readouterr().err
+    assert main(["ps", "--", "true"]) == 2
+    assert "only 'run' and 'sbatch' take a command after --" in capsys.readouterr().err

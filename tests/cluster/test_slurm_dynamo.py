@@ -10,10 +10,10 @@ import attrs
 import httpx
 import pytest
 
-import supervisor as sv
 import topologies
 from supervisor._host.slurm_alloc import SlurmAllocation
 from supervisor._plan.plan import make_plan
+from supervisor._runtime.runner import launch_prepared
 from supervisor._spec.model import Cluster, Placement
 from supervisor._spec.model import SlurmCluster as SlurmSpec
 
@@ -40,7 +40,7 @@ async def test_dynamo_workers_on_two_nodes_and_its_infrastructure_on_the_first(
     services = [attrs.evolve(s, placement=Placement(node=NODE_OF[s.name])) for s in preset.services]
     topology = attrs.evolve(preset, services=services, cluster=Cluster(slurm=SlurmSpec(nodes=3)))
     plan = make_plan(topology, runs_dir=runs_dir, nodes=three_nodes.nodes)
-    async with sv.launch(plan, _allocation=three_nodes) as group:
+    async with launch_prepared(plan, allocation=three_nodes) as group:
         steps = slurm.command("squeue", "-h", "-s", "-j", three_nodes.job_id, "-o", "%j %N").split("\n")
         async with httpx.AsyncClient(timeout=30) as client:
             answer = await chat(client, group["frontend"].url, "org/tiny")

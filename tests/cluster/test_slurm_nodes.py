@@ -11,6 +11,7 @@ import pytest
 import supervisor as sv
 from supervisor._events import EndpointsChanged, Ready
 from supervisor._host.slurm_alloc import SlurmAllocation, job_nodelist
+from supervisor._runtime.runner import launch_prepared
 from supervisor._spec.model import Placement
 
 from ..helpers import wait_for, wait_until
@@ -49,7 +50,7 @@ async def test_a_replica_on_a_node_that_went_down_restarts_on_a_node_that_is_up(
     goes on: --no-kill); web.1 restarts on n3, the least loaded node that is up, and is ready there."""
     service = task_service("web", tmp_path, replicas=2, restart=RESTART)
     plan = planned(sv.Topology(name="nodeloss", services=[service]), runs_dir, four_nodes)
-    async with sv.launch(plan, _allocation=four_nodes) as group:
+    async with launch_prepared(plan, allocation=four_nodes) as group:
         moving = group["web.1"]
         assert isinstance(moving, sv.Replica) and moving.plan.placement is not None
         lost = moving.plan.placement.nodes[0].name
@@ -75,7 +76,7 @@ async def test_the_services_that_follow_a_moved_replica_do_what_their_on_change_
     web = task_service("web", tmp_path, replicas=2, restart=RESTART)
     front = task_service("front", tmp_path, depends_on=["web"], on_change="restart", restart=RESTART)
     plan = planned(sv.Topology(name="follow", services=[web, front]), runs_dir, four_nodes)
-    async with sv.launch(plan, _allocation=four_nodes) as group:
+    async with launch_prepared(plan, allocation=four_nodes) as group:
         moving = group["web.1"]
         assert isinstance(moving, sv.Replica) and moving.plan.placement is not None
         front_pids = group["front"].pids
@@ -96,7 +97,7 @@ async def test_a_lost_node_with_no_node_to_replace_it_fails_the_run_naming_it(
     plan = planned(sv.Topology(name="nodeloss", services=[service]), runs_dir, two_nodes)
     lost = slurm.nodes[1]
     with pytest.raises(sv.ServiceFailed, match=rf"node {lost} went down \(it left Slurm job \d+\)") as failure:
-        async with sv.launch(plan, _allocation=two_nodes) as group:
+        async with launch_prepared(plan, allocation=two_nodes) as group:
             node_down(slurm, lost)
             await group.wait()
     assert failure.value.replica == "engine"
@@ -109,7 +110,7 @@ async def test_a_scale_never_places_a_new_replica_on_a_node_that_went_down(
     and n4 and are ready there."""
     plan = planned(sv.Topology(name="scaledown", services=[task_service("web", tmp_path)]), runs_dir, four_nodes)
     first, second, third, fourth = slurm.nodes
-    async with sv.launch(plan, _allocation=four_nodes) as group:
+    async with launch_prepared(plan, allocation=four_nodes) as group:
         node_down(slurm, second)
         wait_until(lambda: second not in job_nodelist(four_nodes.job_id), timeout=30)
         await group.scale("web", 3)

@@ -160,3 +160,31 @@ async def test_attach_says_clearly_when_there_is_nothing_to_attach_to(runs_dir: 
     with pytest.raises(sv.ControlError, match=f"run {owner.run_id} is not running"):
         async with sv.attach(owner.run_dir):
             pass
+
+
+async def restart_worker_through(handle: sv.TopologyHandle) -> tuple[list[int], list[int]]:
+    """Code written once against the handle protocol: the pids of ``worker.1`` before and after a restart."""
+    replica = handle["worker.1"]
+    before = list(replica.pids)
+    await handle.restart("worker.1")
+    return before, list(handle["worker.1"].pids)
+
+
+@pytest.mark.anyio
+async def test_the_launched_group_and_an_attached_one_are_both_topology_handles(runs_dir: Path) -> None:
+    """One function drives the run through either handle: the owner's group, then an attached one."""
+    async with sv.launch(topology(), runs_dir=runs_dir) as owner:
+        await attached_when_open(owner)
+        assert isinstance(owner, sv.TopologyHandle)
+        before, after = await restart_worker_through(owner)
+        assert before != after and after == owner["worker.1"].pids
+        async with sv.attach(owner.run_dir) as attached:
+            assert isinstance(attached, sv.TopologyHandle)
+            before, after = await restart_worker_through(attached)
+            assert before != after and after == owner["worker.1"].pids
+
+
+def test_the_blocking_twin_is_a_sync_topology_handle(runs_dir: Path) -> None:
+    with sv.launch_sync(topology(), runs_dir=runs_dir) as group:
+        assert isinstance(group, sv.SyncTopologyHandle) and not isinstance(group, sv.TopologyHandle)
+        assert group["worker"].ready_count == 2

@@ -20,6 +20,7 @@ import pytest
 import supervisor as sv
 from supervisor._control.protocol import MAX_CLIENTS, MAX_LINE_BYTES, request_blocking, short_address
 from supervisor._runtime.group import RunningTopology
+from supervisor._runtime.runner import launch_prepared
 
 from ..helpers import PYTHON, alive
 
@@ -344,7 +345,7 @@ async def test_stop_while_starting_ends_the_start_with_a_clear_error(runs_dir: P
         tg.start_soon(stop_when_open, seen, replies)
         with pytest.raises(sv.SupervisorError, match="stopped on request while starting"):
             topo = sv.Topology(name="slowstart", services=[slow])
-            async with sv.launch(topo, runs_dir=runs_dir, _on_group=seen.append):
+            async with launch_prepared(topo, runs_dir=runs_dir, on_group=seen.append):
                 pytest.fail("the start was stopped: the body must not run")
     assert replies == [{"v": 1, "id": 1, "ok": True}]
     assert seen[0].phase == "stopped" and not alive(seen[0]["slow"].pids[0])
@@ -460,7 +461,7 @@ async def test_scale_while_starting_is_refused_in_plain_words_not_as_an_internal
         tg.start_soon(operate_when_open)
         with pytest.raises(sv.SupervisorError, match="stopped on request while starting"):
             topo = sv.Topology(name="earlyops", services=[slow])
-            async with sv.launch(topo, runs_dir=runs_dir, _on_group=seen.append):
+            async with launch_prepared(topo, runs_dir=runs_dir, on_group=seen.append):
                 pytest.fail("the start was stopped: the body must not run")
     assert [r["ok"] for r in replies] == [False, False], replies
     for reply, what in zip(replies, ("scale 'slow'", "roll 'slow'"), strict=True):

@@ -15,6 +15,7 @@ import supervisor as sv
 from supervisor._events import Exited, Stopped
 from supervisor._host.slurm_alloc import SlurmAllocation
 from supervisor._plan.plan import Plan, make_plan
+from supervisor._runtime.runner import launch_prepared
 from supervisor._spec.model import Cluster, Placement
 from supervisor._spec.model import SlurmCluster as SlurmSpec
 from supervisor._spec.placement import ClusterNode
@@ -64,7 +65,7 @@ async def test_replicas_land_on_distinct_nodes_and_are_probed_by_host(
     run's mark, and its readiness probe reached it at its node's address and its own port."""
     topology = sv.Topology(name="spread", services=[task_service("web", tmp_path, replicas=4)])
     plan = planned(topology, runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation) as group:
+    async with launch_prepared(plan, allocation=allocation) as group:
         seen = records(tmp_path)
         ports = {r.port for r in group["web"].replicas}
         assert all(r.url and r.url.startswith("http://127.0.0.1:") for r in group["web"].replicas)
@@ -80,7 +81,7 @@ async def test_a_two_node_replica_is_one_step_with_two_tasks(
     """placement over 2 nodes: one step, one task per node, each with its own command (rank) and node."""
     service = task_service("engine", tmp_path, "--rank", "{node_rank}", placement=Placement(nodes=2))
     plan = planned(sv.Topology(name="span", services=[service]), runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation):
+    async with launch_prepared(plan, allocation=allocation):
         wait_until(lambda: len(records(tmp_path)) == 2)  # ready = the leader answers; the other starts too
         seen = records(tmp_path)
     assert len({info["step"] for info in seen.values()}) == 1
@@ -107,7 +108,7 @@ async def test_stop_signal_reaches_every_task_through_slurm(
         stop=sv.StopPolicy(grace_seconds=20),
     )
     plan = planned(sv.Topology(name="stop", services=[service]), runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation) as group:
+    async with launch_prepared(plan, allocation=allocation) as group:
         # ready = each leader answers; the teardown of a running step is tested, so every task runs first (a
         # step stopped while a rank still starts: Slurm signalled its rank 0 twice and the other never ran)
         wait_until(lambda: len(records(tmp_path)) == 4)
@@ -125,7 +126,7 @@ async def test_a_task_that_ignores_the_stop_signal_is_killed_after_the_grace(
     """After the grace the step is cancelled (SIGKILL to the tasks): the replica is down, nothing is left."""
     service = task_service("stubborn", tmp_path, "--ignore-term", stop=sv.StopPolicy(grace_seconds=0.5))
     plan = planned(sv.Topology(name="grace", services=[service]), runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation) as group:
+    async with launch_prepared(plan, allocation=allocation) as group:
         pass
     assert list(tmp_path.glob("*.signals"))  # it got SIGTERM first
     assert [e.killed for e in group.event_history if isinstance(e, Stopped)] == [True]
@@ -139,7 +140,7 @@ async def test_a_crashed_replica_restarts_in_the_same_allocation(
         "flaky", tmp_path, "--fail-once", restart=sv.RestartPolicy(policy="on-failure", backoff=sv.Backoff(0.05))
     )
     plan = planned(sv.Topology(name="restart", services=[service]), runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation) as group:
+    async with launch_prepared(plan, allocation=allocation) as group:
         replica = group["flaky"]
         assert isinstance(replica, sv.ServiceHandle)
         assert replica.replicas[0].restarts == 1
@@ -161,7 +162,7 @@ async def test_without_srun_the_replica_fails_naming_srun(
     with monkeypatch.context() as patch:  # undone before the after-test check runs squeue
         patch.setenv("PATH", str(tmp_path))
         with pytest.raises(sv.ServiceFailed, match="srun \\(Slurm's client\\) does not run here"):
-            async with sv.launch(plan, _allocation=allocation):
+            async with launch_prepared(plan, allocation=allocation):
                 pass
 
 
@@ -175,7 +176,7 @@ async def test_a_step_slurm_refuses_fails_the_replica_with_sruns_words(
         topology = sv.Topology(name="refused", services=[task_service("web", tmp_path, replicas=2)])
         plan = planned(topology, runs_dir, outside)
         with pytest.raises(sv.ServiceFailed, match=r"web\.1") as failure:
-            async with sv.launch(plan, _allocation=job):
+            async with launch_prepared(plan, allocation=job):
                 pass
         assert any("srun" in line for line in failure.value.log_tail), failure.value.log_tail
 
@@ -192,7 +193,7 @@ async def test_a_scale_places_new_replicas_on_other_nodes_as_steps_and_a_scale_d
     from the queue and their processes from the system."""
     topology = sv.Topology(name="grow", services=[task_service("web", tmp_path)])
     plan = planned(topology, runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation) as group:
+    async with launch_prepared(plan, allocation=allocation) as group:
         await group.scale("web", 3)
         handle = group["web"]
         assert isinstance(handle, sv.ServiceHandle)
@@ -227,7 +228,7 @@ async def test_a_scale_whose_new_replica_fails_is_undone_on_the_cluster(
     (tmp_path / "web.0.failed-once").write_text("x")  # only the added replica fails its start
     topology = sv.Topology(name="undo", services=[task_service("web", tmp_path, "--fail-once")])
     plan = planned(topology, runs_dir, allocation)
-    async with sv.launch(plan, _allocation=allocation) as group:
+    async with launch_prepared(plan, allocation=allocation) as group:
         before = group.plan
         with pytest.raises(sv.ServiceFailed, match=r"web\.1: .*scale of 'web' to 2 was undone"):
             await group.scale("web", 2)

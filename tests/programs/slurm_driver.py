@@ -18,7 +18,7 @@ import anyio
 import supervisor as sv
 from supervisor._host.slurm_alloc import allocation_for
 from supervisor._plan.plan import make_plan
-from supervisor._runtime.runner import supervise
+from supervisor._runtime.runner import supervise_prepared
 from supervisor._spec.model import Cluster, SlurmCluster
 
 TASK = str(Path(__file__).with_name("slurm_task.py"))
@@ -46,7 +46,7 @@ def main() -> int:
         if not once:
             await group.wait()
 
-    outcome = anyio.run(lambda: supervise(plan, body, _allocation=allocation))
+    outcome = anyio.run(lambda: supervise_prepared(plan, body, allocation=allocation))
     return 128 + outcome.signal if outcome.signal else 0
 
 

@@ -26,7 +26,7 @@ from supervisor._records.schema import IndexEntry, index_entry_from_json
 from supervisor._runtime import preflight as _preflight
 from supervisor._runtime.headstart import HeadStart
 from supervisor._runtime.preflight import _maybe_listening
-from supervisor._runtime.runner import supervise
+from supervisor._runtime.runner import supervise_prepared
 
 from ..fakerun import read_events
 from ..helpers import PYTHON, SLEEPER, alive, wait_until
@@ -65,7 +65,7 @@ def test_the_group_adopts_the_early_processes_with_their_output_and_spawn_time(r
     with HeadStart.begin(plan) as head:
         early = dict(head.spawned)
         loop_began = time.monotonic()
-        outcome = anyio.run(lambda: supervise(plan, body, _head_start=head), backend=backend)
+        outcome = anyio.run(lambda: supervise_prepared(plan, body, head_start=head), backend=backend)
     assert outcome.result is not None
     pids, events, started_at, watchdog = outcome.result
     assert pids == list(early.values())

@@ -1,0 +1,50 @@
+"""What every command handler is given: the parsed flags, the command after ``--``, and the voice it
+speaks with. One object, built once by ``main`` and never mutated by the handlers: what planning works
+out goes into its own result (``topology.Planned``), not back into the flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+
+import attrs
+
+from .._redact import Redactor
+
+__all__ = ["Invocation", "Voice"]
+
+
+@attrs.define
+class Voice:
+    """Lines on stderr with secrets hidden: the caller's from the start, the services' once a plan is
+    made (``learn``)."""
+
+    redactor: Redactor = attrs.field(factory=lambda: Redactor.from_environments(os.environ))
+
+    def learn(self, *environments: Mapping[str, str]) -> None:
+        """Also hide what these environments hold (a plan's replicas')."""
+        self.redactor = Redactor.from_environments(os.environ, *environments)
+
+    def text(self, message: str) -> str:
+        return self.redactor.text(message)
+
+    def say(self, message: str) -> None:
+        """A timestamped ``[supervisor]`` line: what the run is doing."""
+        from .console import stamp
+
+        print(f"{stamp()} [supervisor] {self.text(message)}", file=sys.stderr, flush=True)
+
+    def error(self, message: str) -> None:
+        print(f"supervisor: {self.text(message)}", file=sys.stderr, flush=True)
+
+
+@attrs.frozen
+class Invocation:
+    """One run of the ``supervisor`` command."""
+
+    args: argparse.Namespace  #: the parsed flags (read, never written)
+    command: list[str]  #: what came after ``--`` (``run FILE -- CMD``), as given
+    argv: list[str]  #: the arguments as given (``--detach`` runs them again in the background)
+    voice: Voice = attrs.field(factory=Voice)

@@ -1,0 +1,212 @@
+"""The ``supervisor`` command's one table: each command's name, help, arguments, and the handler that runs
+it. ``main`` builds the parser from this table and dispatches through it; a handler is named as
+``module:function`` of this package and imported only when its command runs, so that building the parser
+loads nothing that ``run`` does not need."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import NamedTuple
+
+from .._units import parse_duration
+
+__all__ = ["COMMANDS", "Command", "build_parser", "parse_overrides"]
+
+_RUN_HELP = "run id, a unique prefix or suffix of one, its name, or its dir"
+
+
+class Command(NamedTuple):
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    handler: str  #: ``module:function`` in ``supervisor._cli``; the function takes an ``Invocation``
+    takes_command: bool = False  #: accepts ``-- CMD ARGS``
+
+
+# ----- commands on a topology file -------------------------------------------------------------------------
+def _file(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    # run's FILE may come after --logs SERVICE... (``run --logs api FILE``): the handler takes it from there
+    parser.add_argument(
+        "file", nargs="?" if optional else None,
+        help="topology YAML file, or a registered preset's name (dynamo, vllm, sglang, trtllm, llamacpp...)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="set ${KEY} for the file, or a field by path (services.decode.replicas=4); repeatable",
+    )  # fmt: skip
+    parser.add_argument("--runs-dir", help="parent of the run directory (default: run_dir: or the state dir)")
+    parser.add_argument(
+        "--gpus", metavar="SPEC", help="assign GPUs on a simulated node such as 8x80GB instead of this machine's (NVML)"
+    )
+
+
+def _slurm_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--slurm", action="store_true",
+        help="run on Slurm: cluster: {slurm: {}} when the file has none (as many nodes as its placements need)",
+    )  # fmt: skip
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _file(parser, optional=True)
+    _slurm_flag(parser)
+    parser.add_argument(
+        "--logs", nargs="*", metavar="SERVICE",
+        help="also print the output of every service (or of these services or replicas), prefixed per replica",
+    )  # fmt: skip
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only problems: failures, restarts, leftovers")
+    parser.add_argument(
+        "--detach", "-d", action="store_true",
+        help="supervise in the background; return once all are ready, printing the run id (stop: supervisor stop ID)",
+    )  # fmt: skip
+    parser.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)  # --detach's channel to the background run
+    parser.epilog = (
+        "supervisor run FILE -- CMD ARGS runs CMD once all are ready ({svc.url} templates work); CMD's environment "
+        "has TOPOVISOR_<SERVICE>_URL, _URLS, _PORT and TOPOVISOR_RUN_DIR."
+    )
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .placement import node_count
+
+    _file(parser)
+    _slurm_flag(parser)
+    parser.add_argument(
+        "--nodes", type=node_count, metavar="N",
+        help="show the placement plan on N Slurm nodes (placeholders node0..; no cluster needed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--commands", "-c", action="store_true",
+        help="also show each replica's command line and the environment it adds (secrets redacted)",
+    )  # fmt: skip
+
+
+def _sbatch_arguments(parser: argparse.ArgumentParser) -> None:
+    from .sbatch import add_sbatch_arguments
+
+    _file(parser)
+    parser.set_defaults(slurm=True)
+    add_sbatch_arguments(parser)
+
+
+def _graph_arguments(parser: argparse.ArgumentParser) -> None:
+    from .._plan.graph import FORMATS
+
+    _file(parser)
+    parser.add_argument("--format", "-f", choices=FORMATS, default="text", help="text (default), mermaid or dot")
+
+
+# ----- commands on recorded runs (``runs``) and on live ones (``control``) -----------------------------------
+def _ps_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--all", action="store_true", help="also list finished runs kept in the state dir")
+
+
+def _stop_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.add_argument("--grace", type=_duration, metavar="DURATION", help="replace each replica's stop grace")
+
+
+def _gc_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", action="store_true", help="stop them (default: only list them)")
+
+
+def _logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.add_argument("service", metavar="SERVICE", nargs="?", help="a service or a replica such as decode.1")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
+    parser.add_argument("-n", "--lines", type=int, default=20, metavar="LINES", help="lines of history (default 20)")
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _restart_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.add_argument("service", metavar="SERVICE", help="a service, or a replica such as decode.1")
+    parser.add_argument("--rolling", action="store_true", help="one replica at a time, keeping the rest serving")
+    parser.add_argument("--max-unavailable", type=int, metavar="K", help="with --rolling: replicas down at once")
+    parser.add_argument("--min-ready", type=int, metavar="N", help="with --rolling: never fewer ready than this")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="with --rolling: restart with this var of the topology file changed; repeatable",
+    )  # fmt: skip
+
+
+def _scale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.add_argument("service", metavar="SERVICE", help="the service to scale")
+    parser.add_argument("replicas", type=_count, metavar="N", help="how many replicas it should have")
+
+
+def _gpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus", metavar="SPEC", help="show a simulated node such as 8x80GB instead (NVML)")
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("run", "start a topology and supervise it until Ctrl-C (or until CMD after -- ends)",
+            _run_arguments, "topology:run_command", takes_command=True),
+    Command("validate", "check a topology file and show the start order; starts nothing",
+            _validate_arguments, "topology:validate_command"),
+    Command("sbatch", "write (or --submit) the batch script that runs FILE in a Slurm allocation",
+            _sbatch_arguments, "topology:sbatch_command", takes_command=True),
+    Command("graph", "draw the dependency graph (conditions, replicas, GPUs); starts nothing",
+            _graph_arguments, "topology:graph_command"),
+    Command("ps", "list recorded runs and their replicas: state, pids, ports, uptime, restarts",
+            _ps_arguments, "runs:ps_command"),
+    Command("stop", "tear down a run started by another process (its supervisor may be dead)",
+            _stop_arguments, "runs:stop_command"),
+    Command("gc", "find leftovers of runs whose supervisor died; stop them with --yes",
+            _gc_arguments, "runs:gc_command"),
+    Command("logs", "print a run's logs (all replicas, one service, or one replica)",
+            _logs_arguments, "runs:logs_command"),
+    Command("status", "a live run's state, asked through its control socket: replicas, pids, urls, ports",
+            _status_arguments, "control:status_command"),
+    Command("restart", "restart a service or replica of a live run; returns once it is ready again",
+            _restart_arguments, "control:restart_command"),
+    Command("scale", "run N replicas of a service of a live run (new ones get their own ports and GPUs)",
+            _scale_arguments, "control:scale_command"),
+    Command("gpus", "list this machine's GPUs: memory used, and the processes (and runs) holding each",
+            _gpus_arguments, "gpus:gpus_command"),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supervisor", description="Launch and supervise process topologies.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.arguments(subparsers.add_parser(command.name, help=command.help, description=command.help))
+    return parser
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs; a pair without ``=`` is bad input (``ConfigError``: exit 2)."""
+    from .._errors import ConfigError
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

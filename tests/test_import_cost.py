@@ -4,6 +4,7 @@ heavy dependencies load only when a run needs them (see benchmarks/bench_startup
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -72,25 +73,38 @@ sys.exit(main())
 """
 
 
-def test_supervisor_run_spawns_its_first_child_before_the_runtime_is_imported(tmp_path: Path) -> None:
-    """A fresh ``supervisor run`` reaches its first child fast because nothing heavy comes first: this
-    fails when one of them sneaks back onto the path before the first spawn. The run then adopts that
-    very process (one spawn, its pid in the events), rather than starting the service again."""
-    seen, topology = tmp_path / "modules.json", tmp_path / "t.yaml"
-    topology.write_text("name: t\nservices:\n  first:\n    command: [sh, -c, 'exec sleep 60']\n")
+def _first_spawn(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[set[str], Path, int]:
+    """``supervisor run`` of a one-service file under the spy: the modules loaded at its first spawn, the
+    run dir, and the pid the spy saw spawned."""
+    work = tmp_path / name
+    work.mkdir()
+    seen, topology = work / "modules.json", tmp_path / "t.yaml"
+    if not topology.exists():
+        topology.write_text("name: t\nservices:\n  first:\n    command: [sh, -c, 'exec sleep 60']\n")
     argv = [sys.executable, "-c", _FIRST_SPAWN_PROBE, str(seen), "run", str(topology)]
-    process = subprocess.Popen([*argv, "--runs-dir", str(tmp_path / "runs"), "-q"], stderr=subprocess.PIPE)
+    process = subprocess.Popen([*argv, "--runs-dir", str(work / "runs"), "-q"], stderr=subprocess.PIPE, env=env)
     try:
         wait_until(lambda: seen.exists() or process.poll() is not None, timeout=60)
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     assert seen.exists(), stderr.decode()
-    loaded = {name if name.startswith("supervisor") else name.split(".")[0] for name in json.loads(seen.read_text())}
-    assert "supervisor._runtime.headstart" in loaded and "yaml" in loaded  # the spy saw the right moment
-    assert loaded.isdisjoint(NOT_BEFORE_THE_FIRST_SPAWN), sorted(loaded & set(NOT_BEFORE_THE_FIRST_SPAWN))
     assert process.returncode == 128 + signal.SIGTERM
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    spawned = [e["pid"] for e in events if e["event"] == "spawned"]
-    assert spawned == [int(seen.with_suffix(".pid").read_text())]
+    loaded = {name if name.startswith("supervisor") else name.split(".")[0] for name in json.loads(seen.read_text())}
+    (run_dir,) = (work / "runs").iterdir()
+    return loaded, run_dir, int(seen.with_suffix(".pid").read_text())
+
+
+def test_supervisor_run_spawns_its_first_child_before_the_runtime_is_imported(tmp_path: Path) -> None:
+    """A fresh ``supervisor run`` reaches its first child fast because nothing heavy comes first: this
+    fails when one of them sneaks back onto the path before the first spawn. The run then adopts that
+    very process (one spawn, its pid in the events), rather than starting the service again. The same
+    file run again is read from the document cache: not even PyYAML loads before its first spawn."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for attempt, parsed in (("first", True), ("again", False)):
+        loaded, run_dir, pid = _first_spawn(tmp_path, attempt, env)
+        assert "supervisor._runtime.headstart" in loaded and "supervisor._spec.load" in loaded  # the right moment
+        assert loaded.isdisjoint(NOT_BEFORE_THE_FIRST_SPAWN), sorted(loaded & set(NOT_BEFORE_THE_FIRST_SPAWN))
+        assert ("yaml" in loaded) is parsed, attempt
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+        assert [e["pid"] for e in events if e["event"] == "spawned"] == [pid]

@@ -8,20 +8,20 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-
-import attrs
+from typing import NamedTuple
 
 from .._redact import Redactor
 
 __all__ = ["Invocation", "Voice"]
 
 
-@attrs.define
 class Voice:
     """Lines on stderr with secrets hidden: the caller's from the start, the services' once a plan is
-    made (``learn``)."""
+    made (``learn``). A plain class, as ``Invocation`` is a tuple: each attrs class costs ``run`` about a
+    millisecond of code generation before its first child."""
 
-    redactor: Redactor = attrs.field(factory=lambda: Redactor.from_environments(os.environ))
+    def __init__(self) -> None:
+        self.redactor = Redactor.from_environments(os.environ)
 
     def learn(self, *environments: Mapping[str, str]) -> None:
         """Also hide what these environments hold (a plan's replicas')."""
@@ -40,11 +40,10 @@ class Voice:
         print(f"supervisor: {self.text(message)}", file=sys.stderr, flush=True)
 
 
-@attrs.frozen
-class Invocation:
+class Invocation(NamedTuple):
     """One run of the ``supervisor`` command."""
 
     args: argparse.Namespace  #: the parsed flags (read, never written)
     command: list[str]  #: what came after ``--`` (``run FILE -- CMD``), as given
     argv: list[str]  #: the arguments as given (``--detach`` runs them again in the background)
-    voice: Voice = attrs.field(factory=Voice)
+    voice: Voice

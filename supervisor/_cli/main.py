@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._errors import ConfigError, SupervisorError, UnknownRun
-from .context import Invocation
+from .context import Invocation, Voice
 from .table import COMMANDS, build_parser
 
 __all__ = ["main"]
@@ -28,13 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in given:
         split = given.index("--")
         flags, command = given[:split], given[split + 1 :]
-    args = build_parser().parse_args(flags)
+    args = build_parser(flags[0] if flags else None).parse_args(flags)
     entry = next(c for c in COMMANDS if c.name == args.command)
     if command and not entry.takes_command:
         takers = " and ".join(f"'{c.name}'" for c in COMMANDS if c.takes_command)
         print(f"supervisor: error: only {takers} take a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT
-    call = Invocation(args=args, command=command, argv=given)
+    call = Invocation(args=args, command=command, argv=given, voice=Voice())
     module, _, function = entry.handler.partition(":")
     handler: Callable[[Invocation], int] = getattr(importlib.import_module(f".{module}", __package__), function)
     try:

@@ -174,10 +174,13 @@ COMMANDS: tuple[Command, ...] = (
 )  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(first: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; when ``first`` (the first argument) names one, of that one alone: its
+    arguments, help and errors are the same, and ``run`` does not import what ``sbatch`` or ``graph`` need."""
     parser = argparse.ArgumentParser(prog="supervisor", description="Launch and supervise process topologies.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    chosen = [c for c in COMMANDS if c.name == first] or COMMANDS
+    for command in chosen:
         command.arguments(subparsers.add_parser(command.name, help=command.help, description=command.help))
     return parser
 

@@ -17,13 +17,10 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import attrs
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._errors import ConfigError, SupervisorError
 from .._host.signals import hold_signals
-from .._plan.graph import render_graph
 from .._plan.plan import Plan, fill_command, make_plan
 from .._spec.cluster import placement_notes, with_slurm
 from .._spec.load import load
@@ -43,8 +40,7 @@ if TYPE_CHECKING:  # the runtime loads once the first replicas run (``run``): a 
 __all__ = ["Planned", "graph_command", "plan_invocation", "run_command", "sbatch_command", "validate_command"]
 
 
-@attrs.frozen
-class Planned:
+class Planned(NamedTuple):
     """What planning a command's file worked out, beside the plan itself."""
 
     plan: Plan
@@ -127,6 +123,8 @@ def validate_command(call: Invocation) -> int:
 
 def graph_command(call: Invocation) -> int:
     """The graph needs the plan (replica counts and GPUs may come from vars) but not the engines."""
+    from .._plan.graph import render_graph
+
     print(render_graph(plan_invocation(call, check_executables=False).plan, call.args.format))
     return 0
 
@@ -158,9 +156,8 @@ def run_command(call: Invocation) -> int:
         if not args.logs:
             print("supervisor run: error: the following arguments are required: file", file=sys.stderr)
             return 2
-        call = attrs.evolve(
-            call, args=argparse.Namespace(**{**vars(args), "logs": args.logs[:-1], "file": args.logs[-1]})
-        )
+        file_last = {**vars(args), "logs": args.logs[:-1], "file": args.logs[-1]}  # ``run --logs api FILE``
+        call = call._replace(args=argparse.Namespace(**file_last))
     try:
         planned = plan_invocation(call)
         if call.args.detach:  # bad input was reported above, by the process the user is watching

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["launch", "start", "start_service"]
 
 
-class StartingGroup(_supervision.RunningTopology, Protocol):
+class StartingGroup(_supervision.SupervisedGroup, Protocol):
     """What starting reads and drives on the running group (``_runtime.group.RunningTopology`` is the one); a
     protocol, so that this module and the group import each other at no time, not even for types."""
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["LiveGroup", "run_operation", "wait_settled"]
 
 
-class LiveGroup(_supervision.RunningTopology, Protocol):
+class LiveGroup(_supervision.SupervisedGroup, Protocol):
     """What a live operation reads and drives on the running group (``_runtime.group.RunningTopology``)."""
 
     gpus: GpuInventory | None

@@ -1,6 +1,6 @@
 """Supervision: each replica's life (ready, live, exit), the restart policy, strategies, liveness, quorum.
 
-Functions over the running group (``RunningTopology``), which keeps the state; this module decides what
+Functions over the running group (``SupervisedGroup``), which keeps the state; this module decides what
 happens after a replica becomes ready or ends. A failure that cannot be absorbed records the first error
 and cancels the start or the caller's body (``fail``); the group's shielded teardown follows.
 """
@@ -25,7 +25,7 @@ from .policy import Decision, decide
 from .replica import Incarnation, Replica, ReplicaHost, ReplicaState, ServiceHandle
 
 
-class RunningTopology(ReplicaHost, Protocol):
+class SupervisedGroup(ReplicaHost, Protocol):
     """What supervision reads and drives on the running group (``_runtime.group.RunningTopology`` is the one);
     a protocol, so that this module and the group import each other at no time, not even for types."""
 
@@ -69,7 +69,7 @@ class _Ending:
     timed_out: bool = False
 
 
-async def supervise(group: RunningTopology, replica: Replica, scope: anyio.CancelScope, first: Incarnation) -> None:
+async def supervise(group: SupervisedGroup, replica: Replica, scope: anyio.CancelScope, first: Incarnation) -> None:
     """One replica's life: become ready, run; after each end the restart policy decides, and the next
     incarnation is spawned here."""
     incarnation = first
@@ -84,7 +84,7 @@ async def supervise(group: RunningTopology, replica: Replica, scope: anyio.Cance
                 return
 
 
-async def run_incarnation(group: RunningTopology, replica: Replica, incarnation: Incarnation) -> bool:
+async def run_incarnation(group: SupervisedGroup, replica: Replica, incarnation: Incarnation) -> bool:
     """Live through one incarnation and apply the restart policy; True: spawn the next one here."""
     if incarnation.number > 0:
         group._write_manifest()
@@ -140,7 +140,7 @@ async def run_incarnation(group: RunningTopology, replica: Replica, incarnation:
     return True
 
 
-async def live(group: RunningTopology, replica: Replica, incarnation: Incarnation) -> _Ending | None:
+async def live(group: SupervisedGroup, replica: Replica, incarnation: Incarnation) -> _Ending | None:
     """Until this incarnation ends. None when we stopped it; otherwise why it ended."""
     runner = incarnation.runner
     if runner is not None:
@@ -199,7 +199,7 @@ async def live(group: RunningTopology, replica: Replica, incarnation: Incarnatio
     return _Ending(f"{describe_exit(code)} while running", code)
 
 
-def became_ready(group: RunningTopology, replica: Replica, incarnation: Incarnation) -> None:
+def became_ready(group: SupervisedGroup, replica: Replica, incarnation: Incarnation) -> None:
     incarnation.ready_at = time.monotonic()
     if incarnation.phases is not None:  # the last phase ends here; later output is not read for phases
         incarnation.phases.close(incarnation.ready_at, finished=True)
@@ -224,7 +224,7 @@ def restarting_event(replica: Replica, decision: Decision) -> Restarting:
     )
 
 
-def restart_targets(group: RunningTopology, failed: Replica, strategy: str) -> list[Replica]:
+def restart_targets(group: SupervisedGroup, failed: Replica, strategy: str) -> list[Replica]:
     """What a failed replica takes with it: its group, its dependents, or everything."""
     own = group._services[failed.service].replicas if failed.service_plan.restart.group else [failed]
     if strategy == "one_for_all":
@@ -236,7 +236,7 @@ def restart_targets(group: RunningTopology, failed: Replica, strategy: str) -> l
 
 
 async def restart_for(
-    group: RunningTopology, failed: Replica, decision: Decision, strategy: str, targets: list[Replica]
+    group: SupervisedGroup, failed: Replica, decision: Decision, strategy: str, targets: list[Replica]
 ) -> None:
     targets = [t for t in targets if not t.held]
     group.emit(restarting_event(failed, decision))
@@ -253,7 +253,7 @@ async def restart_for(
 
 
 async def restart_set(
-    group: RunningTopology, targets: list[Replica], *, delay_seconds: float, reason: str, wait: bool
+    group: SupervisedGroup, targets: list[Replica], *, delay_seconds: float, reason: str, wait: bool
 ) -> None:
     """Stop ``targets`` in reverse dependency order, wait ``delay_seconds``, start them again in order;
     their services' dependents wait for readiness again."""
@@ -292,7 +292,7 @@ def _trial_error(replica: Replica, ending: _Ending) -> ServiceFailed:
     )
 
 
-def replica_failed(group: RunningTopology, replica: Replica, error: ServiceFailed) -> None:
+def replica_failed(group: SupervisedGroup, replica: Replica, error: ServiceFailed) -> None:
     """A replica is lost for good: degrade if the service keeps its quorum, else fail the run. A replica
     on trial only records why: the operation that started it decides what follows."""
     failed = Failed(replica=replica.name, service=replica.service, reason=error.reason)
@@ -320,7 +320,7 @@ def replica_failed(group: RunningTopology, replica: Replica, error: ServiceFaile
     fail(group, error)
 
 
-def fail(group: RunningTopology, error: ServiceFailed) -> None:
+def fail(group: SupervisedGroup, error: ServiceFailed) -> None:
     """Record the first fatal failure and cancel the start or the caller's body; teardown follows."""
     if group.failure is None:
         group.failure = error
@@ -328,13 +328,13 @@ def fail(group: RunningTopology, error: ServiceFailed) -> None:
         group._body_scope.cancel()
 
 
-def check_completed(group: RunningTopology, service: str) -> None:
+def check_completed(group: SupervisedGroup, service: str) -> None:
     replicas = group._services[service].replicas
     if replicas and all(r.state is ReplicaState.COMPLETED for r in replicas):
         group._conditions.set(service, "completed")
     check_done(group)
 
 
-def check_done(group: RunningTopology) -> None:
+def check_done(group: SupervisedGroup) -> None:
     if not any(r.state.active for r in group.replicas):
         group._all_done.set()

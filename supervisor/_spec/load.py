@@ -193,7 +193,18 @@ def load(path: str | os.PathLike[str], overrides: Mapping[str, object] | None = 
             file = twin
         elif name in registered_presets():
             return topology_from_dict({"preset": name}, source=f"preset {name}", overrides=overrides)
-    return topology_from_dict(parse_yaml(read_text(file), file), source=file, overrides=overrides)
+    return topology_from_dict(_document(read_text(file), file), source=file, overrides=overrides)
+
+
+def _document(text: str, file: str) -> object:
+    """The file's document: from the cache when this very text was parsed before, else parsed (and kept)."""
+    from .document_cache import MISS, cached_document, store_document
+
+    document = cached_document(text)
+    if document is MISS:
+        document = parse_yaml(text, file)
+        store_document(text, document)
+    return document
 
 
 def topology_from_text(

@@ -7,10 +7,9 @@ values), and every failure a ``ConfigError`` with the line and column.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
-
-import yaml
 
 from .._errors import ConfigError
 
@@ -20,70 +19,78 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  #: a topology is a few KB; a bigger file is a 
 MAX_NODES = 100_000  #: values in the document once aliases are expanded (a 1 KB alias bomb has billions)
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings (``[echo, yes]``).
+@functools.cache
+def _loader() -> type[Any]:
+    """The bounded loader, built on first use: PyYAML (its import and its regexes, about a tenth of
+    ``supervisor run``'s start) loads only when a text is parsed, not for a file read from the cache."""
+    import yaml
 
-    Bounded: duplicate keys are an error, and a document whose aliases expand past ``MAX_NODES`` values
-    is refused before it is built (the expansion happens later, in ``${VAR}`` substitution and cattrs).
-    """
+    class _Loader(yaml.SafeLoader):
+        """YAML 1.2 booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings (``[echo, yes]``).
 
-    def compose_document(self) -> yaml.Node | None:
-        node: yaml.Node | None = super().compose_document()
-        if node is not None:
-            _count_nodes(node)
-        return node
+        Bounded: duplicate keys are an error, and a document whose aliases expand past ``MAX_NODES`` values
+        is refused before it is built (the expansion happens later, in ``${VAR}`` substitution and cattrs).
+        """
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        def compose_document(self) -> yaml.Node | None:
+            node: yaml.Node | None = super().compose_document()
+            if node is not None:
+                _count_nodes(node)
+            return node
 
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = self.construct_object(key_node, deep=deep)
+                    if isinstance(key, (str, int, float, bool)) and key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark
+                        )
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
-def _count_nodes(root: yaml.Node) -> None:
-    """Size of the document with every alias expanded, counted once per distinct node (linear time)."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
+    def _count_nodes(root: yaml.Node) -> None:
+        """Size of the document with every alias expanded, counted once per distinct node (linear time)."""
+        sizes: dict[int, int] = {}
+        active: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
-            raise yaml.composer.ComposerError(None, None, "an alias refers to itself", node.start_mark)
-        active.add(key)
-        total = 1
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [item for pair in node.value for item in pair]
-        else:
-            children = []
-        for child in children:
-            total += size(child)
-            if total > MAX_NODES:
-                raise yaml.composer.ComposerError(
-                    None, None, f"the document expands to more than {MAX_NODES} values (too many aliases?)",
-                    node.start_mark,
-                )  # fmt: skip
-        active.discard(key)
-        sizes[key] = total
-        return total
+        def size(node: yaml.Node) -> int:
+            key = id(node)
+            if key in sizes:
+                return sizes[key]
+            if key in active:
+                raise yaml.composer.ComposerError(None, None, "an alias refers to itself", node.start_mark)
+            active.add(key)
+            total = 1
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [item for pair in node.value for item in pair]
+            else:
+                children = []
+            for child in children:
+                total += size(child)
+                if total > MAX_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"the document expands to more than {MAX_NODES} values (too many aliases?)",
+                        node.start_mark,
+                    )  # fmt: skip
+            active.discard(key)
+            sizes[key] = total
+            return total
 
-    size(root)
+        size(root)
 
+    _Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    _Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+    return _Loader
 
 
 def read_text(file: str) -> str:
@@ -105,8 +112,10 @@ def parse_yaml(text: str, source: str) -> object:
     """Python data from YAML text; ``source`` labels the errors."""
     if "\0" in text:
         raise ConfigError("the file contains a NUL byte", source=source)
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_loader())
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", source=source) from None
     except yaml.YAMLError as exc:
@@ -125,9 +134,23 @@ def _var_hint(text: str, mark: object) -> str:
     return " (quote a var written inside {...} or [...], or with ': ' in it: '${name}'; it is still typed once filled)"
 
 
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_PLAIN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_NULLS = frozenset({"null", "Null", "NULL"})
+
+
 def read_value(text: str) -> object:
     """A value given as text (``--set``, a substituted ``${var}``) read as YAML: ``2`` is a number,
-    ``{a: 1}`` a mapping; the text itself when it is empty or not YAML."""
+    ``{a: 1}`` a mapping; the text itself when it is empty or not YAML. A whole number, true/false or a
+    plain word is read here as the parser would read it, without loading the parser (``--set decode=2``,
+    ``${MODEL}``: most values are these)."""
+    if _PLAIN_INT.fullmatch(text):
+        return int(text)
+    if text in _BOOLS:
+        return _BOOLS[text]
+    if _PLAIN_WORD.fullmatch(text) and text not in _NULLS:
+        return text
     try:
         return parse_yaml(text, "--set") if text.strip() else text
     except ConfigError:

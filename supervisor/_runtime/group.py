@@ -5,7 +5,9 @@ Starting (the watchdog, each service in dependency order, each replica's spawn) 
 start conditions in ``_runtime.conditions``, each replica's supervision (restart policy, strategies, liveness,
 quorum) in ``_runtime.supervision``, stopping (a replica, a set, the whole run) in ``_runtime.group_stop``,
 the stop order and the final sweep's rounds in ``_host.teardown``. The group keeps the state; those
-modules are functions over it.
+modules are functions over it that call one another directly (supervision and live operations stop
+through ``group_stop``, operations launch through ``group_start``), each typing the group by a protocol
+that extends the one below: ``StoppingGroup`` < ``SupervisedGroup`` < ``StartingGroup`` < ``LiveGroup``.
 
 Long-lived tasks live in one task group. Output pumps and exit watchers are shielded (teardown needs them
 and ends them); each replica's supervision loop has its own cancel scope so a strategy can restart a set
@@ -18,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import psutil
 from anyio.abc import TaskGroup
 
 from .._errors import ConfigError, ServiceFailed, SupervisorError
@@ -169,12 +170,12 @@ class RunningTopology:
             with anyio.CancelScope() as body_scope:
                 group._body_scope = body_scope
                 try:
-                    await group._start(tg)
+                    await _group_start.start(group, tg)
                     started = True
                     yield group
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await group._teardown()
+                        await _group_stop.teardown(group)
             tg.cancel_scope.cancel()
         if group.failure is not None:
             raise group.failure
@@ -287,7 +288,7 @@ class RunningTopology:
         """Stop one service or replica (no restart follows), or, without a name, tear everything down."""
         if name is None:
             with anyio.CancelScope(shield=True):
-                await self._teardown()
+                await _group_stop.teardown(self)
             return
         self._targets(name)  # KeyError naming the services, at once
         async with self._operation_lock:  # after a scale or rollout under way (it would start it again)
@@ -298,7 +299,7 @@ class RunningTopology:
                 for replica in targets:
                     if replica.loop_scope is not None:
                         replica.loop_scope.cancel()
-                await self._stop_in_order(targets, reason="stop requested")
+                await _group_stop.stop_in_order(self, targets, reason="stop requested")
                 for replica in targets:
                     if replica.state.active:
                         replica.transition(ReplicaState.STOPPED)
@@ -442,14 +443,8 @@ class RunningTopology:
             self._on_output(replica, block)
 
     # ----- start (``_runtime.group_start``) ---------------------------------------------------------------
-    async def _start(self, tg: TaskGroup) -> None:
-        await _group_start.start(self, tg)
-
     async def _start_service(self, name: str, replicas: list[Replica] | None) -> None:
         await _group_start.start_service(self, name, replicas)
-
-    def _launch(self, replica: Replica) -> None:
-        _group_start.launch(self, replica)
 
     async def _serve_control(self) -> None:
         """The control socket (``supervisor status/restart/stop``, ``attach``): opened once the first
@@ -477,21 +472,6 @@ class RunningTopology:
         return names.index(replica.service), replica.index
 
     # ----- stopping (``_runtime.group_stop``) -------------------------------------------------------------
-    async def _members_by_replica(self) -> dict[str, list[psutil.Process]]:
-        return await _group_stop.members_by_replica(self)
-
-    async def _stop_one(self, replica: Replica, *, reason: str) -> None:
-        await _group_stop.stop_one(self, replica, reason=reason)
-
-    async def _stop_leftovers(self, replica: Replica) -> None:
-        await _group_stop.stop_leftovers(self, replica)
-
-    async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None:
-        await _group_stop.stop_in_order(self, targets, reason=reason)
-
-    async def _teardown(self) -> None:
-        await _group_stop.teardown(self)
-
     # ----- record ---------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
         from .._records.snapshot import manifest_of, redactor_of

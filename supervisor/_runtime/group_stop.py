@@ -72,8 +72,6 @@ class StoppingGroup(ReplicaHost, Protocol):
     @property
     def replicas(self) -> list[Replica]: ...
 
-    async def _members_by_replica(self) -> dict[str, list[psutil.Process]]: ...
-
     def _write_manifest(self) -> None: ...
 
     def _write_summary(self) -> None: ...
@@ -103,14 +101,14 @@ async def members_by_replica(group: StoppingGroup) -> dict[str, list[psutil.Proc
 
 
 async def stop_one(group: StoppingGroup, replica: Replica, *, reason: str) -> None:
-    marked = await group._members_by_replica()
+    marked = await members_by_replica(group)
     await replica.stop(group, marked.get(replica.name, []), reason=reason, kill_now=group._kill_now)
 
 
 async def stop_leftovers(group: StoppingGroup, replica: Replica) -> None:
     """After an incarnation ended by itself: what it left (marked, or in its process group) is stopped,
     then its pid is released."""
-    others = [p for p in (await group._members_by_replica()).get(replica.name, []) if alive(p)]
+    others = [p for p in (await members_by_replica(group)).get(replica.name, []) if alive(p)]
     await replica.stop(group, others, reason="leftovers of an ended incarnation", kill_now=group._kill_now)
 
 
@@ -118,7 +116,7 @@ async def stop_in_order(group: StoppingGroup, targets: Iterable[Replica], *, rea
     """Stop replicas in reverse dependency order: a service stops once its dependents among the
     targets have stopped."""
     targets = list(targets)
-    members = await group._members_by_replica()
+    members = await members_by_replica(group)
     by_service = {
         s.name: [r for r in targets if r.service == s.name]
         for s in group.plan.services
@@ -209,7 +207,7 @@ async def _sweep(group: StoppingGroup) -> None:
     process groups) gets SIGKILL; then the leaders' pids are released."""
 
     async def find() -> list[psutil.Process]:
-        return [p for ps in (await group._members_by_replica()).values() for p in ps]
+        return [p for ps in (await members_by_replica(group)).values() for p in ps]
 
     group.leftovers = await _teardown.sweep(find)
     for replica in [*group.replicas, *group._retired]:

@@ -12,7 +12,7 @@ import anyio
 from .._errors import NotRunning
 from .._host.gpu_inventory import GpuInventory
 from .._plan.ports import PortAllocator
-from . import supervision as _supervision
+from .group_start import StartingGroup
 from .replica import Replica, ServiceHandle
 from .run_phase import RunPhase
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["LiveGroup", "run_operation", "wait_settled"]
 
 
-class LiveGroup(_supervision.SupervisedGroup, Protocol):
+class LiveGroup(StartingGroup, Protocol):
     """What a live operation reads and drives on the running group (``_runtime.group.RunningTopology``)."""
 
     gpus: GpuInventory | None
@@ -39,8 +39,6 @@ class LiveGroup(_supervision.SupervisedGroup, Protocol):
     def service(self, name: str) -> ServiceHandle: ...
 
     async def wait_torn_down(self) -> None: ...
-
-    def _launch(self, replica: Replica) -> None: ...
 
     _replicas: dict[str, Replica]
 

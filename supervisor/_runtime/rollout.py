@@ -26,6 +26,7 @@ from .._events import RolloutEnded, RolloutStarted, RolloutStepped
 from .._plan.plan import ReplicaPlan, ServicePlan
 from .._plan.replan import refilled, respecified, with_service
 from .._spec.model import Service
+from . import group_start, group_stop
 from .operations import LiveGroup, run_operation, wait_settled
 from .replica import Replica, ReplicaState, ServiceHandle
 
@@ -221,7 +222,7 @@ async def _roll(
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
     async with group._restart_lock:
-        await group._stop_in_order(replicas, reason=reason)
+        await group_stop.stop_in_order(group, replicas, reason=reason)
     if group._stopping:
         raise NotRunning(f"run {group.run_id} is being torn down: rollout stopped")
     plans = {r.name: r for r in new.replicas} if new is not None else {}
@@ -232,7 +233,7 @@ async def _roll(
         replica.begin_trial()
         replica.unhold()
         replica.count_restart()
-        group._launch(replica)
+        group_start.launch(group, replica)
     group._write_manifest()
     try:
         await wait_settled(group, replicas)

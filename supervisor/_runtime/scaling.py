@@ -30,6 +30,7 @@ from .._plan.ports import PortAllocator
 from .._plan.replan import scaled_plan, service_spec
 from .._spec.cluster import placed
 from .._spec.placement import ClusterNode
+from . import group_start, group_stop
 from . import supervision as _supervision
 from .dependents import follow_endpoints
 from .operations import LiveGroup, run_operation, wait_settled
@@ -113,7 +114,7 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
         group._all_done = anyio.Event()
     try:
         for replica in added:
-            group._launch(replica)
+            group_start.launch(group, replica)
             await anyio.lowlevel.checkpoint()
         group._write_manifest()  # pids on disk before anything else can go wrong
         await wait_settled(group, added)
@@ -166,7 +167,7 @@ async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) 
             replica.loop_scope.cancel()
     for replica in replicas:
         async with group._restart_lock:
-            await group._stop_in_order([replica], reason=reason)
+            await group_stop.stop_in_order(group, [replica], reason=reason)
         if replica.state.active:
             replica.transition(ReplicaState.STOPPED)
         _remove_replica(group, replica)

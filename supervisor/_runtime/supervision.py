@@ -8,7 +8,6 @@ and cancels the start or the caller's body (``fail``); the group's shielded tear
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Protocol
 
 import anyio
@@ -20,12 +19,14 @@ from .._events import Completed, Degraded, Event, Failed, Ready, Restarting
 from .._host.probes import describe_check
 from .._host.process import describe_exit
 from .._plan.plan import Plan
+from . import group_stop
 from .conditions import StartConditions
+from .group_stop import StoppingGroup
 from .policy import Decision, decide
-from .replica import Incarnation, Replica, ReplicaHost, ReplicaState, ServiceHandle
+from .replica import Incarnation, Replica, ReplicaState, ServiceHandle
 
 
-class SupervisedGroup(ReplicaHost, Protocol):
+class SupervisedGroup(StoppingGroup, Protocol):
     """What supervision reads and drives on the running group (``_runtime.group.RunningTopology`` is the one);
     a protocol, so that this module and the group import each other at no time, not even for types."""
 
@@ -49,12 +50,6 @@ class SupervisedGroup(ReplicaHost, Protocol):
     def _write_manifest(self) -> None: ...
 
     async def _start_service(self, name: str, replicas: list[Replica] | None) -> None: ...
-
-    async def _stop_one(self, replica: Replica, *, reason: str) -> None: ...
-
-    async def _stop_leftovers(self, replica: Replica) -> None: ...
-
-    async def _stop_in_order(self, targets: Iterable[Replica], *, reason: str) -> None: ...
 
 
 __all__ = ["check_completed", "check_done", "fail", "replica_failed", "restart_set", "supervise"]
@@ -91,7 +86,7 @@ async def run_incarnation(group: SupervisedGroup, replica: Replica, incarnation:
     ending = await live(group, replica, incarnation)
     if ending is None or group._stopping:
         return False  # we stopped it: teardown, an explicit stop, or a strategy restart
-    await group._stop_leftovers(replica)  # e.g. an engine core outliving its crashed parent
+    await group_stop.stop_leftovers(group, replica)  # e.g. an engine core outliving its crashed parent
     await incarnation.stream.wait_closed(0.5)  # read its last words before judging them
     if group._stopping:  # teardown began meanwhile (the scan above runs in a thread a cancel cannot
         return False  # interrupt) and has stopped this replica: its exit is no longer ours to judge
@@ -177,7 +172,7 @@ async def live(group: SupervisedGroup, replica: Replica, incarnation: Incarnatio
                     f"not ready: no progress for {runner.probe.progress_timeout_seconds:g}s{stuck} "
                     f"({probe_text}, last: {runner.last.detail})"
                 )
-            await group._stop_one(replica, reason="readiness timeout")
+            await group_stop.stop_one(group, replica, reason="readiness timeout")
             return _Ending(why, None, timed_out=True)
     became_ready(group, replica, incarnation)
     liveness = replica.liveness_runner(group, incarnation)
@@ -191,7 +186,7 @@ async def live(group: SupervisedGroup, replica: Replica, incarnation: Incarnatio
 
                 with incarnation.until_exit():
                     await dump_python_stacks(incarnation.process.pid, "liveness failed", replica.annotate)
-            await group._stop_one(replica, reason="liveness")
+            await group_stop.stop_one(group, replica, reason="liveness")
             return _Ending(reason, None)
     if incarnation.stop_reason is not None:
         return None
@@ -265,7 +260,7 @@ async def restart_set(
                 replica.loop_scope.cancel()
         services = [s.name for s in group.plan.services if any(r.service == s.name for r in targets)]
         group._conditions.reset(services)
-        await group._stop_in_order(targets, reason=reason)
+        await group_stop.stop_in_order(group, targets, reason=reason)
         for replica in targets:
             replica.transition(ReplicaState.RESTARTING)
         await anyio.sleep(delay_seconds)

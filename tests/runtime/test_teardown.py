@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 import supervisor as sv
+from supervisor._runtime import group_stop
 from supervisor._runtime.group import RunningTopology
 
 from ..helpers import PYTHON, SLEEPER, wait_for
@@ -140,7 +141,7 @@ async def test_a_job_that_finishes_while_teardown_begins_does_not_crash_the_run(
     does not interrupt it) when the run's teardown began and marked it stopped; judging the exit afterwards
     raised 'no transition from stopped to completed' out of ``launch`` (seen in CI, in test_marks). The
     scan is made slow here, as a loaded machine makes it, so the teardown always begins during it."""
-    scan = RunningTopology._members_by_replica
+    scan = group_stop.members_by_replica
     calls: list[float] = []
 
     async def slow_scan(self: RunningTopology) -> dict[str, list[psutil.Process]]:
@@ -150,7 +151,7 @@ async def test_a_job_that_finishes_while_teardown_begins_does_not_crash_the_run(
                 await anyio.sleep(0.3)
             return await scan(self)
 
-    monkeypatch.setattr(RunningTopology, "_members_by_replica", slow_scan)
+    monkeypatch.setattr(group_stop, "members_by_replica", slow_scan)
     job = sv.Service(name="job", command=[PYTHON, "-c", "print('done')"])
     web = sv.Service(name="web", command=SLEEPER, ready=sv.LogCheck("service ready"))
     async with sv.launch(sv.Topology(name="race", services=[job, web]), runs_dir=runs_dir) as group:

@@ -30,8 +30,8 @@ CMD_GRACE_SECONDS = 10.0
 async def run_command(
     group: RunningTopology, argv: list[str], client_env: Mapping[str, str], stop_signals: list[int]
 ) -> int:
-    """Run CMD (templates filled and checked by ``main._plan``) in our own process group (so Ctrl-C reaches
-    it), with the run's addresses in its environment; stop it if we are cancelled first."""
+    """Run CMD (templates filled and checked by ``topology.plan_invocation``) in our own process group (so
+    Ctrl-C reaches it), with the run's addresses in its environment; stop it if we are cancelled first."""
     import anyio
 
     env = {**os.environ, **client_env, RUN_ID_ENV: group.run_id}

@@ -5,14 +5,16 @@ out goes into its own result (``topology.Planned``), not back into the flags."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from .._redact import Redactor
 
-__all__ = ["Invocation", "Voice"]
+__all__ = ["Invocation", "Voice", "reader_may_leave"]
 
 
 class Voice:
@@ -47,3 +49,19 @@ class Invocation(NamedTuple):
     command: list[str]  #: what came after ``--`` (``run FILE -- CMD``), as given
     argv: list[str]  #: the arguments as given (``--detach`` runs them again in the background)
     voice: Voice
+
+
+def reader_may_leave(command: Callable[[Invocation], int]) -> Callable[[Invocation], int]:
+    """``supervisor logs RUN | head``: a reader that leaves early is no error (exit 0, no traceback), for
+    the commands on runs (``validate | head`` is 141, as a shell reports it: ``_entry``)."""
+
+    @functools.wraps(command)
+    def quiet(call: Invocation) -> int:
+        try:
+            return command(call)
+        except BrokenPipeError:
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+            return 0
+
+    return quiet

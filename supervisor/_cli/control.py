@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._control.protocol import ProtocolError, request_blocking
 from .._errors import ControlError
+from .context import reader_may_leave
 from .table import parse_overrides
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def _ask(run_id: str, path: Path, op: str, *, timeout_seconds: float | None = No
 
 
 # ----- status ------------------------------------------------------------------------------------------
+@reader_may_leave
 def status_command(call: Invocation) -> int:
     args = call.args
     run_id, _, path = _locate(args.run)
@@ -78,6 +80,7 @@ def status_command(call: Invocation) -> int:
 
 
 # ----- restart and scale -------------------------------------------------------------------------------
+@reader_may_leave
 def restart_command(call: Invocation) -> int:
     args = call.args
     run_id, _, path = _locate(args.run)
@@ -103,6 +106,7 @@ def restart_command(call: Invocation) -> int:
     return EXIT_OK
 
 
+@reader_may_leave
 def scale_command(call: Invocation) -> int:
     args = call.args
     run_id, _, path = _locate(args.run)

@@ -7,13 +7,11 @@ Exit codes: 0 ok, 1 something is left or failed, 2 bad input (an unknown run).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from .._records.record import (
     resolve_run,
     unrecorded_marks,
 )
-from .context import Invocation
+from .context import Invocation, reader_may_leave
 
 __all__ = ["gc_command", "logs_command", "ps_command", "stop_command"]
 
@@ -47,23 +45,8 @@ _SOCKET_STOP_EXIT_SECONDS = 30.0  #: after the run answered ``stop`` (its teardo
 _TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
 
 
-def _reader_may_leave(command: Callable[[Invocation], int]) -> Callable[[Invocation], int]:
-    """``supervisor logs RUN | head``: a reader that leaves early is no error (exit 0, no traceback)."""
-
-    @functools.wraps(command)
-    def quiet(call: Invocation) -> int:
-        try:
-            return command(call)
-        except BrokenPipeError:
-            with contextlib.suppress(OSError):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
-            return EXIT_OK
-
-    return quiet
-
-
 # ----- ps ----------------------------------------------------------------------------------------------
-@_reader_may_leave
+@reader_may_leave
 def ps_command(call: Invocation) -> int:
     args = call.args
     now = time.time()
@@ -180,6 +163,7 @@ def _age(seconds: float | None) -> str:
 
 
 # ----- stop and gc -------------------------------------------------------------------------------------
+@reader_may_leave
 def stop_command(call: Invocation) -> int:
     args = call.args
     record = resolve_run(args.run)
@@ -237,6 +221,7 @@ def _say_stopped(record: RunRecord, report: StopReport) -> int:
     return EXIT_OK
 
 
+@reader_may_leave
 def gc_command(call: Invocation) -> int:
     args = call.args
     candidates = [(record, sorted(leftover_members(record))) for record in gc_candidates()]
@@ -276,7 +261,7 @@ def _describe(pids: Sequence[int], limit: int = 5) -> str:
 
 
 # ----- logs --------------------------------------------------------------------------------------------
-@_reader_may_leave
+@reader_may_leave
 def logs_command(call: Invocation) -> int:
     args = call.args
     record = resolve_run(args.run)

@@ -16,8 +16,9 @@ from .service_view import AddressedReplica
 __all__ = ["ServiceView", "SyncTopologyHandle", "TopologyHandle"]
 
 
-class ServiceView(Protocol):
-    """A service as a handle shows it: its replicas' addresses, and how many are ready."""
+class ServiceView(AddressedReplica, Protocol):
+    """A service as a handle shows it: its replicas' addresses (``pids``, ``port``, ``ports``, ``url``
+    are replica 0's, as ``ServiceAddresses`` says), all their urls, and how many are ready."""
 
     @property
     def name(self) -> str: ...
@@ -25,14 +26,6 @@ class ServiceView(Protocol):
     def ready_count(self) -> int: ...
     @property
     def replicas(self) -> Sequence[AddressedReplica]: ...
-    @property
-    def pids(self) -> list[int]: ...
-    @property
-    def port(self) -> int | None: ...
-    @property
-    def ports(self) -> dict[str, int]: ...
-    @property
-    def url(self) -> str | None: ...
     @property
     def urls(self) -> list[str]: ...
 

@@ -12,6 +12,7 @@ package by name, and ``supervisor run NAME`` finds a preset that another install
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -117,10 +118,12 @@ def topology_from_preset(
 _TOP_LEVEL = ("name", "run_dir", "strategy")
 
 
+@functools.cache
 def registered_presets() -> dict[str, str]:
     """Preset name -> ``module:function`` of its builder, from every installed distribution's
     ``topovisor.presets`` entry points. Two distributions that give one name different builders are an
-    error that names both: which one runs must not depend on the order of ``sys.path``."""
+    error that names both: which one runs must not depend on the order of ``sys.path``. Read once per
+    process: loading a file, its YAML twin and the builder would each scan every installed distribution."""
     from importlib.metadata import entry_points
 
     found: dict[str, str] = {}

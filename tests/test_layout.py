@@ -10,7 +10,7 @@ import supervisor as sv
 
 PACKAGE = Path(__file__).parent.parent / "supervisor"
 #: ``group._x``, ``replica._x``: a private member of the running group or of a replica
-_PRIVATE_ACCESS = re.compile(r"\b(?:group|replica|running|topology)\._[a-z]\w*")
+_PRIVATE_ACCESS = re.compile(r"\b(?:group|replica|running|topology|run)\._[a-z]\w*")
 
 
 def test_the_package_top_holds_only_the_door_and_a_few_shared_leaves() -> None:

@@ -21,6 +21,7 @@ from .protocol import ProtocolError
 
 if TYPE_CHECKING:
     from .._events import Event, EventSubscription, Marked
+    from .._redact import Redactor
 
 __all__ = [
     "OPERATIONS",
@@ -83,16 +84,21 @@ class ControlledRun(Protocol):
     """What the control socket uses of the running group (``RunningTopology``; typed here, not imported:
     the group starts the server)."""
 
-    run_id: str
-    run_dir: Path
-    plan: Any  #: the ``Plan``: name
-
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def plan(self) -> Any: ...  #: the ``Plan``: name
     @property
     def phase(self) -> str: ...  #: pending, starting, running, stopping, stopped
-
-    started_wall_time: float
-    started_at: float
-    ready_at: float | None
+    @property
+    def started_wall_time(self) -> float: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def ready_at(self) -> float | None: ...
+    def redactor(self) -> Redactor: ...  #: hides the run's secrets in what the socket answers
 
     @property
     def services(self) -> Sequence[ServiceStatusView]: ...
@@ -263,9 +269,7 @@ def parse_request(request: dict[str, Any]) -> tuple[str, Operation, dict[str, An
 def status_of(group: ControlledRun) -> dict[str, Any]:
     """The run as its owner sees it now: every service and replica with state, pid, ports, urls,
     restarts, time to ready and GPUs (what ``supervisor status`` shows and ``attach`` reads)."""
-    from .._records.snapshot import redactor_of
-
-    redact = redactor_of(group).text  # type: ignore[arg-type]  # the group is a RunView too
+    redact = group.redactor().text
     now, wall = time.monotonic(), time.time()
     return {
         "run_id": group.run_id,

@@ -264,10 +264,8 @@ class ControlServer:
         """An acknowledgement, then one line per event (past ones first with ``history``; with ``since``,
         every event from that monotonic time on, past or not) until the run ends (a last ``"end": true``
         line) or the client closes its end."""
-        from .._records.snapshot import redactor_of
-
         subscription = self.group.events(history=history or since is not None)
-        redact = redactor_of(self.group).data  # type: ignore[arg-type]  # the group is a RunView too
+        redact = self.group.redactor().data
         await self._send(stream, {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "streaming": True})
         async with anyio.create_task_group() as tg:
 

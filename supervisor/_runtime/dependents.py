@@ -18,35 +18,35 @@ from .._errors import ConfigError
 from .._events import EndpointsChanged
 from .._plan.replan import refilled, service_spec
 from .endpoints import write_endpoints
-from .operations import LiveGroup
 from .replica import Replica
 from .rollout import rollout, rollout_floor
+from .state import RunState
 
 __all__ = ["follow_endpoints"]
 
 
-async def follow_endpoints(group: LiveGroup, changed: str) -> None:
+async def follow_endpoints(run: RunState, changed: str) -> None:
     """(Under the operation lock.) Every service whose templates use ``changed`` follows its new set."""
-    write_endpoints(group.plan)
-    for planned in group.plan.services:
-        handle = group.service(planned.name)
+    write_endpoints(run.plan)
+    for planned in run.plan.services:
+        handle = run.service(planned.name)
         if planned.name == changed or not handle.replicas:
             continue
-        action = service_spec(group.plan, planned.name).on_change.action
+        action = service_spec(run.plan, planned.name).on_change.action
         try:
-            new = refilled(group.plan, planned.name)
+            new = refilled(run.plan, planned.name)
         except ConfigError as exc:
             error = str(exc).splitlines()[0]
-            group.emit(EndpointsChanged(replica="", service=planned.name, source=changed, action=action, error=error))
+            run.emit(EndpointsChanged(replica="", service=planned.name, source=changed, action=action, error=error))
             continue
         depends = any(d.service == changed for d in planned.depends_on)
         if new.replicas == tuple(r.plan for r in handle.replicas) and not depends:
             continue  # it neither names the changed endpoints nor depends on them (endpoints.json)
-        group.emit(EndpointsChanged(replica="", service=planned.name, source=changed, action=action))
+        run.emit(EndpointsChanged(replica="", service=planned.name, source=changed, action=action))
         if action == "restart":
-            await rollout(group, handle, new, None, max_unavailable=1, floor=rollout_floor(handle, 1, None))
+            await rollout(run, handle, new, None, max_unavailable=1, floor=rollout_floor(handle, 1, None))
         elif action == "signal":
-            signal_name = service_spec(group.plan, planned.name).on_change.signal or "SIGHUP"
+            signal_name = service_spec(run.plan, planned.name).on_change.signal or "SIGHUP"
             for replica in handle.replicas:
                 signal_main(replica, signal.Signals[signal_name])
 

@@ -12,232 +12,197 @@ import functools
 import signal
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 import psutil
 
-from .._events import EventLog, GpuNotReleased
+from .._events import GpuNotReleased
 from .._host import teardown as _teardown
 from .._host.process import alive, signal_processes
 from .._host.proctable import marked_processes, run_members
-from .._plan.plan import Plan
 from .._records.record import unregister_run
-from .replica import Replica, ReplicaHost, ReplicaState
+from .replica import Replica, ReplicaState
 from .run_phase import RunPhase
+from .state import RunState
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    pass
 
-    import httpx
-
-    from .._control.server import ControlServer
-    from .._host.gpu_inventory import GpuInventory
-    from .._host.slurm_alloc import SlurmAllocation
-    from .._host.watchdog import Watchdog
-
-__all__ = ["kill_now", "members_by_replica", "stop_in_order", "stop_leftovers", "stop_one", "teardown"]
-
-
-class StoppingGroup(ReplicaHost, Protocol):
-    """What stopping reads and drives on the running group (``_runtime.group.RunningTopology`` is the one); a
-    protocol, so that this module and the group import each other at no time, not even for types."""
-
-    plan: Plan
-    gpus: GpuInventory | None
-    gpus_before: frozenset[tuple[int, int]] | None
-    allocation: SlurmAllocation | None
-    control_socket: Path | None
-    teardown_started_at: float | None
-
-    @property
-    def phase(self) -> RunPhase: ...
-    def enter_phase(self, phase: RunPhase) -> None: ...
-
-    leftovers: list[int]
-    _replicas: dict[str, Replica]
-    _retired: list[Replica]
-    _seen_pids: dict[int, str]
-    _events: EventLog
-    _task_scopes: set[anyio.CancelScope]
-    _http: httpx.AsyncClient | None
-    _watchdog: Watchdog | None
-    _control: ControlServer | None
-    _stopping: bool
-    _kill_now: bool
-    _torn_down: anyio.Event
-    _all_done: anyio.Event
-
-    @property
-    def replicas(self) -> list[Replica]: ...
-
-    def _write_manifest(self) -> None: ...
-
-    def _write_summary(self) -> None: ...
+__all__ = [
+    "check_done",
+    "kill_now",
+    "members_by_replica",
+    "stop_in_order",
+    "stop_leftovers",
+    "stop_named",
+    "stop_one",
+    "teardown",
+]
 
 
-def _pinned_groups(group: StoppingGroup) -> dict[int, str]:
+def _pinned_groups(run: RunState) -> dict[int, str]:
     """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
     return {
         r.incarnation.process.pid: r.name
-        for r in [*group.replicas, *group._retired]
+        for r in [*run.replicas, *run.retired]
         if r.incarnation is not None and not r.incarnation.process.reaped
     }
 
 
-async def members_by_replica(group: StoppingGroup) -> dict[str, list[psutil.Process]]:
+async def members_by_replica(run: RunState) -> dict[str, list[psutil.Process]]:
     """Every live process of the run, by replica: marked ones, and members of our process groups
     (an ``env -i`` child carries no mark)."""
-    groups = _pinned_groups(group)
-    members = await anyio.to_thread.run_sync(functools.partial(run_members, group.run_id, groups))
+    groups = _pinned_groups(run)
+    members = await anyio.to_thread.run_sync(functools.partial(run_members, run.run_id, groups))
     by_replica: dict[str, list[psutil.Process]] = {}
     for member in members.values():
         name = groups.get(member.pgid) or member.replica or ""
-        group._seen_pids.setdefault(member.pid, name)
+        run.seen_pids.setdefault(member.pid, name)
         with contextlib.suppress(psutil.Error):
             by_replica.setdefault(name, []).append(psutil.Process(member.pid))
     return by_replica
 
 
-async def stop_one(group: StoppingGroup, replica: Replica, *, reason: str) -> None:
-    marked = await members_by_replica(group)
-    await replica.stop(group, marked.get(replica.name, []), reason=reason, kill_now=group._kill_now)
+async def stop_one(run: RunState, replica: Replica, *, reason: str) -> None:
+    marked = await members_by_replica(run)
+    await replica.stop(run, marked.get(replica.name, []), reason=reason, kill_now=run.kill_requested)
 
 
-async def stop_leftovers(group: StoppingGroup, replica: Replica) -> None:
+async def stop_leftovers(run: RunState, replica: Replica) -> None:
     """After an incarnation ended by itself: what it left (marked, or in its process group) is stopped,
     then its pid is released."""
-    others = [p for p in (await members_by_replica(group)).get(replica.name, []) if alive(p)]
-    await replica.stop(group, others, reason="leftovers of an ended incarnation", kill_now=group._kill_now)
+    others = [p for p in (await members_by_replica(run)).get(replica.name, []) if alive(p)]
+    await replica.stop(run, others, reason="leftovers of an ended incarnation", kill_now=run.kill_requested)
 
 
-async def stop_in_order(group: StoppingGroup, targets: Iterable[Replica], *, reason: str) -> None:
+async def stop_in_order(run: RunState, targets: Iterable[Replica], *, reason: str) -> None:
     """Stop replicas in reverse dependency order: a service stops once its dependents among the
     targets have stopped."""
     targets = list(targets)
-    members = await members_by_replica(group)
+    members = await members_by_replica(run)
     by_service = {
         s.name: [r for r in targets if r.service == s.name]
-        for s in group.plan.services
+        for s in run.plan.services
         if any(r.service == s.name for r in targets)
     }
 
     def depends_on(service: str) -> list[str]:
-        return [d.service for d in group.plan.service(service).depends_on]
+        return [d.service for d in run.plan.service(service).depends_on]
 
     before = _teardown.stop_prerequisites(list(by_service), depends_on)
 
     async def stop(replica: Replica) -> None:
-        await replica.stop(group, members.get(replica.name, []), reason=reason, kill_now=group._kill_now)
+        await replica.stop(run, members.get(replica.name, []), reason=reason, kill_now=run.kill_requested)
         if replica.state.active:
             replica.transition(ReplicaState.STOPPED)
 
     await _teardown.stop_in_order(by_service, before, stop)
 
 
-async def teardown(group: StoppingGroup) -> None:
+async def teardown(run: RunState) -> None:
     """Reverse dependency order, stop signal, grace, SIGKILL; then verify nothing of the run is left."""
-    if group._stopping:
-        await group._torn_down.wait()
+    if run.stopping:
+        await run.torn_down.wait()
         return
-    group._stopping = True
-    group.teardown_started_at = time.monotonic()
-    group.enter_phase(RunPhase.STOPPING)
-    if group._control is not None:  # no new clients; those connected see the teardown's events
-        group._control.close()
-        group.control_socket = None
-    for replica in group.replicas:
+    run.stopping = True
+    run.teardown_started_at = time.monotonic()
+    run.enter_phase(RunPhase.STOPPING)
+    if run.control is not None:  # no new clients; those connected see the teardown's events
+        run.control.close()
+        run.control_socket = None
+    for replica in run.replicas:
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
-    group._write_manifest()
+    run.write_manifest()
     try:
-        await stop_in_order(group, group.replicas, reason="teardown")
-        await _sweep(group)
-        await _wait_gpus_released(group)
-        if group._http is not None:
-            await group._http.aclose()
-        for replica in group.replicas:  # output ends once every writer is gone; give the pumps a moment
+        await stop_in_order(run, run.replicas, reason="teardown")
+        await _sweep(run)
+        await _wait_gpus_released(run)
+        if run.http is not None:
+            await run.http.aclose()
+        for replica in run.replicas:  # output ends once every writer is gone; give the pumps a moment
             stream = replica.stream
             if stream is not None and not stream.closed:
                 with anyio.move_on_after(0.5):
                     while not stream.closed:
                         await stream.wait_activity()
                 stream.close()
-        group.enter_phase(RunPhase.STOPPED)
-        group._write_manifest()
-        group._write_summary()
+        run.enter_phase(RunPhase.STOPPED)
+        run.write_manifest()
+        run.write_summary()
     finally:
-        await _release_allocation(group)
-        await _close_watchdog(group)
-        for scope in list(group._task_scopes):
+        await _release_allocation(run)
+        await _close_watchdog(run)
+        for scope in list(run.task_scopes):
             scope.cancel()
-        group._events.close()
-        group._torn_down.set()
-        group._all_done.set()  # nothing is active any more: a waiter (``stop()`` then ``wait()``) returns
+        run.event_log.close()
+        run.torn_down.set()
+        run.all_done.set()  # nothing is active any more: a waiter (``stop()`` then ``wait()``) returns
 
 
-def kill_now(group: StoppingGroup) -> None:
+def kill_now(run: RunState) -> None:
     """SIGKILL every process of the run at once (the second Ctrl-C)."""
-    group._kill_now = True
-    for replica in [*group.replicas, *group._retired]:
+    run.kill_requested = True
+    for replica in [*run.replicas, *run.retired]:
         replica.kill_now()
-    signal_processes([p for _, p in marked_processes(group.run_id).values()], signal.SIGKILL)
+    signal_processes([p for _, p in marked_processes(run.run_id).values()], signal.SIGKILL)
 
 
-async def _release_allocation(group: StoppingGroup) -> None:
+async def _release_allocation(run: RunState) -> None:
     """Cancel the allocation we made (every step is stopped by now); the caller's own stays."""
-    if group.allocation is not None and group.allocation.owned:
-        await anyio.to_thread.run_sync(group.allocation.release)
+    if run.allocation is not None and run.allocation.owned:
+        await anyio.to_thread.run_sync(run.allocation.release)
 
 
-async def _close_watchdog(group: StoppingGroup) -> None:
+async def _close_watchdog(run: RunState) -> None:
     """Our teardown verified the run is empty: the watchdog may go without sweeping. If it did not
     (leftovers), the watchdog sweeps once more and the run stays in the index for ``gc``."""
-    if group._watchdog is None:
+    if run.watchdog is None:
         return
-    clean = not group.leftovers and group.phase is RunPhase.STOPPED
-    await anyio.to_thread.run_sync(functools.partial(group._watchdog.close, clean=clean))
+    clean = not run.leftovers and run.phase is RunPhase.STOPPED
+    await anyio.to_thread.run_sync(functools.partial(run.watchdog.close, clean=clean))
     if clean:
-        unregister_run(group.run_id)
+        unregister_run(run.run_id)
 
 
-async def _sweep(group: StoppingGroup) -> None:
+async def _sweep(run: RunState) -> None:
     """Whatever is still of the run (marked, spawned mid-teardown, re-parented, or in one of our
     process groups) gets SIGKILL; then the leaders' pids are released."""
 
     async def find() -> list[psutil.Process]:
-        return [p for ps in (await members_by_replica(group)).values() for p in ps]
+        return [p for ps in (await members_by_replica(run)).values() for p in ps]
 
-    group.leftovers = await _teardown.sweep(find)
-    for replica in [*group.replicas, *group._retired]:
+    run.leftovers = await _teardown.sweep(find)
+    for replica in [*run.replicas, *run.retired]:
         if replica.incarnation is not None:
             replica.incarnation.process.reap()
 
 
-async def _wait_gpus_released(group: StoppingGroup) -> None:
+async def _wait_gpus_released(run: RunState) -> None:
     """The GPUs may list a process a moment after it is gone; wait (bounded) until they list none of
     ours, so the next run finds the memory free, and name any survivor."""
-    if group.gpus is None or not any(r.plan.gpus for r in group.replicas):
+    if run.gpus is None or not any(r.plan.gpus for r in run.replicas):
         return
     from .gpu_checks import describe_holders, wait_released
 
     started = time.monotonic()
     # a second Ctrl-C asks for an exit now: look once, name what is left, do not wait
-    replicas = [*group.replicas, *group._retired]
+    replicas = [*run.replicas, *run.retired]
     on_gpu = {index: r.name for r in reversed(replicas) for index in r.plan.gpus}  # the first replica on each
     survivors = await wait_released(
-        group.gpus,
-        group._seen_pids,
-        seconds=0.0 if group._kill_now else None,
+        run.gpus,
+        run.seen_pids,
+        seconds=0.0 if run.kill_requested else None,
         gpus=set(on_gpu),
-        before=group.gpus_before,
+        before=run.gpus_before,
     )
     for holder in describe_holders(survivors):
         # a pid of another namespace (``wait_released``) is named after the replica that had its GPU
-        name = group._seen_pids.get(holder.process.pid) or on_gpu.get(holder.process.gpu, "")
-        replica = group._replicas.get(name)
-        group.emit(
+        name = run.seen_pids.get(holder.process.pid) or on_gpu.get(holder.process.gpu, "")
+        replica = run.replica_map.get(name)
+        run.emit(
             GpuNotReleased(
                 replica=name,
                 service=replica.service if replica is not None else name.split(".")[0],
@@ -248,3 +213,28 @@ async def _wait_gpus_released(group: StoppingGroup) -> None:
                 waited_seconds=time.monotonic() - started,
             )
         )
+
+
+async def stop_named(run: RunState, name: str) -> None:
+    """Stop one service or replica for good (``group.stop(name)``): no restart follows, and a start or
+    strategy restart still pending leaves it alone."""
+    run.targets(name)  # KeyError naming the services, at once
+    async with run.operation_lock:  # after a scale or rollout under way (it would start it again)
+        targets = run.targets(name)
+        for replica in targets:
+            replica.hold()
+        async with run.restart_lock:
+            for replica in targets:
+                if replica.loop_scope is not None:
+                    replica.loop_scope.cancel()
+            await stop_in_order(run, targets, reason="stop requested")
+            for replica in targets:
+                if replica.state.active:
+                    replica.transition(ReplicaState.STOPPED)
+    check_done(run)
+
+
+def check_done(run: RunState) -> None:
+    """Nothing is active any more (stopped, completed, failed): a waiter on ``all_done`` returns."""
+    if not any(r.state.active for r in run.replicas):
+        run.all_done.set()

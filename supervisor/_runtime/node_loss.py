@@ -39,7 +39,7 @@ class _Group(Protocol):
     def replicas(self) -> list[Replica]: ...
 
 
-def relocate(group: _Group, handle: ServiceHandle, replica: Replica, allocation: SlurmAllocation) -> None:
+def relocate(run: _Group, handle: ServiceHandle, replica: Replica, allocation: SlurmAllocation) -> None:
     """Before ``replica`` restarts: off lost nodes, onto the least loaded ones that are up; the group's
     plan and the service's follow, and the replica's log says where it went."""
 
@@ -47,16 +47,16 @@ def relocate(group: _Group, handle: ServiceHandle, replica: Replica, allocation:
     if placement is None:
         return
     load: dict[str, int] = {}
-    for other in group.replicas:
+    for other in run.replicas:
         if other is not replica and other.state.active and other.plan.placement is not None:
             for node in other.plan.placement.nodes:
                 load[node.name] = load.get(node.name, 0) + 1
-    moved = relocated(group.plan, replica.plan, allocation, load)
+    moved = relocated(run.plan, replica.plan, allocation, load)
     if moved is None or moved.placement is None:
         return
     replica.plan = moved
-    group.plan = with_service(group.plan, attrs.evolve(handle.plan, replicas=tuple(r.plan for r in handle.replicas)))
-    handle.plan = group.plan.service(handle.name)
+    run.plan = with_service(run.plan, attrs.evolve(handle.plan, replicas=tuple(r.plan for r in handle.replicas)))
+    handle.plan = run.plan.service(handle.name)
     before, after = (", ".join(n.name for n in p.nodes) for p in (placement, moved.placement))
     replica.annotate(
         f"--- topovisor: moved from {before} to {after}: a node left Slurm job {allocation.job_id} ---\n".encode()

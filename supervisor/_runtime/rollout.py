@@ -26,9 +26,11 @@ from .._events import RolloutEnded, RolloutStarted, RolloutStepped
 from .._plan.plan import ReplicaPlan, ServicePlan
 from .._plan.replan import refilled, respecified, with_service
 from .._spec.model import Service
-from . import group_start, group_stop
-from .operations import LiveGroup, run_operation, wait_settled
+from . import group_stop
+from . import supervision as _supervision
+from .operations import run_operation, wait_settled
 from .replica import Replica, ReplicaState, ServiceHandle
+from .state import RunState
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -46,26 +48,26 @@ class RollingRestartOptions(TypedDict, total=False):
     service_spec: Service | None
 
 
-async def rolling_restart(group: LiveGroup, service: str, **options: Unpack[RollingRestartOptions]) -> None:
+async def rolling_restart(run: RunState, service: str, **options: Unpack[RollingRestartOptions]) -> None:
     """``RunningTopology.rolling_restart``, which passes every option."""
     max_unavailable, min_ready = options["max_unavailable"], options["min_ready"]
     overrides, service_spec = options["overrides"], options["service_spec"]
-    handle = group.service(service)  # KeyError naming the services
-    run_operation(group, f"roll '{service}'")
-    async with group._operation_lock:
-        run_operation(group, f"roll '{service}'")
+    handle = run.service(service)  # KeyError naming the services
+    run_operation(run, f"roll '{service}'")
+    async with run.operation_lock:
+        run_operation(run, f"roll '{service}'")
         try:
-            spec = _new_spec(group, service, overrides, service_spec)
-            new = respecified(group.plan, spec) if spec is not None else _refilled(group, handle)
+            spec = _new_spec(run, service, overrides, service_spec)
+            new = respecified(run.plan, spec) if spec is not None else _refilled(run, handle)
             floor = rollout_floor(handle, max_unavailable, min_ready)
         except ConfigError as exc:  # refused: nothing stopped; still an event, as every operation is
-            group.emit(RolloutEnded(replica="", service=service, seconds=0.0, error=str(exc).splitlines()[0]))
+            run.emit(RolloutEnded(replica="", service=service, seconds=0.0, error=str(exc).splitlines()[0]))
             raise
-        await rollout(group, handle, new, spec, max_unavailable=max_unavailable, floor=floor)
+        await rollout(run, handle, new, spec, max_unavailable=max_unavailable, floor=floor)
 
 
 async def rollout(
-    group: LiveGroup,
+    run: RunState,
     handle: ServiceHandle,
     new: ServicePlan | None,
     spec: Service | None,
@@ -78,7 +80,7 @@ async def rollout(
     service = handle.name
     began = time.monotonic()
     replicas = list(handle.replicas)
-    group.emit(
+    run.emit(
         RolloutStarted(
             replica="",
             service=service,
@@ -95,7 +97,7 @@ async def rollout(
             batch = _next_batch(handle, pending, max_unavailable, floor)
             stepped = time.monotonic()
             before = {r.name: (r.plan, r.service_plan) for r in batch}
-            failed = await _roll(group, batch, new, reason="rolling restart")
+            failed = await _roll(run, batch, new, reason="rolling restart")
             for replica in batch:
                 if replica not in failed:
                     rolled.append(replica.name)
@@ -103,25 +105,25 @@ async def rollout(
                     step = RolloutStepped(
                         replica=replica.name, service=service, step=len(rolled), of=len(replicas), seconds=seconds
                     )
-                    group.emit(step)
+                    run.emit(step)
             if failed:
-                await _give_up(group, handle, failed, rolled, began, before if new is not None else {})
+                await _give_up(run, handle, failed, rolled, began, before if new is not None else {})
             pending = pending[len(batch) :]
             if new is not None:
-                _record_plan(group, handle, new, None)
+                _record_plan(run, handle, new, None)
     except BaseException as exc:
         if not isinstance(exc, _Stopped):
             error = str(exc).splitlines()[0] if isinstance(exc, Exception) and str(exc) else type(exc).__name__
             seconds = time.monotonic() - began
-            group.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=seconds, error=error))
-        group._write_manifest()
+            run.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=seconds, error=error))
+        run.write_manifest()
         if isinstance(exc, _Stopped):
             raise exc.error from None
         raise
     if new is not None:
-        _record_plan(group, handle, new, spec)
-    group.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=time.monotonic() - began))
-    group._write_manifest()
+        _record_plan(run, handle, new, spec)
+    run.emit(RolloutEnded(replica="", service=service, rolled=tuple(rolled), seconds=time.monotonic() - began))
+    run.write_manifest()
 
 
 class _Stopped(Exception):
@@ -132,20 +134,18 @@ class _Stopped(Exception):
         self.error = error
 
 
-def _refilled(group: LiveGroup, handle: ServiceHandle) -> ServicePlan | None:
+def _refilled(run: RunState, handle: ServiceHandle) -> ServicePlan | None:
     """A plain rollout starts each replica with its templates filled with the run as it is now (a scale
     since its start changed ``{decode.urls}``); None when nothing would change, or nothing fills any more
     (then each restarts on what it ran)."""
     try:
-        new = refilled(group.plan, handle.name)
+        new = refilled(run.plan, handle.name)
     except ConfigError:
         return None
     return None if new.replicas == tuple(r.plan for r in handle.replicas) else new
 
 
-def _new_spec(
-    group: LiveGroup, service: str, overrides: Mapping[str, str] | None, spec: Service | None
-) -> Service | None:
+def _new_spec(run: RunState, service: str, overrides: Mapping[str, str] | None, spec: Service | None) -> Service | None:
     """The service's new spec: given, or re-loaded from the topology's file with the run's overrides and
     these; None for a plain restart of every replica on the spec it runs."""
     if spec is not None:
@@ -156,8 +156,8 @@ def _new_spec(
         return spec
     if not overrides:
         return None
-    topology = group.plan.topology
-    source = topology.source if topology is not None else group.plan.source
+    topology = run.plan.topology
+    source = topology.source if topology is not None else run.plan.source
     if topology is None or source is None:
         raise ConfigError(
             f"service '{service}': overrides need the topology's file, and this one was built in code; "
@@ -212,19 +212,17 @@ def _next_batch(handle: ServiceHandle, pending: list[Replica], max_unavailable: 
     return batch
 
 
-async def _roll(
-    group: LiveGroup, replicas: Sequence[Replica], new: ServicePlan | None, *, reason: str
-) -> list[Replica]:
+async def _roll(run: RunState, replicas: Sequence[Replica], new: ServicePlan | None, *, reason: str) -> list[Replica]:
     """Stop ``replicas``, start them again (on ``new``, if given), and wait until each is ready or failed;
     returns the failed ones (on trial: their failure is not the run's)."""
     for replica in replicas:
         replica.hold()  # a strategy restart under way must not spawn it meanwhile
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
-    async with group._restart_lock:
-        await group_stop.stop_in_order(group, replicas, reason=reason)
-    if group._stopping:
-        raise NotRunning(f"run {group.run_id} is being torn down: rollout stopped")
+    async with run.restart_lock:
+        await group_stop.stop_in_order(run, replicas, reason=reason)
+    if run.stopping:
+        raise NotRunning(f"run {run.run_id} is being torn down: rollout stopped")
     plans = {r.name: r for r in new.replicas} if new is not None else {}
     for replica in replicas:
         replica.transition(ReplicaState.RESTARTING)
@@ -233,10 +231,10 @@ async def _roll(
         replica.begin_trial()
         replica.unhold()
         replica.count_restart()
-        group_start.launch(group, replica)
-    group._write_manifest()
+        _supervision.launch(run, replica)
+    run.write_manifest()
     try:
-        await wait_settled(group, replicas)
+        await wait_settled(run, replicas)
     except BaseException:  # the caller gave up waiting: they go on under their ordinary supervision
         for replica in replicas:
             replica.end_trial()
@@ -249,7 +247,7 @@ async def _roll(
 
 
 async def _give_up(
-    group: LiveGroup,
+    run: RunState,
     handle: ServiceHandle,
     failed: list[Replica],
     rolled: list[str],
@@ -265,9 +263,9 @@ async def _give_up(
         for replica in failed:
             replica_plan, service_plan = previous[replica.name]
             replica.respec(replica_plan, service_plan)
-        left = await _roll(group, failed, None, reason="rollback")
+        left = await _roll(run, failed, None, reason="rollback")
     for replica in left:
-        replica.end_trial()  # from now on it is an ordinary failed replica: group.restart() brings it back
+        replica.end_trial()  # from now on it is an ordinary failed replica: run.restart() brings it back
     back = [r.name for r in failed if r not in left]
     if back:
         outcome = f"{', '.join(back)} rolled back to the previous spec and ready again"
@@ -281,7 +279,7 @@ async def _give_up(
         f"{len(rolled)} of {len(handle.replicas)} replicas rolled, {serving} ready"
     )
     error = type(cause)(first.name, reason, log_tail=cause.log_tail, log_path=cause.log_path, exit_code=cause.exit_code)
-    group.emit(
+    run.emit(
         RolloutEnded(
             replica="",
             service=handle.name,
@@ -295,23 +293,23 @@ async def _give_up(
     raise _Stopped(error)
 
 
-def _record_plan(group: LiveGroup, handle: ServiceHandle, new: ServicePlan, spec: Service | None) -> None:
+def _record_plan(run: RunState, handle: ServiceHandle, new: ServicePlan, spec: Service | None) -> None:
     """The run's plan says what each replica runs now; once every replica rolled, the service's settings
     (restart policy, phases, ...) and its spec (for a later scale) are the new ones."""
     replicas = tuple(r.plan for r in handle.replicas)
     service = new if spec is not None or all(r.plan in new.replicas for r in handle.replicas) else handle.plan
-    updated = with_service(group.plan, _with_replicas(service, replicas), spec)
-    group.plan = updated
+    updated = with_service(run.plan, _with_replicas(service, replicas), spec)
+    run.plan = updated
     handle.plan = updated.service(handle.name)
-    _forget_redactor(group)
+    _forget_redactor(run)
 
 
 def _with_replicas(service: ServicePlan, replicas: tuple[ReplicaPlan, ...]) -> ServicePlan:
     return attrs.evolve(service, replicas=replicas)
 
 
-def _forget_redactor(group: LiveGroup) -> None:
+def _forget_redactor(run: RunState) -> None:
     """New env values may hold new secrets: the records' redactor is made again from the replicas."""
     from .._records.snapshot import forget_redactor
 
-    forget_redactor(group)
+    forget_redactor(run)

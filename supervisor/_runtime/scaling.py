@@ -1,4 +1,4 @@
-"""Scale a running service: ``group.scale("decode", 4)``.
+"""Scale a running service: ``run.scale("decode", 4)``.
 
 Up: the new replicas are planned (``_plan.replan``: their own free ports and GPUs beside the run's, templates
 filled with the new set), join the service, spawn behind the service's probes and count once ready; the
@@ -30,32 +30,33 @@ from .._plan.ports import PortAllocator
 from .._plan.replan import scaled_plan, service_spec
 from .._spec.cluster import placed
 from .._spec.placement import ClusterNode
-from . import group_start, group_stop
+from . import group_stop
 from . import supervision as _supervision
 from .dependents import follow_endpoints
-from .operations import LiveGroup, run_operation, wait_settled
+from .operations import run_operation, wait_settled
 from .replica import Replica, ReplicaState, ServiceHandle
+from .state import RunState
 
 __all__ = ["retire", "scale"]
 
 
-async def scale(group: LiveGroup, service: str, replicas: int) -> None:
-    handle = group.service(service)  # KeyError naming the services
-    run_operation(group, f"scale '{service}'")
-    async with group._operation_lock:
-        run_operation(group, f"scale '{service}'")
+async def scale(run: RunState, service: str, replicas: int) -> None:
+    handle = run.service(service)  # KeyError naming the services
+    run_operation(run, f"scale '{service}'")
+    async with run.operation_lock:
+        run_operation(run, f"scale '{service}'")
         before = len(handle.replicas)
         if replicas == before:
             return
         began = time.monotonic()
-        group.emit(ScaleStarted(replica="", service=service, replicas_before=before, replicas_after=replicas))
+        run.emit(ScaleStarted(replica="", service=service, replicas_before=before, replicas_after=replicas))
         added: list[str] = []
         removed: list[str] = []
         try:
             if isinstance(replicas, int) and replicas > before:
-                added = await _scale_up(group, handle, replicas)
+                added = await _scale_up(run, handle, replicas)
             else:
-                removed = await _scale_down(group, handle, replicas)
+                removed = await _scale_down(run, handle, replicas)
         except BaseException as exc:
             error = str(exc).splitlines()[0] if isinstance(exc, Exception) and str(exc) else type(exc).__name__
             ended = ScaleEnded(
@@ -65,10 +66,10 @@ async def scale(group: LiveGroup, service: str, replicas: int) -> None:
                 seconds=time.monotonic() - began,
                 error=error,
             )
-            group.emit(ended)
-            group._write_manifest()
+            run.emit(ended)
+            run.write_manifest()
             raise
-        group.emit(
+        run.emit(
             ScaleEnded(
                 replica="",
                 service=service,
@@ -78,30 +79,30 @@ async def scale(group: LiveGroup, service: str, replicas: int) -> None:
                 seconds=time.monotonic() - began,
             )
         )
-        group._write_manifest()
-        await follow_endpoints(group, service)
+        run.write_manifest()
+        await follow_endpoints(run, service)
 
 
-async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
+async def _scale_up(run: RunState, handle: ServiceHandle, replicas: int) -> list[str]:
     before = len(handle.replicas)
-    old_plan = group.plan
-    up = await _up_nodes(group, handle.name)
+    old_plan = run.plan
+    up = await _up_nodes(run, handle.name)
     plan = scaled_plan(
-        old_plan, handle.name, replicas, ports=_ports(group), read_node=lambda: _read_node(group.gpus), up=up
+        old_plan, handle.name, replicas, ports=_ports(run), read_node=lambda: _read_node(run.gpus), up=up
     )
     service_plan = plan.service(handle.name)
-    if group.gpus is not None:  # as at the start: the new replicas' GPUs have their min_free_memory now
+    if run.gpus is not None:  # as at the start: the new replicas' GPUs have their min_free_memory now
         from .gpu_checks import check_free_memory
 
-        check_free_memory(plan, group.gpus, replicas={r.name for r in service_plan.replicas[before:]})
-    _set_plan(group, handle, plan)
+        check_free_memory(plan, run.gpus, replicas={r.name for r in service_plan.replicas[before:]})
+    _set_plan(run, handle, plan)
     added = []
     for replica_plan in service_plan.replicas[before:]:
-        replica = Replica(replica_plan, service_plan, group.logs_dir / f"{replica_plan.name}.log")
+        replica = Replica(replica_plan, service_plan, run.logs_dir / f"{replica_plan.name}.log")
         replica.begin_trial()
-        _add_replica(group, replica)
+        _add_replica(run, replica)
         added.append(replica)
-        group.emit(
+        run.emit(
             ReplicaAdded(
                 replica=replica.name,
                 service=handle.name,
@@ -110,22 +111,22 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
                 url=replica_plan.url,
             )
         )
-    if group._all_done.is_set():  # everything had stopped; now something runs again
-        group._all_done = anyio.Event()
+    if run.all_done.is_set():  # everything had stopped; now something runs again
+        run.all_done = anyio.Event()
     try:
         for replica in added:
-            group_start.launch(group, replica)
+            _supervision.launch(run, replica)
             await anyio.lowlevel.checkpoint()
-        group._write_manifest()  # pids on disk before anything else can go wrong
-        await wait_settled(group, added)
+        run.write_manifest()  # pids on disk before anything else can go wrong
+        await wait_settled(run, added)
     except BaseException:
-        if not group._stopping:  # else the teardown stops them
+        if not run.stopping:  # else the teardown stops them
             with anyio.CancelScope(shield=True):
-                await _undo(group, handle, added, old_plan)
+                await _undo(run, handle, added, old_plan)
         raise
     failed = [r for r in added if r.state is ReplicaState.FAILED]
     if failed:
-        await _undo(group, handle, added, old_plan)
+        await _undo(run, handle, added, old_plan)
         first = failed[0]
         cause = first.failure or ServiceFailed(first.name, "failed to start")
         raise type(cause)(
@@ -141,24 +142,24 @@ async def _scale_up(group: LiveGroup, handle: ServiceHandle, replicas: int) -> l
     return [r.name for r in added]
 
 
-async def _undo(group: LiveGroup, handle: ServiceHandle, added: list[Replica], plan: Plan) -> None:
-    await retire(group, list(reversed(added)), reason="scale undone")
-    _set_plan(group, handle, plan)
+async def _undo(run: RunState, handle: ServiceHandle, added: list[Replica], plan: Plan) -> None:
+    await retire(run, list(reversed(added)), reason="scale undone")
+    _set_plan(run, handle, plan)
 
 
-async def _scale_down(group: LiveGroup, handle: ServiceHandle, replicas: int) -> list[str]:
-    scaled_plan(group.plan, handle.name, replicas, ports=_ports(group), read_node=_no_node)  # checks the count
+async def _scale_down(run: RunState, handle: ServiceHandle, replicas: int) -> list[str]:
+    scaled_plan(run.plan, handle.name, replicas, ports=_ports(run), read_node=_no_node)  # checks the count
     gone = list(reversed(handle.replicas[replicas:]))
     try:
-        await retire(group, gone, reason="scaled down")
+        await retire(run, gone, reason="scaled down")
     finally:  # also when interrupted: the plan says what is left
         left = len(handle.replicas)
-        _set_plan(group, handle, scaled_plan(group.plan, handle.name, left, ports=_ports(group), read_node=_no_node))
-        _supervision.check_done(group)
+        _set_plan(run, handle, scaled_plan(run.plan, handle.name, left, ports=_ports(run), read_node=_no_node))
+        group_stop.check_done(run)
     return [r.name for r in gone]
 
 
-async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) -> None:
+async def retire(run: RunState, replicas: Sequence[Replica], *, reason: str) -> None:
     """Stop ``replicas`` one after another (stop signal, grace, SIGKILL, every process of each), then take
     each out of its service."""
     for replica in replicas:
@@ -166,51 +167,51 @@ async def retire(group: LiveGroup, replicas: Sequence[Replica], *, reason: str) 
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
     for replica in replicas:
-        async with group._restart_lock:
-            await group_stop.stop_in_order(group, [replica], reason=reason)
+        async with run.restart_lock:
+            await group_stop.stop_in_order(run, [replica], reason=reason)
         if replica.state.active:
             replica.transition(ReplicaState.STOPPED)
-        _remove_replica(group, replica)
-        group.emit(ReplicaRemoved(replica=replica.name, service=replica.service))
+        _remove_replica(run, replica)
+        run.emit(ReplicaRemoved(replica=replica.name, service=replica.service))
 
 
-def _add_replica(group: LiveGroup, replica: Replica) -> None:
+def _add_replica(run: RunState, replica: Replica) -> None:
     """A replica joins its service: addressable by name (and ``svc.<index>``), in the records from now on."""
-    group._services[replica.service].replicas.append(replica)
-    group._replicas[replica.name] = replica
-    group._replicas.setdefault(f"{replica.service}.{replica.index}", replica)
+    run.service_map[replica.service].replicas.append(replica)
+    run.replica_map[replica.name] = replica
+    run.replica_map.setdefault(f"{replica.service}.{replica.index}", replica)
 
 
-def _remove_replica(group: LiveGroup, replica: Replica) -> None:
+def _remove_replica(run: RunState, replica: Replica) -> None:
     """A stopped replica leaves its service; kept aside for the final sweep and a kill."""
-    group._services[replica.service].replicas.remove(replica)
+    run.service_map[replica.service].replicas.remove(replica)
     for name in (replica.name, f"{replica.service}.{replica.index}"):
-        if group._replicas.get(name) is replica:
-            del group._replicas[name]
-    group._retired.append(replica)
+        if run.replica_map.get(name) is replica:
+            del run.replica_map[name]
+    run.retired.append(replica)
 
 
-def _set_plan(group: LiveGroup, handle: ServiceHandle, plan: Plan) -> None:
-    group.plan = plan
+def _set_plan(run: RunState, handle: ServiceHandle, plan: Plan) -> None:
+    run.plan = plan
     handle.plan = plan.service(handle.name)
 
 
-def _ports(group: LiveGroup) -> PortAllocator:
+def _ports(run: RunState) -> PortAllocator:
     """One allocator for the run's new replicas; it never hands out a port the run has used."""
-    if group._ports is None:
-        group._ports = PortAllocator(HOST)
-        for replica in [*group.replicas, *group._retired]:
+    if run.ports is None:
+        run.ports = PortAllocator(HOST)
+        for replica in [*run.replicas, *run.retired]:
             for port in replica.ports.values():
-                group._ports.reserve(port)
-    return group._ports
+                run.ports.reserve(port)
+    return run.ports
 
 
-async def _up_nodes(group: LiveGroup, service: str) -> tuple[ClusterNode, ...] | None:
+async def _up_nodes(run: RunState, service: str) -> tuple[ClusterNode, ...] | None:
     """The allocation's nodes still in its job, for new replicas of a service placed on them (a node
     that went down is never chosen); None when the service runs here."""
-    allocation = group.allocation
-    topology = group.plan.topology
-    if allocation is None or topology is None or not placed(topology, service_spec(group.plan, service)):
+    allocation = run.allocation
+    topology = run.plan.topology
+    if allocation is None or topology is None or not placed(topology, service_spec(run.plan, service)):
         return None
     from .._host.slurm_alloc import SlurmError
     from .node_loss import live_nodes
@@ -219,7 +220,7 @@ async def _up_nodes(group: LiveGroup, service: str) -> tuple[ClusterNode, ...] |
         return await anyio.to_thread.run_sync(live_nodes, allocation)
     except SlurmError as exc:
         raise ConfigError(
-            f"scale '{service}': cannot read Slurm job {allocation.job_id}'s nodes: {exc}", source=group.plan.source
+            f"scale '{service}': cannot read Slurm job {allocation.job_id}'s nodes: {exc}", source=run.plan.source
         ) from None
 
 

@@ -192,7 +192,7 @@ async def test_too_many_clients_get_an_error_and_vanishing_clients_do_no_harm(ru
                     client.connect(address)
                     held.append(client)
                 with anyio.fail_after(10):
-                    while group._control is None or group._control.clients < MAX_CLIENTS:
+                    while group._run.control is None or group._run.control.clients < MAX_CLIENTS:
                         await anyio.sleep(0.01)
                 replies = await anyio.to_thread.run_sync(exchange, path, b'{"v": 1, "id": 1, "op": "status"}\n')
                 assert replies == [
@@ -202,14 +202,14 @@ async def test_too_many_clients_get_an_error_and_vanishing_clients_do_no_harm(ru
             for client in held:
                 client.close()
         with anyio.fail_after(10):
-            while group._control.clients:
+            while group._run.control.clients:
                 await anyio.sleep(0.01)
         # half a request, then gone; an events stream, then gone before the events it asked for
         await anyio.to_thread.run_sync(leave_early, path)
         for index in range(50):  # events for a stream nobody reads any more
             group.mark(f"after the client left {index}")
         with anyio.fail_after(10):
-            while group._control.clients:
+            while group._run.control.clients:
                 await anyio.sleep(0.01)
         assert (await ask(group, "status"))["status"]["phase"] == "running"
         assert all(alive(pid) for pid in group.service("worker").pids)

@@ -59,7 +59,7 @@ def test_the_group_adopts_the_early_processes_with_their_output_and_spawn_time(r
     backend = os.environ.get("TOPOVISOR_TEST_BACKEND", "asyncio")
 
     async def body(group: sv.RunningTopology) -> tuple[list[int], list[sv.Event], float, int | None]:
-        watchdog = group._watchdog
+        watchdog = group._run.watchdog
         return group["root"].pids, group.event_history, group.started_at, watchdog.pid if watchdog else None
 
     with HeadStart.begin(plan) as head:

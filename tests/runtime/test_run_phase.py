@@ -47,5 +47,5 @@ async def test_a_run_goes_through_its_phases_and_a_stopped_one_cannot_run_again(
         assert group.phase is RunPhase.RUNNING
     assert group.phase is RunPhase.STOPPED
     with pytest.raises(RuntimeError, match="no phase change from stopped to running"):
-        group.enter_phase(RunPhase.RUNNING)
+        group._run.enter_phase(RunPhase.RUNNING)
     assert sv.read_summary(group.run_dir).outcome == "stopped"

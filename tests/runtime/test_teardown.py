@@ -14,7 +14,7 @@ import pytest
 
 import supervisor as sv
 from supervisor._runtime import group_stop
-from supervisor._runtime.group import RunningTopology
+from supervisor._runtime.state import RunState
 
 from ..helpers import PYTHON, SLEEPER, wait_for
 
@@ -144,7 +144,7 @@ async def test_a_job_that_finishes_while_teardown_begins_does_not_crash_the_run(
     scan = group_stop.members_by_replica
     calls: list[float] = []
 
-    async def slow_scan(self: RunningTopology) -> dict[str, list[psutil.Process]]:
+    async def slow_scan(self: RunState) -> dict[str, list[psutil.Process]]:
         calls.append(time.monotonic())
         with anyio.CancelScope(shield=True):  # like the thread it runs in: a cancel does not interrupt it
             if len(calls) == 1:  # the job's leftover scan; the teardown's own scans stay fast

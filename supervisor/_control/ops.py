@@ -9,6 +9,7 @@ before anything runs; an error raised by the operation becomes the error reply.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from .protocol import ProtocolError
+from .protocol import ProtocolError, is_request_id
 
 if TYPE_CHECKING:
     from .._events import Event, EventSubscription, Marked
@@ -133,6 +134,8 @@ class Param:
         if not ok:
             wanted = _JSON_NAMES_TOGETHER.get(types) or " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
             raise ProtocolError(f"op {op!r}: field {name!r} must be {wanted}, got {_json_type(value)}")
+        if isinstance(value, float) and not math.isfinite(value):  # Python's JSON reads NaN and 1e999
+            raise ProtocolError(f"op {op!r}: field {name!r} must be a finite number, got {value}")
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(item, _JSON_SCALARS):
@@ -240,11 +243,11 @@ def parse_request(request: dict[str, Any]) -> tuple[str, Operation, dict[str, An
     from .protocol import PROTOCOL_VERSION
 
     version = request.get("v")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {version!r}; this run speaks v{PROTOCOL_VERSION}")
-    request_id = request.get("id")
-    if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int, float))):
-        raise ProtocolError("'id' must be a string, a number or null")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # ``true == 1`` and ``1.0 == 1`` in Python
+        shown = repr(version) if isinstance(version, (str, int, float)) or version is None else _json_type(version)
+        raise ProtocolError(f"unsupported protocol version {shown}; this run speaks v{PROTOCOL_VERSION}")
+    if not is_request_id(request.get("id")):
+        raise ProtocolError("'id' must be a string, a finite number or null")
     op = request.get("op")
     if not isinstance(op, str):
         raise ProtocolError(f"'op' must be a string, one of: {', '.join(OPERATIONS)}")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "MAX_CLIENTS",
@@ -33,6 +34,7 @@ __all__ = [
     "decode_line",
     "encode",
     "error_reply",
+    "is_request_id",
     "read_line",
     "remove_stale_sockets",
     "request_blocking",
@@ -43,7 +45,9 @@ __all__ = [
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "control.sock"
 MAX_LINE_BYTES = 64 * 1024  #: a longer request line is refused and its connection closed
-MAX_CLIENTS = 64  #: connections at once; one more is answered with an error and closed
+#: connections at once, and one more for a single request (the CLI's; see ``ControlServer``); a client past
+#: those is answered with an error and closed
+MAX_CLIENTS = 64
 _MAX_ADDRESS_BYTES = 107  #: sun_path holds 108 bytes, the last one a NUL
 
 
@@ -99,18 +103,33 @@ def encode(message: Mapping[str, Any]) -> bytes:
 
 
 def decode_line(line: bytes) -> dict[str, Any]:
-    """A request or reply line as a dict; ``ProtocolError`` for anything else."""
+    """A request or reply line as a dict; ``ProtocolError`` for anything else (nesting deeper than the
+    parser's recursion limit too: ``[[[[...`` is a malformed request, not a failure of the server)."""
     try:
         value = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("not JSON we take: nested too deeply") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"expected a JSON object, got {type(value).__name__}")
     return value
 
 
+def is_request_id(value: object) -> TypeGuard[str | int | float | None]:
+    """A string, a finite number or null. Python's JSON reads ``NaN`` and ``1e999`` as floats, but echoed
+    back they would be ``NaN``/``Infinity``, which no strict JSON parser takes; a bool is not a number."""
+    if value is None or isinstance(value, str):
+        return True
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
 def error_reply(request_id: object, message: str) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": message}
+    """An ``ok: false`` reply; it carries ``request_id`` back only when that is a valid id (else null)."""
+    echoed = request_id if is_request_id(request_id) else None
+    return {"v": PROTOCOL_VERSION, "id": echoed, "ok": False, "error": message}
 
 
 def connect_blocking(path: str | os.PathLike[str], *, timeout_seconds: float | None = 10.0) -> socket.socket:

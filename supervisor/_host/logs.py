@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,10 +31,33 @@ _log = logging.getLogger("supervisor._host.logs")
 MARK_PREFIX = "--- topovisor mark: "  #: starts every bookmark line that ``group.mark`` writes into the logs
 
 
+#: Unicode categories a label may not hold: control characters (NUL, ESC of a terminal escape, NEL, DEL),
+#: unpaired surrogates, and the line and paragraph separators (U+2028/U+2029, line breaks to many readers)
+_NOT_IN_A_LABEL = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: the bidirectional embeddings, overrides and isolates, which make a log line display other than it reads
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _label_problem(label: object) -> str | None:
+    if not isinstance(label, str) or not label.strip():
+        return "is empty"
+    for position, char in enumerate(label):
+        category = unicodedata.category(char)
+        if category in _NOT_IN_A_LABEL or char in _BIDI_CONTROLS:
+            kind = {"Zl": "a line separator", "Zp": "a paragraph separator", "Cs": "a lone surrogate"}.get(
+                category, "a bidirectional control" if char in _BIDI_CONTROLS else "a control character"
+            )
+            return f"has {kind} ({char!r}) at position {position}"
+    return None
+
+
 def mark_line(label: str, wall_time: float) -> bytes:
-    """``--- topovisor mark: <label> <UTC ISO time> ---``: one line, clearly ours; a label is one line too."""
-    if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label:
-        raise ValueError(f"a mark's label is a non-empty single line of text, not {label!r}")
+    """``--- topovisor mark: <label> <UTC ISO time> ---``: one line, clearly ours; a label is one line of
+    printable text too (it goes into every replica's log: no forged lines, no terminal escapes, no NUL)."""
+    problem = _label_problem(label)
+    if problem is not None:
+        shown = repr(label) if len(repr(label)) <= 120 else repr(label)[:117] + "..."
+        raise ValueError(f"a mark's label is a non-empty single line of printable text; {shown} {problem}")
     when = datetime.datetime.fromtimestamp(wall_time, datetime.timezone.utc).isoformat(timespec="milliseconds")
     return f"{MARK_PREFIX}{label} {when} ---\n".encode()
 

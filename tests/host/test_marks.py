@@ -73,9 +73,17 @@ async def test_a_mark_goes_to_events_and_every_log_and_keeps_a_half_line_whole(t
     ]
 
 
-@pytest.mark.parametrize("label", ["", "two\nlines", "cr\rhere"])
+@pytest.mark.parametrize(
+    "label",
+    [
+        *("", "two\nlines", "cr\rhere", "nul\x00here", "\x1b[31mred\x1b[0m", "bell\x07", "del\x7f", "next\x85line"),
+        *("line\u2028separator", "paragraph\u2029separator", "bidi\u202eoverride", "lone\ud800surrogate"),
+    ],
+)
 async def test_a_label_that_is_not_one_line_is_refused_before_anything_is_written(runs_dir: Path, label: str) -> None:
-    """A newline in a label would forge a line of the log: ValueError, and no event."""
+    """A newline in a label would forge a line of the log, and a control character (NUL, a terminal
+    escape), U+2028/U+2029 or a bidirectional override would garble every replica's log: ValueError, and
+    no event."""
     service = sv.Service(name="web", command=[PYTHON, "-c", "import time; print('up', flush=True); time.sleep(60)"])
     async with sv.launch(sv.Topology(name="labels", services=[service]), runs_dir=runs_dir) as group:
         before = len(group.event_history)

@@ -26,7 +26,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import SupervisorError
 from .._events import ControlRequest
-from .._redact import REDACTED, hide_flag_values, is_secret_name
 from .ops import ControlledRun, Operation, Unsupported, parse_request
 from .protocol import (
     MAX_CLIENTS,
@@ -39,6 +38,7 @@ from .protocol import (
     short_address,
     socket_path,
 )
+from .recorded import recorded_args
 
 __all__ = ["ControlServer"]
 
@@ -61,21 +61,6 @@ def _peer(stream: anyio.abc.SocketStream) -> tuple[int | None, int | None]:
     except OSError:
         return None, None
     return pid, uid
-
-
-def _redacted_args(value: Any) -> Any:
-    """The request's fields for the record: the value under a secret-looking name is hidden (an override
-    ``HF_TOKEN=...``), and so is a secret flag's value in a string (``args="--api-key X"``); known secret
-    values are replaced later by the event log's redactor."""
-    if isinstance(value, str):
-        return hide_flag_values(value)
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if isinstance(k, str) and is_secret_name(k) else _redacted_args(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_redacted_args(v) for v in value]
-    return value
 
 
 async def _until_closed(stream: anyio.abc.SocketStream, *, max_bytes: int | None = None) -> None:
@@ -224,10 +209,9 @@ class ControlServer:
         if self.group.phase == "stopped":
             return  # the event log is closed
         rid = request_id if isinstance(request_id, (str, int, float)) and not isinstance(request_id, bool) else None
+        recorded = recorded_args(args, self.group.plan)
         self.group.emit(
-            ControlRequest(
-                replica="", service="", op=op, client_pid=pid, request_id=rid, args=_redacted_args(args), error=error
-            )
+            ControlRequest(replica="", service="", op=op, client_pid=pid, request_id=rid, args=recorded, error=error)
         )
 
     async def _answer(

@@ -9,6 +9,10 @@ Three rules, applied wherever text is written:
   replaced wherever it lands (a command line built from ``${HF_TOKEN}``, a log line quoted in a failure),
   as is the password of any URL found in a variable (``DATABASE_URL``);
 - URL userinfo: ``scheme://user:password@host`` keeps the user and loses the password, in any string.
+  People put unencoded ``/`` and ``@`` in passwords (``postgres://u:p@ss/w0rd@host/db``): the password runs
+  to the last ``@`` of its word (words end at whitespace and quotes), so every part of it is hidden; a
+  ``@`` later in a path or query hides more than the password, never less. Only ``host:port/...@`` (digits
+  then ``/``, ``?`` or ``#``) is read as a port, not a password: ``http://127.0.0.1:8000/@user`` stays.
 
 Pure functions over strings; nothing here knows about runs or files.
 """
@@ -19,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "Redactor", "hide_flag_values", "is_secret_name"]
+__all__ = ["REDACTED", "Redactor", "hide_flag_values", "is_secret_name", "secret_parts"]
 
 REDACTED = "<redacted>"
 #: shorter values are not replaced by value (``KEY=1`` must not blank every ``1``); by name they still are
@@ -41,7 +45,12 @@ _SECRET_PARTS = frozenset({"PASS", "PW", "AUTH", "AUTHORIZATION", "CREDS", "PAT"
 #: names that match a pattern above but are well-known non-secrets
 _NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "KEYBOARD", "XAUTHORITY", "GPG_KEY_ID"})
 _NAME_PARTS = re.compile(r"[_\-.]+")
-_URL_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:)(?P<password>[^\s/@]+)(?=@)")
+#: a word that may hold a URL: no whitespace, no quotes (a repr or JSON in a log line ends it)
+_WORD = re.compile(r"[^\s\"']+")
+#: ``scheme://user:`` (the user has no ``/``, ``@`` or ``:``); the password follows
+_USERINFO_HEAD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:\"']*:")
+#: what follows ``host:`` when it is a port and a path, not a password
+_PORT_THEN_PATH = re.compile(r"\d+[/?#]")
 
 
 def is_secret_name(name: str) -> bool:
@@ -65,8 +74,39 @@ def hide_flag_values(text: str) -> str:
     )
 
 
+def _url_password_spans(text: str) -> list[tuple[int, int]]:
+    """Where each URL password of ``text`` is (start, end), in order; linear in ``text`` however many
+    ``scheme://x:`` it holds (it redacts whole log lines)."""
+    spans: list[tuple[int, int]] = []
+    for word in _WORD.finditer(text):
+        start, end = word.span()
+        at = text.rfind("@", start, end)
+        if at < 0 or text.find("://", start, at) < 0:
+            continue
+        for head in _USERINFO_HEAD.finditer(text, start, at):
+            if head.end() < at and not _PORT_THEN_PATH.match(text, head.end(), at):
+                spans.append((head.end(), at))  # to the word's last "@": nothing after it is a password
+                break
+    return spans
+
+
 def _url_passwords(text: str) -> list[str]:
-    return [m.group("password") for m in _URL_USERINFO.finditer(text)]
+    return [text[start:end] for start, end in _url_password_spans(text)]
+
+
+def _hide_url_passwords(text: str) -> str:
+    pieces: list[str] = []
+    done = 0
+    for start, end in _url_password_spans(text):
+        pieces += [text[done:start], REDACTED]
+        done = end
+    return "".join(pieces) + text[done:] if pieces else text
+
+
+def secret_parts(text: str) -> list[str]:
+    """What the rules by form hide in ``text``: each URL password and each secret-named flag's value."""
+    flags = [m.group("value") for m in _FLAG_VALUE.finditer(text) if is_secret_name(m.group("flag"))]
+    return _url_passwords(text) + flags
 
 
 class Redactor:
@@ -92,9 +132,7 @@ class Redactor:
         """``text`` with every known secret value and every URL password replaced."""
         if self._pattern is not None:
             text = self._pattern.sub(REDACTED, text)
-        if "://" in text:
-            text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
-        return text
+        return _hide_url_passwords(text) if "://" in text else text
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """A command line: secret values, and the value of each secret-named flag (``--token X``,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import supervisor
@@ -29,10 +28,12 @@ METRICS = "http://{host}:{port}/metrics"
 
 
 def models_ready(served_model_name: str) -> supervisor.Probe:
-    """``GET /v1/models`` lists the served name: the API server is up *and* the model is registered."""
-    body = r'"id":\s*"' + re.escape(served_model_name).replace("{", "{{").replace("}", "}}") + '"'
+    """``GET /v1/models`` lists the served name: the API server is up *and* the model is registered. The
+    answer is parsed and the ids compared: a name JSON escapes (``a"b``, ``\\``, ``é`` as ``\\u00e9``)
+    matches as it is served."""
+    listed = {"data": [{"id": served_model_name}]}
     return supervisor.Probe(
-        supervisor.HttpCheck("http://{host}:{port}/v1/models", status=200, body=body),
+        supervisor.HttpCheck("http://{host}:{port}/v1/models", status=200, json=listed),
         timeout_seconds=LOAD_TIMEOUT_SECONDS,
     )
 

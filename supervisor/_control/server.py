@@ -35,7 +35,6 @@ import attrs
 
 from .._errors import SupervisorError
 from .._events import ControlRequest
-from .._redact import REDACTED, hide_flag_values, is_secret_name
 from .connection import Closing, Inbox, read_until_closed
 from .ops import ControlledRun, Operation, Unsupported, parse_request
 from .protocol import (
@@ -50,6 +49,7 @@ from .protocol import (
     short_address,
     socket_path,
 )
+from .recorded import recorded_args
 
 __all__ = ["IDLE_TIMEOUT_SECONDS", "LISTEN_BACKLOG", "ControlServer"]
 
@@ -82,21 +82,6 @@ def _peer(stream: anyio.abc.SocketStream) -> tuple[int | None, int | None]:
     except OSError:
         return None, None
     return pid, uid
-
-
-def _redacted_args(value: Any) -> Any:
-    """The request's fields for the record: the value under a secret-looking name is hidden (an override
-    ``HF_TOKEN=...``), and so is a secret flag's value in a string (``args="--api-key X"``); known secret
-    values are replaced later by the event log's redactor."""
-    if isinstance(value, str):
-        return hide_flag_values(value)
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if isinstance(k, str) and is_secret_name(k) else _redacted_args(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_redacted_args(v) for v in value]
-    return value
 
 
 async def _drain(stream: anyio.abc.SocketStream) -> None:
@@ -292,10 +277,9 @@ class ControlServer:
         if self.group.phase == "stopped":
             return  # the event log is closed
         rid = request_id if is_request_id(request_id) else None
+        recorded = recorded_args(args, self.group.plan)
         self.group.emit(
-            ControlRequest(
-                replica="", service="", op=op, client_pid=pid, request_id=rid, args=_redacted_args(args), error=error
-            )
+            ControlRequest(replica="", service="", op=op, client_pid=pid, request_id=rid, args=recorded, error=error)
         )
 
     async def _answer(

@@ -153,10 +153,15 @@ class _Http:
 
 
 def _contains(document: Any, expected: Any) -> bool:
+    """``expected`` is a subset of ``document``: a mapping's keys with values that are subsets, a list's
+    items each a subset of some item (``{data: [{id: m}]}`` finds model ``m`` in ``/v1/models``), any
+    other value equal, compared as parsed JSON (escapes and key order do not matter)."""
     if isinstance(expected, Mapping):
         return isinstance(document, Mapping) and all(
             key in document and _contains(document[key], value) for key, value in expected.items()
         )
+    if isinstance(expected, list):
+        return isinstance(document, list) and all(any(_contains(d, e) for d in document) for e in expected)
     return bool(document == expected)
 
 

@@ -271,9 +271,11 @@ class RunningTopology:
         """Save the ``metrics:`` endpoint of every running replica under ``<run_dir>/metrics/<label>/``
         (``<replica>.prom`` and ``index.json``), fetched concurrently, each within ``timeout_seconds``. An
         endpoint that fails is recorded in the index, never raised; ``ValueError`` for a label that is not
-        a plain name (letters, digits, ``._-``) or was used before in this run."""
+        a plain name (letters, digits, ``._-``) or was used before in this run. The index is redacted as
+        every record is (a URL's password); the returned snapshot, the caller's own, is not."""
+        client, redact = self._run.http_client(), self.redactor().data
         return await take_snapshot(
-            self._run.http_client(), self.replicas, self.run_dir, label, timeout_seconds=timeout_seconds
+            client, self.replicas, self.run_dir, label, redact=redact, timeout_seconds=timeout_seconds
         )
 
     def environment(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,10 +108,12 @@ async def take_snapshot(
     run_dir: Path,
     label: str,
     *,
+    redact: Callable[[Any], Any],
     timeout_seconds: float = METRICS_TIMEOUT_SECONDS,
 ) -> MetricsSnapshot:
     """Fetch the endpoint of every running replica that declares one, concurrently, each bounded by
-    ``timeout_seconds``; write the files and the index. Only a write to the run directory can raise."""
+    ``timeout_seconds``; write the files and the index, passed through ``redact`` (a URL's password, an
+    error quoting it). Only a write to the run directory can raise."""
     directory = check_label(label, run_dir)
     targets = [r for r in replicas if r.plan.metrics is not None and r.running]
     wall_time, started = time.time(), time.monotonic()
@@ -148,7 +150,7 @@ async def take_snapshot(
             tg.start_soon(fetch, replica)
     endpoints = tuple(results[r.name] for r in targets)
     snapshot = MetricsSnapshot(label, directory, wall_time, time.monotonic() - started, endpoints)
-    _write(directory, bodies, snapshot.to_json())
+    _write(directory, bodies, redact(snapshot.to_json()))
     return snapshot
 
 

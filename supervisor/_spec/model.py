@@ -85,7 +85,7 @@ class HttpCheck:
     url: str
     status: int | None = None
     body: str | None = None  #: regex that must match somewhere in the response body
-    json: Mapping[str, Any] | None = None  #: keys and values the JSON body must contain
+    json: Mapping[str, Any] | None = None  #: a subset of the parsed body (a list: some item holds each)
 
 
 @attrs.frozen

@@ -287,6 +287,7 @@ async def test_scale_and_rolling_restart_go_to_the_group_methods(runs_dir: Path)
         assert (await ask(group, "status"))["status"]["phase"] == "running"
     recorded = (group.run_dir / "events.jsonl").read_text()
     assert secret not in recorded and '"HF_TOKEN": "<redacted>"' in recorded
+    assert '"tp": "<redacted>"' in recorded  # built in code: no file to tell what an override feeds
 
 
 async def test_stop_through_the_socket_ends_the_run_as_a_signal_would(runs_dir: Path) -> None:
@@ -413,10 +414,15 @@ async def test_the_socket_file_appears_only_once_it_listens(tmp_path: Path, monk
     assert not path.exists()
 
 
-async def test_a_secret_flag_inside_an_override_is_hidden_in_the_record(runs_dir: Path) -> None:
+async def test_a_secret_flag_inside_an_override_is_hidden_in_the_record(tmp_path: Path, runs_dir: Path) -> None:
     """``--set 'args=--api-key sk-...'`` through the socket: the value after the secret-named flag is
     hidden in the ``ControlRequest`` (memory, events.jsonl), the other flags stay readable."""
-    async with sv.launch(topology(), runs_dir=runs_dir) as group:
+    path = tmp_path / "args.yaml"
+    path.write_text(
+        'name: ctl\nvars: {args: ""}\nservices:\n  worker:\n'
+        f"    command: ['{{python}}', -c, {json.dumps(_SLEEP)}, '${{args}}']\n    ready: {{log: up}}\n"
+    )
+    async with sv.launch(sv.load(path), runs_dir=runs_dir) as group:
         await opened(group)
         received: list[dict[str, Any]] = []
 

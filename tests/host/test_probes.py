@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -67,6 +68,10 @@ CHUNKED = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"status\r
 HTTP10 = b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"status": "ok", "model": {"id": "m"}}'
 LOADING = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 7\r\n\r\nloading"
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
+#: ``/v1/models`` serving a name that JSON escapes (a quote, a backslash, ``é`` as ``\u00e9``)
+ESCAPED_NAME = 'a"b\\c-\u00e9'
+_MODELS = json.dumps({"object": "list", "data": [{"id": "other"}, {"id": ESCAPED_NAME, "object": "model"}]}).encode()
+MODELS = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_MODELS), _MODELS)
 
 #: (id, response, server closes after it, check arguments, passes, a piece of the detail)
 HTTP_CASES = [
@@ -76,6 +81,9 @@ HTTP_CASES = [
     ("body regex", HTTP10, True, {"body": r'"status": "ok"'}, True, "status 200"),
     ("body regex misses", OK_JSON, True, {"body": "^ready$"}, False, "body does not match"),
     ("json lacks a key", CHUNKED, True, {"json": {"status": "ok", "x": 1}}, False, "lacks"),
+    ("json list holds an escaped id", MODELS, True, {"json": {"data": [{"id": ESCAPED_NAME}]}}, True, "status 200"),
+    ("json list lacks the id", MODELS, True, {"json": {"data": [{"id": "a"}]}}, False, "lacks"),
+    ("json list is no mapping", MODELS, True, {"json": {"object": ["list"]}}, False, "lacks"),
     ("non-2xx fails by default", LOADING, True, {}, False, "status 503: 'loading'"),
     ("expected status", LOADING, True, {"status": 503}, True, "status 503"),
     ("204 without a body", NO_CONTENT, True, {}, True, "status 204"),

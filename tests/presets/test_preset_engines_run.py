@@ -8,6 +8,7 @@ import re
 import socket
 from pathlib import Path
 
+import anyio
 import attrs
 import httpx
 import pytest
@@ -113,3 +114,26 @@ async def test_sglang_router_starts_while_port_29000_is_taken(tmp_path: Path, ru
             body = {"model": MODEL, "prompt": "a b", "max_tokens": 2}
             answer = await client.post(group["frontend"].url + "/v1/completions", json=body)
         assert answer.status_code == 200, answer.text
+
+
+ESCAPING = [("vllm", {}), ("vllm", {"mode": "disagg"}), ("sglang", {}), ("sglang", {"mode": "disagg"})]
+
+
+@pytest.mark.parametrize(("preset", "extra"), ESCAPING, ids=[f"{p}-{e.get('mode', 'single')}" for p, e in ESCAPING])
+async def test_a_served_name_that_json_escapes_gets_ready(
+    tmp_path: Path, runs_dir: Path, preset: str, extra: dict[str, object]
+) -> None:
+    """A served name with a quote, a backslash and ``é`` is listed by ``/v1/models`` JSON-escaped: vLLM's
+    readiness check parses the answer and compares ids (a regex on the raw text never matched, and the
+    start waited out the 30-minute load timeout); SGLang's readiness never reads the name."""
+    name = 'a"b\\c-é'
+    env_path = str(standin_env(tmp_path / "env"))
+    topology = topologies.builder(preset)(model=MODEL, served_model_name=name, env_path=env_path, **extra)
+    with anyio.fail_after(120):  # far below the probe's own 30-minute deadline
+        async with sv.launch(topology, runs_dir=runs_dir, gpus=NODE) as group, httpx.AsyncClient(timeout=20) as client:
+            listed = (await client.get(group["frontend"].url + "/v1/models")).json()
+            answer = await client.post(
+                group["frontend"].url + "/v1/completions", json={"model": name, "prompt": "a b", "max_tokens": 2}
+            )
+    assert [model["id"] for model in listed["data"]] == [name]
+    assert answer.status_code == 200, answer.text

@@ -133,6 +133,23 @@ async def test_snapshot_saves_every_running_endpoint_and_records_failures(runs_d
     assert snapshot.failed == [by_name["refused"], by_name["hung"]]
 
 
+@pytest.mark.anyio
+async def test_a_password_in_the_metrics_url_stays_out_of_the_index(runs_dir: Path) -> None:
+    """``metrics: http://u:PASS@127.0.0.1:{port}/metrics``: the endpoint is saved, and ``index.json`` names
+    it with the password redacted (the caller's own snapshot keeps the URL it can fetch again)."""
+    secret = "metricsPw-s3cret"
+    service = _kv(metrics=f"http://scraper:{secret}@127.0.0.1:{{port}}/metrics")
+    async with sv.launch(sv.Topology(name="metrics", services=[service]), runs_dir=runs_dir) as group:
+        snapshot = await group.snapshot_metrics("ready")
+        port = group.replica("kv").ports["port"]
+    (endpoint,) = snapshot.endpoints
+    assert endpoint.ok and endpoint.url == f"http://scraper:{secret}@127.0.0.1:{port}/metrics", endpoint
+    text = (snapshot.directory / "index.json").read_text()
+    assert secret not in text, text
+    (recorded,) = json.loads(text)["endpoints"]
+    assert recorded["url"] == f"http://scraper:<redacted>@127.0.0.1:{port}/metrics"
+
+
 def test_cli_snapshots_at_ready_and_before_teardown(tmp_path: Path, runs_dir: Path) -> None:
     """``supervisor run FILE -- CMD``: ``metrics/ready`` is taken before CMD starts and ``metrics/final``
     after it ended, before the teardown: CMD's requests show in ``final`` only."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
+import anyio.to_thread
 import pytest
 
 import supervisor as sv
+from supervisor._control.protocol import request_blocking
+from supervisor._redact import REDACTED
 
 from ..helpers import PYTHON
 
@@ -90,3 +94,37 @@ def test_cli_console_shows_no_secret(tmp_path: Path, runs_dir: Path) -> None:
     (run_dir,) = runs_dir.iterdir()
     for name in ("manifest.json", "events.jsonl", "summary.json"):
         assert_no_secret((run_dir / name).read_text(), name)
+
+
+async def test_a_rolling_restart_setting_a_secret_var_records_no_secret(tmp_path: Path, runs_dir: Path) -> None:
+    """``restart --rolling --set hf=... --set pw=...`` through the socket, where ``${hf}`` feeds ``HF_TOKEN``
+    and a ``--hf-token`` flag and ``${pw}`` a URL password holding ``/`` and ``@``: the ``ControlRequest``
+    hides those two values and keeps ``mode`` readable; events, manifest and summary hold neither secret."""
+    token, password = "hf_rolledSecret31337", "p@ss/w0rd-rolled"
+    path = tmp_path / "roll.yaml"
+    path.write_text(
+        "name: roll\nvars: {hf: none-yet, pw: none-yet, mode: first}\nservices:\n  w:\n"
+        "    command: ['{python}', -u, -c, \"print('up'); import time; time.sleep(3600)\", --mode, '${mode}',"
+        " --hf-token, '${hf}']\n"
+        "    env: {HF_TOKEN: '${hf}', DATABASE_URL: 'postgres://app:${pw}@127.0.0.1/db'}\n"
+        "    replicas: 2\n    ready: {log: up}\n"
+    )
+    async with sv.launch(sv.load(path), runs_dir=runs_dir) as group:
+        assert group.control_socket is not None
+        overrides = {"hf": token, "pw": password, "mode": "second"}
+        ask = functools.partial(
+            request_blocking, group.control_socket, "rolling_restart", service="w", overrides=overrides,
+            timeout_seconds=60,
+        )  # fmt: skip
+        reply = await anyio.to_thread.run_sync(ask)
+        assert reply["ok"], reply
+        (request,) = [e for e in group.event_history if isinstance(e, sv.ControlRequest)]
+        assert request.args["overrides"] == {"hf": REDACTED, "pw": REDACTED, "mode": "second"}
+        run_dir = group.run_dir
+    events = (run_dir / "events.jsonl").read_text()
+    manifest = (run_dir / "manifest.json").read_text()
+    summary = (run_dir / "summary.json").read_text()
+    for name, text in (("events.jsonl", events), ("manifest.json", manifest), ("summary.json", summary)):
+        for secret in (token, password, "ss/w0rd-rolled"):
+            assert secret not in text, f"{secret!r} reached {name}"
+    assert '"second"' in events and "postgres://app:<redacted>@127.0.0.1/db" in manifest

@@ -126,3 +126,36 @@ def test_longer_secret_wins_over_its_prefix() -> None:
     """A secret that contains another is replaced whole, not in pieces."""
     redactor = Redactor.from_environments({"A_TOKEN": "abcdefgh", "B_TOKEN": "abcdefghijkl"})
     assert redactor.text("abcdefghijkl abcdefgh") == f"{R} {R}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgres://user:PW/x@host/db", f"postgres://user:{R}@host/db"),
+        ("postgres://u:p@ssword99@host/db", f"postgres://u:{R}@host/db"),
+        ("postgres://u:a/b@c:d@host:5432/db?x=1", f"postgres://u:{R}@host:5432/db?x=1"),
+        ("db='postgres://u:p@ss/w@h/db', next='x@y'", f"db='postgres://u:{R}@h/db', next='x@y'"),
+        ("at postgres://u:p/w@h/db, then http://a:b@c/", f"at postgres://u:{R}@h/db, then http://a:{R}@c/"),
+        ("http://127.0.0.1:8000/@user and http://h:80?q=a@b", "http://127.0.0.1:8000/@user and http://h:80?q=a@b"),
+        ("https://medium.com/@user x://a:b", "https://medium.com/@user x://a:b"),
+        ("postgres://u:12345@h/db", f"postgres://u:{R}@h/db"),
+    ],
+)
+def test_url_password_with_slash_or_at_is_hidden_whole(text: str, expected: str) -> None:
+    """A password with unencoded ``/`` or ``@`` runs to the last ``@`` of its word, so no part of it
+    shows; a port followed by a path is not a password, and a word without ``user:...@`` is left alone."""
+    assert Redactor().text(text) == expected
+
+
+def test_url_password_with_slash_or_at_is_hidden_in_env_argv_and_by_value() -> None:
+    """The manifest's env and argv hide such a password whole, and a log line quoting the bare password
+    loses it too (it is known by value)."""
+    env = {"DATABASE_URL": "postgres://user:PW/xyzabc@host/db", "CACHE_URL": "redis://u:p@ssword99@cache:6379/0"}
+    redactor = Redactor.from_environments(env)
+    assert redactor.env(env) == {
+        "DATABASE_URL": f"postgres://user:{R}@host/db",
+        "CACHE_URL": f"redis://u:{R}@cache:6379/0",
+    }
+    argv = ["app", "--db", env["DATABASE_URL"], f"--cache={env['CACHE_URL']}"]
+    assert redactor.argv(argv) == ["app", "--db", f"postgres://user:{R}@host/db", f"--cache=redis://u:{R}@cache:6379/0"]
+    assert redactor.text("auth failed for PW/xyzabc and p@ssword99") == f"auth failed for {R} and {R}"

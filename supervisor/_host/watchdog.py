@@ -251,6 +251,10 @@ def _ours(
 
     A tracked group counts while its leader is the process we were told about, a marked process is in it,
     or it holds a process we already saw in this sweep: never a group id the kernel handed to someone else.
+    It also counts when its leader is gone and no live process has the group's id as its pid: a leader is
+    tracked until the supervisor reaps it, so it was still pinned (a zombie) when the supervisor died, and
+    the kernel hands out no pid that is still some process group's id; the members left (an ``env -i``
+    child that outlived its leader) are the group's own.
     """
     from .proctable import matching_process
 
@@ -262,9 +266,14 @@ def _ours(
         if leader.pgid in marked_groups
         or leader.pgid in seen_groups
         or matching_process(leader.pid, leader.create_time) is not None
+        or (leader.pgid == leader.pid and leader.pid not in members and _has_members(members, leader.pgid))
     }
     processes = [m for m in members.values() if m.run_id == run_id or m.pgid in groups]
     return groups, processes
+
+
+def _has_members(members: dict[int, Member], pgid: int) -> bool:
+    return any(m.pgid == pgid for m in members.values())
 
 
 def _signal(groups: Iterable[int], pids: Iterable[int], signum: int) -> None:

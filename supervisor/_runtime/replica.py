@@ -345,8 +345,8 @@ class Replica:
         except OSError as exc:
             stream.close()
             raise ServiceFailed(plan.name, f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
-        if self.incarnation is not None:
-            self.incarnation.process.reap()  # normally done by its stop; this catches a stuck leftover
+        if self.incarnation is not None:  # normally released by its stop; this catches a stuck leftover
+            _release(host, self.incarnation)
         number = self.incarnation.number + 1 if self.incarnation else 0
         incarnation = Incarnation(number, process, stream)
         spawned_at = getattr(process, "spawned_at", None)  # a local child's own; a head-started one's is earlier
@@ -432,8 +432,7 @@ class Replica:
                 expected=incarnation.stop_reason is not None,
             )
         )
-        incarnation.mark_exited(code)
-        host.untrack(incarnation)
+        incarnation.mark_exited(code)  # the watchdog keeps its group until the leader is reaped (``stop``)
 
     async def watch_liveness(self, host: ReplicaHost, incarnation: Incarnation, runner: ReadinessRunner) -> str | None:
         """Check every period; a miss makes the replica unready, ``failures`` misses in a row replace it.
@@ -476,7 +475,7 @@ class Replica:
         process = incarnation.process
         others = [p for p in others if p.pid != process.pid]
         if incarnation.exited.is_set() and not any(alive(p) for p in others):
-            process.reap()
+            _release(host, incarnation)
             return
         incarnation.stop_reason = incarnation.stop_reason or reason
         stop_signal = signal.SIGKILL if kill_now else signal.Signals[self.plan.stop.signal]
@@ -498,7 +497,7 @@ class Replica:
             with anyio.move_on_after(KILL_WAIT_SECONDS):
                 await _gone(incarnation, others)
         if incarnation.exited.is_set() and not any(alive(p) for p in others):
-            process.reap()  # else the teardown's sweep still needs the group pinned
+            _release(host, incarnation)  # else the teardown's sweep still needs the group pinned
         host.emit(Stopped(replica=self.name, service=self.service, seconds=time.monotonic() - began, killed=killed))
 
     def kill_now(self) -> None:
@@ -528,3 +527,12 @@ class ServiceHandle(ServiceAddresses):
 async def _gone(incarnation: Incarnation, others: list[psutil.Process]) -> None:
     await incarnation.exited.wait()
     await wait_gone(others)
+
+
+def _release(host: ReplicaHost, incarnation: Incarnation) -> None:
+    """The leader exited and nothing of its group is left: reap it (its pid may be reused from now on), so
+    the watchdog forgets it. Not before: a leader that exited while a member of its group lives on (an
+    ``env -i`` child that ignores SIGTERM) keeps the group tracked, and a SIGKILLed supervisor's watchdog
+    still sweeps it."""
+    incarnation.process.reap()
+    host.untrack(incarnation)

@@ -202,3 +202,49 @@ def test_a_killed_watchdog_is_replaced_and_still_sweeps(
     os.kill(pids["supervisor"], signal.SIGKILL)  # now only the replacement can clean up
     tree = [int(p) for p in (tmp_path / "pids").read_text().split()]
     wait_until(lambda: not marked_processes(run_id) and not any(alive(p) for p in tree), timeout=10)
+
+
+def test_a_scrubbed_child_of_an_exited_leader_dies_with_a_sigkilled_supervisor(tmp_path: Path, runs_dir: Path) -> None:
+    """A job's ``env -i`` child (no mark) that ignores SIGTERM outlives the job; while the supervisor waits
+    out its grace, the supervisor is SIGKILLed. The job's leader was still unreaped, so its group is still
+    the run's: the watchdog sweeps it (it used to forget the group when the leader exited)."""
+    pidfile = tmp_path / "scrubbed.pid"
+    inner = f'trap \\"\\" TERM; echo \\$\\$ > {pidfile}; exec /bin/sleep 100004'
+    path = tmp_path / "scrubbed.yaml"
+    path.write_text(
+        "name: scrubbed\nservices:\n"
+        "  job:\n"
+        f"    command: [/bin/sh, -c, 'env -i /bin/sh -c \"{inner}\" & echo up']\n"
+        "    stop: {grace: 10m}\n"
+        "  web:\n    command: ['{python}', -m, http.server, --bind, 127.0.0.1, '{port}']\n    ports: [port]\n"
+        "    ready: {http: 'http://127.0.0.1:{port}/'}\n"
+    )
+    process = subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "run", str(path), "--runs-dir", str(runs_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    scrubbed = 0
+    try:
+        run_dir = wait_until(lambda: runs_dir.is_dir() and next(runs_dir.iterdir(), None), timeout=60)
+        events = run_dir / "events.jsonl"
+
+        def leftovers_stopping() -> bool:
+            lines = events.read_text().splitlines() if events.exists() else []
+            return any('"stopping"' in line and '"job"' in line and "leftovers" in line for line in lines)
+
+        wait_until(leftovers_stopping, timeout=60)  # the job exited; its scrubbed child is in its grace
+        scrubbed = int(pidfile.read_text())
+        assert alive(scrubbed) and "TOPOVISOR_RUN_ID" not in Path(f"/proc/{scrubbed}/environ").read_text()
+        process.kill()
+        process.wait(10)
+        wait_until(lambda: not alive(scrubbed), timeout=30)
+        wait_until(lambda: (run_dir / "summary.json").exists(), timeout=30)
+        summary = read_summary(run_dir)
+        assert summary.ended_by == "watchdog" and summary.verified_no_leftovers, summary
+        assert scrubbed in summary.killed
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if scrubbed and alive(scrubbed):
+            os.kill(scrubbed, signal.SIGKILL)

@@ -228,6 +228,10 @@ async def _roll(run: RunState, replicas: Sequence[Replica], new: ServicePlan | N
         replica.transition(ReplicaState.RESTARTING)
         if new is not None:
             replica.respec(plans[replica.name], new)
+    if new is not None:  # the new env's secrets are hidden from the first line the new replicas print
+        _forget_redactor(run)
+        run.write_manifest()
+    for replica in replicas:
         replica.begin_trial()
         replica.unhold()
         replica.count_restart()

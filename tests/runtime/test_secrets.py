@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import supervisor as sv
 from supervisor._control.protocol import request_blocking
 from supervisor._redact import REDACTED
 
-from ..helpers import PYTHON
+from ..helpers import PYTHON, wait_for, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -128,3 +129,33 @@ async def test_a_rolling_restart_setting_a_secret_var_records_no_secret(tmp_path
         for secret in (token, password, "ss/w0rd-rolled"):
             assert secret not in text, f"{secret!r} reached {name}"
     assert '"second"' in events and "postgres://app:<redacted>@127.0.0.1/db" in manifest
+
+
+async def test_the_manifest_hides_a_rolled_replicas_new_secret_while_it_starts(tmp_path: Path, runs_dir: Path) -> None:
+    """The records' redactor learns the new spec's secrets before the new replicas start: while a rolled
+    replica waits to be ready, the manifest already on disk must not show its new token (which the
+    command also passes as a plain argument, hidden only by value)."""
+    token, go = "hf_freshSecret4242", tmp_path / "go"
+    script = (
+        "import os, sys, time\n"
+        f"while os.environ['MODE'] == 'new' and not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "print('up', flush=True); time.sleep(3600)\n"
+    )
+    path = tmp_path / "roll.yaml"
+    path.write_text(
+        "name: roll\nvars: {hf: none-yet, mode: old}\nservices:\n  w:\n"
+        f"    command: ['{{python}}', -u, -c, {json.dumps(script)}, --note, '${{hf}}']\n"
+        "    env: {HF_TOKEN: '${hf}', MODE: '${mode}'}\n    ready: {log: up}\n"
+    )
+    async with sv.launch(sv.load(path), runs_dir=runs_dir) as group, anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(group.rolling_restart, "w", overrides={"hf": token, "mode": "new"}))
+        await wait_for(group, lambda events: len([e for e in events if isinstance(e, sv.Spawned)]) == 2, timeout=60)
+        new_pid = [e for e in group.event_history if isinstance(e, sv.Spawned)][-1].pid
+        manifest_path = group.run_dir / "manifest.json"
+        # the manifest written for the new replica (else this proves nothing)
+        manifest = await anyio.to_thread.run_sync(
+            lambda: wait_until(lambda: f'"pid": {new_pid}' in (text := manifest_path.read_text()) and text, 60)
+        )
+        assert token not in manifest
+        go.touch()
+    assert token not in (group.run_dir / "manifest.json").read_text()

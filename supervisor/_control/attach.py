@@ -250,7 +250,7 @@ class AttachedTopology:
         label is checked here, the request is sent, and the run records it as soon as it reads it, without
         us waiting for the answer (so this never blocks an event loop, even one that runs the run itself).
         The returned event carries our clock; ``await group.request("mark", label=...)`` waits for the
-        run's own. ``ValueError`` for a label that is not one line of text."""
+        run's own. ``ValueError`` for a label that is not one line of printable text."""
         from .._host.logs import mark_line
 
         event = Marked(replica="", service="", label=label)

@@ -257,7 +257,7 @@ class RunningTopology:
         """A bookmark ("warmup done", "load 2x"): a ``Marked`` event in ``events.jsonl`` and the line
         ``--- topovisor mark: <label> <UTC time> ---`` in every replica's log, to find a moment of a long
         benchmark in all of them. Probes and fatal-output checks never see it; ``ValueError`` for a label
-        that is not one line of text."""
+        that is not one line of printable text (no control characters, escapes or line separators)."""
         event = Marked(replica="", service="", label=label)
         line = mark_line(label, event.wall_time)  # checks the label before anything is written
         self._run.emit(event)

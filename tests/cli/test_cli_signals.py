@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import subprocess
 from pathlib import Path
 
+import psutil
+import pytest
+
 from supervisor._host.proctable import marked_processes
 
-from ..helpers import PYTHON, alive, ctrl_c_at_a_terminal, wait_until
+from ..helpers import PYTHON, alive, ctrl_c_at_a_terminal, run_detached, supervisor_cli, wait_until
 
 ROOT = Path(__file__).parents[2]
 SLEEPER = "name: t\nservices:\n  s:\n    command: [sleep, '60']\n"
@@ -108,3 +113,71 @@ def test_ctrl_c_while_a_detached_run_starts_cancels_it_whole(tmp_path: Path, run
     assert not [pid for pid in leaders if alive(pid)]
     summary = runs[0] / "summary.json"
     wait_until(summary.exists, timeout=30)  # the background supervisor tore down and closed its record
+
+
+def _first_child(pid: int) -> int | None:
+    """The first child ``pid`` has (the kernel lists it from its fork on), or None yet."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_detach_spawns_its_background_run_leaves_nothing(
+    tmp_path: Path, runs_dir: Path, signum: signal.Signals
+) -> None:
+    """SIGINT as soon as the CLI has a child (inside its spawn): once exit 130 with the background run
+    going on (28 of 28 tries; SIGTERM killed the CLI there and later as well); now the spawn holds the
+    signal, then the run is stopped and waited for."""
+    topo = tmp_path / "slow.yaml"
+    topo.write_text(
+        "name: slow\nservices:\n  loader:\n    command: [sleep, '60']\n    ready: {log: never, timeout: 10m}\n"
+    )
+    process = subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "run", "--detach", str(topo), "--runs-dir", str(runs_dir)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+    )  # fmt: skip
+    background: psutil.Process | None = None
+    try:
+        child = wait_until(lambda: _first_child(process.pid) or process.poll() is not None, timeout=30, interval=0)
+        assert process.poll() is None, process.communicate()
+        with contextlib.suppress(psutil.Error):
+            background = psutil.Process(child)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 128 + signum, stderr
+        assert stdout.strip() == ""  # no run id: there is no run to stop
+        assert background is None or not background.is_running(), f"the background run goes on: {stderr}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        if background is not None and background.is_running():  # ours: the test started it through the CLI
+            background.terminate()
+            background.wait(timeout=60)
+
+
+def _blocked_signals(pid: int) -> int:
+    """The mask of signals ``pid`` blocks (``SigBlk`` in /proc), as a bit set."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigBlk for {pid}")
+
+
+def test_a_detached_run_and_its_services_block_no_stop_signal(tmp_path: Path, runs_dir: Path) -> None:
+    """The parent blocks the stop signals while it spawns the background run, which inherits the mask: it
+    must let them in, or its services would inherit a SIGTERM that never arrives."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(SLEEPER)
+    run_id, run_dir = run_detached(topo, runs_dir)
+    try:
+        supervisor_pid = json.loads((run_dir / "manifest.json").read_text())["supervisor_pid"]
+        stop_bits = sum(1 << (signum - 1) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        for pid in (supervisor_pid, *marked_processes(run_id)):
+            assert _blocked_signals(pid) & stop_bits == 0, pid
+    finally:
+        stopped = supervisor_cli("stop", run_id)
+    assert stopped.returncode == 0, stopped.stderr

@@ -236,7 +236,8 @@ def _run(call: Invocation, planned: Planned) -> int:
         try:
             if planned.command:
                 reporter.pause()  # CMD writes to the terminal from here: no table redrawn over it
-                return await _cmd.run_command(group, planned.command, planned.command_env, stop_signals)
+                voice = None if args.quiet else call.voice.say
+                return await _cmd.run_command(group, planned.command, planned.command_env, stop_signals, voice)
             await group.wait()
             return None
         finally:

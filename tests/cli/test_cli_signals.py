@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -181,3 +182,74 @@ def test_a_detached_run_and_its_services_block_no_stop_signal(tmp_path: Path, ru
     finally:
         stopped = supervisor_cli("stop", run_id)
     assert stopped.returncode == 0, stopped.stderr
+
+
+# CMD that counts its SIGINTs: the first raises KeyboardInterrupt; its cleanup waits for the test's word
+# (that the supervisor has passed the stop on, or not) before it writes how many it got.
+COUNTING_BENCH = """
+import json, os, pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+received = []
+
+def on_sigint(signum, frame):
+    received.append(signum)
+    if len(received) == 1:
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, on_sigint)
+(out / "started").write_text(str(os.getpid()))
+try:
+    for _ in range(600):
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    (out / "caught").touch()
+    for _ in range(600):
+        if (out / "go").exists():
+            break
+        time.sleep(0.1)
+    (out / "results.json").write_text(json.dumps({"sigints": len(received)}))
+"""
+
+
+def test_sigint_to_the_process_group_reaches_cmd_once(tmp_path: Path, runs_dir: Path) -> None:
+    """``setsid supervisor run FILE -- CMD; kill -INT -- -PGID`` (no terminal): CMD got the group's SIGINT
+    and the supervisor's, the second cutting its cleanup short; now it runs in a group of its own and gets
+    only the one passed on. The supervisor is held (SIGSTOP) while the group is signalled, until CMD took
+    a SIGINT that reached it: two pending SIGINTs would merge into one, hiding the defect."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(SLEEPER)
+    bench = tmp_path / "bench.py"
+    bench.write_text(COUNTING_BENCH)
+    process = subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "run", str(topo), "--runs-dir", str(runs_dir), "--", PYTHON, str(bench), str(tmp_path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=ROOT,
+        text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    said: list[str] = []
+    supervisor = psutil.Process(process.pid)
+    try:
+        started = tmp_path / "started"
+        wait_until(lambda: (started.exists() and started.read_text()) or process.poll() is not None, timeout=30)
+        assert process.poll() is None
+        command_pid = int(started.read_text())
+        supervisor.suspend()
+        wait_until(lambda: supervisor.status() == psutil.STATUS_STOPPED, timeout=30)
+        os.killpg(process.pid, signal.SIGINT)  # the supervisor leads its own group (CMD's too, before the fix)
+        if os.getpgid(command_pid) == process.pid:
+            wait_until((tmp_path / "caught").exists, timeout=30)
+        supervisor.resume()
+        for _ in range(200):  # its word on CMD comes once it has passed the SIGINT on (or not)
+            said.append(process.stderr.readline())
+            if "-- CMD" in said[-1] or not said[-1]:
+                break
+        (tmp_path / "go").touch()
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    stderr = "".join(said) + rest
+    assert "-- CMD" in said[-1], stderr
+    assert json.loads((tmp_path / "results.json").read_text()) == {"sigints": 1}, stderr
+    assert process.returncode == 128 + signal.SIGINT, stderr

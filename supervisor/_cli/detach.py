@@ -54,7 +54,8 @@ def detach(
     A stop signal (SIGINT, SIGTERM, SIGHUP) before the ready line stops the background run and waits until
     it is down: exit 128+N and nothing left. The signals are blocked while it spawns, so none can land
     between the fork and our holding its pid (where it once escaped, leaving a run nobody knew of), and
-    are let in only while we wait; once the ready line is read the run is handed over."""
+    are let in only while we wait. With the ready line the run is handed over, its id printed: a signal
+    held since then is taken unseen (exit 0; only one after that has its usual effect)."""
     read_fd, write_fd = os.pipe()
     log_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -90,13 +91,17 @@ def detach(
                 code = None if line.startswith("ready ") else process.wait()
         except _Interrupted as stop:  # before the run was handed over: it is still ours to cancel, whole
             return _cancel_detached(process, say, let_in, stop.signum)
-        if code is None:  # handed over: its id is out before a signal held meanwhile is let in
+        if code is None:
+            held = _take_held_signal()
+            if held is not None:  # it came with the ready line: the run was not handed over yet
+                return _cancel_detached(process, say, let_in, held)
             _, run_id, run_dir = line.split(" ", 2)
             print(run_id, flush=True)  # alone on stdout: RUN=$(supervisor run -d FILE)
             say(
                 f"run {run_id} is running in the background (supervisor pid {process.pid}) in {run_dir}; "
                 f"its output: {run_dir}/{DETACHED_OUTPUT}; `supervisor status {run_id}`, `supervisor stop {run_id}`"
             )
+            _take_held_signal()  # one while its id was printed comes too late: the run is handed over, exit 0
             return 0
     message = line.removeprefix("error ") or f"the background supervisor exited with code {code}"
     error(message)
@@ -148,6 +153,18 @@ def _stop_signals_raise() -> Iterator[Callable[[], contextlib.AbstractContextMan
             if handler is not None:
                 signal.signal(signum, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _take_held_signal() -> int | None:
+    """Take the stop signals held (blocked) since the wait ended, so that no handler sees them: the first
+    one's number, or None."""
+    first = None
+    for _ in STOP_SIGNALS:
+        taken = signal.sigtimedwait(STOP_SIGNALS, 0)
+        if taken is None:
+            break
+        first = first or taken.si_signo
+    return first
 
 
 def _cancel_detached(

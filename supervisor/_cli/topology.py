@@ -26,7 +26,7 @@ from .._spec.cluster import placement_notes, with_slurm
 from .._spec.load import load
 from . import command as _cmd
 from .context import Invocation
-from .detach import detach, notify, output_to_run_dir
+from .detach import detach, let_stop_signals_in, notify, output_to_run_dir
 from .placement import placement_lines, planning_nodes, where_it_runs
 from .table import parse_overrides
 
@@ -152,6 +152,8 @@ def _show_command(call: Invocation, argv: Sequence[str], env: Mapping[str, str],
 def run_command(call: Invocation) -> int:
     """``supervisor run FILE [-- CMD]``, or with ``--detach`` the same in the background."""
     args = call.args
+    if args.notify_fd is not None:  # the background run of --detach: its parent held these while spawning it
+        let_stop_signals_in()
     if args.file is None:
         if not args.logs:
             print("supervisor run: error: the following arguments are required: file", file=sys.stderr)
@@ -234,7 +236,8 @@ def _run(call: Invocation, planned: Planned) -> int:
         try:
             if planned.command:
                 reporter.pause()  # CMD writes to the terminal from here: no table redrawn over it
-                return await _cmd.run_command(group, planned.command, planned.command_env, stop_signals)
+                voice = None if args.quiet else call.voice.say
+                return await _cmd.run_command(group, planned.command, planned.command_env, stop_signals, voice)
             await group.wait()
             return None
         finally:

@@ -306,8 +306,10 @@ def _finish(
     *,
     raise_errors: bool,
 ) -> None:
-    """Tear down and wait until it is over; Ctrl-C meanwhile kills at once (and the wait goes on)."""
-    released = False
+    """Tear down and wait until it is over; Ctrl-C meanwhile kills at once (and the wait goes on), and is
+    raised once the run is down: the program stops as the user asked (it once went on as if nothing had
+    happened, a pytest session running every test left and exiting 0)."""
+    released = interrupted = False
     for _ in range(_MAX_INTERRUPTS):
         try:
             if not released:
@@ -316,9 +318,14 @@ def _finish(
             _wait_interruptibly(done)
             break
         except KeyboardInterrupt:
+            interrupted = True
             with contextlib.suppress(KeyboardInterrupt):
                 portal.call(holder.kill_now)
-    error = done.exception() if not done.cancelled() else None
+    error = done.exception() if done.done() and not done.cancelled() else None
+    if interrupted and error is not None:
+        raise KeyboardInterrupt from error  # the failure that ended the run, shown as its cause
+    if interrupted:
+        raise KeyboardInterrupt
     if raise_errors and error is not None:
         raise error
 

@@ -3,7 +3,8 @@
 Each iteration runs a small random topology (1-3 services: SIGTERM-ignoring trees with children in and out
 of their process group and a double-forked daemon, crash loops, a service that SIGSTOPs itself) and
 injects a few faults at random phases (while starting, once ready, during teardown): SIGTERM, SIGINT or
-SIGKILL to the `supervisor run` CLI; SIGKILL to its watchdog; SIGKILL, SIGSTOP or SIGTERM to service
+SIGKILL to the `supervisor run` CLI; SIGINT to the process group of `supervisor run --detach` while it
+starts (a quarter of the iterations); SIGKILL to its watchdog; SIGKILL, SIGSTOP or SIGTERM to service
 leaders and to their grandchildren; a whole tree SIGSTOPped; the run's logs dir removed. Then: the CLI
 must exit within a bounded wait, without a traceback, and within 15 s nothing may remain: no process with
 the run's mark, none of the pids the services recorded, no watchdog of the run. When the CLI and its
@@ -368,6 +369,86 @@ class Iteration:
             self.cli.stderr.close()
 
 
+class DetachIteration(Iteration):
+    """``supervisor run --detach`` of a random topology, the CLI's process group SIGINTed while it starts:
+    as soon as the CLI has a child (inside its spawn, where the signal once escaped and orphaned the run)
+    or a random moment later. It exits 130 with nothing left, or 0 with the run's id once the run was
+    handed over (then ``supervisor stop`` ends it); never a run nobody knows of."""
+
+    background: psutil.Process | None = None  #: the CLI's first child: the background run
+
+    def start(self) -> None:
+        self.before = set(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else set()
+        argv = [PYTHON, "-m", "supervisor", "run", "--detach", str(self.topology()), "--runs-dir", str(self.runs_dir)]
+        self.cli = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+
+    def drive(self) -> None:
+        assert self.cli is not None
+        children = Path(f"/proc/{self.cli.pid}/task/{self.cli.pid}/children")
+        deadline = time.monotonic() + EXIT_WAIT
+        while self.cli.poll() is None and time.monotonic() < deadline:  # its first child: the spawn under way
+            with contextlib.suppress(OSError, IndexError, psutil.Error):
+                self.background = psutil.Process(int(children.read_text().split()[0]))
+                break
+        if self.rng.random() < 0.5:
+            time.sleep(self.rng.uniform(0, 1.0))
+        if self.cli.poll() is not None:  # reaped: its group id may be someone else's now
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.cli.pid, signal.SIGINT)  # our CLI leads the group (its run has a session of its own)
+            self.faults["detach_group_sigint"] += 1
+            self.log.append("detach_group_sigint")
+
+    def check(self) -> list[str]:
+        assert self.cli is not None
+        problems = []
+        try:
+            out, err = self.cli.communicate(timeout=EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            self.cli.kill()
+            out, err = self.cli.communicate(timeout=10)
+            problems.append(f"hang: the CLI did not exit within {EXIT_WAIT:.0f}s of the SIGINT")
+        self.stderr.append(err)
+        created = (
+            [p.name for p in self.runs_dir.iterdir() if p.is_dir() and p not in self.before]
+            if self.runs_dir.is_dir()
+            else []
+        )
+        self.run_id = created[0] if created else None
+        code = self.cli.returncode
+        self.log.append(f"exit {code}")
+        if "Traceback" in err:
+            problems.append(f"the CLI crashed (exit {code}): {err[-1500:]}")
+        if self.run_id is not None and out.strip() == self.run_id:  # handed over, its id out: ours to stop
+            # exit 0; 130 or killed by SIGINT only from one after the hand-over, as the CLI exits (its id is out)
+            if code not in (0, 128 + signal.SIGINT, -signal.SIGINT):
+                problems.append(f"exit {code} with the run's id printed: {err}")
+            stopped = subprocess.run([PYTHON, "-m", "supervisor", "stop", self.run_id], capture_output=True,
+                                     text=True, timeout=120, cwd=ROOT)  # fmt: skip
+            if stopped.returncode != 0:
+                problems.append(f"stop after the hand-over failed ({stopped.returncode}): {stopped.stderr}")
+        elif code != 128 + signal.SIGINT or out.strip():
+            problems.append(f"exit {code}, stdout {out.strip()!r}: neither handed over nor cancelled: {err}")
+        elif self.background is not None and self.background.is_running():
+            problems.append(f"exit 130 without a run id, but the background run {self.background.pid} goes on: {err}")
+        deadline = time.monotonic() + SURVIVOR_WAIT
+        while (left := self.survivors()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            problems.append(f"survivors {SURVIVOR_WAIT:.0f}s after the CLI exited ({code}): {left}")
+        return problems
+
+    def cleanup(self) -> None:
+        if self.background is not None and self.background.is_running():  # the run this test started
+            with contextlib.suppress(psutil.Error):
+                self.background.terminate()
+                self.background.wait(60)
+        super().cleanup()
+
+
 @pytest.mark.timeout(BUDGET + 300)  # past the budget only the last iteration runs: bounded by its waits
 def test_chaos_randomized_faults_leave_no_survivor_and_no_hang(tmp_path: Path, runs_dir: Path) -> None:
     seed = int(os.environ.get("TOPOVISOR_CHAOS_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -382,7 +463,8 @@ def test_chaos_randomized_faults_leave_no_survivor_and_no_hang(tmp_path: Path, r
     while sum(faults.values()) < FAULTS and time.monotonic() - began < BUDGET:
         work = tmp_path / f"i{iterations}"
         work.mkdir()
-        iteration = Iteration(iterations, rng, work, runs_dir, faults)
+        detached = "detach_group_sigint" not in SKIP and rng.random() < 0.25
+        iteration = (DetachIteration if detached else Iteration)(iterations, rng, work, runs_dir, faults)
         iterations += 1
         try:
             iteration.start()

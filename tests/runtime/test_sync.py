@@ -260,6 +260,58 @@ def test_ctrl_c_tears_everything_down(tmp_path: Path, runs_dir: Path, when: str)
         assert float(str(last["seconds"])) < 60
 
 
+TEARDOWN_CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import supervisor as sv
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(3600)"
+    stop = sv.StopPolicy(grace_seconds=600)  # SIGTERM is ignored: the teardown lasts until the Ctrl-C kills it
+    service = sv.Service(name="s", command=[sys.executable, "-c", code], ready=sv.LogCheck("up"), stop=stop)
+
+    def report(event):
+        if isinstance(event, (sv.Spawned, sv.Stopping)):
+            print(json.dumps({"event": event.kind, "pid": getattr(event, "pid", None)}), flush=True)
+
+    try:
+        with sv.launch_sync(sv.Topology(name="late", services=[service]), runs_dir=sys.argv[1], on_event=report,
+                            backend=sys.argv[2]):
+            pass  # the block ends normally: the Ctrl-C comes during the teardown
+        print(json.dumps({"event": "after the block"}), flush=True)
+    except KeyboardInterrupt:
+        print(json.dumps({"event": "interrupted"}), flush=True)
+    """
+)
+
+
+def test_a_ctrl_c_during_the_teardown_is_raised_once_the_run_is_down(tmp_path: Path, runs_dir: Path) -> None:
+    """The block ended normally and its teardown waits on a service that ignores SIGTERM; a Ctrl-C then
+    SIGKILLs the run and, once it is down, raises KeyboardInterrupt. It was swallowed: the program went on
+    past the block (11 of 17 interrupted pytest sessions ran all their tests and exited 0)."""
+    script = tmp_path / "late.py"
+    script.write_text(TEARDOWN_CTRL_C_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(sv.__file__).parent.parent)}
+    process = subprocess.Popen(
+        [PYTHON, str(script), str(runs_dir), BACKEND], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None
+    seen: list[dict[str, object]] = []
+    try:
+        for _ in range(10):  # spawned, then stopping: the teardown has begun
+            seen.append(json.loads(process.stdout.readline() or '{"event": "eof"}'))
+            if seen[-1]["event"] in ("stopping", "eof"):
+                break
+        assert seen[-1]["event"] == "stopping", seen
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["interrupted"], out
+    assert not any(alive(int(str(record["pid"]))) for record in seen if record["event"] == "spawned")
+
+
 LOOP_THREAD_SIGINT_SCRIPT = textwrap.dedent(
     """
     import json, signal, sys, threading, time

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import psutil
 
-from .._host.logfollow import LogFollower
+from .._host.logfollow import LogFollower, Missed
 from .._records.died import DIED_OUTCOME
 from .._records.paths import read_json
 from .._records.reclaim import StopReport, stop_run
@@ -282,6 +282,10 @@ def logs_command(call: Invocation) -> int:
             for (name, _), follower in zip(sources, followers, strict=True):
                 for line in follower.new_lines():
                     out.write(f"{name} | {line}\n" if prefixed else f"{line}\n")
+                for missed in follower.take_missed():
+                    out.flush()  # the notice goes between the lines it stands for
+                    sys.stderr.write(_missed_notice(name, missed))
+                    sys.stderr.flush()
             out.flush()
             if not running:
                 return EXIT_OK  # one last drain above, after the run ended
@@ -294,6 +298,18 @@ def logs_command(call: Invocation) -> int:
     finally:
         for follower in followers:
             follower.close()
+
+
+def _missed_notice(replica: str, missed: Missed) -> str:
+    if missed.bytes is None:
+        amount = "some output"
+    else:
+        lines = f" (about {missed.lines:,} line{'s' if missed.lines != 1 else ''})" if missed.lines is not None else ""
+        amount = f"{missed.bytes:,} bytes of output{lines}"
+    return (
+        f"supervisor: {replica}: {amount} missed here: the log rotated past all its backups before it could"
+        " be read (a larger log.max_bytes or log.backups keeps more)\n"
+    )
 
 
 def _run_is_running(record: RunRecord) -> bool:

@@ -5,7 +5,9 @@ The writer (``logs.RotatingLogFile``) closes ``x.log`` when it is full and shift
 inode, so the follower holds the file it reads open and reads it to its end, whatever its name is by now.
 Once ``x.log`` is another inode, the files written since are the ones in front of ours in the chain: they
 are read from their beginning, oldest first, and the newest one is held from then on. Lines are lost only
-when the writer rotates more than ``backups`` times between two reads (our file was deleted by then).
+when the writer rotates more than ``backups`` times between two reads (the files after ours were deleted by
+then); the follower then tells how much (``take_missed``), from where each file starts in the whole
+output, which the writer keeps in ``x.offsets`` (``logs.ChainOffsets``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,19 @@ import os
 import re
 from io import BufferedReader
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["LogFollower"]
+from .logs import offsets_path, read_offsets
+
+__all__ = ["LogFollower", "Missed"]
+
+
+class Missed(NamedTuple):
+    """Output lost to rotation in one gap: exactly ``bytes``, about ``lines`` (at the mean length of the
+    lines read just after the gap); both None when the writer left no offsets to tell."""
+
+    bytes: int | None
+    lines: int | None
 
 
 class LogFollower:
@@ -27,6 +40,8 @@ class LogFollower:
         self._file: BufferedReader | None = None
         self._inode: int | None = None
         self._partial = b""
+        self._start: int | None = None  #: where the file held starts in the whole output
+        self._missed: list[Missed] = []
         self._file = self._open(path)
 
     def _open(self, path: Path) -> BufferedReader | None:
@@ -34,8 +49,18 @@ class LogFollower:
             file = open(path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
         except OSError:
             return None
-        self._inode = os.fstat(file.fileno()).st_ino
+        self._hold(file)
         return file
+
+    def _hold(self, file: BufferedReader) -> None:
+        self._inode = os.fstat(file.fileno()).st_ino
+        self._start = read_offsets(offsets_path(self.path)).get(self._inode)
+
+    def take_missed(self) -> list[Missed]:
+        """What was lost since the last call, one entry per gap: the writer rotated past every backup
+        between two reads and deleted files this follower never read."""
+        missed, self._missed = self._missed, []
+        return missed
 
     def history(self, count: int) -> list[str]:
         """The last ``count`` lines up to now (reaching into ``x.log.1`` if the file is young); reading
@@ -60,12 +85,14 @@ class LogFollower:
             return lines
         if current is None and self._file is not None:
             return lines
-        newer = self._newer_files()
+        newer, ours_kept = self._newer_files()
         if not newer:
             return lines
+        gap = None if ours_kept else self._gap_before(newer[0])
         if self._partial:  # the writer writes whole lines; a cut one ends with its file
             lines.append(_text(self._partial))
             self._partial = b""
+        after_gap = len(lines)
         for file in newer[:-1]:  # finished files, oldest first
             lines += self._read_to_end(file)
             if self._partial:
@@ -74,11 +101,24 @@ class LogFollower:
             file.close()
         self.close()
         self._file = newer[-1]
-        self._inode = os.fstat(self._file.fileno()).st_ino
-        return lines + self._read_to_end(self._file)
+        self._hold(self._file)
+        lines += self._read_to_end(self._file)
+        if not ours_kept and gap != 0:  # the lines just after a gap are the likeliest like those lost in it
+            self._missed.append(Missed(gap, None if gap is None else _line_count(gap, lines[after_gap:])))
+        return lines
 
-    def _newer_files(self) -> list[BufferedReader]:
-        """The files written after ours, opened, oldest first (all of the chain if ours is gone).
+    def _gap_before(self, oldest_newer: BufferedReader) -> int | None:
+        """Our file left the chain: the bytes written between its end and ``oldest_newer`` (0: none lost),
+        None when the writer left no offsets to tell. Ours is read to its end (we hold it open)."""
+        assert self._file is not None
+        start = read_offsets(offsets_path(self.path)).get(os.fstat(oldest_newer.fileno()).st_ino)
+        if start is None or self._start is None:
+            return None
+        return max(0, start - (self._start + os.fstat(self._file.fileno()).st_size))
+
+    def _newer_files(self) -> tuple[list[BufferedReader], bool]:
+        """The files written after ours, opened, oldest first (all of the chain if ours is gone), and whether
+        ours is still in the chain.
 
         Scanning from ``x.log`` towards the oldest backup, a rotation in the middle of the scan can only
         move a file further along, where we meet it again (same inode, skipped): nothing is missed."""
@@ -93,13 +133,13 @@ class LogFollower:
             inode = os.fstat(file.fileno()).st_ino
             if inode == self._inode:
                 file.close()
-                break
+                return found[::-1], True
             if inode in inodes:
                 file.close()
                 continue
             inodes.add(inode)
             found.append(file)
-        return found[::-1]
+        return found[::-1], self._file is None
 
     def _last_backup(self) -> int:
         pattern = re.compile(re.escape(self.path.name) + r"\.(\d+)")
@@ -125,6 +165,12 @@ class LogFollower:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _line_count(missed_bytes: int, sample: list[str]) -> int | None:
+    """About how many lines ``missed_bytes`` held, at the mean length of the ``sample`` lines."""
+    size = sum(len(line.encode()) + 1 for line in sample)
+    return round(missed_bytes * len(sample) / size) if size else None
 
 
 def _text(line: bytes) -> str:

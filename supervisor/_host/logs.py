@@ -18,7 +18,16 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 
-__all__ = ["MARK_PREFIX", "LineStream", "RotatingLogFile", "mark_line", "pump_pipe"]
+__all__ = [
+    "MARK_PREFIX",
+    "ChainOffsets",
+    "LineStream",
+    "RotatingLogFile",
+    "mark_line",
+    "offsets_path",
+    "pump_pipe",
+    "read_offsets",
+]
 
 LineSubscriber = Callable[[bytes], None]
 _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out anyway
@@ -83,10 +92,12 @@ class RotatingLogFile:
         self._fd = -1
         self._size = 0
         self._present = 0  #: x.log.1 .. x.log.<present> exist (kept, not re-scanned)
+        self._offsets = ChainOffsets(path)
         try:  # a replica (re)started after its logs dir was deleted must still start: never raise here
             self._fd = self._open()
             self._size = os.fstat(self._fd).st_size
             self._present = self._count_backups()
+            self._offsets.resume(self._fd, [self._backup(i) for i in range(1, self._present + 1)])
         except OSError as error:
             self._failed(error, 0)
 
@@ -148,6 +159,7 @@ class RotatingLogFile:
 
     def _rotate(self) -> None:
         """Shift only the backups that exist: the cost follows the files on disk, not ``backups``."""
+        ended_at = self._size
         self._close_fd()
         if self.backups > 0:
             for index in range(min(self._present, self.backups - 1), 0, -1):
@@ -158,6 +170,7 @@ class RotatingLogFile:
             os.unlink(self.path)
         self._fd = self._open()
         self._size = 0
+        self._offsets.rotated(self._fd, ended_at=ended_at, keep=self._present)
 
     def _failed(self, error: OSError, lost: int) -> None:
         self.dropped_bytes += lost
@@ -177,6 +190,7 @@ class RotatingLogFile:
             self._fd = self._open()
             self._size = os.fstat(self._fd).st_size
             self._present = self._count_backups()
+            self._offsets.resume(self._fd, [self._backup(i) for i in range(1, self._present + 1)])
         except OSError:
             self._retry_at = time.monotonic() + _REOPEN_INTERVAL_SECONDS
             return False
@@ -192,6 +206,80 @@ class RotatingLogFile:
 
     def close(self) -> None:
         self._close_fd()
+        self._offsets.close()
+
+
+class ChainOffsets:
+    """Where each file of a log's chain starts in the whole output (a byte offset, counted across
+    rotations and restarts), in ``x.offsets`` beside ``x.log``: a follower that fell behind the backups
+    (``logfollow``) tells from it how much it missed. Costs nothing per write (the file sizes are known)
+    and one small write per rotation.
+
+    The file holds one fixed-width record ``<inode> <offset>`` for ``x.log`` and each backup, newest first.
+    It is a hint for readers: when it cannot be written the log goes on, and a reader says the amount is
+    unknown."""
+
+    def __init__(self, log: Path) -> None:
+        self.path = offsets_path(log)
+        self._chain: list[tuple[int, int]] = []  #: (inode, offset of its first byte), x.log first
+        self._fd = -1
+        self._written = 0
+
+    def resume(self, fd: int, backups: list[Path]) -> None:
+        """The chain on disk (``backups``: x.log.1 onwards), numbered as the file says, or from 0."""
+        known = read_offsets(self.path)
+        inodes = [os.fstat(fd).st_ino]
+        for backup in backups:
+            try:
+                inodes.append(os.stat(backup).st_ino)
+            except OSError:
+                break
+        self._chain = [(inode, known.get(inode, 0)) for inode in inodes]
+        if inodes[0] not in known:
+            self._save()
+
+    def rotated(self, fd: int, *, ended_at: int, keep: int) -> None:
+        """A new ``x.log`` (``fd``) follows one of ``ended_at`` bytes; ``keep`` backups are left."""
+        start = (self._chain[0][1] if self._chain else 0) + ended_at
+        self._chain = [(os.fstat(fd).st_ino, start), *self._chain][: keep + 1]
+        self._save()
+
+    def _save(self) -> None:
+        text = "".join(f"{inode:20d} {start:20d}\n" for inode, start in self._chain).encode()
+        try:
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.pwrite(self._fd, text, 0)  # one small write of whole records: a reader sees old or new ones
+            if len(text) < self._written:
+                os.ftruncate(self._fd, len(text))
+            self._written = len(text)
+        except OSError:  # only a hint for readers: the log itself goes on
+            self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def offsets_path(log: Path) -> Path:
+    """``x.offsets`` beside ``x.log`` (not ``x.log.offsets``: readers take ``x.log.<n>`` for backups)."""
+    return log.with_suffix(".offsets")
+
+
+def read_offsets(path: Path) -> dict[int, int]:
+    """``x.offsets``: inode -> the offset of its first byte in the whole output; empty when unreadable."""
+    offsets: dict[int, int] = {}
+    try:
+        text = path.read_bytes().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return offsets
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0].isdigit() and words[1].isdigit():
+            offsets[int(words[0])] = int(words[1])
+    return offsets
 
 
 class LineStream:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .._records.paths import default_runs_dir
+from .._records.paths import default_runs_dir, open_private, private_dirs
 
 __all__ = ["DETACHED_OUTPUT", "detach", "notify", "output_to_run_dir"]
 
@@ -26,8 +26,8 @@ DETACHED_OUTPUT = "supervisor.log"
 def output_to_run_dir(run_dir: Path) -> None:
     """A ``--detach`` run, once it knows its directory, writes its output there (until then: the runs dir's
     ``detached.log``, where a failure to even plan ends up)."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(run_dir / DETACHED_OUTPUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    private_dirs(run_dir)
+    fd = open_private(run_dir / DETACHED_OUTPUT)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -51,10 +51,10 @@ def detach(
     caller has checked the input already); ``say`` and ``error`` print as the command line does."""
     read_fd, write_fd = os.pipe()
     log_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(log_dir)
     split = argv.index("--") if "--" in argv else len(argv)
     child_argv = [a for a in argv[:split] if a not in ("--detach", "-d")] + argv[split:]
-    with open(log_dir / "detached.log", "ab") as log:
+    with os.fdopen(open_private(log_dir / "detached.log"), "ab") as log:
         process = subprocess.Popen(
             [
                 sys.executable,

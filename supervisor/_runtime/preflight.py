@@ -9,6 +9,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigError
+from .._records.paths import private_dirs
 
 if TYPE_CHECKING:
     from .._host.gpu_inventory import GpuInventory
@@ -148,7 +149,7 @@ def prepare_run_dir(plan: Plan) -> None:
     logs = plan.run_dir / "logs"
     probe = plan.run_dir / ".writable"
     try:
-        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(logs)
         os.chmod(plan.run_dir, 0o700)
         with open(probe, "wb") as file:
             file.write(b"\0" * 4096)

@@ -25,6 +25,7 @@ from .._events import Event, EventLog
 from .._host.launcher import Launcher, LocalLauncher
 from .._host.probes import PollBudget
 from .._plan.plan import Plan, ReplicaPlan
+from .._records.paths import private_dirs
 from .._records.record import save_record
 from .conditions import StartConditions
 from .replica import Incarnation, Replica, ServiceHandle
@@ -80,7 +81,7 @@ class RunState:
                 raise ConfigError(problem, source=plan.source)
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
-        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(self.logs_dir)
         os.chmod(self.run_dir, 0o700)
         self.output_hook = on_output
         self.on_moved = on_moved  #: told the service whose replica moved nodes (its dependents follow)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import supervisor as sv
 from supervisor._records.eventfile import EventFile
 from supervisor._records.record import save_record
 
-from ..helpers import PYTHON, alive
+from ..helpers import PYTHON, alive, wait_until
 
 ROOT = Path(__file__).parents[2]
 SLEEPER = [PYTHON, "-c", "print('up', flush=True); import time; time.sleep(3600)"]
@@ -75,3 +76,37 @@ def test_event_file_on_a_full_disk_warns_once(tmp_path: Path, caplog: pytest.Log
     events.close()
     events.close()
     assert len(caplog.records) == 1 and "No space left" in caplog.records[0].getMessage()
+
+
+def test_a_run_under_umask_000_keeps_its_directories_0700_and_files_0600(tmp_path: Path) -> None:
+    """Under ``umask 000``, a ``--detach`` run in a ``--runs-dir`` that does not exist yet (two levels of
+    it): every directory made for it is 0700 and every file it writes 0600, ``watchdog.log`` included."""
+    path = tmp_path / "private.yaml"
+    path.write_text(
+        "name: private\nservices:\n  a:\n    command: ['{python}', -c, \"print('up', flush=True); import time; time.sleep(3600)\"]\n    ready: {log: up}\n"
+    )
+    runs = tmp_path / "new" / "runs"
+    started = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", "--detach", str(path), "--runs-dir", str(runs)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, umask=0,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    try:
+        run_dir = runs / run_id
+        wait_until(lambda: (run_dir / "watchdog.log").exists(), timeout=30, what="the watchdog's log")
+        modes = {
+            str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode)
+            for p in [tmp_path / "new", runs, *runs.rglob("*")]
+            if not p.is_socket()
+        }
+    finally:
+        stopped = subprocess.run(
+            [PYTHON, "-m", "supervisor", "stop", run_id], capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    assert "new/runs/" + run_id + "/watchdog.log" in modes and "new/runs/detached.log" in modes, modes
+    wrong = {
+        name: oct(mode) for name, mode in modes.items() if mode != (0o700 if (tmp_path / name).is_dir() else 0o600)
+    }
+    assert wrong == {}, wrong

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -78,6 +79,9 @@ def test_detached_run_is_driven_by_status_restart_and_stop(tmp_path: Path, runs_
     stopped = supervisor("stop", run_id)
     assert stopped.returncode == 0, stopped.stderr
     assert f"its supervisor (pid {supervisor_pid}) stopped it" in stopped.stdout
+    # its two lines, in order, each ended, on the one stream (a reader of stdout, or of both, sees the same)
+    assert stopped.stdout.splitlines()[0] == f"run {run_id}: stopping" and stopped.stdout.endswith("s\n")
+    assert len(stopped.stdout.splitlines()) == 2 and stopped.stderr == "", stopped.stdout + stopped.stderr
     assert not alive(supervisor_pid) and marked_processes(run_id) == {}
     assert json.loads((run_dir / "manifest.json").read_text())["phase"] == "stopped"
     final = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -193,3 +197,18 @@ def test_scale_and_a_rolling_restart_from_the_cli_change_the_detached_run(tmp_pa
     stopped = supervisor("stop", run_id)
     assert stopped.returncode == 0, stopped.stderr
     wait_until(lambda: not marked_processes(run_id), timeout=30)
+
+
+def test_status_of_a_run_whose_dir_was_deleted_says_so(tmp_path: Path, runs_dir: Path) -> None:
+    """A live run whose directory was deleted (its control socket with it): ``status`` says the directory
+    is gone, not that the run is still starting or stopping; ``stop`` still stops it."""
+    run_id, run_dir = run_detached(write_topology(tmp_path), runs_dir)
+    shutil.rmtree(run_dir)
+    status = supervisor("status", run_id)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert f"its run directory {run_dir} is gone" in status.stderr and "still starting" not in status.stderr
+    stopped = supervisor("stop", run_id)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout.splitlines()[0] == f"run {run_id}: stopping", stopped.stdout
+    assert " stopped it in " in stopped.stdout.splitlines()[1], stopped.stdout
+    wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")

@@ -112,6 +112,9 @@ def test_commands_on_a_run_that_is_not_running_say_so(tmp_path: Path, runs_dir: 
         assert result.returncode == 2 and "no run matches 'nope'" in result.stderr, result.stderr
     bad = supervisor("scale", "nope", "web", "-1")
     assert bad.returncode == 2 and "expected 0 or more" in bad.stderr
+    for count in ("10_000", "0x10", " 7"):  # int() would take the first and the last
+        bad = supervisor("scale", "nope", "web", count)
+        assert bad.returncode == 2 and "expected a whole number in decimal digits" in bad.stderr, bad.stderr
 
 
 def test_gc_removes_the_control_sockets_a_killed_supervisor_left(tmp_path: Path, runs_dir: Path) -> None:

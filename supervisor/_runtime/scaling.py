@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from .._errors import ConfigError, ServiceFailed
+from .._errors import ConfigError, NotRunning, ServiceFailed
 from .._events import ReplicaAdded, ReplicaRemoved, ScaleEnded, ScaleStarted
 from .._host.gpu_inventory import GpuInventory, GpuUnavailable
 from .._plan.gpu_assign import GpuNode
@@ -156,17 +156,24 @@ async def _scale_down(run: RunState, handle: ServiceHandle, replicas: int) -> li
         left = len(handle.replicas)
         _set_plan(run, handle, scaled_plan(run.plan, handle.name, left, ports=_ports(run), read_node=_no_node))
         group_stop.check_done(run)
+    if left > replicas:  # the teardown began: it stops the rest
+        raise NotRunning(
+            f"cut short: run {run.run_id} is being stopped, with {left - replicas} replicas of '{handle.name}' "
+            "still to remove (the teardown stops them)"
+        )
     return [r.name for r in gone]
 
 
 async def retire(run: RunState, replicas: Sequence[Replica], *, reason: str) -> None:
     """Stop ``replicas`` one after another (stop signal, grace, SIGKILL, every process of each), then take
-    each out of its service."""
+    each out of its service; once the run's teardown begins, the rest are left to it."""
     for replica in replicas:
         replica.hold()  # no pending start or restart may spawn it again
         if replica.loop_scope is not None:
             replica.loop_scope.cancel()
     for replica in replicas:
+        if run.stopping:
+            return
         async with run.restart_lock:
             await group_stop.stop_in_order(run, [replica], reason=reason)
         if replica.state.active:

@@ -108,6 +108,7 @@ class RunState:
         self.ports: PortAllocator | None = None  #: for replicas added while the run goes on
         self.stopping = False  #: the teardown began: nothing new is spawned
         self.kill_requested = False  #: the second Ctrl-C: SIGKILL instead of the stop signal
+        self.teardown_began = anyio.Event()  #: as ``stopping`` turns true: live operations are cut short
         self.torn_down = anyio.Event()
         self.all_done = anyio.Event()
         self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened

@@ -124,8 +124,13 @@ def _listed_listening(ports: Collection[int]) -> bool:
 def raise_open_files_limit(plan: Plan) -> int:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (400 replicas do not fit the usual 1024), and
     refuse a plan that cannot fit even then. Returns the soft limit in force."""
+    return open_files_for(sum(len(service.replicas) for service in plan.services), source=plan.source)
+
+
+def open_files_for(replicas: int, *, source: str | None, doing: str = "") -> int:
+    """``raise_open_files_limit`` for a run of ``replicas`` replicas in all (a scale checks its new total
+    before it starts anything); ``doing`` begins the refusal (``scale 'web' to 10000: ``)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    replicas = sum(len(service.replicas) for service in plan.services)
     needed = _FDS_BASE + FDS_PER_REPLICA * replicas
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         try:
@@ -135,10 +140,10 @@ def raise_open_files_limit(plan: Plan) -> int:
             pass
     if soft != resource.RLIM_INFINITY and soft < needed:
         raise ConfigError(
-            f"{replicas} replicas need about {needed} open files, but the open-files limit "
+            f"{doing}{replicas} replicas need about {needed} open files, but the open-files limit "
             f"(RLIMIT_NOFILE, ulimit -n) is {soft} (hard limit {hard}): raise it, e.g. `ulimit -n {needed}` "
             "or LimitNOFILE= in a systemd unit",
-            source=plan.source,
+            source=source,
         )
     return int(soft)
 

@@ -30,10 +30,12 @@ from .._plan.ports import PortAllocator
 from .._plan.replan import scaled_plan, service_spec
 from .._spec.cluster import placed
 from .._spec.placement import ClusterNode
+from .._spec.validate import MAX_REPLICAS
 from . import group_stop
 from . import supervision as _supervision
 from .dependents import follow_endpoints
 from .operations import run_operation, wait_settled
+from .preflight import open_files_for
 from .replica import Replica, ReplicaState, ServiceHandle
 from .state import RunState
 
@@ -86,6 +88,9 @@ async def scale(run: RunState, service: str, replicas: int) -> None:
 async def _scale_up(run: RunState, handle: ServiceHandle, replicas: int) -> list[str]:
     before = len(handle.replicas)
     old_plan = run.plan
+    if 0 <= replicas <= MAX_REPLICAS:  # else scaled_plan says what is wrong with the count
+        total = len(run.replicas) - before + replicas
+        open_files_for(total, source=run.plan.source, doing=f"scale '{handle.name}' to {replicas}: the run's ")
     up = await _up_nodes(run, handle.name)
     plan = scaled_plan(
         old_plan, handle.name, replicas, ports=_ports(run), read_node=lambda: _read_node(run.gpus), up=up

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
 import stat
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from supervisor._control.protocol import short_address
 from supervisor._host.proctable import marked_processes
 
-from ..helpers import PROGRAMS, alive, run_detached, supervisor_cli, wait_until
+from ..helpers import PROGRAMS, PYTHON, ROOT, alive, run_detached, supervisor_cli, wait_until
 
 _SLEEP = "import time; print('up', flush=True); time.sleep(3600)"
 
@@ -215,3 +217,30 @@ def test_status_of_a_run_whose_dir_was_deleted_says_so(tmp_path: Path, runs_dir:
     assert stopped.stdout.splitlines()[0] == f"run {run_id}: stopping", stopped.stdout
     assert " stopped it in " in stopped.stdout.splitlines()[1], stopped.stdout
     wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")
+
+
+def _open_files_limit_1024() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_a_scale_past_the_open_files_limit_is_refused_before_anything_starts(tmp_path: Path, runs_dir: Path) -> None:
+    """A run whose open-files limit is 1024 (hard): ``scale web 300`` would need more (the start's own
+    check, for the new total), so it is refused naming RLIMIT_NOFILE and the need, and nothing is added."""
+    started = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", "--detach", str(write_topology(tmp_path)), "--runs-dir", str(runs_dir)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, preexec_fn=_open_files_limit_1024,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    try:
+        refused = supervisor("scale", run_id, "worker", "300")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        need = 64 + 4 * 301  # the start's estimate for the run's 301 replicas
+        assert "scale 'worker' to 300: the run's 301 replicas need about" in refused.stderr, refused.stderr
+        assert f"about {need} open files" in refused.stderr and "(RLIMIT_NOFILE, ulimit -n) is 1024" in refused.stderr
+        events = [json.loads(line) for line in (runs_dir / run_id / "events.jsonl").read_text().splitlines()]
+        assert not [e for e in events if e["event"] in ("replica_added", "spawned") and "worker.2" in e["replica"]]
+        replicas = json.loads(supervisor("status", run_id, "--json").stdout)["services"]["worker"]["replicas"]
+        assert [r["name"] for r in replicas] == ["worker.0", "worker.1"]
+    finally:
+        assert supervisor("stop", run_id).returncode == 0

@@ -1,4 +1,5 @@
-"""9. Scale: a replica added to a running service, ready, against its own start by hand."""
+"""9. Scale: a replica added to a running service, ready, against its own start by hand; and the time a
+scale-down takes per replica, at 100 replicas against 400 (it must stay flat: retiring is linear)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import supervisor as sv
 # 9. scale: group.scale(svc, n + 1) -> the new replica ready, beyond its own start
 
 WORKER = [sys.executable, "-S", "-c", "print('ready', flush=True)\nimport time\ntime.sleep(3600)"]
+#: hundreds of these at once: a shell that becomes ``sleep`` (a few hundred KB each, not an interpreter)
+SLEEPER = ["/bin/sh", "-c", "echo ready; exec sleep 3600"]
+DOWN_SIZES = (100, 400)  #: replicas retired per measurement: the per-replica time must not grow with the count
 
 
 async def scale_rounds(settings: Settings, count: int, budget: float) -> tuple[list[float], list[float], list[str]]:
@@ -41,6 +45,18 @@ async def scale_rounds(settings: Settings, count: int, budget: float) -> tuple[l
                 f"ready->return {(returned - ready.monotonic) * 1000:.2f} ms"
             )
     return ups, downs, splits
+
+
+async def scale_down_ms_per_replica(settings: Settings, replicas: int) -> float:
+    """A 2-replica service scaled up to ``2 + replicas``, then back to 2: ms of the scale-down per
+    replica retired (each stopped with SIGTERM, then removed)."""
+    service = sv.Service(name="s", command=SLEEPER, replicas=2, ready=sv.LogCheck("^ready$"))
+    async with sv.launch(sv.Topology(name="scaledown", services=[service]), runs_dir=settings.runs_dir) as group:
+        with anyio.fail_after(LAUNCH_LIMIT_SECONDS):
+            await group.scale("s", 2 + replicas)
+            began = time.monotonic()
+            await group.scale("s", 2)
+            return (time.monotonic() - began) * 1000 / replicas
 
 
 async def own_start() -> float:
@@ -85,6 +101,26 @@ async def bench_scale(settings: Settings, results: list[Result]) -> None:
             baseline_label="",
             goal_kind="info",
             goal=None,
+        ),
+        results,
+    )
+
+    small, large = DOWN_SIZES
+    per_small: list[float] = []
+    per_large: list[float] = []
+    for _ in rounds(settings.count(2, 1), settings.budget(120, 60)):  # in turns: the same host load for both
+        per_small.append(await scale_down_ms_per_replica(settings, small))
+        per_large.append(await scale_down_ms_per_replica(settings, large))
+    report(
+        Result(
+            key="scale_down_per_replica",
+            title=f"9. scale-down of {large} replicas: ms per replica, against {small} replicas",
+            unit="ms",
+            value=Stats(per_large),
+            baseline=Stats(per_small),
+            baseline_label=f"ms per replica retiring {small}",
+            goal_kind="ratio",
+            goal=1.5,  # linear: flat per replica (quadratic would be ~4x at 4x the count)
         ),
         results,
     )

@@ -40,7 +40,9 @@ def _ask(run_id: str, path: Path, op: str, *, timeout_seconds: float | None = No
     try:
         reply = request_blocking(path, op, timeout_seconds=timeout_seconds, **fields)
     except FileNotFoundError:
-        raise ControlError(f"run {run_id} has no control socket at {path} (still starting, or stopping)") from None
+        from .._control.attach import no_socket_reason
+
+        raise ControlError(no_socket_reason(run_id, path)) from None
     except (OSError, ProtocolError) as exc:
         raise ControlError(f"run {run_id}: {op}: {getattr(exc, 'strerror', None) or exc}") from None
     if not reply.get("ok"):

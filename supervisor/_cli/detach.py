@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._host.signals import STOP_SIGNALS
-from .._records.paths import default_runs_dir
+from .._records.paths import default_runs_dir, open_private, private_dirs
 
 __all__ = ["DETACHED_OUTPUT", "detach", "let_stop_signals_in", "notify", "output_to_run_dir"]
 
@@ -27,8 +27,8 @@ DETACHED_OUTPUT = "supervisor.log"
 def output_to_run_dir(run_dir: Path) -> None:
     """A ``--detach`` run, once it knows its directory, writes its output there (until then: the runs dir's
     ``detached.log``, where a failure to even plan ends up)."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(run_dir / DETACHED_OUTPUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    private_dirs(run_dir)
+    fd = open_private(run_dir / DETACHED_OUTPUT)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -58,10 +58,10 @@ def detach(
     held since then is taken unseen (exit 0; only one after that has its usual effect)."""
     read_fd, write_fd = os.pipe()
     log_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(log_dir)
     split = argv.index("--") if "--" in argv else len(argv)
     child_argv = [a for a in argv[:split] if a not in ("--detach", "-d")] + argv[split:]
-    with _stop_signals_raise() as let_in, open(log_dir / "detached.log", "ab") as log:
+    with _stop_signals_raise() as let_in, os.fdopen(open_private(log_dir / "detached.log"), "ab") as log:
         try:
             process = subprocess.Popen(
                 [

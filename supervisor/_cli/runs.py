@@ -172,7 +172,7 @@ def stop_command(call: Invocation) -> int:
             anyio.run(stop_run, record)
         print(f"run {record.run_id}: nothing is running")
         return EXIT_OK
-    print(f"run {record.run_id}: stopping", file=sys.stderr, flush=True)
+    print(f"run {record.run_id}: stopping", flush=True)  # on stdout with the outcome: one stream, in order
     if record.supervisor_alive and args.grace is None:
         done = _stop_through_socket(record)
         if done is not None:

@@ -6,6 +6,7 @@ loads nothing that ``run`` does not need."""
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -199,10 +200,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    """A replica count in decimal digits (``int()`` would also take ``10_000``, `` 7`` and other scripts' digits)."""
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number in decimal digits, got {text!r}")
+    value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
     return value

@@ -34,7 +34,7 @@ from .protocol import (
 )
 from .service_view import ServiceAddresses
 
-__all__ = ["AttachedTopology", "RemoteReplica", "RemoteService", "attach", "locate_socket"]
+__all__ = ["AttachedTopology", "RemoteReplica", "RemoteService", "attach", "locate_socket", "no_socket_reason"]
 
 
 class RemoteReplica:
@@ -291,6 +291,17 @@ def locate_socket(run: str | os.PathLike[str]) -> tuple[str, Path, Path]:
     return record.run_id, record.run_dir, Path(control) if control else socket_path(record.run_dir)
 
 
+def no_socket_reason(run_id: str, path: Path) -> str:
+    """Why a live run's control socket is not there: its run directory was deleted (the socket went with
+    it, for good), or the run is still starting or already stopping (it comes, or it went)."""
+    if not path.parent.is_dir():
+        return (
+            f"run {run_id}: its run directory {path.parent} is gone (deleted while the run runs), and its control "
+            f"socket with it; `supervisor stop {run_id}` still stops the run"
+        )
+    return f"run {run_id} has no control socket at {path} (still starting, stopping, or from a version without one)"
+
+
 @contextlib.asynccontextmanager
 async def attach(run: str | os.PathLike[str]) -> AsyncIterator[AttachedTopology]:
     """``async with supervisor.attach(run_id_or_dir) as group:`` the group interface of ``launch`` for a
@@ -302,9 +313,7 @@ async def attach(run: str | os.PathLike[str]) -> AsyncIterator[AttachedTopology]
         await group.refresh()
     except ControlError as exc:
         if not path.exists():
-            raise ControlError(
-                f"run {run_id} has no control socket at {path} (still starting, or from a version without one)"
-            ) from None
+            raise ControlError(no_socket_reason(run_id, path)) from None
         raise exc from None
     try:
         yield group

@@ -118,6 +118,15 @@ class ControlServer:
         self.spare_in_use = False  #: whether the spare connection (one request, no stream) is taken
         self._accepting = anyio.CancelScope()
         self._closed = False
+        self._answering: set[anyio.Event] = set()  #: one per operation whose answer is not sent yet
+
+    async def wait_answered(self, seconds: float) -> None:
+        """Until every operation under way (a scale, a rolling restart; not the ``stop`` that waits for
+        the teardown) has ended and its answer went out, at most ``seconds``: the teardown cuts them
+        short, then waits here, so their end is in the records and their client hears why."""
+        with anyio.move_on_after(seconds):
+            for answered in list(self._answering):
+                await answered.wait()
 
     async def serve(self, on_listening: Callable[[Path], None] | None = None) -> None:
         """Bind, then accept clients, each in its own task; returns once closed. ``on_listening`` hears
@@ -288,19 +297,26 @@ class ControlServer:
         """Run the op and send its reply; False when the reply could not go out (the client is gone or
         read nothing for the send timeout: the connection closes rather than skip a reply)."""
         assert operation.handler is not None
-        with anyio.CancelScope(shield=operation.shielded):
-            try:
-                result = await operation.handler(self.group, args)
-            except (SupervisorError, ValueError, TypeError, Unsupported) as exc:
-                reply = error_reply(request_id, str(exc))
-            except KeyError as exc:
-                reply = error_reply(request_id, str(exc.args[0]) if exc.args else "not found")
-            except Exception as exc:  # a bug of ours: the client hears of it, the run goes on
-                _log.exception("control socket: op %r failed", op)
-                reply = error_reply(request_id, f"internal error: {type(exc).__name__}: {exc}")
-            else:
-                reply = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, **result}
-            sent = await self._send(stream, reply, _SHIELDED_REPLY_SECONDS if operation.shielded else None)
+        answered = anyio.Event()
+        if not operation.shielded:
+            self._answering.add(answered)
+        try:
+            with anyio.CancelScope(shield=operation.shielded):
+                try:
+                    result = await operation.handler(self.group, args)
+                except (SupervisorError, ValueError, TypeError, Unsupported) as exc:
+                    reply = error_reply(request_id, str(exc))
+                except KeyError as exc:
+                    reply = error_reply(request_id, str(exc.args[0]) if exc.args else "not found")
+                except Exception as exc:  # a bug of ours: the client hears of it, the run goes on
+                    _log.exception("control socket: op %r failed", op)
+                    reply = error_reply(request_id, f"internal error: {type(exc).__name__}: {exc}")
+                else:
+                    reply = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, **result}
+                sent = await self._send(stream, reply, _SHIELDED_REPLY_SECONDS if operation.shielded else None)
+        finally:
+            self._answering.discard(answered)
+            answered.set()
         return sent
 
     async def _refuse(self, stream: anyio.abc.SocketStream, message: str) -> None:

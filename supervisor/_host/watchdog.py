@@ -84,14 +84,16 @@ class Watchdog:
     @classmethod
     def spawn(cls, run_id: str, run_dir: Path) -> Watchdog:
         """Start the watchdog of ``run_id``; its messages go to ``<run_dir>/watchdog.log``."""
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from .._records.paths import open_private, private_dirs
+
+        private_dirs(run_dir)
         env = {k: v for k, v in os.environ.items() if k not in (RUN_ID_ENV, REPLICA_ENV)}
         root = str(Path(__file__).resolve().parent.parent)  # the package we run from, installed or not
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         argv = [sys.executable, "-m", "supervisor._host.watchdog", "--run-id", run_id, "--run-dir", str(run_dir)]
         read_fd, write_fd = os.pipe()  # both close-on-exec: replicas never inherit the write end
         try:
-            with open(run_dir / "watchdog.log", "ab") as log:
+            with os.fdopen(open_private(run_dir / "watchdog.log"), "ab") as log:
                 popen = subprocess.Popen(
                     argv,
                     stdin=read_fd,

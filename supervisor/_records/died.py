@@ -10,13 +10,12 @@ after its sweep. A summary already there (the supervisor's own) is never replace
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .eventfile import read_events
 from .paths import read_json, write_json
 from .schema import ReplicaOutcome, ServiceOutcome, Summary, manifest_from_json
 
@@ -40,17 +39,8 @@ _MAX_EVENT_BYTES = 64 * 1024 * 1024  #: a runaway events file is read this far, 
 
 
 def _events(path: Path) -> Iterable[dict[str, Any]]:
-    """The lines of ``events.jsonl`` that parse (a line cut short by the death is skipped)."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_EVENT_BYTES)
-    except OSError:
-        return
-    for line in data.splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            if isinstance(event, dict):
-                yield event
+    """The lines of ``events.jsonl`` that parse (a line cut short by the death is skipped, with a warning)."""
+    return read_events(path, max_bytes=_MAX_EVENT_BYTES)
 
 
 def summary_of_dead_run(

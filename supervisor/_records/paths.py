@@ -16,12 +16,15 @@ __all__ = [
     "default_state_dir",
     "index_dir",
     "index_path",
+    "open_private",
+    "private_dirs",
     "read_json",
     "runs_dir",
     "save_record",
     "state_dir",
     "warn_record_failure",
     "write_json",
+    "write_private",
 ]
 
 _warned: set[Path] = set()  #: run dirs already warned about: one warning per run, not one per write
@@ -57,10 +60,42 @@ def index_path(run_id: str) -> Path:
 
 
 def _private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(path)
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
     return path
+
+
+def private_dirs(path: Path, *, max_depth: int = 256) -> Path:
+    """Make ``path`` and every missing parent 0700 whatever the umask: ``mkdir``'s mode is masked by the
+    umask, and ``Path.mkdir(parents=True)`` makes the parents 0777 less the umask (0777 under umask 000),
+    while a run's records are the user's alone. Directories already there are left as they are."""
+    missing: list[Path] = []
+    cursor = path
+    while not cursor.is_dir() and len(missing) < max_depth and cursor != cursor.parent:
+        missing.append(cursor)
+        cursor = cursor.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made by someone else meanwhile: theirs to set
+        os.chmod(directory, 0o700)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """A descriptor of ``path``, created 0600 when new (the umask can only take bits away from 0600), never
+    inherited by children."""
+    return os.open(path, flags | os.O_CLOEXEC, 0o600)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` (replaced, not appended), created 0600 when new."""
+    with os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as file:
+        file.write(data)
 
 
 def write_json(
@@ -72,7 +107,7 @@ def write_json(
 
         data = to_json(data)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with os.fdopen(fd, "w") as file:
             file.write(json.dumps(data, indent=indent))  # dumps, not dump: only dumps uses the C encoder

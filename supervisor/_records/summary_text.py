@@ -122,10 +122,21 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def _exits(exits: list[ExitEntry]) -> str:
-    """Each exit, in order: the code or the signal, ``!`` after an unexpected one."""
+def _exits(exits: list[ExitEntry], *, max_runs: int = 4) -> str:
+    """Each exit, in order: the code or the signal, ``!`` after an unexpected one; a run of the same exit
+    once with its count (``1! x412``: a crash loop), and past ``max_runs`` such runs the first ones, how many
+    more, and the last, so the column stays narrow however many restarts there were."""
     if not exits:
         return "-"
-    return ",".join(
-        (e.signal or ("?" if e.exit_code is None else str(e.exit_code))) + ("" if e.expected else "!") for e in exits
-    )
+    runs: list[tuple[str, int]] = []  #: (exit, how many times in a row)
+    for e in exits:
+        text = (e.signal or ("?" if e.exit_code is None else str(e.exit_code))) + ("" if e.expected else "!")
+        if runs and runs[-1][0] == text:
+            runs[-1] = (text, runs[-1][1] + 1)
+        else:
+            runs.append((text, 1))
+    shown = [text if count == 1 else f"{text} x{count}" for text, count in runs]
+    if len(shown) > max_runs:
+        hidden = sum(count for _, count in runs[max_runs - 1 : -1])
+        shown = [*shown[: max_runs - 1], f"...{hidden} more", shown[-1]]
+    return ",".join(shown)

@@ -41,6 +41,8 @@ __all__ = [
     "teardown",
 ]
 
+_OPERATIONS_END_SECONDS = 10.0  #: how long the teardown waits for a scale or rollout it cut short to end
+
 
 def _pinned_groups(run: RunState) -> dict[int, str]:
     """Process groups that are surely ours: their leader is not reaped, so its pid is not reused."""
@@ -107,6 +109,7 @@ async def teardown(run: RunState) -> None:
         await run.torn_down.wait()
         return
     run.stopping = True
+    run.teardown_began.set()
     run.teardown_started_at = time.monotonic()
     run.enter_phase(RunPhase.STOPPING)
     if run.control is not None:  # no new clients; those connected see the teardown's events
@@ -118,6 +121,8 @@ async def teardown(run: RunState) -> None:
     run.write_manifest()
     try:
         await stop_in_order(run, run.replicas, reason="teardown")
+        if run.control is not None:  # a scale or rollout cut short records its end, and its client hears why
+            await run.control.wait_answered(_OPERATIONS_END_SECONDS)
         await _sweep(run)
         await _wait_gpus_released(run)
         if run.http is not None:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
+from .._records.paths import write_private
+
 if TYPE_CHECKING:
     import httpx
 
@@ -168,7 +170,7 @@ async def _get(client: httpx.AsyncClient, url: str) -> tuple[int, bytes]:
 
 def _write(directory: Path, bodies: Mapping[str, bytes], index: Mapping[str, Any]) -> None:
     for name, body in bodies.items():
-        (directory / f"{name}.prom").write_bytes(body)
+        write_private(directory / f"{name}.prom", body)
     temporary = directory / ".index.json.tmp"
-    temporary.write_text(json.dumps(index, indent=2) + "\n")
+    write_private(temporary, (json.dumps(index, indent=2) + "\n").encode())
     os.replace(temporary, directory / "index.json")

@@ -26,8 +26,8 @@ def run_operation(run: RunState, what: str) -> None:
 
 
 async def wait_settled(run: RunState, replicas: Sequence[Replica]) -> None:
-    """Until each of ``replicas`` is ready once, or given up on; ``NotRunning`` if the run is torn
-    down meanwhile (a teardown stops them without settling them)."""
+    """Until each of ``replicas`` is ready once, or given up on; ``NotRunning`` as soon as the run's
+    teardown begins (it stops them without settling them: the operation is cut short, and says so)."""
     torn_down = False
     async with anyio.create_task_group() as tg:
 
@@ -38,11 +38,12 @@ async def wait_settled(run: RunState, replicas: Sequence[Replica]) -> None:
 
         async def watch() -> None:
             nonlocal torn_down
-            await run.torn_down.wait()
+            await run.teardown_began.wait()
             torn_down = True
             tg.cancel_scope.cancel()
 
         tg.start_soon(settle)
         tg.start_soon(watch)
     if torn_down and not all(r.settled.is_set() for r in replicas):
-        raise NotRunning(f"run {run.run_id} was torn down before {', '.join(r.name for r in replicas)} were ready")
+        waiting = [r.name for r in replicas if not r.settled.is_set()]
+        raise NotRunning(f"cut short: run {run.run_id} is being stopped, before {', '.join(waiting)} were ready")

@@ -9,6 +9,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigError
+from .._records.paths import private_dirs
 
 if TYPE_CHECKING:
     from .._host.gpu_inventory import GpuInventory
@@ -123,8 +124,13 @@ def _listed_listening(ports: Collection[int]) -> bool:
 def raise_open_files_limit(plan: Plan) -> int:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (400 replicas do not fit the usual 1024), and
     refuse a plan that cannot fit even then. Returns the soft limit in force."""
+    return open_files_for(sum(len(service.replicas) for service in plan.services), source=plan.source)
+
+
+def open_files_for(replicas: int, *, source: str | None, doing: str = "") -> int:
+    """``raise_open_files_limit`` for a run of ``replicas`` replicas in all (a scale checks its new total
+    before it starts anything); ``doing`` begins the refusal (``scale 'web' to 10000: ``)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    replicas = sum(len(service.replicas) for service in plan.services)
     needed = _FDS_BASE + FDS_PER_REPLICA * replicas
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         try:
@@ -134,10 +140,10 @@ def raise_open_files_limit(plan: Plan) -> int:
             pass
     if soft != resource.RLIM_INFINITY and soft < needed:
         raise ConfigError(
-            f"{replicas} replicas need about {needed} open files, but the open-files limit "
+            f"{doing}{replicas} replicas need about {needed} open files, but the open-files limit "
             f"(RLIMIT_NOFILE, ulimit -n) is {soft} (hard limit {hard}): raise it, e.g. `ulimit -n {needed}` "
             "or LimitNOFILE= in a systemd unit",
-            source=plan.source,
+            source=source,
         )
     return int(soft)
 
@@ -148,7 +154,7 @@ def prepare_run_dir(plan: Plan) -> None:
     logs = plan.run_dir / "logs"
     probe = plan.run_dir / ".writable"
     try:
-        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(logs)
         os.chmod(plan.run_dir, 0o700)
         with open(probe, "wb") as file:
             file.write(b"\0" * 4096)

@@ -25,6 +25,7 @@ from .._events import Event, EventLog
 from .._host.launcher import Launcher, LocalLauncher
 from .._host.probes import PollBudget
 from .._plan.plan import Plan, ReplicaPlan
+from .._records.paths import private_dirs
 from .._records.record import save_record
 from .conditions import StartConditions
 from .replica import Incarnation, Replica, ServiceHandle
@@ -80,7 +81,7 @@ class RunState:
                 raise ConfigError(problem, source=plan.source)
         self.run_dir = plan.run_dir
         self.logs_dir = plan.run_dir / "logs"
-        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(self.logs_dir)
         os.chmod(self.run_dir, 0o700)
         self.output_hook = on_output
         self.on_moved = on_moved  #: told the service whose replica moved nodes (its dependents follow)
@@ -107,6 +108,7 @@ class RunState:
         self.ports: PortAllocator | None = None  #: for replicas added while the run goes on
         self.stopping = False  #: the teardown began: nothing new is spawned
         self.kill_requested = False  #: the second Ctrl-C: SIGKILL instead of the stop signal
+        self.teardown_began = anyio.Event()  #: as ``stopping`` turns true: live operations are cut short
         self.torn_down = anyio.Event()
         self.all_done = anyio.Event()
         self.failure: ServiceFailed | None = None  #: the first fatal failure, once one happened

@@ -24,7 +24,7 @@ __all__ = ["MAX_CACHED_BYTES", "MAX_ENTRIES", "MISS", "cache_dir", "cached_docum
 
 MAX_CACHED_BYTES = 256 * 1024  #: bigger texts are parsed every time (a topology is a few KB)
 MAX_ENTRIES = 256  #: the oldest entries go once there are more
-_FORMAT = 1  #: bumped when the parser's output for the same text changes
+_FORMAT = 2  #: bumped when the parser's output for the same text changes
 MISS = object()  #: what ``cached_document`` returns when it has nothing for the text
 
 

@@ -1,6 +1,7 @@
 """Bounded YAML: the one place a topology's text becomes Python data.
 
-YAML 1.2 booleans only (``yes``/``no``/``on``/``off`` stay strings), no duplicate keys, a size limit on
+YAML 1.2 booleans only (``yes``/``no``/``on``/``off`` stay strings), whole numbers in decimal digits only
+(``0x10``, ``0o10``, ``10_000``, ``1:30`` stay strings, ``010`` is ten), no duplicate keys, a size limit on
 the file and on the document once its aliases are expanded (a 1 KB alias bomb expands to billions of
 values), and every failure a ``ConfigError`` with the line and column.
 """
@@ -37,6 +38,15 @@ def _loader() -> type[Any]:
             if node is not None:
                 _count_nodes(node)
             return node
+
+        def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+            """Decimal digits only (YAML 1.1 reads ``0x10`` as 16, ``010`` as 8 and ``1:30`` as 90)."""
+            text = str(self.construct_scalar(node))
+            if not _WHOLE_NUMBER.fullmatch(text):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"expected a whole number in decimal digits, got {text!r}", node.start_mark
+                )
+            return int(text)
 
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
             seen: set[object] = set()
@@ -82,13 +92,17 @@ def _loader() -> type[Any]:
 
         size(root)
 
+    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
     _Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     _Loader.add_implicit_resolver(
         "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
     )
+    _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _WHOLE_NUMBER, list("-+0123456789"))
+    _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
     return _Loader
 
@@ -135,6 +149,13 @@ def _var_hint(text: str, mark: object) -> str:
 
 
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+#: a whole number, as YAML 1.2 reads one in decimal (no ``0x``, ``0o``, ``_`` or ``:`` forms of YAML 1.1)
+_WHOLE_NUMBER = re.compile(r"^[-+]?[0-9]+$")
+#: PyYAML's YAML 1.1 float, less its ``_`` digit separators and base-60 (``1:30.5``) forms
+_FLOAT = re.compile(
+    r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
 _PLAIN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _NULLS = frozenset({"null", "Null", "NULL"})

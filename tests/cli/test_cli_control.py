@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import shutil
 import signal
 import socket
 import stat
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 from supervisor._control.protocol import short_address
 from supervisor._host.proctable import marked_processes
 
-from ..helpers import PROGRAMS, alive, run_detached, supervisor_cli, wait_until
+from ..helpers import PROGRAMS, PYTHON, ROOT, alive, run_detached, supervisor_cli, wait_until
 
 _SLEEP = "import time; print('up', flush=True); time.sleep(3600)"
 
@@ -78,6 +81,9 @@ def test_detached_run_is_driven_by_status_restart_and_stop(tmp_path: Path, runs_
     stopped = supervisor("stop", run_id)
     assert stopped.returncode == 0, stopped.stderr
     assert f"its supervisor (pid {supervisor_pid}) stopped it" in stopped.stdout
+    # its two lines, in order, each ended, on the one stream (a reader of stdout, or of both, sees the same)
+    assert stopped.stdout.splitlines()[0] == f"run {run_id}: stopping" and stopped.stdout.endswith("s\n")
+    assert len(stopped.stdout.splitlines()) == 2 and stopped.stderr == "", stopped.stdout + stopped.stderr
     assert not alive(supervisor_pid) and marked_processes(run_id) == {}
     assert json.loads((run_dir / "manifest.json").read_text())["phase"] == "stopped"
     final = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -108,6 +114,9 @@ def test_commands_on_a_run_that_is_not_running_say_so(tmp_path: Path, runs_dir: 
         assert result.returncode == 2 and "no run matches 'nope'" in result.stderr, result.stderr
     bad = supervisor("scale", "nope", "web", "-1")
     assert bad.returncode == 2 and "expected 0 or more" in bad.stderr
+    for count in ("10_000", "0x10", " 7"):  # int() would take the first and the last
+        bad = supervisor("scale", "nope", "web", count)
+        assert bad.returncode == 2 and "expected a whole number in decimal digits" in bad.stderr, bad.stderr
 
 
 def test_gc_removes_the_control_sockets_a_killed_supervisor_left(tmp_path: Path, runs_dir: Path) -> None:
@@ -193,3 +202,45 @@ def test_scale_and_a_rolling_restart_from_the_cli_change_the_detached_run(tmp_pa
     stopped = supervisor("stop", run_id)
     assert stopped.returncode == 0, stopped.stderr
     wait_until(lambda: not marked_processes(run_id), timeout=30)
+
+
+def test_status_of_a_run_whose_dir_was_deleted_says_so(tmp_path: Path, runs_dir: Path) -> None:
+    """A live run whose directory was deleted (its control socket with it): ``status`` says the directory
+    is gone, not that the run is still starting or stopping; ``stop`` still stops it."""
+    run_id, run_dir = run_detached(write_topology(tmp_path), runs_dir)
+    shutil.rmtree(run_dir)
+    status = supervisor("status", run_id)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert f"its run directory {run_dir} is gone" in status.stderr and "still starting" not in status.stderr
+    stopped = supervisor("stop", run_id)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout.splitlines()[0] == f"run {run_id}: stopping", stopped.stdout
+    assert " stopped it in " in stopped.stdout.splitlines()[1], stopped.stdout
+    wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")
+
+
+def _open_files_limit_1024() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_a_scale_past_the_open_files_limit_is_refused_before_anything_starts(tmp_path: Path, runs_dir: Path) -> None:
+    """A run whose open-files limit is 1024 (hard): ``scale web 300`` would need more (the start's own
+    check, for the new total), so it is refused naming RLIMIT_NOFILE and the need, and nothing is added."""
+    started = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", "--detach", str(write_topology(tmp_path)), "--runs-dir", str(runs_dir)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, preexec_fn=_open_files_limit_1024,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    try:
+        refused = supervisor("scale", run_id, "worker", "300")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        need = 64 + 4 * 301  # the start's estimate for the run's 301 replicas
+        assert "scale 'worker' to 300: the run's 301 replicas need about" in refused.stderr, refused.stderr
+        assert f"about {need} open files" in refused.stderr and "(RLIMIT_NOFILE, ulimit -n) is 1024" in refused.stderr
+        events = [json.loads(line) for line in (runs_dir / run_id / "events.jsonl").read_text().splitlines()]
+        assert not [e for e in events if e["event"] in ("replica_added", "spawned") and "worker.2" in e["replica"]]
+        replicas = json.loads(supervisor("status", run_id, "--json").stdout)["services"]["worker"]["replicas"]
+        assert [r["name"] for r in replicas] == ["worker.0", "worker.1"]
+    finally:
+        assert supervisor("stop", run_id).returncode == 0

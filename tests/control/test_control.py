@@ -22,7 +22,7 @@ from supervisor._control.protocol import MAX_CLIENTS, MAX_LINE_BYTES, request_bl
 from supervisor._runtime.group import RunningTopology
 from supervisor._runtime.runner import launch_prepared
 
-from ..helpers import PYTHON, alive
+from ..helpers import PYTHON, alive, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -311,6 +311,34 @@ async def test_stop_through_the_socket_ends_the_run_as_a_signal_would(runs_dir: 
     assert not any(alive(pid) for pid in pids if pid is not None)
     assert not path.exists() and group.phase == "stopped"
     assert json.loads((group.run_dir / "manifest.json").read_text())["phase"] == "stopped"
+
+
+async def test_a_stop_during_a_scale_says_the_scale_was_cut_short(runs_dir: Path) -> None:
+    """A ``stop`` while a scale waits for its new replicas: the scale's client gets an answer (not a
+    closed connection) saying it was cut short by the stop, and the summary's operation has that error."""
+    only_the_first_gets_ready = (
+        "import os, time; first = os.environ['TOPOVISOR_REPLICA'] == 'web'; "
+        "print('up' if first else 'loading', flush=True); time.sleep(3600)"
+    )
+    web = sv.Service(name="web", command=[PYTHON, "-c", only_the_first_gets_ready], replicas=1, ready=sv.LogCheck("up"))
+    scaled: list[dict[str, Any]] = []
+    async with sv.launch(sv.Topology(name="cutshort", services=[web]), runs_dir=runs_dir) as group:
+        path = await opened(group)
+        scaler = threading.Thread(
+            target=lambda: scaled.append(request_blocking(path, "scale", timeout_seconds=60, service="web", replicas=3))
+        )
+        scaler.start()
+        await wait_for(group, lambda events: sum(isinstance(e, sv.Spawned) for e in events) == 3, timeout=30)
+        stopper = threading.Thread(target=lambda: request_blocking(path, "stop", timeout_seconds=60))
+        stopper.start()
+        await anyio.sleep(60)  # the stop cancels this body
+    await anyio.to_thread.run_sync(scaler.join, 60)
+    await anyio.to_thread.run_sync(stopper.join, 60)
+    assert len(scaled) == 1 and scaled[0]["ok"] is False, scaled
+    assert scaled[0]["error"].startswith(f"cut short: run {group.run_id} is being stopped"), scaled
+    (operation,) = json.loads((group.run_dir / "summary.json").read_text())["operations"]
+    assert operation["kind"] == "scale" and operation["error"] == scaled[0]["error"], operation
+    assert operation["seconds"] is not None
 
 
 async def test_a_run_dir_past_the_socket_path_limit_still_has_a_socket(tmp_path: Path) -> None:

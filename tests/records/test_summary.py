@@ -274,6 +274,24 @@ def test_quiet_text_lists_only_the_replicas_with_problems() -> None:
     assert "3!" in lines[2] and "critical chain:" not in lines
 
 
+def test_a_crash_loop_keeps_the_exit_column_narrow() -> None:
+    """412 crashes with exit 1 are one entry with a count; many different exits show the first few, how
+    many more, and the last: the column is bounded however long the loop ran."""
+    services = shapes(loop=({}, ["loop"]), mixed=({}, ["mixed"]))
+    events: list[Event] = []
+    for i in range(412):
+        events += [spawned("loop", i, pid=10 + i)]
+        events += [Exited(replica="loop", service="loop", pid=10 + i, exit_code=1, signal=None, expected=False)]
+    for i, code in enumerate([*range(2, 3000), 0]):
+        events += [spawned("mixed", i, pid=5000 + i)]
+        events += [Exited(replica="mixed", service="mixed", pid=5000 + i, exit_code=code, signal=None, expected=False)]
+    lines = render_summary(summarize(services, events, started_at=T0))
+    loop, mixed = (line.split() for line in lines[2:4])
+    assert loop[0] == "loop" and "1! x412" in lines[2]
+    assert mixed[0] == "mixed" and "2!,3!,4!,...2995 more,0!" in lines[3]
+    assert max(len(line) for line in lines) < 120, lines
+
+
 def test_the_chain_text_says_when_not_everything_got_ready() -> None:
     assert render_chain([]) == []
     assert render_chain([ChainLink(service="a")]) == ["critical chain:", "  a  @-  +-"]

@@ -55,6 +55,11 @@ def test_typed_defaults_stay_typed() -> None:
         ({"tp": "true"}, "field 'gpus': expected a whole number, got True (from ${tp})"),
         ({"spread": "yes"}, "field 'builtin_fatal': expected true or false, got 'yes' (from ${spread})"),
         ({"grace": "soon"}, "field 'stop.grace': expected a duration"),
+        # a whole number is decimal digits, as the file's own YAML reads one: no hex, octal or 10_000
+        ({"tp": "0x10"}, "field 'gpus': expected a whole number, got '0x10' (from ${tp})"),
+        ({"decode": "10_000"}, "field 'replicas': expected a whole number, got '10_000' (from ${decode})"),
+        ({"decode": "0o3"}, "field 'replicas': expected a whole number, got '0o3' (from ${decode})"),
+        ({"decode": "1:30"}, "field 'replicas': expected a whole number, got '1:30' (from ${decode})"),
     ],
 )
 def test_wrong_type_after_substitution_names_field_and_var(overrides: dict[str, str], expected: str) -> None:
@@ -62,6 +67,19 @@ def test_wrong_type_after_substitution_names_field_and_var(overrides: dict[str, 
         topology_from_text(TYPED, source="t.yaml", overrides=overrides)
     assert expected in str(caught.value)
     assert "t.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "read"), [("0x10", "0x10"), ("10_000", "10_000"), ("0o7", "0o7"), ("1:30", "1:30")]
+)
+def test_a_whole_number_in_the_file_is_decimal_digits(written: str, read: str) -> None:
+    """YAML 1.1's other forms of a number (hex, octal, ``_``, base 60) are text, so a count field refuses
+    them; ``010`` is ten (not octal eight), and ``--set`` values read the same way."""
+    with pytest.raises(sv.ConfigError, match=f"expected a whole number, got '{read}'"):
+        topology_from_text(f"name: q\nservices:\n  a: {{command: [sleep, '1'], replicas: {written}}}\n")
+    text = "name: q\nservices:\n  a: {command: [sleep, '1'], replicas: 010}\n"
+    assert topology_from_text(text).services[0].replicas == 10
+    assert topology_from_text(TYPED, overrides={"decode": "010"}).services[0].replicas == 10
 
 
 def test_a_quoted_number_written_in_the_file_is_still_an_error() -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "Member",
     "marked_processes",
     "matching_process",
+    "processes_with_env",
     "run_members",
 ]
 
@@ -122,6 +123,25 @@ def _scan_psutil(run_id: str | None, pgids: set[int], skip: set[int]) -> dict[in
         mark = environ.get(RUN_ID_ENV)
         if (mark is not None and (run_id is None or mark == run_id)) or pgid in pgids:
             found[process.pid] = Member(process.pid, pgid, mark, environ.get(REPLICA_ENV))
+    return found
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment holds ``name=value`` (a probe attempt's mark: one /proc pass)."""
+    wanted = f"{name}={value}".encode()
+    found: list[int] = []
+    if sys.platform != "linux" or not os.path.isdir("/proc"):
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if process.environ().get(name) == value:
+                    found.append(process.pid)
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/environ", "rb") as file:
+            if wanted in file.read().split(b"\0"):
+                found.append(int(entry))
     return found
 
 

@@ -241,6 +241,32 @@ async def test_exec_probe_that_exits_leaves_no_background_child(tmp_path: Path) 
         _kill_all(pids_file)
 
 
+async def test_exec_probe_attempts_leave_no_setsid_child_of_an_exited_subshell(tmp_path: Path) -> None:
+    """``(setsid sleep &); exit 0``: the sleep leaves the attempt's group and session, and its parent (the
+    subshell) is gone before the attempt ends, so neither the group's signal nor the tree walk reaches it.
+    Attempts piled them up (6, 13, 17, 22 after 2, 4, 6, 8 s at a 200 ms period); each attempt now ends its
+    own escapee, found by the attempt's mark once the pipe it still holds tells that one escaped."""
+    pids_file = tmp_path / "pids"
+    script = f"(setsid sleep 100016 & echo $! >> {pids_file}); exit 0"
+    probe = Probe(ExecCheck(["sh", "-c", script]), attempt_timeout_seconds=5)
+    runner = ReadinessRunner(
+        probe, target=ProbeTarget("x", "x", 0, 1, "127.0.0.1", {}), stream=LineStream(None),
+        env=dict(os.environ), http_client=lambda: pytest.fail("unused"), liveness=True,
+    )  # fmt: skip
+    try:
+        for attempt in range(1, 6):
+            with anyio.fail_after(10):
+                result = await runner.check_once()
+            assert result.ok, result.detail
+            assert len(pids_file.read_text().split()) == attempt  # written before the attempt exits
+        pids = [int(word) for word in pids_file.read_text().split()]
+        assert len(pids) == 5
+        left = await _survivors(pids)
+        assert not left, f"escaped children of ended probe attempts still alive: {left}"
+    finally:
+        _kill_all(pids_file)
+
+
 async def _survivors(pids: list[int], within: float = 5.0) -> list[int]:
     """The pids still running (zombies count as gone) once ``within`` seconds passed, or none earlier."""
     deadline = time.monotonic() + within

@@ -55,7 +55,7 @@ class Salvage:
         return self.names[index] if index < len(self.names) else f"#{index}"
 
     def _note(self, path: str) -> None:
-        service = _SERVICE_PATH.fullmatch(path) or _SERVICE_PATH.match(path)
+        service = _SERVICE_PATH.match(path)
         if service:
             label = self._label(int(service.group(1)))
             if service.group(2) is None:

@@ -13,6 +13,7 @@ __all__ = [
     "SupervisorError",
     "UnknownRun",
     "suggest",
+    "waiting_line",
 ]
 
 
@@ -23,18 +24,32 @@ class SupervisorError(Exception):
 class ConfigError(SupervisorError, ValueError):
     """The topology cannot be run as written; raised before any process starts. Also a ``ValueError``.
 
-    ``problems`` holds one line per problem found, each naming file, service and field.
+    ``problems`` holds one line per problem found, each naming file, service and field. ``waiting`` counts
+    the checks that could not run until some of these are fixed (a cycle check needs the dependencies
+    read, a probe's checks need the probe read): the message ends with a line saying so.
     """
 
-    def __init__(self, problems: list[str] | str, *, source: str | None = None) -> None:
+    def __init__(self, problems: list[str] | str, *, source: str | None = None, waiting: int = 0) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
+        self.waiting = waiting
         head = f"{source}: " if source else ""
         if len(self.problems) == 1:
             message = head + self.problems[0]
         else:
             message = head + f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        if waiting:
+            message += "\n  " + waiting_line(waiting)
         super().__init__(message)
+
+
+def waiting_line(count: int) -> str:
+    """The last line of a ``ConfigError`` whose fixes may reveal more: how many checks could not run yet."""
+    return (
+        f"and {count} more check waits for these fixes"
+        if count == 1
+        else f"and {count} more checks wait for these fixes"
+    )
 
 
 class ServiceFailed(SupervisorError):

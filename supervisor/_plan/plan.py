@@ -44,7 +44,14 @@ from .._spec.model import (
 )
 from .._spec.placement import ClusterNode, ReplicaPlacement
 from .._spec.profile import PlannedProfile, plan_profile, profile_tool_hint
-from .._spec.validate import check_executable, check_replica, check_run_dir, check_topology
+from .._spec.validate import (
+    check_executable,
+    check_replica,
+    check_run_dir,
+    check_topology,
+    dependency_graph,
+    find_cycle,
+)
 from .placement import PortBook, assign_nodes, replica_placement, task_templates
 
 if TYPE_CHECKING:  # GPUs and clusters load when a topology uses them: a plain plan is on the CLI's fast path
@@ -180,7 +187,7 @@ def make_plan(
     which = which or (lambda name, path: shutil.which(name, path=path))
     problems: list[str] = []
     report = problems.append
-    check_topology(topology, report)
+    waiting = check_topology(topology, report)
     base_field = "field 'run_dir'" if runs_dir is None and topology.run_dir else "runs dir"
     try:
         base = Path(runs_dir or topology.run_dir or default_runs_dir()).expanduser().absolute()
@@ -189,7 +196,7 @@ def make_plan(
     else:
         check_run_dir(base, base_field, report)
     if problems:  # what follows relies on well-typed fields
-        raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
+        raise ConfigError(list(dict.fromkeys(problems)), source=topology.source, waiting=waiting)
     services = {s.name: s for s in topology.services}
     order = _start_order(topology, problems)
     fixed = _check_ports(topology, problems)
@@ -298,43 +305,20 @@ def _service_plan(
 
 
 def _start_order(topology: Topology, problems: list[str]) -> list[str]:
-    """Kahn's algorithm, ties broken by file order; a cycle is reported with its path."""
+    """Kahn's algorithm, ties broken by file order; a cycle (``check_topology`` reports it first) stops it."""
     names = [s.name for s in topology.services]
-    deps = {s.name: [d.service for d in s.depends_on if d.service in names and d.service != s.name]
-            for s in topology.services}  # fmt: skip
+    deps = dependency_graph(topology.services)
     order: list[str] = []
     placed: set[str] = set()
     while len(order) < len(names):
         ready = [n for n in names if n not in placed and all(d in placed for d in deps[n])]
         if not ready:
-            cycle = _find_cycle({n: deps[n] for n in names if n not in placed})
+            cycle = find_cycle({n: deps[n] for n in names if n not in placed}) or [n for n in names if n not in placed]
             problems.append("dependency cycle: " + " -> ".join(cycle))
             return order + [n for n in names if n not in placed]
         order.extend(ready)
         placed.update(ready)
     return order
-
-
-def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
-    path: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in graph.get(node, []):
-            if state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for start in graph:
-        if start not in state and (cycle := visit(start)):
-            return cycle
-    return list(graph)
 
 
 def _check_ports(topology: Topology, problems: list[str]) -> list[int]:

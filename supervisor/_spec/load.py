@@ -90,9 +90,9 @@ def topology_from_dict(
         raise ConfigError([_describe_problem(p) for p in problems], source=source)
 
     known = [name for name in _FIELDS_OF[Topology] if name not in ("source", "overrides")]
-    unknown = [_unknown_message(str(key), known) for key in data if key not in known]
-    if unknown:
-        raise ConfigError([f"top level: {message}" for message in unknown], source=source)
+    unknown = [f"top level: {_unknown_message(str(key), known)}" for key in data if key not in known]
+    data = {key: value for key, value in data.items() if key in known}  # reported, and the rest checked
+    has_services = "services" in data
     services = data["services"] = _structured(data.get("services"))
     names: list[str] = []
     if isinstance(services, Mapping):
@@ -104,18 +104,23 @@ def topology_from_dict(
                 body = {}
             listed.append({"name": str(name), **body} if isinstance(body, Mapping) else body)
         data["services"] = listed
-    elif "services" not in data:
+    elif not has_services and unknown:  # one of them is services: misspelt, most likely
+        raise ConfigError(unknown, source=source, waiting=1)
+    elif not has_services:
         raise ConfigError("field 'services': required (a mapping of service name to its settings)", source=source)
     elif not isinstance(services, list):
-        raise ConfigError("field 'services': expected a mapping of service name to its settings", source=source)
+        problem = "field 'services': expected a mapping of service name to its settings"
+        raise ConfigError([*unknown, problem], source=source)
     else:  # the list form: each service names itself
         for index, body in enumerate(services):
             named = isinstance(body, Mapping) and isinstance(body.get("name"), str) and body["name"]
             names.append(str(body["name"]) if named else f"#{index}")
     try:
+        if unknown:
+            raise ValueError(unknown[0])
         topology = _structure_fast(data)
     except Exception:  # unusual, or wrong: the converter builds it, or says what is wrong where
-        topology = _structure(data, names, source)
+        topology = _structure(data, names, source, unknown)
     return attrs.evolve(topology, source=source, overrides=_override_texts(overrides))
 
 
@@ -129,18 +134,28 @@ def _mentions(value: object, name: str) -> bool:
     return isinstance(value, list) and any(_mentions(item, name) for item in value)
 
 
-def _structure(data: Mapping[str, Any], names: list[str], source: str | None) -> Topology:
+def _structure(data: Mapping[str, Any], names: list[str], source: str | None, unknown: list[str]) -> Topology:
+    """The converter's ``Topology``; else one ``ConfigError`` with the top level's ``unknown`` fields, each
+    field it could not read, and what the checks find in the rest (``_spec.salvage``)."""
     import cattrs
 
+    from .salvage import Salvage
+
+    lines = list(unknown)
+    paths: list[str] = []
     try:
-        return _CONVERTER.structure(data, Topology)
+        topology = _CONVERTER.structure(data, Topology)
     except Exception as exc:  # cattrs raises exception groups carrying each field's path
         messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
-        lines = []
         for message in messages:
             text, _, path = message.rpartition(" @ ")
             lines.append(f"{_locate(path, names)}: {text}")
-        raise ConfigError(lines, source=source) from None
+            paths.append(path)
+    else:
+        if not lines:
+            return topology
+    found, waiting = Salvage(data, paths, names, top_unknown=bool(unknown)).check()
+    raise ConfigError(list(dict.fromkeys(lines + found)), source=source, waiting=waiting) from None
 
 
 def _override_texts(overrides: Mapping[str, object] | None) -> dict[str, str]:

@@ -39,7 +39,15 @@ from .model import (
 )
 from .profile import check_profile
 
-__all__ = ["MAX_REPLICAS", "check_gpu_request", "check_replica", "check_run_dir", "check_topology"]
+__all__ = [
+    "MAX_REPLICAS",
+    "check_gpu_request",
+    "check_replica",
+    "check_run_dir",
+    "check_topology",
+    "dependency_graph",
+    "find_cycle",
+]
 
 MAX_REPLICAS = 10_000  #: per service; more is almost surely a typo, and planning stays fast below it
 MAX_SECONDS = 366 * 24 * 3600.0  #: any duration longer than a year is a mistake (and overflows timers)
@@ -96,8 +104,9 @@ def _regex(pattern: object, where: str, report: Report) -> None:
             report(f"{where}: bad regex {pattern!r}: {exc}")
 
 
-def check_topology(topology: Topology, report: Report) -> None:
-    """Shape-independent checks of the whole topology, reported one problem per call."""
+def check_topology(topology: Topology, report: Report) -> int:
+    """Shape-independent checks of the whole topology, reported one problem per call, the dependency cycle
+    included; returns how many checks could not run (the cycle check when a name is defined twice)."""
     if topology.strategy not in STRATEGIES:
         report(f"field 'strategy': must be one of {', '.join(STRATEGIES)}")
     if not isinstance(topology.name, str) or not _NAME.fullmatch(topology.name):
@@ -118,6 +127,42 @@ def check_topology(topology: Topology, report: Report) -> None:
     for service in topology.services:
         _check_service(service, f"service '{service.name}'", names, by_name, report)
     check_cluster(topology, report)
+    if len(seen) < len(topology.services):  # which of the two does a dependency mean?
+        return 1
+    cycle = find_cycle(dependency_graph(topology.services))
+    if cycle:
+        report("dependency cycle: " + " -> ".join(cycle))
+    return 0
+
+
+def dependency_graph(services: Iterable[Service]) -> dict[str, list[str]]:
+    """Service -> the services it waits for; unknown ones and itself left out (reported on their own)."""
+    listed = list(services)
+    names = {s.name for s in listed}
+    return {s.name: [d.service for d in s.depends_on if d.service in names and d.service != s.name] for s in listed}
+
+
+def find_cycle(graph: Mapping[str, list[str]]) -> list[str]:
+    """A cycle of ``graph`` as a path that ends where it starts (``a -> b -> a``), or [] when there is none."""
+    path: list[str] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done (no cycle through it)
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in graph:
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return []
 
 
 def _check_on_change(service: Service, where: str, report: Report) -> None:

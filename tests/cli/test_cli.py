@@ -15,6 +15,7 @@ import pytest
 from supervisor._host.proctable import marked_processes
 
 from ..helpers import PROGRAMS, PYTHON, alive, supervisor_cli, wait_until
+from ..spec.test_all_at_once import NINE_LINES, NINE_PROBLEMS, NINE_WAITING
 
 ROOT = Path(__file__).parents[2]
 
@@ -57,6 +58,18 @@ def test_bad_input_exits_2_with_one_message_and_starts_nothing(
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert not (tmp_path / "CANARY").exists()
     assert not runs_dir.exists() or not list(runs_dir.iterdir())
+
+
+def test_validate_reports_nine_problems_in_one_run_one_line_each(tmp_path: Path) -> None:
+    path = tmp_path / "nine.yaml"
+    path.write_text(NINE_PROBLEMS)
+    result = supervisor("validate", str(path), "--set", "n=abc", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"supervisor: error: {path}: 9 problems:", result.stderr
+    for expected in NINE_LINES:
+        assert sum(line.startswith(f"  - {expected}") for line in lines) == 1, (expected, result.stderr)
+    assert lines[1:] == [line for line in lines[1:] if line.startswith("  - ")] + [f"  {NINE_WAITING}"]
 
 
 def test_validate_shows_the_start_order() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+#: the release: the one place it is written (the build reads it from here: pyproject's dynamic version)
+__version__ = "0.1.0"
+
 
 def _refuse_supervisord_clash() -> None:
     """supervisord's distribution installs the same import name; both in one environment break each other."""

@@ -30,7 +30,7 @@ def _file(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     # run's FILE may come after --logs SERVICE... (``run --logs api FILE``): the handler takes it from there
     parser.add_argument(
         "file", nargs="?" if optional else None,
-        help="topology YAML file, or a registered preset's name (dynamo, vllm, sglang, trtllm, llamacpp...)",
+        help="topology YAML file, or a registered preset's name (demo, dynamo, vllm, sglang, trtllm, llamacpp...)",
     )  # fmt: skip
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -177,9 +177,15 @@ COMMANDS: tuple[Command, ...] = (
 
 def build_parser(first: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; when ``first`` (the first argument) names one, of that one alone: its
-    arguments, help and errors are the same, and ``run`` does not import what ``sbatch`` or ``graph`` need."""
+    arguments, help and errors are the same, and ``run`` does not import what ``sbatch`` or ``graph`` need
+    (``--version`` builds none)."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="supervisor", description="Launch and supervise process topologies.")
+    parser.add_argument("--version", action="version", version=f"topovisor {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if first == "--version":  # prints and exits while parsing: no command's arguments need building
+        return parser
     chosen = [c for c in COMMANDS if c.name == first] or COMMANDS
     for command in chosen:
         command.arguments(subparsers.add_parser(command.name, help=command.help, description=command.help))

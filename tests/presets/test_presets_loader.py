@@ -317,5 +317,6 @@ def test_the_library_reads_presets_only_from_the_entry_points() -> None:
     from supervisor._spec.presets import registered_presets
 
     assert registered_presets() == {
-        name: f"topologies:{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")
+        "demo": "topologies.demo:demo",  # the stand-in demo, so the wheel runs it without a clone
+        **{name: f"topologies:{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")},
     }

@@ -244,3 +244,22 @@ def test_a_scale_past_the_open_files_limit_is_refused_before_anything_starts(tmp
         assert [r["name"] for r in replicas] == ["worker.0", "worker.1"]
     finally:
         assert supervisor("stop", run_id).returncode == 0
+
+
+def test_a_detached_runs_log_holds_its_event_lines_while_it_runs(tmp_path: Path, runs_dir: Path) -> None:
+    """A ``--detach`` run's ``supervisor.log`` holds, while it runs, the plain event lines a ``run`` that
+    is not on a terminal prints (started, ready, all ready), timestamped and with no control codes; it
+    was started ``--quiet`` and stayed empty."""
+    run_id, run_dir = run_detached(write_topology(tmp_path), runs_dir)
+    try:
+        text = (run_dir / "supervisor.log").read_text()  # written before the background run said ready
+        assert "all 3 ready in " in text, text
+        lines = text.splitlines()
+        for replica in ("web", "worker.0", "worker.1"):
+            assert any(re.search(rf"\[supervisor\] {re.escape(replica)}: started, pid \d+$", line) for line in lines)
+            assert any(f"[supervisor] {replica}: ready in " in line for line in lines), text
+        assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line) for line in lines), text
+        assert "\x1b" not in text
+    finally:
+        assert supervisor("stop", run_id).returncode == 0
+    wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")

@@ -263,3 +263,34 @@ def test_a_detached_runs_log_holds_its_event_lines_while_it_runs(tmp_path: Path,
     finally:
         assert supervisor("stop", run_id).returncode == 0
     wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")
+
+
+def test_env_prints_a_detached_runs_client_variables_for_a_shell_to_eval(tmp_path: Path) -> None:
+    """``eval "$(supervisor env RUN)"`` in /bin/sh gives the run's ``TOPOVISOR_*`` variables, the same
+    addresses ``status`` shows, for a run named by id or by dir; a run dir whose path holds quotes, ``$(...)``
+    and spaces comes through byte for byte and runs nothing. A stopped run is refused (exit 1)."""
+    hostile = tmp_path / "runs $(touch pwned) `touch pwned2` 'q\" \\ $HOME"
+    run_id, run_dir = run_detached(write_topology(tmp_path), hostile)
+    try:
+        status = json.loads(supervisor("status", run_id, "--json").stdout)
+        url = status["services"]["web"]["replicas"][0]["url"]
+        for named in (run_id, str(run_dir)):
+            exported = supervisor("env", named)
+            assert exported.returncode == 0, exported.stderr
+            assert all(line.startswith("export TOPOVISOR_") for line in exported.stdout.splitlines()), exported.stdout
+            shown = subprocess.run(
+                ["/bin/sh", "-c", 'eval "$1"; printf "%s\\n" "$TOPOVISOR_WEB_URL" "$TOPOVISOR_WEB_URLS" '
+                 '"$TOPOVISOR_WEB_PORT" "$TOPOVISOR_RUN_DIR" "${TOPOVISOR_RUN_ID-unset}"', "sh", exported.stdout],
+                capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            )  # fmt: skip
+            assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+            port = str(status["services"]["web"]["replicas"][0]["ports"]["port"])
+            assert shown.stdout.splitlines() == [url, url, port, str(run_dir), "unset"]
+            assert "TOPOVISOR_WORKER_" not in exported.stdout  # no port: no address
+        assert not list(tmp_path.glob("pwned*")) and not list(ROOT.glob("pwned*"))
+    finally:
+        assert supervisor("stop", run_id).returncode == 0
+    wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")
+    gone = supervisor("env", str(run_dir))
+    assert gone.returncode == 1 and f"run {run_id} is not running (it was stopped)" in gone.stderr, gone.stderr
+    assert gone.stdout == ""

@@ -221,8 +221,10 @@ class SyncTopology:
         self.raise_failure()
 
     def events(self, *, history: bool = False) -> Iterator[Event]:
-        """Typed events as they happen (with ``history``, past ones first), blocking for the next one;
-        the iteration ends when the run is over, and raises ``ServiceFailed`` if a failure ended it."""
+        """Typed events from this call on, and only those, blocking for the next one: a first loop after
+        ``launch_sync`` sees no ``Spawned`` or ``Ready`` (they are over). ``history=True`` yields the past
+        ones first (``event_history`` is the list so far). The iteration ends when the run is over, and
+        raises ``ServiceFailed`` if a failure ended it."""
         subscription = self._call(self._group.events, history=history)
         while True:  # the subscription ends with the run, at its teardown
             try:

@@ -45,9 +45,16 @@ __all__ = ["EventText", "LiveReporter", "PlainReporter", "is_problem", "stamp"]
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta")
 
 
+_last_stamped = [0.0]  #: the latest time ``stamp`` gave in this process
+
+
 def stamp(wall_time: float | None = None) -> str:
-    """``12:03:07.412``: local wall-clock time, for lines that people match against other logs."""
-    when = time.time() if wall_time is None else wall_time
+    """``12:03:07.412``: local wall-clock time, for lines that people match against other logs. Never
+    earlier than a stamp given before in this process, so that lines read in order: an event is stamped
+    when it happened (a head-start spawn, before the runtime loaded), a line when it is printed, and the
+    two may be printed out of that order."""
+    when = max(time.time() if wall_time is None else wall_time, _last_stamped[0])
+    _last_stamped[0] = when
     return time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1000):03d}"
 
 

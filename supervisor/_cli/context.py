@@ -32,11 +32,11 @@ class Voice:
     def text(self, message: str) -> str:
         return self.redactor.text(message)
 
-    def say(self, message: str) -> None:
-        """A timestamped ``[supervisor]`` line: what the run is doing."""
+    def say(self, message: str, *, wall_time: float | None = None) -> None:
+        """A timestamped ``[supervisor]`` line: what the run is doing (stamped now, or at ``wall_time``)."""
         from .console import stamp
 
-        print(f"{stamp()} [supervisor] {self.text(message)}", file=sys.stderr, flush=True)
+        print(f"{stamp(wall_time)} [supervisor] {self.text(message)}", file=sys.stderr, flush=True)
 
     def error(self, message: str) -> None:
         print(f"supervisor: {self.text(message)}", file=sys.stderr, flush=True)

@@ -1,5 +1,6 @@
 """``supervisor run --detach``: the run goes on in a background process of its own session; the caller
-waits for its ready (or error) line and returns, and a detached run writes its output in its run dir.
+waits for its ready (or error) line and returns, and a detached run writes its output in its run dir:
+the event lines a ``run`` that is not on a terminal prints, and its summary at the end.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def detach(
                     sys.executable,
                     "-m",
                     "supervisor",
-                    *child_argv[:1],
-                    "--quiet",
+                    *child_argv[:1],  # not --quiet: its log holds the event lines (``-q`` given stays)
                     "--notify-fd",
                     str(write_fd),
                     *child_argv[1:],

@@ -22,14 +22,14 @@ EXIT_BAD_INPUT = 2
 
 def gpus_command(call: Invocation) -> int:
     args = call.args
-    from .._host.gpu_inventory import NO_NVML_HINT
+    from .._host.gpu_inventory import GpuUnavailable
     from .._host.gpu_visible import open_inventory
 
     try:
         inventory = open_inventory(args.gpus)
         text = render_gpus(inventory)
-    except ConfigError as exc:
-        hint = "" if args.gpus else f"; {NO_NVML_HINT}"
+    except ConfigError as exc:  # a bad --gpus, or no NVML here: GpuUnavailable says what to do about its cause
+        hint = f"; {exc.hint}" if isinstance(exc, GpuUnavailable) and not args.gpus else ""
         print(f"supervisor: error: {exc}{hint}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(text)

@@ -252,12 +252,23 @@ def _describe(pids: Sequence[int], limit: int = 5) -> str:
     parts = []
     for pid in pids[:limit]:
         try:
-            command = " ".join(psutil.Process(pid).cmdline())
+            command = _shortened(psutil.Process(pid).cmdline())
         except psutil.Error:
             command = ""
-        parts.append(f"{pid} ({command[:60]})" if command else str(pid))
+        parts.append(f"{pid} ({command})" if command else str(pid))
     more = f" and {len(pids) - limit} more" if len(pids) > limit else ""
     return ", ".join(parts) + more
+
+
+def _shortened(argv: Sequence[str], width: int = 60) -> str:
+    """The arguments that fit in ``width`` (the program always), whole, then ``...`` for the rest: a
+    command cut inside an argument reads as another command."""
+    shown = list(argv[:1])
+    for argument in argv[1:]:
+        if len(" ".join([*shown, argument])) > width:
+            return " ".join([*shown, "..."])
+        shown.append(argument)
+    return " ".join(shown)
 
 
 # ----- logs --------------------------------------------------------------------------------------------

@@ -113,6 +113,11 @@ def _gc_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="stop them (default: only list them)")
 
 
+def _env_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.epilog = 'eval "$(supervisor env RUN)" sets TOPOVISOR_<SERVICE>_URL, _URLS, _PORT and TOPOVISOR_RUN_DIR'
+
+
 def _logs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
     parser.add_argument("service", metavar="SERVICE", nargs="?", help="a service or a replica such as decode.1")
@@ -164,6 +169,8 @@ COMMANDS: tuple[Command, ...] = (
             _gc_arguments, "runs:gc_command"),
     Command("logs", "print a run's logs (all replicas, one service, or one replica)",
             _logs_arguments, "runs:logs_command"),
+    Command("env", "print a live run's TOPOVISOR_* client variables as export lines for sh (eval them)",
+            _env_arguments, "environment:env_command"),
     Command("status", "a live run's state, asked through its control socket: replicas, pids, urls, ports",
             _status_arguments, "control:status_command"),
     Command("restart", "restart a service or replica of a live run; returns once it is ready again",

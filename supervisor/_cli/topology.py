@@ -252,13 +252,17 @@ def _run(call: Invocation, planned: Planned) -> int:
 
         reporter = _reporter(call, plan)
         if not args.quiet:
-            say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}")
+            # the run's first lines, stamped when it began: the head start's spawns, printed after them as
+            # events, happened after that (printed now, they would read as earlier than the header)
+            began = head_start.began_wall_time if head_start is not None else None
+            say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}", wall_time=began)
             allocation = planned.allocation
             if allocation is not None:
                 whose = "ours, cancelled at the end" if allocation.owned else "the caller's, left as it is"
-                say(f"Slurm job {allocation.job_id} ({whose}) on {','.join(node.name for node in allocation.nodes)}")
+                on = ",".join(node.name for node in allocation.nodes)
+                say(f"Slurm job {allocation.job_id} ({whose}) on {on}", wall_time=began)
             for note in planned.notes:
-                say(f"note: {note}")
+                say(f"note: {note}", wall_time=began)
         with _summary_at_end(call, plan.run_dir), reporter:
             outcome = anyio.run(
                 lambda: supervise_prepared(

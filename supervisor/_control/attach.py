@@ -263,7 +263,8 @@ class AttachedTopology:
         return event
 
     def events(self, *, history: bool = False) -> RemoteEvents:
-        """Typed events from now on (with ``history``, past ones first); ends when the run is over."""
+        """Typed events from this call on, and only those (the run's start is over by the time one
+        attaches); ``history=True`` yields the past ones first, then goes on. Ends when the run is over."""
         return RemoteEvents(self.control_socket, history=history, opened=self._streams)
 
     async def wait(self) -> None:

@@ -35,11 +35,25 @@ __all__ = [
     "format_bytes",
 ]
 
-NO_NVML_HINT = "install nvidia-ml-py / use --gpus 8x80GB to plan against a simulated node"
+PLAN_ANYWAY_HINT = "use --gpus 8x80GB to plan against a simulated node"
+#: what to do about it, by cause (``GpuUnavailable.hint``): the Python binding is missing
+NO_NVML_HINT = f"install nvidia-ml-py / {PLAN_ANYWAY_HINT}"
+#: the binding is there, the driver's library is not (a machine without an NVIDIA driver)
+NO_LIBRARY_HINT = (
+    "nvidia-ml-py is installed, but the NVIDIA driver's NVML library (libnvidia-ml.so.1) was not found: "
+    f"{PLAN_ANYWAY_HINT} anyway"
+)
+#: the library is there, the kernel driver is not loaded
+NO_DRIVER_HINT = f"nvidia-ml-py is installed, but the NVIDIA driver is not loaded: {PLAN_ANYWAY_HINT} anyway"
 
 
 class GpuUnavailable(ConfigError):
-    """NVML cannot be used here (not installed, no driver, no GPU): nothing was started."""
+    """NVML cannot be used here (not installed, no driver, no GPU): nothing was started. ``hint`` says
+    what to do about this cause (installing nvidia-ml-py helps only when its import failed)."""
+
+    def __init__(self, problems: list[str] | str, *, source: str | None = None, hint: str = PLAN_ANYWAY_HINT) -> None:
+        super().__init__(problems, source=source)
+        self.hint = hint
 
 
 @attrs.frozen
@@ -243,14 +257,16 @@ class NvmlInventory:
         try:
             nvml = importer() if importer is not None else _import_pynvml()
         except ImportError as exc:
-            raise GpuUnavailable(f"NVML is not available: nvidia-ml-py is not installed ({exc})") from None
+            raise GpuUnavailable(
+                f"NVML is not available: nvidia-ml-py is not installed ({exc})", hint=NO_NVML_HINT
+            ) from None
         global _opened
         if _opened is not None and _opened[0] is nvml:  # one nvmlInit per process, not one per plan
             return _opened[1]
         try:
             nvml.nvmlInit()
         except Exception as exc:  # NVMLError and its many subclasses: no driver, no device, no permission
-            raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}") from None
+            raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}", hint=_nvml_hint(exc)) from None
         try:
             inventory = cls(nvml)
         except Exception as exc:
@@ -337,6 +353,15 @@ def _nvml_message(exc: BaseException) -> str:
     if "Driver Not Loaded" in text or "Library Not Found" in text or "NVML Shared Library" in text:
         return f"{text} (no NVIDIA driver on this machine?)"
     return text
+
+
+def _nvml_hint(exc: BaseException) -> str:
+    text = str(exc)
+    if "Library Not Found" in text or "NVML Shared Library" in text:
+        return NO_LIBRARY_HINT
+    if "Driver Not Loaded" in text:
+        return NO_DRIVER_HINT
+    return PLAN_ANYWAY_HINT
 
 
 def _text(value: str | bytes) -> str:

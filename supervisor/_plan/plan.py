@@ -243,7 +243,7 @@ def _assign_gpus(
     """Replica name -> GPU indices; the node is read only when some replica asks for a GPU."""
     if all(service.gpus is None for service in services):
         return {}
-    from .._host.gpu_inventory import NO_NVML_HINT, GpuUnavailable
+    from .._host.gpu_inventory import GpuUnavailable
     from .._host.gpu_visible import open_inventory
     from .gpu_assign import GpuNode, GpuWant, assign_gpus
 
@@ -260,7 +260,7 @@ def _assign_gpus(
     except GpuUnavailable as exc:
         needing = list(dict.fromkeys(f"'{w.service}'" for w in wants if w.request.per_replica))
         who = f"service {needing[0]} needs" if len(needing) == 1 else f"services {', '.join(needing)} need"
-        problems.append(f"{who} GPUs but {exc}; {NO_NVML_HINT}")
+        problems.append(f"{who} GPUs but {exc}; {exc.hint}")
         return {}
     given, problem = assign_gpus(wants, node)
     if problem is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from .._errors import ConfigError
-from .._host.gpu_inventory import NO_NVML_HINT, GpuUnavailable
+from .._host.gpu_inventory import GpuUnavailable
 from .._spec.cluster import placed
 from .._spec.model import GpuRequest, PortSpec, Service, Topology
 from .._spec.placement import ClusterNode, ReplicaPlacement
@@ -166,7 +166,7 @@ def _assign_added(
     try:
         node = read_node()
     except GpuUnavailable as exc:
-        problems.append(f"service '{name}' needs GPUs but {exc}; {NO_NVML_HINT}")
+        problems.append(f"service '{name}' needs GPUs but {exc}; {exc.hint}")
         return {}
     held = [
         GpuWant(replica.service, replica.name, GpuRequest(ids=replica.gpus))

@@ -16,7 +16,7 @@ import psutil
 
 from .._errors import UnknownRun
 from .._host.proctable import matching_process
-from .paths import index_dir, index_path, read_json, runs_dir, write_json
+from .paths import finished_dir, index_dir, index_path, read_json, runs_dir, write_json
 from .registry import register_run, unregister_run
 from .schema import IndexEntry, Manifest, ReplicaEntry, index_entry_from_json, manifest_from_json
 
@@ -161,7 +161,8 @@ def load_run(run_dir: Path, *, run_id: str | None = None, entry: IndexEntry | No
 
 
 def list_runs(*, include_finished: bool = False) -> list[RunRecord]:
-    """Indexed runs, oldest first; with ``include_finished`` also the unindexed runs in ``runs_dir()``."""
+    """Indexed runs, oldest first; with ``include_finished`` also the unindexed runs in ``runs_dir()``,
+    and those that finished elsewhere (``finished_dir()``: an entry whose run dir was deleted goes)."""
     records: dict[str, RunRecord] = {}
     for path in sorted(index_dir().glob("*.json")):
         entry = index_entry_from_json(read_json(path))
@@ -175,6 +176,14 @@ def list_runs(*, include_finished: bool = False) -> list[RunRecord]:
                 continue
             record = load_run(run_dir)
             records.setdefault(record.run_id, record)
+        for path in sorted(finished_dir().glob("*.json")):
+            entry = index_entry_from_json(read_json(path))
+            if not entry.run_dir or not Path(entry.run_dir).is_dir():
+                path.unlink(missing_ok=True)
+                continue
+            if (Path(entry.run_dir) / "manifest.json").is_file():
+                record = load_run(Path(entry.run_dir), run_id=entry.run_id or path.stem)
+                records.setdefault(record.run_id, record)
     return sorted(records.values(), key=lambda r: (r.started_wall_time or 0.0, r.run_id))
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the schema loads when first used: the head start registers 
 __all__ = [
     "default_runs_dir",
     "default_state_dir",
+    "finished_dir",
     "index_dir",
     "index_path",
     "open_private",
@@ -57,6 +58,12 @@ def index_dir() -> Path:
 
 def index_path(run_id: str) -> Path:
     return index_dir() / f"{run_id}.json"
+
+
+def finished_dir() -> Path:
+    """The index entries of finished runs whose directory is not in the default runs dir: where
+    ``ps --all`` and a run id find them once they left the index."""
+    return _private_dir(state_dir() / "finished")
 
 
 def _private_dir(path: Path) -> Path:

@@ -8,11 +8,12 @@ entry's keys are ``schema.IndexEntry``'s fields (a test holds them equal).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from .._host.process import create_time
-from .paths import index_path, write_json
+from .paths import default_runs_dir, finished_dir, index_path, read_json, write_json
 
 __all__ = ["register_run", "unregister_run"]
 
@@ -35,9 +36,21 @@ def register_run(run_id: str, run_dir: Path, *, supervisor_pid: int, watchdog_pi
 
 
 def unregister_run(run_id: str) -> bool:
-    """Drop a run from the index (after a verified teardown); False if it was not listed."""
+    """Drop a run from the index (after a verified teardown); False if it was not listed. A run whose
+    directory is not in the default runs dir keeps its entry in ``finished_dir()``: the default runs dir
+    is listed as it is, another one only through that entry (``ps --all``, ``logs RUN_ID``)."""
+    path = index_path(run_id)
+    run_dir = read_json(path).get("run_dir")
+    if isinstance(run_dir, str) and Path(run_dir).parent != default_runs_dir().absolute():
+        try:
+            os.replace(path, finished_dir() / path.name)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:  # no finished dir (a full disk, say): the run leaves the index all the same
+            pass
     try:
-        index_path(run_id).unlink()
+        path.unlink()
     except FileNotFoundError:
         return False
     return True

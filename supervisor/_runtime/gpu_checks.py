@@ -13,7 +13,7 @@ import attrs
 import psutil
 
 from .._errors import ConfigError
-from .._host.gpu_inventory import NO_NVML_HINT, GpuInventory, GpuProcess, GpuUnavailable, format_bytes
+from .._host.gpu_inventory import GpuInventory, GpuProcess, GpuUnavailable, format_bytes
 from .._host.gpu_visible import open_inventory
 from .._marks import REPLICA_ENV, RUN_ID_ENV
 from .._plan.plan import Plan
@@ -101,7 +101,7 @@ def runtime_inventory(plan: Plan, gpus: GpuInventory | str | None) -> GpuInvento
         return open_inventory(None)
     except GpuUnavailable as exc:
         raise ConfigError(
-            f"the plan assigns GPUs but {exc}; pass the inventory it was planned against (gpus=...) or {NO_NVML_HINT}",
+            f"the plan assigns GPUs but {exc}; pass the inventory it was planned against (gpus=...) or {exc.hint}",
             source=plan.source,
         ) from None
 

@@ -235,7 +235,9 @@ class RunningTopology:
         return self._run.replicas
 
     def events(self, *, history: bool = False) -> EventSubscription:
-        """Typed events from now on (with ``history``, past ones first); ends when the run is over."""
+        """Typed events from this call on, and only those: a first loop after ``launch`` sees no
+        ``Spawned`` or ``Ready`` (they are over) and waits for the next event. ``history=True`` yields the
+        past ones first, then goes on (``event_history`` is the list so far). Ends when the run is over."""
         return self._run.event_log.subscribe(history=history)
 
     @property

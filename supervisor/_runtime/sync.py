@@ -116,6 +116,17 @@ class _Holder:
             self.group.kill_now()
 
 
+def _not_finished(replicas: list[Replica], timeout_seconds: float, shown: int = 5) -> str:
+    """``wait``'s timeout, said: what it waited for, how long, and who still runs."""
+    active = [f"{r.name} ({r.state.value})" for r in replicas if r.state.active]
+    more = f" and {len(active) - shown} more" if len(active) > shown else ""
+    return (
+        f"wait(timeout_seconds={timeout_seconds:g}): not every replica finished within {timeout_seconds:g}s; "
+        f"{len(active)} still running: {', '.join(active[:shown])}{more} (a server runs until stopped: "
+        "stop() ends it, leaving the with block ends the run)"
+    )
+
+
 class SyncTopology:
     """``RunningTopology``'s interface, synchronous. Reads (``group["svc"].url``, ``.port``, ``.pids``,
     ``run_dir``, ``replicas``) are live views of the running group; actions run on its event loop."""
@@ -194,11 +205,14 @@ class SyncTopology:
 
     def wait(self, timeout_seconds: float | None = None) -> None:
         """Until every replica is done (jobs completed, all stopped); a failure raises ``ServiceFailed``.
-        ``TimeoutError`` after ``timeout_seconds``."""
+        ``TimeoutError`` after ``timeout_seconds``, naming the replicas still running (a server runs until
+        it is stopped: this is for jobs)."""
 
         async def bounded() -> None:
-            with anyio.fail_after(timeout_seconds):
+            with anyio.move_on_after(timeout_seconds) as bound:
                 await self._group.wait()  # returns after a failure too: its teardown ends every replica
+            if bound.cancelled_caught and timeout_seconds is not None:  # said on the loop, whose states they are
+                raise TimeoutError(_not_finished(self._group.replicas, timeout_seconds))
 
         # not _call_async: its watch on the teardown could cancel this wait as it returned (trio checkpoints
         # even on an event already set), and a teardown ends every replica, so this wait ends anyway
@@ -207,8 +221,10 @@ class SyncTopology:
         self.raise_failure()
 
     def events(self, *, history: bool = False) -> Iterator[Event]:
-        """Typed events as they happen (with ``history``, past ones first), blocking for the next one;
-        the iteration ends when the run is over, and raises ``ServiceFailed`` if a failure ended it."""
+        """Typed events from this call on, and only those, blocking for the next one: a first loop after
+        ``launch_sync`` sees no ``Spawned`` or ``Ready`` (they are over). ``history=True`` yields the past
+        ones first (``event_history`` is the list so far). The iteration ends when the run is over, and
+        raises ``ServiceFailed`` if a failure ended it."""
         subscription = self._call(self._group.events, history=history)
         while True:  # the subscription ends with the run, at its teardown
             try:

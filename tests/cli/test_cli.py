@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -249,3 +250,27 @@ def test_logs_flag_streams_prefixed_output(tmp_path: Path, runs_dir: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "talker | hello from talker" in result.stdout
     assert "verified: no process of the run is left" in result.stderr
+
+
+def _seconds_of_day(line: str) -> float:
+    hours, minutes, seconds = line.split(" ", 1)[0].split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def test_run_lines_are_stamped_in_the_order_they_are_printed(tmp_path: Path, runs_dir: Path) -> None:
+    """The header comes first and no line is stamped earlier than one printed before it: the head start
+    spawns before the header is printed, and the header, stamped when printed, read as later than the
+    ``started`` line after it."""
+    topology = tmp_path / "order.yaml"
+    up = "print('up', flush=True)"
+    topology.write_text(
+        f'name: order\nservices:\n  a:\n    command: ["{{python}}", -c, "{up}"]\n'
+        f'  b:\n    command: ["{{python}}", -c, "{up}"]\n    depends_on: [a]\n'
+    )
+    result = supervisor("run", str(topology), "--runs-dir", str(runs_dir))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " [supervisor] " in line]
+    assert " [supervisor] run " in lines[0] and " [supervisor] a: started, pid " in lines[1], lines
+    stamps = [_seconds_of_day(line) for line in lines]
+    for earlier, later in itertools.pairwise(stamps):
+        assert later >= earlier or earlier - later > 12 * 3600, lines  # (or the day turned meanwhile)

@@ -244,3 +244,53 @@ def test_a_scale_past_the_open_files_limit_is_refused_before_anything_starts(tmp
         assert [r["name"] for r in replicas] == ["worker.0", "worker.1"]
     finally:
         assert supervisor("stop", run_id).returncode == 0
+
+
+def test_a_detached_runs_log_holds_its_event_lines_while_it_runs(tmp_path: Path, runs_dir: Path) -> None:
+    """A ``--detach`` run's ``supervisor.log`` holds, while it runs, the plain event lines a ``run`` that
+    is not on a terminal prints (started, ready, all ready), timestamped and with no control codes; it
+    was started ``--quiet`` and stayed empty."""
+    run_id, run_dir = run_detached(write_topology(tmp_path), runs_dir)
+    try:
+        text = (run_dir / "supervisor.log").read_text()  # written before the background run said ready
+        assert "all 3 ready in " in text, text
+        lines = text.splitlines()
+        for replica in ("web", "worker.0", "worker.1"):
+            assert any(re.search(rf"\[supervisor\] {re.escape(replica)}: started, pid \d+$", line) for line in lines)
+            assert any(f"[supervisor] {replica}: ready in " in line for line in lines), text
+        assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line) for line in lines), text
+        assert "\x1b" not in text
+    finally:
+        assert supervisor("stop", run_id).returncode == 0
+    wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")
+
+
+def test_env_prints_a_detached_runs_client_variables_for_a_shell_to_eval(tmp_path: Path) -> None:
+    """``eval "$(supervisor env RUN)"`` in /bin/sh gives the run's ``TOPOVISOR_*`` variables, the same
+    addresses ``status`` shows, for a run named by id or by dir; a run dir whose path holds quotes, ``$(...)``
+    and spaces comes through byte for byte and runs nothing. A stopped run is refused (exit 1)."""
+    hostile = tmp_path / "runs $(touch pwned) `touch pwned2` 'q\" \\ $HOME"
+    run_id, run_dir = run_detached(write_topology(tmp_path), hostile)
+    try:
+        status = json.loads(supervisor("status", run_id, "--json").stdout)
+        url = status["services"]["web"]["replicas"][0]["url"]
+        for named in (run_id, str(run_dir)):
+            exported = supervisor("env", named)
+            assert exported.returncode == 0, exported.stderr
+            assert all(line.startswith("export TOPOVISOR_") for line in exported.stdout.splitlines()), exported.stdout
+            shown = subprocess.run(
+                ["/bin/sh", "-c", 'eval "$1"; printf "%s\\n" "$TOPOVISOR_WEB_URL" "$TOPOVISOR_WEB_URLS" '
+                 '"$TOPOVISOR_WEB_PORT" "$TOPOVISOR_RUN_DIR" "${TOPOVISOR_RUN_ID-unset}"', "sh", exported.stdout],
+                capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            )  # fmt: skip
+            assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+            port = str(status["services"]["web"]["replicas"][0]["ports"]["port"])
+            assert shown.stdout.splitlines() == [url, url, port, str(run_dir), "unset"]
+            assert "TOPOVISOR_WORKER_" not in exported.stdout  # no port: no address
+        assert not list(tmp_path.glob("pwned*")) and not list(ROOT.glob("pwned*"))
+    finally:
+        assert supervisor("stop", run_id).returncode == 0
+    wait_until(lambda: not marked_processes(run_id), timeout=30, what="the run to be stopped")
+    gone = supervisor("env", str(run_dir))
+    assert gone.returncode == 1 and f"run {run_id} is not running (it was stopped)" in gone.stderr, gone.stderr
+    assert gone.stdout == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -125,6 +126,39 @@ def test_gc_lists_first_and_stops_only_with_yes(reaper: Reaper, runs_dir: Path) 
     assert "run-dead" not in cli("gc").stdout
 
 
+def test_gc_cuts_a_long_command_line_between_its_arguments(reaper: Reaper, runs_dir: Path) -> None:
+    """A left-over process's command line is cut at an argument's end, marked with an ellipsis, never in
+    the middle of one (the script of ``python -c`` was cut, newline and all, at character 60)."""
+    _, (orphan,) = dead_run(reaper, runs_dir, "run-long")
+    dry = cli("gc")
+    assert dry.returncode == 0, dry.stderr
+    assert f"left over: {orphan} ({PYTHON} -c ...)\n" in dry.stdout, dry.stdout
+    assert cli("gc", "--yes").returncode == 0
+
+
+def test_finished_runs_in_a_runs_dir_of_their_own_stay_listed_and_named_by_id(tmp_path: Path) -> None:
+    """A run with ``--runs-dir`` elsewhere than the default, once finished, is in ``ps --all`` and its
+    id (or a suffix) finds it for ``logs`` (it was omitted, and only its path worked); deleting its
+    directory drops it from the list."""
+    elsewhere = tmp_path / "elsewhere"
+    topology = tmp_path / "one.yaml"
+    topology.write_text(
+        f"name: one\nservices:\n  web:\n    command: ['{PYTHON}', -c, \"print('hello', flush=True)\"]\n"
+    )
+    done = cli("run", str(topology), "--runs-dir", str(elsewhere), "-q")
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = elsewhere.iterdir()
+    run_id = run_dir.name
+    assert cli("ps").stdout.startswith("no runs")  # finished: not running
+    views = json.loads(cli("ps", "--all", "--json").stdout)
+    assert [(v["run_id"], v["run_dir"], v["status"]) for v in views] == [(run_id, str(run_dir), "stopped")]
+    for named in (run_id, run_id[-6:]):
+        logs = cli("logs", named, "web")
+        assert logs.returncode == 0 and logs.stdout == "hello\n", logs.stdout + logs.stderr
+    shutil.rmtree(run_dir)
+    assert json.loads(cli("ps", "--all", "--json").stdout) == []
+
+
 def write_log(run_dir: Path, name: str, lines: list[str]) -> None:
     with open(run_dir / "logs" / f"{name}.log", "a") as file:
         file.write("".join(f"{line}\n" for line in lines))
@@ -194,8 +228,8 @@ def test_one_table_builds_the_parser_and_dispatches_every_command(
     """Every command of the table is in the parser, in order, and its handler resolves; ``main`` runs the
     runs' commands in this process through the same dispatcher as ``run`` (exit 2 for an unknown run)."""
     names = [command.name for command in COMMANDS]
-    assert names == ["run", "validate", "sbatch", "graph", "ps", "stop", "gc", "logs", "status", "restart",
-                     "scale", "gpus"]  # fmt: skip
+    assert names == ["run", "validate", "sbatch", "graph", "ps", "stop", "gc", "logs", "env", "status",
+                     "restart", "scale", "gpus"]  # fmt: skip
     choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert list(choices) == names
     for command in COMMANDS:

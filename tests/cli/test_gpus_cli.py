@@ -3,6 +3,8 @@ spawned), and ``supervisor gpus``."""
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import json
 import os
 import subprocess
@@ -112,3 +114,37 @@ def test_gpus_command_without_nvml_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "NVML is not available: Driver Not Loaded" in result.stderr and "--gpus 8x80GB" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _nvml_library_loads() -> bool:
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pynvml") is None, reason="needs nvidia-ml-py installed")
+@pytest.mark.skipif(_nvml_library_loads(), reason="needs a machine without the NVIDIA driver's libnvidia-ml.so.1")
+def test_gpus_command_on_a_machine_without_the_driver_names_the_missing_library(tmp_path: Path) -> None:
+    """This machine, as it is: nvidia-ml-py installed, no NVIDIA driver. ``supervisor gpus`` says that the
+    driver's NVML library was not found and how to plan anyway, and does not ask to install nvidia-ml-py
+    (it did: that advice is kept for a failed import)."""
+    result = supervisor("gpus", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    assert "the NVIDIA driver's NVML library (libnvidia-ml.so.1) was not found" in result.stderr, result.stderr
+    assert "use --gpus 8x80GB to plan against a simulated node" in result.stderr
+    assert "install nvidia-ml-py" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_a_failed_import_asks_to_install_nvidia_ml_py(tmp_path: Path) -> None:
+    """Each cause its own advice: no binding (install it), no driver library, driver not loaded."""
+    library_missing = NO_DRIVER.replace("Driver Not Loaded", "NVML Shared Library Not Found")
+    for shim, advice in (
+        (NO_PYNVML, "install nvidia-ml-py / use --gpus 8x80GB"),
+        (library_missing, "nvidia-ml-py is installed, but the NVIDIA driver's NVML library (libnvidia-ml.so.1)"),
+        (NO_DRIVER, "nvidia-ml-py is installed, but the NVIDIA driver is not loaded: use --gpus 8x80GB"),
+    ):
+        result = supervisor("gpus", cwd=tmp_path, pynvml=shim)
+        assert result.returncode == 2 and advice in result.stderr, result.stderr
+        assert ("install nvidia-ml-py" in result.stderr) == (shim is NO_PYNVML), result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 import supervisor as sv
@@ -78,3 +79,26 @@ async def test_a_launcher_starts_every_process_of_the_run(runs_dir: Path) -> Non
     async with RunningTopology.open(plan, launcher=Recording()) as group:
         assert len(group.service("web").pids) == 2
     assert launched == [[PYTHON, "-c", code]] * 2
+
+
+async def test_events_yields_only_new_ones_and_history_the_past_first(runs_dir: Path) -> None:
+    """After ``launch`` the start is over: ``events()`` yields what comes after the call (a mark), not the
+    past ``Spawned``/``Ready`` (a first loop waited for nothing that would come); ``events(history=True)``
+    yields those first. Every handle's docstring says so, naming ``history=True``, and so does the README
+    where it shows ``events()`` (it did not: the user's loop blocked for 120 s)."""
+    code = "print('up', flush=True); import time; time.sleep(3600)"
+    web = sv.Service(name="web", command=[PYTHON, "-c", code], ready=sv.LogCheck("up"))
+    async with sv.launch(sv.Topology(name="events", services=[web]), runs_dir=runs_dir) as group:
+        fresh, replayed = group.events(), group.events(history=True)
+        group.mark("after the call")
+        with anyio.fail_after(30):
+            first = await fresh.__anext__()
+            past = [type(await replayed.__anext__()) for _ in range(2)]
+        assert isinstance(first, sv.Marked) and first.label == "after the call"
+        assert past == [sv.Spawned, sv.Ready]
+    for handle in (sv.RunningTopology, sv.SyncTopology, sv.AttachedTopology):
+        doc = " ".join((handle.events.__doc__ or "").split())
+        assert "from this call on, and only those" in doc and "``history=True`` yields the past ones first" in doc
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "`group.events()` yields only the events from the call on" in readme
+    assert "`group.events(history=True)` yields the past ones first" in readme

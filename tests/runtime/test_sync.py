@@ -131,6 +131,18 @@ def test_wait_returns_when_every_job_completed(runs_dir: Path) -> None:
         assert group.replica("job").state is sv.ReplicaState.COMPLETED
 
 
+def test_wait_on_servers_times_out_saying_what_it_waited_for_and_how_long(runs_dir: Path) -> None:
+    """Servers run until stopped: ``wait(timeout_seconds=1)`` raises a ``TimeoutError`` whose message says
+    it waited for every replica to finish, for 1s, and which still run (it was empty)."""
+    with sv.launch_sync(_topology(), runs_dir=runs_dir, backend=BACKEND) as group:
+        with pytest.raises(TimeoutError) as caught:
+            group.wait(timeout_seconds=1)
+        assert str(caught.value).startswith("wait(timeout_seconds=1): not every replica finished within 1s; ")
+        assert "3 still running: kv (ready), web.0 (ready), web.1 (ready) (a server runs until stopped" in str(
+            caught.value
+        )
+
+
 def test_wait_returns_after_a_full_stop_and_raises_a_failure(runs_dir: Path) -> None:
     """``stop()`` then ``wait()`` returns (it used to wait forever: teardown never said all was done); a
     service that dies makes ``wait`` raise its ``ServiceFailed``."""

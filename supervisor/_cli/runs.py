@@ -79,6 +79,8 @@ def ps_command(call: Invocation) -> int:
             _print_table(rows, indent="    ")
         if view["leftovers"]:
             print(f"    left over: {' '.join(map(str, view['leftovers']))} (supervisor stop {view['run_id']})")
+        if view["unreadable"]:
+            print(f"    {view['unreadable']}")
     return EXIT_OK
 
 
@@ -91,6 +93,8 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         status = "orphaned"
     else:
         status = "stopped" if record.phase == "stopped" else "dead"
+    if record.unreadable is not None:
+        status = "unreadable"  # a newer topovisor's records: ``unreadable`` says which reads them
     running = record.supervisor_alive or bool(left)
     services: dict[str, Any] = {}
     for service, replicas in record.services().items():
@@ -111,6 +115,7 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         "uptime_seconds": now - record.started_wall_time if running and record.started_wall_time else None,
         "leftovers": left,
         "services": services,
+        "unreadable": record.unreadable,
     }
 
 

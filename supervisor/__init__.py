@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._control.handle import TopologyHandle as TopologyHandle
     from ._errors import ConfigError as ConfigError
     from ._errors import ControlError as ControlError
+    from ._errors import IncompatibleVersion as IncompatibleVersion
     from ._errors import NotRunning as NotRunning
     from ._errors import ReadinessTimeout as ReadinessTimeout
     from ._errors import ServiceFailed as ServiceFailed
@@ -145,6 +146,7 @@ _LAZY = {
     "NvmlInventory": "_host.gpu_inventory",
     "SimulatedInventory": "_host.gpu_inventory",
     "HttpCheck": "_spec.model",
+    "IncompatibleVersion": "_errors",
     "LogCheck": "_spec.model",
     "GpuRequest": "_spec.model",
     "LogPolicy": "_spec.model",

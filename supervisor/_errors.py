@@ -7,6 +7,7 @@ from collections.abc import Iterable
 __all__ = [
     "ConfigError",
     "ControlError",
+    "IncompatibleVersion",
     "NotRunning",
     "ReadinessTimeout",
     "ServiceFailed",
@@ -94,6 +95,12 @@ class UnknownRun(SupervisorError):
 class ControlError(SupervisorError):
     """A run owned by another process cannot be reached (not running, no control socket), or refused an
     operation asked through its control socket; the message is the run's own."""
+
+
+class IncompatibleVersion(SupervisorError):
+    """A run's records (``manifest.json``, ``summary.json``, ``events.jsonl``) or its control socket are of a
+    version this topovisor does not read or speak (a newer one's): the message names the run, both
+    versions and the way out (that version's ``supervisor``)."""
 
 
 class NotRunning(SupervisorError, RuntimeError):

@@ -1,13 +1,14 @@
-"""Human units in configuration: durations like ``500ms``/``2m`` and sizes like ``50MB``."""
+"""Human units in configuration: durations like ``500ms``/``2m``/``7d`` and sizes like ``50MB``; and sizes
+written back for people (``format_size``)."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["parse_duration", "parse_size", "slurm_time"]
+__all__ = ["format_size", "parse_duration", "parse_size", "slurm_time"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|us|µs)?\s*$")
-_DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|us|µs)?\s*$")
+_DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 #: Slurm's own time formats: M:S, H:M:S, D-H, D-H:M, D-H:M:S (a bare number is refused: see slurm_time)
 _SLURM_TIME = re.compile(r"^(\d+:\d+(:\d+)?|\d+-\d+(:\d+){0,2})$")
 _SLURM_UNLIMITED = ("UNLIMITED", "INFINITE")
@@ -19,7 +20,7 @@ _SIZE_UNITS = {
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number (seconds) or a string such as ``250ms``, ``10s``, ``2m``, ``1h``."""
+    """Seconds from a number (seconds) or a string such as ``250ms``, ``10s``, ``2m``, ``1h``, ``7d``."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as 500ms, 10s or 2m, got {value!r}")
     if isinstance(value, (int, float)):
@@ -47,6 +48,18 @@ def parse_size(value: object) -> int:
     if size < 0:
         raise ValueError(f"a size cannot be negative, got {value!r}")
     return size
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes for people, in binary units: ``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def slurm_time(value: object) -> str:

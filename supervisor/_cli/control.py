@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._control.protocol import ProtocolError, request_blocking
+from .._control.protocol import ProtocolError, check_reply, request_blocking
 from .._errors import ControlError
 from .context import reader_may_leave
 from .table import parse_overrides
@@ -36,9 +36,10 @@ def _locate(run: str) -> tuple[str, Path, Path]:
 
 
 def _ask(run_id: str, path: Path, op: str, *, timeout_seconds: float | None = None, **fields: Any) -> dict[str, Any]:
-    """One request; ``ControlError`` with the run's own message when it refuses or cannot be reached."""
+    """One request; ``ControlError`` with the run's own message when it refuses or cannot be reached,
+    ``IncompatibleVersion`` when it speaks a newer protocol only."""
     try:
-        reply = request_blocking(path, op, timeout_seconds=timeout_seconds, **fields)
+        reply = check_reply(request_blocking(path, op, timeout_seconds=timeout_seconds, **fields), run_id)
     except FileNotFoundError:
         from .._control.attach import no_socket_reason
 

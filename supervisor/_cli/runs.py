@@ -21,6 +21,7 @@ import psutil
 from .._host.logfollow import LogFollower, Missed
 from .._records.died import DIED_OUTCOME
 from .._records.paths import read_json
+from .._records.prune import OldRun, old_runs, prune_run
 from .._records.reclaim import StopReport, stop_run
 from .._records.record import (
     ReplicaRecord,
@@ -32,6 +33,7 @@ from .._records.record import (
     resolve_run,
     unrecorded_marks,
 )
+from .._units import format_size
 from .context import Invocation, reader_may_leave
 
 __all__ = ["gc_command", "logs_command", "ps_command", "stop_command"]
@@ -79,6 +81,8 @@ def ps_command(call: Invocation) -> int:
             _print_table(rows, indent="    ")
         if view["leftovers"]:
             print(f"    left over: {' '.join(map(str, view['leftovers']))} (supervisor stop {view['run_id']})")
+        if view["unreadable"]:
+            print(f"    {view['unreadable']}")
     return EXIT_OK
 
 
@@ -91,6 +95,8 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         status = "orphaned"
     else:
         status = "stopped" if record.phase == "stopped" else "dead"
+    if record.unreadable is not None:
+        status = "unreadable"  # a newer topovisor's records: ``unreadable`` says which reads them
     running = record.supervisor_alive or bool(left)
     services: dict[str, Any] = {}
     for service, replicas in record.services().items():
@@ -111,6 +117,7 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         "uptime_seconds": now - record.started_wall_time if running and record.started_wall_time else None,
         "leftovers": left,
         "services": services,
+        "unreadable": record.unreadable,
     }
 
 
@@ -226,8 +233,11 @@ def gc_command(call: Invocation) -> int:
     args = call.args
     candidates = [(record, sorted(leftover_members(record))) for record in gc_candidates()]
     unrecorded = unrecorded_marks()
-    if not candidates and not unrecorded:
-        print("nothing to collect")
+    unreadable = [r for r in list_runs() if r.unreadable is not None]  # indexed: they may own processes
+    old = old_runs(args.older_than) if args.older_than is not None else []
+    if not candidates and not unrecorded and not unreadable and not old:
+        older = "" if args.older_than is None else ", and no finished run is that old"
+        print(f"nothing to collect{older}")
         return EXIT_OK
     for record, left in candidates:
         dead = f"supervisor {record.supervisor_pid} is dead" if record.supervisor_pid else "no supervisor recorded"
@@ -237,14 +247,64 @@ def gc_command(call: Invocation) -> int:
             print(f"run {record.run_id}: {dead}; nothing left (stale record)")
     for run_id, pids in unrecorded.items():
         print(f"run {run_id}: no record here, so it is not touched ({len(pids)} processes): {_describe(pids)}")
+    for record in unreadable:
+        print(f"run {record.run_id}: not touched: {record.unreadable}")
+    stopping = {record.run_id for record, left in candidates if left}
+    _say_old(old, stopping, dry_run=not args.yes)
     if not args.yes:
-        if candidates:
-            print("dry run: nothing was signalled; `supervisor gc --yes` stops the recorded runs listed above")
+        if candidates or any(o.kept_because is None or o.record.run_id in stopping for o in old):
+            print("dry run: nothing was signalled or removed; `supervisor gc --yes` does what is listed above")
         return EXIT_OK
     code = EXIT_OK
     for record, _ in candidates:
         code = max(code, _say_stopped(record, anyio.run(functools.partial(stop_run, record, by="gc"))))
+    return max(code, _prune(old, stopping))
+
+
+def _say_old(old: Sequence[OldRun], stopping: set[str], *, dry_run: bool) -> None:
+    """One line per run dir older than asked: pruned (or to be), or kept and why."""
+    now = time.time()
+    for run in old:
+        head = (
+            f"run {run.record.run_id}: last changed {_age(now - run.last_activity)} ago, {format_size(run.usage.bytes)}"
+        )
+        if run.kept_because is None:
+            print(f"{head}: {'to prune' if dry_run else 'pruning'} {run.record.run_dir}")
+        elif run.record.run_id in stopping:
+            print(f"{head}: {run.kept_because}; pruned once gc has stopped them")
+        else:
+            print(f"{head}: kept: {run.kept_because}")
+    if dry_run:
+        ready = [run for run in old if run.kept_because is None]
+        if ready:
+            total = sum(run.usage.bytes for run in ready)
+            print(f"would free {_freed(total)} in {_dirs(len(ready))}")
+
+
+def _prune(old: Sequence[OldRun], stopping: set[str]) -> int:
+    """Remove the old runs' directories (each checked again first: gc may just have stopped its
+    leftovers); says how much that freed. Exit 1 when one could not be removed."""
+    code, freed, pruned = EXIT_OK, 0, 0
+    for run in old:
+        done = prune_run(run)
+        freed += done.freed
+        pruned += done.removed
+        if done.failure is not None:
+            code = EXIT_LEFT
+            print(f"run {run.record.run_id}: {done.failure}", file=sys.stderr)
+        elif done.kept_because is not None and (run.kept_because is None or run.record.run_id in stopping):
+            print(f"run {run.record.run_id}: kept: {done.kept_because}")  # said otherwise above: say so now
+    if old:
+        print(f"pruned {_dirs(pruned)}, freed {_freed(freed)}")
     return code
+
+
+def _freed(size: int) -> str:
+    return f"{format_size(size)} ({size:,} bytes)"
+
+
+def _dirs(count: int) -> str:
+    return f"{count} run dir{'' if count == 1 else 's'}"
 
 
 def _describe(pids: Sequence[int], limit: int = 5) -> str:

@@ -110,7 +110,11 @@ def _stop_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gc_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--yes", action="store_true", help="stop them (default: only list them)")
+    parser.add_argument("--yes", action="store_true", help="stop (and prune) them (default: only list them)")
+    parser.add_argument(
+        "--older-than", type=_duration, metavar="DURATION",
+        help="also prune the run dirs of finished runs untouched this long, such as 7d (never a live run's)",
+    )  # fmt: skip
 
 
 def _env_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,7 +169,7 @@ COMMANDS: tuple[Command, ...] = (
             _ps_arguments, "runs:ps_command"),
     Command("stop", "tear down a run started by another process (its supervisor may be dead)",
             _stop_arguments, "runs:stop_command"),
-    Command("gc", "find leftovers of runs whose supervisor died; stop them with --yes",
+    Command("gc", "find leftovers of runs whose supervisor died (and, --older-than, old run dirs); act with --yes",
             _gc_arguments, "runs:gc_command"),
     Command("logs", "print a run's logs (all replicas, one service, or one replica)",
             _logs_arguments, "runs:logs_command"),

@@ -21,11 +21,12 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from .._errors import ControlError
+from .._errors import ControlError, IncompatibleVersion
 from .._events import Event, Marked, event_from_json
 from .protocol import (
     MAX_REPLY_BYTES,
     PROTOCOL_VERSION,
+    check_reply,
     connect_blocking,
     decode_line,
     encode,
@@ -115,7 +116,7 @@ class RemoteEvents:
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self.aclose()
                 raise StopAsyncIteration from None
-            message = decode_line(line)
+            message = await self._checked(decode_line(line))
             if message.get("end"):
                 await self.aclose()
                 raise StopAsyncIteration
@@ -129,10 +130,18 @@ class RemoteEvents:
         self._received = BufferedByteReceiveStream(self._stream)
         window = {"history": True} if self._since is None else {"since": self._since}
         await self._stream.send(encode({"v": PROTOCOL_VERSION, "id": "events", "op": "events", **window}))
-        ack = decode_line(await self._received.receive_until(b"\n", MAX_REPLY_BYTES))
+        ack = await self._checked(decode_line(await self._received.receive_until(b"\n", MAX_REPLY_BYTES)))
         if not ack.get("ok"):
             await self.aclose()
             raise ControlError(f"events: {ack.get('error', 'refused')}")
+
+    async def _checked(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``message``, or ``IncompatibleVersion`` (the stream closed) when the run speaks a newer protocol."""
+        try:
+            return check_reply(message, self._path.parent.name)  # the run dir is named by its run id
+        except IncompatibleVersion:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         self._done = True
@@ -213,7 +222,7 @@ class AttachedTopology:
                 line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_REPLY_BYTES)
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError) as exc:
                 raise ControlError(f"run {self.run_id}: the connection closed before {op!r} was answered") from exc
-        reply = decode_line(line)
+        reply = check_reply(decode_line(line), self.run_id)
         if not reply.get("ok"):
             raise ControlError(f"run {self.run_id}: {op}: {reply.get('error', 'refused')}")
         return reply
@@ -284,7 +293,7 @@ def locate_socket(run: str | os.PathLike[str]) -> tuple[str, Path, Path]:
     from .._records.record import load_run, resolve_run
 
     path = Path(run).expanduser()
-    record = load_run(path) if path.is_dir() else resolve_run(os.fspath(run))
+    record = load_run(path).readable() if path.is_dir() else resolve_run(os.fspath(run))
     if not record.supervisor_alive or record.phase == "stopped":
         why = "it was stopped" if record.phase == "stopped" else f"its supervisor is gone; last phase: {record.phase}"
         raise ControlError(f"run {record.run_id} is not running ({why}); `supervisor ps --all` lists it")

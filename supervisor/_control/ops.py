@@ -240,12 +240,13 @@ _ENVELOPE = frozenset({"v", "id", "op"})
 def parse_request(request: dict[str, Any]) -> tuple[str, Operation, dict[str, Any]]:
     """The op name, its table entry and its arguments (only those given); ``ProtocolError`` naming what
     is wrong otherwise."""
-    from .protocol import PROTOCOL_VERSION
+    from .protocol import OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, UnsupportedVersion
 
     version = request.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:  # ``true == 1`` and ``1.0 == 1`` in Python
+    # ``true == 1`` and ``1.0 == 1`` in Python: only an int is a version
+    if type(version) is not int or not OLDEST_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
         shown = repr(version) if isinstance(version, (str, int, float)) or version is None else _json_type(version)
-        raise ProtocolError(f"unsupported protocol version {shown}; this run speaks v{PROTOCOL_VERSION}")
+        raise UnsupportedVersion(f"unsupported protocol version {shown}; this run speaks v{PROTOCOL_VERSION}")
     if not is_request_id(request.get("id")):
         raise ProtocolError("'id' must be a string, a finite number or null")
     op = request.get("op")

@@ -3,7 +3,10 @@
 Versioned JSON lines over a unix stream socket in the run directory (``<run_dir>/control.sock``, mode
 0600, the directory 0700): one request per line, ``{"v": 1, "id": ..., "op": ..., ...}``, answered by one
 line ``{"v": 1, "id": ..., "ok": true, ...}`` or ``{"v": 1, "id": ..., "ok": false, "error": "..."}``;
-``events`` answers with a stream of lines instead. docs/control.md is the reference.
+``events`` answers with a stream of lines instead. docs/control.md is the reference. A run answers a
+request of a version it does not speak with an error that lists the ones it does (``versions``); a client
+meets a reply of a version it does not speak (a newer run's) with ``IncompatibleVersion``, which says
+which ``supervisor`` talks to that run (``check_reply``).
 
 A unix socket address is limited to 108 bytes, and run directories can be deeper than that. A long one
 is reached through ``/proc/self/fd/<fd of the run dir>/control.sock``: the socket still lives in the run
@@ -23,13 +26,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from .._errors import IncompatibleVersion
+
 __all__ = [
     "MAX_CLIENTS",
     "MAX_LINE_BYTES",
     "MAX_REPLY_BYTES",
+    "OLDEST_PROTOCOL_VERSION",
     "PROTOCOL_VERSION",
     "SOCKET_NAME",
     "ProtocolError",
+    "UnsupportedVersion",
+    "check_reply",
     "connect_blocking",
     "decode_line",
     "encode",
@@ -42,7 +50,8 @@ __all__ = [
     "socket_path",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  #: what this topovisor speaks, and sends
+OLDEST_PROTOCOL_VERSION = 1  #: the oldest request version a run still answers
 SOCKET_NAME = "control.sock"
 MAX_LINE_BYTES = 64 * 1024  #: a longer request line is refused and its connection closed
 #: connections at once, and one more for a single request (the CLI's; see ``ControlServer``); a client past
@@ -53,6 +62,35 @@ _MAX_ADDRESS_BYTES = 107  #: sun_path holds 108 bytes, the last one a NUL
 
 class ProtocolError(ValueError):
     """A request the server cannot take: not JSON, not an object, wrong version, op or field types."""
+
+
+class UnsupportedVersion(ProtocolError):
+    """A request of a protocol version this run does not speak; its refusal lists the ones it does."""
+
+
+def _versions() -> list[int]:
+    return list(range(OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION + 1))
+
+
+def _spoken(versions: list[int]) -> str:
+    return f"version {versions[0]}" if len(versions) == 1 else f"versions {versions[0]}-{versions[-1]}"
+
+
+def check_reply(reply: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """``reply`` when this topovisor understands it; ``IncompatibleVersion`` naming the run and both
+    versions when it is of a newer protocol, or refuses our request for its version (a newer run's)."""
+    version, listed = reply.get("v"), reply.get("versions")
+    theirs: list[int] = []
+    if type(version) is int and version > PROTOCOL_VERSION:
+        theirs = [version]
+    elif reply.get("ok") is False and isinstance(listed, list) and listed and all(type(v) is int for v in listed):
+        theirs = [] if set(listed) & set(_versions()) else sorted(listed)
+    if theirs:
+        raise IncompatibleVersion(
+            f"run {run_id} speaks control protocol {_spoken(theirs)}; this topovisor speaks "
+            f"{_spoken(_versions())}: use that version's `supervisor` to talk to it"
+        )
+    return reply
 
 
 def socket_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -126,10 +164,12 @@ def is_request_id(value: object) -> TypeGuard[str | int | float | None]:
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
-def error_reply(request_id: object, message: str) -> dict[str, Any]:
-    """An ``ok: false`` reply; it carries ``request_id`` back only when that is a valid id (else null)."""
+def error_reply(request_id: object, message: str, *, versions: bool = False) -> dict[str, Any]:
+    """An ``ok: false`` reply; it carries ``request_id`` back only when that is a valid id (else null),
+    and with ``versions`` the protocol versions this run speaks (the refusal of a version it does not)."""
     echoed = request_id if is_request_id(request_id) else None
-    return {"v": PROTOCOL_VERSION, "id": echoed, "ok": False, "error": message}
+    reply = {"v": PROTOCOL_VERSION, "id": echoed, "ok": False, "error": message}
+    return {**reply, "versions": _versions()} if versions else reply
 
 
 def connect_blocking(path: str | os.PathLike[str], *, timeout_seconds: float | None = 10.0) -> socket.socket:

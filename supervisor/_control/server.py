@@ -42,6 +42,7 @@ from .protocol import (
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
     ProtocolError,
+    UnsupportedVersion,
     decode_line,
     encode,
     error_reply,
@@ -270,7 +271,8 @@ class ControlServer:
         except ProtocolError as exc:
             asked = request.get("op")
             self._record(asked[:100] if isinstance(asked, str) else "?", pid, request.get("id"), {}, str(exc))
-            return await self._send(stream, error_reply(request.get("id"), str(exc)))
+            refused_version = isinstance(exc, UnsupportedVersion)  # the client hears which versions we speak
+            return await self._send(stream, error_reply(request.get("id"), str(exc), versions=refused_version))
         request_id = request.get("id")
         if operation.stream and spare:
             self._record(op, pid, request_id, args, _SPARE_NO_STREAM)

@@ -4,8 +4,10 @@ and its reader.
 Each event is one line written with one ``write`` on an ``O_APPEND`` descriptor, so lines from several
 writers never interleave. A write that fails (a full disk) is a warning once, never an exception: the
 event stays in memory, the run goes on. A full disk can take part of a line: the next event then starts
-on a line of its own, and the reader skips the line cut short, saying so. Standard library only: the
-watchdog imports this at start.
+on a line of its own, and the reader skips the line cut short, saying so. Each line carries the records
+version it was written in (``"v"``, ``supervisor._records.version``): a file begun by a newer topovisor is
+refused with a message that says so; a line a newer ``supervisor stop`` appended to an older run's file is
+skipped, with a warning. Standard library only: the watchdog imports this at start.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .version import EVENT_VERSION_FIELD, RECORDS_VERSION, check_records_version
+
 __all__ = ["EventFile", "append_event", "read_events"]
 
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC  #: read too: is the last line cut short?
@@ -25,7 +29,7 @@ _log = logging.getLogger("supervisor.records")
 
 
 def _line(event: Mapping[str, Any]) -> bytes:
-    return (json.dumps(event) + "\n").encode()
+    return (json.dumps({EVENT_VERSION_FIELD: RECORDS_VERSION, **event}) + "\n").encode()
 
 
 def _ends_cut_short(fd: int) -> bool:
@@ -48,13 +52,17 @@ def append_event(path: Path, event: Mapping[str, Any]) -> None:
 
 def read_events(path: Path, *, max_bytes: int) -> Iterator[dict[str, Any]]:
     """The events of ``path`` (its first ``max_bytes``), oldest first; a line that does not parse (cut
-    short by a full disk or a crash) is skipped with a warning that names the file and the line."""
+    short by a full disk or a crash) is skipped with a warning that names the file and the line.
+    ``IncompatibleVersion`` when the first event is of a newer records version (a newer topovisor's run);
+    a newer line after it (appended by a newer ``supervisor stop``) is skipped with a warning."""
     try:
         with open(path, "rb") as file:
             data = file.read(max_bytes)
     except OSError:
         return
     skipped: list[int] = []
+    newer: list[int] = []
+    first = True
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
@@ -62,15 +70,38 @@ def read_events(path: Path, *, max_bytes: int) -> Iterator[dict[str, Any]]:
             event = json.loads(line)
         except ValueError:
             event = None
-        if isinstance(event, dict):
-            yield event
-        else:
+        if not isinstance(event, dict):
             skipped.append(number)
+            continue
+        if first:
+            first = False
+            what = f"{path.name}, line {number}"
+            check_records_version(event, what, field=EVENT_VERSION_FIELD, run_id=path.parent.name)
+        elif _is_newer(event.get(EVENT_VERSION_FIELD)):
+            newer.append(number)
+            continue
+        yield event
     if skipped:
-        where = ", ".join(map(str, skipped[:5])) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         _log.warning(
-            "%s: skipped line %s: cut short or not an event (a full disk, or a crash while writing)", path, where
+            "%s: skipped line %s: cut short or not an event (a full disk, or a crash while writing)",
+            path,
+            _numbers(skipped),
         )
+    if newer:
+        _log.warning(
+            "%s: skipped line %s: written by a newer topovisor (records version above %d)",
+            path,
+            _numbers(newer),
+            RECORDS_VERSION,
+        )
+
+
+def _is_newer(version: object) -> bool:
+    return type(version) is int and version > RECORDS_VERSION
+
+
+def _numbers(lines: list[int]) -> str:
+    return ", ".join(map(str, lines[:5])) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 
 class EventFile:

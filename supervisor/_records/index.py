@@ -14,7 +14,7 @@ from pathlib import Path
 import attrs
 import psutil
 
-from .._errors import UnknownRun
+from .._errors import IncompatibleVersion, UnknownRun
 from .._host.proctable import matching_process
 from .paths import finished_dir, index_dir, index_path, read_json, runs_dir, write_json
 from .registry import register_run, unregister_run
@@ -35,7 +35,8 @@ __all__ = [
 
 
 def read_manifest(run_dir: Path) -> Manifest | None:
-    """The run's manifest, or None when there is none (never started, deleted, unreadable)."""
+    """The run's manifest, or None when there is none (never started, deleted, unreadable);
+    ``IncompatibleVersion`` when a newer topovisor wrote it."""
     data = read_json(Path(run_dir) / "manifest.json")
     return manifest_from_json(data) if data else None
 
@@ -100,7 +101,16 @@ class RunRecord:
     watchdog_alive: bool
     started_wall_time: float | None
     indexed: bool  #: listed in the index (the supervisor has not confirmed a clean end)
-    manifest: Manifest = attrs.field(eq=False, repr=False)  #: empty when the run wrote none
+    manifest: Manifest = attrs.field(eq=False, repr=False)  #: empty when the run wrote none (or a newer one)
+    #: why this topovisor cannot read the run's records (a newer one wrote them); None when it can
+    unreadable: str | None = None
+
+    def readable(self) -> RunRecord:
+        """This record; ``IncompatibleVersion`` (saying who reads it) when its records are of a newer
+        topovisor: nothing may be done to a run from records only half understood."""
+        if self.unreadable is not None:
+            raise IncompatibleVersion(self.unreadable)
+        return self
 
     def replicas(self) -> list[ReplicaRecord]:
         return [r for replicas in self.services().values() for r in replicas]
@@ -135,7 +145,11 @@ class RunRecord:
 def load_run(run_dir: Path, *, run_id: str | None = None, entry: IndexEntry | None = None) -> RunRecord:
     """A record from a run directory (its manifest may be missing) and its index entry, if any."""
     run_dir = Path(run_dir).absolute()
-    manifest = read_manifest(run_dir) or Manifest()
+    unreadable = None
+    try:
+        manifest = read_manifest(run_dir) or Manifest()
+    except IncompatibleVersion as exc:  # listed all the same (ps says why), used by nothing
+        manifest, unreadable = Manifest(), str(exc)
     run_id = run_id or manifest.run_id or run_dir.name
     indexed = entry is not None
     if entry is None:
@@ -157,6 +171,7 @@ def load_run(run_dir: Path, *, run_id: str | None = None, entry: IndexEntry | No
         started_wall_time=manifest.started_wall_time or entry.registered_wall_time,
         indexed=indexed,
         manifest=manifest,
+        unreadable=unreadable,
     )
 
 
@@ -189,19 +204,20 @@ def list_runs(*, include_finished: bool = False) -> list[RunRecord]:
 
 def resolve_run(spec: str) -> RunRecord:
     """A run named by its id, a unique prefix or suffix of one, its name (if one live run has it), or its
-    directory. Raises ``UnknownRun`` naming the candidates otherwise."""
+    directory. Raises ``UnknownRun`` naming the candidates otherwise, ``IncompatibleVersion`` for a run
+    whose records a newer topovisor wrote."""
     path = Path(spec).expanduser()
     if (os.sep in spec or spec.startswith(".")) and path.is_dir():
-        return load_run(path)
+        return load_run(path).readable()
     records = list_runs(include_finished=True)
     for record in records:
         if record.run_id == spec:
-            return record
+            return record.readable()
     matches = [r for r in records if r.run_id.startswith(spec) or r.run_id.endswith(spec)]
     if not matches:
         matches = [r for r in records if r.indexed and r.name == spec]
     if len(matches) == 1:
-        return matches[0]
+        return matches[0].readable()
     if matches:
         ids = [r.run_id for r in matches]
         raise UnknownRun(f"{spec!r} matches {len(ids)} runs: {', '.join(ids)}; give more of the run id", ids)

@@ -48,11 +48,12 @@ def leftovers(record: RunRecord) -> list[psutil.Process]:
 
 def gc_candidates() -> list[RunRecord]:
     """Runs whose supervisor is dead and that are still indexed (leftovers or a stale entry), plus
-    finished runs in ``runs_dir()`` that still have live processes."""
+    finished runs in ``runs_dir()`` that still have live processes; never a run whose records this
+    topovisor cannot read (a newer one's: ``gc`` names those)."""
     marked = {m.run_id for m in run_members(None, exclude=protected_pids()).values()}
     candidates = []
     for record in list_runs(include_finished=True):
-        if record.supervisor_alive:
+        if record.supervisor_alive or record.unreadable is not None:
             continue
         if record.indexed or record.run_id in marked or any(r.process() for r in record.replicas()):
             candidates.append(record)

@@ -72,7 +72,9 @@ async def stop_run(record: RunRecord, *, grace_seconds: float | None = None, by:
     supervisor is given before it is killed). The run is marked stopped and leaves the index once
     nothing of it is left. A run whose supervisor died (or hung and got SIGKILL) and wrote no
     ``summary.json`` gets one saying so, ``ended_by`` ``by`` (the command: stop or gc).
+    ``IncompatibleVersion`` for a run whose records a newer topovisor wrote: nothing is signalled then.
     """
+    record.readable()
     began = time.monotonic()
     supervisor = matching_process(record.supervisor_pid, record.supervisor_create_time)
     supervisor_killed = False

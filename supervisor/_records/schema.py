@@ -7,7 +7,8 @@ records hold JSON types only, and the first manifest is written while a fresh ``
 still starting, without cattrs); the ``*_from_json`` readers go through one cattrs converter, built on
 first use. Reading is forgiving on purpose: a record may be half-written by a
 crash, or come from an older version; a field of the wrong type reads as its default, never as an error,
-so ``supervisor ps/stop/gc`` always work on what is there.
+so ``supervisor ps/stop/gc`` always work on what is there. A record of a newer topovisor is the one thing
+refused (``records_version``: ``supervisor._records.version``), with a message that says who reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import functools
 from typing import TYPE_CHECKING, Any, TypeVar, get_origin
 
 import attrs
+
+from .version import RECORDS_VERSION, check_records_version
 
 if TYPE_CHECKING:
     import cattrs
@@ -80,6 +83,7 @@ class ServiceEntry:
 class Manifest:
     """``manifest.json``: rewritten after each spawn batch and at each phase change."""
 
+    records_version: int = RECORDS_VERSION  #: of the file read; see ``supervisor._records.version``
     run_id: str = ""
     name: str = ""
     source: str | None = None
@@ -186,6 +190,7 @@ class Summary:
     """``summary.json``: how the run went (timings, restarts, exits, the critical chain), how it ended,
     and whether anything survived it."""
 
+    records_version: int = RECORDS_VERSION  #: of the file read; see ``supervisor._records.version``
     run_id: str = ""
     outcome: str = "unknown"  #: completed, stopped, failed or supervisor-died (starting/running/stopping while it runs)
     failure: str | None = None  #: the failure with its log tail, redacted
@@ -331,11 +336,19 @@ def to_json(record: Manifest | Summary | IndexEntry) -> dict[str, Any]:
 
 
 def manifest_from_json(data: object) -> Manifest:
-    return _converter().structure(data, Manifest)
+    """``IncompatibleVersion`` for a manifest of a newer topovisor; any older one reads."""
+    version = check_records_version(data, "manifest.json") if isinstance(data, dict) else RECORDS_VERSION
+    record = _converter().structure(data, Manifest)
+    record.records_version = version
+    return record
 
 
 def summary_from_json(data: object) -> Summary:
-    return _converter().structure(data, Summary)
+    """``IncompatibleVersion`` for a summary of a newer topovisor; any older one reads."""
+    version = check_records_version(data, "summary.json") if isinstance(data, dict) else RECORDS_VERSION
+    record = _converter().structure(data, Summary)
+    record.records_version = version
+    return record
 
 
 def index_entry_from_json(data: object) -> IndexEntry:

@@ -126,8 +126,9 @@ async def test_restart_through_the_socket_gives_a_new_pid_and_is_recorded(runs_d
 
 
 async def test_malformed_requests_get_errors_and_the_run_keeps_going(runs_dir: Path) -> None:
-    """Not JSON, not an object, wrong version, unknown op, wrong and missing and unknown fields: one
-    error reply each, on the same connection; nothing is restarted or stopped."""
+    """Not JSON, not an object, wrong version (the refusal lists the versions the run speaks), unknown op,
+    wrong and missing and unknown fields: one error reply each, on the same connection; nothing is
+    restarted or stopped."""
     async with sv.launch(topology(), runs_dir=runs_dir) as group:
         path = await opened(group)
         pids = {r.name: r.pid for r in group.replicas}
@@ -154,6 +155,7 @@ async def test_malformed_requests_get_errors_and_the_run_keeps_going(runs_dir: P
         errors = [r["error"] for r in replies]
         assert "not JSON" in errors[0] and "expected a JSON object" in errors[1] and "object" in errors[2]
         assert "unsupported protocol version 2" in errors[3]
+        assert replies[3]["versions"] == [1] and "versions" not in replies[4]  # a client can pick one it speaks
         assert "unknown op 'reboot'" in errors[4] and "'op' must be a string" in errors[5]
         assert "missing field 'name'" in errors[6] and "'name' must be a string, got an integer" in errors[7]
         assert "'replicas' must be an integer, got a string" in errors[8]

@@ -66,6 +66,7 @@ async def test_a_mark_goes_to_events_and_every_log_and_keeps_a_half_line_whole(t
     marks = [e for e in events if e["event"] == "mark"]
     assert marks == [
         {
+            "v": 1,  # the records version of each line
             "event": "mark",
             **{k: getattr(event, k) for k in ("replica", "service", "monotonic", "wall_time")},
             "label": "warmup done",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._units import parse_duration, parse_size
+from supervisor._units import format_size, parse_duration, parse_size
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
 
@@ -24,7 +24,8 @@ def load_and_plan(path: Path) -> sv.Plan:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (3, 3.0), ("1.5s", 1.5), ("250us", 0.00025)]
+    ("text", "seconds"), [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (3, 3.0), ("1.5s", 1.5), ("250us", 0.00025),
+                         ("7d", 7 * 86400.0)]
 )  # fmt: skip
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -33,6 +34,14 @@ def test_durations(text: object, seconds: float) -> None:
 @pytest.mark.parametrize(("text", "size"), [("50MB", 50_000_000), ("4MiB", 4 * 2**20), ("512k", 512_000), (1024, 1024)])
 def test_sizes(text: object, size: int) -> None:
     assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 2**20, "5.0 MiB"), (3 * 2**40, "3.0 TiB")]
+)
+def test_sizes_for_people(size: int, text: str) -> None:
+    """gc says how much it freed in these."""
+    assert format_size(size) == text
 
 
 @pytest.mark.parametrize("bad", ["10 parsecs", "-1s", "", True, [1]])

@@ -33,20 +33,20 @@ if str(ROOT) not in sys.path:  # mkdocs imports this file by path; the library i
 from supervisor._spec import fields as _fields  # noqa: E402
 from supervisor._spec import model as _model  # noqa: E402
 
-PAGES = {
-    "reference/topology.md": lambda: topology_reference(),
-    "reference/cli.md": lambda: cli_reference(),
-    "reference/python.md": lambda: python_reference(),
-}
-
 
 # ----- MkDocs -------------------------------------------------------------------------------------------
 def on_files(files: Any, config: Any) -> Any:
     """Adds the generated pages to the site (kept in memory: nothing under docs/ is written)."""
-    from mkdocs.structure.files import File
+    import importlib
 
-    for path, render in PAGES.items():
-        files.append(File.generated(config, path, content=render()))
+    file_class: Any = importlib.import_module("mkdocs.structure.files").File  # mkdocs is only in the docs extra
+    pages: dict[str, Callable[[], str]] = {
+        "reference/topology.md": topology_reference,
+        "reference/cli.md": cli_reference,
+        "reference/python.md": python_reference,
+    }
+    for path, render in pages.items():
+        files.append(file_class.generated(config, path, content=render()))
     return files
 
 
@@ -84,7 +84,7 @@ _SHAPES: dict[tuple[type, str], str] = {
     (_model.StopPolicy, "signal"): "signal name (`SIGTERM`, `TERM`, 15)",
 }
 #: a field that is written some other way in YAML (the key of its mapping, a shorthand), not as a key
-_NOT_KEYS = {(_model.Service, "name"), (_model.OnChange, "action"), (_model.PortSpec, "name")}
+_NOT_KEYS = {(_model.OnChange, "action"), (_model.PortSpec, "name")}
 
 
 def _comments(cls: type) -> dict[str, str]:
@@ -153,16 +153,16 @@ def _hint_text(hint: object, where: str) -> str:
         return "mapping"
     simple = {str: "string", int: "integer", bool: "boolean", float: "number"}
     if hint in simple:
-        return simple[hint]  # type: ignore[index]
+        return simple[hint]
     raise TypeError(f"{where}: no YAML wording for the type {hint!r}: add it to docs/hooks/reference.py")
 
 
 def _default_text(field: attrs.Attribute[Any]) -> str:
-    default = field.default
+    default: Any = field.default
     if default is attrs.NOTHING:
         return "required"
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        made = default.factory()  # type: ignore[attr-defined]
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]  # attrs types Factory as a function
+        made = default.factory()
         return "" if attrs.has(type(made)) else f"`{made!r}`"
     if default is None:
         return ""
@@ -196,7 +196,8 @@ def _markdown(text: str) -> str:
 
 def _attribute(cls: type, yaml: str) -> attrs.Attribute[Any]:
     """The attrs field behind a YAML key: the same name, or with the ``_seconds``/``_bytes`` it leaves out."""
-    for field in attrs.fields(cls):
+    known: tuple[attrs.Attribute[Any], ...] = attrs.fields(cls)
+    for field in known:
         if field.name in (yaml, f"{yaml}_seconds", f"{yaml}_bytes"):
             return field
     raise LookupError(f"{cls.__name__} has no field for the YAML key {yaml!r}")
@@ -259,7 +260,9 @@ def _probe_rows(prefix: str) -> Iterator[Row]:
         for option in options:
             field = _attribute(check, option)
             kind_type = "mapping" if option == "json" else _type_text(check, field, hints[field.name])
-            yield Row(f"{prefix}{option}", kind_type, "", f"With `{kind}`: " + _one_line(check, field, hints[field.name]))
+            yield Row(
+                f"{prefix}{option}", kind_type, "", f"With `{kind}`: " + _one_line(check, field, hints[field.name])
+            )
     hints = typing.get_type_hints(_model.Probe, vars(_model))
     for yaml, name in _fields._PROBE_SETTINGS.items():
         field = _attribute(_model.Probe, name)
@@ -282,7 +285,9 @@ def _dependency_rows(prefix: str) -> Iterator[Row]:
     field = _attribute(_model.Dependency, "condition")
     line = _one_line(_model.Dependency, field, hints["condition"])
     yield Row(prefix + "NAME", _hint_text(hints["condition"], "condition"), "`ready`", line)
-    yield Row(prefix + "NAME.condition", _hint_text(hints["condition"], "condition"), "`ready`", "The same, compose style.")
+    yield Row(
+        prefix + "NAME.condition", _hint_text(hints["condition"], "condition"), "`ready`", "The same, compose style."
+    )
 
 
 def topology_rows() -> list[Row]:

@@ -506,7 +506,7 @@ def _on_change(value: object) -> OnChange:
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
 
-    name: str
+    name: str  #: in YAML, the key under ``services:`` (a ``name:`` in the service replaces it)
     command: tuple[str, ...] = attrs.field(default=(), converter=_strings)  #: the argv, run without a shell
     shell: str | None = None  #: a shell command line, run with /bin/sh -c; only when asked for
     ports: tuple[PortSpec, ...] = attrs.field(default=(), converter=_ports)  #: named ports, each replica its own

@@ -82,8 +82,8 @@ def _signal_name(value: str | int) -> str:
 class HttpCheck:
     """Passes when a GET answers with ``status`` (any 2xx when unset) and the optional body predicates."""
 
-    url: str
-    status: int | None = None
+    url: str  #: a template such as ``http://127.0.0.1:{port}/health``
+    status: int | None = None  #: the status that passes (default: any 2xx)
     body: str | None = None  #: regex that must match somewhere in the response body
     json: Mapping[str, Any] | None = None  #: a subset of the parsed body (a list: some item holds each)
 
@@ -189,11 +189,15 @@ class Probe:
     """
 
     check: Check = attrs.field(converter=_as_check)
+    #: slowest poll (readiness: 100ms, starting at a few ms; liveness: every 5s)
     period_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+    #: readiness: the deadline to pass (10m); liveness: the limit of one attempt
     timeout_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
+    #: one attempt's limit (2s)
     attempt_timeout_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
-    initial_delay_seconds: float = attrs.field(default=0.0, converter=parse_duration)
+    initial_delay_seconds: float = attrs.field(default=0.0, converter=parse_duration)  #: wait before the first attempt
     failures: int = ALIVE_FAILURES  #: liveness: consecutive misses before the replica is replaced
+    #: readiness: the deadline moves on while the service prints (a silent, stuck load fails after this)
     progress_timeout_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
     progress: str | None = None  #: regex: only matching lines count as progress (default: any line)
 
@@ -232,7 +236,7 @@ class Dependency:
     """Start after ``service`` reached ``condition``: started, ready (default) or completed (exit 0)."""
 
     service: str
-    condition: Condition = "ready"
+    condition: Condition = "ready"  #: started, ready, or completed (a job that exited 0)
 
 
 def _dependencies(value: object) -> tuple[Dependency, ...]:
@@ -248,7 +252,7 @@ class PortSpec:
     """A named port: a fixed ``number``, or a free loopback port picked at plan time when unset."""
 
     name: str
-    number: int | None = None
+    number: int | None = None  #: a fixed port; null (default): a free loopback port picked at start
     #: pick the free port below this number, for programs that cannot take one in the kernel's ephemeral
     #: range (Dynamo reads DYN_SYSTEM_PORT as a signed 16-bit number: 32768 and up fail)
     below: int | None = None
@@ -272,7 +276,8 @@ def _ports(value: object) -> tuple[PortSpec, ...]:
 class StopPolicy:
     """How a replica is asked to stop: ``signal`` to its process group, SIGKILL after ``grace_seconds``."""
 
-    signal: str = attrs.field(default="SIGTERM", converter=_signal_name)
+    signal: str = attrs.field(default="SIGTERM", converter=_signal_name)  #: sent to the replica's process group
+    #: time to exit after the signal; then SIGKILL to the group and every process of the replica
     grace_seconds: float = attrs.field(default=10.0, converter=parse_duration)
 
 
@@ -280,8 +285,8 @@ class StopPolicy:
 class LogPolicy:
     """Size rotation of ``<run_dir>/logs/<service>[.<n>].log``: keep ``backups`` old files."""
 
-    max_bytes: int = attrs.field(default=50_000_000, converter=parse_size)
-    backups: int = 5
+    max_bytes: int = attrs.field(default=50_000_000, converter=parse_size)  #: rotate past this size
+    backups: int = 5  #: rotated files kept (``.1``, ``.2``, ...)
 
 
 def _env(value: Mapping[str, object] | None) -> Mapping[str, str]:
@@ -296,10 +301,10 @@ STRATEGIES: tuple[str, ...] = ("one_for_one", "one_for_all", "rest_for_one")
 class Backoff:
     """Delay before restart n: ``initial * factor**(n-1)``, at most ``max``, varied by +-``jitter`` (a fraction)."""
 
-    initial_seconds: float = attrs.field(default=0.5, converter=parse_duration)
-    max_seconds: float = attrs.field(default=30.0, converter=parse_duration)
-    factor: float = 2.0
-    jitter: float = 0.1
+    initial_seconds: float = attrs.field(default=0.5, converter=parse_duration)  #: delay before the first restart
+    max_seconds: float = attrs.field(default=30.0, converter=parse_duration)  #: the longest delay
+    factor: float = 2.0  #: each delay is the last one times this (1 or more)
+    jitter: float = 0.1  #: each delay varies by up to this fraction (0 to 1)
 
 
 @attrs.frozen
@@ -313,13 +318,14 @@ class RestartPolicy:
     tensor-parallel set).
     """
 
-    policy: Literal["no", "on-failure", "always"] = "no"
-    success_codes: tuple[int, ...] = attrs.field(default=(0,), converter=_ints)
-    max_restarts: int = 5
-    window_seconds: float = attrs.field(default=60.0, converter=parse_duration)
+    policy: Literal["no", "on-failure", "always"] = "no"  #: no: never; on-failure: unless a success code; always
+    success_codes: tuple[int, ...] = attrs.field(default=(0,), converter=_ints)  #: exits that are no failure
+    max_restarts: int = 5  #: more restarts than this within ``window`` give up: the replica fails
+    window_seconds: float = attrs.field(default=60.0, converter=parse_duration)  #: the span ``max_restarts`` counts in
+    #: uptime after which the backoff starts over
     reset_after_seconds: float = attrs.field(default=60.0, converter=parse_duration)
     backoff: Backoff = attrs.field(factory=Backoff)
-    group: bool = False
+    group: bool = False  #: restart every replica of the service together (a tensor-parallel set)
 
 
 def _restart_policy(value: object) -> RestartPolicy:
@@ -339,11 +345,10 @@ class GpuRequest:
     """GPUs for each replica of a service: a count, or explicit ids; planned before anything starts."""
 
     count: int = 0  #: GPUs per replica (taken from ``ids`` when those are given)
-    ids: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_ids)
+    ids: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_ids)  #: exactly these GPUs
     contiguous: bool = False  #: neighbouring indices only (e.g. one NVLink island on 8-GPU boxes)
-    min_free_memory_bytes: int | None = attrs.field(
-        default=None, converter=attrs.converters.optional(parse_size)
-    )  #: refuse to start unless each assigned GPU has this much free memory
+    #: refuse to start unless each assigned GPU has this much free memory
+    min_free_memory_bytes: int | None = attrs.field(default=None, converter=attrs.converters.optional(parse_size))
 
     @property
     def per_replica(self) -> int:
@@ -393,6 +398,7 @@ class Profile:
 
     tool: str  #: nsys, py-spy or torch
     args: tuple[str, ...] = attrs.field(default=(), converter=_strings)  #: extra profiler options
+    #: the stop's grace while profiling (default: 60s with nsys, 15s with py-spy, or the service's if longer)
     grace_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
 
 
@@ -438,13 +444,13 @@ def _lenient_slurm_time(value: object) -> str | None:
 class SlurmCluster:
     """``cluster: {slurm: ...}``: the allocation to run in (an existing one when ``SLURM_JOB_ID`` is set)."""
 
-    nodes: int = 1
-    partition: str | None = None
-    account: str | None = None
+    nodes: int = 1  #: nodes of the allocation
+    partition: str | None = None  #: ``salloc --partition``
+    account: str | None = None  #: ``salloc --account``
     #: Slurm's own time format (``2:00:00``); ours (``2h``, ``90m``) is converted
     time: str | None = attrs.field(default=None, converter=_lenient_slurm_time)
-    qos: str | None = None
-    constraint: str | None = None
+    qos: str | None = None  #: ``salloc --qos``
+    constraint: str | None = None  #: ``salloc --constraint`` (node features)
     extra: tuple[str, ...] = attrs.field(default=(), converter=_texts)  #: more ``salloc`` arguments, verbatim
 
 
@@ -480,6 +486,7 @@ class OnChange:
     """
 
     action: str = "none"  #: none, restart or signal
+    #: the signal sent to each replica's main process once ``endpoints.json`` is new
     signal: str | None = attrs.field(default=None, converter=attrs.converters.optional(_signal_name))
 
 
@@ -499,16 +506,19 @@ def _on_change(value: object) -> OnChange:
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
 
-    name: str
-    command: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    name: str  #: in YAML, the key under ``services:`` (a ``name:`` in the service replaces it)
+    command: tuple[str, ...] = attrs.field(default=(), converter=_strings)  #: the argv, run without a shell
     shell: str | None = None  #: a shell command line, run with /bin/sh -c; only when asked for
-    ports: tuple[PortSpec, ...] = attrs.field(default=(), converter=_ports)
-    replicas: int = 1
+    ports: tuple[PortSpec, ...] = attrs.field(default=(), converter=_ports)  #: named ports, each replica its own
+    replicas: int = 1  #: OS processes of this service: ``svc.0``, ``svc.1``, ...
+    #: services to wait for before starting, each until a condition (default: ready)
     depends_on: tuple[Dependency, ...] = attrs.field(default=(), converter=_dependencies)
+    #: readiness: dependents start, and ``launch`` returns, once it passes (none: ready once spawned)
     ready: Probe | None = attrs.field(default=None, converter=_as_probe)
     stop: StopPolicy = attrs.field(factory=StopPolicy)
+    #: added to the inherited environment
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_env, hash=False)
-    cwd: str | None = None
+    cwd: str | None = None  #: working directory (relative: to the file's directory)
     log: LogPolicy = attrs.field(factory=LogPolicy)
     alive: Probe | None = attrs.field(default=None, converter=_as_probe)  #: liveness, checked once ready
     restart: RestartPolicy = attrs.field(factory=RestartPolicy, converter=_restart_policy)
@@ -538,8 +548,8 @@ def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service
 class Topology:
     """A named graph of services. ``source`` (the YAML path, if any) only labels error messages."""
 
-    name: str
-    services: tuple[Service, ...] = attrs.field(converter=_services)
+    name: str  #: names the run (``<ts>-<name>-<id>``) and its records
+    services: tuple[Service, ...] = attrs.field(converter=_services)  #: the services, by name
     run_dir: str | None = None  #: parent of the per-run directories; default: the user's state dir
     strategy: Strategy = "one_for_one"  #: what else restarts with a failed replica
     source: str | None = attrs.field(default=None, eq=False)

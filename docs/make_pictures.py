@@ -28,14 +28,14 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's supervisor and standins,
 
 import supervisor  # noqa: E402
 from standins.engine_env import make_engine_env  # noqa: E402
-from supervisor._spec.load import load  # noqa: E402
 from supervisor._cli.console import LiveReporter  # noqa: E402
 from supervisor._cli.console_table import status_table  # noqa: E402
+from supervisor._cli.status import StatusBoard  # noqa: E402
 from supervisor._host.gpu_inventory import SimulatedInventory  # noqa: E402
 from supervisor._plan.plan import make_plan  # noqa: E402
-from supervisor._cli.status import StatusBoard  # noqa: E402
 from supervisor._records.summary import read_summary  # noqa: E402
 from supervisor._records.summary_text import render_summary  # noqa: E402
+from supervisor._spec.load import load  # noqa: E402
 
 WIDTH = 168
 LOAD_SECONDS = "8"  #: the stand-ins' startup time: long enough to catch them loading

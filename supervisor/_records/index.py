@@ -177,7 +177,7 @@ def load_run(run_dir: Path, *, run_id: str | None = None, entry: IndexEntry | No
 
 def list_runs(*, include_finished: bool = False) -> list[RunRecord]:
     """Indexed runs, oldest first; with ``include_finished`` also the unindexed runs in ``runs_dir()``,
-    and those that finished elsewhere (``finished_dir()``: an entry whose run dir was deleted goes)."""
+    and those that finished elsewhere (``finished_dir()``; an entry whose run dir was deleted is skipped)."""
     records: dict[str, RunRecord] = {}
     for path in sorted(index_dir().glob("*.json")):
         entry = index_entry_from_json(read_json(path))
@@ -191,11 +191,10 @@ def list_runs(*, include_finished: bool = False) -> list[RunRecord]:
                 continue
             record = load_run(run_dir)
             records.setdefault(record.run_id, record)
-        for path in sorted(finished_dir().glob("*.json")):
+        for path in sorted(finished_dir(create=False).glob("*.json")):
             entry = index_entry_from_json(read_json(path))
             if not entry.run_dir or not Path(entry.run_dir).is_dir():
-                path.unlink(missing_ok=True)
-                continue
+                continue  # its run dir was deleted: nothing to list (a reader changes nothing on disk)
             if (Path(entry.run_dir) / "manifest.json").is_file():
                 record = load_run(Path(entry.run_dir), run_id=entry.run_id or path.stem)
                 records.setdefault(record.run_id, record)

@@ -60,10 +60,12 @@ def index_path(run_id: str) -> Path:
     return index_dir() / f"{run_id}.json"
 
 
-def finished_dir() -> Path:
+def finished_dir(*, create: bool = True) -> Path:
     """The index entries of finished runs whose directory is not in the default runs dir: where
-    ``ps --all`` and a run id find them once they left the index."""
-    return _private_dir(state_dir() / "finished")
+    ``ps --all`` and a run id find them once they left the index (``create=False``: for readers, which
+    must change nothing on disk, a dry ``gc`` included)."""
+    path = state_dir() / "finished"
+    return _private_dir(path) if create else path
 
 
 def _private_dir(path: Path) -> Path:

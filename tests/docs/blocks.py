@@ -1,4 +1,4 @@
-"""The example blocks of the docs (``docs/**/*.md``) and how each is run.
+"""The example blocks of the docs (``README.md`` and ``docs/**/*.md``) and how each is run.
 
 The marker on the line before a fence (an HTML comment, invisible on the site) says what a block is:
 
@@ -47,7 +47,8 @@ class Block(NamedTuple):
 
 
 def pages() -> list[Path]:
-    return sorted(path for path in DOCS.rglob("*.md") if "hooks" not in path.parts)
+    """The site's pages, and the README (the front page on the code host)."""
+    return [ROOT / "README.md", *sorted(path for path in DOCS.rglob("*.md") if "hooks" not in path.parts)]
 
 
 def blocks(page: Path) -> Iterator[Block]:

@@ -19,8 +19,8 @@ PAGES = pages()
 
 
 def test_the_docs_have_pages() -> None:
-    names = {str(page.relative_to(ROOT / "docs")) for page in PAGES}
-    assert {"index.md", "tutorial.md", "how-to/migrating.md", "control.md"} <= names
+    names = {str(page.relative_to(ROOT)) for page in PAGES}
+    assert {"README.md", "docs/index.md", "docs/tutorial.md", "docs/how-to/migrating.md", "docs/control.md"} <= names
 
 
 def test_every_example_block_is_run_or_says_why_not() -> None:
@@ -33,7 +33,7 @@ def _leftovers(work: Path) -> list[int]:
     return sorted(pid for run in (runs.iterdir() if runs.is_dir() else ()) for pid in marked_processes(run.name))
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT / "docs")))
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
     runnable = [block for block in blocks(page) if block.kind in ("file", "run")]
     if not any(block.kind == "run" for block in runnable):

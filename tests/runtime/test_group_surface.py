@@ -84,7 +84,7 @@ async def test_a_launcher_starts_every_process_of_the_run(runs_dir: Path) -> Non
 async def test_events_yields_only_new_ones_and_history_the_past_first(runs_dir: Path) -> None:
     """After ``launch`` the start is over: ``events()`` yields what comes after the call (a mark), not the
     past ``Spawned``/``Ready`` (a first loop waited for nothing that would come); ``events(history=True)``
-    yields those first. Every handle's docstring says so, naming ``history=True``, and so does the README
+    yields those first. Every handle's docstring says so, naming ``history=True``, and so do the docs
     where it shows ``events()`` (it did not: the user's loop blocked for 120 s)."""
     code = "print('up', flush=True); import time; time.sleep(3600)"
     web = sv.Service(name="web", command=[PYTHON, "-c", code], ready=sv.LogCheck("up"))
@@ -99,6 +99,6 @@ async def test_events_yields_only_new_ones_and_history_the_past_first(runs_dir: 
     for handle in (sv.RunningTopology, sv.SyncTopology, sv.AttachedTopology):
         doc = " ".join((handle.events.__doc__ or "").split())
         assert "from this call on, and only those" in doc and "``history=True`` yields the past ones first" in doc
-    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
-    assert "`group.events()` yields only the events from the call on" in readme
-    assert "`group.events(history=True)` yields the past ones first" in readme
+    supervision = " ".join((Path(__file__).parents[2] / "docs" / "how-to" / "supervision.md").read_text().split())
+    assert "`group.events()` yields only the events from the call on" in supervision
+    assert "`group.events(history=True)` yields the past ones first" in supervision

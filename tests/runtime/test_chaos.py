@@ -1,7 +1,8 @@
 """Chaos: randomized faults against real `supervisor run` processes; after each run, no hang and 0 survivors.
 
 Each iteration runs a small random topology (1-3 services: SIGTERM-ignoring trees with children in and out
-of their process group and a double-forked daemon, crash loops, a service that SIGSTOPs itself) and
+of their process group and a double-forked daemon, crash loops, a service that SIGSTOPs itself, a job that
+leaves an ``env -i`` child ignoring SIGTERM in its group) and
 injects a few faults at random phases (while starting, once ready, during teardown): SIGTERM, SIGINT or
 SIGKILL to the `supervisor run` CLI; SIGINT to the process group of `supervisor run --detach` while it
 starts (a quarter of the iterations); SIGKILL to its watchdog; SIGKILL, SIGSTOP or SIGTERM to service
@@ -109,6 +110,7 @@ class Iteration:
         self.number, self.rng, self.work, self.runs_dir, self.faults = number, rng, work, runs_dir, faults
         self.features: Counter[str] = Counter()
         self.services: list[str] = []
+        self.scrubbed: list[str] = []  #: services whose env -i child outlives their leader
         self.run_id: str | None = None
         self.stderr: list[str] = []
         self.ready = threading.Event()  #: all ready, or the CLI is gone
@@ -130,7 +132,12 @@ class Iteration:
             name = f"s{index}"
             self.services.append(name)
             pids = self.work / f"{name}.pids"
-            kinds = {"tree": 5, "crashloop": 0 if "crash_loop" in SKIP else 2, "selfstop": 1}
+            kinds = {
+                "tree": 5,
+                "crashloop": 0 if "crash_loop" in SKIP else 2,
+                "selfstop": 1,
+                "scrubbed": 0 if "scrubbed_child" in SKIP else 1,
+            }
             kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
             self.features[kind] += 1
             if kind == "tree":
@@ -147,6 +154,11 @@ class Iteration:
                 argv = [str(PROGRAMS / "flaky.py"), "--pids", str(pids), "--crash-after", f"{rng.uniform(0, 0.1):.3f}"]
                 ready = ""  # ready once started: a crash loop from the first second must not block the start
                 self.faults["crash_loop"] += 1
+            elif kind == "scrubbed":  # a job whose env -i child ignores SIGTERM and outlives it, in its group
+                argv = [str(PROGRAMS / "scrubbed_job.py"), "--pids", str(pids)]
+                ready = ""
+                self.scrubbed.append(name)
+                self.faults["scrubbed_child"] += 1
             else:
                 argv = [str(PROGRAMS / "flaky.py"), "--pids", str(pids), "--hang-after", f"{rng.uniform(0, 0.5):.3f}"]
                 ready = "    ready: {log: service ready, timeout: 60s}"
@@ -189,8 +201,13 @@ class Iteration:
         self.read_all.set()
 
     def recorded_pids(self) -> list[int]:
+        """What the services recorded; a scrubbed child of an exited leader is held to it unless both the
+        supervisor and its watchdog were SIGKILLed (then only the run's process group of a dead leader ties
+        it to the run, which gc does not trust: left to cgroup containment, and killed in cleanup)."""
         pids: list[int] = []
         for name in self.services:
+            if self.used_gc and name in self.scrubbed:
+                continue
             with contextlib.suppress(OSError):
                 pids += [int(p) for p in (self.work / f"{name}.pids").read_text().split() if p.strip().isdigit()]
         return pids
@@ -365,6 +382,13 @@ class Iteration:
                 with contextlib.suppress(psutil.Error):
                     process.kill()
             time.sleep(0.05)
+        for name in self.scrubbed:  # no mark to tell them by: the pid it recorded, if still that sleep
+            with contextlib.suppress(OSError):
+                for word in (self.work / f"{name}.pids").read_text().split():
+                    process = _process(int(word))
+                    with contextlib.suppress(psutil.Error):
+                        if process is not None and process.cmdline() == ["sleep", "1000"]:
+                            process.kill()
         if self.cli is not None and self.cli.stderr is not None:
             self.cli.stderr.close()
 

@@ -86,6 +86,9 @@ class HttpCheck:
     status: int | None = None
     body: str | None = None  #: regex that must match somewhere in the response body
     json: Mapping[str, Any] | None = None  #: a subset of the parsed body (a list: some item holds each)
+    #: request headers (``Authorization: Bearer KEY`` for a server that guards its routes with a key); the
+    #: value of a secret-named header (Authorization, X-Api-Key...) is a secret of the run, hidden in records
+    headers: Mapping[str, str] | None = None
 
 
 @attrs.frozen

@@ -141,7 +141,9 @@ HEADER_CASES = [
 @pytest.mark.parametrize(("headers", "problem"), HEADER_CASES, ids=["newline", "name", "own"])
 def test_probe_headers_are_checked_at_load_without_quoting_values(tmp_path: Path, headers: str, problem: str) -> None:
     """A header that h11 would refuse at every attempt is a load-time problem; the value (a key) is not shown."""
-    services = f"  a:\n    command: [{PY_YAML}, -c, pass]\n    ready: {{http: 'http://{{host}}:1/x', headers: {headers}}}\n"
+    services = (
+        f"  a:\n    command: [{PY_YAML}, -c, pass]\n    ready: {{http: 'http://{{host}}:1/x', headers: {headers}}}\n"
+    )
     found = "\n".join(yaml_problems(tmp_path, services))
     assert problem in found, found
     assert "Bearer k" not in found

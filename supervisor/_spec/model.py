@@ -87,8 +87,9 @@ class HttpCheck:
     body: str | None = None  #: regex that must match somewhere in the response body
     json: Mapping[str, Any] | None = None  #: a subset of the parsed body (a list: some item holds each)
     #: request headers (``Authorization: Bearer KEY`` for a server that guards its routes with a key); the
-    #: value of a secret-named header (Authorization, X-Api-Key...) is a secret of the run, hidden in records
-    headers: Mapping[str, str] | None = None
+    #: value of a secret-named header (Authorization, X-Api-Key...) is a secret of the run, hidden in records,
+    #: and no repr shows the headers (a probe's repr lands in messages)
+    headers: Mapping[str, str] | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

@@ -177,3 +177,24 @@ async def test_a_secret_flag_value_and_a_probe_header_are_hidden_wherever_they_l
         text = (run_dir / name).read_text()
         assert key not in text, f"the key reached {name}"
     assert "FATAL: refused key <redacted>" in (run_dir / "events.jsonl").read_text()
+
+
+def test_cli_console_hides_a_key_given_only_as_a_flag(tmp_path: Path, runs_dir: Path) -> None:
+    """``--api_key KEY`` written in the command (no env var holds it), quoted back in a fatal line: the
+    console hid the flag's value in the command but printed the quoted line with the key in clear."""
+    key = "vj-cliSecret777"
+    quote = "import sys; print('FATAL: refused key', sys.argv[2], flush=True); sys.exit(3)"
+    path = tmp_path / "leak.yaml"
+    path.write_text(
+        "name: leak\nservices:\n  api:\n"
+        f"    command: ['{{python}}', -c, {quote!r}, --api_key, {key}]\n"
+        "    fatal: [FATAL]\n    ready: {log: never}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", str(path), "--runs-dir", str(runs_dir), "--logs"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "FATAL: refused key <redacted>" in result.stderr
+    assert key not in result.stdout and key not in result.stderr

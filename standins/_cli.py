@@ -129,6 +129,7 @@ ENGINES = {
     "sglang": ("sglang", "main"),
     "sglang-router": ("sglang", "router_main"),
     "trtllm-serve": ("trtllm", "main"),
+    "vajra": ("vajra", "main"),
     "engine-env": ("engine_env", "main"),  # not an engine: makes an env_path whose bin/ runs the above
 }
 

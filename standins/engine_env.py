@@ -1,8 +1,9 @@
 """``python -m standins engine-env DIR``: a throwaway engine env whose ``bin/`` runs the engine stand-ins.
 
-``bin/vllm`` and ``bin/trtllm-serve`` are the stand-ins; ``bin/python`` maps ``-m sglang.launch_server`` and
-``-m sglang_router.launch_router`` to them and runs anything else with the real interpreter. Give DIR as a
-preset's ``env_path`` to rehearse a vLLM, SGLang or TensorRT-LLM topology on a machine without GPUs.
+``bin/vllm`` and ``bin/trtllm-serve`` are the stand-ins; ``bin/python`` maps ``-m sglang.launch_server``,
+``-m sglang_router.launch_router`` and ``-m vajra.entrypoints.openai.api_server`` to them and runs anything
+else with the real interpreter. Give DIR as a preset's ``env_path`` to rehearse a vLLM, SGLang,
+TensorRT-LLM or Vajra topology on a machine without GPUs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ os.execv({python!r}, [{python!r}, "-m", "standins", {role!r}, *sys.argv[1:]])
 """
 _PYTHON = """#!{python}
 import os, sys
-ROLES = {{"sglang.launch_server": "sglang", "sglang_router.launch_router": "sglang-router"}}
+ROLES = {{"sglang.launch_server": "sglang", "sglang_router.launch_router": "sglang-router",
+         "vajra.entrypoints.openai.api_server": "vajra"}}
 args = sys.argv[1:]
 if args[:1] == ["-m"] and len(args) > 1 and args[1] in ROLES:
     args = ["-m", "standins", ROLES[args[1]], *args[2:]]

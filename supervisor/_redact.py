@@ -23,7 +23,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "Redactor", "hide_flag_values", "is_secret_name", "secret_parts"]
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "argv_secrets",
+    "header_secrets",
+    "hide_flag_values",
+    "is_secret_name",
+    "secret_parts",
+]
 
 REDACTED = "<redacted>"
 #: shorter values are not replaced by value (``KEY=1`` must not blank every ``1``); by name they still are
@@ -107,6 +115,36 @@ def secret_parts(text: str) -> list[str]:
     """What the rules by form hide in ``text``: each URL password and each secret-named flag's value."""
     flags = [m.group("value") for m in _FLAG_VALUE.finditer(text) if is_secret_name(m.group("flag"))]
     return _url_passwords(text) + flags
+
+
+def argv_secrets(argv: Sequence[str]) -> list[str]:
+    """The values ``Redactor.argv`` hides by their flag's name (``--api_key X``, ``--token=X``): known as
+    secrets, they are hidden wherever else they land too (a probe's header, a log line quoted in an event)."""
+    found: list[str] = []
+    for index, arg in enumerate(argv):
+        if not arg.startswith("-") or len(arg) < 2:
+            continue
+        flag, equals, value = arg.partition("=")
+        if not is_secret_name(flag):
+            continue
+        if equals:
+            found.append(value)
+        elif index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            found.append(argv[index + 1])
+    return found
+
+
+def header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The value of each secret-named header (``Authorization``, ``X-Api-Key``), and its credentials
+    alone when it has a scheme (``Bearer KEY``: ``KEY`` too, wherever it is quoted without the scheme)."""
+    found: list[str] = []
+    for name, value in headers.items():
+        if is_secret_name(name):
+            found.append(value)
+            scheme, _, credentials = value.partition(" ")
+            if scheme and credentials.strip():
+                found.append(credentials.strip())
+    return found
 
 
 class Redactor:

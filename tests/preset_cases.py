@@ -44,6 +44,8 @@ CASES: dict[str, tuple[str, dict[str, object]]] = {
         {"model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "mode": "disagg", "prefill": 2, "decode": 2},
     ),
     "llamacpp": ("llamacpp", {"model": "/models/q.gguf", "replicas": 3}),
+    "vajra": ("vajra", {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "replicas": 2, "tp": 2}),
+    "vajra-pp-key": ("vajra", {"model": "m", "pp": 2, "args": {"api_key": "k", "model_config_max_model_len": 4096}}),
     "dynamo-vllm": ("dynamo", {"model": "Qwen/Qwen3-0.6B", "prefill": 2, "decode": 2}),
     "dynamo-sglang": ("dynamo", {"model": "Qwen/Qwen3-0.6B", "engine": "sglang"}),
     "dynamo-trtllm": ("dynamo", {"model": "Qwen/Qwen3-0.6B", "engine": "trtllm"}),
@@ -51,6 +53,9 @@ CASES: dict[str, tuple[str, dict[str, object]]] = {
     "dynamo-agg": ("dynamo", {"model": "Qwen/Qwen3-0.6B", "prefill": 0, "decode": 2}),
     "dynamo-file": ("dynamo", {"model": "/models/tok", "engine": "mocker", "discovery": "file"}),
 }
+
+#: the cases whose preset runs on a cluster (Vajra refuses ``cluster=``: it needs physical GPU ids)
+ON_CLUSTER = sorted(label for label, (preset, _) in CASES.items() if preset != "vajra")
 
 RUNS = "/tmp/topovisor-test-runs"
 _NUMBER = re.compile(r"(?<![\d.])\d{4,5}(?![\d.])")  #: a port-sized number, not part of an address

@@ -16,6 +16,7 @@ from .dynamo import dynamo
 from .llamacpp import llamacpp
 from .sglang import sglang
 from .trtllm import trtllm
+from .vajra import vajra
 from .vllm import vllm
 
 #: preset name -> its builder (``preset: NAME`` in a YAML file)
@@ -24,10 +25,11 @@ PRESETS: dict[str, Callable[..., Any]] = {
     "llamacpp": llamacpp,
     "sglang": sglang,
     "trtllm": trtllm,
+    "vajra": vajra,
     "vllm": vllm,
 }
 
-__all__ = ["PRESETS", "builder", "dynamo", "llamacpp", "sglang", "trtllm", "vllm"]
+__all__ = ["PRESETS", "builder", "dynamo", "llamacpp", "sglang", "trtllm", "vajra", "vllm"]
 
 
 def builder(name: str) -> Callable[..., Any]:

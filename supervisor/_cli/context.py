@@ -9,10 +9,10 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from .._redact import Redactor
+from .._redact import Redactor, argv_secrets
 
 __all__ = ["Invocation", "Voice", "reader_may_leave"]
 
@@ -25,9 +25,11 @@ class Voice:
     def __init__(self) -> None:
         self.redactor = Redactor.from_environments(os.environ)
 
-    def learn(self, *environments: Mapping[str, str]) -> None:
-        """Also hide what these environments hold (a plan's replicas')."""
-        self.redactor = Redactor.from_environments(os.environ, *environments)
+    def learn(self, *environments: Mapping[str, str], argvs: Iterable[Sequence[str]] = ()) -> None:
+        """Also hide what these environments hold (a plan's replicas'), and the value of each secret flag in
+        these command lines (``--api_key KEY``) wherever else it is quoted (a fatal line on the console)."""
+        flagged = Redactor([value for argv in argvs for value in argv_secrets(argv)])
+        self.redactor = Redactor.from_environments(os.environ, *environments) | flagged
 
     def text(self, message: str) -> str:
         return self.redactor.text(message)

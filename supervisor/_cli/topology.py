@@ -80,7 +80,8 @@ def plan_invocation(call: Invocation, *, check_executables: bool = True) -> Plan
         plan = make_plan(
             topology, runs_dir=args.runs_dir, gpus=inventory, check_executables=check_executables, nodes=nodes
         )
-        call.voice.learn(*(r.env for s in plan.services for r in s.replicas))
+        replicas = [r for s in plan.services for r in s.replicas]
+        call.voice.learn(*(r.env for r in replicas), argvs=[r.argv for r in replicas])
         filled = fill_command(call.command, plan) if call.command else []
         command_env = plan.client_env() if call.command else {}  # a name collision is bad input too: exit 2
     except BaseException:

@@ -79,15 +79,18 @@ async def _connect_one(family: int, sockaddr: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def request(target: str, host_header: str) -> h11.Request:
-    """The GET a probe sends on every attempt (built once: h11 validates it; ValueError when invalid)."""
+def request(target: str, host_header: str, extra: Sequence[tuple[str, str]] = ()) -> h11.Request:
+    """The GET a probe sends on every attempt (built once: h11 validates it; ValueError when invalid).
+    ``extra`` headers (an ``Authorization``) come after ours; the error never quotes their values."""
     import h11
 
     headers = [("Host", host_header), ("User-Agent", _USER_AGENT), ("Accept", "*/*"), ("Connection", "close")]
     try:
-        return h11.Request(method="GET", target=target, headers=headers)
+        return h11.Request(method="GET", target=target, headers=[*headers, *extra])
     except h11.LocalProtocolError as exc:
-        raise ValueError(f"cannot send GET {target!r} to {host_header!r}: {exc}") from None
+        names = f" with headers {', '.join(name for name, _ in extra)}" if extra else ""
+        reason = "an invalid header" if extra else str(exc)
+        raise ValueError(f"cannot send GET {target!r} to {host_header!r}{names}: {reason}") from None
 
 
 async def get(addresses: Sequence[Address], request: h11.Request) -> tuple[int, bytes]:

@@ -103,7 +103,8 @@ class _Http:
             target = (url.path or "/") + (f"?{url.query}" if url.query else "")
             self._request: h11.Request | ValueError
             try:
-                self._request = _probe_http.request(target, url.netloc.rpartition("@")[2])
+                extra = tuple((check.headers or {}).items())
+                self._request = _probe_http.request(target, url.netloc.rpartition("@")[2], extra)
             except ValueError as exc:  # reported by every attempt rather than at spawn
                 self._request = exc
             self._addresses: list[_probe_http.Address] | None = None  # resolved once, on the first attempt
@@ -130,7 +131,8 @@ class _Http:
             import httpx
 
             try:
-                response = await self._client().get(self.spec.url, timeout=self._timeout)
+                headers = dict(self.spec.headers or {})
+                response = await self._client().get(self.spec.url, headers=headers, timeout=self._timeout)
             except httpx.HTTPError as exc:
                 return CheckResult(False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             status, text = response.status_code, response.text

@@ -405,6 +405,9 @@ def _resolve_replica(
     own["service"] = service.name
     if service.gpus is not None:
         own["gpus"] = ",".join(map(str, replica.gpus))
+        # each assigned GPU on its own, ``{gpus.0}``...: for an engine that takes ids inside a structure
+        # (Vajra's resource-mapping JSON) rather than a list
+        own.update({f"gpus.{position}": str(index) for position, index in enumerate(replica.gpus)})
     if replica.url:
         own.update(port=str(replica.port), url=replica.url)
     if service.profile is not None and service.profile.tool == "torch":  # for --profiler-config (vLLM >= 0.13)
@@ -462,7 +465,10 @@ def _profiled(replica: ReplicaPlan, profile: Profile, run_dir: str) -> ReplicaPl
 
 def _resolve_check(check: Check, fill: Callable[[str, str], str], field: str, host: str = HOST) -> Check:
     if isinstance(check, HttpCheck):
-        return attrs.evolve(check, url=fill(check.url, f"{field}.http"))
+        headers = check.headers
+        if headers:
+            headers = {name: fill(value, f"{field}.headers") for name, value in headers.items()}
+        return attrs.evolve(check, url=fill(check.url, f"{field}.http"), headers=headers)
     if isinstance(check, TcpCheck):
         address = fill(check.address, f"{field}.tcp")
         return TcpCheck(address if ":" in address else f"{host}:{address}")

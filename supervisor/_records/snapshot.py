@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
 import psutil
 
-from .._redact import Redactor
+from .._redact import Redactor, argv_secrets, header_secrets
+from .._spec.model import AllOf, AnyOf, Check, HttpCheck
 from .schema import Manifest, ReplicaEntry, ServiceEntry, StopEntry, Summary
 from .summary import ServiceShape, summarize
 from .summary_ops import operations_of
@@ -78,8 +79,26 @@ def redactor_of(group: RunView) -> Redactor:
     redactor = _REDACTORS.get(group)
     if redactor is None:
         redactor = Redactor.from_environments(group.base_env, *(r.plan.env for r in group.replicas))
+        redactor |= Redactor(value for r in group.replicas for value in _command_secrets(r.plan))
         _REDACTORS[group] = redactor
     return redactor
+
+
+def _command_secrets(plan: Any) -> Iterator[str]:
+    """A replica's secrets outside its env: the value of a secret flag in its command (``--api_key X``),
+    and of a secret header its probes send (``Authorization: Bearer X``)."""
+    yield from argv_secrets(plan.argv)
+    for probe in (plan.ready, plan.alive):
+        if probe is not None:
+            yield from _header_secrets(probe.check)
+
+
+def _header_secrets(check: Check) -> Iterator[str]:
+    if isinstance(check, HttpCheck) and check.headers:
+        yield from header_secrets(check.headers)
+    elif isinstance(check, (AllOf, AnyOf)):
+        for inner in check.checks:
+            yield from _header_secrets(inner)
 
 
 def forget_redactor(group: object) -> None:

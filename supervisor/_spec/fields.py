@@ -55,7 +55,7 @@ _PROBE_SETTINGS = {
     "progress": "progress",
 }
 _CHECK_OPTIONS: dict[str, tuple[str, ...]] = {
-    "http": ("status", "body", "json"),
+    "http": ("status", "body", "json", "headers"),
     "tcp": (),
     "log": (),
     "exec": (),
@@ -201,11 +201,18 @@ def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]
         if json_subset is not None and not isinstance(json_subset, Mapping):
             raise ValueError(f"json: expected a mapping of expected keys and values, got {json_subset!r}")
         body = value.get("body")
+        headers = _structured(value.get("headers"))
+        if headers is not None and not (
+            isinstance(headers, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            # the values are not shown: one may be a key
+            raise ValueError(f"headers: expected a mapping of header names to strings, got a {type(headers).__name__}")
         check = HttpCheck(
             _strict_str(target),
             status=None if status is None else _strict_int(status),
             body=None if body is None else _strict_str(body),
             json=json_subset,
+            headers=headers,
         )
     elif kind == "tcp":
         check = TcpCheck(_strict_str(target))

@@ -86,6 +86,10 @@ class HttpCheck:
     status: int | None = None  #: the status that passes (default: any 2xx)
     body: str | None = None  #: regex that must match somewhere in the response body
     json: Mapping[str, Any] | None = None  #: a subset of the parsed body (a list: some item holds each)
+    #: request headers (``Authorization: Bearer KEY`` for a server that guards its routes with a key); the
+    #: value of a secret-named header (Authorization, X-Api-Key...) is a secret of the run, hidden in records,
+    #: and no repr shows the headers (a probe's repr lands in messages)
+    headers: Mapping[str, str] | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

@@ -300,6 +300,7 @@ def _check_check(check: Check, where: str, report: Report) -> None:
         if check.status is not None:
             _whole(check.status, f"{where}.status'", report, 100, 599)
         _regex(check.body, f"{where}.body'", report)
+        _check_headers(check.headers, f"{where}.headers'", report)
     elif isinstance(check, TcpCheck):
         _text(check.address, f"{where}.tcp'", report)
     elif isinstance(check, LogCheck):
@@ -416,6 +417,29 @@ def _texts(replica: ReplicaView, field: str) -> Iterable[tuple[str, str]]:
     yield from ((f"env.{key}", value) for key, value in replica.env.items())
     if replica.cwd is not None:
         yield "cwd", replica.cwd
+
+
+#: an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: set by the probe itself: a second one would make the request ambiguous
+_OWN_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
+
+
+def _check_headers(headers: object, where: str, report: Report) -> None:
+    """Names are tokens and values one line of text, checked at load; a value is never quoted back (an
+    ``Authorization`` value is a key)."""
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping):
+        report(f"{where}: expected a mapping of header names to strings")
+        return
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            report(f"{where}: {name!r} is not a header name (letters, digits and !#$%&'*+.^_`|~-)")
+        elif name.lower() in _OWN_HEADERS:
+            report(f"{where}: {name!r} is set by the probe itself")
+        elif not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            report(f"{where}: the value of {name!r} must be one line of text")
 
 
 def _exec_commands(check: Check) -> Iterable[tuple[str, ...]]:

@@ -289,3 +289,48 @@ def _kill_all(pids_file: Path) -> None:
     for word in pids_file.read_text().split() if pids_file.exists() else []:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(word), signal.SIGKILL)
+
+
+async def test_http_check_sends_its_headers() -> None:
+    """``headers:`` reach the server on the probes' own http:// client (a key-guarded ``/v1/models``)."""
+    seen: list[bytes] = []
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                request = await stream.receive()
+                seen.append(request)
+                guarded = b"\r\nAuthorization: Bearer k-123\r\n" in request
+                await stream.send(OK_JSON if guarded else b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+
+    async with tcp, anyio.create_task_group() as tg:
+        tg.start_soon(tcp.serve, handle)
+        url = f"http://127.0.0.1:{port}/v1/models"
+        unused = lambda: pytest.fail("http:// must not need httpx")  # noqa: E731
+        with anyio.fail_after(10):
+            bare = await runner_for(HttpCheck(url), unused).check_once()
+            keyed = await runner_for(HttpCheck(url, headers={"Authorization": "Bearer k-123"}), unused).check_once()
+        tg.cancel_scope.cancel()
+    assert not bare.ok and "status 401" in bare.detail
+    assert keyed.ok, keyed.detail
+
+
+async def test_https_check_sends_its_headers(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    """The same over https (httpx): the header goes with the GET."""
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    server_tls, client_tls = tls
+    async with (
+        serving(OK_JSON, tls=server_tls) as port,
+        httpx.AsyncClient(verify=client_tls, trust_env=False, event_hooks={"request": [record]}) as client,
+    ):
+        check = HttpCheck(f"https://localhost:{port}/v1/models", headers={"X-Api-Key": "k-456"})
+        with anyio.fail_after(10):
+            result = await runner_for(check, lambda: client, attempt_timeout_seconds=5).check_once()
+    assert result.ok, result.detail
+    assert sent and sent[0].headers["x-api-key"] == "k-456"

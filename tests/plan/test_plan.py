@@ -222,3 +222,14 @@ def test_an_injected_port_allocator_and_ports_below_a_limit_never_collide(monkey
                         check_executables=False)  # fmt: skip
     numbers = [n for service in plan.services for replica in service.replicas for n in replica.ports.values()]
     assert len(set(numbers)) == len(numbers) == 3, numbers
+
+
+def test_each_assigned_gpu_is_a_template_of_its_own(tmp_path: Path) -> None:
+    """``{gpus.0}``, ``{gpus.1}``: the replica's GPUs one by one, for ids inside a structure (Vajra's
+    resource-mapping JSON), disjoint between replicas as the assignment is."""
+    service = sv.Service(name="s", command=[PY, "-c", "pass", '{{"0":[{gpus.0},{gpus.1}]}}'], replicas=2, gpus=2)
+    result = sv.make_plan(sv.Topology(name="t", services=[service]), runs_dir=tmp_path, gpus="8x80GB")
+    assert [r.argv[-1] for r in result.services[0].replicas] == ['{"0":[0,1]}', '{"0":[2,3]}']
+    beyond = sv.Service(name="s", command=[PY, "-c", "pass", "{gpus.2}"], gpus=2)
+    with pytest.raises(sv.ConfigError, match=r"unknown template \{gpus.2\}"):
+        sv.make_plan(sv.Topology(name="t", services=[beyond]), runs_dir=tmp_path, gpus="8x80GB")

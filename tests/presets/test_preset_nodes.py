@@ -16,7 +16,7 @@ import topologies
 from supervisor._cli.main import main
 from supervisor._spec.cluster import placement_notes
 from supervisor._spec.placement import ClusterNode
-from tests.preset_cases import CASES, build, plan_of, snapshot
+from tests.preset_cases import CASES, ON_CLUSTER, build, plan_of, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "presets_one_machine.json"
@@ -49,7 +49,7 @@ def texts(replica: sv.ReplicaPlan) -> list[str]:
     return found + ([replica.metrics] if replica.metrics else [])
 
 
-@pytest.mark.parametrize("label", sorted(CASES))
+@pytest.mark.parametrize("label", ON_CLUSTER)
 def test_on_four_nodes_every_address_is_a_nodes_and_every_port_is_served_there(label: str) -> None:
     """Proves no placed replica keeps a loopback address (a server would listen where no other node
     reaches it, a client would call itself), every address:port it names is a port some replica of the
@@ -75,7 +75,7 @@ def test_on_four_nodes_every_address_is_a_nodes_and_every_port_is_served_there(l
     assert pairs >= len(served), pairs  # every replica is probed or called at least once by address
 
 
-@pytest.mark.parametrize("label", sorted(CASES))
+@pytest.mark.parametrize("label", ON_CLUSTER)
 def test_on_four_nodes_probes_go_to_the_replicas_own_node(label: str) -> None:
     """Proves readiness and liveness probes (run by the supervisor) reach the replica where it runs."""
     plan = on_four_nodes(label)
@@ -130,7 +130,7 @@ HEAD = {"etcd", "nats"}
 ROUTED = {"vllm-disagg", "vllm-disagg-lmcache", "sglang-disagg", "trtllm-disagg"}  #: a proxy/router in front
 
 
-@pytest.mark.parametrize("label", sorted(CASES))
+@pytest.mark.parametrize("label", ON_CLUSTER)
 def test_on_four_nodes_the_control_plane_is_on_node_0_and_the_engines_spread(label: str) -> None:
     """Proves etcd, NATS and the frontend (Dynamo's, a proxy or a router) are pinned to node 0, and the
     engine servers go round-robin over the allocation (none left on the supervisor's machine)."""

@@ -47,6 +47,7 @@ specific: dict[str, dict[str, Any]] = {
     "trtllm": {"mode": st.sampled_from(["single", "disagg", "x"]), "prefill": counts, "decode": counts,
                "llm_config": st.one_of(st.none(), st.dictionaries(text, flag_values, max_size=2))},
     "llamacpp": {"llama_server": text},
+    "vajra": {"pp": counts, "module": text},
 }  # fmt: skip
 
 

@@ -318,5 +318,5 @@ def test_the_library_reads_presets_only_from_the_entry_points() -> None:
 
     assert registered_presets() == {
         "demo": "topologies.demo:demo",  # the stand-in demo, so the wheel runs it without a clone
-        **{name: f"topologies:{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vllm")},
+        **{name: f"topologies:{name}" for name in ("dynamo", "llamacpp", "sglang", "trtllm", "vajra", "vllm")},
     }

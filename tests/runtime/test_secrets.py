@@ -159,3 +159,42 @@ async def test_the_manifest_hides_a_rolled_replicas_new_secret_while_it_starts(t
         assert token not in manifest
         go.touch()
     assert token not in (group.run_dir / "manifest.json").read_text()
+
+
+async def test_a_secret_flag_value_and_a_probe_header_are_hidden_wherever_they_land(runs_dir: Path) -> None:
+    """A key given only as ``--api_key KEY`` (no env var holds it) and sent by the readiness probe as
+    ``Authorization: Bearer KEY``: the server quoting it in a fatal line, and the probe's header, reach no
+    record in clear (the redactor learned only env values before: the quoted line kept the key)."""
+    key = "vj-flagOnlySecret4242"
+    quote = "import sys; print('FATAL: refused key', sys.argv[2], flush=True); sys.exit(3)"
+    ready = sv.Probe(sv.HttpCheck("http://127.0.0.1:1/v1/models", headers={"Authorization": f"Bearer {key}"}))
+    server = sv.Service(name="api", command=[PYTHON, "-c", quote, "--api_key", key], fatal=("FATAL",), ready=ready)
+    with pytest.raises(sv.ServiceFailed):
+        async with sv.launch(sv.Topology(name="hdr", services=[server]), runs_dir=runs_dir):
+            pass
+    (run_dir,) = runs_dir.iterdir()
+    for name in ("manifest.json", "events.jsonl", "summary.json"):
+        text = (run_dir / name).read_text()
+        assert key not in text, f"the key reached {name}"
+    assert "FATAL: refused key <redacted>" in (run_dir / "events.jsonl").read_text()
+
+
+def test_cli_console_hides_a_key_given_only_as_a_flag(tmp_path: Path, runs_dir: Path) -> None:
+    """``--api_key KEY`` written in the command (no env var holds it), quoted back in a fatal line: the
+    console hid the flag's value in the command but printed the quoted line with the key in clear."""
+    key = "vj-cliSecret777"
+    quote = "import sys; print('FATAL: refused key', sys.argv[2], flush=True); sys.exit(3)"
+    path = tmp_path / "leak.yaml"
+    path.write_text(
+        "name: leak\nservices:\n  api:\n"
+        f"    command: ['{{python}}', -c, {quote!r}, --api_key, {key}]\n"
+        "    fatal: [FATAL]\n    ready: {log: never}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [PYTHON, "-m", "supervisor", "run", str(path), "--runs-dir", str(runs_dir), "--logs"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "FATAL: refused key <redacted>" in result.stderr
+    assert key not in result.stdout and key not in result.stderr

@@ -129,3 +129,40 @@ def test_command_templates_fill_ours_and_keep_other_braces(tmp_path: Path) -> No
         fill_command([PY, "{front.urll}"], plan)
     with pytest.raises(sv.ConfigError, match="executable 'no-such-prog-xyz' not found on PATH"):
         fill_command(["no-such-prog-xyz", "{front.url}"], plan)
+
+
+HEADER_CASES = [
+    ('{Authorization: "Bearer k\\r\\nX: y"}', "the value of 'Authorization' must be one line of text"),
+    ("{'Bad Name': v}", "'Bad Name' is not a header name"),
+    ("{Host: other}", "'Host' is set by the probe itself"),
+]
+
+
+@pytest.mark.parametrize(("headers", "problem"), HEADER_CASES, ids=["newline", "name", "own"])
+def test_probe_headers_are_checked_at_load_without_quoting_values(tmp_path: Path, headers: str, problem: str) -> None:
+    """A header that h11 would refuse at every attempt is a load-time problem; the value (a key) is not shown."""
+    services = (
+        f"  a:\n    command: [{PY_YAML}, -c, pass]\n    ready: {{http: 'http://{{host}}:1/x', headers: {headers}}}\n"
+    )
+    found = "\n".join(yaml_problems(tmp_path, services))
+    assert problem in found, found
+    assert "Bearer k" not in found
+
+
+def test_probe_headers_must_be_a_mapping_of_strings(tmp_path: Path) -> None:
+    services = f"  a:\n    command: [{PY_YAML}, -c, pass]\n    ready: {{http: 'http://{{host}}:1/x', headers: 'Bearer sekrit'}}\n"
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nservices:\n{services}")
+    with pytest.raises(sv.ConfigError, match="headers: expected a mapping of header names to strings") as info:
+        sv.load(path)
+    assert "sekrit" not in str(info.value)
+
+
+def test_probe_header_values_take_templates(tmp_path: Path) -> None:
+    services = f"  a:\n    command: [{PY_YAML}, -c, pass]\n    ports: [port]\n    ready: {{http: 'http://{{host}}:{{port}}/x', headers: {{X-Port: '{{port}}'}}}}\n"
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nservices:\n{services}")
+    plan = sv.make_plan(sv.load(path), runs_dir=tmp_path / "runs")
+    replica = plan.services[0].replicas[0]
+    assert replica.ready is not None and isinstance(replica.ready.check, sv.HttpCheck)
+    assert replica.ready.check.headers == {"X-Port": str(replica.ports["port"])}

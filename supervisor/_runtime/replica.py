@@ -333,7 +333,7 @@ class Replica:
         if self.incarnation is not None and self.plan.placement is not None:
             host.relocate(self)  # a node of its step may have gone down with the last incarnation
         plan = self.plan
-        env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
+        env = {**plan.environment(host.base_env), RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
         try:

@@ -326,6 +326,7 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
             ids=None if ids is None else tuple(_strict_int(item) for item in ids),
             contiguous=_strict_bool(value.get("contiguous", False)),
             min_free_memory_bytes=None if memory is None else _size(memory),
+            vendor=None if value.get("vendor") is None else _strict_str(value["vendor"]),
         )
     return GpuRequest(count=_strict_int(value))
 
@@ -500,7 +501,7 @@ _FIELDS_OF: dict[type, list[str]] = {
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology, Placement, Cluster, SlurmCluster)
 }
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
-_FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory"]
+_FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory", "vendor"]
 _FIELDS_OF[Profile] = ["tool", "args", "grace"]
 
 

@@ -344,6 +344,9 @@ class GpuRequest:
     min_free_memory_bytes: int | None = attrs.field(
         default=None, converter=attrs.converters.optional(parse_size)
     )  #: refuse to start unless each assigned GPU has this much free memory
+    #: ``nvidia`` or ``amd``: the only GPUs the program runs on (TensorRT-LLM: NVIDIA's); a node of the other
+    #: vendor's GPUs refuses the plan. None: either
+    vendor: str | None = None
 
     @property
     def per_replica(self) -> int:

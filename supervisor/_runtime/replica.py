@@ -338,9 +338,9 @@ class Replica:
         stream.subscribe(lambda block: host.on_output(plan.name, block))
         try:
             if plan.profile is not None:  # nsys and py-spy do not create the directory of their output
-                os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
-                if self.incarnation is not None:
+                if self.incarnation is not None:  # first: rocprof's report is the directory itself
                     plan.profile.keep_previous(self.incarnation.number)
+                os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
             process = host.launcher_for(plan).launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()

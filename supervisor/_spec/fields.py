@@ -346,13 +346,15 @@ def _profile(value: object, _: object = None) -> Profile | None:
     if isinstance(value, str):
         return Profile(value)
     if not isinstance(value, Mapping):
-        raise ValueError(f"expected a profiler name or {{tool: nsys | py-spy | torch, args: [...]}}, got {value!r}")
+        raise ValueError(
+            f"expected a profiler name or {{tool: nsys | py-spy | rocprof | torch, args: [...]}}, got {value!r}"
+        )
     allowed = _FIELDS_OF[Profile]
     for key in value:
         if key not in allowed:
             raise _UnknownField(str(key), allowed)
     if "tool" not in value:
-        raise ValueError("tool: missing (nsys, py-spy or torch)")
+        raise ValueError("tool: missing (nsys, py-spy, rocprof or torch)")
     grace = value.get("grace")
     return Profile(
         _strict_str(value["tool"]),

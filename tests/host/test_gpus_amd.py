@@ -252,3 +252,21 @@ async def test_amdsmi_names_the_holder_before_start_and_the_survivor_after_teard
         assert group.replica("w").plan.env == {"HIP_VISIBLE_DEVICES": "1"}
     warnings = [e for e in group.event_history if isinstance(e, sv.GpuNotReleased)]
     assert [(w.replica, w.pid, w.gpu, w.used_memory_bytes) for w in warnings] == [("w", pid, 1, 3 * GB)]
+
+
+@pytest.mark.anyio
+async def test_a_scale_on_amd_gives_new_replicas_hip_visible_devices_after_the_memory_check(runs_dir: Path) -> None:
+    """Replicas a scale adds get ROCm's variable too (the node is read again), and min_free_memory holds."""
+    node = FakeInventory(3, vendor=AMD, processes=[GpuProcess(2, os.getpid(), 70 * GB)])
+    request = sv.GpuRequest(count=1, min_free_memory_bytes="20GB")
+    topology = sv.Topology(name="g", services=[svc("w", request, command=SLEEPER, ready=sv.LogCheck("service ready"))])
+    async with sv.launch(topology, runs_dir=runs_dir, gpus=node) as group:
+        await group.scale("w", 2)
+        added = group.replica("w.1").plan
+        assert (added.gpus, added.env, added.unset_env) == (
+            (1,),
+            {"HIP_VISIBLE_DEVICES": "1"},
+            ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"),
+        )
+        with pytest.raises(sv.ConfigError, match=f"w.2 needs 20 GB free on GPU 2 .*held by pid {os.getpid()} "):
+            await group.scale("w", 3)

@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     # each node runs tp_size / nnodes ranks per dp group (dp attention: the dp groups share the tp ranks)
     world = args.tp_size if args.enable_dp_attention else args.tp_size * args.dp_size
     gpus = args.base_gpu_id + world // max(1, args.nnodes)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = os.environ.get("HIP_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))  # ROCm: HIP's
     if visible is not None and len([g for g in visible.split(",") if g]) < gpus:
         print(f"RuntimeError: CUDA error: invalid device ordinal (rank needs GPU {gpus - 1}, visible: {visible!r})")
         return 1

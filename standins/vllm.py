@@ -46,7 +46,13 @@ def main(argv: list[str]) -> int:
     name = (args.served_model_name or [args.model])[0]
     engine = Engine(Log("vllm"), name)
     gpus = args.tensor_parallel_size * args.data_parallel_size
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible, cuda = os.environ.get("HIP_VISIBLE_DEVICES"), os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and cuda is not None and cuda != visible:  # vLLM on ROCm copies HIP's value to CUDA's
+        print(
+            f"AssertionError: HIP_VISIBLE_DEVICES={visible!r} and CUDA_VISIBLE_DEVICES={cuda!r} differ", file=sys.stderr
+        )
+        return 1
+    visible = cuda if visible is None else visible
     if visible is not None and len([g for g in visible.split(",") if g]) < gpus:
         print(f"ValueError: world size {gpus} is larger than the {visible!r} visible GPUs", file=sys.stderr)
         return 1

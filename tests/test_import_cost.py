@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .helpers import wait_until
 
-HEAVY = ("httpx", "h11", "psutil", "yaml", "cattrs", "rich", "pynvml")
+HEAVY = ("httpx", "h11", "psutil", "yaml", "cattrs", "rich", "pynvml", "amdsmi")
 
 
 def _loaded(code: str) -> set[str]:

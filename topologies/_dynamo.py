@@ -132,6 +132,12 @@ def worker_profile(engine: Engine) -> EngineProfile:
     )
 
 
+def gpu_vendor(engine: Engine) -> str | None:
+    """The only GPUs an engine's worker runs on: TensorRT-LLM is CUDA only (a plan on AMD GPUs refuses it);
+    vLLM and SGLang run on NVIDIA and AMD (ROCm) GPUs alike."""
+    return "nvidia" if engine == "trtllm" else None
+
+
 def worker_command(
     python: str, engine: Engine, role: Role, model: str, served_model_name: str, tp: int, extra: Sequence[str] = ()
 ) -> list[str]:

@@ -131,7 +131,7 @@ def dynamo(
             ready=supervisor.HttpCheck("http://{host}:{status}/health"),
             metrics="http://{host}:{status}/metrics",  # the worker's status server
             restart=_dynamo.RESTART_ALWAYS,
-            gpus=None if engine == "mocker" else tp,
+            gpus=None if engine == "mocker" else supervisor.GpuRequest(count=tp, vendor=_dynamo.gpu_vendor(engine)),
         )
 
     workers = [worker("decode" if prefill else "agg", decode, decode_args, decode_env)]

@@ -166,7 +166,7 @@ def _server(
         ),
         alive=alive(),
         restart=supervisor.RestartPolicy("on-failure"),
-        gpus=gpus,
+        gpus=supervisor.GpuRequest(count=gpus, vendor="nvidia"),  # TensorRT-LLM is CUDA only: refused on AMD
     )
 
 

@@ -1,6 +1,7 @@
 """``supervisor gpus``: each GPU of this machine with its memory and the processes (and runs) holding it.
 
-Exit codes: 0 listed, 2 no NVML here (nothing to list; ``--gpus 8x80GB`` shows a simulated node).
+Exit codes: 0 listed, 2 no NVML (or amdsmi) here (nothing to list; ``--gpus 8x80GB`` or ``--gpus 8xMI300X``
+shows a simulated node).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def gpus_command(call: Invocation) -> int:
 
 def render_gpus(inventory: GpuInventory) -> str:
     """One block per GPU: index, name, bus id, memory used of total, then one line per holder."""
-    from .._host.gpu_inventory import format_bytes
+    from .._host.gpu_inventory import format_bytes, gpu_vendor, link_name
     from .._runtime.gpu_checks import describe_holders
 
+    link = link_name(gpu_vendor(inventory)).lower()
     devices = inventory.devices()
     by_gpu: dict[int, list[GpuProcess]] = {}
     for process in inventory.processes():
@@ -49,8 +51,8 @@ def render_gpus(inventory: GpuInventory) -> str:
     for device in devices:
         used = f"{format_bytes(device.memory_used_bytes)} / {format_bytes(device.memory_total_bytes)} used"
         peers = sorted(inventory.nvlink_peers(device.index))
-        nvlink = f"  nvlink: {','.join(map(str, peers))}" if peers else ""
-        mig = "  MIG mode" if device.mig else ""
+        nvlink = f"  {link}: {','.join(map(str, peers))}" if peers else ""
+        mig = f"  {device.divided}" if device.divided else ""
         lines.append(f"GPU {device.index}  {device.name}  {device.pci_bus_id}  {used}{mig}{nvlink}")
         holders = describe_holders(by_gpu.get(device.index, []))
         lines.extend(f"    {holder.describe()}" for holder in holders)

@@ -38,7 +38,9 @@ def _file(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     )  # fmt: skip
     parser.add_argument("--runs-dir", help="parent of the run directory (default: run_dir: or the state dir)")
     parser.add_argument(
-        "--gpus", metavar="SPEC", help="assign GPUs on a simulated node such as 8x80GB instead of this machine's (NVML)"
+        "--gpus",
+        metavar="SPEC",
+        help="assign GPUs on a simulated node such as 8x80GB or 8xMI300X instead of this machine's",
     )
 
 
@@ -153,7 +155,7 @@ def _scale_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gpus_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gpus", metavar="SPEC", help="show a simulated node such as 8x80GB instead (NVML)")
+    parser.add_argument("--gpus", metavar="SPEC", help="show a simulated node such as 8x80GB or 8xMI300X instead")
 
 
 COMMANDS: tuple[Command, ...] = (

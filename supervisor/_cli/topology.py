@@ -111,14 +111,18 @@ def validate_command(call: Invocation) -> int:
                 for rank, argv in enumerate(tasks):
                     if len(tasks) > 1:
                         print(f"    # rank {rank} on {replica.placement.nodes[rank].name}")  # type: ignore[union-attr]
-                    _show_command(call, argv, replica.env, replica.cwd)
+                    _show_command(call, argv, replica.env, replica.cwd, replica.unset_env)
     for line in placement_lines(plan):
         print(line)
     for note in planned.notes:
         print(f"note: {note}")
     if uses_gpus:
+        amd = plan.gpu_vendor == "amd"
         node = planned.inventory.description if planned.inventory is not None else "this machine (NVML)"
-        print(f"GPUs planned on {node}; each replica gets CUDA_VISIBLE_DEVICES=<its gpus>")
+        if planned.inventory is None and amd:
+            node = "this machine (amdsmi)"
+        variable = "HIP_VISIBLE_DEVICES" if amd else "CUDA_VISIBLE_DEVICES"
+        print(f"GPUs planned on {node}; each replica gets {variable}=<its gpus>")
     return 0
 
 
@@ -138,12 +142,16 @@ def sbatch_command(call: Invocation) -> int:
     return write_sbatch(call.args, call.command, plan, parse_overrides(call.args.overrides))
 
 
-def _show_command(call: Invocation, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
+def _show_command(
+    call: Invocation, argv: Sequence[str], env: Mapping[str, str], cwd: str | None, unset: Sequence[str] = ()
+) -> None:
     """The command as a shell would take it: what a user pastes to run one replica by hand."""
     prefix = "    "
     secrets = call.voice.redactor
     if cwd:
         print(f"{prefix}cd {shlex.quote(cwd)}")
+    if unset:  # inherited values that would disagree with the replica's own (ROCm's device variables)
+        print(f"{prefix}unset {' '.join(unset)}")
     for name, value in secrets.env(dict(env)).items():
         print(f"{prefix}{name}={shlex.quote(value)}")
     print(prefix + shlex.join(secrets.argv(argv)))

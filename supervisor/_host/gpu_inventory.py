@@ -1,10 +1,12 @@
 """What GPUs this node has, who holds their memory, and which are joined by NVLink: one small protocol.
 
 ``NvmlInventory`` reads the real node through NVML (``nvidia-ml-py``, imported as ``pynvml`` only when a
-topology asks for GPUs, so ``import supervisor`` stays fast and works without a driver).
-``SimulatedInventory`` is a node that does not exist (``--gpus 8x80GB``: plan and rehearse a topology
-meant for a GPU box on a laptop); ``FakeInventory`` is a node given in code, for tests. All three are
-real classes; planning and checks only see the protocol.
+topology asks for GPUs, so ``import supervisor`` stays fast and works without a driver); AMD GPUs are read
+through ``amdsmi`` (``gpu_amdsmi``: XGMI is their NVLink). ``SimulatedInventory`` is a node that does not
+exist (``--gpus 8x80GB``, ``--gpus 8xMI300X``: plan and rehearse a topology meant for a GPU box on a
+laptop); ``FakeInventory`` is a node given in code, for tests. All are real classes; planning and checks
+only see the protocol, and ``gpu_vendor`` (an inventory's optional ``vendor``, NVIDIA when absent) says
+which variables a replica is given its GPUs through.
 
 Indices are NVML's, which follow the PCI bus order; replicas get ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that
 CUDA numbers the devices the same way. A supervisor started with ``CUDA_VISIBLE_DEVICES`` set plans on
@@ -25,6 +27,8 @@ from .._errors import ConfigError
 from .._units import parse_size
 
 __all__ = [
+    "AMD",
+    "NVIDIA",
     "FakeInventory",
     "GpuDevice",
     "GpuInventory",
@@ -33,7 +37,12 @@ __all__ = [
     "NvmlInventory",
     "SimulatedInventory",
     "format_bytes",
+    "gpu_vendor",
+    "link_name",
 ]
+
+NVIDIA = "nvidia"  #: replicas get CUDA_VISIBLE_DEVICES; GPUs are joined by NVLink
+AMD = "amd"  #: replicas get HIP_VISIBLE_DEVICES (ROCm); GPUs are joined by XGMI
 
 PLAN_ANYWAY_HINT = "use --gpus 8x80GB to plan against a simulated node"
 #: what to do about it, by cause (``GpuUnavailable.hint``): the Python binding is missing
@@ -67,10 +76,20 @@ class GpuDevice:
     memory_total_bytes: int
     memory_used_bytes: int = 0
     mig: bool = False  #: in MIG mode: CUDA sees its instances, not the GPU, so it is never handed out whole
+    #: AMD: the partition mode when not the whole GPU (``CPX``, ``SPX/NPS4``): HIP sees its partitions as
+    #: GPUs of their own, so, as a GPU in MIG mode, it is never handed out whole
+    partition: str = ""
 
     @property
     def memory_free_bytes(self) -> int:
         return max(0, self.memory_total_bytes - self.memory_used_bytes)
+
+    @property
+    def divided(self) -> str | None:
+        """Why the GPU is never handed out (``MIG mode``, ``partitioned (CPX)``), or None."""
+        if self.mig:
+            return "MIG mode"
+        return f"partitioned ({self.partition})" if self.partition else None
 
 
 @attrs.frozen
@@ -99,6 +118,18 @@ class GpuInventory(Protocol):
         ...
 
 
+def gpu_vendor(inventory: GpuInventory) -> str:
+    """``NVIDIA`` or ``AMD``: an inventory's ``vendor`` attribute, NVIDIA for one without it (the protocol
+    predates AMD support; an inventory of AMD GPUs sets ``vendor = "amd"``)."""
+    vendor = getattr(inventory, "vendor", NVIDIA)
+    return AMD if vendor == AMD else NVIDIA
+
+
+def link_name(vendor: str) -> str:
+    """What joins the GPUs of a set: NVLink (NVIDIA) or XGMI (AMD Infinity Fabric)."""
+    return "XGMI" if vendor == AMD else "NVLink"
+
+
 def format_bytes(size: int) -> str:
     """``80 GB``, ``24 GiB``-style sizes for people (decimal units, one decimal where it matters)."""
     for unit, scale in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
@@ -114,41 +145,56 @@ _SIMULATED = re.compile(r"^\s*(\d+)\s*[xX]\s*(\S+)\s*$")
 _MAX_SIMULATED_GPUS = 1024
 
 
+#: AMD Instinct GPUs a simulated node may name (``8xMI300X``): memory of each (HBM, decimal units)
+AMD_MODELS = {"MI300X": 192 * 1000**3, "MI308X": 192 * 1000**3, "MI325X": 256 * 1000**3, "MI355X": 288 * 1000**3}
+
+
 @attrs.frozen
 class SimulatedInventory:
     """A node that is not there: ``count`` empty GPUs of ``memory_bytes`` each, all joined by NVLink (as
-    on an HGX/DGX board with NVSwitch). Plans and rehearsals only; nothing can hold its memory."""
+    on an HGX/DGX board with NVSwitch), or, for AMD Instinct GPUs (``8xMI300X``), all joined by XGMI (as on
+    an OAM platform). Plans and rehearsals only; nothing can hold its memory."""
 
     count: int
     memory_bytes: int
     spec: str
+    vendor: str = NVIDIA
+    model: str = ""  #: the AMD model named, else empty
 
     @classmethod
     def parse(cls, spec: str) -> SimulatedInventory:
-        """``8x80GB``, ``4x24GiB``, ``2x141GB``; raises ``ConfigError`` naming the expected form."""
+        """``8x80GB``, ``4x24GiB``, ``2x141GB``, or AMD ``8xMI300X`` (also MI308X, MI325X, MI355X); raises
+        ``ConfigError`` naming the expected form."""
         match = _SIMULATED.match(spec)
-        problem = f"--gpus {spec!r}: expected COUNTxMEMORY such as 8x80GB or 4x24GiB"
+        models = ", ".join(f"8x{name}" for name in AMD_MODELS)
+        problem = f"--gpus {spec!r}: expected COUNTxMEMORY such as 8x80GB or 4x24GiB, or an AMD GPU ({models})"
         if match is None:
             raise ConfigError(problem)
         count = int(match.group(1))
-        try:
-            memory = parse_size(match.group(2))
-        except ValueError:
-            raise ConfigError(problem) from None
+        model = match.group(2).upper()
+        if model in AMD_MODELS:
+            memory, vendor = AMD_MODELS[model], AMD
+        else:
+            model, vendor = "", NVIDIA
+            try:
+                memory = parse_size(match.group(2))
+            except ValueError:
+                raise ConfigError(problem) from None
         if not 1 <= count <= _MAX_SIMULATED_GPUS or memory <= 0:
             raise ConfigError(f"{problem} (1 to {_MAX_SIMULATED_GPUS} GPUs of more than 0 bytes)")
-        return cls(count, memory, spec.strip())
+        return cls(count, memory, spec.strip(), vendor, model)
 
     @property
     def description(self) -> str:
         return f"simulated node {self.spec}"
 
     def devices(self) -> Sequence[GpuDevice]:
+        name = f"simulated AMD Instinct {self.model}" if self.model else "simulated GPU"
         return [
             GpuDevice(
                 index=i,
                 uuid=f"GPU-simulated-{i:04d}",
-                name=f"simulated GPU ({format_bytes(self.memory_bytes)})",
+                name=f"{name} ({format_bytes(self.memory_bytes)})",
                 pci_bus_id=f"00000000:{i + 1:02X}:00.0",
                 memory_total_bytes=self.memory_bytes,
             )
@@ -178,7 +224,8 @@ class FakeInventory:
     while its pid lives, as NVML does, and ``release_delay_seconds`` more (a driver freeing the context
     a moment after the exit); without ``live_only`` it is listed until removed (a survivor). With
     ``pid_offset``, each is listed as its pid plus that: a driver in a container without the host's pid
-    namespace, which lists the host's pids.
+    namespace, which lists the host's pids. ``vendor="amd"``: a node of AMD GPUs (replicas get ROCm's
+    variables; the links are XGMI).
     """
 
     def __init__(
@@ -191,6 +238,7 @@ class FakeInventory:
         live_only: bool = True,
         release_delay_seconds: float = 0.0,
         pid_offset: int = 0,
+        vendor: str = NVIDIA,
     ) -> None:
         if isinstance(devices, int):
             devices = [
@@ -198,6 +246,7 @@ class FakeInventory:
                 for i in range(devices)
             ]
         self._devices = list(devices)
+        self.vendor = vendor
         self.held: list[GpuProcess] = list(processes)
         self.live_only = live_only
         self.release_delay_seconds = release_delay_seconds
@@ -242,6 +291,7 @@ class NvmlInventory:
     ``GpuUnavailable`` saying why; every read after that queries the driver again."""
 
     description = "NVML"
+    vendor = NVIDIA
 
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml

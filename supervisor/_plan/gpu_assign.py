@@ -2,11 +2,11 @@
 
 Replicas are served in plan order (services in start order, replicas in index order). Explicit ``ids``
 are reserved first, so a count never takes a GPU that a later service named. A count takes the lowest
-free indices; ``contiguous`` takes consecutive ones; a GPU in MIG mode is never handed out (CUDA would
-see one of its instances, not the GPU); a replica of more than one GPU prefers a set fully
-joined by NVLink (the lowest such set), and falls back to the lowest free indices. Anything that cannot
-be honoured (more GPUs than the node has, one GPU wanted twice, a GPU that does not exist) is reported as
-one problem that shows the whole plan.
+free indices; ``contiguous`` takes consecutive ones; a GPU in MIG mode, or an AMD GPU in partition mode, is
+never handed out (CUDA or HIP would see one of its parts, not the GPU); a replica of more than one GPU
+prefers a set fully joined by NVLink or XGMI (the lowest such set), and falls back to the lowest free
+indices. Anything that cannot be honoured (more GPUs than the node has, one GPU wanted twice, a GPU that
+does not exist) is reported as one problem that shows the whole plan.
 """
 
 from __future__ import annotations
@@ -15,21 +15,23 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from .._host.gpu_inventory import GpuDevice, GpuInventory, GpuUnavailable, format_bytes
+from .._host.gpu_inventory import GpuDevice, GpuInventory, GpuUnavailable, format_bytes, gpu_vendor
 from .._spec.model import GpuRequest
 
 __all__ = ["GpuNode", "GpuWant", "assign_gpus"]
 
+_VENDOR_NAMES = {"nvidia": "NVIDIA", "amd": "AMD"}
 _SEARCH_STEPS = 100_000  #: bound on the NVLink set search (a 16-GPU node needs far fewer)
 
 
 @attrs.frozen
 class GpuNode:
-    """The node as planning sees it: its devices and their NVLink peers, read once."""
+    """The node as planning sees it: its devices and their NVLink (XGMI) peers, read once."""
 
     description: str
     devices: tuple[GpuDevice, ...]
     peers: Mapping[int, frozenset[int]] = attrs.field(eq=False)
+    vendor: str = "nvidia"  #: ``gpu_inventory.NVIDIA`` or ``AMD``: the variables its replicas get
 
     @classmethod
     def read(cls, inventory: GpuInventory) -> GpuNode:
@@ -40,7 +42,7 @@ class GpuNode:
             raise
         except Exception as exc:  # a driver error while reading: the same as no NVML for planning
             raise GpuUnavailable(f"cannot read the GPUs of {inventory.description}: {exc}") from None
-        return cls(inventory.description, devices, peers)
+        return cls(inventory.description, devices, peers, gpu_vendor(inventory))
 
     def summary(self) -> str:
         if not self.devices:
@@ -50,6 +52,8 @@ class GpuNode:
         indices = _ranges([d.index for d in self.devices])
         mig = [d.index for d in self.devices if d.mig]
         in_mig = f"; in MIG mode, not handed out: {_ranges(mig)}" if mig else ""
+        split = [d.index for d in self.devices if d.partition and not d.mig]
+        in_mig += f"; partitioned, not handed out: {_ranges(split)}" if split else ""
         return f"{self.description}: {len(self.devices)} GPUs ({indices}; {memory} each{in_mig})"
 
 
@@ -68,9 +72,17 @@ def assign_gpus(wants: Sequence[GpuWant], node: GpuNode) -> tuple[dict[str, tupl
     owner: dict[int, str] = {}
     given: dict[str, tuple[int, ...]] = {}
     refused: dict[str, str] = {}
+    for want in wants:  # a program for the other vendor's GPUs (TensorRT-LLM on AMD) is refused, nothing given
+        wanted = want.request.vendor
+        if wanted is not None and want.request.per_replica and wanted != node.vendor:
+            refused[want.replica] = (
+                f"runs on {_VENDOR_NAMES.get(wanted, wanted)} GPUs only (gpus: vendor: {wanted}); "
+                f"{node.description} has {_VENDOR_NAMES.get(node.vendor, node.vendor)} GPUs"
+            )
+            given[want.replica] = ()
     for want in wants:  # explicit ids first: a count must not take a GPU that someone named
         ids = want.request.ids
-        if ids is None:
+        if ids is None or want.replica in refused:
             continue
         reasons = []
         for index in ids:
@@ -78,6 +90,9 @@ def assign_gpus(wants: Sequence[GpuWant], node: GpuNode) -> tuple[dict[str, tupl
                 reasons.append(f"GPU {index}, which the node does not have")
             elif known[index].mig:
                 reasons.append(f"GPU {index}, which is in MIG mode (CUDA would see one of its instances)")
+            elif known[index].partition:
+                split = known[index].partition
+                reasons.append(f"GPU {index}, which is partitioned ({split}: HIP sees its partitions, not the GPU)")
             elif index in owner:
                 reasons.append(f"GPU {index}, already given to {owner[index]}")
         if reasons:
@@ -87,9 +102,9 @@ def assign_gpus(wants: Sequence[GpuWant], node: GpuNode) -> tuple[dict[str, tupl
         given[want.replica] = tuple(i for i in ids if owner.get(i) == want.replica)
     for want in wants:
         request = want.request
-        if request.ids is not None:
+        if request.ids is not None or want.replica in refused:
             continue
-        free = [d.index for d in node.devices if d.index not in owner and not d.mig]
+        free = [d.index for d in node.devices if d.index not in owner and d.divided is None]
         chosen = _choose(request.count, free, request.contiguous, node.peers)
         if chosen is None:
             kind = " contiguous" if request.contiguous else ""
@@ -157,7 +172,7 @@ def _joined(indices: Sequence[int], peers: Mapping[int, frozenset[int]]) -> bool
 
 
 def _lowest_joined_set(count: int, free: Sequence[int], peers: Mapping[int, frozenset[int]]) -> tuple[int, ...] | None:
-    """The lexicographically lowest ``count`` free GPUs that are pairwise NVLink peers (bounded search)."""
+    """The lexicographically lowest ``count`` free GPUs that are pairwise NVLink (XGMI) peers (bounded search)."""
     steps = 0
 
     def extend(chosen: list[int], start: int) -> tuple[int, ...] | None:

@@ -88,10 +88,20 @@ class ReplicaPlan:
     log: LogPolicy
     host: str = HOST
     alive: Probe | None = None
-    gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML order = PCI bus order); CUDA_VISIBLE_DEVICES
+    gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML's / HIP's); CUDA_ or HIP_VISIBLE_DEVICES
     profile: PlannedProfile | None = None  #: the profiler (``argv`` is already wrapped) and its output
     metrics: str | None = None  #: this replica's Prometheus endpoint, templates filled
     placement: ReplicaPlacement | None = None  #: its nodes on a cluster; None = this machine
+    #: inherited variables the process must not get (on AMD GPUs: ``CUDA_VISIBLE_DEVICES`` and
+    #: ``ROCR_VISIBLE_DEVICES``, which would disagree with its ``HIP_VISIBLE_DEVICES``)
+    unset_env: tuple[str, ...] = ()
+
+    def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """``inherited`` with ``env`` added and ``unset_env`` taken out: what the process starts with."""
+        merged = {**inherited, **self.env}
+        for name in self.unset_env:
+            merged.pop(name, None)
+        return merged
 
     @property
     def port(self) -> int | None:
@@ -132,6 +142,7 @@ class Plan:
     nodes: tuple[ClusterNode, ...] = ()  #: the allocation's nodes the replicas were placed on (rank order)
     #: the spec it was planned from: a scale or a rollout plans new replicas from it (``_plan.replan``)
     topology: Topology | None = attrs.field(default=None, eq=False, repr=False)
+    gpu_vendor: str = "nvidia"  #: whose GPUs were assigned (``gpu_inventory.NVIDIA`` / ``AMD``): their variables
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -217,9 +228,11 @@ def make_plan(
             for i in range(service.replicas)
         ]
     here = [services[name] for name in order if not any(where.get(name) or ())]  # Slurm assigns the others
-    assigned = _assign_gpus(here, gpus, problems)  # reported with the rest
+    assigned, vendor = _assign_gpus(here, gpus, problems)  # reported with the rest
+    _check_placed_vendor([s for s in services.values() if s not in here], gpus, problems)
     skeletons = tuple(
-        _service_plan(services[name], ports[name], topology.strategy, assigned, where.get(name)) for name in order
+        _service_plan(services[name], ports[name], topology.strategy, assigned, where.get(name), vendor)
+        for name in order
     )
     shared = _shared_context(skeletons, run_dir)
     resolved = []
@@ -233,17 +246,19 @@ def make_plan(
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
     return Plan(
         topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster,
-        on_nodes or (), topology,
+        on_nodes or (), topology, vendor,
     )  # fmt: skip
 
 
 def _assign_gpus(
     services: Sequence[Service], gpus: GpuInventory | str | None, problems: list[str]
-) -> dict[str, tuple[int, ...]]:
-    """Replica name -> GPU indices; the node is read only when some replica asks for a GPU."""
+) -> tuple[dict[str, tuple[int, ...]], str]:
+    """Replica name -> GPU indices, and the node's vendor; the node is read only when some replica asks for
+    a GPU (NVIDIA's variables otherwise: nothing is assigned)."""
+    from .._host.gpu_inventory import NVIDIA, GpuUnavailable
+
     if all(service.gpus is None for service in services):
-        return {}
-    from .._host.gpu_inventory import GpuUnavailable
+        return {}, NVIDIA
     from .._host.gpu_visible import open_inventory
     from .gpu_assign import GpuNode, GpuWant, assign_gpus
 
@@ -254,18 +269,37 @@ def _assign_gpus(
         for index in range(service.replicas)
     ]
     if not any(want.request.per_replica for want in wants):
-        return {}
+        return {}, NVIDIA
     try:
         node = GpuNode.read(open_inventory(gpus))
     except GpuUnavailable as exc:
         needing = list(dict.fromkeys(f"'{w.service}'" for w in wants if w.request.per_replica))
         who = f"service {needing[0]} needs" if len(needing) == 1 else f"services {', '.join(needing)} need"
         problems.append(f"{who} GPUs but {exc}; {exc.hint}")
-        return {}
+        return {}, NVIDIA
     given, problem = assign_gpus(wants, node)
     if problem is not None:
         problems.append(problem)
-    return given
+    return given, node.vendor
+
+
+def _check_placed_vendor(services: Sequence[Service], gpus: GpuInventory | str | None, problems: list[str]) -> None:
+    """On a cluster Slurm gives the GPUs, so the nodes' are not read; a node given as ``gpus`` (``--gpus
+    8xMI300X``) stands for them, and a program for the other vendor's GPUs (TensorRT-LLM on AMD) is refused."""
+    wanting = [s for s in services if s.gpus is not None and s.gpus.vendor is not None and s.gpus.per_replica]
+    if gpus is None or not wanting:
+        return
+    from .._host.gpu_inventory import gpu_vendor
+    from .._host.gpu_visible import open_inventory
+
+    node = open_inventory(gpus)
+    vendor = gpu_vendor(node)
+    for service in wanting:
+        if service.gpus is not None and service.gpus.vendor != vendor:
+            problems.append(
+                f"service '{service.name}', field 'gpus': runs on {service.gpus.vendor} GPUs only "
+                f"(gpus: vendor: {service.gpus.vendor}); the nodes ({node.description}) have {vendor} GPUs"
+            )
 
 
 def _all_nodes_here(request: GpuRequest, service: Service) -> GpuRequest:
@@ -284,6 +318,7 @@ def _service_plan(
     strategy: str,
     gpus: Mapping[str, tuple[int, ...]],
     nodes: Sequence[tuple[ClusterNode, ...] | None] | None = None,
+    vendor: str = "nvidia",
 ) -> ServicePlan:
     fatal = service.fatal + (tuple(BUILTIN_FATAL_PATTERNS.values()) if service.builtin_fatal else ())
     per_node = service.gpus.per_replica if service.gpus is not None else 0
@@ -291,7 +326,7 @@ def _service_plan(
     return ServicePlan(
         service.name,
         tuple(
-            _skeleton(service, i, ports[i], gpus.get(_replica_name(service, i), ()), placements[i])
+            _skeleton(service, i, ports[i], gpus.get(_replica_name(service, i), ()), placements[i], vendor)
             for i in range(service.replicas)
         ),
         service.depends_on,
@@ -346,13 +381,22 @@ def _replica_name(service: Service, index: int) -> str:
 
 
 def _skeleton(
-    service: Service, index: int, ports: dict[str, int], gpus: tuple[int, ...], placement: ReplicaPlacement | None
+    service: Service,
+    index: int,
+    ports: dict[str, int],
+    gpus: tuple[int, ...],
+    placement: ReplicaPlacement | None,
+    vendor: str = "nvidia",
 ) -> ReplicaPlan:
+    from .._host.gpu_visible import replica_gpu_env
+
     argv = service.command if service.command else ("/bin/sh", "-c", service.shell or "")
     env = dict(service.env)
-    if gpus:  # the user's own value, if any, wins (e.g. an engine that maps devices itself)
-        env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, gpus)))
-        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA's numbering = NVML's (PCI bus order)
+    # NVIDIA: CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER=PCI_BUS_ID (CUDA's numbering = NVML's); AMD:
+    # HIP_VISIBLE_DEVICES. The user's own value, if any, wins (e.g. an engine that maps devices itself)
+    added, unset = replica_gpu_env(vendor, gpus, service.env)
+    for name, value in added.items():
+        env.setdefault(name, value)
     return ReplicaPlan(
         service=service.name,
         index=index,
@@ -369,6 +413,7 @@ def _skeleton(
         metrics=service.metrics,
         host=placement.leader.address if placement is not None else HOST,
         placement=placement,
+        unset_env=unset,
     )
 
 

@@ -98,16 +98,17 @@ def scaled_plan(
     if on_nodes:  # Slurm gives the GPUs on the nodes (per node, as at the start)
         placements = added_placements(plan, spec, len(names), up, problems)
         gpus: dict[str, tuple[int, ...]] = {}
+        vendor = plan.gpu_vendor
     else:
         placements = [None] * len(names)
-        gpus = _assign_added(plan, name, spec.gpus, names, read_node, problems)
+        gpus, vendor = _assign_added(plan, name, spec.gpus, names, read_node, problems)
     if problems:
         raise ConfigError([f"scale to {replicas}: {p}" for p in problems], source=plan.source)
     spec = attrs.evolve(spec, replicas=replicas)
     book = port_book(plan, ports) if on_nodes else None
     skeletons = tuple(
         attrs.evolve(
-            _skeleton(spec, index, _ports_on(spec.ports, ports, book, placement), gpus.get(new, ()), placement),
+            _skeleton(spec, index, _ports_on(spec.ports, ports, book, placement), gpus.get(new, ()), placement, vendor),
             name=new,
         )
         for index, new, placement in zip(indices, names, placements, strict=True)
@@ -117,7 +118,8 @@ def scaled_plan(
     resolved = tuple(_resolve_replica(spec, s, shared, problems, _unused_which, False) for s in skeletons)
     if problems:
         raise ConfigError([f"scale to {replicas}: {p}" for p in dict.fromkeys(problems)], source=plan.source)
-    return _replaced(plan, attrs.evolve(current, replicas=current.replicas + resolved), spec)
+    grown_plan = _replaced(plan, attrs.evolve(current, replicas=current.replicas + resolved), spec)
+    return attrs.evolve(grown_plan, gpu_vendor=vendor) if gpus else grown_plan
 
 
 def _replaced(plan: Plan, service: ServicePlan, spec: Service) -> Plan:
@@ -159,15 +161,16 @@ def _assign_added(
     names: Sequence[str],
     read_node: Callable[[], GpuNode],
     problems: list[str],
-) -> dict[str, tuple[int, ...]]:
-    """GPUs for the new replicas, beside those the run's replicas hold (pinned as explicit ids)."""
+) -> tuple[dict[str, tuple[int, ...]], str]:
+    """GPUs for the new replicas, beside those the run's replicas hold (pinned as explicit ids), and the
+    node's vendor (the plan's when no node is read)."""
     if request is None or not request.per_replica or not names:
-        return {}
+        return {}, plan.gpu_vendor
     try:
         node = read_node()
     except GpuUnavailable as exc:
         problems.append(f"service '{name}' needs GPUs but {exc}; {exc.hint}")
-        return {}
+        return {}, plan.gpu_vendor
     held = [
         GpuWant(replica.service, replica.name, GpuRequest(ids=replica.gpus))
         for service in plan.services
@@ -177,7 +180,7 @@ def _assign_added(
     given, problem = assign_gpus([*held, *(GpuWant(name, new, request) for new in names)], node)
     if problem is not None:
         problems.append(problem)
-    return given
+    return given, node.vendor
 
 
 def topology_with(topology: Topology, service: Service) -> Topology:
@@ -247,7 +250,7 @@ def _filled(
 ) -> tuple[ReplicaPlan, ...]:
     """Each replica of ``current`` planned from ``spec`` again, keeping its name, index, ports and GPUs."""
     skeletons = tuple(
-        attrs.evolve(_skeleton(spec, r.index, dict(r.ports), r.gpus, r.placement), name=r.name)
+        attrs.evolve(_skeleton(spec, r.index, dict(r.ports), r.gpus, r.placement, plan.gpu_vendor), name=r.name)
         for r in current.replicas
     )
     shared = _shared_context(plan.services, plan.run_dir)

@@ -101,7 +101,7 @@ class HeadStart:
         return head
 
     def _spawn(self, replica: ReplicaPlan, base_env: Mapping[str, str]) -> None:
-        env = {**base_env, **replica.env, RUN_ID_ENV: self.plan.run_id, REPLICA_ENV: replica.name}  # as Replica.spawn
+        env = {**replica.environment(base_env), RUN_ID_ENV: self.plan.run_id, REPLICA_ENV: replica.name}  # as spawn
         try:
             process = ChildProcess.spawn(replica.argv, env, replica.cwd)
         except OSError:

@@ -333,14 +333,14 @@ class Replica:
         if self.incarnation is not None and self.plan.placement is not None:
             host.relocate(self)  # a node of its step may have gone down with the last incarnation
         plan = self.plan
-        env = {**host.base_env, **plan.env, RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
+        env = {**plan.environment(host.base_env), RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
         stream.subscribe(lambda block: host.on_output(plan.name, block))
         try:
             if plan.profile is not None:  # nsys and py-spy do not create the directory of their output
-                os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
-                if self.incarnation is not None:
+                if self.incarnation is not None:  # first: rocprof's report is the directory itself
                     plan.profile.keep_previous(self.incarnation.number)
+                os.makedirs(plan.profile.directory, mode=0o700, exist_ok=True)
             process = host.launcher_for(plan).launch(plan.argv, env, plan.cwd)
         except OSError as exc:
             stream.close()

@@ -333,6 +333,7 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
             ids=None if ids is None else tuple(_strict_int(item) for item in ids),
             contiguous=_strict_bool(value.get("contiguous", False)),
             min_free_memory_bytes=None if memory is None else _size(memory),
+            vendor=None if value.get("vendor") is None else _strict_str(value["vendor"]),
         )
     return GpuRequest(count=_strict_int(value))
 
@@ -352,13 +353,15 @@ def _profile(value: object, _: object = None) -> Profile | None:
     if isinstance(value, str):
         return Profile(value)
     if not isinstance(value, Mapping):
-        raise ValueError(f"expected a profiler name or {{tool: nsys | py-spy | torch, args: [...]}}, got {value!r}")
+        raise ValueError(
+            f"expected a profiler name or {{tool: nsys | py-spy | rocprof | torch, args: [...]}}, got {value!r}"
+        )
     allowed = _FIELDS_OF[Profile]
     for key in value:
         if key not in allowed:
             raise _UnknownField(str(key), allowed)
     if "tool" not in value:
-        raise ValueError("tool: missing (nsys, py-spy or torch)")
+        raise ValueError("tool: missing (nsys, py-spy, rocprof or torch)")
     grace = value.get("grace")
     return Profile(
         _strict_str(value["tool"]),
@@ -507,7 +510,7 @@ _FIELDS_OF: dict[type, list[str]] = {
     for cls in (Backoff, RestartPolicy, StopPolicy, LogPolicy, Service, Topology, Placement, Cluster, SlurmCluster)
 }
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
-_FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory"]
+_FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory", "vendor"]
 _FIELDS_OF[Profile] = ["tool", "args", "grace"]
 
 

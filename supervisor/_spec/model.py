@@ -353,6 +353,9 @@ class GpuRequest:
     contiguous: bool = False  #: neighbouring indices only (e.g. one NVLink island on 8-GPU boxes)
     #: refuse to start unless each assigned GPU has this much free memory
     min_free_memory_bytes: int | None = attrs.field(default=None, converter=attrs.converters.optional(parse_size))
+    #: ``nvidia`` or ``amd``: the only GPUs the program runs on (TensorRT-LLM: NVIDIA's); a node of the other
+    #: vendor's GPUs refuses the plan. None: either
+    vendor: str | None = None
 
     @property
     def per_replica(self) -> int:
@@ -382,7 +385,7 @@ def _phases(value: Iterable[Phase] | Mapping[str, str]) -> tuple[Phase, ...]:
     return tuple(value)
 
 
-PROFILE_TOOLS: tuple[str, ...] = ("nsys", "py-spy", "torch")
+PROFILE_TOOLS: tuple[str, ...] = ("nsys", "py-spy", "rocprof", "torch")
 
 
 @attrs.frozen
@@ -392,7 +395,8 @@ class Profile:
     ``nsys`` and ``py-spy`` wrap the command (``nsys profile ... <command>``, ``py-spy record ... --
     <command>``): the profiler becomes the replica's leader, the program its child. Both write their
     report when the program exits, so a stop signals the program only and gives the profiler a longer
-    grace (``grace_seconds``, default 60 s for nsys, 15 s for py-spy, or the service's if longer).
+    grace (``grace_seconds``, default 60 s for nsys, 15 s for py-spy, or the service's if longer). ``rocprof``
+    wraps it with AMD's ``rocprofv3`` the same way (60 s), writing ``<replica>/<pid>_results.db`` per process.
     ``torch`` wraps nothing: it sets ``SGLANG_TORCH_PROFILER_DIR`` and ``VLLM_TORCH_PROFILER_DIR`` (vLLM up
     to 0.15; later ones take ``--profiler-config.torch_profiler_dir={profile_dir}`` in the command), where
     the engine writes torch traces between ``/start_profile`` and ``/stop_profile``; others ignore them.
@@ -400,9 +404,9 @@ class Profile:
     program's exit code.
     """
 
-    tool: str  #: nsys, py-spy or torch
+    tool: str  #: nsys, py-spy, rocprof (rocprofv3) or torch
     args: tuple[str, ...] = attrs.field(default=(), converter=_strings)  #: extra profiler options
-    #: the stop's grace while profiling (default: 60s with nsys, 15s with py-spy, or the service's if longer)
+    #: the stop's grace while profiling (default: 60s with nsys and rocprof, 15s with py-spy, or the service's)
     grace_seconds: float | None = attrs.field(default=None, converter=_optional_duration)
 
 

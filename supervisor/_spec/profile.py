@@ -1,10 +1,10 @@
-"""Profiling a service: its replicas' commands wrapped by nsys or py-spy, or the torch profiler's env set.
+"""Profiling a service: its replicas' commands wrapped by nsys, py-spy or rocprofv3, or the torch profiler's env set.
 
 Planning, pure: what runs, where the output goes (``<run_dir>/profiles/<replica>...``) and how long a stop
 waits for the profiler to write it. The runtime reads the result from ``ReplicaPlan.profile`` (and moves
 an ended incarnation's report aside before a restart, ``PlannedProfile.keep_previous``).
 
-nsys and py-spy both write their report when the profiled program exits; py-spy dies at once on SIGTERM
+nsys, rocprofv3 and py-spy write their report when the profiled program exits; py-spy dies at once on SIGTERM
 without writing anything (only SIGINT makes it stop and write). So a stop signals the program (every
 process of the replica but the profiler, which leads the group) and the profiler finishes on its own.
 """
@@ -30,16 +30,22 @@ __all__ = [
 
 #: how long a stop waits at least for a profiler to write its report once the program exited: nsys
 #: post-processes its capture into a .nsys-rep (seconds to minutes for a long GPU run); py-spy writes a
-#: flamegraph in well under a second, the rest is the program's own shutdown
-PROFILE_GRACE_SECONDS: Mapping[str, float] = {"nsys": 60.0, "py-spy": 15.0, "torch": 0.0}
+#: flamegraph in well under a second, the rest is the program's own shutdown; rocprofv3 flushes its buffers
+#: and writes its SQLite database (rocpd) when the program finalises
+PROFILE_GRACE_SECONDS: Mapping[str, float] = {"nsys": 60.0, "py-spy": 15.0, "rocprof": 60.0, "torch": 0.0}
 #: read by vLLM and SGLang (their /start_profile, /stop_profile endpoints write torch traces there)
 TORCH_PROFILER_ENV = ("VLLM_TORCH_PROFILER_DIR", "SGLANG_TORCH_PROFILER_DIR")
-_WRAPPERS = ("nsys", "py-spy")
+_WRAPPERS = ("nsys", "py-spy", "rocprof")
 _OUTPUT_FLAGS = ("-o", "--output")
+_ROCPROF_OUTPUT_FLAGS = ("-d", "--output-directory", "-o", "--output-file")
+#: what rocprofv3 collects when ``args`` choose nothing (it collects nothing by default): HIP and HSA API
+#: calls, memory copies, kernel dispatches and markers, at a lower cost than ``--sys-trace``
+ROCPROF_DEFAULT_ARGS = ("--runtime-trace",)
 _PY_SPY_SUFFIX = {"flamegraph": ".svg", "speedscope": ".json", "chrometrace": ".json", "raw": ".txt"}
 _HINTS = {
     "nsys": "install NVIDIA Nsight Systems (the nsys CLI) or remove profile:",
     "py-spy": "pip install py-spy, or remove profile:",
+    "rocprofv3": "install ROCm's rocprofiler-sdk (rocprofv3, ROCm 6.2+; /opt/rocm/bin on PATH) or remove profile:",
 }
 
 
@@ -48,17 +54,19 @@ class PlannedProfile:
     """A replica's profiling, resolved."""
 
     tool: str
-    output: str  #: the report file (py-spy), its path without .nsys-rep (nsys), or the trace directory (torch)
+    #: the report file (py-spy), its path without .nsys-rep (nsys), or the directory of the reports (rocprof:
+    #: ``<pid>_results.db`` per profiled process) or of the traces (torch)
+    output: str
     wraps: bool  #: the profiler is the replica's leader and the program its child
 
     @property
     def directory(self) -> str:
         """What must exist before the spawn."""
-        return self.output if self.tool == "torch" else os.path.dirname(self.output)
+        return self.output if self.tool in ("torch", "rocprof") else os.path.dirname(self.output)
 
     @property
     def report(self) -> str | None:
-        """The file the profiler writes (None for torch: the engine names its traces)."""
+        """The file the profiler writes, or its directory (rocprof); None for torch: the engine names its traces."""
         if self.tool == "torch":
             return None
         return self.output + ".nsys-rep" if self.tool == "nsys" else self.output
@@ -71,7 +79,10 @@ class PlannedProfile:
         if report is None or not os.path.exists(report):
             return
         name = os.path.basename(report)
-        stem = name.split(".nsys-rep")[0] if self.tool == "nsys" else os.path.splitext(name)[0]
+        if self.tool == "rocprof":  # a directory: ``w.0`` has no suffix to keep
+            stem = name
+        else:
+            stem = name.split(".nsys-rep")[0] if self.tool == "nsys" else os.path.splitext(name)[0]
         os.replace(report, os.path.join(os.path.dirname(report), f"{stem}~{incarnation}{name[len(stem) :]}"))
 
 
@@ -110,6 +121,8 @@ def check_profile(profile: Profile, where: str, report: Callable[[str], None]) -
             return
     if profile.tool == "torch" and profile.args:
         report(f"{field}.args': torch takes no args (it only sets {' and '.join(TORCH_PROFILER_ENV)})")
+    elif profile.tool == "rocprof" and _given(profile.args, _ROCPROF_OUTPUT_FLAGS):
+        report(f"{field}.args': the output is set for you (<run_dir>/profiles/<replica>); drop -d/-o")
     elif profile.tool in _WRAPPERS and _given(profile.args, _OUTPUT_FLAGS):
         report(f"{field}.args': the output is set for you (<run_dir>/profiles/<replica>); drop -o/--output")
     if profile.tool == "py-spy":
@@ -137,8 +150,10 @@ def plan_profile(
     nsys: ``nsys profile --output=<run_dir>/profiles/<replica> --force-overwrite=true [args] <argv>``
     (nsys adds ``.nsys-rep``; its documented form puts the application right after the options).
     py-spy: ``py-spy record --output=<...>/<replica>.<svg|json|txt> [args] -- <argv>`` (the suffix follows
-    ``--format``). torch: ``<argv>`` unchanged, ``VLLM_TORCH_PROFILER_DIR`` and
-    ``SGLANG_TORCH_PROFILER_DIR`` set to ``<...>/<replica>`` (a directory).
+    ``--format``). rocprof: ``rocprofv3 --output-directory <...>/<replica> --output-file %pid% [args] --
+    <argv>`` (args default to ``--runtime-trace``; the default rocpd format writes ``<pid>_results.db``, one
+    per profiled process: an engine's workers are processes of their own). torch: ``<argv>`` unchanged,
+    ``VLLM_TORCH_PROFILER_DIR`` and ``SGLANG_TORCH_PROFILER_DIR`` set to ``<...>/<replica>`` (a directory).
     """
     base = os.path.join(run_dir, "profiles", replica)
     grace = profile.grace_seconds if profile.grace_seconds is not None else PROFILE_GRACE_SECONDS[profile.tool]
@@ -150,5 +165,9 @@ def plan_profile(
         output = base + _PY_SPY_SUFFIX.get(_option(args, ("-f", "--format")) or "flamegraph", ".svg")
         wrapped = ("py-spy", "record", f"--output={output}", *args, "--", *argv)
         return wrapped, {}, grace, PlannedProfile("py-spy", output, wraps=True)
+    if profile.tool == "rocprof":
+        chosen = args or ROCPROF_DEFAULT_ARGS
+        wrapped = ("rocprofv3", "--output-directory", base, "--output-file", "%pid%", *chosen, "--", *argv)
+        return wrapped, {}, grace, PlannedProfile("rocprof", base, wraps=True)
     env = dict.fromkeys(TORCH_PROFILER_ENV, base)
     return argv, env, grace, PlannedProfile("torch", base, wraps=False)

@@ -508,3 +508,5 @@ def check_gpu_request(request: GpuRequest, where: str, report: Callable[[str], o
             report(f"{field}: count {request.count} disagrees with ids {list(request.ids)}; give one of them")
     if not isinstance(request.contiguous, bool):
         report(f"{field}: contiguous must be true or false, got {request.contiguous!r}")
+    if request.vendor not in (None, "nvidia", "amd"):
+        report(f"{field}: vendor must be nvidia or amd, got {request.vendor!r}")

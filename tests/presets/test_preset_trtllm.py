@@ -43,7 +43,7 @@ def test_single_server_is_the_frontend() -> None:
     (server,) = topology.services
     assert topology.name == "trtllm" and server.name == "frontend"
     assert list(server.command) == [*serve(tp=2), "--max_batch_size", "64", "--trust_remote_code"]  # snake_case kept
-    assert server.gpus == sv.GpuRequest(count=2) and server.depends_on == ()
+    assert server.gpus == sv.GpuRequest(count=2, vendor="nvidia") and server.depends_on == ()  # CUDA only
     assert server.stop == sv.StopPolicy("SIGTERM", 30.0)
     assert server.ready is not None and server.ready.check == sv.HttpCheck("http://{host}:{port}/health", 200)
     assert [p.name for p in server.phases] == [
@@ -164,7 +164,7 @@ def test_bad_vars_name_the_preset_and_the_var(overrides: dict[str, object], expe
 def test_each_server_gets_a_gpu_per_rank(kwargs: dict[str, object], gpus: int) -> None:
     topology = topologies.trtllm(model="m", **kwargs)  # type: ignore[arg-type]
     servers = [service for service in topology.services if service.gpus is not None]
-    assert servers and all(service.gpus == sv.GpuRequest(count=gpus) for service in servers)
+    assert servers and all(service.gpus == sv.GpuRequest(count=gpus, vendor="nvidia") for service in servers)
     assert {service.name for service in servers} == ({"prefill", "decode"} if "mode" in kwargs else {"frontend"})
 
 

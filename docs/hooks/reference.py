@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import inspect
 import os
 import re
@@ -151,6 +152,8 @@ def _hint_text(hint: object, where: str) -> str:
         return f"list of {_hint_text(args[0], where)}s"
     if isinstance(hint, type) and attrs.has(hint):
         return "mapping"
+    if origin in (collections.abc.Mapping, dict) and len(args) == 2:
+        return f"mapping of {_hint_text(args[0], where)} to {_hint_text(args[1], where)}"
     simple = {str: "string", int: "integer", bool: "boolean", float: "number"}
     if hint in simple:
         return simple[hint]

@@ -137,7 +137,7 @@ def vajra(
         ready=supervisor.Probe(models, timeout_seconds=LOAD_TIMEOUT_SECONDS),
         alive=supervisor.Probe(models, period_seconds=5.0),
         restart=supervisor.RestartPolicy("on-failure"),
-        gpus=gpus,
+        gpus=supervisor.GpuRequest(count=gpus, vendor="nvidia"),  # Vajra is CUDA only: refused on AMD GPUs
     )
     return supervisor.Topology(name="vajra", services=[server])
 

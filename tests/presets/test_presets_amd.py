@@ -1,5 +1,5 @@
 """The presets on AMD GPUs (a simulated MI300X node): vLLM, SGLang, llama.cpp and Dynamo's vLLM and SGLang
-workers get ROCm's HIP_VISIBLE_DEVICES; TensorRT-LLM, alone or as Dynamo's engine, is refused (exit 2)."""
+workers get ROCm's HIP_VISIBLE_DEVICES; TensorRT-LLM (alone or as Dynamo's engine) and Vajra, CUDA only, are refused (exit 2)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ def test_vllm_replicas_each_get_hip_visible_devices_of_their_own_gpus(tmp_path: 
 
 @pytest.mark.parametrize(
     ("preset", "sets"),
-    [("trtllm", ()), ("trtllm", ("mode=disagg",)), ("dynamo", ("engine=trtllm", "tp=1"))],
-    ids=["trtllm", "trtllm-disagg", "dynamo-trtllm"],
+    [("trtllm", ()), ("trtllm", ("mode=disagg",)), ("dynamo", ("engine=trtllm", "tp=1")), ("vajra", ("tp=2",))],
+    ids=["trtllm", "trtllm-disagg", "dynamo-trtllm", "vajra"],
 )
-def test_tensorrt_llm_is_refused_on_amd_gpus(tmp_path: Path, preset: str, sets: tuple[str, ...]) -> None:
+def test_cuda_only_engines_are_refused_on_amd_gpus(tmp_path: Path, preset: str, sets: tuple[str, ...]) -> None:
     done = validate(preset, tmp_path, *sets)
     assert done.returncode == 2, done.stdout + done.stderr
     assert (

@@ -1,5 +1,6 @@
 """The presets on AMD GPUs (a simulated MI300X node): vLLM, SGLang, llama.cpp and Dynamo's vLLM and SGLang
-workers get ROCm's HIP_VISIBLE_DEVICES; TensorRT-LLM (alone or as Dynamo's engine) and Vajra, CUDA only, are refused (exit 2)."""
+workers get ROCm's HIP_VISIBLE_DEVICES; TensorRT-LLM (alone or as Dynamo's engine) and Vajra, CUDA only,
+are refused (exit 2)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ __all__ = [
     "FRONTEND",
     "HEAD_NODE",
     "ON_SUPERVISOR",
+    "OPENAI_API",
     "Cluster",
     "EngineProfile",
     "api_ports",
@@ -46,6 +47,8 @@ Cluster = supervisor.Cluster | supervisor.SlurmCluster | None
 HEAD_NODE = supervisor.Placement(node=0)
 #: on a cluster, a job that only writes files into the run directory runs beside the supervisor
 ON_SUPERVISOR = supervisor.Placement(local=True)
+#: the OpenAI-compatible routes every engine's server here answers, as ``api`` names them
+OPENAI_API = {"models": "/v1/models", "chat_completions": "/v1/chat/completions", "completions": "/v1/completions"}
 
 
 @attrs.frozen
@@ -57,9 +60,12 @@ class EngineProfile:
     fatal: tuple[str, ...] = ()  #: output that means a restart cannot help (beyond the built-in ones)
     phases: tuple[supervisor.Phase, ...] = ()  #: startup phases, in the order the engine logs them
     list_style: ListStyle = "spread"  #: how list-valued ``args`` become flags
+    #: the server's routes (``Service.api``): health, models, chat completions... and its own
+    api: Mapping[str, str] = attrs.field(factory=dict)
 
     def service(self, **fields: object) -> supervisor.Service:
-        """A ``Service`` running this engine, with its stop policy, fatal patterns and phases."""
+        """A ``Service`` running this engine, with its stop policy, fatal patterns, phases and routes."""
+        fields.setdefault("api", self.api)
         fields.setdefault("stop", self.stop)
         fields.setdefault("fatal", self.fatal)
         fields.setdefault("phases", self.phases)

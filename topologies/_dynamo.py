@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import supervisor
 
-from ._common import EngineProfile, literal, model_arg
+from ._common import OPENAI_API, EngineProfile, literal, model_arg
 
 __all__ = [
     "ENGINES",
@@ -25,11 +25,13 @@ __all__ = [
     "LOOPBACK_ENV",
     "RESTART_ALWAYS",
     "STATUS_PORT_LIMIT",
+    "WORKER_API",
     "Discovery",
     "Engine",
     "Role",
     "discovery_env",
     "frontend_ready",
+    "frontend_ready_path",
     "nixl_env",
     "worker_command",
     "worker_env",
@@ -53,6 +55,8 @@ LOOPBACK_ENV = {
 }
 
 RESTART_ALWAYS = supervisor.RestartPolicy(policy="always")
+#: a worker's status server (``DYN_SYSTEM_PORT``, its first port): ``/health`` 200 once it registered
+WORKER_API = {"health": "/health", "live": "/live", "metrics": "/metrics"}
 
 #: the Rust runtime's lines, common to the frontend and every worker (colour codes sit around them)
 _RUNTIME_PHASE = supervisor.Phase("runtime", r"Initializing KV store discovery backend|discovery backend")
@@ -66,6 +70,8 @@ FRONTEND_PROFILE = EngineProfile(
         supervisor.Phase("http", r"Starting HTTP\(S\) service"),
         supervisor.Phase("workers", r"worker detected|Adding worker set to model"),
     ),
+    # its /health is 200 with no worker: ``model_ready`` (frontend_ready_path) is the one that waits for them
+    api={"health": "/health", "live": "/live", **OPENAI_API, "metrics": "/metrics"},
 )
 
 _REGISTER = supervisor.Phase("register", r"Registering endpoint|register_llm|Registered model")
@@ -129,6 +135,7 @@ def worker_profile(engine: Engine) -> EngineProfile:
         stop=supervisor.StopPolicy("SIGTERM", grace_seconds=grace),
         fatal=_WORKER_FATAL[engine],
         phases=_WORKER_PHASES[engine],
+        api=WORKER_API,
     )
 
 
@@ -226,7 +233,12 @@ def nixl_env(engine: Engine, role: Role) -> dict[str, str]:
     return {}
 
 
+def frontend_ready_path(served_model_name: str) -> str:
+    """``/v1/models/<name>/ready``: 200 once every role the model needs (prefill and decode, or aggregated
+    workers) has registered."""
+    return f"/v1/models/{quote(served_model_name, safe='')}/ready"  # also turns template braces into %7B/%7D
+
+
 def frontend_ready(served_model_name: str) -> supervisor.Probe:
-    """200 once every role the model needs (prefill and decode, or aggregated workers) has registered."""
-    name = quote(served_model_name, safe="")  # also turns template braces into %7B/%7D
-    return supervisor.Probe(supervisor.HttpCheck(f"http://{{host}}:{{port}}/v1/models/{name}/ready"))
+    """The frontend is ready when the model is (``frontend_ready_path``), not when its HTTP server is."""
+    return supervisor.Probe(supervisor.HttpCheck("http://{host}:{port}" + frontend_ready_path(served_model_name)))

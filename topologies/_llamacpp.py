@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import supervisor
 
-from ._common import EngineProfile, literal, model_arg
+from ._common import OPENAI_API, EngineProfile, literal, model_arg
 
 __all__ = ["PROFILE", "READY", "server_command"]
 
@@ -32,6 +32,8 @@ PROFILE = EngineProfile(
         supervisor.Phase("listen", r"server is listening|listening on http"),
     ),
     list_style="comma",  # llama-server takes lists comma-separated (--alias a,b; --tensor-split 1,1)
+    # tools/server/README.md; /metrics with --metrics (the preset passes it)
+    api={"health": "/health", **OPENAI_API, "props": "/props", "tokenize": "/tokenize", "metrics": "/metrics"},
 )
 
 #: 503 while loading, 200 when it can serve (the process listens long before the model is loaded)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import supervisor
 
-from ._common import FRONTEND, HEAD_NODE, api_ports, preset_error
+from ._common import FRONTEND, HEAD_NODE, OPENAI_API, api_ports, preset_error
 
 __all__ = [
     "LOAD_TIMEOUT_SECONDS",
@@ -65,9 +65,11 @@ def router_frontend(
     depends_on: object = ("prefill", "decode"),
     extra_ports: Sequence[str] = (),
     metrics: str | None = None,
+    api: Mapping[str, str] | None = None,
 ) -> supervisor.Service:
     """The proxy or router in front of disaggregated prefill and decode servers: the ``frontend`` (on a
-    cluster on the head node, node 0); ``metrics``, its Prometheus endpoint if it has one."""
+    cluster on the head node, node 0); ``metrics``, its Prometheus endpoint if it has one; ``api``, its
+    routes (default: ``/health`` and the OpenAI ones it forwards)."""
     return supervisor.Service(
         name=FRONTEND,
         command=command,
@@ -80,4 +82,5 @@ def router_frontend(
         restart=supervisor.RestartPolicy("on-failure"),
         placement=HEAD_NODE,
         metrics=metrics,
+        api={"health": "/health", **OPENAI_API} if api is None else api,
     )

@@ -153,6 +153,7 @@ def dynamo(
         depends_on=needs,
         env=engine_env(env_path, env, **_dynamo.discovery_env(discovery), **_dynamo.LOOPBACK_ENV, **fixed),
         ready=_dynamo.frontend_ready(served),
+        api={**_dynamo.FRONTEND_PROFILE.api, "model_ready": _dynamo.frontend_ready_path(served)},
         metrics="http://{host}:{port}/metrics",
         restart=_dynamo.RESTART_ALWAYS,  # a clean exit is a failure: it leaves by itself when etcd is gone
         placement=HEAD_NODE,

@@ -26,6 +26,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    OPENAI_API,
     Cluster,
     EngineProfile,
     api_ports,
@@ -68,6 +69,17 @@ PROFILE = EngineProfile(
         supervisor.Phase("warmup", r"Uvicorn running on"),
     ),
     list_style="spread",
+    # sglang/srt/entrypoints/http_server.py: /health answers once the server is up, /health_generate
+    # once a one-token generation succeeds; /generate is SGLang's native API
+    api={
+        "health": "/health",
+        "health_generate": "/health_generate",
+        **OPENAI_API,
+        "generate": "/generate",
+        "model_info": "/get_model_info",
+        "flush_cache": "/flush_cache",
+        "metrics": "/metrics",
+    },
 )
 
 
@@ -143,6 +155,7 @@ def sglang(
         port,
         ready_path="/readiness",
         alive_path="/liveness",
+        api={"health": "/health", "readiness": "/readiness", "liveness": "/liveness", **OPENAI_API},
         env=engine_env(env_path, env),
         extra_ports=("prometheus",),
         metrics=ROUTER_METRICS,

@@ -27,6 +27,7 @@ import supervisor
 from ._common import (
     FRONTEND,
     ON_SUPERVISOR,
+    OPENAI_API,
     Cluster,
     EngineProfile,
     api_ports,
@@ -55,6 +56,8 @@ PROFILE = EngineProfile(
         supervisor.Phase("api_server", r"Started server process|Uvicorn running on"),
     ),
     list_style="spread",
+    # tensorrt_llm/serve/openai_server.py; its /metrics is JSON iteration statistics, not Prometheus text
+    api={"health": "/health", **OPENAI_API, "version": "/version", "iteration_stats": "/metrics"},
 )
 
 _DIR = "{run_dir}/trtllm"

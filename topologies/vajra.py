@@ -34,6 +34,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    OPENAI_API,
     Cluster,
     EngineProfile,
     api_ports,
@@ -78,6 +79,7 @@ PROFILE = EngineProfile(
         supervisor.Phase("api_server", r"Created OpenAIServingChat and OpenAIServingCompletion"),
     ),
     list_style="spread",  # Vajra's lists are space-separated values after one flag
+    api=OPENAI_API,  # vajra/entrypoints/openai/api_server.py: no /health, no /metrics
 )
 
 

@@ -19,6 +19,7 @@ import supervisor
 from ._args import Args
 from ._common import (
     FRONTEND,
+    OPENAI_API,
     Cluster,
     EngineProfile,
     api_ports,
@@ -62,6 +63,8 @@ PROFILE = EngineProfile(
         supervisor.Phase("api_server", r"Starting vLLM API server"),
     ),
     list_style="spread",
+    # vllm/entrypoints/openai/api_server.py; /metrics is always on
+    api={"health": "/health", **OPENAI_API, "metrics": "/metrics"},
 )
 
 #: connectors whose docs use one role for both sides; the proxy decides who prefills

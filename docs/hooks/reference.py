@@ -77,6 +77,7 @@ _SHAPES: dict[tuple[type, str], str] = {
     (_model.Service, "placement"): "`local`, or a mapping",
     (_model.Service, "on_change"): "`none` \\| `restart` \\| {signal: NAME}",
     (_model.Service, "metrics"): "URL template",
+    (_model.Service, "api"): "mapping NAME: path",
     (_model.SlurmCluster, "time"): "duration (`2h`) or Slurm time (`2:00:00`)",
     (_model.SlurmCluster, "extra"): "list of strings, or one string split as a shell would",
     (_model.GpuRequest, "ids"): "list of integers",

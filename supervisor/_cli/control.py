@@ -76,10 +76,23 @@ def status_command(call: Invocation) -> int:
                  f"{seconds:.2f}s" if isinstance(seconds, (int, float)) else "-",
                  ",".join(map(str, r["gpus"])) or "-"]
             )  # fmt: skip
+    _print_table(rows)
+    routes = [["SERVICE", "API", "URL"]]
+    routes += [
+        [name, route, url]
+        for name, service in status["services"].items()
+        for route, url in (service.get("api") or {}).items()
+    ]
+    if len(routes) > 1:  # an older run sends no api
+        print()
+        _print_table(routes)
+    return EXIT_OK
+
+
+def _print_table(rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return EXIT_OK
 
 
 # ----- restart and scale -------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class RemoteReplica:
         self.running: bool = bool(data.get("running"))
         self.ports: dict[str, int] = dict(data.get("ports") or {})
         self.url: str | None = data.get("url")
+        self.api: dict[str, str] = dict(data.get("api") or {})  #: route name -> URL (an older run sends none)
         self.restarts: int = data.get("restarts", 0)
         self.ready_seconds: float | None = data.get("ready_seconds")
         self.gpus: list[int] = list(data.get("gpus") or [])

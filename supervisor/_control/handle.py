@@ -17,7 +17,7 @@ __all__ = ["ServiceView", "SyncTopologyHandle", "TopologyHandle"]
 
 
 class ServiceView(AddressedReplica, Protocol):
-    """A service as a handle shows it: its replicas' addresses (``pids``, ``port``, ``ports``, ``url``
+    """A service as a handle shows it: its replicas' addresses (``pids``, ``port``, ``ports``, ``url``, ``api``
     are replica 0's, as ``ServiceAddresses`` says), all their urls, and how many are ready."""
 
     @property

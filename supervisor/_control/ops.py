@@ -57,6 +57,8 @@ class ReplicaStatusView(Protocol):
     @property
     def url(self) -> str | None: ...
     @property
+    def api(self) -> dict[str, str]: ...
+    @property
     def restarts(self) -> int: ...
     @property
     def incarnation(self) -> Any: ...  #: its ``ready_at`` and ``spawned_at``, or None before the first spawn
@@ -77,6 +79,8 @@ class ServiceStatusView(Protocol):
     def ready_count(self) -> int: ...
     @property
     def urls(self) -> list[str]: ...
+    @property
+    def api(self) -> dict[str, str]: ...
     @property
     def replicas(self) -> Sequence[ReplicaStatusView]: ...
 
@@ -295,6 +299,7 @@ def _service_status(
         "min_ready": service.plan.min_ready,
         "ready": service.ready_count,
         "urls": [redact(u) for u in service.urls],
+        "api": {name: redact(url) for name, url in service.api.items()},  #: replica 0's routes
         "replicas": [_replica_status(r, redact, now, wall) for r in service.replicas],
     }
 
@@ -313,6 +318,7 @@ def _replica_status(
         "running": replica.running,
         "ports": replica.ports,
         "url": None if replica.url is None else redact(replica.url),
+        "api": {name: redact(url) for name, url in replica.api.items()},
         "restarts": replica.restarts,
         "ready_seconds": None if ready_at is None or incarnation is None else ready_at - incarnation.spawned_at,
         "ready_wall_time": None if ready_at is None else wall - (now - ready_at),

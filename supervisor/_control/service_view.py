@@ -1,5 +1,6 @@
 """What a service's handle answers from its replicas, the same for a run of ours (``_runtime.replica.ServiceHandle``)
-and an attached one (``_control.attach.RemoteService``): one place that says ``port`` and ``url`` are replica 0's."""
+and an attached one (``_control.attach.RemoteService``): one place that says ``port``, ``url`` and ``api`` are
+replica 0's."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ class AddressedReplica(Protocol):
     def ports(self) -> dict[str, int]: ...
     @property
     def url(self) -> str | None: ...
+    @property
+    def api(self) -> dict[str, str]: ...
 
 
 class ServiceAddresses:
-    """``pids``, ``port``, ``ports``, ``url`` and ``urls`` of a service from its ``replicas``."""
+    """``pids``, ``port``, ``ports``, ``url``, ``urls`` and ``api`` of a service from its ``replicas``."""
 
     replicas: Sequence[AddressedReplica]
 
@@ -46,3 +49,9 @@ class ServiceAddresses:
     @property
     def urls(self) -> list[str]:
         return [r.url for r in self.replicas if r.url]
+
+    @property
+    def api(self) -> dict[str, str]:
+        """Route name -> URL on replica 0 (``health``, ``models``, ``chat_completions``...): what its service
+        declares (``api:``, a preset's engine routes) and what its probes and ``metrics`` call."""
+        return self.replicas[0].api if self.replicas else {}

@@ -52,6 +52,7 @@ from .._spec.validate import (
     dependency_graph,
     find_cycle,
 )
+from .api_routes import api_routes
 from .placement import PortBook, assign_nodes, replica_placement, task_templates
 
 if TYPE_CHECKING:  # GPUs and clusters load when a topology uses them: a plain plan is on the CLI's fast path
@@ -91,6 +92,8 @@ class ReplicaPlan:
     gpus: tuple[int, ...] = ()  #: assigned GPU indices (NVML's / HIP's); CUDA_ or HIP_VISIBLE_DEVICES
     profile: PlannedProfile | None = None  #: the profiler (``argv`` is already wrapped) and its output
     metrics: str | None = None  #: this replica's Prometheus endpoint, templates filled
+    #: its routes, NAME -> URL: the service's ``api`` paths on ``url``, then its probes' and ``metrics``
+    api: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     placement: ReplicaPlacement | None = None  #: its nodes on a cluster; None = this machine
     #: inherited variables the process must not get (on AMD GPUs: ``CUDA_VISIBLE_DEVICES`` and
     #: ``ROCR_VISIBLE_DEVICES``, which would disagree with its ``HIP_VISIBLE_DEVICES``)
@@ -474,7 +477,10 @@ def _resolve_replica(
     if replica.alive is not None:
         alive = attrs.evolve(replica.alive, check=_resolve_check(replica.alive.check, fill, "alive", replica.host))
     metrics = fill(replica.metrics, "metrics") if replica.metrics is not None else None
-    resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive, metrics=metrics)
+    if service.api and replica.url is None:
+        problems.append(f"{where}, field 'api': its paths are served on the service's port, and it has none (ports:)")
+    api = api_routes(service.api, replica.url, fill, ready=ready, alive=alive, metrics=metrics)
+    resolved = attrs.evolve(replica, argv=argv, env=env, cwd=cwd, ready=ready, alive=alive, metrics=metrics, api=api)
     if len(problems) == known_problems:  # a template left unfilled would only repeat the same problem
         check_replica(service, resolved, where, problems.append, which, check_files)
     if service.profile is not None:

@@ -200,6 +200,10 @@ class Replica:
         return self.plan.url
 
     @property
+    def api(self) -> dict[str, str]:
+        return dict(self.plan.api)
+
+    @property
     def process(self) -> LaunchedProcess | None:
         return self.incarnation.process if self.incarnation else None
 

@@ -314,6 +314,16 @@ def _env(value: object, _: object = None) -> dict[str, str]:
     return {str(key): "" if item is None else _strict_str(item) for key, item in value.items()}
 
 
+def _routes(value: object, _: object = None) -> dict[str, str]:
+    """``api: {models: /v1/models}``; whether each is a path is checked by validation, for code and YAML alike."""
+    value = _structured(value)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping NAME: path (models: /v1/models), got {value!r}")
+    return {str(key): _strict_str(item) for key, item in value.items()}
+
+
 def _gpus(value: object, _: object = None) -> GpuRequest | None:
     value = _structured(value)
     if value is None:
@@ -440,6 +450,7 @@ _SERVICE_HOOKS: dict[str, Callable[[object, object], object]] = {
     "metrics": _optional_str,
     "placement": _placement,
     "on_change": _on_change,
+    "api": _routes,
 }
 
 

@@ -293,6 +293,11 @@ class LogPolicy:
     backups: int = 5  #: rotated files kept (``.1``, ``.2``, ...)
 
 
+def _routes(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Kept as given (no ``str()``): a route that is no path is reported by validation, naming it."""
+    return dict(value or {})
+
+
 def _env(value: Mapping[str, object] | None) -> Mapping[str, str]:
     return {str(key): "" if item is None else str(item) for key, item in (value or {}).items()}
 
@@ -544,6 +549,9 @@ class Service:
     placement: Placement | None = attrs.field(default=None, converter=_placement)
     #: when another service's endpoints that its templates use change (a scale): none, restart or a signal
     on_change: OnChange = attrs.field(factory=OnChange, converter=_on_change)
+    #: the server's routes, NAME: path (``models: /v1/models``) on its ``url``; ``group[svc].api`` lists them as
+    #: URLs with the routes its probes and ``metrics`` name
+    api: Mapping[str, str] = attrs.field(factory=dict, converter=_routes, hash=False)
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:

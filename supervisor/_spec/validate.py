@@ -221,6 +221,7 @@ def _check_service(
             _check_probe(probe, f"{where}, field '{field}", report)
     if service.metrics is not None:
         _text(service.metrics, f"{where}, field 'metrics'", report)
+    _check_routes(service.api, where, report)
     for pattern in service.fatal:
         _regex(pattern, f"{where}, field 'fatal'", report)
     phase_names: set[str] = set()
@@ -423,6 +424,18 @@ def _texts(replica: ReplicaView, field: str) -> Iterable[tuple[str, str]]:
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: set by the probe itself: a second one would make the request ambiguous
 _OWN_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
+
+
+def _check_routes(routes: object, where: str, report: Report) -> None:
+    """``api``: each name a plain name, each route a path on the server (``/v1/models``), one line long."""
+    if not isinstance(routes, Mapping):
+        report(f"{where}, field 'api': expected a mapping NAME: path (models: /v1/models)")
+        return
+    for name, path in routes.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            report(f"{where}, field 'api': route name {name!r} must be letters, digits, '_' or '-'")
+        elif not isinstance(path, str) or not path.startswith("/") or any(c.isspace() or c == "\0" for c in path):
+            report(f"{where}, field 'api.{name}': expected a path starting with '/' (/v1/models), got {path!r}")
 
 
 def _check_headers(headers: object, where: str, report: Report) -> None:

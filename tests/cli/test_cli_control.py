@@ -294,3 +294,39 @@ def test_env_prints_a_detached_runs_client_variables_for_a_shell_to_eval(tmp_pat
     gone = supervisor("env", str(run_dir))
     assert gone.returncode == 1 and f"run {run_id} is not running (it was stopped)" in gone.stderr, gone.stderr
     assert gone.stdout == ""
+
+
+def test_status_of_the_detached_demo_lists_each_services_api_and_attach_gives_the_same(runs_dir: Path) -> None:
+    """``status --json`` has an ``api`` object per service (its routes as URLs on replica 0): the
+    frontend's declared routes, then what each service's probes and ``metrics`` call; the table lists
+    them; ``attach`` from another process reads the same."""
+    run_id, _ = run_detached(ROOT / "examples" / "demo.yaml", runs_dir)
+    try:
+        status = json.loads(supervisor("status", run_id, "--json").stdout)["services"]
+        frontend = status["frontend"]["replicas"][0]["url"]
+        assert status["frontend"]["api"] == {
+            "models": f"{frontend}/v1/models",
+            "chat_completions": f"{frontend}/v1/chat/completions",
+            "ready": f"{frontend}/health",
+            "metrics": f"{frontend}/metrics",
+        }
+        for name in ("kv", "prefill", "decode"):
+            url = status[name]["replicas"][0]["url"]
+            assert status[name]["api"] == {"ready": f"{url}/health", "metrics": f"{url}/metrics"}, name
+        assert status["decode"]["replicas"][1]["api"]["ready"] == status["decode"]["replicas"][1]["url"] + "/health"
+        table = supervisor("status", run_id).stdout
+        assert re.search(rf"^frontend +chat_completions +{re.escape(frontend)}/v1/chat/completions$", table, re.M)
+        client = (
+            "import json, sys, anyio, supervisor\n"
+            "async def main():\n"
+            "    async with supervisor.attach(sys.argv[1]) as group:\n"
+            "        print(json.dumps({s.name: s.api for s in group}))\n"
+            "anyio.run(main)\n"
+        )
+        attached = subprocess.run([PYTHON, "-c", client, run_id], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert attached.returncode == 0, attached.stderr
+        assert json.loads(attached.stdout) == {name: service["api"] for name, service in status.items()}
+    finally:
+        stopped = supervisor("stop", run_id)
+        assert stopped.returncode == 0, stopped.stderr
+    assert marked_processes(run_id) == {}

@@ -43,7 +43,8 @@ NODE = "8x80GB"  #: stand-ins rehearse on a simulated 8-GPU node: the GPU plan i
 async def test_preset_serves_completions_through_frontend(
     tmp_path: Path, runs_dir: Path, preset: str, extra: dict[str, object]
 ) -> None:
-    """Every service turns ready, completions and chat answer through ``frontend``, teardown leaves nothing."""
+    """Every service turns ready, completions and chat answer through ``frontend`` (and its ``models`` route
+    of ``api``), teardown leaves nothing."""
     env_path = standin_env(tmp_path / "env")
     topology = topologies.builder(preset)(model=MODEL, env_path=str(env_path), **extra)
     async with sv.launch(topology, runs_dir=runs_dir, gpus=NODE) as group:
@@ -55,6 +56,8 @@ async def test_preset_serves_completions_through_frontend(
                 "/v1/chat/completions",
                 json={"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "red fox"}]},
             )
+            models = await client.get(group["frontend"].api["models"])  # the preset's route, as a full URL
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == MODEL, models.text
         assert text.status_code == 200, text.text
         assert text.json()["choices"][0]["text"] == "hello world hello"
         assert chat.status_code == 200, chat.text

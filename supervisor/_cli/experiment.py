@@ -4,7 +4,10 @@ and the report to stdout at the end. Exit codes: 0 every trial ok, 1 a trial fai
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigError
@@ -16,7 +19,26 @@ if TYPE_CHECKING:
 
 __all__ = ["ab_command", "report_command", "sweep_command"]
 
+_started: list[str] = []  #: the id of the sweep this command started (or resumed), once it has one
 
+
+def _resumable(command: Callable[[Invocation], int]) -> Callable[[Invocation], int]:
+    """Ctrl-C ends the current trial (its topology torn down, no row for it) and says how to go on."""
+
+    @functools.wraps(command)
+    def interruptible(call: Invocation) -> int:
+        _started.clear()
+        try:
+            return command(call)
+        except KeyboardInterrupt:
+            if _started:
+                call.voice.error(f"interrupted: the trials not done run with: supervisor sweep --resume {_started[-1]}")
+            return 128 + signal.SIGINT
+
+    return interruptible
+
+
+@_resumable
 def sweep_command(call: Invocation) -> int:
     import anyio
 
@@ -46,6 +68,7 @@ def sweep_command(call: Invocation) -> int:
     return _finish(result)
 
 
+@_resumable
 def ab_command(call: Invocation) -> int:
     import anyio
 
@@ -85,6 +108,7 @@ def report_command(call: Invocation) -> int:
 
 
 def _print_id(sweep_id: str) -> None:
+    _started.append(sweep_id)
     print(sweep_id, flush=True)  # the first line: what --resume and report take
 
 

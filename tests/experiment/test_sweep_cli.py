@@ -156,3 +156,31 @@ def test_resume_after_the_sweep_was_killed_in_trial_3_runs_trials_3_and_4_only(r
     assert len(_csv_rows(folder)) == 4
     again = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir))
     assert again.returncode == 0 and len(calls.read_text().splitlines()) == 5  # nothing left to run
+
+
+def test_ctrl_c_ends_the_current_trial_cleanly_and_leaves_the_sweep_resumable(runs_dir: Path, tmp_path: Path) -> None:
+    """The client of trial 2 sends SIGINT to the sweep (its parent) once, as a terminal's Ctrl-C would:
+    that trial's topology is torn down at once (verified), no row is written for it, exit 130."""
+    cue = tmp_path / "interrupt-once"
+    cue.touch()
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import os, signal, sys, time\nfrom pathlib import Path\n"
+        "trial = Path(sys.argv[1]); cue = Path(sys.argv[2])\n"
+        "if trial.name == '002' and cue.exists():\n"
+        "    cue.unlink(); os.kill(os.getppid(), signal.SIGINT); time.sleep(120); sys.exit(5)\n"
+    )
+    command = ["--", PYTHON, str(client), "{trial_dir}", str(cue)]
+    stopped = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400", *command, timeout=300
+    )
+    assert stopped.returncode == 130, stopped.stderr
+    folder = _sweep_dir(runs_dir, stopped.stdout)
+    assert f"supervisor sweep --resume {folder.name}" in stopped.stderr
+    assert [r["trial"] for r in _csv_rows(folder)] == ["1"]
+    interrupted = (folder / "trials" / "002" / "run").resolve()
+    summary = read_summary(interrupted)
+    assert summary.outcome == "stopped" and summary.verified_no_leftovers
+    resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["trial"] for r in _csv_rows(folder)] == ["1", "2"]

@@ -60,6 +60,10 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import Stopped as Stopped
     from ._events import Stopping as Stopping
     from ._events import Unready as Unready
+    from ._experiment.sweep import SweepResult as SweepResult
+    from ._experiment.sweep import ab as ab
+    from ._experiment.sweep import read_sweep as read_sweep
+    from ._experiment.sweep import sweep as sweep
     from ._host.gpu_inventory import FakeInventory as FakeInventory
     from ._host.gpu_inventory import GpuDevice as GpuDevice
     from ._host.gpu_inventory import GpuInventory as GpuInventory
@@ -192,11 +196,13 @@ _LAZY = {
     "SyncTopology": "_runtime.sync",
     "SyncTopologyHandle": "_control.handle",
     "SupervisorError": "_errors",
+    "SweepResult": "_experiment.sweep",
     "TcpCheck": "_spec.model",
     "TopologyHandle": "_control.handle",
     "Topology": "_spec.model",
     "UnknownRun": "_errors",
     "Unready": "_events",
+    "ab": "_experiment.sweep",
     "attach": "_control.attach",
     "launch": "_runtime.runner",
     "launch_sync": "_runtime.sync",
@@ -204,9 +210,11 @@ _LAZY = {
     "load": "_spec.load",
     "make_plan": "_plan.plan",
     "read_summary": "_records.summary",
+    "read_sweep": "_experiment.sweep",
     "run": "_runtime.runner",
     "stop_run": "_records.reclaim",
     "supervise": "_runtime.runner",
+    "sweep": "_experiment.sweep",
     "topology_from_dict": "_spec.load",
 }
 

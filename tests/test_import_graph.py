@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("control", ("supervisor._control",)),
     ("runtime", ("supervisor._runtime",)),
     ("reclaim", ("supervisor._records.reclaim",)),  # stops what a run left: asks its socket, then signals
+    ("experiment", ("supervisor._experiment",)),  # sweeps: trials of launches, their rows and report
     ("cli", ("supervisor._cli",)),
     ("doors", ("supervisor", "supervisor.__main__", "supervisor._entry", "supervisor._pytest_plugin")),
 ]

@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(flags[0] if flags else None).parse_args(flags)
     entry = next(c for c in COMMANDS if c.name == args.command)
     if command and not entry.takes_command:
-        takers = " and ".join(f"'{c.name}'" for c in COMMANDS if c.takes_command)
+        names = [f"'{c.name}'" for c in COMMANDS if c.takes_command]
+        takers = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
         print(f"supervisor: error: only {takers} take a command after --", file=sys.stderr)
         return EXIT_BAD_INPUT
     call = Invocation(args=args, command=command, argv=given, voice=Voice())

@@ -154,6 +154,52 @@ def _scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("replicas", type=_count, metavar="N", help="how many replicas it should have")
 
 
+# ----- experiments (``experiment``) ---------------------------------------------------------------------------
+def _trial_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="set ${KEY} or a field by path for every arm; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--runs-dir", help="parent of the trials' run dirs and of sweeps/<id>/ (default: the state dir)"
+    )
+    parser.add_argument("--trials", type=_positive, default=1, metavar="N", help="trials of each arm (default 1)")
+    parser.add_argument(
+        "--order", default="ABBA", metavar="ORDER",
+        help="ABBA (every arm forward then backward, default), ABAB, random, or a pattern of arm letters",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, metavar="N", help="with --order random: the shuffle's seed")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed trial")
+    parser.epilog = (
+        "each trial is a fresh launch; CMD runs once all are ready, with the same templates and TOPOVISOR_* "
+        "variables as run -- CMD, and {trial_dir}: a JSON object it writes to {trial_dir}/result.json becomes "
+        "columns of results.csv"
+    )
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", help="topology YAML file, or a registered preset's name")
+    parser.add_argument(
+        "--vary", action="append", default=[], metavar="KEY=V1,V2",
+        help="an arm per value (typed as --set is); several --vary: every combination",
+    )  # fmt: skip
+    parser.add_argument("--resume", metavar="SWEEP", help="run the trials of this sweep not yet done")
+    _trial_flags(parser)
+
+
+def _ab_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="A.yaml B.yaml, or one file with --a and --b")
+    parser.add_argument("--a", action="append", default=[], metavar="KEY=VALUE", help="arm A's sets (the baseline)")
+    parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="arm B's sets")
+    _trial_flags(parser)
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", metavar="SWEEP", help="a sweep's id (its first line of output) or its folder")
+    parser.add_argument("--runs-dir", help="where its sweeps/ folder is (default: the state dir's runs)")
+    parser.add_argument("--json", action="store_true", help="print JSON: the report and every row")
+
+
 def _gpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", metavar="SPEC", help="show a simulated node such as 8x80GB or 8xMI300X instead")
 
@@ -183,6 +229,12 @@ COMMANDS: tuple[Command, ...] = (
             _restart_arguments, "control:restart_command"),
     Command("scale", "run N replicas of a service of a live run (new ones get their own ports and GPUs)",
             _scale_arguments, "control:scale_command"),
+    Command("sweep", "run CMD against every combination of --vary values, each trial on a fresh topology",
+            _sweep_arguments, "experiment:sweep_command", takes_command=True),
+    Command("ab", "run CMD against two configurations (A.yaml B.yaml, or --a/--b sets) in A B B A order",
+            _ab_arguments, "experiment:ab_command", takes_command=True),
+    Command("report", "a sweep's report again: per arm the median and min-max of each figure, ratios",
+            _report_arguments, "experiment:report_command"),
     Command("gpus", "list this machine's GPUs: memory used, and the processes (and runs) holding each",
             _gpus_arguments, "gpus:gpus_command"),
 )  # fmt: skip
@@ -225,6 +277,13 @@ def _count(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
     return value
 
 

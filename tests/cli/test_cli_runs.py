@@ -229,7 +229,7 @@ def test_one_table_builds_the_parser_and_dispatches_every_command(
     runs' commands in this process through the same dispatcher as ``run`` (exit 2 for an unknown run)."""
     names = [command.name for command in COMMANDS]
     assert names == ["run", "validate", "sbatch", "graph", "ps", "stop", "gc", "logs", "env", "status",
-                     "restart", "scale", "gpus"]  # fmt: skip
+                     "restart", "scale", "sweep", "ab", "report", "gpus"]  # fmt: skip
     choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert list(choices) == names
     for command in COMMANDS:
@@ -242,4 +242,4 @@ def test_one_table_builds_the_parser_and_dispatches_every_command(
     assert main(["logs", "nope"]) == 2
     assert "supervisor: error: no run matches 'nope'" in capsys.readouterr().err
     assert main(["ps", "--", "true"]) == 2
-    assert "only 'run' and 'sbatch' take a command after --" in capsys.readouterr().err
+    assert "only 'run', 'sbatch', 'sweep' and 'ab' take a command after --" in capsys.readouterr().err

@@ -1,0 +1,216 @@
+"""``supervisor.sweep`` and ``supervisor.ab``: every arm checked before the first trial, the trials run in
+the asked order, each row recorded once its trial ended, and the report of what was recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .._errors import ConfigError
+from .arms import Arm, arms_from_files, arms_from_sets, arms_from_vary, check_arms, empty_vary
+from .order import trial_order
+from .report import report_data, report_text
+from .results import SweepDir, find_sweep, new_sweep_id
+from .trial import run_trial
+
+__all__ = ["SweepResult", "ab", "read_sweep", "sweep"]
+
+Say = Callable[[str], None]
+
+
+@attrs.frozen
+class SweepResult:
+    """A sweep's record: its rows (one per trial done, in trial order) and the report made of them."""
+
+    sweep_id: str
+    path: Path  #: ``<runs dir>/sweeps/<id>/``: sweep.json, results.jsonl, results.csv, trials/
+    arms: list[str]  #: labels, the first the baseline
+    rows: list[dict[str, Any]]
+    planned: int  #: trials in the order (rows fewer: not all done yet)
+    report: dict[str, Any]  #: per figure and arm: median, min, max, ratio, overlaps
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row.get("status") != "ok"]
+
+    def report_text(self) -> str:
+        return report_text(self.sweep_id, self.report)
+
+
+async def sweep(
+    file: str | Path | None = None,
+    *,
+    command: Sequence[str] = (),
+    vary: Mapping[str, Sequence[object]] | None = None,
+    sets: Mapping[str, object] | None = None,
+    trials: int = 1,
+    order: str = "ABBA",
+    seed: int | None = None,
+    runs_dir: str | Path | None = None,
+    fail_fast: bool = False,
+    resume: str | None = None,
+    say: Say | None = None,
+    on_start: Callable[[str], None] | None = None,
+    _arms: Sequence[Arm] | None = None,
+) -> SweepResult:
+    """Run ``command`` (with ``{svc.url}``, ``{trial_dir}`` templates) against every combination of the
+    ``vary`` values of ``file``, ``trials`` times each, every trial on a fresh launch, in ``order``.
+
+    ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input raises
+    ``ConfigError`` before anything starts; a trial that failed is a row with ``status`` failed.
+    ``say`` hears each trial begin and end, ``on_start`` the sweep's id before the first trial."""
+    if resume is not None:
+        return await _resume(resume, runs_dir, fail_fast, say, on_start)
+    if command == ():
+        raise ConfigError("no client command: sweep(..., command=[...]) (the CLI: -- CMD ARGS)")
+    overrides = {str(k): str(v) for k, v in (sets or {}).items()}
+    problems: list[str] = []
+    if _arms is None:
+        if file is None:
+            raise ConfigError("sweep(): a topology file is needed")
+        problems += empty_vary(vary or {})
+        _arms = arms_from_vary(str(file), vary or {}, overrides)
+    arms = list(_arms)
+    seed = seed if seed is not None or order != "random" else random.SystemRandom().randrange(2**31)
+    sequence: list[int] = []
+    base = None
+    if arms:  # none: every --vary was empty, said above
+        try:
+            sequence = trial_order(len(arms), trials, order, seed)
+        except ConfigError as exc:
+            problems += exc.problems
+        try:
+            base = check_arms(arms, command, None if runs_dir is None else str(runs_dir))
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems or base is None:
+        raise ConfigError(problems or ["no arm to run"])
+    folder = SweepDir(base / "sweeps" / new_sweep_id())
+    folder.write_spec(
+        {
+            "sweep_id": folder.sweep_id, "arms": [a.to_json() for a in arms],
+            "varied": sorted({k for a in arms for k in a.columns}),
+            "trials": trials, "order": order, "seed": seed, "sequence": sequence, "command": list(command),
+            "runs_dir": None if runs_dir is None else str(Path(runs_dir).absolute()),
+            "options": {"fail_fast": fail_fast}, "provenance": _provenance(arms),
+        }
+    )  # fmt: skip
+    return await _run(folder, fail_fast, say, on_start)
+
+
+async def ab(
+    a: str | Path,
+    b: str | Path | None = None,
+    *,
+    command: Sequence[str] = (),
+    a_sets: Mapping[str, object] | None = None,
+    b_sets: Mapping[str, object] | None = None,
+    sets: Mapping[str, object] | None = None,
+    trials: int = 1,
+    order: str = "ABBA",
+    seed: int | None = None,
+    runs_dir: str | Path | None = None,
+    fail_fast: bool = False,
+    say: Say | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """A sweep of two arms: two files (``ab("A.yaml", "B.yaml")``), or one file with two groups of sets
+    (``ab("f.yaml", a_sets={"tp": 1}, b_sets={"tp": 2})``); ``a`` is the baseline."""
+    shared = {str(k): str(v) for k, v in (sets or {}).items()}
+    if b is not None:
+        if a_sets or b_sets:
+            raise ConfigError("ab(): two files, or one file with a_sets and b_sets, not both")
+        arms = arms_from_files([str(a), str(b)], shared)
+    else:
+        groups = [{str(k): str(v) for k, v in (g or {}).items()} for g in (a_sets, b_sets)]
+        arms = arms_from_sets(str(a), groups, shared)
+    return await sweep(
+        command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, say=say,
+        on_start=on_start, _arms=arms,
+    )  # fmt: skip
+
+
+def read_sweep(sweep_id: str, runs_dir: str | Path | None = None) -> SweepResult:
+    """A recorded sweep (finished or not), by id or folder: its rows and report."""
+    return _result(SweepDir(find_sweep(sweep_id, _runs_base(runs_dir))))
+
+
+async def _resume(
+    sweep_id: str, runs_dir: str | Path | None, fail_fast: bool, say: Say | None, on_start: Callable[[str], None] | None
+) -> SweepResult:
+    folder = SweepDir(find_sweep(sweep_id, _runs_base(runs_dir)))
+    spec = folder.read_spec()
+    return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), say, on_start)
+
+
+async def _run(
+    folder: SweepDir, fail_fast: bool, say: Say | None, on_start: Callable[[str], None] | None
+) -> SweepResult:
+    spec = folder.read_spec()
+    if on_start is not None:
+        on_start(folder.sweep_id)
+    arms = [Arm.from_json(a) for a in spec["arms"]]
+    sequence: list[int] = spec["sequence"]
+    done = folder.done()
+    provenance = spec["provenance"]
+    for position, index in enumerate(sequence, start=1):
+        if position in done:
+            continue
+        arm = arms[index]
+        if say is not None:
+            say(f"trial {position}/{len(sequence)}: {arm.label}")
+        row = await run_trial(
+            arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"], f"sweep {folder.sweep_id}"
+        )
+        row.update(provenance.get(arm.label, {}))
+        folder.add_row(row)
+        if say is not None:
+            ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
+            say(f"trial {position}/{len(sequence)}: {arm.label}: run {row['run_id']} {ending}")
+        if fail_fast and row["status"] != "ok":
+            break
+    return _result(folder)
+
+
+def _result(folder: SweepDir) -> SweepResult:
+    spec = folder.read_spec()
+    labels = [str(a["label"]) for a in spec["arms"]]
+    rows = folder.rows()
+    return SweepResult(
+        folder.sweep_id, folder.path, labels, rows, len(spec["sequence"]), report_data(labels, rows, spec["varied"])
+    )
+
+
+def _runs_base(runs_dir: str | Path | None) -> Path:
+    from .._records.paths import default_runs_dir
+
+    return Path(runs_dir).expanduser().absolute() if runs_dir is not None else default_runs_dir()
+
+
+def _provenance(arms: Sequence[Arm]) -> dict[str, dict[str, Any]]:
+    """Per arm: topovisor's version, the topology file's sha256 (none for a preset), the cwd's git commit."""
+    from .. import __version__
+
+    commit = _git_commit()
+    found = {}
+    for arm in arms:
+        digest = None
+        with contextlib.suppress(OSError):
+            digest = hashlib.sha256(Path(arm.file).read_bytes()).hexdigest()
+        found[arm.label] = {"topovisor_version": __version__, "topology_sha256": digest, "git_commit": commit}
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None

@@ -1,0 +1,81 @@
+"""One trial: a fresh launch of the arm's topology (its own run dir and ports), the client once all are
+ready between two marks, the teardown, and the check that nothing of the trial is left."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._errors import ServiceFailed, SupervisorError
+from .._marks import RUN_ID_ENV
+from .arms import Arm, fill_trial_dir
+from .client import run_client, tail
+from .results import FIRST_COLUMNS
+
+__all__ = ["TRIAL_DIR_ENV", "LeftBehind", "run_trial"]
+
+TRIAL_DIR_ENV = "TOPOVISOR_TRIAL_DIR"  #: the client's ``{trial_dir}``, also in its environment
+
+
+class LeftBehind(SupervisorError):
+    """A trial's processes survived its teardown: the next trial would not start on a clean machine."""
+
+
+async def run_trial(
+    arm: Arm, trial: int, command: Sequence[str], trial_dir: Path, runs_dir: str | None, marks: str
+) -> dict[str, Any]:
+    """The trial's row: ``status`` ok or failed (``error`` says why); raises ``LeftBehind`` when the
+    run's summary does not verify that nothing is left."""
+    from .._plan.plan import fill_command, make_plan
+    from .._records.summary import read_summary
+    from .._runtime.runner import launch
+    from .._spec.load import load
+
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "client.stdout", "client.stderr"):  # a trial redone after a kill
+        (trial_dir / stale).unlink(missing_ok=True)
+    plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir)
+    argv = fill_command(fill_trial_dir(command, trial_dir), plan)
+    env = {**os.environ, **plan.client_env(), RUN_ID_ENV: plan.run_id, TRIAL_DIR_ENV: str(trial_dir)}
+    with contextlib.suppress(OSError):  # the trial's folder leads to its run's logs and records
+        (trial_dir / "run").unlink(missing_ok=True)
+        (trial_dir / "run").symlink_to(plan.run_dir, target_is_directory=True)
+    row: dict[str, Any] = {"arm": arm.label, "trial": trial, "status": "ok", "run_id": plan.run_id}
+    code: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    try:
+        async with launch(plan) as group:
+            group.mark(f"{marks} trial {trial} start")
+            code, seconds = await run_client(argv, env, trial_dir)
+            group.mark(f"{marks} trial {trial} end")
+    except ServiceFailed as exc:
+        error = str(exc)
+    summary = read_summary(plan.run_dir)
+    if not summary.verified_no_leftovers:
+        raise LeftBehind(f"trial {trial} ({arm.label}): run {plan.run_id} left processes {summary.leftovers}")
+    if error is None and code != 0:
+        output = tail(trial_dir / "client.stderr") or tail(trial_dir / "client.stdout")
+        error = f"client exited {code}" + (f": {output}" if output else "")
+    row.update(
+        ready_seconds=summary.ready_seconds, client_exit=code, client_seconds=seconds, error=error,
+        status="ok" if error is None else "failed", **arm.columns, **_client_figures(trial_dir),
+    )  # fmt: skip
+    return row
+
+
+def _client_figures(trial_dir: Path) -> dict[str, Any]:
+    """The JSON object the client wrote to ``{trial_dir}/result.json``: each key a column of its own."""
+    path = trial_dir / "result.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, Mapping):
+        return {}
+    kept = {str(k): v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return {(f"client_{k}" if k in FIRST_COLUMNS else k): v for k, v in kept.items()}  # never over ours

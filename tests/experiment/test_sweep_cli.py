@@ -1,0 +1,186 @@
+"""``supervisor sweep``, ``ab`` and ``report`` end to end: real topologies of stand-ins, a real client, the
+rows and the report read back from the sweep's folder."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+from supervisor._host.proctable import marked_processes
+from supervisor._records.summary import read_summary
+
+from ..helpers import PYTHON, ROOT, supervisor_cli, wait_until
+
+DEMO = ROOT / "examples" / "sweep_demo.yaml"
+CLIENT = ["--", "{python}", str(ROOT / "examples" / "sweep_client.py"), "{frontend.url}", "{trial_dir}"]
+
+
+def _csv_rows(folder: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
+
+
+def _sweep_dir(runs_dir: Path, stdout: str) -> Path:
+    sweep_id = stdout.splitlines()[0]
+    return runs_dir / "sweeps" / sweep_id
+
+
+def test_a_two_arm_abba_sweep_records_four_trials_each_on_a_fresh_topology_and_reports_ratios(runs_dir: Path) -> None:
+    done = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400", "--trials", "2", *CLIENT,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = _sweep_dir(runs_dir, done.stdout)
+    rows = _csv_rows(folder)
+    assert [(r["arm"], r["trial"], r["status"]) for r in rows] == [
+        ("tps=200", "1", "ok"), ("tps=400", "2", "ok"), ("tps=400", "3", "ok"), ("tps=200", "4", "ok"),
+    ]  # fmt: skip
+    assert len({r["run_id"] for r in rows}) == 4
+    assert all(float(r["latency_seconds"]) > 0 and r["client_exit"] == "0" for r in rows)
+    assert all(r["topovisor_version"] and r["topology_sha256"] and float(r["ready_seconds"]) > 0 for r in rows)
+    summaries = [read_summary(runs_dir / r["run_id"]) for r in rows]
+    assert all(s.verified_no_leftovers for s in summaries)
+    for before, after in itertools.pairwise(summaries):  # each torn down before the next began
+        assert before.ended_wall_time is not None and after.started_wall_time is not None
+        assert before.ended_wall_time <= after.started_wall_time
+    assert all(not marked_processes(r["run_id"]) for r in rows)
+    assert "latency_seconds:" in done.stdout and "1.000x" in done.stdout
+    assert (folder / "trials" / "001" / "result.json").is_file()
+    assert (folder / "trials" / "001" / "run" / "summary.json").is_file()
+    reported = supervisor_cli("report", folder.name, "--runs-dir", str(runs_dir), "--json")
+    assert reported.returncode == 0, reported.stderr
+    report = json.loads(reported.stdout)
+    baseline, faster = report["figures"]["tokens_per_second"]
+    assert baseline["ratio"] == 1.0 and faster["ratio"] > 1.2  # 400 against 200 tokens/s
+    assert len(report["rows"]) == 4
+    again = supervisor_cli("report", str(folder))
+    assert again.returncode == 0 and "tokens_per_second:" in again.stdout
+
+
+def test_every_bad_input_of_every_arm_is_reported_at_once_and_nothing_starts(runs_dir: Path) -> None:
+    done = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "decode=1,many", "--vary", "tps=",
+        "--order", "ABC", *CLIENT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "3 problems" in done.stderr
+    for problem in (
+        "--vary tps=: no value to vary over",
+        "arm decode=many: service 'decode', field 'replicas': expected a whole number",
+        "--order ABC: names arm C, and there are 2 arms (A, B)",
+    ):
+        assert problem in done.stderr
+    unused = supervisor_cli("sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "nope=1,2", *CLIENT)
+    assert unused.returncode == 2
+    assert "arm nope=1: --set nope: the file uses no ${nope}" in unused.stderr
+    assert "arm nope=2: --set nope: the file uses no ${nope}" in unused.stderr
+    assert not runs_dir.exists()
+
+
+def test_a_failed_trial_is_recorded_with_why_and_the_sweep_goes_on(runs_dir: Path, tmp_path: Path) -> None:
+    topology = tmp_path / "t.yaml"
+    topology.write_text(
+        "name: t\nvars: {fail: 0}\nservices:\n  app:\n"
+        '    command: ["{python}", "-u", "-c", "import sys, time; ${fail} and sys.exit(7); print(\'up\'); time.sleep(600)"]\n'
+        "    ready: {log: up, timeout: 60s}\n    stop: {signal: SIGTERM, grace: 5s}\n"
+    )
+    client = ["--", PYTHON, "-c", "import sys; print('nope', file=sys.stderr); sys.exit(3)"]
+    done = supervisor_cli(
+        "sweep", str(topology), "--runs-dir", str(runs_dir), "--vary", "fail=1,0", "--order", "ABAB", *client,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    rows = [json.loads(line) for line in (_sweep_dir(runs_dir, done.stdout) / "results.jsonl").read_text().splitlines()]
+    assert [(r["trial"], r["status"]) for r in rows] == [(1, "failed"), (2, "failed")]
+    assert "app" in rows[0]["error"] and "7" in rows[0]["error"]  # the ServiceFailed text
+    assert rows[0]["client_exit"] is None
+    assert rows[1]["error"] == "client exited 3: nope" and rows[1]["client_exit"] == 3
+    failing = supervisor_cli(
+        "sweep", str(topology), "--runs-dir", str(runs_dir), "--vary", "fail=1,0", "--fail-fast", *client,
+        timeout=300,
+    )  # fmt: skip
+    assert failing.returncode == 1
+    assert len((_sweep_dir(runs_dir, failing.stdout) / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_ab_of_two_files_and_of_one_file_with_a_and_b_sets(runs_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(DEMO, tmp_path / "base.yaml")
+    (tmp_path / "fast.yaml").write_text(DEMO.read_text().replace("tps: 200", "tps: 400"))
+    files = supervisor_cli(
+        "ab", str(tmp_path / "base.yaml"), str(tmp_path / "fast.yaml"), "--runs-dir", str(runs_dir), *CLIENT,
+        timeout=300,
+    )  # fmt: skip
+    assert files.returncode == 0, files.stderr
+    rows = _csv_rows(_sweep_dir(runs_dir, files.stdout))
+    assert [r["arm"] for r in rows] == ["base", "fast"]
+    sets = supervisor_cli("ab", str(DEMO), "--a", "decode=1", "--b", "decode=2", "--runs-dir", str(runs_dir), *CLIENT)
+    assert sets.returncode == 0, sets.stderr
+    rows = _csv_rows(_sweep_dir(runs_dir, sets.stdout))
+    assert [(r["arm"], r["decode"]) for r in rows] == [("decode=1", "1"), ("decode=2", "2")]
+
+
+def test_resume_after_the_sweep_was_killed_in_trial_3_runs_trials_3_and_4_only(runs_dir: Path, tmp_path: Path) -> None:
+    """The client of trial 3 SIGKILLs the sweep (its parent) once; the watchdog tears that trial's run down,
+    and ``--resume`` redoes trial 3 and runs trial 4: four rows, none twice."""
+    cue, calls = tmp_path / "kill-once", tmp_path / "calls"
+    cue.touch()
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import os, signal, sys\nfrom pathlib import Path\n"
+        "trial = Path(sys.argv[1]); cue = Path(sys.argv[2])\n"
+        "with open(sys.argv[3], 'a') as f: print(trial.name, os.environ['TOPOVISOR_RUN_ID'], file=f)\n"
+        "if trial.name == '003' and cue.exists():\n"
+        "    cue.unlink(); os.kill(os.getppid(), signal.SIGKILL); sys.exit(9)\n"
+        "(trial / 'result.json').write_text('{\"figure\": 1}')\n"
+    )
+    command = ["--", PYTHON, str(client), "{trial_dir}", str(cue), str(calls)]
+    killed = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400", "--trials", "2", *command,
+        timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    folder = _sweep_dir(runs_dir, killed.stdout)
+    assert [json.loads(line)["trial"] for line in (folder / "results.jsonl").read_text().splitlines()] == [1, 2]
+    orphan = calls.read_text().splitlines()[-1].split()[1]
+    wait_until(lambda: not marked_processes(orphan), timeout=120, what="the watchdog to stop the killed trial's run")
+    resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == folder.name
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["001", "002", "003", "003", "004"]
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert [r["trial"] for r in rows] == [1, 2, 3, 4]
+    assert orphan not in {r["run_id"] for r in rows} and len({r["run_id"] for r in rows}) == 4
+    assert len(_csv_rows(folder)) == 4
+    again = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir))
+    assert again.returncode == 0 and len(calls.read_text().splitlines()) == 5  # nothing left to run
+
+
+def test_ctrl_c_ends_the_current_trial_cleanly_and_leaves_the_sweep_resumable(runs_dir: Path, tmp_path: Path) -> None:
+    """The client of trial 2 sends SIGINT to the sweep (its parent) once, as a terminal's Ctrl-C would:
+    that trial's topology is torn down at once (verified), no row is written for it, exit 130."""
+    cue = tmp_path / "interrupt-once"
+    cue.touch()
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import os, signal, sys, time\nfrom pathlib import Path\n"
+        "trial = Path(sys.argv[1]); cue = Path(sys.argv[2])\n"
+        "if trial.name == '002' and cue.exists():\n"
+        "    cue.unlink(); os.kill(os.getppid(), signal.SIGINT); time.sleep(120); sys.exit(5)\n"
+    )
+    command = ["--", PYTHON, str(client), "{trial_dir}", str(cue)]
+    stopped = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400", *command, timeout=300
+    )
+    assert stopped.returncode == 130, stopped.stderr
+    folder = _sweep_dir(runs_dir, stopped.stdout)
+    assert f"supervisor sweep --resume {folder.name}" in stopped.stderr
+    assert [r["trial"] for r in _csv_rows(folder)] == ["1"]
+    interrupted = (folder / "trials" / "002" / "run").resolve()
+    summary = read_summary(interrupted)
+    assert summary.outcome == "stopped" and summary.verified_no_leftovers
+    resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["trial"] for r in _csv_rows(folder)] == ["1", "2"]

@@ -26,7 +26,6 @@ import anyio
 
 from .._errors import ServiceFailed, SupervisorError
 from .._events import Event, EventSubscription, Marked
-from .._host.launcher import Launcher
 from .._host.logs import mark_line
 from .._plan.plan import Plan
 from . import group_start as _group_start
@@ -43,7 +42,6 @@ if TYPE_CHECKING:  # the summary, snapshot and GPU-release code loads when used,
     from .._records.summary import RunSummary
     from .._redact import Redactor
     from .._spec.model import Service
-    from .headstart import HeadStart
 
 __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
 
@@ -51,29 +49,9 @@ __all__ = ["Replica", "ReplicaState", "RunningTopology", "ServiceHandle"]
 class RunningTopology:
     """Handle on a launched topology: ``group["svc"]``, ``group["svc.1"]``, ``run_dir``, ``events()``."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        on_event: Callable[[Event], None] | None = None,
-        on_output: Callable[[str, bytes], None] | None = None,
-        launcher: Launcher | None = None,
-        gpus: GpuInventory | None = None,
-        gpus_before: frozenset[tuple[int, int]] | None = None,
-        head_start: HeadStart | None = None,
-        allocation: SlurmAllocation | None = None,
-    ) -> None:
-        self._run = RunState(
-            plan,
-            on_event=on_event,
-            on_output=on_output,
-            on_moved=self._follow_moved_soon,
-            launcher=launcher,
-            gpus=gpus,
-            gpus_before=gpus_before,
-            head_start=head_start,
-            allocation=allocation,
-        )
+    def __init__(self, run: RunState) -> None:
+        self._run = run
+        run.on_moved = self._follow_moved_soon
 
     # ----- what the run is, read-only (the state is the runtime's: ``_runtime.state``) ---------------
     @property
@@ -149,39 +127,21 @@ class RunningTopology:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls,
-        plan: Plan,
-        *,
-        on_event: Callable[[Event], None] | None = None,
-        on_output: Callable[[str, bytes], None] | None = None,
-        on_group: Callable[[RunningTopology], None] | None = None,
-        launcher: Launcher | None = None,
-        gpus: GpuInventory | None = None,
-        gpus_before: frozenset[tuple[int, int]] | None = None,
-        head_start: HeadStart | None = None,
-        allocation: SlurmAllocation | None = None,
+        cls, run: RunState, *, on_group: Callable[[RunningTopology], None] | None = None
     ) -> AsyncIterator[RunningTopology]:
-        """The one lifecycle: start everything, yield once all is ready, always tear down (shielded).
+        """The one lifecycle of ``run`` (made by ``_runtime.runner``): start everything, yield once all is
+        ready, always tear down (shielded).
 
         The outer task group holds pumps and exit watchers: it must outlive the teardown, which relies on
         them. A failure cancels only the inner scope (the start, or the caller's body), never them. The
         first fatal failure is raised after the teardown. ``on_group`` sees the group before anything
-        spawns (a second Ctrl-C during startup can kill at once). ``head_start``: the watchdog and first
-        processes that ``supervisor run`` started before the event loop (``_runtime.headstart``), adopted here.
+        spawns (a second Ctrl-C during startup can kill at once). A ``head_start`` of the state: the
+        watchdog and first processes that ``supervisor run`` started before the event loop
+        (``_runtime.headstart``), adopted here.
         """
-        group = cls(
-            plan,
-            on_event=on_event,
-            on_output=on_output,
-            launcher=launcher,
-            gpus=gpus,
-            gpus_before=gpus_before,
-            head_start=head_start,
-            allocation=allocation,
-        )
+        group = cls(run)
         if on_group is not None:
             on_group(group)
-        run = group._run
         started = False
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as body_scope:

@@ -102,6 +102,7 @@ async def launch_prepared(
     the event loop, ``allocation`` the Slurm allocation the CLI took before planning."""
     from .group import RunningTopology
     from .preflight import preflight
+    from .state import RunState
 
     if isinstance(gpus, str):
         from .._host.gpu_inventory import SimulatedInventory
@@ -119,16 +120,16 @@ async def launch_prepared(
 
                 gpus_before = listed_before(inventory, plan)
         try:
-            async with RunningTopology.open(
+            run = RunState(
                 plan,
                 on_event=on_event,
                 on_output=on_output,
-                on_group=on_group,
                 gpus=inventory,
                 gpus_before=gpus_before,
                 head_start=head_start,
                 allocation=allocation,
-            ) as group:
+            )
+            async with RunningTopology.open(run, on_group=on_group) as group:
                 yield group
         except BaseExceptionGroup as exc:
             _reraise(exc)

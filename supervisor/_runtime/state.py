@@ -5,8 +5,8 @@ live operations all work on, so none of them reaches into the handle's private m
 it (``group_start``, ``supervision``, ``group_stop``, ``operations``, ``scaling``, ``rollout``,
 ``dependents``) are functions over it. The state is also the replicas' host (``ReplicaHost``: spawn,
 track, output) and the view the run's records are written from (``_records.snapshot.RunView``). What it
-cannot do itself without importing the layers above it (follow a replica that moved to another node) it
-is told how to do when it is made: ``on_moved``.
+cannot do itself without importing the layers above it (follow a replica that moved to another node) the
+handle tells it how to do: ``on_moved``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class RunState:
         *,
         on_event: Callable[[Event], None] | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
-        on_moved: Callable[[str], None] | None = None,
         launcher: Launcher | None = None,
         gpus: GpuInventory | None = None,
         gpus_before: frozenset[tuple[int, int]] | None = None,
@@ -84,7 +83,8 @@ class RunState:
         private_dirs(self.logs_dir)
         os.chmod(self.run_dir, 0o700)
         self.output_hook = on_output
-        self.on_moved = on_moved  #: told the service whose replica moved nodes (its dependents follow)
+        #: told the service whose replica moved nodes (its dependents follow); the group's handle sets it
+        self.on_moved: Callable[[str], None] | None = None
         self.event_log = EventLog(self.run_dir / "events.jsonl", hook=on_event)
         self.service_map: dict[str, ServiceHandle] = {}  #: by service name, in the plan's order
         self.replica_map: dict[str, Replica] = {}  #: by replica name, and ``service.index`` too

@@ -65,6 +65,7 @@ async def test_a_launcher_starts_every_process_of_the_run(runs_dir: Path) -> Non
     from supervisor._host.launcher import LaunchedProcess, LocalLauncher
     from supervisor._plan.plan import make_plan
     from supervisor._runtime.group import RunningTopology
+    from supervisor._runtime.state import RunState
 
     launched: list[list[str]] = []
 
@@ -76,7 +77,7 @@ async def test_a_launcher_starts_every_process_of_the_run(runs_dir: Path) -> Non
     code = "print('up', flush=True); import time; time.sleep(3600)"
     web = sv.Service(name="web", command=[PYTHON, "-c", code], replicas=2, ready=sv.LogCheck("up"))
     plan = make_plan(sv.Topology(name="launcher", services=[web]), runs_dir=runs_dir)
-    async with RunningTopology.open(plan, launcher=Recording()) as group:
+    async with RunningTopology.open(RunState(plan, launcher=Recording())) as group:
         assert len(group.service("web").pids) == 2
     assert launched == [[PYTHON, "-c", code]] * 2
 

@@ -229,8 +229,7 @@ async def _roll(run: RunState, replicas: Sequence[Replica], new: ServicePlan | N
         if new is not None:
             replica.respec(plans[replica.name], new)
     if new is not None:  # the new env's secrets are hidden from the first line the new replicas print
-        _forget_redactor(run)
-        run.write_manifest()
+        run.learn_secrets()
     for replica in replicas:
         replica.begin_trial()
         replica.unhold()
@@ -305,15 +304,8 @@ def _record_plan(run: RunState, handle: ServiceHandle, new: ServicePlan, spec: S
     updated = with_service(run.plan, _with_replicas(service, replicas), spec)
     run.plan = updated
     handle.plan = updated.service(handle.name)
-    _forget_redactor(run)
+    run.learn_secrets()
 
 
 def _with_replicas(service: ServicePlan, replicas: tuple[ReplicaPlan, ...]) -> ServicePlan:
     return attrs.evolve(service, replicas=replicas)
-
-
-def _forget_redactor(run: RunState) -> None:
-    """New env values may hold new secrets: the records' redactor is made again from the replicas."""
-    from .._records.snapshot import forget_redactor
-
-    forget_redactor(run)

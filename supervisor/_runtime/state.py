@@ -167,6 +167,14 @@ class RunState:
         self.event_log.redactor = redactor_of(self)  # events.jsonl hides the services' secrets too
         save_record(self.run_dir, "manifest.json", manifest_of(self))  # never raises: teardown goes on
 
+    def learn_secrets(self) -> None:
+        """The services' env changed (a rolled spec): the records' redactor is made again from the replicas,
+        and the event log hides the new secrets from the next event on."""
+        from .._records.snapshot import forget_redactor, redactor_of
+
+        forget_redactor(self)
+        self.event_log.redactor = redactor_of(self)
+
     def write_summary(self) -> None:
         """How the run ended, and the verification that nothing of it is left (checked on every run)."""
         from .._records.snapshot import summary_of

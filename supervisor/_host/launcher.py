@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from .._marks import REPLICA_ENV
+from .containment import RunContainment
 from .process import ChildProcess
 
 __all__ = ["LaunchedProcess", "Launcher", "LocalLauncher"]
@@ -45,7 +47,14 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """A child of this process, leader of a new session, output on one pipe (``ChildProcess``)."""
+    """A child of this process, leader of a new session, output on one pipe (``ChildProcess``), inside its
+    replica's cgroup when the run is contained by one (the replica is named in ``env``)."""
+
+    def __init__(self, containment: RunContainment | None = None) -> None:
+        self.containment = containment
 
     def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> LaunchedProcess:
+        name = env.get(REPLICA_ENV)
+        if self.containment is not None and name:
+            argv = self.containment.enter(name, argv, env, cwd)
         return ChildProcess.spawn(argv, env, cwd)

@@ -20,9 +20,12 @@ Why this and not the alternatives:
 - A Python nanny per replica costs 35 to 50 ms of start and ~10 MB each: too much at 200 replicas.
   One watchdog per run costs one interpreter (~15 MB) and nothing per replica but a line on a pipe.
 
-What it does not cover: a process that scrubbed ``TOPOVISOR_RUN_ID`` from its environment *and* left its
-replica's process group (the mark and the group are the only ways to recognise it); and a watchdog killed
-together with the supervisor (``kill -9`` of both, an OOM kill of the session, a reboot). The run record
+A run contained by cgroup (``cgroup PATH`` lines) is swept by its cgroups first: each replica's members
+get its stop signal, then the tree is killed (``cgroup.kill`` or freeze + SIGKILL) and removed, whatever
+its processes did to their environment or process group. Without a cgroup it does not cover a process that
+scrubbed ``TOPOVISOR_RUN_ID`` from its environment *and* left its replica's process group (the mark and the
+group are the only ways to recognise it then). Nor, either way, a watchdog killed together with the
+supervisor (``kill -9`` of both, an OOM kill of the session, a reboot). The run record
 stays on disk for those: ``supervisor gc`` finds and stops what is left.
 
 The watchdog does not carry the run mark (the client scrubs it from its environment), lives in its own
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .._marks import REPLICA_ENV, RUN_ID_ENV
 
 if TYPE_CHECKING:  # the sweep loads them when it runs: the supervisor's side (spawn, track) needs neither
+    from .containment import RunContainment
     from .proctable import Member
 
 __all__ = ["SWEEP_EVENT", "Watchdog", "main"]
@@ -150,6 +154,12 @@ class Watchdog:
             if pidfd is not None:
                 os.close(pidfd)
 
+    def contain(self, containment: RunContainment) -> None:
+        """The run's cgroups: swept first, whatever their processes did to their environment or group."""
+        if containment.path is not None:
+            for path in (containment.path, *containment.extras.values()):
+                self._send(f"cgroup {path}")
+
     def cancel_job_on_death(self, job_id: str, name: str) -> None:
         """A Slurm allocation we made (named ``name``): cancelled if we die without saying ``bye``."""
         self._send(f"slurm_job {job_id} {name}".rstrip())
@@ -207,16 +217,27 @@ class _Sweep(NamedTuple):
     seconds: float
 
 
-def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, dict[str, str], bool]:
-    """Until EOF: the tracked leaders, whether the last word was ``bye``, Slurm jobs to cancel, and
-    whether the supervisor asked for the sweep (``sweep``: it lives) rather than died."""
+class _Commands(NamedTuple):
+    leaders: dict[int, _Leader]
+    clean: bool  #: the last word was ``bye``
+    jobs: dict[str, str]  #: Slurm job id -> its name, to cancel
+    asked: bool  #: the supervisor asked for the sweep (``sweep``: it lives) rather than died
+    cgroups: list[Path]  #: the run's cgroups, the first the one that contains it
+
+
+def _read_commands(lines: Iterable[bytes]) -> _Commands:
+    """Until EOF: what the supervisor told us."""
     leaders: dict[int, _Leader] = {}
     clean = asked = False
-    jobs: dict[str, str] = {}  #: Slurm job id -> its name
+    jobs: dict[str, str] = {}
+    cgroups: list[Path] = []
     for raw in lines:
-        words = raw.decode(errors="replace").split()
+        text = raw.decode(errors="replace")
+        words = text.split()
         try:
-            if words[:1] == ["track"] and len(words) >= 6:
+            if words[:1] == ["cgroup"] and len(words) >= 2:
+                cgroups.append(Path(text.rstrip("\n").split(" ", 1)[1]))
+            elif words[:1] == ["track"] and len(words) >= 6:
                 pid, pgid = int(words[1]), int(words[3])
                 replica = words[6] if len(words) > 6 else None
                 leaders[pid] = _Leader(pid, float(words[2]), pgid, signal.Signals[words[4]], float(words[5]), replica)
@@ -233,7 +254,7 @@ def _read_commands(lines: Iterable[bytes]) -> tuple[dict[int, _Leader], bool, di
                 print(f"watchdog: ignored {raw!r}", file=sys.stderr, flush=True)
         except (ValueError, KeyError):
             print(f"watchdog: bad command {raw!r}", file=sys.stderr, flush=True)
-    return leaders, clean, jobs, asked
+    return _Commands(leaders, clean, jobs, asked, cgroups)
 
 
 def _cancel_jobs(jobs: dict[str, str]) -> None:
@@ -287,10 +308,36 @@ def _signal(groups: Iterable[int], pids: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _sweep(run_id: str, leaders: dict[int, _Leader]) -> _Sweep:
+def _sweep_cgroups(cgroups: Sequence[Path], leaders: dict[int, _Leader]) -> tuple[list[int], list[int]]:
+    """The run's cgroups: each replica's members get its stop signal, the grace (capped), then the whole
+    tree is killed and removed. Returns (pids seen, pids still there)."""
+    from .containment import empty_and_remove, populated, signal_tree, tree_pids
+
+    if not cgroups:
+        return [], []
+    run_cgroup = cgroups[0]
+    by_replica = {t.replica: t for t in leaders.values() if t.replica}
+    seen = set(tree_pids(run_cgroup))
+    deadline = time.monotonic()
+    with contextlib.suppress(OSError):
+        for child in run_cgroup.iterdir():
+            if child.is_dir():
+                leader = by_replica.get(child.name)
+                seen.update(signal_tree(child, leader.stop_signal if leader else signal.SIGTERM))
+                grace = min(leader.grace_seconds if leader else 1.0, _GRACE_CAP_SECONDS)
+                deadline = max(deadline, time.monotonic() + grace)
+    while populated(run_cgroup) and time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+    removed = [empty_and_remove(path, _KILL_BOUND_SECONDS) for path in cgroups]
+    survivors = [] if all(removed) else tree_pids(run_cgroup)
+    return sorted(seen), sorted(survivors)
+
+
+def _sweep(run_id: str, leaders: dict[int, _Leader], cgroups: Sequence[Path] = ()) -> _Sweep:
     from .proctable import run_members
 
     began = time.monotonic()
+    in_cgroups, cgroup_survivors = _sweep_cgroups(cgroups, leaders)  # first: it reaches every member at once
     exclude = {os.getpid(), os.getppid()}
     pgids = {leader.pgid for leader in leaders.values()}
     members = run_members(run_id, pgids, exclude=exclude)
@@ -337,8 +384,9 @@ def _sweep(run_id: str, leaders: dict[int, _Leader]) -> _Sweep:
         members = run_members(run_id, pgids, exclude=exclude)
         groups, processes = _ours(members, run_id, leaders, trusted, seen)
         seen.update(m.pid for m in processes)
-    survivors = sorted(m.pid for m in processes)
-    return _Sweep(sorted(seen - set(survivors)), survivors, sorted(trusted), time.monotonic() - began)
+    survivors = sorted({*(m.pid for m in processes), *cgroup_survivors})
+    killed = sorted({*seen, *in_cgroups} - set(survivors))
+    return _Sweep(killed, survivors, sorted(trusted), time.monotonic() - began)
 
 
 def _append_event(run_dir: Path, run_id: str, sweep: _Sweep) -> None:
@@ -379,14 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getsid(0) != os.getpid():
         with contextlib.suppress(OSError):
             os.setsid()
-    leaders, clean, jobs, asked = _read_commands(sys.stdin.buffer)
-    if clean:  # the supervisor waits for us at the end of its teardown: skip the interpreter's shutdown
+    told = _read_commands(sys.stdin.buffer)
+    if told.clean:  # the supervisor waits for us at the end of its teardown: skip the interpreter's shutdown
         os._exit(0)
-    _cancel_jobs(jobs)  # first: Slurm's own kill of remote tasks runs while we sweep the local ones
-    sweep = _sweep(args.run_id, leaders)
+    _cancel_jobs(told.jobs)  # first: Slurm's own kill of remote tasks runs while we sweep the local ones
+    sweep = _sweep(args.run_id, told.leaders, told.cgroups)
     with contextlib.suppress(OSError):
         _append_event(args.run_dir, args.run_id, sweep)
-    if not asked:  # the supervisor died: nobody else writes the run's summary.json
+    if not told.asked:  # the supervisor died: nobody else writes the run's summary.json
         _write_summary(args.run_dir, args.run_id, sweep)
     if sweep.survivors:
         print(f"watchdog: run {args.run_id}: still alive after SIGKILL: {sweep.survivors}", file=sys.stderr)

@@ -146,6 +146,7 @@ class Plan:
     #: the spec it was planned from: a scale or a rollout plans new replicas from it (``_plan.replan``)
     topology: Topology | None = attrs.field(default=None, eq=False, repr=False)
     gpu_vendor: str = "nvidia"  #: whose GPUs were assigned (``gpu_inventory.NVIDIA`` / ``AMD``): their variables
+    containment: str = "auto"  #: the topology's ``containment`` (``_host.containment.CHOICES``)
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -249,7 +250,7 @@ def make_plan(
         raise ConfigError(list(dict.fromkeys(problems)), source=topology.source)
     return Plan(
         topology.name, run_id, run_dir, tuple(resolved), topology.source, topology.strategy, topology.cluster,
-        on_nodes or (), topology, vendor,
+        on_nodes or (), topology, vendor, topology.containment,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .._host.process import create_time
@@ -18,11 +19,22 @@ from .paths import default_runs_dir, finished_dir, index_path, read_json, write_
 __all__ = ["register_run", "unregister_run"]
 
 
-def register_run(run_id: str, run_dir: Path, *, supervisor_pid: int, watchdog_pid: int | None = None) -> Path:
+def register_run(
+    run_id: str,
+    run_dir: Path,
+    *,
+    supervisor_pid: int,
+    watchdog_pid: int | None = None,
+    containment: Mapping[str, object] | None = None,
+) -> Path:
     """List a run in the index (before its first child: gc must see it from then on); returns the
-    entry's path. Raises OSError."""
+    entry's path. ``containment``: the run's cgroups (``RunContainment.record``). Raises OSError."""
     path = index_path(run_id)
     entry = {
+        "containment": None,
+        "cgroup": None,
+        "cgroup_extras": [],
+        **(containment or {}),
         "run_id": run_id,
         "run_dir": str(Path(run_dir).absolute()),
         "supervisor_pid": supervisor_pid,

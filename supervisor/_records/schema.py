@@ -98,6 +98,9 @@ class Manifest:
     slurm_job: str | None = None  #: the Slurm allocation the run's steps ran in
     slurm_job_name: str | None = None
     slurm_job_owned: bool = False  #: we made it: ``gc`` cancels it for a dead run
+    containment: str | None = None  #: cgroup2, freezer or marks (None: written before containment existed)
+    cgroup: str | None = None  #: the run's cgroup (each replica's is a child named after it)
+    cgroup_extras: list[str] = attrs.Factory(list)  #: the run's cgroups in v1 hierarchies (limits, measures)
 
     def replicas(self) -> list[tuple[str, ReplicaEntry]]:
         return [(name, r) for name, service in self.services.items() for r in service.replicas]
@@ -220,6 +223,9 @@ class IndexEntry:
     watchdog_pid: int | None = None
     watchdog_create_time: float | None = None
     registered_wall_time: float | None = None
+    containment: str | None = None  #: cgroup2, freezer or marks (None: written before containment existed)
+    cgroup: str | None = None  #: the run's cgroup, when contained by one
+    cgroup_extras: list[str] = attrs.Factory(list)  #: the run's cgroups in v1 hierarchies (limits, measures)
 
 
 # ----- one forgiving converter ---------------------------------------------------------------------------

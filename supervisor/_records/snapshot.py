@@ -129,7 +129,13 @@ def manifest_of(group: RunView) -> Manifest:
         leftovers=list(group.leftovers),
         control_socket=None if group.control_socket is None else str(group.control_socket),
         **_slurm_job(group),
+        **_containment(group),
     )
+
+
+def _containment(group: RunView) -> dict[str, Any]:
+    containment = getattr(group, "containment", None)
+    return {} if containment is None else containment.record()
 
 
 def _slurm_job(group: RunView) -> dict[str, Any]:

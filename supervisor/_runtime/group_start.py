@@ -34,10 +34,12 @@ async def start(run: RunState, tg: anyio.abc.TaskGroup) -> None:
     # Before the first spawn: if we die from here on, even by SIGKILL, the watchdog sweeps the run.
     head_started = run.head_start.take_watchdog() if run.head_start is not None else None
     run.watchdog = head_started or Watchdog.spawn(run.run_id, run.run_dir)
+    if head_started is None:
+        run.watchdog.contain(run.containment)
     _tell_watchdog_allocation(run)
     run.write_manifest()
     write_endpoints(run.plan)
-    register_run(run.run_id, run.run_dir, supervisor_pid=os.getpid(), watchdog_pid=run.watchdog.pid)
+    _register(run)
     tg.start_soon(_keep_watchdog, run, name="keep watchdog")
     for service in run.plan.services:
         tg.start_soon(_supervision.start_service, run, service.name, None, name=f"start {service.name}")
@@ -62,11 +64,23 @@ async def _keep_watchdog(run: RunState) -> None:
         if run.stopping or watchdog is not run.watchdog:
             return
         run.watchdog = Watchdog.spawn(run.run_id, run.run_dir)
+        run.watchdog.contain(run.containment)
         _tell_watchdog_allocation(run)
-        register_run(run.run_id, run.run_dir, supervisor_pid=os.getpid(), watchdog_pid=run.watchdog.pid)
+        _register(run)
         for replica in run.replicas:
             if replica.incarnation is not None and not replica.incarnation.exited.is_set():
                 run.track(replica, replica.incarnation)
+
+
+def _register(run: RunState) -> None:
+    assert run.watchdog is not None
+    register_run(
+        run.run_id,
+        run.run_dir,
+        supervisor_pid=os.getpid(),
+        watchdog_pid=run.watchdog.pid,
+        containment=run.containment.record(),
+    )
 
 
 def _tell_watchdog_allocation(run: RunState) -> None:

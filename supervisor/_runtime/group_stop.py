@@ -54,17 +54,34 @@ def _pinned_groups(run: RunState) -> dict[int, str]:
 
 
 async def members_by_replica(run: RunState) -> dict[str, list[psutil.Process]]:
-    """Every live process of the run, by replica: marked ones, and members of our process groups
-    (an ``env -i`` child carries no mark)."""
-    groups = _pinned_groups(run)
-    members = await anyio.to_thread.run_sync(functools.partial(run_members, run.run_id, groups))
+    """Every live process of the run, by replica. A replica started in its cgroup: the cgroup's members,
+    whatever their environment or process group (the cost of the run, not of the host). Any other (marks
+    mode, a Slurm step): marked processes and members of our process groups (an ``env -i`` child carries
+    no mark), from one scan of the process table."""
     by_replica: dict[str, list[psutil.Process]] = {}
+    replicas = [*run.replicas, *run.retired]
+    scanned = [r for r in replicas if run.containment.holding(r.name) is None]
+    for replica in replicas:
+        cgroup = run.containment.holding(replica.name)
+        if cgroup is not None:
+            for pid in cgroup.pids():
+                _add(run, by_replica, replica.name, pid)
+    if not scanned:
+        return by_replica
+    groups = {pgid: name for pgid, name in _pinned_groups(run).items() if name in {r.name for r in scanned}}
+    members = await anyio.to_thread.run_sync(functools.partial(run_members, run.run_id, groups))
+    contained = {r.name for r in replicas} - {r.name for r in scanned}
     for member in members.values():
         name = groups.get(member.pgid) or member.replica or ""
-        run.seen_pids.setdefault(member.pid, name)
-        with contextlib.suppress(psutil.Error):
-            by_replica.setdefault(name, []).append(psutil.Process(member.pid))
+        if name not in contained:
+            _add(run, by_replica, name, member.pid)
     return by_replica
+
+
+def _add(run: RunState, by_replica: dict[str, list[psutil.Process]], name: str, pid: int) -> None:
+    run.seen_pids.setdefault(pid, name)
+    with contextlib.suppress(psutil.Error):
+        by_replica.setdefault(name, []).append(psutil.Process(pid))
 
 
 async def stop_one(run: RunState, replica: Replica, *, reason: str) -> None:
@@ -152,7 +169,9 @@ def kill_now(run: RunState) -> None:
     run.kill_requested = True
     for replica in [*run.replicas, *run.retired]:
         replica.kill_now()
-    signal_processes([p for _, p in marked_processes(run.run_id).values()], signal.SIGKILL)
+    run.containment.kill()
+    if any(run.containment.holding(r.name) is None for r in [*run.replicas, *run.retired]):
+        signal_processes([p for _, p in marked_processes(run.run_id).values()], signal.SIGKILL)
 
 
 async def _release_allocation(run: RunState) -> None:
@@ -180,6 +199,9 @@ async def _sweep(run: RunState) -> None:
         return [p for ps in (await members_by_replica(run)).values() for p in ps]
 
     run.leftovers = await _teardown.sweep(find)
+    # "nothing is left" means: the run's cgroups are empty and removed
+    if run.containment.contained and not await anyio.to_thread.run_sync(run.containment.empty_and_remove):
+        run.leftovers = sorted({*run.leftovers, *run.containment.pids()})
     for replica in [*run.replicas, *run.retired]:
         if replica.incarnation is not None:
             replica.incarnation.process.reap()

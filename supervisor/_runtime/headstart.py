@@ -37,9 +37,10 @@ from .._host.process import ChildProcess
 from .._host.watchdog import Watchdog
 from .._marks import REPLICA_ENV, RUN_ID_ENV
 from .._records.registry import register_run, unregister_run
-from .preflight import preflight
+from .preflight import open_containment, preflight
 
 if TYPE_CHECKING:
+    from .._host.containment import RunContainment
     from .._host.gpu_inventory import GpuInventory
     from .._host.launcher import LaunchedProcess
     from .._plan.plan import Plan, ReplicaPlan
@@ -66,6 +67,7 @@ class HeadStart:
         self.began_wall_time = began_wall_time
         self.spawned: dict[str, int] = {}  #: replica name -> pid, for every process started here, in order
         self.watchdog_pid: int | None = None
+        self.containment: RunContainment | None = None  #: the run's cgroup, made before the first spawn
         self._watchdog: Watchdog | None = None
         self._waiting: dict[str, _Waiting] = {}
         self._abandoned = False
@@ -82,11 +84,19 @@ class HeadStart:
             from .gpu_checks import listed_before
 
             head.gpus_before = listed_before(head.inventory, plan)
+        head.containment = containment = open_containment(plan)
         try:
             head._watchdog = Watchdog.spawn(plan.run_id, plan.run_dir)
             head.watchdog_pid = head._watchdog.pid
+            head._watchdog.contain(containment)
             # indexed before the first child: if we and the watchdog both die now, gc still finds the run
-            register_run(plan.run_id, plan.run_dir, supervisor_pid=os.getpid(), watchdog_pid=head.watchdog_pid)
+            register_run(
+                plan.run_id,
+                plan.run_dir,
+                supervisor_pid=os.getpid(),
+                watchdog_pid=head.watchdog_pid,
+                containment=containment.record(),
+            )
             head._registered = True
             base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # as ``RunningTopology.base_env``
             for service in plan.services:
@@ -102,8 +112,10 @@ class HeadStart:
 
     def _spawn(self, replica: ReplicaPlan, base_env: Mapping[str, str]) -> None:
         env = {**replica.environment(base_env), RUN_ID_ENV: self.plan.run_id, REPLICA_ENV: replica.name}  # as spawn
+        assert self.containment is not None
         try:
-            process = ChildProcess.spawn(replica.argv, env, replica.cwd)
+            argv = self.containment.enter(replica.name, replica.argv, env, replica.cwd)
+            process = ChildProcess.spawn(argv, env, replica.cwd)
         except OSError:
             return  # the group tries again and reports it as it reports any failed spawn
         watchdog, stop = self._watchdog, replica.stop  # tracked at once, as the group tracks its spawns
@@ -125,6 +137,9 @@ class HeadStart:
             if (waiting.argv, waiting.env, waiting.cwd) == (list(argv), dict(env), cwd):
                 return waiting.process
             _discard(waiting.process)  # asked for something else than was started: start that instead
+        name = env.get(REPLICA_ENV)
+        if self.containment is not None and name:
+            argv = self.containment.enter(name, argv, env, cwd)
         return ChildProcess.spawn(argv, env, cwd)
 
     # ----- the end -----------------------------------------------------------------------------------
@@ -137,7 +152,11 @@ class HeadStart:
         self._waiting.clear()
         watchdog = self.take_watchdog()
         if watchdog is not None:
+            if self.containment is not None and self._abandoned:  # with whatever the moment's run forked
+                self.containment.kill()
             swept = watchdog.close(clean=not self._abandoned)
+            if self.containment is not None and not self.containment.empty_and_remove():
+                swept = swept or 1  # something survived even SIGKILL: the run stays indexed for gc
             if self._registered and swept == 0:  # the group never took over, and nothing of ours is left
                 unregister_run(self.plan.run_id)
 

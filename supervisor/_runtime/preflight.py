@@ -12,10 +12,18 @@ from .._errors import ConfigError
 from .._records.paths import private_dirs
 
 if TYPE_CHECKING:
+    from .._host.containment import RunContainment
     from .._host.gpu_inventory import GpuInventory
     from .._plan.plan import Plan, ReplicaPlan
 
-__all__ = ["FDS_PER_REPLICA", "preflight", "prepare_run_dir", "raise_open_files_limit", "refuse_taken_ports"]
+__all__ = [
+    "FDS_PER_REPLICA",
+    "open_containment",
+    "preflight",
+    "prepare_run_dir",
+    "raise_open_files_limit",
+    "refuse_taken_ports",
+]
 
 #: A replica holds its output pipe, its log file and a pidfd, and a probe's socket while it polls.
 FDS_PER_REPLICA = 4
@@ -36,6 +44,27 @@ def preflight(plan: Plan, gpus: GpuInventory | None) -> GpuInventory | None:
     refuse_taken_ports(plan)
     prepare_run_dir(plan)
     return inventory
+
+
+def open_containment(plan: Plan) -> RunContainment:
+    """The run's cgroup, made before the first spawn (the last check: a failure after it removes it);
+    ``ConfigError`` naming why and how when the topology requires a mode this host cannot give. A run on
+    Slurm nodes is contained on each node by Slurm's own cgroup (the step's), not by ours."""
+    from .._host.containment import ContainmentUnavailable, RunContainment
+
+    request = plan.containment
+    if plan.cluster is not None and request in ("auto", "marks"):
+        return RunContainment("marks")
+    if plan.cluster is not None:
+        problem = (
+            f"field 'containment': {request} applies to processes on this machine; on a Slurm cluster each "
+            "replica runs in its step's cgroup, which Slurm makes and kills (use auto or marks)"
+        )
+        raise ConfigError(problem, source=plan.source)
+    try:
+        return RunContainment.open(plan.run_id, request)
+    except ContainmentUnavailable as exc:
+        raise ConfigError(f"field 'containment': {exc}", source=plan.source) from None
 
 
 def refuse_taken_ports(plan: Plan) -> None:

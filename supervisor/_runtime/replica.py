@@ -33,6 +33,8 @@ from .policy import RestartBudget, compile_fatal
 if TYPE_CHECKING:
     import httpx
 
+    from .._host.containment import ReplicaCgroup
+
 
 __all__ = ["ACTIVE_STATES", "Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
 
@@ -103,6 +105,8 @@ class ReplicaHost(Protocol):
     def track(self, replica: Replica, incarnation: Incarnation) -> None: ...
 
     def untrack(self, incarnation: Incarnation) -> None: ...
+
+    def cgroup_of(self, replica: str) -> ReplicaCgroup | None: ...  #: where its processes are, if contained
 
 
 class Incarnation:
@@ -491,16 +495,19 @@ class Replica:
         # else the leader is a profiler: it writes its report once the program (one of ``others``, a member
         # of its group) exited; py-spy would die on SIGTERM without writing it. SIGKILL after the grace.
         signal_processes(others, stop_signal)
+        cgroup = host.cgroup_of(self.name)
         killed = False
         with anyio.move_on_after(self.plan.stop.grace_seconds) as grace:
-            await _gone(incarnation, others)
+            await _gone(incarnation, others, cgroup)
         if grace.cancelled_caught:
             killed = True
             process.signal_group(signal.SIGKILL)
             signal_processes(others, signal.SIGKILL)
+            if cgroup is not None:  # and whatever it forked meanwhile, in any session or group
+                cgroup.kill()
             with anyio.move_on_after(KILL_WAIT_SECONDS):
-                await _gone(incarnation, others)
-        if incarnation.exited.is_set() and not any(alive(p) for p in others):
+                await _gone(incarnation, others, cgroup)
+        if incarnation.exited.is_set() and not any(alive(p) for p in others) and not _populated(cgroup):
             _release(host, incarnation)  # else the teardown's sweep still needs the group pinned
         host.emit(Stopped(replica=self.name, service=self.service, seconds=time.monotonic() - began, killed=killed))
 
@@ -528,9 +535,17 @@ class ServiceHandle(ServiceAddresses):
         return f"<Service {self.name} x{len(self.replicas)} pids={self.pids}>"
 
 
-async def _gone(incarnation: Incarnation, others: list[psutil.Process]) -> None:
+async def _gone(incarnation: Incarnation, others: list[psutil.Process], cgroup: ReplicaCgroup | None = None) -> None:
     await incarnation.exited.wait()
     await wait_gone(others)
+    delay = 0.001
+    while _populated(cgroup):  # a fork made after the stop signal is in no list, but in the cgroup
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _populated(cgroup: ReplicaCgroup | None) -> bool:
+    return cgroup is not None and cgroup.populated()
 
 
 def _release(host: ReplicaHost, incarnation: Incarnation) -> None:

@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 
 from .._errors import ConfigError, ServiceFailed
 from .._events import Event, EventLog
+from .._host.containment import ReplicaCgroup, RunContainment
 from .._host.launcher import Launcher, LocalLauncher
 from .._host.probes import PollBudget
 from .._plan.plan import Plan, ReplicaPlan
@@ -59,6 +60,7 @@ class RunState:
         gpus_before: frozenset[tuple[int, int]] | None = None,
         head_start: HeadStart | None = None,
         allocation: SlurmAllocation | None = None,
+        containment: RunContainment | None = None,
     ) -> None:
         self.plan = plan
         self.gpus = gpus  #: checked after teardown: the GPUs must stop listing our processes
@@ -67,7 +69,9 @@ class RunState:
         self.base_env = {"PYTHONUNBUFFERED": "1", **os.environ}  # output reaches the logs as it is printed
         self.poll_budget = PollBudget()
         #: a head start (``supervisor run``) already spawned the first replicas: it hands them over
-        self.launcher: Launcher = launcher or head_start or LocalLauncher()
+        #: the run's cgroup tree (made by ``preflight.open_containment``), or none: marks and process groups
+        self.containment = containment or RunContainment("marks")
+        self.launcher: Launcher = launcher or head_start or LocalLauncher(self.containment)
         self.head_start = head_start
         #: the Slurm job that replicas with a placement run in; released at teardown if we made it
         self.allocation = allocation
@@ -182,6 +186,10 @@ class RunState:
         save_record(self.run_dir, "summary.json", summary_of(self), indent=2)
 
     # ----- ReplicaHost ----------------------------------------------------------------------------
+    def cgroup_of(self, replica: str) -> ReplicaCgroup | None:
+        """The replica's cgroup, when its processes were started in one."""
+        return self.containment.holding(replica)
+
     def launcher_for(self, plan: ReplicaPlan) -> Launcher:
         """This machine's launcher, or a step on the replica's nodes in the run's Slurm allocation."""
         if plan.placement is None or self.allocation is None:

@@ -434,7 +434,7 @@ def _on_change(value: object, _: object = None) -> OnChange:
 
 
 #: one-of-a-set fields are plain strings here: plan checks the value, as for topologies built in code
-_CHOICES = {(RestartPolicy, "policy"), (Service, "strategy"), (Topology, "strategy")}
+_CHOICES = {(RestartPolicy, "policy"), (Service, "strategy"), (Topology, "strategy"), (Topology, "containment")}
 _SERVICE_HOOKS: dict[str, Callable[[object, object], object]] = {
     "command": _strings,
     "ready": _probe,

@@ -560,6 +560,10 @@ def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service
     return tuple(value)
 
 
+#: how a run's processes are kept together (``_host.containment``): auto picks the best the host allows
+CONTAINMENT_CHOICES = ("auto", "cgroup2", "freezer", "marks")
+
+
 @attrs.frozen
 class Topology:
     """A named graph of services. ``source`` (the YAML path, if any) only labels error messages."""
@@ -572,3 +576,6 @@ class Topology:
     cluster: Cluster | None = attrs.field(default=None, converter=_cluster)  #: absent: all runs on this machine
     #: the ``--set`` overrides it was loaded with (a rolling restart re-loads ``source`` with them and its own)
     overrides: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False, hash=False)
+    #: how the run's processes are kept together: auto (the best this host allows), or require cgroup2,
+    #: freezer or marks (``_host.containment``)
+    containment: str = "auto"

@@ -36,7 +36,7 @@ PRESET_GROUP = "topovisor.presets"
 
 #: top-level fields a preset file may hold; ``name``, ``run_dir`` and ``strategy`` replace the builder's;
 #: ``cluster`` is read by ``_spec.load`` (like ``--set cluster.*``), so the builders never see it
-PRESET_FIELDS = ("preset", "vars", "name", "run_dir", "strategy", "cluster")
+PRESET_FIELDS = ("preset", "vars", "name", "run_dir", "strategy", "cluster", "containment")
 
 
 def topology_from_preset(
@@ -54,7 +54,10 @@ def topology_from_preset(
     if unknown:
         raise ConfigError(
             [f"top level: '{key}' is not allowed beside preset:{suggest(key, PRESET_FIELDS, 0.6)}" for key in unknown]
-            + ["(a preset file holds preset:, vars:, and optionally name:, run_dir:, strategy:, cluster:)"],
+            + [
+                "(a preset file holds preset:, vars:, and optionally name:, run_dir:, strategy:, cluster:, "
+                "containment:)"
+            ],
             source=source,
         )
     name = data["preset"]
@@ -115,7 +118,7 @@ def topology_from_preset(
     return attrs.evolve(topology, source=source, **fields)
 
 
-_TOP_LEVEL = ("name", "run_dir", "strategy")
+_TOP_LEVEL = ("name", "run_dir", "strategy", "containment")
 
 
 @functools.cache

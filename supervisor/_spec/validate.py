@@ -19,6 +19,7 @@ from .._errors import suggest
 from .cluster import check_cluster
 from .model import (
     CONDITIONS,
+    CONTAINMENT_CHOICES,
     ON_CHANGE_ACTIONS,
     STRATEGIES,
     AllOf,
@@ -109,6 +110,8 @@ def check_topology(topology: Topology, report: Report) -> int:
     included; returns how many checks could not run (the cycle check when a name is defined twice)."""
     if topology.strategy not in STRATEGIES:
         report(f"field 'strategy': must be one of {', '.join(STRATEGIES)}")
+    if topology.containment not in CONTAINMENT_CHOICES:
+        report(f"field 'containment': must be one of {', '.join(CONTAINMENT_CHOICES)}, got {topology.containment!r}")
     if not isinstance(topology.name, str) or not _NAME.fullmatch(topology.name):
         report(f"field 'name': {topology.name!r} must be letters, digits, '_' or '-'")
     if topology.run_dir is not None:

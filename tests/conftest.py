@@ -1,4 +1,5 @@
-"""Fixtures shared by every test (helpers live in ``helpers.py``). Every test is checked for leftovers: no process carrying a run mark may outlive it."""
+"""Fixtures shared by every test (helpers live in ``helpers.py``). Every test is checked for leftovers: no
+process carrying a run mark, and no cgroup of a run, may outlive it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from supervisor._host.cgroupfs import CgroupHost
+from supervisor._host.containment import empty_and_remove
 from supervisor._host.proctable import marked_processes
 
 from .engines import dynamo_env, llama_server, mocker_model, tiny_gguf
@@ -36,13 +39,24 @@ def no_leftovers(runs_dir: Path) -> Iterator[None]:
     """After each test, no process of any run it started (under ``runs_dir``) may be alive."""
     yield
     left = {}
+    cgroups = []
     for run in runs_dir.iterdir() if runs_dir.is_dir() else ():
         left.update(marked_processes(run.name))
+        cgroups += [path for path in _run_cgroups(run.name) if path.exists()]
+    for path in cgroups:
+        empty_and_remove(path)
+    if cgroups:
+        pytest.fail(f"cgroups of a run outlived the test: {cgroups}")
     if left:
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
         pytest.fail(f"processes of a run outlived the test: {sorted(left)}")
+
+
+def _run_cgroups(run_id: str) -> list[Path]:
+    host = CgroupHost.read()
+    return [h.own_dir / f"topovisor-{run_id}" for h in (host.unified, *host.v1.values()) if h is not None]
 
 
 @pytest.fixture(autouse=True)

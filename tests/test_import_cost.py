@@ -60,7 +60,7 @@ popen_init = subprocess.Popen.__init__
 seen = Path(sys.argv.pop(1))
 
 def spy(self, args, *rest, **options):
-    first = args[0] == "sh" and not seen.exists()  # the first child, not the watchdog
+    first = args[0] in ("sh", "/bin/sh") and not seen.exists()  # the first child (or its cgroup entry), not the watchdog
     if first:
         seen.write_text(json.dumps(sorted(sys.modules)))
     popen_init(self, args, *rest, **options)

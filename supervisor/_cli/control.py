@@ -62,9 +62,11 @@ def status_command(call: Invocation) -> int:
         return EXIT_OK
     ready = status.get("ready_seconds")
     ready_text = f", all ready in {ready:.2f}s" if isinstance(ready, (int, float)) else ""
+    containment = status.get("containment")  # a supervisor from before containment sends none
+    contained = f", containment {containment}" if isinstance(containment, str) else ""
     print(
         f"run {status['run_id']} ({status['name']}): {status['phase']}, supervisor pid {status['supervisor_pid']}"
-        f"{ready_text}"
+        f"{ready_text}{contained}"
     )
     rows = [["REPLICA", "STATE", "PID", "PORTS", "URL", "RESTARTS", "READY", "GPUS"]]
     for service in status["services"].values():

@@ -110,6 +110,7 @@ def _run_view(record: RunRecord, now: float) -> dict[str, Any]:
         "run_dir": str(record.run_dir),
         "phase": record.phase,
         "status": status,
+        "containment": record.containment,
         "outcome": _outcome(record) if not record.supervisor_alive else None,
         "supervisor": {"pid": record.supervisor_pid, "alive": record.supervisor_alive},
         "watchdog": {"pid": record.watchdog_pid, "alive": record.watchdog_alive},

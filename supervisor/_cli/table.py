@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .._marks import CONTAINMENT_CHOICES
 from .._units import parse_duration
 
 __all__ = ["COMMANDS", "Command", "build_parser", "parse_overrides"]
@@ -62,6 +63,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detach", "-d", action="store_true",
         help="supervise in the background; return once all are ready, printing the run id (stop: supervisor stop ID)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--containment", choices=CONTAINMENT_CHOICES, metavar="MODE",
+        help="require how the run's processes are kept together: cgroup2, freezer or marks (default: the "
+        "topology's containment, auto: the best this host allows); exit 2 if it cannot be had",
     )  # fmt: skip
     parser.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)  # --detach's channel to the background run
     parser.epilog = (

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+import attrs
+
 from .._errors import ConfigError, SupervisorError
 from .._host.signals import hold_signals
 from .._plan.plan import Plan, fill_command, make_plan
@@ -58,6 +60,8 @@ def plan_invocation(call: Invocation, *, check_executables: bool = True) -> Plan
     nodes_wanted = getattr(args, "nodes", None)
     if getattr(args, "slurm", False) or nodes_wanted is not None:
         topology = with_slurm(topology, nodes_wanted)
+    if getattr(args, "containment", None):
+        topology = attrs.evolve(topology, containment=args.containment)
     if args.command == "sbatch":
         from .sbatch import apply_sbatch_flags
 
@@ -272,6 +276,10 @@ def _run(call: Invocation, planned: Planned) -> int:
                 say(f"Slurm job {allocation.job_id} ({whose}) on {on}", wall_time=began)
             for note in planned.notes:
                 say(f"note: {note}", wall_time=began)
+            if head_start is not None and head_start.containment is not None:
+                say(head_start.containment.describe(), wall_time=began)
+            elif plan.cluster is not None:
+                say("containment: each replica in its Slurm step's cgroup (Slurm makes and kills it)", wall_time=began)
         with _summary_at_end(call, plan.run_dir), reporter:
             outcome = anyio.run(
                 lambda: supervise_prepared(

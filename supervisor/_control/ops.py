@@ -103,6 +103,10 @@ class ControlledRun(Protocol):
     def started_at(self) -> float: ...
     @property
     def ready_at(self) -> float | None: ...
+    @property
+    def containment(self) -> str: ...  #: cgroup2, freezer or marks
+    @property
+    def cgroup(self) -> Path | None: ...
     def redactor(self) -> Redactor: ...  #: hides the run's secrets in what the socket answers
 
     @property
@@ -284,6 +288,8 @@ def status_of(group: ControlledRun) -> dict[str, Any]:
         "name": group.plan.name,
         "run_dir": str(group.run_dir),
         "phase": group.phase,
+        "containment": group.containment,
+        "cgroup": None if group.cgroup is None else str(group.cgroup),
         "supervisor_pid": os.getpid(),
         "started_wall_time": group.started_wall_time,
         "ready_seconds": None if group.ready_at is None else group.ready_at - group.started_at,

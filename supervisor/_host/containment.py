@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
-from .._spec.model import CONTAINMENT_CHOICES as CHOICES
+from .._marks import CONTAINMENT_CHOICES as CHOICES
 from .cgroupfs import DELEGATION_HINT, CgroupHost, Hierarchy
 
 __all__ = [

@@ -104,6 +104,11 @@ class RunRecord:
     manifest: Manifest = attrs.field(eq=False, repr=False)  #: empty when the run wrote none (or a newer one)
     #: why this topovisor cannot read the run's records (a newer one wrote them); None when it can
     unreadable: str | None = None
+    containment: str | None = None  #: cgroup2, freezer or marks; None: recorded before containment existed
+    #: the run's cgroups, the containing one first (each replica's is a child named after it); only paths
+    #: that are this run's own (``topovisor-<run id>`` on a mounted cgroup filesystem): a hand-edited record
+    #: must not make gc kill a whole hierarchy
+    cgroups: tuple[Path, ...] = ()
 
     def readable(self) -> RunRecord:
         """This record; ``IncompatibleVersion`` (saying who reads it) when its records are of a newer
@@ -172,7 +177,29 @@ def load_run(run_dir: Path, *, run_id: str | None = None, entry: IndexEntry | No
         indexed=indexed,
         manifest=manifest,
         unreadable=unreadable,
+        containment=manifest.containment or entry.containment,
+        cgroups=_own_cgroups(
+            run_id, [manifest.cgroup or entry.cgroup, *(manifest.cgroup_extras or entry.cgroup_extras)]
+        ),
     )
+
+
+def _own_cgroups(run_id: str, paths: list[str | None]) -> tuple[Path, ...]:
+    """The recorded cgroups that are this run's: named for it, on a mounted cgroup filesystem."""
+    if not any(paths):
+        return ()
+    from .._host.cgroupfs import CgroupHost
+
+    host = CgroupHost.read()
+    mounts = [h.mount for h in (host.unified, *host.v1.values()) if h is not None]
+    found: list[Path] = []
+    for text in paths:
+        if not text:
+            continue
+        path = Path(text)
+        if path.name == f"topovisor-{run_id}" and any(path.is_relative_to(m) and path != m for m in mounts):
+            found.append(path)
+    return tuple(found)
 
 
 def list_runs(*, include_finished: bool = False) -> list[RunRecord]:

@@ -97,6 +97,7 @@ async def stop_run(record: RunRecord, *, grace_seconds: float | None = None, by:
                 for replica in services[service]:
                     tg.start_soon(_stop_replica, replica, members, grace_seconds, signalled, killed)
     await _sweep(record, signalled, killed)
+    await anyio.to_thread.run_sync(_remove_cgroups, record)
     await anyio.to_thread.run_sync(_cancel_allocation, record)
     remaining = sorted(await anyio.to_thread.run_sync(leftover_members, record))
     report = StopReport(
@@ -110,6 +111,14 @@ async def stop_run(record: RunRecord, *, grace_seconds: float | None = None, by:
     )
     _close_record(record, report, by)
     return report
+
+
+def _remove_cgroups(record: RunRecord) -> None:
+    """Kill what is still in the run's cgroups (a fork made during the sweep), then remove them."""
+    from .._host.containment import empty_and_remove
+
+    for path in record.cgroups:
+        empty_and_remove(path)
 
 
 def _cancel_allocation(record: RunRecord) -> None:

@@ -207,6 +207,8 @@ class Summary:
     operations: list[OperationOutcome] = attrs.Factory(list)  #: scales and rolling restarts, in order
     verified_no_leftovers: bool = False
     leftovers: list[int] = attrs.Factory(list)
+    #: how "no leftovers" was verified: cgroup2 or freezer (the run's cgroups emptied and removed) or marks
+    containment: str | None = None
     #: outcome supervisor-died: who wrote this summary after the death (watchdog or gc), and what it killed
     ended_by: str | None = None
     killed: list[int] = attrs.Factory(list)

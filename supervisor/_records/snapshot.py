@@ -187,6 +187,7 @@ def summary_of(group: RunView) -> Summary:
         ready_seconds=None if group.ready_at is None else group.ready_at - group.started_at,
         verified_no_leftovers=stopped and not group.leftovers,
         leftovers=list(group.leftovers),
+        containment=_containment(group).get("containment"),
     )
 
 

@@ -191,6 +191,16 @@ class RunningTopology:
         return self._run.phase
 
     @property
+    def containment(self) -> str:
+        """How the run's processes are kept together: cgroup2, freezer (a cgroup per replica) or marks."""
+        return self._run.containment.mode
+
+    @property
+    def cgroup(self) -> Path | None:
+        """The run's cgroup (each replica's is a child named after it); None in mode marks."""
+        return self._run.containment.path
+
+    @property
     def replicas(self) -> list[Replica]:
         return self._run.replicas
 

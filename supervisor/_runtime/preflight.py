@@ -9,6 +9,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigError
+from .._marks import CONTAINMENT_CHOICES, CONTAINMENT_ENV
 from .._records.paths import private_dirs
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ def open_containment(plan: Plan) -> RunContainment:
     from .._host.containment import ContainmentUnavailable, RunContainment
 
     request = plan.containment
+    if request == "auto":  # the topology leaves it to the host: an administrator may say more
+        request = os.environ.get(CONTAINMENT_ENV, "").strip() or "auto"
+        if request not in CONTAINMENT_CHOICES:
+            choices = ", ".join(CONTAINMENT_CHOICES)
+            raise ConfigError(f"environment variable {CONTAINMENT_ENV}: must be one of {choices}, got {request!r}")
     if plan.cluster is not None and request in ("auto", "marks"):
         return RunContainment("marks")
     if plan.cluster is not None:

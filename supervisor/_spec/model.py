@@ -560,10 +560,6 @@ def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service
     return tuple(value)
 
 
-#: how a run's processes are kept together (``_host.containment``): auto picks the best the host allows
-CONTAINMENT_CHOICES = ("auto", "cgroup2", "freezer", "marks")
-
-
 @attrs.frozen
 class Topology:
     """A named graph of services. ``source`` (the YAML path, if any) only labels error messages."""

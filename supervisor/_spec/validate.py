@@ -16,10 +16,10 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from .._errors import suggest
+from .._marks import CONTAINMENT_CHOICES
 from .cluster import check_cluster
 from .model import (
     CONDITIONS,
-    CONTAINMENT_CHOICES,
     ON_CHANGE_ACTIONS,
     STRATEGIES,
     AllOf,

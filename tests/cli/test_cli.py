@@ -270,7 +270,8 @@ def test_run_lines_are_stamped_in_the_order_they_are_printed(tmp_path: Path, run
     result = supervisor("run", str(topology), "--runs-dir", str(runs_dir))
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if " [supervisor] " in line]
-    assert " [supervisor] run " in lines[0] and " [supervisor] a: started, pid " in lines[1], lines
+    assert " [supervisor] run " in lines[0] and " [supervisor] containment: " in lines[1], lines
+    assert " [supervisor] a: started, pid " in lines[2], lines
     stamps = [_seconds_of_day(line) for line in lines]
     for earlier, later in itertools.pairwise(stamps):
         assert later >= earlier or earlier - later > 12 * 3600, lines  # (or the day turned meanwhile)

@@ -99,13 +99,15 @@ from supervisor._runtime.headstart import HeadStart
 from supervisor._plan.plan import make_plan
 topology = sv.Topology(name="k", services=[sv.Service(name="s", command={SLEEPER!r})])
 head = HeadStart.begin(make_plan(topology, runs_dir={str(runs_dir)!r}))
-print(head.spawned["s"], flush=True)
+print(head.spawned["s"], head.containment.path, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr
-    pid = int(done.stdout.split()[0])
-    wait_until(lambda: not alive(pid), timeout=20)
+    pid, cgroup = done.stdout.split()
+    wait_until(lambda: not alive(int(pid)), timeout=20)
+    if cgroup != "None":  # contained: the watchdog removes the run's cgroup once it is empty
+        wait_until(lambda: not Path(cgroup).exists(), timeout=20)
 
 
 def test_the_run_is_indexed_before_its_first_child_and_unindexed_when_nothing_was_adopted(runs_dir: Path) -> None:

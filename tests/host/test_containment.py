@@ -1,0 +1,132 @@
+"""Which cgroups a run can use, read from /proc/self/mountinfo and /proc/self/cgroup (fake layouts of the
+usual hosts: systemd's unified one, the hybrid one of this machine kind, a container's namespace), and the
+cgroup tree's own operations on this machine's real cgroups."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor._host.cgroupfs import CgroupHost
+from supervisor._host.containment import (
+    ContainmentUnavailable,
+    RunContainment,
+    populated,
+    remove_tree,
+    tree_pids,
+)
+
+from ..helpers import alive, wait_until
+
+SYSTEMD_MOUNTINFO = """\
+22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
+25 22 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+"""
+SYSTEMD_CGROUP = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope\n"
+
+HYBRID_MOUNTINFO = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+HYBRID_CGROUP = "6:freezer:/\n4:memory:/process_api/72cc\n1:cpu:/\n0::/\n"
+
+
+def test_a_systemd_host_has_the_unified_hierarchy_at_sys_fs_cgroup_and_our_scope_in_it() -> None:
+    host = CgroupHost.read(mountinfo=SYSTEMD_MOUNTINFO, cgroup=SYSTEMD_CGROUP)
+    assert host.unified is not None and host.v1 == {}
+    assert host.unified.own_dir == Path(
+        "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope"
+    )
+    assert not host.unified.read_only
+
+
+def test_a_hybrid_host_has_v1_controllers_by_name_and_v2_at_unified() -> None:
+    host = CgroupHost.read(mountinfo=HYBRID_MOUNTINFO, cgroup=HYBRID_CGROUP)
+    assert host.unified is not None and host.unified.own_dir == Path("/sys/fs/cgroup/unified")
+    assert set(host.v1) == {"cpu", "memory", "freezer"}
+    assert host.v1["memory"].own_dir == Path("/sys/fs/cgroup/memory/process_api/72cc")
+    assert host.v1["freezer"].own_dir == Path("/sys/fs/cgroup/freezer")
+
+
+def test_a_bind_mounted_subtree_and_a_read_only_mount_are_read_as_such() -> None:
+    mountinfo = "50 40 0:30 /docker/abc /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n"
+    host = CgroupHost.read(mountinfo=mountinfo, cgroup="0::/docker/abc/inner\n")
+    assert host.unified is not None and host.unified.read_only
+    assert host.unified.own_dir == Path("/sys/fs/cgroup/inner")
+    assert "read-only" in (host.unified.why_unusable(procs_file="cgroup.procs") or "")
+
+
+def test_no_cgroup_filesystem_means_marks_and_says_why_for_each_mode() -> None:
+    host = CgroupHost.read(mountinfo="22 1 0:21 / /sys rw - sysfs sysfs rw\n", cgroup="0::/\n")
+    assert host.unified is None
+    contained = RunContainment.open("r1", "auto", host=host)
+    assert contained.mode == "marks" and contained.path is None
+    assert set(contained.why_not) == {"cgroup2", "freezer"}
+    with pytest.raises(ContainmentUnavailable) as caught:
+        RunContainment.open("r1", "cgroup2", host=host)
+    assert "no cgroup v2 hierarchy is mounted" in str(caught.value) and "Delegate=yes" in str(caught.value)
+
+
+def test_mode_marks_makes_nothing_and_starts_argv_as_is() -> None:
+    contained = RunContainment.open("r1", "marks")
+    assert contained.replica("app") is None
+    assert contained.enter("app", ["sleep", "1"], {}, None) == ["sleep", "1"]
+    assert contained.record() == {"containment": "marks", "cgroup": None, "cgroup_extras": []}
+
+
+def _real(mode: str) -> RunContainment:
+    try:
+        return RunContainment.open(f"test-{os.getpid()}-{mode}", mode)
+    except ContainmentUnavailable as exc:
+        pytest.skip(f"{mode} is not available here: {exc.why}")
+
+
+@pytest.mark.parametrize("mode", ["cgroup2", "freezer"])
+def test_a_replica_is_in_its_cgroup_before_its_program_runs_and_the_tree_is_killed_and_removed(mode: str) -> None:
+    contained = _real(mode)
+    assert contained.path is not None
+    try:
+        # the program reads its own cgroup at its first instruction: it must already be the replica's
+        argv = contained.enter(
+            "app.0", [sys.executable, "-c", "print(open('/proc/self/cgroup').read())"], os.environ, None
+        )
+        seen = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        assert f"/{contained.path.name}/app.0" in seen
+        # a setsid'd, env-scrubbed grandchild stays in the tree and dies with it
+        argv = contained.enter("app.1", ["setsid", "env", "-i", "sleep", "300"], os.environ, None)
+        process = subprocess.Popen(argv)
+        cgroup = contained.replica("app.1")
+        assert cgroup is not None
+        wait_until(lambda: cgroup.pids() != [], timeout=10)
+        assert populated(contained.path) and tree_pids(contained.path) == cgroup.pids()
+        assert contained.empty_and_remove()
+        process.wait(10)
+        assert not contained.path.exists() and not alive(process.pid)
+    finally:
+        contained.empty_and_remove()
+
+
+def test_a_program_that_cannot_be_run_is_refused_as_popen_refuses_it(tmp_path: Path) -> None:
+    contained = _real("cgroup2")
+    try:
+        with pytest.raises(FileNotFoundError):
+            contained.enter("app", ["no-such-program-here"], {"PATH": str(tmp_path)}, None)
+        script = tmp_path / "not-executable"
+        script.write_text("#!/bin/sh\n")
+        with pytest.raises(PermissionError):
+            contained.enter("app", [str(script)], {}, None)
+        assert contained.enter("app", ["sh"], {"PATH": "/bin:/usr/bin"}, None)[0] == "/bin/sh"
+    finally:
+        contained.empty_and_remove()
+
+
+def test_remove_tree_of_a_path_that_is_gone_is_done(tmp_path: Path) -> None:
+    assert remove_tree(tmp_path / "never-made")
+    assert not populated(tmp_path / "never-made")

@@ -1,0 +1,40 @@
+"""A service whose children escape every mark: each forks, scrubs its environment (no run mark), calls
+``setsid`` (leaves the replica's process group and session) and double-forks, so the survivor is a
+child of PID 1 that ignores SIGTERM. Its pid goes to --pids. With --loop it keeps doing this, SIGTERM
+ignored, until it is killed (bounded: --most escapees), so that escapees are made while it is stopped.
+
+Only the replica's cgroup still holds them: what SGLang's schedulers (setsid) and vLLM's engine cores do,
+with the environment scrubbed on top."""
+
+import argparse
+import os
+import signal
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--pids", required=True)
+parser.add_argument("--loop", action="store_true")
+parser.add_argument("--most", type=int, default=200)
+args = parser.parse_args()
+
+
+def escape() -> None:
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(args.pids, "a") as file:
+                file.write(f"{os.getpid()}\n")
+            os.execve("/bin/sh", ["/bin/sh", "-c", 'trap "" TERM; exec sleep 1000'], {})
+        os._exit(0)
+    os.waitpid(child, 0)
+
+
+escape()
+print("escapee ready", flush=True)
+if args.loop:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for _ in range(args.most):
+        escape()
+        time.sleep(0.01)
+time.sleep(1000)

@@ -4,9 +4,9 @@ ready between two marks, the teardown, and the check that nothing of the trial i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from .._errors import ServiceFailed, SupervisorError
 from .._marks import RUN_ID_ENV
 from .arms import Arm, fill_trial_dir
 from .client import run_client, tail
+from .client_figures import client_figures
 from .results import FIRST_COLUMNS
 
 __all__ = ["TRIAL_DIR_ENV", "LeftBehind", "run_trial"]
@@ -35,9 +36,9 @@ async def run_trial(
     from .._runtime.runner import launch
     from .._spec.load import load
 
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "client.stdout", "client.stderr"):  # a trial redone after a kill
-        (trial_dir / stale).unlink(missing_ok=True)
+    if trial_dir.exists():  # a trial redone after a kill: none of the half-done one's files may be read
+        shutil.rmtree(trial_dir)  # (its run dir stays, where the runs are: only the link to it goes)
+    trial_dir.mkdir(parents=True)
     plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir)
     argv = fill_command(fill_trial_dir(command, trial_dir), plan)
     env = {**os.environ, **plan.client_env(), RUN_ID_ENV: plan.run_id, TRIAL_DIR_ENV: str(trial_dir)}
@@ -63,19 +64,6 @@ async def run_trial(
         error = f"client exited {code}" + (f": {output}" if output else "")
     row.update(
         ready_seconds=summary.ready_seconds, client_exit=code, client_seconds=seconds, error=error,
-        status="ok" if error is None else "failed", **arm.columns, **_client_figures(trial_dir),
+        status="ok" if error is None else "failed", **arm.columns, **client_figures(trial_dir, FIRST_COLUMNS),
     )  # fmt: skip
     return row
-
-
-def _client_figures(trial_dir: Path) -> dict[str, Any]:
-    """The JSON object the client wrote to ``{trial_dir}/result.json``: each key a column of its own."""
-    path = trial_dir / "result.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, Mapping):
-        return {}
-    kept = {str(k): v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return {(f"client_{k}" if k in FIRST_COLUMNS else k): v for k, v in kept.items()}  # never over ours

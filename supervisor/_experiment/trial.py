@@ -8,7 +8,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ServiceFailed, SupervisorError
 from .._marks import RUN_ID_ENV
@@ -16,6 +16,10 @@ from .arms import Arm, fill_trial_dir
 from .client import run_client, tail
 from .client_figures import client_figures
 from .results import FIRST_COLUMNS
+from .server_counters import EndpointFile, counter_deltas
+
+if TYPE_CHECKING:
+    from .._runtime.group import RunningTopology
 
 __all__ = ["TRIAL_DIR_ENV", "LeftBehind", "run_trial"]
 
@@ -47,13 +51,17 @@ async def run_trial(
         (trial_dir / "run").symlink_to(plan.run_dir, target_is_directory=True)
     row: dict[str, Any] = {"arm": arm.label, "trial": trial, "status": "ok", "run_id": plan.run_id}
     code: int | None = None
+    counters: dict[str, float] = {}
     seconds: float | None = None
     error: str | None = None
     try:
         async with launch(plan) as group:
+            before = await _snapshot(group, "before", trial_dir)
             group.mark(f"{marks} trial {trial} start")
             code, seconds = await run_client(argv, env, trial_dir)
             group.mark(f"{marks} trial {trial} end")
+            after = await _snapshot(group, "after", trial_dir)
+            counters = counter_deltas(before, after, [s.name for s in group.services])
     except ServiceFailed as exc:
         error = str(exc)
     summary = read_summary(plan.run_dir)
@@ -64,6 +72,19 @@ async def run_trial(
         error = f"client exited {code}" + (f": {output}" if output else "")
     row.update(
         ready_seconds=summary.ready_seconds, client_exit=code, client_seconds=seconds, error=error,
-        status="ok" if error is None else "failed", **arm.columns, **client_figures(trial_dir, FIRST_COLUMNS),
+        status="ok" if error is None else "failed", **arm.columns, **counters,
+        **client_figures(trial_dir, FIRST_COLUMNS),
     )  # fmt: skip
     return row
+
+
+async def _snapshot(group: RunningTopology, label: str, trial_dir: Path) -> list[EndpointFile]:
+    """The run's metrics snapshot ``label`` (``<run_dir>/metrics/<label>/``), copied to the trial's
+    ``metrics/<label>/`` so the trial's folder holds it after the run's records are pruned; none without
+    a ``metrics:`` endpoint. An endpoint that failed is in the index and adds nothing."""
+    if not any(r.plan.metrics for r in group.replicas):
+        return []
+    snapshot = await group.snapshot_metrics(label)
+    copy = trial_dir / "metrics" / label
+    shutil.copytree(snapshot.directory, copy)
+    return [EndpointFile(e.replica, e.service, copy / e.path.name) for e in snapshot.endpoints if e.path is not None]

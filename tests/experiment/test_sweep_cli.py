@@ -48,7 +48,12 @@ def test_a_two_arm_abba_sweep_records_four_trials_each_on_a_fresh_topology_and_r
         assert before.ended_wall_time <= after.started_wall_time
     assert all(not marked_processes(r["run_id"]) for r in rows)
     assert "latency_seconds:" in done.stdout and "1.000x" in done.stdout
+    # the stand-in decode workers' counters over the window: the client's 3 requests of 16 tokens each
+    assert all((r["server_requests"], r["server_generation_tokens"]) == ("3.0", "48.0") for r in rows)
+    assert all(r["server_decode_requests"] == "3.0" for r in rows)
     assert (folder / "trials" / "001" / "result.json").is_file()
+    for label in ("before", "after"):
+        assert (folder / "trials" / "001" / "metrics" / label / "decode.prom").is_file()
     assert (folder / "trials" / "001" / "run" / "summary.json").is_file()
     reported = supervisor_cli("report", folder.name, "--runs-dir", str(runs_dir), "--json")
     assert reported.returncode == 0, reported.stderr

@@ -15,6 +15,7 @@ from .._marks import RUN_ID_ENV
 from .arms import Arm, fill_trial_dir
 from .client import run_client, tail
 from .client_figures import client_figures
+from .provenance import trial_provenance
 from .results import FIRST_COLUMNS
 from .server_counters import EndpointFile, counter_deltas
 
@@ -50,6 +51,7 @@ async def run_trial(
         (trial_dir / "run").unlink(missing_ok=True)
         (trial_dir / "run").symlink_to(plan.run_dir, target_is_directory=True)
     row: dict[str, Any] = {"arm": arm.label, "trial": trial, "status": "ok", "run_id": plan.run_id}
+    provenance = trial_provenance(plan)
     code: int | None = None
     counters: dict[str, float] = {}
     seconds: float | None = None
@@ -73,7 +75,7 @@ async def run_trial(
     row.update(
         ready_seconds=summary.ready_seconds, client_exit=code, client_seconds=seconds, error=error,
         status="ok" if error is None else "failed", **arm.columns, **counters,
-        **client_figures(trial_dir, FIRST_COLUMNS),
+        **client_figures(trial_dir, FIRST_COLUMNS), **provenance,
     )  # fmt: skip
     return row
 

@@ -41,6 +41,8 @@ def test_a_two_arm_abba_sweep_records_four_trials_each_on_a_fresh_topology_and_r
     assert len({r["run_id"] for r in rows}) == 4
     assert all(float(r["latency_seconds"]) > 0 and r["client_exit"] == "0" for r in rows)
     assert all(r["topovisor_version"] and r["topology_sha256"] and float(r["ready_seconds"]) > 0 for r in rows)
+    # stand-ins: no engine package in an env_path, no GPUs
+    assert all((r["engine_version"], r["gpu_model"], r["gpu_driver"]) == ("", "", "") for r in rows)
     summaries = [read_summary(runs_dir / r["run_id"]) for r in rows]
     assert all(s.verified_no_leftovers for s in summaries)
     for before, after in itertools.pairwise(summaries):  # each torn down before the next began

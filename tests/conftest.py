@@ -14,11 +14,11 @@ from supervisor._host.cgroupfs import CgroupHost
 from supervisor._host.containment import empty_and_remove
 from supervisor._host.proctable import marked_processes
 
-from .engines import dynamo_env, llama_server, mocker_model, tiny_gguf
+from .engines import aiperf, dynamo_env, llama_server, mocker_model, tiny_gguf
 from .slurm import slurm, slurm_cluster
 
 # the real engines' fixtures, and the real Slurm cluster's
-__all__ = ["dynamo_env", "llama_server", "mocker_model", "slurm", "slurm_cluster", "tiny_gguf"]
+__all__ = ["aiperf", "dynamo_env", "llama_server", "mocker_model", "slurm", "slurm_cluster", "tiny_gguf"]
 
 
 @pytest.fixture

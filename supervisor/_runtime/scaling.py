@@ -211,6 +211,9 @@ def _remove_replica(run: RunState, replica: Replica) -> None:
         if run.replica_map.get(name) is replica:
             del run.replica_map[name]
     run.retired.append(replica)
+    cgroup = run.containment.holding(replica.name)
+    if cgroup is not None and not cgroup.populated():  # else the final sweep still needs it
+        cgroup.remove()  # (a later replica of the same name makes it again)
 
 
 def _set_plan(run: RunState, handle: ServiceHandle, plan: Plan) -> None:

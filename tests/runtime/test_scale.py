@@ -81,6 +81,8 @@ async def test_scale_up_then_down_leaves_nothing_of_the_removed_replicas(runs_di
         assert [r.name for r in group.service("w").replicas] == ["w.0"]
         for leader, child in removed.items():
             assert not alive(leader) and not alive(child), (leader, child)
+        if group.cgroup is not None:  # contained: the retired replicas' cgroups went with them
+            assert sorted(p.name for p in group.cgroup.iterdir() if p.is_dir()) == ["w.0"]
         with pytest.raises(KeyError):
             group["w.3"]
         assert (await health(group["w.0"].url or "")).split()[0] == str(group["w.0"].pid)

@@ -66,6 +66,8 @@ class ReplicaStatusView(Protocol):
     def plan(self) -> Any: ...  #: the ``ReplicaPlan``: its ``gpus``
     @property
     def log_path(self) -> Path: ...
+    @property
+    def resources(self) -> Any: ...  #: a ``ResourceUsage`` (its ``to_json``), or None before the first sample
 
 
 class ServiceStatusView(Protocol):
@@ -287,6 +289,7 @@ def status_of(group: ControlledRun) -> dict[str, Any]:
         "supervisor_pid": os.getpid(),
         "started_wall_time": group.started_wall_time,
         "ready_seconds": None if group.ready_at is None else group.ready_at - group.started_at,
+        "containment": getattr(group, "containment_mode", None),
         "services": {s.name: _service_status(s, redact, now, wall) for s in group.services},
     }
 
@@ -324,4 +327,5 @@ def _replica_status(
         "ready_wall_time": None if ready_at is None else wall - (now - ready_at),
         "gpus": list(replica.plan.gpus),
         "log": str(replica.log_path),
+        "resources": None if replica.resources is None else replica.resources.to_json(),
     }

@@ -116,6 +116,11 @@ class RunningTopology:
         """Where the run's control socket listens, once it does."""
         return self._run.control_socket
 
+    @property
+    def containment_mode(self) -> str:
+        """How the run's processes are kept together: cgroup2, freezer or marks."""
+        return self._run.containment.mode
+
     def redactor(self) -> Redactor:
         """What hides this run's secrets (the values of its services' and the caller's secret env vars) in
         text and in data, as the run's records and the control socket hide them."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._host.containment import ReplicaCgroup
+    from .._host.resources import ResourceUsage
 
 
 __all__ = ["ACTIVE_STATES", "Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
@@ -161,6 +162,8 @@ class Replica:
         self.incarnation: Incarnation | None = None
         self.budget = RestartBudget(service.restart)
         self.failure: ServiceFailed | None = None  #: why it was given up on, once it was
+        #: CPU, memory, processes and GPU memory at the latest sample (every few seconds); None before it
+        self.resources: ResourceUsage | None = None
         # The side flags below change only through the methods that follow: each says why it changes.
         self._restarts = 0
         self._held = False

@@ -92,7 +92,7 @@ class EventText:
             when = f"in {event.delay_seconds:.1f}s (restart {event.restarts})"
             return f"{event.replica}: restarting {when}: {event.reason}"
         if isinstance(event, Exited) and not event.expected:
-            return f"{event.replica}: exited ({event.signal or event.exit_code})"
+            return f"{event.replica}: exited ({event.reason or event.signal or event.exit_code})"
         if isinstance(event, Stopped) and event.killed:
             return f"{event.replica}: did not stop within its grace, killed"
         if isinstance(event, Marked):

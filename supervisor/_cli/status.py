@@ -243,7 +243,9 @@ def _apply(row: ReplicaStatus, event: Event) -> None:
         row.state, row.pid = "stopped", None
     elif isinstance(event, Exited):
         row.pid = None
-        row.exit_text = event.signal or f"code {event.exit_code}"
+        row.exit_text = (
+            "OOM killed" if event.reason and "OOM" in event.reason else event.signal or f"code {event.exit_code}"
+        )
         if row.state not in ("stopping", "stopped", "failed", "restarting"):
             row.state = "stopped" if event.expected else "exited"
     elif isinstance(event, Completed):

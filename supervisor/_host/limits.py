@@ -15,7 +15,14 @@ from pathlib import Path
 
 from .._spec.model import ResourceLimits
 
-__all__ = ["CPU_PERIOD_USEC", "LimitUnavailable", "enable_controllers", "oom_kills", "set_limits"]
+__all__ = [
+    "CPU_PERIOD_USEC",
+    "LimitUnavailable",
+    "describe_oom",
+    "enable_controllers",
+    "oom_kills",
+    "set_limits",
+]
 
 CPU_PERIOD_USEC = 100_000  #: the CFS period a CPU quota is given in (the kernel's default)
 
@@ -74,6 +81,24 @@ def oom_kills(path: Path, extras: Sequence[Path] = ()) -> int:
                 if line.startswith("oom_kill "):
                     return int(line.split()[1])
     return 0
+
+
+def describe_oom(code: int, memory_max_bytes: int) -> str:
+    """How a replica ended whose cgroup's OOM kill count rose: the leader killed, or one of its processes."""
+    limit = f"memory_max {_size_as_written(memory_max_bytes)}"
+    if code == -9:
+        return f"killed by the OOM killer ({limit})"
+    how = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+    return f"{how} after the OOM killer killed one of its processes ({limit})"
+
+
+def _size_as_written(size: int) -> str:
+    """``64GB``, ``512MiB``: the largest unit that divides it, as a topology would write it."""
+    for unit, scale in (("TB", 1000**4), ("TiB", 1024**4), ("GB", 1000**3), ("GiB", 1024**3), ("MB", 1000**2),
+                        ("MiB", 1024**2), ("kB", 1000), ("KiB", 1024)):  # fmt: skip
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size}B"
 
 
 def _write_one(path: Path, extras: Sequence[Path], names: list[tuple[str, str]], value: str) -> None:

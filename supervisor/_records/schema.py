@@ -124,6 +124,7 @@ class ExitEntry:
     exit_code: int | None = None  #: None when killed by a signal
     signal: str | None = None
     expected: bool = False  #: we asked it to stop, or it was a job that finished with 0
+    reason: str | None = None  #: ``killed by the OOM killer (memory_max 64MB)``; None: its own exit or a signal
 
 
 @attrs.define

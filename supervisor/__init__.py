@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._host.gpu_inventory import GpuUnavailable as GpuUnavailable
     from ._host.gpu_inventory import NvmlInventory as NvmlInventory
     from ._host.gpu_inventory import SimulatedInventory as SimulatedInventory
+    from ._host.resources import ResourceUsage as ResourceUsage
     from ._plan.plan import Plan as Plan
     from ._plan.plan import make_plan as make_plan
     from ._records.reclaim import StopReport as StopReport
@@ -112,6 +113,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec.model import Probe as Probe
     from ._spec.model import ProbeTarget as ProbeTarget
     from ._spec.model import Profile as Profile
+    from ._spec.model import ResourceLimits as ResourceLimits
     from ._spec.model import RestartPolicy as RestartPolicy
     from ._spec.model import Service as Service
     from ._spec.model import SlurmCluster as SlurmCluster
@@ -172,6 +174,8 @@ _LAZY = {
     "Ready": "_events",
     "Replica": "_runtime.replica",
     "ReplicaState": "_runtime.replica",
+    "ResourceLimits": "_spec.model",
+    "ResourceUsage": "_host.resources",
     "RestartPolicy": "_spec.model",
     "Restarting": "_events",
     "RolloutEnded": "_events",

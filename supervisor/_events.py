@@ -100,6 +100,8 @@ class Exited(Event):
     exit_code: int | None  #: None when killed by a signal
     signal: str | None
     expected: bool  #: we asked it to stop, or it was a job that finished with 0
+    #: why, when not its own doing: ``killed by the OOM killer (memory_max 64MB)``
+    reason: str | None = None
 
 
 @attrs.frozen(kw_only=True)

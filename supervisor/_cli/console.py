@@ -37,6 +37,7 @@ from .._events import (
 )
 
 if TYPE_CHECKING:
+    from .._runtime.group import RunningTopology
     from .status import StatusBoard
 
 __all__ = ["EventText", "LiveReporter", "PlainReporter", "is_problem", "stamp"]
@@ -91,7 +92,7 @@ class EventText:
             when = f"in {event.delay_seconds:.1f}s (restart {event.restarts})"
             return f"{event.replica}: restarting {when}: {event.reason}"
         if isinstance(event, Exited) and not event.expected:
-            return f"{event.replica}: exited ({event.signal or event.exit_code})"
+            return f"{event.replica}: exited ({event.reason or event.signal or event.exit_code})"
         if isinstance(event, Stopped) and event.killed:
             return f"{event.replica}: did not stop within its grace, killed"
         if isinstance(event, Marked):
@@ -182,6 +183,9 @@ class _Reporter:
     def __exit__(self, *exc: object) -> None:
         self.pause()
 
+    def follow(self, group: RunningTopology) -> None:
+        """Plain lines show no resources: nothing to follow."""
+
     def pause(self) -> None:
         """Stop drawing (``-- CMD`` owns the terminal from here); lines still print."""
 
@@ -264,6 +268,12 @@ class LiveReporter(_Reporter):
         self._live.start()
         self._live_on = True
         return self
+
+    def follow(self, group: RunningTopology) -> None:
+        """The table's CPU and memory columns read the group's replicas at each draw."""
+        self.board.follow_resources(
+            lambda: {r.name: None if r.resources is None else r.resources.to_json() for r in group.replicas}
+        )
 
     def pause(self) -> None:
         if self._live_on:

@@ -15,6 +15,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .resources_text import resource_cells
 from .status import ReplicaStatus, duration
 
 if TYPE_CHECKING:
@@ -89,9 +90,13 @@ def _table(board: StatusBoard, rows: list[ReplicaStatus], now: float, words: int
         header_style="bold",
     )
     uses_gpus = any(row.gpus for row in rows)  # no GPU column for a topology without GPUs
-    for column in ("replica", "state", "pid", "ports", "gpus", "up", "restarts", "ready", "progress"):
-        if column != "gpus" or uses_gpus:
-            justify: JustifyMethod = "right" if column in ("pid", "restarts") else "left"
+    sampled = any(row.resources is not None for row in rows)  # no resource columns before the first sample
+    gpu_sampled = sampled and any((row.resources or {}).get("gpu_memory_bytes") is not None for row in rows)
+    columns = ["replica", "state", "pid", "ports", "gpus", "up", "restarts", "ready", "cpu", "mem", "gpu mem"]
+    shown = {"gpus": uses_gpus, "cpu": sampled, "mem": sampled, "gpu mem": gpu_sampled}
+    for column in [*columns, "progress"]:
+        if shown.get(column, True):
+            justify: JustifyMethod = "right" if column in ("pid", "restarts", "cpu", "mem", "gpu mem") else "left"
             table.add_column(column, no_wrap=True, justify=justify)
     for row in rows:
         uptime = row.uptime(now)
@@ -107,7 +112,10 @@ def _table(board: StatusBoard, rows: list[ReplicaStatus], now: float, words: int
             duration(uptime) if uptime is not None else "-",
             str(row.restarts),
             f"{row.ready_seconds:.2f}s" if row.ready_seconds is not None else "-",
-            _progress_cell(row, now, words, bar_width),
         ]
+        if sampled:
+            cpu, memory, gpu = resource_cells(row.resources)
+            cells += [cpu, memory, gpu] if gpu_sampled else [cpu, memory]
+        cells.append(_progress_cell(row, now, words, bar_width))
         table.add_row(*cells)
     return table

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._control.protocol import ProtocolError, check_reply, request_blocking
 from .._errors import ControlError
 from .context import reader_may_leave
+from .resources_text import RESOURCE_HEADERS, resource_cells
 from .table import parse_overrides
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def status_command(call: Invocation) -> int:
         f"run {status['run_id']} ({status['name']}): {status['phase']}, supervisor pid {status['supervisor_pid']}"
         f"{ready_text}{contained}"
     )
-    rows = [["REPLICA", "STATE", "PID", "PORTS", "URL", "RESTARTS", "READY", "GPUS"]]
+    rows = [["REPLICA", "STATE", "PID", "PORTS", "URL", "RESTARTS", "READY", "GPUS", *RESOURCE_HEADERS]]
     for service in status["services"].values():
         for r in service["replicas"]:
             ports = " ".join(f"{k}={v}" for k, v in r["ports"].items()) or "-"
@@ -76,7 +77,7 @@ def status_command(call: Invocation) -> int:
             rows.append(
                 [r["name"], r["state"], str(r["pid"] or "-"), ports, r["url"] or "-", str(r["restarts"]),
                  f"{seconds:.2f}s" if isinstance(seconds, (int, float)) else "-",
-                 ",".join(map(str, r["gpus"])) or "-"]
+                 ",".join(map(str, r["gpus"])) or "-", *resource_cells(r.get("resources"))]
             )  # fmt: skip
     _print_table(rows)
     routes = [["SERVICE", "API", "URL"]]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -80,6 +81,8 @@ class ReplicaStatus:
     #: a phase that this block began keeps that progress only if the progress line comes at or after it
     last_block: str = attrs.field(default="", repr=False)
     progress_at: int | None = None
+    #: CPU, memory and GPU memory at the latest sample (``ResourceUsage.to_json``); None before one
+    resources: Mapping[str, Any] | None = None
 
     @property
     def loading(self) -> bool:
@@ -124,6 +127,7 @@ class StatusBoard:
         self._lock = threading.Lock()
         self._rows: dict[str, ReplicaStatus] = {}
         self._patterns: dict[tuple[str, str], re.Pattern[str]] = {}  #: (service, phase) -> its pattern
+        self._resources: Callable[[], Mapping[str, Mapping[str, Any] | None]] | None = None
         for service in plan.services:
             for phase in service.phases:
                 self._patterns[service.name, phase.name] = re.compile(phase.pattern, re.MULTILINE)
@@ -140,10 +144,15 @@ class StatusBoard:
                     phases=phases,
                 )
 
+    def follow_resources(self, source: Callable[[], Mapping[str, Mapping[str, Any] | None]]) -> None:
+        """Where each row's resources come from (replica name -> its latest sample), read at each draw."""
+        self._resources = source
+
     def rows(self) -> list[ReplicaStatus]:
         """A copy, safe to draw while the event loop goes on."""
+        resources = self._resources() if self._resources is not None else {}
         with self._lock:
-            return [attrs.evolve(row) for row in self._rows.values()]
+            return [attrs.evolve(row, resources=resources.get(row.name)) for row in self._rows.values()]
 
     def counts(self) -> tuple[int, int]:
         """(ready, total) replicas."""
@@ -234,7 +243,9 @@ def _apply(row: ReplicaStatus, event: Event) -> None:
         row.state, row.pid = "stopped", None
     elif isinstance(event, Exited):
         row.pid = None
-        row.exit_text = event.signal or f"code {event.exit_code}"
+        row.exit_text = (
+            "OOM killed" if event.reason and "OOM" in event.reason else event.signal or f"code {event.exit_code}"
+        )
         if row.state not in ("stopping", "stopped", "failed", "restarting"):
             row.state = "stopped" if event.expected else "exited"
     elif isinstance(event, Completed):

@@ -292,6 +292,7 @@ def _run(call: Invocation, planned: Planned) -> int:
                     gpus=planned.inventory,
                     head_start=head_start,
                     allocation=planned.allocation,
+                    on_group=reporter.follow,
                 )
             )
     down = (

@@ -66,6 +66,8 @@ class ReplicaStatusView(Protocol):
     def plan(self) -> Any: ...  #: the ``ReplicaPlan``: its ``gpus``
     @property
     def log_path(self) -> Path: ...
+    @property
+    def resources(self) -> Any: ...  #: a ``ResourceUsage`` (its ``to_json``), or None before the first sample
 
 
 class ServiceStatusView(Protocol):
@@ -330,4 +332,5 @@ def _replica_status(
         "ready_wall_time": None if ready_at is None else wall - (now - ready_at),
         "gpus": list(replica.plan.gpus),
         "log": str(replica.log_path),
+        "resources": None if replica.resources is None else replica.resources.to_json(),
     }

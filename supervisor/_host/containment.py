@@ -34,12 +34,15 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from .._marks import CONTAINMENT_CHOICES as CHOICES
+from .._spec.model import ResourceLimits
 from .cgroupfs import DELEGATION_HINT, CgroupHost, Hierarchy
+from .limits import LimitUnavailable, enable_controllers, set_limits
 
 __all__ = [
     "CHOICES",
     "MODES",
     "ContainmentUnavailable",
+    "LimitUnavailable",
     "ReplicaCgroup",
     "RunContainment",
     "empty_and_remove",
@@ -77,6 +80,7 @@ class ReplicaCgroup:
         self.name = name
         self.path = path  #: in the hierarchy that contains the run (unified or freezer)
         self.extras = tuple(extras)  #: the same replica in v1 memory/cpu/pids hierarchies
+        self.limits: ResourceLimits | None = None  #: set on it before a process enters
 
     def procs_files(self) -> list[str]:
         return [str(p / "cgroup.procs") for p in (self.path, *self.extras)]
@@ -107,17 +111,29 @@ class RunContainment:
         self.why_not: dict[str, str] = {}  #: for ``auto``: why each better mode was passed over
         self._replicas: dict[str, ReplicaCgroup] = {}
         self._entered: set[str] = set()  #: replicas started into their cgroup (not a Slurm step, say)
+        self.limits: dict[str, ResourceLimits] = {}  #: by service: set on each of its replicas' cgroups
 
     @classmethod
     def open(
-        cls, run_id: str, request: str = "auto", *, host: CgroupHost | None = None, controllers: Collection[str] = ()
+        cls,
+        run_id: str,
+        request: str = "auto",
+        *,
+        host: CgroupHost | None = None,
+        controllers: Collection[str] = (),
+        limited: Collection[str] = (),
     ) -> RunContainment:
         """Make the run's cgroup in the best mode allowed by ``request``; ``ContainmentUnavailable`` when a
         required mode cannot be had. ``controllers``: v1 hierarchies (memory, cpu, pids) to place the
-        replicas in as well, for limits the unified hierarchy cannot set."""
+        replicas in as well. ``limited``: the controllers the services' limits need, from the unified
+        hierarchy where it has them, else from v1; ``LimitUnavailable`` naming one that neither has. Where
+        the unified hierarchy has no memory controller, the replicas also go into a v1 ``memory`` cgroup
+        if there is one, for its counters (best effort)."""
         if request not in CHOICES:
             raise ValueError(f"containment must be one of {', '.join(CHOICES)}, got {request!r}")
         if request == "marks":
+            if limited:
+                raise LimitUnavailable("containment is marks: no cgroup to set limits on")
             return cls("marks")
         host = host or CgroupHost.read()
         tried = ("cgroup2", "freezer") if request == "auto" else (request,)
@@ -129,9 +145,16 @@ class RunContainment:
             except ContainmentUnavailable as exc:
                 why_not[mode] = exc.why
                 continue
+            assert hierarchy is not None
             try:
-                extras = {c: _make_run_cgroup(c, host.v1.get(c), run_id) for c in controllers}
-            except ContainmentUnavailable:
+                v2 = (
+                    frozenset(limited) & host.unified_controllers(hierarchy.own_dir)
+                    if mode == "cgroup2"
+                    else frozenset()
+                )
+                extras = _v1_cgroups(host, run_id, [*controllers, *(c for c in limited if c not in v2)], v2, mode)
+                enable_controllers([hierarchy.own_dir, path], v2)
+            except (ContainmentUnavailable, LimitUnavailable):
                 remove_tree(path)
                 raise
             contained = cls(mode, path, extras)
@@ -139,6 +162,9 @@ class RunContainment:
             return contained
         if request != "auto":
             raise ContainmentUnavailable(request, why_not[request], DELEGATION_HINT)
+        if limited:
+            passed = "; ".join(f"{mode}: {why}" for mode, why in why_not.items())
+            raise LimitUnavailable(f"no cgroup can be made here ({passed})")
         marks = cls("marks")
         marks.why_not = why_not
         return marks
@@ -154,10 +180,15 @@ class RunContainment:
         found = self._replicas.get(name)
         if found is None:
             found = ReplicaCgroup(name, self.path / name, [p / name for p in self.extras.values()])
+            found.limits = self.limits.get(name.partition(".")[0])
             self._replicas[name] = found
+        made = False
         for directory in (found.path, *found.extras):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir()
+                made = True
+        if made and found.limits is not None:
+            set_limits(found.path, found.extras, found.limits)
         return found
 
     def holding(self, name: str) -> ReplicaCgroup | None:
@@ -207,6 +238,33 @@ class RunContainment:
         where = f" ({self.path})" if self.path is not None else " (run marks and process groups)"
         passed = "; ".join(f"{mode}: {why}" for mode, why in self.why_not.items())
         return f"containment: {self.mode}{where}" + (f"; not {passed}" if passed else "")
+
+
+def _v1_cgroups(
+    host: CgroupHost, run_id: str, needed: Sequence[str], v2: Collection[str], mode: str
+) -> dict[str, Path]:
+    """The run's cgroups in the v1 hierarchies ``needed`` (``LimitUnavailable`` naming one that is missing),
+    and in v1 ``memory`` (``cpuacct`` too under the freezer) for their counters where it can be had."""
+    made: dict[str, Path] = {}
+    try:
+        for controller in dict.fromkeys(needed):
+            where = "" if mode != "cgroup2" else " not enabled in the cgroup v2 hierarchy, and"
+            if controller not in host.v1:
+                raise LimitUnavailable(f"the {controller} controller is{where} not mounted as a cgroup v1 hierarchy")
+            try:
+                made[controller] = _make_run_cgroup(controller, host.v1[controller], run_id)
+            except ContainmentUnavailable as exc:
+                raise LimitUnavailable(f"the cgroup v1 {controller} hierarchy: {exc.why}") from None
+    except LimitUnavailable:
+        for path in made.values():
+            remove_tree(path)
+        raise
+    measured = ["memory"] if mode == "freezer" or "memory" not in v2 else []
+    for controller in [*measured, *(["cpuacct"] if mode == "freezer" else [])]:
+        if controller not in made and controller in host.v1 and not (mode == "cgroup2" and controller == "cpuacct"):
+            with contextlib.suppress(ContainmentUnavailable):
+                made[controller] = _make_run_cgroup(controller, host.v1[controller], run_id)
+    return made
 
 
 def _make_run_cgroup(mode: str, hierarchy: Hierarchy | None, run_id: str) -> Path:

@@ -36,6 +36,7 @@ from .._spec.model import (
     Phase,
     Probe,
     Profile,
+    ResourceLimits,
     RestartPolicy,
     Service,
     StopPolicy,
@@ -129,6 +130,7 @@ class ServicePlan:
     strategy: str = "one_for_one"  #: the service's own strategy, else the topology's
     gpus: GpuRequest | None = None  #: what each replica asked for (the assignment is on the replicas)
     phases: tuple[Phase, ...] = ()  #: startup phases, in order
+    resources: ResourceLimits | None = None  #: limits set on each replica's cgroup
 
 
 @attrs.frozen
@@ -340,6 +342,7 @@ def _service_plan(
         strategy=service.strategy or strategy,
         gpus=service.gpus,
         phases=service.phases,
+        resources=service.resources,
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "PhaseTiming",
     "ReplicaEntry",
     "ReplicaOutcome",
+    "ResourceTotals",
     "ServiceEntry",
     "ServiceOutcome",
     "StopEntry",
@@ -123,6 +124,16 @@ class ExitEntry:
     exit_code: int | None = None  #: None when killed by a signal
     signal: str | None = None
     expected: bool = False  #: we asked it to stop, or it was a job that finished with 0
+    reason: str | None = None  #: ``killed by the OOM killer (memory_max 64MB)``; None: its own exit or a signal
+
+
+@attrs.define
+class ResourceTotals:
+    """What a replica (or a service, its replicas together) used over the run, from the samples."""
+
+    cpu_seconds: float | None = None  #: CPU time, all its processes and restarts included
+    memory_peak_bytes: int | None = None  #: a service's: the largest sum of its replicas' memory at one sample
+    gpu_memory_peak_bytes: int | None = None  #: None on a run without a GPU inventory
 
 
 @attrs.define
@@ -141,6 +152,7 @@ class ReplicaOutcome:
     stop_seconds: float | None = None  #: at teardown: from its stop signal until every process was gone
     killed: bool = False  #: needed SIGKILL after its grace at teardown
     removed_at_seconds: float | None = None  #: taken out of its service by a scale (its state is "removed")
+    resources: ResourceTotals | None = None  #: None: never sampled (or a summary of an older topovisor)
 
 
 @attrs.define
@@ -153,6 +165,7 @@ class ServiceOutcome:
     started_at_seconds: float | None = None  #: its first replica's spawn, from the run's start
     ready_at_seconds: float | None = None  #: every replica ready once (``ready`` condition), from the start
     stop_seconds: float | None = None  #: at teardown: first stop signal until its last process was gone
+    resources: ResourceTotals | None = None  #: its replicas' CPU summed, their memory at its peak together
 
 
 @attrs.define
@@ -249,6 +262,7 @@ _RECORD_CLASSES = (
     Manifest,
     PhaseTiming,
     ExitEntry,
+    ResourceTotals,
     ReplicaOutcome,
     ServiceOutcome,
     ChainLink,
@@ -330,6 +344,7 @@ def _converter() -> cattrs.Converter:
         dict[str, int],
         lambda v, _: {str(k): x for k, x in v.items() if _is_int(x)} if isinstance(v, dict) else _MISSING,
     )
+    hook(ResourceTotals | None, lambda v, _: converter.structure(v, ResourceTotals) if isinstance(v, dict) else None)
     for cls in _RECORD_CLASSES:
         attrs.resolve_types(cls)
         hook(cls, _forgiving(converter, cls))

@@ -18,7 +18,7 @@ import psutil
 
 from .._redact import Redactor, argv_secrets, header_secrets
 from .._spec.model import AllOf, AnyOf, Check, HttpCheck
-from .schema import Manifest, ReplicaEntry, ServiceEntry, StopEntry, Summary
+from .schema import Manifest, ReplicaEntry, ResourceTotals, ServiceEntry, StopEntry, Summary
 from .summary import ServiceShape, summarize
 from .summary_ops import operations_of
 
@@ -175,6 +175,8 @@ def summary_of(group: RunView) -> Summary:
     for r in replicas:
         entry = timings.replicas[r.name]
         entry.state, entry.restarts, entry.returncode = r.state.value, r.restarts, r.returncode
+        entry.resources = _replica_totals(getattr(r, "resources", None))
+    _service_totals(group, timings)
     redact = redactor_of(group).text
     return attrs.evolve(
         timings,
@@ -189,6 +191,35 @@ def summary_of(group: RunView) -> Summary:
         leftovers=list(group.leftovers),
         containment=_containment(group).get("containment"),
     )
+
+
+def _replica_totals(usage: Any) -> ResourceTotals | None:
+    """A replica's totals from its latest sample (a ``ResourceUsage``: peaks and CPU are cumulative)."""
+    if usage is None:
+        return None
+    return ResourceTotals(
+        cpu_seconds=round(usage.cpu_seconds, 3),
+        memory_peak_bytes=usage.memory_peak_bytes,
+        gpu_memory_peak_bytes=usage.gpu_memory_peak_bytes,
+    )
+
+
+def _service_totals(group: RunView, timings: Summary) -> None:
+    """Per service: its replicas' CPU summed, and the most memory they held together at one sample."""
+    sampler = getattr(group, "resource_sampler", None)
+    peaks = sampler.services if sampler is not None else {}
+    for s in group.services:
+        outcome = timings.services.get(s.name)
+        replicas = [timings.replicas[r.name].resources for r in s.replicas if r.name in timings.replicas]
+        sampled = [t for t in replicas if t is not None]
+        if outcome is None or not sampled:
+            continue
+        peak = peaks.get(s.name)
+        outcome.resources = ResourceTotals(
+            cpu_seconds=round(sum(t.cpu_seconds or 0.0 for t in sampled), 3),
+            memory_peak_bytes=peak.memory_bytes if peak is not None else None,
+            gpu_memory_peak_bytes=peak.gpu_memory_bytes if peak is not None else None,
+        )
 
 
 def _replica_entry(replica: _ReplicaView, redactor: Redactor) -> ReplicaEntry:

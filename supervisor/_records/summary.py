@@ -192,7 +192,13 @@ def _apply(replica: _Replica, event: Event, started_at: float, teardown_started_
         replica.failed = True
     elif isinstance(event, Exited):
         replica.exits.append(
-            ExitEntry(at_seconds=at, exit_code=event.exit_code, signal=event.signal, expected=event.expected)
+            ExitEntry(
+                at_seconds=at,
+                exit_code=event.exit_code,
+                signal=event.signal,
+                expected=event.expected,
+                reason=event.reason,
+            )
         )
     elif isinstance(event, Stopping) and teardown_started_at is not None and event.monotonic >= teardown_started_at:
         replica.stopping_at = at

@@ -130,7 +130,8 @@ def _exits(exits: list[ExitEntry], *, max_runs: int = 4) -> str:
         return "-"
     runs: list[tuple[str, int]] = []  #: (exit, how many times in a row)
     for e in exits:
-        text = (e.signal or ("?" if e.exit_code is None else str(e.exit_code))) + ("" if e.expected else "!")
+        how = "OOM" if e.reason and "OOM killer" in e.reason else e.signal
+        text = (how or ("?" if e.exit_code is None else str(e.exit_code))) + ("" if e.expected else "!")
         if runs and runs[-1][0] == text:
             runs[-1] = (text, runs[-1][1] + 1)
         else:

@@ -18,6 +18,7 @@ from .._host.watchdog import Watchdog
 from .._records.record import register_run
 from . import supervision as _supervision
 from .endpoints import write_endpoints
+from .resources import sample_resources
 from .run_phase import RunPhase
 from .state import RunState
 
@@ -41,6 +42,7 @@ async def start(run: RunState, tg: anyio.abc.TaskGroup) -> None:
     write_endpoints(run.plan)
     _register(run)
     tg.start_soon(_keep_watchdog, run, name="keep watchdog")
+    tg.start_soon(sample_resources, run.resource_sampler, lambda: run.replicas, run.cgroup_of, name="resources")
     for service in run.plan.services:
         tg.start_soon(_supervision.start_service, run, service.name, None, name=f"start {service.name}")
     for service in run.plan.services:  # a strategy restart while starting resets and re-runs starts

@@ -49,9 +49,11 @@ def preflight(plan: Plan, gpus: GpuInventory | None) -> GpuInventory | None:
 
 def open_containment(plan: Plan) -> RunContainment:
     """The run's cgroup, made before the first spawn (the last check: a failure after it removes it);
-    ``ConfigError`` naming why and how when the topology requires a mode this host cannot give. A run on
-    Slurm nodes is contained on each node by Slurm's own cgroup (the step's), not by ours."""
-    from .._host.containment import ContainmentUnavailable, RunContainment
+    ``ConfigError`` naming why and how when the topology requires a mode this host cannot give, or limits
+    (``resources:``) whose controllers it cannot give. A run on Slurm nodes is contained on each node by
+    Slurm's own cgroup (the step's), not by ours."""
+    from .._host.containment import ContainmentUnavailable, LimitUnavailable, RunContainment
+    from .._spec.model import LIMIT_CONTROLLERS
 
     request = plan.containment
     if request == "auto":  # the topology leaves it to the host: an administrator may say more
@@ -59,6 +61,16 @@ def open_containment(plan: Plan) -> RunContainment:
         if request not in CONTAINMENT_CHOICES:
             choices = ", ".join(CONTAINMENT_CHOICES)
             raise ConfigError(f"environment variable {CONTAINMENT_ENV}: must be one of {choices}, got {request!r}")
+    limits = {s.name: s.resources for s in plan.services if s.resources is not None and s.resources.asked()}
+    asked = {LIMIT_CONTROLLERS[field]: (service, field) for service, given in limits.items() for field in given.asked()}
+    if plan.cluster is not None and asked:
+        service, field = next(iter(asked.values()))
+        problem = (
+            f"service '{service}', field 'resources.{field}': limits are set on this machine's cgroups; on a "
+            "Slurm cluster each replica runs in its step's cgroup (ask Slurm: --mem, --cpus-per-task in "
+            "cluster.slurm.extra)"
+        )
+        raise ConfigError(problem, source=plan.source)
     if plan.cluster is not None and request in ("auto", "marks"):
         return RunContainment("marks")
     if plan.cluster is not None:
@@ -68,9 +80,14 @@ def open_containment(plan: Plan) -> RunContainment:
         )
         raise ConfigError(problem, source=plan.source)
     try:
-        return RunContainment.open(plan.run_id, request)
+        containment = RunContainment.open(plan.run_id, request, limited=list(asked))
     except ContainmentUnavailable as exc:
         raise ConfigError(f"field 'containment': {exc}", source=plan.source) from None
+    except LimitUnavailable as exc:
+        named = ", ".join(f"service '{service}' resources.{field}" for service, field in asked.values())
+        raise ConfigError(f"{named}: cannot be set here: {exc}", source=plan.source) from None
+    containment.limits = limits
+    return containment
 
 
 def refuse_taken_ports(plan: Plan) -> None:

@@ -21,6 +21,7 @@ from .._control.service_view import ServiceAddresses
 from .._errors import ServiceFailed
 from .._events import Event, Exited, Ready, Spawned, Stopped, Stopping, Unready
 from .._host.launcher import LaunchedProcess, Launcher
+from .._host.limits import describe_oom, oom_kills
 from .._host.logs import LineStream, RotatingLogFile, pump_pipe
 from .._host.phases import PhaseWatch, compile_phases
 from .._host.probes import PollBudget, ProbeTarget, ReadinessRunner, describe_check
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .._host.containment import ReplicaCgroup
+    from .._host.resources import ResourceUsage
 
 
 __all__ = ["ACTIVE_STATES", "Incarnation", "Replica", "ReplicaHost", "ReplicaState", "ServiceHandle"]
@@ -125,6 +127,9 @@ class Incarnation:
         self.runner: ReadinessRunner | None = None
         self.phases: PhaseWatch | None = None  #: startup phases, watched from spawn until ready
         self.env: dict[str, str] = {}  #: what the process was started with (exec probes get the same)
+        #: its cgroup's OOM kill count at the spawn, when it has a memory limit (a rise is reported)
+        self.oom_kills_at_spawn: int | None = None
+        self.exit_reason: str | None = None  #: how it ended, when not its own doing (the OOM killer)
         self._exit_scopes: list[anyio.CancelScope] = []
 
     @contextlib.contextmanager
@@ -161,6 +166,8 @@ class Replica:
         self.incarnation: Incarnation | None = None
         self.budget = RestartBudget(service.restart)
         self.failure: ServiceFailed | None = None  #: why it was given up on, once it was
+        #: CPU, memory, processes and GPU memory at the latest sample (every few seconds); None before it
+        self.resources: ResourceUsage | None = None
         # The side flags below change only through the methods that follow: each says why it changes.
         self._restarts = 0
         self._held = False
@@ -376,6 +383,9 @@ class Replica:
                 plan.ready, target=target, stream=stream, env=env, http_client=host.http_client, budget=host.poll_budget
             )
         self.incarnation = incarnation
+        cgroup = host.cgroup_of(plan.name)
+        if cgroup is not None and cgroup.limits is not None and cgroup.limits.memory_max_bytes is not None:
+            incarnation.oom_kills_at_spawn = oom_kills(cgroup.path, cgroup.extras)
         host.track(self, incarnation)
         host.start_shielded(lambda: self._pump(incarnation), name=f"pump {plan.name}")
         host.start_shielded(lambda: self._watch(incarnation, host), name=f"watch {plan.name}")
@@ -430,6 +440,7 @@ class Replica:
     async def _watch(self, incarnation: Incarnation, host: ReplicaHost) -> None:
         code = await incarnation.process.wait()  # the leader stays unreaped: its group is still ours
         signame = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
+        incarnation.exit_reason = _oom_reason(host.cgroup_of(self.name), incarnation, code)
         host.emit(
             Exited(
                 replica=self.name,
@@ -438,6 +449,7 @@ class Replica:
                 exit_code=code if code >= 0 else None,
                 signal=signame,
                 expected=incarnation.stop_reason is not None,
+                reason=incarnation.exit_reason,
             )
         )
         incarnation.mark_exited(code)  # the watchdog keeps its group until the leader is reaped (``stop``)
@@ -546,6 +558,15 @@ async def _gone(incarnation: Incarnation, others: list[psutil.Process], cgroup: 
 
 def _populated(cgroup: ReplicaCgroup | None) -> bool:
     return cgroup is not None and cgroup.populated()
+
+
+def _oom_reason(cgroup: ReplicaCgroup | None, incarnation: Incarnation, code: int) -> str | None:
+    """``killed by the OOM killer (memory_max 64MB)`` when its cgroup's OOM kill count rose since the spawn."""
+    before = incarnation.oom_kills_at_spawn
+    limit = cgroup.limits.memory_max_bytes if cgroup is not None and cgroup.limits is not None else None
+    if before is None or cgroup is None or limit is None or oom_kills(cgroup.path, cgroup.extras) <= before:
+        return None
+    return describe_oom(code, limit)
 
 
 def _release(host: ReplicaHost, incarnation: Incarnation) -> None:

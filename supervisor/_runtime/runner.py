@@ -236,17 +236,18 @@ async def supervise_prepared(
     gpus: GpuInventory | str | None = None,
     head_start: HeadStart | None = None,
     allocation: SlurmAllocation | None = None,
+    on_group: Callable[[RunningTopology], None] | None = None,
 ) -> Outcome[T]:
     """``supervise`` with what the CLI prepared: ``head_start``, the replicas it started before the event
     loop (``_runtime.headstart``), for the group to adopt; ``allocation``, the Slurm allocation it took
-    before planning."""
+    before planning; ``on_group`` hears the group before anything spawns (the live table follows it)."""
     if isinstance(gpus, str):
         from .._host.gpu_inventory import SimulatedInventory
 
         gpus = SimulatedInventory.parse(gpus)
     async with _planned(topology, runs_dir, gpus, allocation) as (plan, allocation):
         return await _supervise_plan(
-            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, head_start
+            plan, allocation, body, on_event, on_output, on_signal, early_signals, gpus, head_start, on_group
         )
 
 
@@ -260,10 +261,17 @@ async def _supervise_plan(
     early_signals: list[int] | None,
     gpus: GpuInventory | None,
     head_start: HeadStart | None,
+    on_group: Callable[[RunningTopology], None] | None = None,
 ) -> Outcome[T]:
     handle_signals = threading.current_thread() is threading.main_thread()
     received: list[int] = []
     group_box: list[RunningTopology] = []
+
+    def heard(group: RunningTopology) -> None:
+        group_box.append(group)
+        if on_group is not None:
+            on_group(group)
+
     result: list[T] = []
     try:
         async with anyio.create_task_group() as outer:
@@ -277,7 +285,7 @@ async def _supervise_plan(
                     on_event=on_event,
                     on_output=on_output,
                     gpus=gpus,
-                    on_group=group_box.append,
+                    on_group=heard,
                     head_start=head_start,
                     allocation=allocation,
                 ) as group:

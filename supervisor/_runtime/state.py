@@ -30,6 +30,7 @@ from .._records.paths import private_dirs
 from .._records.record import save_record
 from .conditions import StartConditions
 from .replica import Incarnation, Replica, ServiceHandle
+from .resources import ResourceSampler
 from .run_phase import RunPhase, check_phase_change
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class RunState:
         self._phase = RunPhase.PENDING
         self.leftovers: list[int] = []  #: pids still alive after teardown (should always be empty)
         self.seen_pids: dict[int, str] = {}  #: every process of the run seen so far -> its replica
+        #: each replica's CPU, memory and GPU memory (``replica.resources``), and the peaks for the summary
+        self.resource_sampler = ResourceSampler(gpus)
 
     # ----- what the run holds ---------------------------------------------------------------------
     @property

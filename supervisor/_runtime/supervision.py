@@ -185,9 +185,8 @@ async def live(run: RunState, replica: Replica, incarnation: Incarnation) -> _En
                 return None
             code = incarnation.returncode if incarnation.returncode is not None else -1
             place = f", {where}" if where else ""
-            return _Ending(
-                f"{describe_exit(code)} before it was ready{place} ({probe_text}, last: {runner.last.detail})", code
-            )
+            how = incarnation.exit_reason or describe_exit(code)
+            return _Ending(f"{how} before it was ready{place} ({probe_text}, last: {runner.last.detail})", code)
         if outcome == "timeout":
             stuck = f", stuck {where}" if where else ""
             why = (
@@ -218,7 +217,7 @@ async def live(run: RunState, replica: Replica, incarnation: Incarnation) -> _En
     if incarnation.stop_reason is not None:
         return None
     code = incarnation.returncode if incarnation.returncode is not None else -1
-    return _Ending(f"{describe_exit(code)} while running", code)
+    return _Ending(f"{incarnation.exit_reason or describe_exit(code)} while running", code)
 
 
 def became_ready(run: RunState, replica: Replica, incarnation: Incarnation) -> None:

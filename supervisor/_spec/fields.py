@@ -31,6 +31,7 @@ from .model import (
     PortSpec,
     Probe,
     Profile,
+    ResourceLimits,
     RestartPolicy,
     Service,
     SlurmCluster,
@@ -423,6 +424,35 @@ def _salloc_args(value: object, _: object = None) -> tuple[str, ...]:
     return tuple(_strict_str(item) for item in value)
 
 
+def _resources(value: object, _: object = None) -> ResourceLimits | None:
+    """``resources: {memory_max: 64GB, cpu_max: 4, pids_max: 4096}``; each is checked by validation."""
+    value = _structured(value)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected {{memory_max: 64GB, cpu_max: 4, pids_max: 4096}}, got {value!r}")
+    allowed = _FIELDS_OF[ResourceLimits]
+    for key in value:
+        if key not in allowed:
+            raise _UnknownField(str(key), allowed)
+    memory, cpu, pids = value.get("memory_max"), value.get("cpu_max"), value.get("pids_max")
+    if cpu is not None:
+        cpu, origin = _typed(cpu)
+        if isinstance(cpu, bool) or not isinstance(cpu, (int, float)):
+            raise ValueError(f"cpu_max: expected a number of cores such as 4 or 2.5, got {cpu!r}{origin}")
+    try:
+        memory_bytes = None if memory is None else _size(memory)
+    except ValueError as exc:
+        raise ValueError(f"memory_max: {exc}") from None
+    try:
+        pids_count = None if pids is None else _strict_int(pids)
+    except ValueError as exc:
+        raise ValueError(f"pids_max: {exc}") from None
+    return ResourceLimits(
+        memory_max_bytes=memory_bytes, cpu_max=None if cpu is None else float(cpu), pids_max=pids_count
+    )
+
+
 def _on_change(value: object, _: object = None) -> OnChange:
     """``on_change: restart``, ``none`` or ``{signal: SIGHUP}``; the action is checked by plan."""
     value = _structured(value)
@@ -451,6 +481,7 @@ _SERVICE_HOOKS: dict[str, Callable[[object, object], object]] = {
     "placement": _placement,
     "on_change": _on_change,
     "api": _routes,
+    "resources": _resources,
 }
 
 
@@ -523,6 +554,7 @@ _FIELDS_OF: dict[type, list[str]] = {
 _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 _FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory", "vendor"]
 _FIELDS_OF[Profile] = ["tool", "args", "grace"]
+_FIELDS_OF[ResourceLimits] = ["memory_max", "cpu_max", "pids_max"]
 
 
 # ----- the converter's errors, worded ------------------------------------------------------------------------

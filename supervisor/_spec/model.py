@@ -35,6 +35,7 @@ __all__ = [
     "Probe",
     "ProbeTarget",
     "Profile",
+    "ResourceLimits",
     "RestartPolicy",
     "Service",
     "SlurmCluster",
@@ -375,6 +376,36 @@ def _gpus(value: object) -> GpuRequest | None:
     return GpuRequest(count=value)
 
 
+#: what each limit needs of the host: the cgroup controller that enforces it
+LIMIT_CONTROLLERS = {"memory_max": "memory", "cpu_max": "cpu", "pids_max": "pids"}
+
+
+@attrs.frozen
+class ResourceLimits:
+    """Limits on each replica of a service, set on its cgroup (``resources: {memory_max: 64GB, cpu_max: 4,
+    pids_max: 4096}``): a replica past ``memory_max`` is killed by the kernel's OOM killer (and reported as
+    such), one past ``cpu_max`` is throttled, one at ``pids_max`` cannot fork. None: no limit."""
+
+    #: memory (resident and page cache) of all its processes together
+    memory_max_bytes: int | None = attrs.field(default=None, converter=attrs.converters.optional(parse_size))
+    cpu_max: float | None = None  #: cores' worth of CPU time (``2.5``: two and a half cores)
+    pids_max: int | None = None  #: processes and threads at once
+
+    def asked(self) -> dict[str, object]:
+        """The limits set, by their YAML name (``memory_max``, ...), in that order."""
+        given = {"memory_max": self.memory_max_bytes, "cpu_max": self.cpu_max, "pids_max": self.pids_max}
+        return {name: value for name, value in given.items() if value is not None}
+
+
+def _resources(value: object) -> ResourceLimits | None:
+    if value is None or isinstance(value, ResourceLimits):
+        return value
+    if isinstance(value, Mapping) and set(value) <= set(LIMIT_CONTROLLERS):
+        memory = value.get("memory_max")
+        return ResourceLimits(memory_max_bytes=memory, cpu_max=value.get("cpu_max"), pids_max=value.get("pids_max"))
+    raise TypeError(f"expected ResourceLimits or {{memory_max: 64GB, cpu_max: 4, pids_max: 4096}}, got {value!r}")
+
+
 @attrs.frozen
 class Phase:
     """A startup phase: it begins when ``pattern`` (a regex) matches an output line; it ends when the next
@@ -549,6 +580,8 @@ class Service:
     placement: Placement | None = attrs.field(default=None, converter=_placement)
     #: when another service's endpoints that its templates use change (a scale): none, restart or a signal
     on_change: OnChange = attrs.field(factory=OnChange, converter=_on_change)
+    #: limits on each replica's memory, CPU and processes, set on its cgroup (``ResourceLimits``)
+    resources: ResourceLimits | None = attrs.field(default=None, converter=_resources)
     #: the server's routes, NAME: path (``models: /v1/models``) on its ``url``; ``group[svc].api`` lists them as
     #: URLs with the routes its probes and ``metrics`` name
     api: Mapping[str, str] = attrs.field(factory=dict, converter=_routes, hash=False)

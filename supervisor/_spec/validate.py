@@ -245,6 +245,7 @@ def _check_service(
     if service.strategy is not None and service.strategy not in STRATEGIES:
         report(f"{where}, field 'strategy': must be one of {', '.join(STRATEGIES)}")
     _check_on_change(service, where, report)
+    _check_limits(service, where, report)
     _check_restart(service.restart, f"{where}, field 'restart", report)
     _check_stop(service.stop, f"{where}, field 'stop", report)
     if (
@@ -253,6 +254,19 @@ def _check_service(
         and (not _is_int(service.min_ready) or not 0 <= service.min_ready <= service.replicas)
     ):
         report(f"{where}, field 'min_ready': must be between 0 and replicas ({service.replicas})")
+
+
+def _check_limits(service: Service, where: str, report: Report) -> None:
+    limits = service.resources
+    if limits is None:
+        return
+    memory, cpu, pids = limits.memory_max_bytes, limits.cpu_max, limits.pids_max
+    if memory is not None and (not _is_int(memory) or memory < 1 << 20):
+        report(f"{where}, field 'resources.memory_max': must be at least 1MiB, got {memory!r} bytes")
+    if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not cpu >= 0.01):
+        report(f"{where}, field 'resources.cpu_max': must be at least 0.01 cores, got {cpu!r}")
+    if pids is not None and (not _is_int(pids) or pids < 1):
+        report(f"{where}, field 'resources.pids_max': must be 1 or more, got {pids!r}")
 
 
 def _check_dependency(

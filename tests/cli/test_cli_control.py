@@ -55,8 +55,25 @@ def test_detached_run_is_driven_by_status_restart_and_stop(tmp_path: Path, runs_
     lines = table.stdout.splitlines()
     assert lines[1].split()[:3] == ["REPLICA", "STATE", "PID"] and len(lines) == 5
     assert [line.split()[:2] for line in lines[2:]] == [["web", "ready"], ["worker.0", "ready"], ["worker.1", "ready"]]
+    assert lines[1].split()[-4:] == ["CPU", "MEM", "GPU", "MEM"]
     status = json.loads(supervisor("status", run_id, "--json").stdout)
     before = status["services"]["worker"]["replicas"][1]["pid"]
+    assert status["containment"] in ("cgroup2", "freezer", "marks")
+
+    def sampled() -> dict[str, Any] | None:  # the first sample comes within the sampler's interval
+        replica = json.loads(supervisor("status", run_id, "--json").stdout)["services"]["web"]["replicas"][0]
+        return replica["resources"]
+
+    usage = wait_until(sampled, what="web's first resource sample")
+    assert set(usage) == {
+        "cpu_seconds",
+        "cpu_percent",
+        "memory_bytes",
+        "memory_peak_bytes",
+        "processes",
+        "gpu_memory_bytes",
+    }
+    assert usage["processes"] == 1 and usage["memory_bytes"] > 0 and usage["gpu_memory_bytes"] is None
     assert status["services"]["web"]["replicas"][0]["url"].startswith("http://127.0.0.1:")
 
     restarted = supervisor("restart", run_id, "worker.1")

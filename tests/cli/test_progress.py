@@ -128,3 +128,28 @@ def test_an_80_column_terminal_still_shows_the_bar_and_its_percentage(tmp_path: 
     row = next(line for line in lines if line.lstrip().startswith("engine"))
     assert "19%" in row and "loading" in row and max(map(len, lines)) <= 80, out.getvalue()
     assert "gpus" not in out.getvalue()
+
+
+def test_the_table_shows_cpu_and_memory_once_sampled_and_gpu_memory_where_read(tmp_path: Path) -> None:
+    """No resource columns before the first sample; then CPU and MEM from the sample, GPU MEM only when
+    a GPU inventory gave a number."""
+    io = pytest.importorskip("io")
+    console_module = pytest.importorskip("rich.console")
+    from supervisor._cli.console_table import status_table
+
+    board = _board(tmp_path)
+    board.on_event(sv.Spawned(replica="engine", service="engine", pid=7, monotonic=0.0))
+
+    def drawn() -> str:
+        out = io.StringIO()
+        console_module.Console(file=out, width=160, force_terminal=False).print(status_table(board, 3.0))
+        return out.getvalue()
+
+    assert "mem" not in drawn()
+    sample: dict[str, object] = {"cpu_percent": 93.4, "memory_bytes": 3 * 1024**3, "gpu_memory_bytes": None}
+    board.follow_resources(lambda: {"engine": sample})
+    table = drawn()
+    assert "cpu" in table and "mem" in table and "gpu mem" not in table
+    assert "93%" in table and "3.0 GiB" in table
+    sample["gpu_memory_bytes"] = 71 * 1024**3
+    assert "gpu mem" in drawn() and "71.0 GiB" in drawn()

@@ -19,6 +19,8 @@ args = parser.parse_args()
 
 
 def escape() -> None:
+    """Returns once the escapee's pid is written (its pipe end closes at its exec: close-on-exec)."""
+    written, told = os.pipe()
     child = os.fork()
     if child == 0:
         os.setsid()
@@ -27,7 +29,10 @@ def escape() -> None:
                 file.write(f"{os.getpid()}\n")
             os.execve("/bin/sh", ["/bin/sh", "-c", 'trap "" TERM; exec sleep 1000'], {})
         os._exit(0)
+    os.close(told)
     os.waitpid(child, 0)
+    os.read(written, 1)  # end of file: the escapee exec'd, after writing its pid
+    os.close(written)
 
 
 escape()

@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--model", default=DEFAULT_MODEL)
     worker.add_argument("--kv", metavar="URL", help="register under workers/<role-name>/<port> in this kv")
     worker.add_argument("--tokens-per-second", type=float, default=200.0, help="generation pace (%(default)s)")
+    worker.add_argument(
+        "--max-num-seqs", type=int, default=0, metavar="N",
+        help="requests generated at once; the rest wait (vllm:num_requests_waiting); 0: no limit",
+    )  # fmt: skip
     frontend = role("frontend", "Dynamo frontend stand-in: routes chat completions to registered workers", 0.0)
     frontend.add_argument("--kv", metavar="URL", required=True, help="kv to discover workers in")
     frontend.add_argument("--model", default=DEFAULT_MODEL)

@@ -1,4 +1,8 @@
-"""The vLLM stand-in: a prefill or decode worker serving OpenAI chat completions."""
+"""The vLLM stand-in: a prefill or decode worker serving OpenAI chat completions.
+
+``--max-num-seqs N`` (vLLM's flag) lets N requests generate at once; the rest wait in a queue whose depth is
+the gauge ``vllm:num_requests_waiting`` (and ``standin_requests_waiting``) on ``/metrics``: a load that holds
+requests open drives it, so an autoscaler can be shown without GPUs."""
 
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ class Worker(Role):
         self.model: str = args.model
         self.tokens_total = 0
         self.running = 0
+        self.waiting = 0  #: requests queued for a slot (``--max-num-seqs``)
+        limit = getattr(args, "max_num_seqs", 0) or 0
+        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
         self._key = ""
         self._registered = False
         self._refresher: asyncio.Task[None] | None = None
@@ -135,7 +142,30 @@ class Worker(Role):
             "# HELP standin_requests_running Requests being generated right now.",
             "# TYPE standin_requests_running gauge",
             f"standin_requests_running{{{labels}}} {self.running}",
+            "# HELP standin_requests_waiting Requests queued for a slot (--max-num-seqs).",
+            "# TYPE standin_requests_waiting gauge",
+            f"standin_requests_waiting{{{labels}}} {self.waiting}",
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{model_name={json.dumps(self.model)}}} {self.running}",
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{model_name={json.dumps(self.model)}}} {self.waiting}",
         ]
+
+    async def _slot(self) -> None:
+        """Wait for one of ``--max-num-seqs`` slots (none to wait for without it); counted while waiting."""
+        if self._slots is None:
+            return
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     async def route(self, request: Request) -> Response | StreamResponse:
         if request.path == "/v1/models":
@@ -154,11 +184,13 @@ class Worker(Role):
         completion_id = f"chatcmpl-standin-{os.getpid()}-{self.requests_total}"
         if chat.stream:
             return StreamResponse(self._stream(chat, completion_id))
+        await self._slot()
         self.running += 1
         try:
             text = "".join([token async for token in self._generate(chat)])
         finally:
             self.running -= 1
+            self._release()
         return json_response(
             200,
             {
@@ -194,6 +226,7 @@ class Worker(Role):
         def delta(content: dict[str, str], finish: str | None = None) -> bytes:
             return event([{"index": 0, "delta": content, "finish_reason": finish}])
 
+        await self._slot()
         self.running += 1
         try:
             yield delta({"role": "assistant", "content": ""})
@@ -205,6 +238,7 @@ class Worker(Role):
             yield b"data: [DONE]\n\n"
         finally:
             self.running -= 1
+            self._release()
 
     async def _generate(self, chat: _ChatRequest) -> AsyncGenerator[str, None]:
         """Deterministic tokens (the prompt's words, cycled), paced at ``--tokens-per-second``."""

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._errors import ServiceFailed as ServiceFailed
     from ._errors import SupervisorError as SupervisorError
     from ._errors import UnknownRun as UnknownRun
+    from ._events import AutoscaleDecided as AutoscaleDecided
+    from ._events import AutoscaleSwitched as AutoscaleSwitched
     from ._events import Completed as Completed
     from ._events import ControlRequest as ControlRequest
     from ._events import Degraded as Degraded
@@ -96,6 +98,7 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._spec.load import topology_from_dict as topology_from_dict
     from ._spec.model import AllOf as AllOf
     from ._spec.model import AnyOf as AnyOf
+    from ._spec.model import Autoscale as Autoscale
     from ._spec.model import Backoff as Backoff
     from ._spec.model import CallableCheck as CallableCheck
     from ._spec.model import Check as Check
@@ -127,6 +130,9 @@ _LAZY = {
     "AllOf": "_spec.model",
     "AnyOf": "_spec.model",
     "AttachedTopology": "_control.attach",
+    "Autoscale": "_spec.model",
+    "AutoscaleDecided": "_events",
+    "AutoscaleSwitched": "_events",
     "Backoff": "_spec.model",
     "CallableCheck": "_spec.model",
     "Check": "_spec.model",

@@ -17,6 +17,8 @@ from ._records.eventfile import EventFile
 from ._redact import Redactor
 
 __all__ = [
+    "AutoscaleDecided",
+    "AutoscaleSwitched",
     "Completed",
     "ControlRequest",
     "Degraded",
@@ -197,6 +199,26 @@ class ScaleEnded(Event):
     removed: tuple[str, ...] = ()
     seconds: float
     error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AutoscaleDecided(Event):
+    """A service's autoscaler (its ``autoscale:`` policy, or a planner it follows) decided a new count; the
+    scale follows (``ScaleStarted``/``ScaleEnded``: its outcome). About the service, so ``replica`` is empty."""
+
+    kind: ClassVar[str] = "autoscale_decided"
+    replicas_before: int
+    replicas_after: int
+    why: str  #: what decided it: the metric and its value, or the policy's answer
+    value: float | None = None  #: the metric summed over the replicas, when a metric decided
+
+
+@attrs.frozen(kw_only=True)
+class AutoscaleSwitched(Event):
+    """A service's autoscaler was paused (``enabled`` false: the count stays as it is) or resumed."""
+
+    kind: ClassVar[str] = "autoscale_switched"
+    enabled: bool
 
 
 @attrs.frozen(kw_only=True)

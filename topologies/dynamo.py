@@ -57,6 +57,12 @@ def dynamo(
     etcd: str = "etcd",
     nats_server: str = "nats-server",
     cluster: Cluster = None,
+    planner: str = "off",
+    namespace: str = "dynamo",
+    prefill_min: int = 1,
+    prefill_max: int = 8,
+    decode_min: int = 1,
+    decode_max: int = 8,
 ) -> supervisor.Topology:
     """A Dynamo deployment of ``model`` on ``engine`` (``mocker`` needs no GPU: a tokenizer directory will do).
 
@@ -71,6 +77,10 @@ def dynamo(
     ``etcd``/``nats_server``: the programs (default: from PATH, as Debian's packages install them).
     ``cluster``: run on a Slurm allocation (``supervisor.SlurmCluster(nodes=4)``): etcd, NATS and the
     frontend on node 0, the workers round-robin over the nodes (a YAML file says ``cluster:``).
+    ``planner="follow"``: a ``planner`` service (``_planner_follow.py``, the engine's Python) carries out the
+    scaling decisions that Dynamo's Planner (``environment: virtual``) publishes for ``namespace`` (the
+    workers' ``DYN_NAMESPACE``) through the run's own scale, within ``prefill_min``..``prefill_max`` and
+    ``decode_min``..``decode_max``, and completes each once the new set is ready. Needs etcd discovery.
     """
     if engine not in _dynamo.ENGINES:
         raise preset_error("dynamo", "engine", f"unknown engine {engine!r}", _dynamo.ENGINES)
@@ -103,6 +113,20 @@ def dynamo(
         raise preset_error(
             "dynamo", "served_model_name", f"{served!r}: dynamo.{engine} splits names at spaces and commas; pick one"
         )
+    if planner not in ("off", "follow"):
+        raise preset_error(
+            "dynamo", "planner", f"unknown mode {planner!r} (run is not supported yet)", ("off", "follow")
+        )
+    if planner != "off" and discovery != "etcd":
+        raise preset_error("dynamo", "planner", "the Planner's decisions travel through etcd: use discovery=etcd")
+    for var, bound in (("prefill_min", prefill_min), ("prefill_max", prefill_max), ("decode_min", decode_min),
+                       ("decode_max", decode_max)):  # fmt: skip
+        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+            raise preset_error("dynamo", var, f"expected a whole number of at least 0, got {bound!r}")
+    if not isinstance(namespace, str) or not namespace or any(c.isspace() or c in "/{}" for c in namespace):
+        raise preset_error("dynamo", "namespace", f"expected a plain name, got {namespace!r}")
+    if namespace != "dynamo":  # the workers and frontend register under it; the Planner publishes under it
+        env = {"DYN_NAMESPACE": namespace, **(env or {})}
     python = engine_python(env_path)
     infra: list[supervisor.Service] = []
     if discovery == "etcd":
@@ -158,7 +182,37 @@ def dynamo(
         restart=_dynamo.RESTART_ALWAYS,  # a clean exit is a failure: it leaves by itself when etcd is gone
         placement=HEAD_NODE,
     )
-    return supervisor.Topology(name=f"dynamo-{engine}", services=[*infra, *workers, frontend], cluster=cluster)
+    services = [*infra, *workers, frontend]
+    if planner == "follow":
+        bounds = [f"--prefill-min={prefill_min}", f"--prefill-max={prefill_max}",
+                  f"--decode-min={decode_min}", f"--decode-max={decode_max}"]  # fmt: skip
+        services.append(
+            supervisor.Service(
+                name="planner",
+                command=[
+                    python,
+                    "-I",
+                    _FOLLOWER,
+                    "--socket",
+                    "{run_dir}/control.sock",
+                    "--namespace",
+                    namespace,
+                    *bounds,
+                    *([] if prefill else ["--no-prefill"]),
+                ],
+                depends_on=needs,
+                env=engine_env(env_path, env, **_dynamo.discovery_env(discovery), **_dynamo.LOOPBACK_ENV, **fixed),
+                ready=supervisor.LogCheck("planner-follow: following the Planner's decisions"),
+                stop=supervisor.StopPolicy("SIGINT", grace_seconds=5),
+                restart=supervisor.RestartPolicy(policy="on-failure"),
+                placement=HEAD_NODE,
+            )
+        )
+    return supervisor.Topology(name=f"dynamo-{engine}", services=services, cluster=cluster)
+
+
+#: the follower program, run by the engine's Python with -I (its folder, holding dynamo.py, off sys.path)
+_FOLLOWER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_planner_follow.py")
 
 
 def _is_local_path(model: str) -> bool:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._events import (
+    AutoscaleDecided,
+    AutoscaleSwitched,
     ControlRequest,
     EndpointsChanged,
     Event,
@@ -99,6 +101,10 @@ class EventText:
             return f"mark: {event.label}"
         if isinstance(event, (ScaleStarted, ScaleEnded, ReplicaAdded, ReplicaRemoved)):
             return _scale_line(event)
+        if isinstance(event, AutoscaleDecided):
+            return f"{event.service}: autoscale {event.replicas_before} -> {event.replicas_after}: {event.why}"
+        if isinstance(event, AutoscaleSwitched):
+            return f"{event.service}: autoscale {'resumed' if event.enabled else 'paused'}"
         if isinstance(event, (RolloutStarted, RolloutStepped, RolloutEnded)):
             return _rollout_line(event)
         if isinstance(event, EndpointsChanged):

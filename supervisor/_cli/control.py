@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from .context import Invocation
 
-__all__ = ["restart_command", "scale_command", "status_command", "stop_through_socket"]
+__all__ = ["autoscale_command", "restart_command", "scale_command", "status_command", "stop_through_socket"]
 
 EXIT_OK = 0
 _STATUS_TIMEOUT_SECONDS = 30.0
@@ -89,7 +89,25 @@ def status_command(call: Invocation) -> int:
     if len(routes) > 1:  # an older run sends no api
         print()
         _print_table(routes)
+    _print_autoscale(status.get("autoscale") or {})  # an older run sends none
     return EXIT_OK
+
+
+def _print_autoscale(services: dict[str, Any]) -> None:
+    if not services:
+        return
+    rows = [["SERVICE", "AUTOSCALE", "BOUNDS", "METRIC", "VALUE", "WANTED", "LAST", "REFUSED"]]
+    for name, state in services.items():
+        last, refused = state.get("last"), state.get("refused")
+        value = state.get("value")
+        rows.append(
+            [name, "on" if state.get("enabled") else "off", f"{state.get('min')}-{state.get('max')}",
+             state.get("metric") or "policy", "-" if value is None else f"{value:g}", str(state.get("wanted") or "-"),
+             f"{last['from']} -> {last['to']}: {last['why']}" if last else "-",
+             f"{refused['to']}: {refused['why']}" if refused else "-"]
+        )  # fmt: skip
+    print()
+    _print_table(rows)
 
 
 def _print_table(rows: list[list[str]]) -> None:
@@ -136,6 +154,16 @@ def scale_command(call: Invocation) -> int:
     )
     _print_result(reply)
     print(f"run {run_id}: {args.service} has {args.replicas} replicas ({time.monotonic() - started:.2f}s)")
+    return EXIT_OK
+
+
+@reader_may_leave
+def autoscale_command(call: Invocation) -> int:
+    args = call.args
+    run_id, _, path = _locate(args.run)
+    enabled = args.switch == "on"
+    _ask(run_id, path, "autoscale", service=args.service, enabled=enabled)
+    print(f"run {run_id}: autoscale of {args.service} {'resumed' if enabled else 'paused'}")
     return EXIT_OK
 
 

@@ -160,6 +160,12 @@ def _scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("replicas", type=_count, metavar="N", help="how many replicas it should have")
 
 
+def _autoscale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=_RUN_HELP)
+    parser.add_argument("service", metavar="SERVICE", help="a service with autoscale:")
+    parser.add_argument("switch", choices=("off", "on"), help="off: keep the count as it is; on: follow the load again")
+
+
 # ----- experiments (``experiment``) ---------------------------------------------------------------------------
 def _trial_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -235,6 +241,8 @@ COMMANDS: tuple[Command, ...] = (
             _restart_arguments, "control:restart_command"),
     Command("scale", "run N replicas of a service of a live run (new ones get their own ports and GPUs)",
             _scale_arguments, "control:scale_command"),
+    Command("autoscale", "pause (off) or resume (on) the autoscale: of a service of a live run",
+            _autoscale_arguments, "control:autoscale_command"),
     Command("sweep", "run CMD against every combination of --vary values, each trial on a fresh topology",
             _sweep_arguments, "experiment:sweep_command", takes_command=True),
     Command("ab", "run CMD against two configurations (A.yaml B.yaml, or --a/--b sets) in A B B A order",

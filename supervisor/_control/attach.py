@@ -250,6 +250,10 @@ class AttachedTopology:
         """Run ``replicas`` replicas of ``service`` (see the group's ``scale``)."""
         return await self._operate("scale", service=service, replicas=replicas)
 
+    async def autoscale(self, service: str, enabled: bool) -> Any:
+        """Pause or resume the ``autoscale:`` of ``service`` (see the group's ``autoscale``)."""
+        return await self._operate("autoscale", service=service, enabled=enabled)
+
     async def rolling_restart(self, service: str, **options: Any) -> Any:
         """Restart ``service`` replica by replica (see the group's ``rolling_restart`` for the options:
         ``max_unavailable``, ``min_ready``, ``overrides``)."""

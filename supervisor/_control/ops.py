@@ -235,6 +235,7 @@ OPERATIONS: dict[str, Operation] = {
     "restart": _method("restart", "name"),
     "stop": Operation(_stop, {"name": Param(str, required=False)}, shielded=True),
     "scale": _method("scale", "service", replicas=Param(int)),
+    "autoscale": _method("autoscale", "service", enabled=Param(bool)),
     "rolling_restart": _method(
         "rolling_restart",
         "service",
@@ -296,7 +297,14 @@ def status_of(group: ControlledRun) -> dict[str, Any]:
         "started_wall_time": group.started_wall_time,
         "ready_seconds": None if group.ready_at is None else group.ready_at - group.started_at,
         "services": {s.name: _service_status(s, redact, now, wall) for s in group.services},
+        "autoscale": _autoscale_status(group),
     }
+
+
+def _autoscale_status(group: ControlledRun) -> dict[str, Any]:
+    """Per autoscaled service, its autoscaler's state; empty from a group that has none."""
+    status = getattr(group, "autoscale_status", None)
+    return status() if callable(status) else {}
 
 
 def _service_status(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from .promtext import sample_sums
+from .._host.promtext import sample_sums
 
 __all__ = ["COUNTERS", "EndpointFile", "counter_deltas"]
 

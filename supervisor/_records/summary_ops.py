@@ -1,5 +1,6 @@
 """The live operations of a run for its summary: each scale and rolling restart, paired from its started and
-ended events (``ScaleStarted``/``ScaleEnded``, ``RolloutStarted``/``RolloutEnded``). Pure, like
+ended events (``ScaleStarted``/``ScaleEnded``, ``RolloutStarted``/``RolloutEnded``), and each autoscale
+decision (``AutoscaleDecided``) with the outcome of the scale that carried it out. Pure, like
 ``_records.summary``: events in, records out.
 """
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .._events import Event, RolloutEnded, RolloutStarted, ScaleEnded, ScaleStarted
+from .._events import AutoscaleDecided, Event, RolloutEnded, RolloutStarted, ScaleEnded, ScaleStarted
 from .schema import OperationOutcome
 
 __all__ = ["operations_of"]
@@ -16,13 +17,25 @@ __all__ = ["operations_of"]
 def operations_of(
     events: Iterable[Event], *, started_at: float, redact: Callable[[str], str] = str
 ) -> list[OperationOutcome]:
-    """Every scale and rollout, in the order they began; one without its end is still under way (no
-    ``seconds``), one refused before it began (a rollout's bad settings) has only its end."""
+    """Every scale, rollout and autoscale decision, in the order they began; one without its end is still
+    under way (no ``seconds``), one refused before it began (a rollout's bad settings) has only its end. A
+    decision ends with the scale that follows it (its error: the scale refused or undone)."""
     operations: list[OperationOutcome] = []
     open_ones: dict[tuple[str, str], OperationOutcome] = {}  #: (kind, service) -> under way
     for event in events:
         at = event.monotonic - started_at
-        if isinstance(event, ScaleStarted):
+        if isinstance(event, AutoscaleDecided):
+            decision = OperationOutcome(
+                kind="autoscale",
+                service=event.service,
+                at_seconds=at,
+                replicas_before=event.replicas_before,
+                replicas_after=event.replicas_after,
+                reason=redact(event.why),
+            )
+            open_ones[("autoscale", event.service)] = decision
+            operations.append(decision)
+        elif isinstance(event, ScaleStarted):
             operation = OperationOutcome(
                 kind="scale",
                 service=event.service,
@@ -40,6 +53,10 @@ def operations_of(
             operations.append(operation)
         elif isinstance(event, (ScaleEnded, RolloutEnded)):
             kind = "scale" if isinstance(event, ScaleEnded) else "rolling_restart"
+            decided = open_ones.pop(("autoscale", event.service), None) if kind == "scale" else None
+            if decided is not None:
+                _ended(decided, event, redact)
+                decided.seconds = event.monotonic - started_at - (decided.at_seconds or 0.0)
             began = open_ones.pop((kind, event.service), None)
             if began is None:  # refused before it began: only its end tells
                 began = OperationOutcome(kind=kind, service=event.service, at_seconds=at - event.seconds)

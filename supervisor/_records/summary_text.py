@@ -62,6 +62,10 @@ def _operation(operation: OperationOutcome) -> str:
         what = f"scale {operation.service} {_count(operation.replicas_before)} -> {_count(operation.replicas_after)}"
         done = [f"added {', '.join(operation.added)}"] if operation.added else []
         done += [f"removed {', '.join(operation.removed)}"] if operation.removed else []
+    elif operation.kind == "autoscale":
+        to = _count(operation.replicas_after)
+        what = f"autoscale {operation.service} {_count(operation.replicas_before)} -> {to}"
+        done = [operation.reason] if operation.reason else []
     else:
         what = f"rolling restart {operation.service}"
         done = [f"rolled {', '.join(operation.rolled)}"] if operation.rolled else []

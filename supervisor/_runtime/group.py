@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -149,6 +149,10 @@ class RunningTopology:
                 try:
                     tg.start_soon(group._serve_control, name="control socket")
                     await _group_start.start(run, tg)
+                    if run.plan.topology is not None and any(s.autoscale for s in run.plan.topology.services):
+                        from .autoscale import follow_all
+
+                        tg.start_soon(follow_all, run, name="autoscale")
                     started = True
                     yield group
                 finally:
@@ -323,6 +327,20 @@ class RunningTopology:
             overrides=overrides,
             service_spec=service_spec,
         )
+
+    async def autoscale(self, service: str, enabled: bool) -> dict[str, Any]:
+        """Pause (``enabled=False``: the count stays as it is) or resume the ``autoscale:`` of ``service``;
+        returns its state as ``autoscale_status`` shows it. ``KeyError`` for a service without one."""
+        from .autoscale import switch
+
+        return switch(self._run, service, enabled)
+
+    def autoscale_status(self) -> dict[str, dict[str, Any]]:
+        """Per service with ``autoscale:``: on or off, bounds, the metric's last value and count wanted, the
+        last decision, and a count refused (the GPUs did not fit), if any."""
+        from .autoscale import autoscale_status
+
+        return autoscale_status(self._run)
 
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""

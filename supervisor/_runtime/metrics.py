@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .replica import Replica
 
-__all__ = ["METRICS_TIMEOUT_SECONDS", "MetricsEndpoint", "MetricsSnapshot", "take_snapshot"]
+__all__ = ["METRICS_TIMEOUT_SECONDS", "MetricsEndpoint", "MetricsSnapshot", "fetch_metrics", "take_snapshot"]
 
 METRICS_TIMEOUT_SECONDS = 3.0  #: one endpoint's whole fetch, connect to last byte
 MAX_METRICS_BYTES = 32 * 1024 * 1024  #: a larger answer is cut off and recorded as an error
@@ -131,7 +131,7 @@ async def take_snapshot(
         error: str | None = None
         try:
             with anyio.fail_after(timeout_seconds):
-                status, body = await _get(client, url)
+                status, body = await fetch_metrics(client, url)
         except TimeoutError:
             error = f"no complete answer within {timeout_seconds:g}s"
         except Exception as exc:  # any failure of one endpoint is recorded, never raised
@@ -156,7 +156,8 @@ async def take_snapshot(
     return snapshot
 
 
-async def _get(client: httpx.AsyncClient, url: str) -> tuple[int, bytes]:
+async def fetch_metrics(client: httpx.AsyncClient, url: str) -> tuple[int, bytes]:
+    """One endpoint's status and body; ``ValueError`` past ``MAX_METRICS_BYTES``."""
     async with client.stream("GET", url, headers={"Accept": "text/plain"}) as response:
         chunks: list[bytes] = []
         size = 0

@@ -28,6 +28,7 @@ from .._host.probes import PollBudget
 from .._plan.plan import Plan, ReplicaPlan
 from .._records.paths import private_dirs
 from .._records.record import save_record
+from .autoscale_policy import AutoscaleState
 from .conditions import StartConditions
 from .replica import Incarnation, Replica, ServiceHandle
 from .resources import ResourceSampler
@@ -111,6 +112,7 @@ class RunState:
         self.operation_lock = anyio.Lock()  #: one scale, rollout, restart or stop(name) at a time
         self.retired: list[Replica] = []  #: scaled away; kept for the final sweep and a kill
         self.ports: PortAllocator | None = None  #: for replicas added while the run goes on
+        self.autoscaling: dict[str, AutoscaleState] = {}  #: the services with ``autoscale:``, once ready
         self.stopping = False  #: the teardown began: nothing new is spawned
         self.kill_requested = False  #: the second Ctrl-C: SIGKILL instead of the stop signal
         self.teardown_began = anyio.Event()  #: as ``stopping`` turns true: live operations are cut short

@@ -194,6 +194,11 @@ class SyncTopology:
         ones stopped (see ``RunningTopology.scale``)."""
         self._call_async(self._group.scale, service, replicas)
 
+    def autoscale(self, service: str, enabled: bool) -> dict[str, Any]:
+        """Pause or resume the ``autoscale:`` of ``service`` (see ``RunningTopology.autoscale``)."""
+        result: dict[str, Any] = self._call_async(self._group.autoscale, service, enabled)
+        return result
+
     def rolling_restart(self, service: str, **options: Unpack[RollingRestartOptions]) -> None:
         """Restart ``service`` replica by replica, keeping ``min_ready`` ready; the options, their defaults
         and meaning are ``RunningTopology.rolling_restart``'s. Returns once every replica is ready again."""

@@ -16,6 +16,7 @@ from .._units import parse_duration, parse_size, slurm_time
 from .model import (
     AllOf,
     AnyOf,
+    Autoscale,
     Backoff,
     Check,
     Cluster,
@@ -463,6 +464,35 @@ def _on_change(value: object, _: object = None) -> OnChange:
     raise ValueError(f"expected restart, none or {{signal: SIGHUP}}, got {value!r}")
 
 
+def _autoscale(value: object, _: object = None) -> Autoscale | None:
+    """``autoscale: {min: 1, max: 8, metric: NAME, target: 4, up_after: 30s, down_after: 5m, cooldown: 60s}``;
+    the bounds and the metric are checked by validation."""
+    value = _structured(value)
+    if value is None or isinstance(value, Autoscale):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected {{min: 1, max: 8, metric: NAME, target: 4, up_after: 30s, ...}}, got {value!r}")
+    allowed = _FIELDS_OF[Autoscale]
+    for key in value:
+        if key not in allowed:
+            raise _UnknownField(str(key), allowed)
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        field = str(key)
+        try:
+            if field in ("min", "max"):
+                kwargs[field] = _strict_int(item)
+            elif field == "metric":
+                kwargs[field] = _strict_str(item)
+            elif field == "target":
+                kwargs[field] = _strict_float(item)
+            else:
+                kwargs[f"{field}_seconds"] = _duration(item)
+        except ValueError as exc:
+            raise ValueError(f"{field}: {exc}") from None
+    return Autoscale(**kwargs)
+
+
 #: one-of-a-set fields are plain strings here: plan checks the value, as for topologies built in code
 _CHOICES = {(RestartPolicy, "policy"), (Service, "strategy"), (Topology, "strategy"), (Topology, "containment")}
 _SERVICE_HOOKS: dict[str, Callable[[object, object], object]] = {
@@ -482,6 +512,7 @@ _SERVICE_HOOKS: dict[str, Callable[[object, object], object]] = {
     "on_change": _on_change,
     "api": _routes,
     "resources": _resources,
+    "autoscale": _autoscale,
 }
 
 
@@ -555,6 +586,7 @@ _FIELDS_OF[Topology] = [*_FIELDS_OF[Topology], "vars"]
 _FIELDS_OF[GpuRequest] = ["count", "ids", "contiguous", "min_free_memory", "vendor"]
 _FIELDS_OF[Profile] = ["tool", "args", "grace"]
 _FIELDS_OF[ResourceLimits] = ["memory_max", "cpu_max", "pids_max"]
+_FIELDS_OF[Autoscale] = ["min", "max", "metric", "target", "up_after", "down_after", "cooldown", "period"]
 
 
 # ----- the converter's errors, worded ------------------------------------------------------------------------

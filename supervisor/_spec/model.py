@@ -18,6 +18,8 @@ from .._units import parse_duration, parse_size, slurm_time
 __all__ = [
     "AllOf",
     "AnyOf",
+    "Autoscale",
+    "AutoscalePolicy",
     "Backoff",
     "CallableCheck",
     "Check",
@@ -546,6 +548,30 @@ def _on_change(value: object) -> OnChange:
     raise TypeError(f"expected none, restart or {{signal: SIGHUP}} (an OnChange), got {value!r}")
 
 
+#: a Python autoscale policy: (latest metrics per replica, name -> value summed over labels; replicas now)
+#: -> the count it wants (bounded by ``min``/``max`` and smoothed as a metric's count is)
+AutoscalePolicy = Callable[[Mapping[str, Mapping[str, float]], int], int]
+
+
+@attrs.frozen
+class Autoscale:
+    """Scale a service from its own load (``autoscale:``): the ``metric`` summed over the replicas' ``metrics:``
+    endpoints, over ``target`` per replica, gives the count wanted; or ``policy`` gives it. A rise must last
+    ``up_after`` and a fall ``down_after`` before the service follows (the lowest, resp. highest, count wanted
+    over that window: a noisy metric does not flap), and no change comes within ``cooldown`` of the last."""
+
+    min: int = 1  #: never fewer replicas (nor fewer than the service's ``min_ready``)
+    max: int = 1  #: never more replicas
+    metric: str | None = None  #: a Prometheus metric name (``vllm:num_requests_waiting``), summed over labels
+    target: float | None = None  #: the metric's value per replica to aim at
+    up_after_seconds: float = attrs.field(default=30.0, converter=parse_duration)  #: a rise must last this long
+    down_after_seconds: float = attrs.field(default=300.0, converter=parse_duration)  #: a fall must last this long
+    cooldown_seconds: float = attrs.field(default=60.0, converter=parse_duration)  #: quiet time after a scale
+    period_seconds: float = attrs.field(default=5.0, converter=parse_duration)  #: how often the metric is read
+    #: in Python instead of ``metric``/``target``: what the count should be, from the latest metrics
+    policy: AutoscalePolicy | None = attrs.field(default=None, eq=False, repr=False)
+
+
 @attrs.frozen
 class Service:
     """One program of the topology, run as ``replicas`` OS processes."""
@@ -585,6 +611,8 @@ class Service:
     #: the server's routes, NAME: path (``models: /v1/models``) on its ``url``; ``group[svc].api`` lists them as
     #: URLs with the routes its probes and ``metrics`` name
     api: Mapping[str, str] = attrs.field(factory=dict, converter=_routes, hash=False)
+    #: scale by the service's own load (a metric of its ``metrics:`` endpoints, or a Python policy)
+    autoscale: Autoscale | None = None
 
 
 def _services(value: Iterable[Service] | Mapping[str, Service]) -> tuple[Service, ...]:

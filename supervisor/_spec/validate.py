@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .._errors import suggest
 from .._marks import CONTAINMENT_CHOICES
+from .autoscale import check_autoscale
 from .cluster import check_cluster
 from .model import (
     CONDITIONS,
@@ -238,6 +239,7 @@ def _check_service(
         check_gpu_request(service.gpus, where, report)
     if service.profile is not None:
         check_profile(service.profile, where, report)
+    check_autoscale(service, where, report, max_replicas=MAX_REPLICAS)
     if service.phases and service.ready is None:
         report(f"{where}, field 'phases': needs a readiness probe (ready:); without one the service is ready at spawn")
     if not isinstance(service.builtin_fatal, bool):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor._experiment.promtext import sample_sums
 from supervisor._experiment.server_counters import EndpointFile, counter_deltas
+from supervisor._host.promtext import sample_sums
 
 DYNAMO = Path(__file__).parents[1] / "fixtures" / "metrics" / "dynamo_1.6.1_mocker"
 SERVICES = ["etcd", "nats", "prefill", "decode", "frontend"]

@@ -1,5 +1,5 @@
-"""Prometheus' text exposition format, as far as counter deltas need it: each sample's metric name and
-value (labels are read past, not kept: a delta sums every series of a name)."""
+"""Prometheus' text exposition format, as far as counter deltas and autoscaling need it: each sample's metric
+name and value (labels are read past, not kept: a delta, or a queue depth, sums every series of a name)."""
 
 from __future__ import annotations
 

@@ -176,6 +176,13 @@ def _trial_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, metavar="N", help="with --order random: the shuffle's seed")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed trial")
+    parser.add_argument(
+        "--warmup", metavar="'CMD ARGS'",
+        help="run this (one quoted string, the templates of CMD) once all are ready, before the measured window",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gpus", metavar="SPEC", help="plan the trials on a simulated node such as 8x80GB instead of this machine's"
+    )
     parser.epilog = (
         "each trial is a fresh launch; CMD runs once all are ready, with the same templates and TOPOVISOR_* "
         "variables as run -- CMD, and {trial_dir}: a JSON object it writes to {trial_dir}/result.json becomes "

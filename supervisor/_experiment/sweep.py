@@ -9,7 +9,7 @@ import random
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +19,9 @@ from .order import trial_order
 from .report import report_data, report_text
 from .results import SweepDir, find_sweep, new_sweep_id
 from .trial import run_trial
+
+if TYPE_CHECKING:
+    from .._host.gpu_inventory import GpuInventory
 
 __all__ = ["SweepResult", "ab", "read_sweep", "sweep"]
 
@@ -56,6 +59,8 @@ async def sweep(
     runs_dir: str | Path | None = None,
     fail_fast: bool = False,
     resume: str | None = None,
+    warmup: Sequence[str] = (),
+    gpus: GpuInventory | str | None = None,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
     _arms: Sequence[Arm] | None = None,
@@ -63,11 +68,14 @@ async def sweep(
     """Run ``command`` (with ``{svc.url}``, ``{trial_dir}`` templates) against every combination of the
     ``vary`` values of ``file``, ``trials`` times each, every trial on a fresh launch, in ``order``.
 
+    ``warmup``: a command (an argv with the same templates) run once all are ready, before the measured
+    window. ``gpus``: the inventory (or a simulated node's spec, ``8x80GB``) trials are planned against.
     ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input raises
     ``ConfigError`` before anything starts; a trial that failed is a row with ``status`` failed.
     ``say`` hears each trial begin and end, ``on_start`` the sweep's id before the first trial."""
+    node = _inventory(gpus)
     if resume is not None:
-        return await _resume(resume, runs_dir, fail_fast, say, on_start)
+        return await _resume(resume, runs_dir, fail_fast, node, say, on_start)
     if command == ():
         raise ConfigError("no client command: sweep(..., command=[...]) (the CLI: -- CMD ARGS)")
     overrides = {str(k): str(v) for k, v in (sets or {}).items()}
@@ -80,29 +88,30 @@ async def sweep(
     arms = list(_arms)
     seed = seed if seed is not None or order != "random" else random.SystemRandom().randrange(2**31)
     sequence: list[int] = []
-    base = None
+    plans = []
     if arms:  # none: every --vary was empty, said above
         try:
             sequence = trial_order(len(arms), trials, order, seed)
         except ConfigError as exc:
             problems += exc.problems
         try:
-            base = check_arms(arms, command, None if runs_dir is None else str(runs_dir))
+            plans = check_arms(arms, command, None if runs_dir is None else str(runs_dir), warmup=warmup, gpus=node)
         except ConfigError as exc:
             problems += exc.problems
-    if problems or base is None:
+    if problems or not plans:
         raise ConfigError(problems or ["no arm to run"])
-    folder = SweepDir(base / "sweeps" / new_sweep_id())
+    folder = SweepDir(plans[0].run_dir.parent / "sweeps" / new_sweep_id())
     folder.write_spec(
         {
             "sweep_id": folder.sweep_id, "arms": [a.to_json() for a in arms],
             "varied": sorted({k for a in arms for k in a.columns}),
             "trials": trials, "order": order, "seed": seed, "sequence": sequence, "command": list(command),
+            "warmup": list(warmup), "gpus": gpus if isinstance(gpus, str) else None,
             "runs_dir": None if runs_dir is None else str(Path(runs_dir).absolute()),
             "options": {"fail_fast": fail_fast}, "provenance": _provenance(arms),
         }
     )  # fmt: skip
-    return await _run(folder, fail_fast, say, on_start)
+    return await _run(folder, fail_fast, node, say, on_start)
 
 
 async def ab(
@@ -118,6 +127,8 @@ async def ab(
     seed: int | None = None,
     runs_dir: str | Path | None = None,
     fail_fast: bool = False,
+    warmup: Sequence[str] = (),
+    gpus: GpuInventory | str | None = None,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> SweepResult:
@@ -132,8 +143,8 @@ async def ab(
         groups = [{str(k): str(v) for k, v in (g or {}).items()} for g in (a_sets, b_sets)]
         arms = arms_from_sets(str(a), groups, shared)
     return await sweep(
-        command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, say=say,
-        on_start=on_start, _arms=arms,
+        command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, warmup=warmup,
+        gpus=gpus, say=say, on_start=on_start, _arms=arms,
     )  # fmt: skip
 
 
@@ -143,15 +154,26 @@ def read_sweep(sweep_id: str, runs_dir: str | Path | None = None) -> SweepResult
 
 
 async def _resume(
-    sweep_id: str, runs_dir: str | Path | None, fail_fast: bool, say: Say | None, on_start: Callable[[str], None] | None
+    sweep_id: str,
+    runs_dir: str | Path | None,
+    fail_fast: bool,
+    node: GpuInventory | None,
+    say: Say | None,
+    on_start: Callable[[str], None] | None,
 ) -> SweepResult:
     folder = SweepDir(find_sweep(sweep_id, _runs_base(runs_dir)))
     spec = folder.read_spec()
-    return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), say, on_start)
+    if node is None and spec.get("gpus"):  # the simulated node it was planned on
+        node = _inventory(spec["gpus"])
+    return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), node, say, on_start)
 
 
 async def _run(
-    folder: SweepDir, fail_fast: bool, say: Say | None, on_start: Callable[[str], None] | None
+    folder: SweepDir,
+    fail_fast: bool,
+    node: GpuInventory | None,
+    say: Say | None,
+    on_start: Callable[[str], None] | None,
 ) -> SweepResult:
     spec = folder.read_spec()
     if on_start is not None:
@@ -167,8 +189,9 @@ async def _run(
         if say is not None:
             say(f"trial {position}/{len(sequence)}: {arm.label}")
         row = await run_trial(
-            arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"], f"sweep {folder.sweep_id}"
-        )
+            arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"], f"sweep {folder.sweep_id}",
+            warmup=spec.get("warmup", []), gpus=node,
+        )  # fmt: skip
         row.update(provenance.get(arm.label, {}))
         folder.add_row(row)
         if say is not None:
@@ -186,6 +209,15 @@ def _result(folder: SweepDir) -> SweepResult:
     return SweepResult(
         folder.sweep_id, folder.path, labels, rows, len(spec["sequence"]), report_data(labels, rows, spec["varied"])
     )
+
+
+def _inventory(gpus: GpuInventory | str | None) -> GpuInventory | None:
+    """A simulated node's spec (``8x80GB``) opened once, so every trial and check sees the same node."""
+    if not isinstance(gpus, str):
+        return gpus
+    from .._host.gpu_visible import open_inventory
+
+    return open_inventory(gpus)
 
 
 def _runs_base(runs_dir: str | Path | None) -> Path:

@@ -191,3 +191,57 @@ def test_ctrl_c_ends_the_current_trial_cleanly_and_leaves_the_sweep_resumable(ru
     resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert [r["trial"] for r in _csv_rows(folder)] == ["1", "2"]
+
+
+WARM = (
+    "import json, sys, urllib.request as u; body = json.dumps({'messages': [{'role': 'user', 'content': 'hi'}], 'max_tokens': 4}).encode()\n"
+    "for _ in range(2): u.urlopen(u.Request(sys.argv[1] + '/v1/chat/completions', data=body, "
+    "headers={'Content-Type': 'application/json'})).read()\nprint('warm')"
+)
+
+
+def test_the_warm_up_runs_once_all_are_ready_and_its_requests_stay_out_of_the_measured_window(
+    runs_dir: Path,
+) -> None:
+    done = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=400", "--warmup",
+        f"'{{python}}' -c \"{WARM}\" '{{frontend.url}}'", *CLIENT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = _sweep_dir(runs_dir, done.stdout)
+    (row,) = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert row["warmup_exit"] == 0 and row["warmup_seconds"] > 0
+    trial = folder / "trials" / "001"
+    assert (trial / "warmup.stdout").read_text() == "warm\n"
+    assert row["server_requests"] == 3.0  # the client's 3; the warm-up's 2 came before the window
+    assert "standin_requests_total" in (trial / "metrics" / "before" / "decode.prom").read_text()
+    before = (trial / "metrics" / "before" / "decode.prom").read_text()
+    assert any(line.startswith("standin_requests_total") and line.endswith(" 2") for line in before.splitlines())
+    log = (trial / "run" / "logs" / "decode.log").read_text()
+    assert log.index("topovisor mark: sweep") > 0  # the window's marks are in the replicas' logs
+    assert json.loads((folder / "sweep.json").read_text())["warmup"][0] == "{python}"
+
+
+def test_a_failed_warm_up_fails_its_trial_without_running_the_client_and_a_bad_one_starts_nothing(
+    runs_dir: Path,
+) -> None:
+    bad = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400", "--warmup", "echo {frontend.nope}",
+        *CLIENT,
+    )  # fmt: skip
+    assert bad.returncode == 2, bad.stderr
+    assert "arm tps=200: --warmup echo {frontend.nope}: unknown template {frontend.nope}" in bad.stderr
+    assert "arm tps=400: --warmup echo" in bad.stderr and not runs_dir.exists()
+    unbalanced = supervisor_cli("sweep", str(DEMO), "--vary", "tps=200", "--warmup", "echo 'open", *CLIENT)
+    assert unbalanced.returncode == 2 and "--warmup" in unbalanced.stderr
+    failing = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200", "--warmup",
+        "'{python}' -c 'import sys; print(\"cold\", file=sys.stderr); sys.exit(4)'", *CLIENT, timeout=300,
+    )  # fmt: skip
+    assert failing.returncode == 1, failing.stderr
+    folder = _sweep_dir(runs_dir, failing.stdout)
+    (row,) = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert row["status"] == "failed" and row["error"] == "warm-up exited 4: cold"
+    assert row["warmup_exit"] == 4 and row["client_exit"] is None
+    assert not (folder / "trials" / "001" / "client.stdout").exists()
+    assert read_summary(runs_dir / row["run_id"]).verified_no_leftovers

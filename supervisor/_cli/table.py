@@ -183,6 +183,10 @@ def _trial_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpus", metavar="SPEC", help="plan the trials on a simulated node such as 8x80GB instead of this machine's"
     )
+    parser.add_argument(
+        "--stop-stale", action="store_true",
+        help="stop what runs whose supervisor died left on the sweep's GPUs (through their records, as gc --yes)",
+    )  # fmt: skip
     parser.epilog = (
         "each trial is a fresh launch; CMD runs once all are ready, with the same templates and TOPOVISOR_* "
         "variables as run -- CMD, and {trial_dir}: a JSON object it writes to {trial_dir}/result.json becomes "

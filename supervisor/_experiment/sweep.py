@@ -15,6 +15,7 @@ import attrs
 
 from .._errors import ConfigError
 from .arms import Arm, arms_from_files, arms_from_sets, arms_from_vary, check_arms, empty_vary
+from .gpus_free import clear_gpus
 from .order import trial_order
 from .report import report_data, report_text
 from .results import SweepDir, find_sweep, new_sweep_id
@@ -61,6 +62,7 @@ async def sweep(
     resume: str | None = None,
     warmup: Sequence[str] = (),
     gpus: GpuInventory | str | None = None,
+    stop_stale: bool = False,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
     _arms: Sequence[Arm] | None = None,
@@ -70,12 +72,13 @@ async def sweep(
 
     ``warmup``: a command (an argv with the same templates) run once all are ready, before the measured
     window. ``gpus``: the inventory (or a simulated node's spec, ``8x80GB``) trials are planned against.
-    ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input raises
+    ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input, or a GPU the arms
+    plan on held by a process (``stop_stale``: stop those of runs whose supervisor died), raises
     ``ConfigError`` before anything starts; a trial that failed is a row with ``status`` failed.
     ``say`` hears each trial begin and end, ``on_start`` the sweep's id before the first trial."""
     node = _inventory(gpus)
     if resume is not None:
-        return await _resume(resume, runs_dir, fail_fast, node, say, on_start)
+        return await _resume(resume, runs_dir, fail_fast, node, stop_stale, say, on_start)
     if command == ():
         raise ConfigError("no client command: sweep(..., command=[...]) (the CLI: -- CMD ARGS)")
     overrides = {str(k): str(v) for k, v in (sets or {}).items()}
@@ -100,6 +103,7 @@ async def sweep(
             problems += exc.problems
     if problems or not plans:
         raise ConfigError(problems or ["no arm to run"])
+    await clear_gpus(plans, node, stop_stale=stop_stale, say=say)
     folder = SweepDir(plans[0].run_dir.parent / "sweeps" / new_sweep_id())
     folder.write_spec(
         {
@@ -129,6 +133,7 @@ async def ab(
     fail_fast: bool = False,
     warmup: Sequence[str] = (),
     gpus: GpuInventory | str | None = None,
+    stop_stale: bool = False,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> SweepResult:
@@ -144,7 +149,7 @@ async def ab(
         arms = arms_from_sets(str(a), groups, shared)
     return await sweep(
         command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, warmup=warmup,
-        gpus=gpus, say=say, on_start=on_start, _arms=arms,
+        gpus=gpus, stop_stale=stop_stale, say=say, on_start=on_start, _arms=arms,
     )  # fmt: skip
 
 
@@ -158,6 +163,7 @@ async def _resume(
     runs_dir: str | Path | None,
     fail_fast: bool,
     node: GpuInventory | None,
+    stop_stale: bool,
     say: Say | None,
     on_start: Callable[[str], None] | None,
 ) -> SweepResult:
@@ -165,6 +171,9 @@ async def _resume(
     spec = folder.read_spec()
     if node is None and spec.get("gpus"):  # the simulated node it was planned on
         node = _inventory(spec["gpus"])
+    arms = [Arm.from_json(a) for a in spec["arms"]]
+    plans = check_arms(arms, spec["command"], spec["runs_dir"], warmup=spec.get("warmup", []), gpus=node)
+    await clear_gpus(plans, node, stop_stale=stop_stale, say=say)
     return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), node, say, on_start)
 
 

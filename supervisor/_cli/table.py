@@ -110,6 +110,9 @@ def _graph_arguments(parser: argparse.ArgumentParser) -> None:
 def _ps_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--all", action="store_true", help="also list finished runs kept in the state dir")
+    parser.add_argument(
+        "--sweeps", action="store_true", help="list only the sweeps (with --json: a list of sweeps, not of runs)"
+    )
 
 
 def _stop_arguments(parser: argparse.ArgumentParser) -> None:

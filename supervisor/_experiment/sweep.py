@@ -16,6 +16,7 @@ import attrs
 from .._errors import ConfigError
 from .arms import Arm, arms_from_files, arms_from_sets, arms_from_vary, check_arms, empty_vary
 from .gpus_free import clear_gpus
+from .live import SweepProgress, format_left
 from .order import trial_order
 from .report import report_data, report_text
 from .results import SweepDir, find_sweep, new_sweep_id
@@ -191,23 +192,31 @@ async def _run(
     sequence: list[int] = spec["sequence"]
     done = folder.done()
     provenance = spec["provenance"]
-    for position, index in enumerate(sequence, start=1):
-        if position in done:
-            continue
-        arm = arms[index]
-        if say is not None:
-            say(f"trial {position}/{len(sequence)}: {arm.label}")
-        row = await run_trial(
-            arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"], f"sweep {folder.sweep_id}",
-            warmup=spec.get("warmup", []), gpus=node,
-        )  # fmt: skip
-        row.update(provenance.get(arm.label, {}))
-        folder.add_row(row)
-        if say is not None:
-            ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
-            say(f"trial {position}/{len(sequence)}: {arm.label}: run {row['run_id']} {ending}")
-        if fail_fast and row["status"] != "ok":
-            break
+    progress = SweepProgress(folder.sweep_id, folder.path, len(sequence), len(done))
+    try:
+        for position, index in enumerate(sequence, start=1):
+            if position in done:
+                continue
+            arm = arms[index]
+            which = f"trial {position} of {len(sequence)} (arm {arm.label})"
+            progress.begin(position, arm.label)
+            if say is not None:
+                left = progress.seconds_left()
+                say(which + ("" if left is None else f", {format_left(left)}"))
+            row = await run_trial(
+                arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"],
+                f"sweep {folder.sweep_id}", warmup=spec.get("warmup", []), gpus=node,
+            )  # fmt: skip
+            row.update(provenance.get(arm.label, {}))
+            folder.add_row(row)
+            progress.end()
+            if say is not None:
+                ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
+                say(f"{which}: run {row['run_id']} {ending}")
+            if fail_fast and row["status"] != "ok":
+                break
+    finally:
+        progress.close()
     return _result(folder)
 
 

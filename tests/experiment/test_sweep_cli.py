@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from supervisor._host.proctable import marked_processes
@@ -152,10 +154,14 @@ def test_resume_after_the_sweep_was_killed_in_trial_3_runs_trials_3_and_4_only(r
     folder = _sweep_dir(runs_dir, killed.stdout)
     assert [json.loads(line)["trial"] for line in (folder / "results.jsonl").read_text().splitlines()] == [1, 2]
     orphan = calls.read_text().splitlines()[-1].split()[1]
+    (died,) = json.loads(supervisor_cli("ps", "--sweeps", "--json").stdout)
+    assert (died["sweep_id"], died["status"], died["trial"], died["done"]) == (folder.name, "died", 3, 2)
+    assert f"died: supervisor sweep --resume {folder.name}" in supervisor_cli("ps", "--sweeps").stdout
     wait_until(lambda: not marked_processes(orphan), timeout=120, what="the watchdog to stop the killed trial's run")
     resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines()[0] == folder.name
+    assert supervisor_cli("ps", "--sweeps", "--json").stdout.strip() == "[]"  # resumed and ended: no entry
     assert [line.split()[0] for line in calls.read_text().splitlines()] == ["001", "002", "003", "003", "004"]
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert [r["trial"] for r in rows] == [1, 2, 3, 4]
@@ -245,3 +251,45 @@ def test_a_failed_warm_up_fails_its_trial_without_running_the_client_and_a_bad_o
     assert row["warmup_exit"] == 4 and row["client_exit"] is None
     assert not (folder / "trials" / "001" / "client.stdout").exists()
     assert read_summary(runs_dir / row["run_id"]).verified_no_leftovers
+
+
+def test_a_running_sweep_is_listed_by_ps_with_its_trial_arm_and_time_left_and_its_progress_is_on_stderr(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """The client of trial 2 waits for a file the test writes once it has read ``ps``."""
+    go = tmp_path / "go"
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import sys, time\nfrom pathlib import Path\ntrial, go = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "deadline = time.monotonic() + 120\n"
+        "while trial.name == '002' and not go.exists() and time.monotonic() < deadline: time.sleep(0.05)\n"
+    )
+    with subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400",
+         "--", PYTHON, str(client), "{trial_dir}", str(go)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    ) as sweep:  # fmt: skip
+        try:
+            assert sweep.stdout is not None and sweep.stderr is not None
+            sweep_id = sweep.stdout.readline().strip()
+            heard = [sweep.stderr.readline() for _ in range(3)]
+            assert heard[0].rstrip().endswith("trial 1 of 2 (arm tps=200)"), heard
+            assert re.search(r"trial 1 of 2 \(arm tps=200\): run \S+ ok$", heard[1].rstrip()), heard
+            assert re.search(r"trial 2 of 2 \(arm tps=400\), about \d+s left$", heard[2].rstrip()), heard
+            (listed,) = json.loads(supervisor_cli("ps", "--sweeps", "--json").stdout)
+            assert (listed["sweep_id"], listed["status"], listed["pid"]) == (sweep_id, "running", sweep.pid)
+            assert (listed["trial"], listed["planned"], listed["done"], listed["arm"]) == (2, 2, 1, "tps=400")
+            assert listed["seconds_left"] >= 0
+            text = supervisor_cli("ps").stdout
+            assert re.search(rf"{sweep_id}\s+2 of 2\s+tps=400\s+about \d+s left\s+running \(pid {sweep.pid}\)", text), (
+                text
+            )
+            runs = json.loads(supervisor_cli("ps", "--json").stdout)
+            assert isinstance(runs, list) and all("run_id" in r for r in runs) and len(runs) == 1  # trial 2's run
+            go.touch()
+            assert sweep.wait(timeout=120) == 0, sweep.stderr.read()
+        finally:
+            go.touch()
+            sweep.kill()
+            sweep.wait()
+    assert supervisor_cli("ps", "--sweeps").stdout == "no sweeps\n"

@@ -108,6 +108,11 @@ def report_command(call: Invocation) -> int:
     from .._experiment.sweep import read_sweep
 
     result = read_sweep(call.args.sweep, call.args.runs_dir)
+    if call.args.figure and not call.args.plot:
+        raise ConfigError("--figure chooses what --plot FILE draws: give --plot too")
+    if call.args.plot:
+        charts = result.write_plot(call.args.plot, call.args.figure)
+        call.voice.say(f"wrote {call.args.plot}: {len(charts)} charts ({', '.join(charts)})")
     if call.args.json:
         payload = {"sweep_id": result.sweep_id, "path": str(result.path), "planned": result.planned, **result.report}
         print(json.dumps({**payload, "rows": result.rows}, indent=2))

@@ -218,6 +218,12 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", metavar="SWEEP", help="a sweep's id (its first line of output) or its folder")
     parser.add_argument("--runs-dir", help="where its sweeps/ folder is (default: the state dir's runs)")
     parser.add_argument("--json", action="store_true", help="print JSON: the report and every row")
+    parser.add_argument(
+        "--plot", metavar="FILE", help="also draw the report to FILE.png or FILE.svg (needs topovisor[plot])"
+    )
+    parser.add_argument(
+        "--figure", action="append", default=[], metavar="NAME", help="with --plot: draw this figure (default all)"
+    )
 
 
 def _gpus_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,6 +40,7 @@ class SweepResult:
     rows: list[dict[str, Any]]
     planned: int  #: trials in the order (rows fewer: not all done yet)
     report: dict[str, Any]  #: per figure and arm: median, min, max, ratio, overlaps
+    axis: tuple[str, list[float]] | None = None  #: the one numeric key varied, and each arm's value of it
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -47,6 +48,15 @@ class SweepResult:
 
     def report_text(self) -> str:
         return report_text(self.sweep_id, self.report)
+
+    def write_plot(self, path: str | Path, figures: Sequence[str] = ()) -> list[str]:
+        """Charts of ``figures`` (default all) per arm, and a throughput/latency scatter, as PNG or SVG
+        by ``path``'s suffix; returns the charts' titles. Needs matplotlib (``topovisor[plot]``)."""
+        from .plot import write_plot
+
+        return write_plot(
+            Path(path), self.report, self.rows, title=f"sweep {self.sweep_id}", chosen=figures, axis=self.axis
+        )
 
 
 async def sweep(
@@ -224,9 +234,19 @@ def _result(folder: SweepDir) -> SweepResult:
     spec = folder.read_spec()
     labels = [str(a["label"]) for a in spec["arms"]]
     rows = folder.rows()
-    return SweepResult(
-        folder.sweep_id, folder.path, labels, rows, len(spec["sequence"]), report_data(labels, rows, spec["varied"])
-    )
+    report = report_data(labels, rows, spec["varied"])
+    return SweepResult(folder.sweep_id, folder.path, labels, rows, len(spec["sequence"]), report, _axis(spec))
+
+
+def _axis(spec: dict[str, Any]) -> tuple[str, list[float]] | None:
+    """The varied key and each arm's value, when one key was varied and all its values are numbers."""
+    if len(spec["varied"]) != 1:
+        return None
+    key = spec["varied"][0]
+    try:
+        return key, [float(arm["values"][key]) for arm in spec["arms"]]
+    except (KeyError, ValueError):
+        return None
 
 
 def _inventory(gpus: GpuInventory | str | None) -> GpuInventory | None:

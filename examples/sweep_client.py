@@ -3,6 +3,8 @@ figures to ``TRIAL_DIR/result.json`` (each key becomes a column of the sweep's r
 
     python examples/sweep_client.py http://127.0.0.1:<frontend port> TRIAL_DIR [--requests 3]
 
+TRIAL_DIR ``-`` writes no file (only stdout): a warm-up (``--warmup``) of the same requests.
+
 Standard library only. Exits 1 on any failure, so the sweep records the trial as failed and goes on.
 """
 
@@ -33,7 +35,7 @@ def complete(base: str, max_tokens: int, timeout: float) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("url", help="the frontend's base URL")
-    parser.add_argument("trial_dir", type=Path, help="where result.json goes ({trial_dir})")
+    parser.add_argument("trial_dir", help="where result.json goes ({trial_dir}); - for none (a warm-up)")
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds for each request (%(default)s)")
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_seconds": statistics.median(latencies),
         "tokens_per_second": sum(tokens for _, tokens in done) / sum(latencies),
     }
-    (args.trial_dir / "result.json").write_text(json.dumps(result))
+    if args.trial_dir != "-":
+        (Path(args.trial_dir) / "result.json").write_text(json.dumps(result))
     print(json.dumps(result), flush=True)
     return 0
 

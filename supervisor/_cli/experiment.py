@@ -42,27 +42,34 @@ def _resumable(command: Callable[[Invocation], int]) -> Callable[[Invocation], i
 def sweep_command(call: Invocation) -> int:
     import anyio
 
-    from .._experiment.arms import parse_vary
+    from .._experiment.arms import parse_vary, parse_warmup
     from .._experiment.sweep import sweep
 
     args = call.args
     if args.resume is not None:
-        if args.file or args.vary or call.command:
-            raise ConfigError("--resume SWEEP runs what the sweep recorded: no FILE, --vary or -- CMD with it")
+        if args.file or args.vary or call.command or args.warmup:
+            raise ConfigError("--resume SWEEP runs what the sweep recorded: no FILE, --vary, --warmup or -- CMD")
         result = anyio.run(
-            lambda: sweep(resume=args.resume, runs_dir=args.runs_dir, say=call.voice.say, on_start=_print_id)
+            lambda: sweep(
+                resume=args.resume,
+                runs_dir=args.runs_dir,
+                gpus=args.gpus,
+                stop_stale=args.stop_stale,
+                say=call.voice.say,
+                on_start=_print_id,
+            )
         )
         return _finish(result)
     if not args.file:
         raise ConfigError("sweep: a topology FILE is needed (or --resume SWEEP)")
     if not call.command:
         raise ConfigError("sweep: no client command: supervisor sweep FILE --vary K=V1,V2 -- CMD ARGS")
-    vary = parse_vary(args.vary)
+    vary, warmup = parse_vary(args.vary), parse_warmup(args.warmup)
     result = anyio.run(
         lambda: sweep(
             args.file, command=call.command, vary=vary, sets=parse_overrides(args.overrides), trials=args.trials,
-            order=args.order, seed=args.seed, runs_dir=args.runs_dir, fail_fast=args.fail_fast,
-            say=call.voice.say, on_start=_print_id,
+            order=args.order, seed=args.seed, runs_dir=args.runs_dir, fail_fast=args.fail_fast, warmup=warmup,
+            gpus=args.gpus, stop_stale=args.stop_stale, say=call.voice.say, on_start=_print_id,
         )
     )  # fmt: skip
     return _finish(result)
@@ -72,6 +79,7 @@ def sweep_command(call: Invocation) -> int:
 def ab_command(call: Invocation) -> int:
     import anyio
 
+    from .._experiment.arms import parse_warmup
     from .._experiment.sweep import ab
 
     args = call.args
@@ -89,7 +97,8 @@ def ab_command(call: Invocation) -> int:
         lambda: ab(
             args.files[0], second, command=call.command, a_sets=parse_overrides(args.a), b_sets=parse_overrides(args.b),
             sets=parse_overrides(args.overrides), trials=args.trials, order=args.order, seed=args.seed,
-            runs_dir=args.runs_dir, fail_fast=args.fail_fast, say=call.voice.say, on_start=_print_id,
+            runs_dir=args.runs_dir, fail_fast=args.fail_fast, warmup=parse_warmup(args.warmup), gpus=args.gpus,
+            stop_stale=args.stop_stale, say=call.voice.say, on_start=_print_id,
         )
     )  # fmt: skip
     return _finish(result)
@@ -99,6 +108,11 @@ def report_command(call: Invocation) -> int:
     from .._experiment.sweep import read_sweep
 
     result = read_sweep(call.args.sweep, call.args.runs_dir)
+    if call.args.figure and not call.args.plot:
+        raise ConfigError("--figure chooses what --plot FILE draws: give --plot too")
+    if call.args.plot:
+        charts = result.write_plot(call.args.plot, call.args.figure)
+        call.voice.say(f"wrote {call.args.plot}: {len(charts)} charts ({', '.join(charts)})")
     if call.args.json:
         payload = {"sweep_id": result.sweep_id, "path": str(result.path), "planned": result.planned, **result.report}
         print(json.dumps({**payload, "rows": result.rows}, indent=2))

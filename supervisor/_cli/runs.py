@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import psutil
 
+from .._experiment.live import list_sweeps
 from .._host.logfollow import LogFollower, Missed
 from .._records.died import DIED_OUTCOME
 from .._records.paths import read_json
@@ -52,10 +53,22 @@ _TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
 def ps_command(call: Invocation) -> int:
     args = call.args
     now = time.time()
+    sweeps = [_sweep_view(data) for data in list_sweeps()]
+    if args.sweeps:
+        if args.json:
+            print(json.dumps(sweeps, indent=2))
+        elif sweeps:
+            _print_sweeps(sweeps)
+        else:
+            print("no sweeps")
+        return EXIT_OK
     views = [_run_view(record, now) for record in list_runs(include_finished=args.all)]
     if args.json:
-        print(json.dumps(views, indent=2))
+        print(json.dumps(views, indent=2))  # a list of runs, as ever: the sweeps are ``ps --sweeps --json``
         return EXIT_OK
+    if sweeps:
+        _print_sweeps(sweeps)
+        print()
     if not views:
         print("no runs" + ("" if args.all else " (supervisor ps --all also lists finished ones)"))
         return EXIT_OK
@@ -84,6 +97,34 @@ def ps_command(call: Invocation) -> int:
         if view["unreadable"]:
             print(f"    {view['unreadable']}")
     return EXIT_OK
+
+
+def _sweep_view(data: dict[str, Any]) -> dict[str, Any]:
+    """What ``ps`` shows of a sweep (``ps --sweeps --json`` prints it as is)."""
+    return {
+        "sweep_id": data["sweep_id"], "path": data.get("path"), "pid": data.get("pid"),
+        "status": "running" if data["alive"] else "died", "planned": data.get("planned"),
+        "done": data.get("done"), "trial": data.get("trial"), "arm": data.get("arm"),
+        "seconds_left": data.get("seconds_left"),
+    }  # fmt: skip
+
+
+def _print_sweeps(sweeps: Sequence[dict[str, Any]]) -> None:
+    from .._experiment.live import format_left
+
+    rows = [["SWEEP", "TRIAL", "ARM", "LEFT", "STATUS"]]
+    for sweep in sweeps:
+        trial = (
+            f"{sweep['trial']} of {sweep['planned']}"
+            if sweep["trial"]
+            else f"{sweep['done']} of {sweep['planned']} done"
+        )
+        if sweep["status"] == "running":
+            status = f"running (pid {sweep['pid']})"
+        else:
+            status = f"died: supervisor sweep --resume {sweep['sweep_id']}"
+        rows.append([sweep["sweep_id"], trial, sweep["arm"] or "-", format_left(sweep["seconds_left"]), status])
+    _print_table(rows)
 
 
 def _run_view(record: RunRecord, now: float) -> dict[str, Any]:

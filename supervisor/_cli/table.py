@@ -110,6 +110,9 @@ def _graph_arguments(parser: argparse.ArgumentParser) -> None:
 def _ps_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--all", action="store_true", help="also list finished runs kept in the state dir")
+    parser.add_argument(
+        "--sweeps", action="store_true", help="list only the sweeps (with --json: a list of sweeps, not of runs)"
+    )
 
 
 def _stop_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +185,17 @@ def _trial_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, metavar="N", help="with --order random: the shuffle's seed")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed trial")
+    parser.add_argument(
+        "--warmup", metavar="'CMD ARGS'",
+        help="run this (one quoted string, the templates of CMD) once all are ready, before the measured window",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gpus", metavar="SPEC", help="plan the trials on a simulated node such as 8x80GB instead of this machine's"
+    )
+    parser.add_argument(
+        "--stop-stale", action="store_true",
+        help="stop what runs whose supervisor died left on the sweep's GPUs (through their records, as gc --yes)",
+    )  # fmt: skip
     parser.epilog = (
         "each trial is a fresh launch; CMD runs once all are ready, with the same templates and TOPOVISOR_* "
         "variables as run -- CMD, and {trial_dir}: a JSON object it writes to {trial_dir}/result.json becomes "
@@ -210,6 +224,12 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", metavar="SWEEP", help="a sweep's id (its first line of output) or its folder")
     parser.add_argument("--runs-dir", help="where its sweeps/ folder is (default: the state dir's runs)")
     parser.add_argument("--json", action="store_true", help="print JSON: the report and every row")
+    parser.add_argument(
+        "--plot", metavar="FILE", help="also draw the report to FILE.png or FILE.svg (needs topovisor[plot])"
+    )
+    parser.add_argument(
+        "--figure", action="append", default=[], metavar="NAME", help="with --plot: draw this figure (default all)"
+    )
 
 
 def _gpus_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,13 +7,18 @@ reported for every arm at once (``ConfigError``: exit 2, nothing started)."""
 from __future__ import annotations
 
 import itertools
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._errors import ConfigError
+
+if TYPE_CHECKING:
+    from .._host.gpu_inventory import GpuInventory
+    from .._plan.plan import Plan
 
 __all__ = [
     "TRIAL_DIR_TEMPLATE",
@@ -23,6 +28,7 @@ __all__ = [
     "arms_from_vary",
     "check_arms",
     "fill_trial_dir",
+    "parse_warmup",
 ]
 
 TRIAL_DIR_TEMPLATE = "{trial_dir}"  #: in ``-- CMD``: the trial's own folder (its result.json, artifacts)
@@ -118,26 +124,52 @@ def arms_from_sets(file: str, each: Sequence[Mapping[str, str]], sets: Mapping[s
     return arms
 
 
+def parse_warmup(text: str | None) -> list[str]:
+    """``--warmup 'CMD ARGS'``: split as a shell would (quotes kept together), but never run by one."""
+    if text is None:
+        return []
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"--warmup {text!r}: {exc}") from None
+    if not argv:
+        raise ConfigError("--warmup: an empty command (expected --warmup 'CMD ARGS')")
+    return argv
+
+
 def fill_trial_dir(argv: Sequence[str], trial_dir: Path) -> list[str]:
     return [arg.replace(TRIAL_DIR_TEMPLATE, str(trial_dir)) for arg in argv]
 
 
-def check_arms(arms: Sequence[Arm], command: Sequence[str], runs_dir: str | None) -> Path:
-    """Load and plan every arm, and fill the client's templates against each plan: every problem of every
-    arm in one ``ConfigError``, before anything starts. Returns the first arm's runs dir (the sweep's)."""
+def check_arms(
+    arms: Sequence[Arm],
+    command: Sequence[str],
+    runs_dir: str | None,
+    *,
+    warmup: Sequence[str] = (),
+    gpus: GpuInventory | None = None,
+) -> list[Plan]:
+    """Load and plan every arm, and fill the client's (and warm-up's) templates against each plan: every
+    problem of every arm in one ``ConfigError``, before anything starts. Returns the arms' plans."""
     from .._plan.plan import fill_command, make_plan
     from .._spec.load import load
 
     problems: list[str] = []
-    bases: list[Path] = []
+    plans: list[Plan] = []
     for arm in arms:
         try:
-            plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir)
+            plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir, gpus=gpus)
             fill_command(fill_trial_dir(command, plan.run_dir / "trial"), plan)
             plan.client_env()
-            bases.append(plan.run_dir.parent)
+            plans.append(plan)
         except ConfigError as exc:
             problems.extend(f"arm {arm.label}: {p}" for p in exc.problems)
-    if problems or not bases:
+            continue
+        if warmup:
+            try:
+                fill_command(fill_trial_dir(warmup, plan.run_dir / "trial"), plan)
+            except ConfigError as exc:
+                problems.extend(f"arm {arm.label}: --warmup {p.removeprefix('-- ')}" for p in exc.problems)
+    if problems or not plans:
         raise ConfigError(problems or ["no arm to run"])
-    return bases[0]
+    return plans

@@ -1,5 +1,6 @@
-"""The client of a trial: ``-- CMD`` run once the trial's topology is ready, its output into the trial's
-folder, in a process group of its own that is stopped (SIGTERM, a grace, SIGKILL) if the trial is cut short."""
+"""The client of a trial (``-- CMD``) and its warm-up (``--warmup CMD``): run once the trial's topology is
+ready, the output into the trial's folder (``<name>.stdout``, ``<name>.stderr``), in a process group of its
+own that is stopped (SIGTERM, a grace, SIGKILL) if the trial is cut short."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ __all__ = ["CLIENT_GRACE_SECONDS", "run_client", "tail"]
 CLIENT_GRACE_SECONDS = 10.0  #: how long a client told to stop may take to write its results
 
 
-async def run_client(argv: Sequence[str], env: Mapping[str, str], trial_dir: Path) -> tuple[int, float]:
+async def run_client(
+    argv: Sequence[str], env: Mapping[str, str], trial_dir: Path, name: str = "client"
+) -> tuple[int, float]:
     """Run the client to its end: its exit code (128+N when killed by signal N) and how long it ran."""
     start = time.monotonic()
-    with (trial_dir / "client.stdout").open("wb") as out, (trial_dir / "client.stderr").open("wb") as err:
+    with (trial_dir / f"{name}.stdout").open("wb") as out, (trial_dir / f"{name}.stderr").open("wb") as err:
         try:
             process = await anyio.open_process(
                 list(argv), stdin=None, stdout=out, stderr=err, env=dict(env), cwd=os.getcwd(), start_new_session=True

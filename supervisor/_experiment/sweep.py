@@ -9,16 +9,21 @@ import random
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._errors import ConfigError
 from .arms import Arm, arms_from_files, arms_from_sets, arms_from_vary, check_arms, empty_vary
+from .gpus_free import clear_gpus
+from .live import SweepProgress, format_left
 from .order import trial_order
 from .report import report_data, report_text
 from .results import SweepDir, find_sweep, new_sweep_id
 from .trial import run_trial
+
+if TYPE_CHECKING:
+    from .._host.gpu_inventory import GpuInventory
 
 __all__ = ["SweepResult", "ab", "read_sweep", "sweep"]
 
@@ -35,6 +40,7 @@ class SweepResult:
     rows: list[dict[str, Any]]
     planned: int  #: trials in the order (rows fewer: not all done yet)
     report: dict[str, Any]  #: per figure and arm: median, min, max, ratio, overlaps
+    axis: tuple[str, list[float]] | None = None  #: the one numeric key varied, and each arm's value of it
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -42,6 +48,15 @@ class SweepResult:
 
     def report_text(self) -> str:
         return report_text(self.sweep_id, self.report)
+
+    def write_plot(self, path: str | Path, figures: Sequence[str] = ()) -> list[str]:
+        """Charts of ``figures`` (default all) per arm, and a throughput/latency scatter, as PNG or SVG
+        by ``path``'s suffix; returns the charts' titles. Needs matplotlib (``topovisor[plot]``)."""
+        from .plot import write_plot
+
+        return write_plot(
+            Path(path), self.report, self.rows, title=f"sweep {self.sweep_id}", chosen=figures, axis=self.axis
+        )
 
 
 async def sweep(
@@ -56,6 +71,9 @@ async def sweep(
     runs_dir: str | Path | None = None,
     fail_fast: bool = False,
     resume: str | None = None,
+    warmup: Sequence[str] = (),
+    gpus: GpuInventory | str | None = None,
+    stop_stale: bool = False,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
     _arms: Sequence[Arm] | None = None,
@@ -63,11 +81,15 @@ async def sweep(
     """Run ``command`` (with ``{svc.url}``, ``{trial_dir}`` templates) against every combination of the
     ``vary`` values of ``file``, ``trials`` times each, every trial on a fresh launch, in ``order``.
 
-    ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input raises
+    ``warmup``: a command (an argv with the same templates) run once all are ready, before the measured
+    window. ``gpus``: the inventory (or a simulated node's spec, ``8x80GB``) trials are planned against.
+    ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input, or a GPU the arms
+    plan on held by a process (``stop_stale``: stop those of runs whose supervisor died), raises
     ``ConfigError`` before anything starts; a trial that failed is a row with ``status`` failed.
     ``say`` hears each trial begin and end, ``on_start`` the sweep's id before the first trial."""
+    node = _inventory(gpus)
     if resume is not None:
-        return await _resume(resume, runs_dir, fail_fast, say, on_start)
+        return await _resume(resume, runs_dir, fail_fast, node, stop_stale, say, on_start)
     if command == ():
         raise ConfigError("no client command: sweep(..., command=[...]) (the CLI: -- CMD ARGS)")
     overrides = {str(k): str(v) for k, v in (sets or {}).items()}
@@ -80,29 +102,31 @@ async def sweep(
     arms = list(_arms)
     seed = seed if seed is not None or order != "random" else random.SystemRandom().randrange(2**31)
     sequence: list[int] = []
-    base = None
+    plans = []
     if arms:  # none: every --vary was empty, said above
         try:
             sequence = trial_order(len(arms), trials, order, seed)
         except ConfigError as exc:
             problems += exc.problems
         try:
-            base = check_arms(arms, command, None if runs_dir is None else str(runs_dir))
+            plans = check_arms(arms, command, None if runs_dir is None else str(runs_dir), warmup=warmup, gpus=node)
         except ConfigError as exc:
             problems += exc.problems
-    if problems or base is None:
+    if problems or not plans:
         raise ConfigError(problems or ["no arm to run"])
-    folder = SweepDir(base / "sweeps" / new_sweep_id())
+    await clear_gpus(plans, node, stop_stale=stop_stale, say=say)
+    folder = SweepDir(plans[0].run_dir.parent / "sweeps" / new_sweep_id())
     folder.write_spec(
         {
             "sweep_id": folder.sweep_id, "arms": [a.to_json() for a in arms],
             "varied": sorted({k for a in arms for k in a.columns}),
             "trials": trials, "order": order, "seed": seed, "sequence": sequence, "command": list(command),
+            "warmup": list(warmup), "gpus": gpus if isinstance(gpus, str) else None,
             "runs_dir": None if runs_dir is None else str(Path(runs_dir).absolute()),
             "options": {"fail_fast": fail_fast}, "provenance": _provenance(arms),
         }
     )  # fmt: skip
-    return await _run(folder, fail_fast, say, on_start)
+    return await _run(folder, fail_fast, node, say, on_start)
 
 
 async def ab(
@@ -118,6 +142,9 @@ async def ab(
     seed: int | None = None,
     runs_dir: str | Path | None = None,
     fail_fast: bool = False,
+    warmup: Sequence[str] = (),
+    gpus: GpuInventory | str | None = None,
+    stop_stale: bool = False,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> SweepResult:
@@ -132,8 +159,8 @@ async def ab(
         groups = [{str(k): str(v) for k, v in (g or {}).items()} for g in (a_sets, b_sets)]
         arms = arms_from_sets(str(a), groups, shared)
     return await sweep(
-        command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, say=say,
-        on_start=on_start, _arms=arms,
+        command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, warmup=warmup,
+        gpus=gpus, stop_stale=stop_stale, say=say, on_start=on_start, _arms=arms,
     )  # fmt: skip
 
 
@@ -143,15 +170,30 @@ def read_sweep(sweep_id: str, runs_dir: str | Path | None = None) -> SweepResult
 
 
 async def _resume(
-    sweep_id: str, runs_dir: str | Path | None, fail_fast: bool, say: Say | None, on_start: Callable[[str], None] | None
+    sweep_id: str,
+    runs_dir: str | Path | None,
+    fail_fast: bool,
+    node: GpuInventory | None,
+    stop_stale: bool,
+    say: Say | None,
+    on_start: Callable[[str], None] | None,
 ) -> SweepResult:
     folder = SweepDir(find_sweep(sweep_id, _runs_base(runs_dir)))
     spec = folder.read_spec()
-    return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), say, on_start)
+    if node is None and spec.get("gpus"):  # the simulated node it was planned on
+        node = _inventory(spec["gpus"])
+    arms = [Arm.from_json(a) for a in spec["arms"]]
+    plans = check_arms(arms, spec["command"], spec["runs_dir"], warmup=spec.get("warmup", []), gpus=node)
+    await clear_gpus(plans, node, stop_stale=stop_stale, say=say)
+    return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), node, say, on_start)
 
 
 async def _run(
-    folder: SweepDir, fail_fast: bool, say: Say | None, on_start: Callable[[str], None] | None
+    folder: SweepDir,
+    fail_fast: bool,
+    node: GpuInventory | None,
+    say: Say | None,
+    on_start: Callable[[str], None] | None,
 ) -> SweepResult:
     spec = folder.read_spec()
     if on_start is not None:
@@ -160,22 +202,31 @@ async def _run(
     sequence: list[int] = spec["sequence"]
     done = folder.done()
     provenance = spec["provenance"]
-    for position, index in enumerate(sequence, start=1):
-        if position in done:
-            continue
-        arm = arms[index]
-        if say is not None:
-            say(f"trial {position}/{len(sequence)}: {arm.label}")
-        row = await run_trial(
-            arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"], f"sweep {folder.sweep_id}"
-        )
-        row.update(provenance.get(arm.label, {}))
-        folder.add_row(row)
-        if say is not None:
-            ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
-            say(f"trial {position}/{len(sequence)}: {arm.label}: run {row['run_id']} {ending}")
-        if fail_fast and row["status"] != "ok":
-            break
+    progress = SweepProgress(folder.sweep_id, folder.path, len(sequence), len(done))
+    try:
+        for position, index in enumerate(sequence, start=1):
+            if position in done:
+                continue
+            arm = arms[index]
+            which = f"trial {position} of {len(sequence)} (arm {arm.label})"
+            progress.begin(position, arm.label)
+            if say is not None:
+                left = progress.seconds_left()
+                say(which + ("" if left is None else f", {format_left(left)}"))
+            row = await run_trial(
+                arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"],
+                f"sweep {folder.sweep_id}", warmup=spec.get("warmup", []), gpus=node,
+            )  # fmt: skip
+            row.update(provenance.get(arm.label, {}))
+            folder.add_row(row)
+            progress.end()
+            if say is not None:
+                ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
+                say(f"{which}: run {row['run_id']} {ending}")
+            if fail_fast and row["status"] != "ok":
+                break
+    finally:
+        progress.close()
     return _result(folder)
 
 
@@ -183,9 +234,28 @@ def _result(folder: SweepDir) -> SweepResult:
     spec = folder.read_spec()
     labels = [str(a["label"]) for a in spec["arms"]]
     rows = folder.rows()
-    return SweepResult(
-        folder.sweep_id, folder.path, labels, rows, len(spec["sequence"]), report_data(labels, rows, spec["varied"])
-    )
+    report = report_data(labels, rows, spec["varied"])
+    return SweepResult(folder.sweep_id, folder.path, labels, rows, len(spec["sequence"]), report, _axis(spec))
+
+
+def _axis(spec: dict[str, Any]) -> tuple[str, list[float]] | None:
+    """The varied key and each arm's value, when one key was varied and all its values are numbers."""
+    if len(spec["varied"]) != 1:
+        return None
+    key = spec["varied"][0]
+    try:
+        return key, [float(arm["values"][key]) for arm in spec["arms"]]
+    except (KeyError, ValueError):
+        return None
+
+
+def _inventory(gpus: GpuInventory | str | None) -> GpuInventory | None:
+    """A simulated node's spec (``8x80GB``) opened once, so every trial and check sees the same node."""
+    if not isinstance(gpus, str):
+        return gpus
+    from .._host.gpu_visible import open_inventory
+
+    return open_inventory(gpus)
 
 
 def _runs_base(runs_dir: str | Path | None) -> Path:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from supervisor._host.proctable import marked_processes
@@ -152,10 +154,14 @@ def test_resume_after_the_sweep_was_killed_in_trial_3_runs_trials_3_and_4_only(r
     folder = _sweep_dir(runs_dir, killed.stdout)
     assert [json.loads(line)["trial"] for line in (folder / "results.jsonl").read_text().splitlines()] == [1, 2]
     orphan = calls.read_text().splitlines()[-1].split()[1]
+    (died,) = json.loads(supervisor_cli("ps", "--sweeps", "--json").stdout)
+    assert (died["sweep_id"], died["status"], died["trial"], died["done"]) == (folder.name, "died", 3, 2)
+    assert f"died: supervisor sweep --resume {folder.name}" in supervisor_cli("ps", "--sweeps").stdout
     wait_until(lambda: not marked_processes(orphan), timeout=120, what="the watchdog to stop the killed trial's run")
     resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines()[0] == folder.name
+    assert supervisor_cli("ps", "--sweeps", "--json").stdout.strip() == "[]"  # resumed and ended: no entry
     assert [line.split()[0] for line in calls.read_text().splitlines()] == ["001", "002", "003", "003", "004"]
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert [r["trial"] for r in rows] == [1, 2, 3, 4]
@@ -191,3 +197,99 @@ def test_ctrl_c_ends_the_current_trial_cleanly_and_leaves_the_sweep_resumable(ru
     resumed = supervisor_cli("sweep", "--resume", folder.name, "--runs-dir", str(runs_dir), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert [r["trial"] for r in _csv_rows(folder)] == ["1", "2"]
+
+
+WARM = (
+    "import json, sys, urllib.request as u; body = json.dumps({'messages': [{'role': 'user', 'content': 'hi'}], 'max_tokens': 4}).encode()\n"
+    "for _ in range(2): u.urlopen(u.Request(sys.argv[1] + '/v1/chat/completions', data=body, "
+    "headers={'Content-Type': 'application/json'})).read()\nprint('warm')"
+)
+
+
+def test_the_warm_up_runs_once_all_are_ready_and_its_requests_stay_out_of_the_measured_window(
+    runs_dir: Path,
+) -> None:
+    done = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=400", "--warmup",
+        f"'{{python}}' -c \"{WARM}\" '{{frontend.url}}'", *CLIENT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = _sweep_dir(runs_dir, done.stdout)
+    (row,) = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert row["warmup_exit"] == 0 and row["warmup_seconds"] > 0
+    trial = folder / "trials" / "001"
+    assert (trial / "warmup.stdout").read_text() == "warm\n"
+    assert row["server_requests"] == 3.0  # the client's 3; the warm-up's 2 came before the window
+    assert "standin_requests_total" in (trial / "metrics" / "before" / "decode.prom").read_text()
+    before = (trial / "metrics" / "before" / "decode.prom").read_text()
+    assert any(line.startswith("standin_requests_total") and line.endswith(" 2") for line in before.splitlines())
+    log = (trial / "run" / "logs" / "decode.log").read_text()
+    assert log.index("topovisor mark: sweep") > 0  # the window's marks are in the replicas' logs
+    assert json.loads((folder / "sweep.json").read_text())["warmup"][0] == "{python}"
+
+
+def test_a_failed_warm_up_fails_its_trial_without_running_the_client_and_a_bad_one_starts_nothing(
+    runs_dir: Path,
+) -> None:
+    bad = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400", "--warmup", "echo {frontend.nope}",
+        *CLIENT,
+    )  # fmt: skip
+    assert bad.returncode == 2, bad.stderr
+    assert "arm tps=200: --warmup echo {frontend.nope}: unknown template {frontend.nope}" in bad.stderr
+    assert "arm tps=400: --warmup echo" in bad.stderr and not runs_dir.exists()
+    unbalanced = supervisor_cli("sweep", str(DEMO), "--vary", "tps=200", "--warmup", "echo 'open", *CLIENT)
+    assert unbalanced.returncode == 2 and "--warmup" in unbalanced.stderr
+    failing = supervisor_cli(
+        "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200", "--warmup",
+        "'{python}' -c 'import sys; print(\"cold\", file=sys.stderr); sys.exit(4)'", *CLIENT, timeout=300,
+    )  # fmt: skip
+    assert failing.returncode == 1, failing.stderr
+    folder = _sweep_dir(runs_dir, failing.stdout)
+    (row,) = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert row["status"] == "failed" and row["error"] == "warm-up exited 4: cold"
+    assert row["warmup_exit"] == 4 and row["client_exit"] is None
+    assert not (folder / "trials" / "001" / "client.stdout").exists()
+    assert read_summary(runs_dir / row["run_id"]).verified_no_leftovers
+
+
+def test_a_running_sweep_is_listed_by_ps_with_its_trial_arm_and_time_left_and_its_progress_is_on_stderr(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """The client of trial 2 waits for a file the test writes once it has read ``ps``."""
+    go = tmp_path / "go"
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import sys, time\nfrom pathlib import Path\ntrial, go = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "deadline = time.monotonic() + 120\n"
+        "while trial.name == '002' and not go.exists() and time.monotonic() < deadline: time.sleep(0.05)\n"
+    )
+    with subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "sweep", str(DEMO), "--runs-dir", str(runs_dir), "--vary", "tps=200,400",
+         "--", PYTHON, str(client), "{trial_dir}", str(go)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    ) as sweep:  # fmt: skip
+        try:
+            assert sweep.stdout is not None and sweep.stderr is not None
+            sweep_id = sweep.stdout.readline().strip()
+            heard = [sweep.stderr.readline() for _ in range(3)]
+            assert heard[0].rstrip().endswith("trial 1 of 2 (arm tps=200)"), heard
+            assert re.search(r"trial 1 of 2 \(arm tps=200\): run \S+ ok$", heard[1].rstrip()), heard
+            assert re.search(r"trial 2 of 2 \(arm tps=400\), about \d+s left$", heard[2].rstrip()), heard
+            (listed,) = json.loads(supervisor_cli("ps", "--sweeps", "--json").stdout)
+            assert (listed["sweep_id"], listed["status"], listed["pid"]) == (sweep_id, "running", sweep.pid)
+            assert (listed["trial"], listed["planned"], listed["done"], listed["arm"]) == (2, 2, 1, "tps=400")
+            assert listed["seconds_left"] >= 0
+            text = supervisor_cli("ps").stdout
+            assert re.search(rf"{sweep_id}\s+2 of 2\s+tps=400\s+about \d+s left\s+running \(pid {sweep.pid}\)", text), (
+                text
+            )
+            runs = json.loads(supervisor_cli("ps", "--json").stdout)
+            assert isinstance(runs, list) and all("run_id" in r for r in runs) and len(runs) == 1  # trial 2's run
+            go.touch()
+            assert sweep.wait(timeout=120) == 0, sweep.stderr.read()
+        finally:
+            go.touch()
+            sweep.kill()
+            sweep.wait()
+    assert supervisor_cli("ps", "--sweeps").stdout == "no sweeps\n"

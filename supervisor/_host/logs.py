@@ -440,6 +440,14 @@ class LineStream:
         return self.closed
 
 
+def _worth_a_nap(drained: int, since_last_seconds: float) -> bool:
+    """A busy writer (this much, or output again this soon), yet not one so fast that the pipe would fill
+    during the nap and block it: that one is read as soon as it writes, as before."""
+    busy = drained >= _BUSY_BYTES or since_last_seconds < _BUSY_GAP_SECONDS
+    during_nap = drained * _BUSY_NAP_SECONDS / max(since_last_seconds, 1e-6)
+    return busy and during_nap < _READ_SIZE / 2
+
+
 async def pump_pipe(fd: int, stream: LineStream) -> None:
     """Drain a non-blocking pipe into ``stream`` until end of file; yields to the loop between chunks.
 
@@ -447,8 +455,8 @@ async def pump_pipe(fd: int, stream: LineStream) -> None:
     within ``_BUSY_GAP_SECONDS`` of the last) naps before the next instead of waiting to be woken at once:
     the writer's next writes gather in the pipe and are read together, so the wake-ups, and the
     supervisor's CPU, follow the volume rather than the number of writes, and a line after a quiet spell
-    (a ready line) is still read at once. A pipe found full is read again at once (a nap would block the
-    writer)."""
+    (a ready line) is still read at once. A pipe found full is read again at once, and a writer fast
+    enough to fill half of it during a nap is read as it writes (a nap would block it)."""
     buffer = bytearray(_READ_SIZE)
     last_drained_at = -math.inf
     try:
@@ -467,12 +475,12 @@ async def pump_pipe(fd: int, stream: LineStream) -> None:
             if drained >= _READ_SIZE:
                 continue
             now = time.monotonic()
-            busy = drained >= _BUSY_BYTES or (drained > 0 and now - last_drained_at < _BUSY_GAP_SECONDS)
+            if drained and _worth_a_nap(drained, now - last_drained_at):
+                last_drained_at = now
+                await anyio.sleep(_BUSY_NAP_SECONDS)
+                continue
             if drained:
                 last_drained_at = now
-            if busy:
-                await anyio.sleep(_BUSY_NAP_SECONDS)
-            else:
-                await anyio.wait_readable(fd)
+            await anyio.wait_readable(fd)
     finally:
         stream.close()

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._host.logs import LineStream, RotatingLogFile, mark_line, pump_pipe
+from supervisor._host.logs import LineStream, RotatingLogFile, _worth_a_nap, mark_line, pump_pipe
 
 from ..helpers import PYTHON
 from .test_logs import log_files
@@ -176,3 +176,11 @@ async def test_the_tail_after_a_crash_in_the_fast_path_holds_the_last_lines(runs
     tail = failure.value.log_tail
     assert tail[-3:] == ["step 049999 " + "x" * 88, "RuntimeError: CUDA error: an illegal memory access", "shutting do"]
     assert "CUDA error: an illegal memory access" in str(failure.value)
+
+
+def test_a_busy_writer_is_read_in_batches_but_never_blocked_by_a_nap() -> None:
+    """The pump naps after a wake-up only for a busy writer that half a pipe holds for that long."""
+    assert not _worth_a_nap(200, since_last_seconds=5.0)  # a line after a quiet spell (ready): read at once
+    assert _worth_a_nap(300_000, since_last_seconds=0.001)  # 300 MB/s of lines: batched
+    assert _worth_a_nap(300, since_last_seconds=0.0001)  # print() per line, back to back: batched
+    assert not _worth_a_nap(900_000, since_last_seconds=0.0005)  # 1.8 GB/s: a 1 ms nap would fill the pipe

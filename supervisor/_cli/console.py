@@ -164,6 +164,11 @@ class _Reporter:
         self.services = services  #: replica name -> service name
         self.text = EventText()
 
+    @property
+    def reads_output(self) -> bool:
+        """Whether ``output`` wants the replicas' output at all: without it their logs take the fast path."""
+        return self.logs is not None
+
     def wants_output(self, replica: str) -> bool:
         if self.logs is None:
             return False
@@ -296,6 +301,10 @@ class LiveReporter(_Reporter):
             style = "bold red" if is_problem(event) else ("bold magenta" if isinstance(event, Marked) else "")
             text = _escape(line)
             self.console.print(f"[dim]{stamp(event.wall_time)}[/dim] " + (f"[{style}]{text}[/]" if style else text))
+
+    @property
+    def reads_output(self) -> bool:
+        return True  # the table shows a loading replica's progress from its output
 
     def output(self, replica: str, block: bytes) -> None:
         self.board.on_output(replica, block)

@@ -286,7 +286,7 @@ def _run(call: Invocation, planned: Planned) -> int:
                     plan,
                     body,
                     on_event=reporter.event,
-                    on_output=reporter.output,
+                    on_output=reporter.output if reporter.reads_output else None,
                     on_signal=stop_signals.append,
                     early_signals=early,
                     gpus=planned.inventory,

@@ -2,6 +2,10 @@
 
 The file and every subscriber see the same complete lines. A line is never split across two files and
 never written twice; ``\\r`` progress updates (tqdm) become lines of their own so logs stay readable.
+
+The supervisor's own cost follows the output's volume, not its number of writes: the pipe is read into one
+reused buffer, lines go from it to the file without a copy while nobody subscribes, and a writer that keeps
+the pipe busy is read in batches (a short nap lets the 1 MiB pipe fill) instead of at each of its writes.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 import time
 import unicodedata
@@ -32,7 +37,10 @@ __all__ = [
 LineSubscriber = Callable[[bytes], None]
 _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out anyway
 _TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much of the end
-_READ_SIZE = 1 << 20
+_READ_SIZE = 1 << 20  # the pipe's size (``process._PIPE_SIZE``): one read can empty it
+_BUSY_BYTES = 64 * 1024  # a wake-up that found this much: the writer is busy, so read it in batches
+_BUSY_NAP_SECONDS = 0.001  # room for ~1 MiB at 1 GB/s, so a busy writer fills at most about half the pipe
+_BUSY_GAP_SECONDS = 0.002  # output again this soon after the last: a busy writer of small writes (print)
 _REOPEN_INTERVAL_SECONDS = 1.0  # after a failed write, how often to try the file again
 _log = logging.getLogger("supervisor._host.logs")
 
@@ -121,34 +129,35 @@ class RotatingLogFile:
             present += 1
         return present
 
-    def write_lines(self, block: bytes) -> None:
-        """Write ``block`` (complete lines only), rotating between lines as needed; never raises OSError."""
+    def write_lines(self, block: bytes | bytearray, start: int = 0, stop: int | None = None) -> None:
+        """Write ``block[start:stop]`` (complete lines only), rotating between lines as needed; never raises
+        OSError. A range of a reused read buffer is written from it, with no copy."""
+        stop = len(block) if stop is None else stop
         if self.error is not None and not self._recover():
-            self.dropped_bytes += len(block)
+            self.dropped_bytes += stop - start
             return
         try:
-            self._write_lines(block)
+            self._write_lines(block, start, stop)
         except OSError as error:
-            self._failed(error, len(block))
+            self._failed(error, stop - start)
 
-    def _write_lines(self, block: bytes) -> None:
+    def _write_lines(self, block: bytes | bytearray, start: int, stop: int) -> None:
         view = memoryview(block)
-        start = 0
-        while start < len(block):
+        while start < stop:
             room = self.max_bytes - self._size
-            end = len(block)
+            end = stop
             if end - start > room:
                 cut = block.rfind(b"\n", start, start + max(room, 0))
                 if cut < 0:  # the next line does not fit: rotate first, or write it alone if it never fits
                     if self._size > 0:
                         self._rotate()
                         continue
-                    cut = block.find(b"\n", start)
-                    cut = len(block) - 1 if cut < 0 else cut
+                    cut = block.find(b"\n", start, stop)
+                    cut = stop - 1 if cut < 0 else cut
                 end = cut + 1
             self._write_all(view[start:end])
             start = end
-            if self._size >= self.max_bytes and start < len(block):
+            if self._size >= self.max_bytes and start < stop:
                 self._rotate()
 
     def _write_all(self, data: memoryview) -> None:
@@ -311,6 +320,41 @@ class LineStream:
             self._activity = anyio.Event()
         await self._activity.wait()
 
+    @property
+    def fast(self) -> bool:
+        """Whether output goes from the read buffer to the file with no copy: nobody subscribes (readiness,
+        phases, a ``--logs`` or ``on_output`` consumer) and the file is the only reader."""
+        return not self._subscribers and self.sink is not None
+
+    def feed_buffer(self, buffer: bytearray, size: int) -> None:
+        """``feed`` for the first ``size`` bytes of a read buffer that is reused once this returns.
+
+        With nobody subscribed and no ``\\r`` in the chunk, its whole lines are written to the file straight
+        from ``buffer``; only the line before (held back for its newline), the partial line after and the
+        tail are copied. Otherwise it is ``feed`` of a copy: both give the file the same bytes."""
+        if self.closed:
+            return
+        if not self.fast or buffer.find(b"\r", 0, size) >= 0 or self._pending.endswith(b"\r"):
+            self.feed(bytes(memoryview(buffer)[:size]))
+            return
+        assert self.sink is not None  # ``fast``
+        self.bytes_seen += size
+        view = memoryview(buffer)
+        cut = buffer.rfind(b"\n", 0, size) + 1
+        start = 0
+        if cut and self._pending:  # the held-back line ends in this chunk: it goes first, whole
+            start = buffer.find(b"\n", 0, size) + 1
+            self._to_file(self._pending + view[:start])
+        if cut > start:
+            self.sink.write_lines(buffer, start, cut)
+            self._keep_tail(view[max(start, cut - _TAIL_BYTES) : cut])
+        rest = bytes(view[cut:size])
+        self._pending = self._pending + rest if not cut else rest
+        if len(self._pending) > _MAX_PARTIAL_LINE:
+            self._to_file(self._pending + b"\n")
+            self._pending = b""
+        self._wake()
+
     def feed(self, chunk: bytes) -> None:
         if self.closed:  # a process we could not reach still holds the pipe; its log is already closed
             return
@@ -349,13 +393,20 @@ class LineStream:
             self.sink.close()
         self._wake()
 
-    def _emit(self, complete: bytes) -> None:
+    def _to_file(self, complete: bytes) -> None:
+        """Complete lines to the file and the tail, for nobody else (the fast path)."""
         if self.sink is not None:
             self.sink.write_lines(complete)
+        self._keep_tail(complete)
+
+    def _keep_tail(self, complete: bytes | memoryview) -> None:
         if len(complete) >= _TAIL_BYTES:
-            self._tail = complete[-_TAIL_BYTES:]
+            self._tail = bytes(complete[-_TAIL_BYTES:])
         else:
             self._tail = (self._tail + complete)[-_TAIL_BYTES:]
+
+    def _emit(self, complete: bytes) -> None:
+        self._to_file(complete)
         for subscriber in list(self._subscribers):
             try:
                 subscriber(complete)
@@ -389,18 +440,47 @@ class LineStream:
         return self.closed
 
 
+def _worth_a_nap(drained: int, since_last_seconds: float) -> bool:
+    """A busy writer (this much, or output again this soon), yet not one so fast that the pipe would fill
+    during the nap and block it: that one is read as soon as it writes, as before."""
+    busy = drained >= _BUSY_BYTES or since_last_seconds < _BUSY_GAP_SECONDS
+    during_nap = drained * _BUSY_NAP_SECONDS / max(since_last_seconds, 1e-6)
+    return busy and during_nap < _READ_SIZE / 2
+
+
 async def pump_pipe(fd: int, stream: LineStream) -> None:
-    """Drain a non-blocking pipe into ``stream`` until end of file; yields to the loop between chunks."""
+    """Drain a non-blocking pipe into ``stream`` until end of file; yields to the loop between chunks.
+
+    Each wake-up empties the pipe. One that found a busy writer (``_BUSY_BYTES`` or more, or output again
+    within ``_BUSY_GAP_SECONDS`` of the last) naps before the next instead of waiting to be woken at once:
+    the writer's next writes gather in the pipe and are read together, so the wake-ups, and the
+    supervisor's CPU, follow the volume rather than the number of writes, and a line after a quiet spell
+    (a ready line) is still read at once. A pipe found full is read again at once, and a writer fast
+    enough to fill half of it during a nap is read as it writes (a nap would block it)."""
+    buffer = bytearray(_READ_SIZE)
+    last_drained_at = -math.inf
     try:
         while True:
-            try:
-                chunk = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
-                await anyio.wait_readable(fd)
+            drained = 0
+            while True:
+                try:
+                    size = os.readv(fd, [buffer])
+                except BlockingIOError:
+                    break
+                if not size:
+                    return
+                stream.feed_buffer(buffer, size)
+                drained += size
+                await anyio.lowlevel.checkpoint()
+            if drained >= _READ_SIZE:
                 continue
-            if not chunk:
-                return
-            stream.feed(chunk)
-            await anyio.lowlevel.checkpoint()
+            now = time.monotonic()
+            if drained and _worth_a_nap(drained, now - last_drained_at):
+                last_drained_at = now
+                await anyio.sleep(_BUSY_NAP_SECONDS)
+                continue
+            if drained:
+                last_drained_at = now
+            await anyio.wait_readable(fd)
     finally:
         stream.close()

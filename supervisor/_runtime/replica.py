@@ -102,7 +102,9 @@ class ReplicaHost(Protocol):
 
     def http_client(self) -> httpx.AsyncClient: ...
 
-    def on_output(self, replica: str, block: bytes) -> None: ...
+    #: sees every block of every replica's output (``launch(on_output=...)``); None: nobody asked, so the
+    #: replicas' output goes to their files by the fast path once readiness stops reading it
+    output_hook: Callable[[str, bytes], None] | None
 
     def track(self, replica: Replica, incarnation: Incarnation) -> None: ...
 
@@ -350,7 +352,9 @@ class Replica:
         plan = self.plan
         env = {**plan.environment(host.base_env), RUN_ID_ENV: host.run_id, REPLICA_ENV: plan.name}
         stream = LineStream(RotatingLogFile(self.log_path, plan.log.max_bytes, plan.log.backups))
-        stream.subscribe(lambda block: host.on_output(plan.name, block))
+        hook = host.output_hook
+        if hook is not None:
+            stream.subscribe(lambda block: hook(plan.name, block))
         try:
             if plan.profile is not None:  # nsys and py-spy do not create the directory of their output
                 if self.incarnation is not None:  # first: rocprof's report is the directory itself

@@ -254,7 +254,3 @@ class RunState:
         """An exited leader: the watchdog forgets it (restarts would otherwise grow its list)."""
         if self.watchdog is not None:
             self.watchdog.untrack(incarnation.process.pid)
-
-    def on_output(self, replica: str, block: bytes) -> None:
-        if self.output_hook is not None:
-            self.output_hook(replica, block)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,16 @@ def test_the_table_shows_cpu_and_memory_once_sampled_and_gpu_memory_where_read(t
     assert "93%" in table and "3.0 GiB" in table
     sample["gpu_memory_bytes"] = 71 * 1024**3
     assert "gpu mem" in drawn() and "71.0 GiB" in drawn()
+
+
+def test_a_plain_run_without_logs_reads_no_output_so_its_logs_take_the_fast_path(tmp_path: Path) -> None:
+    """``supervisor run`` passes its reporter's ``output`` as ``on_output`` only when it reads it."""
+    from supervisor._cli.console import LiveReporter, PlainReporter
+
+    options: dict[str, Any] = {"quiet": False, "redact": str, "services": {"w.0": "w"}}
+    assert not PlainReporter(logs=None, **options).reads_output
+    assert PlainReporter(logs=[], **options).reads_output  # --logs
+    assert PlainReporter(logs=["w"], **options).reads_output  # --logs w
+    service = sv.Service(name="w", command=["true"])
+    plan = sv.make_plan(sv.Topology(name="t", services=[service]), runs_dir=tmp_path / "runs")
+    assert LiveReporter(StatusBoard(plan), logs=None, **options).reads_output  # the table shows progress

@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -23,6 +23,7 @@ import attrs
 
 from .._errors import ConfigError, SupervisorError
 from .._host.signals import hold_signals
+from .._marks import CONTAINMENT_ENV
 from .._plan.plan import Plan, fill_command, make_plan
 from .._spec.cluster import placement_notes, with_slurm
 from .._spec.load import load
@@ -173,12 +174,13 @@ def run_command(call: Invocation) -> int:
             return 2
         file_last = {**vars(args), "logs": args.logs[:-1], "file": args.logs[-1]}  # ``run --logs api FILE``
         call = call._replace(args=argparse.Namespace(**file_last))
+    stop_warming = _warm_cgroup_moves(call.args)
     try:
         planned = plan_invocation(call)
         if call.args.detach:  # bad input was reported above, by the process the user is watching
             return detach(call.args, call.argv, say=call.voice.say, error=call.voice.error)
         try:
-            return _run(call, planned)
+            return _run(call, planned, stop_warming)
         finally:
             if planned.allocation is not None:  # the group released it after its teardown: this is for a
                 planned.allocation.release()  # failure before the start. One we run inside stays.
@@ -187,6 +189,16 @@ def run_command(call: Invocation) -> int:
             kind = "error error: " if isinstance(exc, ConfigError) else "error "
             notify(call.args.notify_fd, call.voice.text(f"{kind}{exc}"))
         raise
+
+
+def _warm_cgroup_moves(args: argparse.Namespace) -> Callable[[], None]:
+    """While the file is read and planned, the kernel gets ready for the replicas' cgroup moves (see
+    ``containment.warm_moves``): a run on this machine, not a ``--detach`` parent or a run told marks."""
+    if args.detach or args.slurm or args.containment == "marks" or os.environ.get(CONTAINMENT_ENV) == "marks":
+        return lambda: None
+    from .._host.containment import warm_moves
+
+    return warm_moves()
 
 
 def _check_logs(logs: Sequence[str] | None, plan: Plan) -> None:
@@ -231,7 +243,7 @@ def _head_start(plan: Plan, gpus: GpuInventory | None) -> Iterator[HeadStart | N
         yield head_start
 
 
-def _run(call: Invocation, planned: Planned) -> int:
+def _run(call: Invocation, planned: Planned, stop_warming: Callable[[], None]) -> int:
     args, plan, say = call.args, planned.plan, call.voice.say
     if args.notify_fd is not None:
         output_to_run_dir(plan.run_dir)
@@ -259,6 +271,7 @@ def _run(call: Invocation, planned: Planned) -> int:
 
     stop_signals: list[int] = []
     with hold_signals() as early, _head_start(plan, planned.inventory) as head_start:
+        stop_warming()  # the first replicas moved into their cgroups
         import anyio  # the runtime: everything from here on is imported while the first replicas run
 
         from .._runtime.runner import supervise_prepared

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from supervisor._host.containment import (
     populated,
     remove_tree,
     tree_pids,
+    warm_moves,
 )
 
 from ..helpers import alive, wait_until
@@ -130,3 +132,19 @@ def test_a_program_that_cannot_be_run_is_refused_as_popen_refuses_it(tmp_path: P
 def test_remove_tree_of_a_path_that_is_gone_is_done(tmp_path: Path) -> None:
     assert remove_tree(tmp_path / "never-made")
     assert not populated(tmp_path / "never-made")
+
+
+def test_the_move_warm_up_moves_us_nowhere_and_stops_when_told() -> None:
+    """It writes this process into the cgroup it is in (a no-op that readies the kernel's move lock)."""
+    before = Path("/proc/self/cgroup").read_text()
+    host = CgroupHost.read()
+    hierarchy = host.unified or host.v1.get("freezer")
+    if hierarchy is None or hierarchy.why_unusable(procs_file="cgroup.procs") is not None:
+        pytest.skip("no writable cgroup here: the warm-up does nothing")
+    stop = warm_moves(host)
+    warming = [t for t in threading.enumerate() if t.name == "topovisor cgroup warm-up"]
+    assert len(warming) == 1
+    stop()
+    warming[0].join(10)
+    assert not warming[0].is_alive()
+    assert Path("/proc/self/cgroup").read_text() == before

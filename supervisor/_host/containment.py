@@ -49,12 +49,15 @@ __all__ = [
     "kill_tree",
     "populated",
     "remove_tree",
+    "replica_named",
     "signal_tree",
     "tree_pids",
 ]
 
 MODES = CHOICES[1:]  #: best first
 _PREFIX = "topovisor-"
+#: ends the cgroup of a replica named like a control file of its parent (v1's ``tasks``): no replica name has it
+_CLASH_SUFFIX = "@"
 _FREEZE_WAIT_SECONDS = 2.0
 _EMPTY_WAIT_SECONDS = 10.0  #: after SIGKILL only a process stuck in the kernel (D state) stays longer
 #: enters each cgroup.procs file given before ``--``, then becomes the program (exit 125: could not enter)
@@ -179,7 +182,8 @@ class RunContainment:
             return None
         found = self._replicas.get(name)
         if found is None:
-            found = ReplicaCgroup(name, self.path / name, [p / name for p in self.extras.values()])
+            own = _cgroup_name(name, [self.path, *self.extras.values()])
+            found = ReplicaCgroup(name, self.path / own, [p / own for p in self.extras.values()])
             found.limits = self.limits.get(name.partition(".")[0])
             self._replicas[name] = found
         made = False
@@ -238,6 +242,21 @@ class RunContainment:
         where = f" ({self.path})" if self.path is not None else " (run marks and process groups)"
         passed = "; ".join(f"{mode}: {why}" for mode, why in self.why_not.items())
         return f"containment: {self.mode}{where}" + (f"; not {passed}" if passed else "")
+
+
+def _cgroup_name(replica: str, parents: Sequence[Path]) -> str:
+    """The name of the replica's cgroup in each of ``parents``: its own, unless a control file of one of them
+    has it (a v1 cgroup's ``tasks`` or ``notify_on_release``, a service's plausible name)."""
+    for parent in parents:
+        entry = parent / replica
+        if entry.exists() and not entry.is_dir():
+            return replica + _CLASH_SUFFIX
+    return replica
+
+
+def replica_named(directory: str) -> str:
+    """The replica whose cgroup has this name (see ``_cgroup_name``)."""
+    return directory.removesuffix(_CLASH_SUFFIX)
 
 
 def _v1_cgroups(

@@ -130,3 +130,26 @@ def test_a_program_that_cannot_be_run_is_refused_as_popen_refuses_it(tmp_path: P
 def test_remove_tree_of_a_path_that_is_gone_is_done(tmp_path: Path) -> None:
     assert remove_tree(tmp_path / "never-made")
     assert not populated(tmp_path / "never-made")
+
+
+@pytest.mark.parametrize("mode", ["cgroup2", "freezer"])
+@pytest.mark.parametrize("name", ["tasks", "notify_on_release"])
+def test_a_replica_named_like_a_v1_control_file_still_gets_a_cgroup_of_its_own(mode: str, name: str) -> None:
+    """A v1 cgroup holds files named ``tasks`` and ``notify_on_release`` (the freezer's, and the memory one
+    a hybrid host measures in): a service of that name is contained, and found under its own name."""
+    from supervisor._records.leftovers import _replica_of
+
+    contained = _real(mode)
+    assert contained.path is not None
+    try:
+        argv = contained.enter(name, ["sleep", "300"], os.environ, None)
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE)
+        cgroup = contained.replica(name)
+        assert cgroup is not None
+        wait_until(lambda: cgroup.pids() == [process.pid] or process.poll() is not None, timeout=10)
+        assert process.poll() is None, process.stderr.read() if process.stderr else b""
+        assert _replica_of(contained.path, process.pid) == name
+        assert contained.empty_and_remove()
+        process.communicate(timeout=10)
+    finally:
+        contained.empty_and_remove()

@@ -304,17 +304,43 @@ def _make_run_cgroup(mode: str, hierarchy: Hierarchy | None, run_id: str) -> Pat
 
 
 def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
-    """Raise what ``Popen`` would for a program that cannot be run (not found, not executable)."""
+    """Raise what ``Popen`` would for a program that cannot be run (not found, not executable, a format
+    the kernel refuses): ``sh`` would run a file without ``#!`` as a shell script, and report a missing
+    ``#!`` interpreter as 'not found' with exit 127, once the replica seemed started."""
     if "/" in program:
         path = program if os.path.isabs(program) or cwd is None else os.path.join(cwd, program)
         if not os.path.exists(path):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        path = found
+    _check_format(path, program)
+
+
+def _check_format(path: str, program: str) -> None:
+    """ENOEXEC for a text file without ``#!`` (or an empty one), ENOENT for a missing ``#!`` interpreter;
+    anything else (ELF, a format ``binfmt_misc`` may know, an unreadable file) is left to the kernel."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
         return
-    search = env.get("PATH", os.defpath)
-    if shutil.which(program, path=search) is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if head.startswith(b"#!"):
+        line, newline, _ = head[2:].partition(b"\n")
+        if not newline and len(head) == 256:
+            return  # the kernel's own limit: whatever it says then
+        words = line.split()
+        if not words:
+            raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), program)
+        interpreter = os.fsdecode(words[0])
+        if os.path.isabs(interpreter) and not os.path.exists(interpreter):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    elif b"\0" not in head:  # text (a binary format has NULs in its header): the kernel refuses it
+        raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), program)
 
 
 # ----- a cgroup tree known by its path: the run's teardown, the watchdog, gc ------------------------------

@@ -153,3 +153,27 @@ def test_a_replica_named_like_a_v1_control_file_still_gets_a_cgroup_of_its_own(m
         process.communicate(timeout=10)
     finally:
         contained.empty_and_remove()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"echo ran as a shell script\n", b"", b"#!\n", b"#!/no/such/interpreter -u\nprint('ran')\n"],
+    ids=["no-shebang", "empty", "bare-shebang", "missing-interpreter"],
+)
+def test_a_program_exec_refuses_is_refused_before_the_shell_would_run_it(tmp_path: Path, content: bytes) -> None:
+    """``sh``'s exec runs a file the kernel refuses (ENOEXEC) as a shell script, and says 'not found' with
+    exit 127 for a missing interpreter: the replica is refused as ``Popen`` refuses it, at once."""
+    contained = _real("cgroup2")
+    program = tmp_path / "serve"
+    program.write_bytes(content)
+    program.chmod(0o755)
+    with pytest.raises(OSError) as popen:
+        subprocess.run([str(program)], check=False)
+    try:
+        for argv, cwd in (([str(program)], None), (["./serve"], str(tmp_path)), (["serve"], None)):
+            with pytest.raises(OSError) as caught:
+                contained.enter("app", argv, {"PATH": str(tmp_path)}, cwd)
+            assert (type(caught.value), caught.value.errno) == (type(popen.value), popen.value.errno)
+            assert caught.value.strerror == popen.value.strerror and caught.value.filename == argv[0]
+    finally:
+        contained.empty_and_remove()

@@ -314,7 +314,10 @@ def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> 
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
     else:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        search = env.get("PATH", os.defpath).split(os.pathsep)
+        if cwd is not None:  # the child looks from its own directory: a relative entry means one there
+            search = [os.path.join(cwd, entry) for entry in search]
+        found = shutil.which(program, path=os.pathsep.join(search))
         if found is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         path = found

@@ -177,3 +177,20 @@ def test_a_program_exec_refuses_is_refused_before_the_shell_would_run_it(tmp_pat
             assert caught.value.strerror == popen.value.strerror and caught.value.filename == argv[0]
     finally:
         contained.empty_and_remove()
+
+
+def test_a_relative_path_entry_is_searched_from_the_replicas_directory_as_popen_does(tmp_path: Path) -> None:
+    """``PATH=node_modules/.bin:...`` with ``cwd:``: ``Popen`` (and ``sh``) search it from the replica's
+    directory, so the check before the shell finds the program there too (not from the supervisor's)."""
+    contained = _real("cgroup2")
+    (tmp_path / "bin").mkdir()
+    program = tmp_path / "bin" / "serve"
+    program.write_text("#!/bin/sh\necho served\n")
+    program.chmod(0o755)
+    env = {"PATH": "bin:/bin:/usr/bin"}
+    assert subprocess.run(["serve"], env=env, cwd=tmp_path, capture_output=True).stdout == b"served\n"
+    try:
+        argv = contained.enter("app", ["serve"], env, str(tmp_path))
+        assert subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True).stdout == b"served\n"
+    finally:
+        contained.empty_and_remove()

@@ -34,9 +34,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from .._marks import CONTAINMENT_CHOICES as CHOICES
-from .._spec.model import ResourceLimits
+from .._spec.model import LIMIT_CONTROLLERS, ResourceLimits
 from .cgroupfs import DELEGATION_HINT, CgroupHost, Hierarchy
-from .limits import LimitUnavailable, enable_controllers, set_limits
+from .limits import LimitUnavailable, enable_controllers, lift_limits, set_limits
 
 __all__ = [
     "CHOICES",
@@ -194,6 +194,45 @@ class RunContainment:
         if made and found.limits is not None:
             set_limits(found.path, found.extras, found.limits)
         return found
+
+    def enabled(self) -> frozenset[str]:
+        """The controllers the unified hierarchy gives the run's replicas (its ``cgroup.subtree_control``)."""
+        if self.mode != "cgroup2" or self.path is None:
+            return frozenset()
+        try:
+            return frozenset((self.path / "cgroup.subtree_control").read_text().split())
+        except OSError:
+            return frozenset()
+
+    def check_limits(self, limits: ResourceLimits | None) -> None:
+        """``LimitUnavailable`` naming what ``limits`` need that the run's cgroups lack (a rolled spec's: the
+        controllers were chosen when the run began)."""
+        asked = limits.asked() if limits is not None else {}
+        if not asked:
+            return
+        if self.path is None:
+            raise LimitUnavailable("containment is marks: no cgroup to set limits on")
+        missing = sorted({LIMIT_CONTROLLERS[field] for field in asked} - {*self.enabled(), *self.extras})
+        if missing:
+            raise LimitUnavailable(
+                f"the run's cgroups have no {', '.join(missing)} controller (they are chosen when the run "
+                "starts: start it with a limit of that kind)"
+            )
+
+    def relimit(self, name: str, limits: ResourceLimits | None) -> None:
+        """The replica's limits from its next start on (a rolled spec's, or the previous ones back): set on its
+        cgroup, and those it no longer has taken off. OSError when a file cannot be written."""
+        cgroup = self.replica(name)
+        if cgroup is None:
+            return
+        limits = limits if limits is not None and limits.asked() else None
+        before = cgroup.limits.asked() if cgroup.limits is not None else {}
+        if limits == cgroup.limits:
+            return
+        lift_limits(cgroup.path, cgroup.extras, [f for f in before if limits is None or f not in limits.asked()])
+        if limits is not None:
+            set_limits(cgroup.path, cgroup.extras, limits)
+        cgroup.limits = limits
 
     def holding(self, name: str) -> ReplicaCgroup | None:
         """The replica's cgroup if its processes were started in it (else they are found by marks)."""

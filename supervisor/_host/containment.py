@@ -34,9 +34,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from .._marks import CONTAINMENT_CHOICES as CHOICES
-from .._spec.model import ResourceLimits
+from .._spec.model import LIMIT_CONTROLLERS, ResourceLimits
 from .cgroupfs import DELEGATION_HINT, CgroupHost, Hierarchy
-from .limits import LimitUnavailable, enable_controllers, set_limits
+from .limits import LimitUnavailable, enable_controllers, lift_limits, set_limits
 
 __all__ = [
     "CHOICES",
@@ -49,6 +49,7 @@ __all__ = [
     "kill_tree",
     "populated",
     "remove_tree",
+    "replica_named",
     "signal_tree",
     "tree_pids",
     "warm_moves",
@@ -56,6 +57,8 @@ __all__ = [
 
 MODES = CHOICES[1:]  #: best first
 _PREFIX = "topovisor-"
+#: ends the cgroup of a replica named like a control file of its parent (v1's ``tasks``): no replica name has it
+_CLASH_SUFFIX = "@"
 _FREEZE_WAIT_SECONDS = 2.0
 _EMPTY_WAIT_SECONDS = 10.0  #: after SIGKILL only a process stuck in the kernel (D state) stays longer
 #: enters each cgroup.procs file given before ``--``, then becomes the program (exit 125: could not enter)
@@ -180,7 +183,8 @@ class RunContainment:
             return None
         found = self._replicas.get(name)
         if found is None:
-            found = ReplicaCgroup(name, self.path / name, [p / name for p in self.extras.values()])
+            own = _cgroup_name(name, [self.path, *self.extras.values()])
+            found = ReplicaCgroup(name, self.path / own, [p / own for p in self.extras.values()])
             found.limits = self.limits.get(name.partition(".")[0])
             self._replicas[name] = found
         made = False
@@ -191,6 +195,45 @@ class RunContainment:
         if made and found.limits is not None:
             set_limits(found.path, found.extras, found.limits)
         return found
+
+    def enabled(self) -> frozenset[str]:
+        """The controllers the unified hierarchy gives the run's replicas (its ``cgroup.subtree_control``)."""
+        if self.mode != "cgroup2" or self.path is None:
+            return frozenset()
+        try:
+            return frozenset((self.path / "cgroup.subtree_control").read_text().split())
+        except OSError:
+            return frozenset()
+
+    def check_limits(self, limits: ResourceLimits | None) -> None:
+        """``LimitUnavailable`` naming what ``limits`` need that the run's cgroups lack (a rolled spec's: the
+        controllers were chosen when the run began)."""
+        asked = limits.asked() if limits is not None else {}
+        if not asked:
+            return
+        if self.path is None:
+            raise LimitUnavailable("containment is marks: no cgroup to set limits on")
+        missing = sorted({LIMIT_CONTROLLERS[field] for field in asked} - {*self.enabled(), *self.extras})
+        if missing:
+            raise LimitUnavailable(
+                f"the run's cgroups have no {', '.join(missing)} controller (they are chosen when the run "
+                "starts: start it with a limit of that kind)"
+            )
+
+    def relimit(self, name: str, limits: ResourceLimits | None) -> None:
+        """The replica's limits from its next start on (a rolled spec's, or the previous ones back): set on its
+        cgroup, and those it no longer has taken off. OSError when a file cannot be written."""
+        cgroup = self.replica(name)
+        if cgroup is None:
+            return
+        limits = limits if limits is not None and limits.asked() else None
+        before = cgroup.limits.asked() if cgroup.limits is not None else {}
+        if limits == cgroup.limits:
+            return
+        lift_limits(cgroup.path, cgroup.extras, [f for f in before if limits is None or f not in limits.asked()])
+        if limits is not None:
+            set_limits(cgroup.path, cgroup.extras, limits)
+        cgroup.limits = limits
 
     def holding(self, name: str) -> ReplicaCgroup | None:
         """The replica's cgroup if its processes were started in it (else they are found by marks)."""
@@ -241,6 +284,21 @@ class RunContainment:
         return f"containment: {self.mode}{where}" + (f"; not {passed}" if passed else "")
 
 
+def _cgroup_name(replica: str, parents: Sequence[Path]) -> str:
+    """The name of the replica's cgroup in each of ``parents``: its own, unless a control file of one of them
+    has it (a v1 cgroup's ``tasks`` or ``notify_on_release``, a service's plausible name)."""
+    for parent in parents:
+        entry = parent / replica
+        if entry.exists() and not entry.is_dir():
+            return replica + _CLASH_SUFFIX
+    return replica
+
+
+def replica_named(directory: str) -> str:
+    """The replica whose cgroup has this name (see ``_cgroup_name``)."""
+    return directory.removesuffix(_CLASH_SUFFIX)
+
+
 def _v1_cgroups(
     host: CgroupHost, run_id: str, needed: Sequence[str], v2: Collection[str], mode: str
 ) -> dict[str, Path]:
@@ -286,17 +344,46 @@ def _make_run_cgroup(mode: str, hierarchy: Hierarchy | None, run_id: str) -> Pat
 
 
 def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
-    """Raise what ``Popen`` would for a program that cannot be run (not found, not executable)."""
+    """Raise what ``Popen`` would for a program that cannot be run (not found, not executable, a format
+    the kernel refuses): ``sh`` would run a file without ``#!`` as a shell script, and report a missing
+    ``#!`` interpreter as 'not found' with exit 127, once the replica seemed started."""
     if "/" in program:
         path = program if os.path.isabs(program) or cwd is None else os.path.join(cwd, program)
         if not os.path.exists(path):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    else:
+        search = env.get("PATH", os.defpath).split(os.pathsep)
+        if cwd is not None:  # the child looks from its own directory: a relative entry means one there
+            search = [os.path.join(cwd, entry) for entry in search]
+        found = shutil.which(program, path=os.pathsep.join(search))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        path = found
+    _check_format(path, program)
+
+
+def _check_format(path: str, program: str) -> None:
+    """ENOEXEC for a text file without ``#!`` (or an empty one), ENOENT for a missing ``#!`` interpreter;
+    anything else (ELF, a format ``binfmt_misc`` may know, an unreadable file) is left to the kernel."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
         return
-    search = env.get("PATH", os.defpath)
-    if shutil.which(program, path=search) is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if head.startswith(b"#!"):
+        line, newline, _ = head[2:].partition(b"\n")
+        if not newline and len(head) == 256:
+            return  # the kernel's own limit: whatever it says then
+        words = line.split()
+        if not words:
+            raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), program)
+        interpreter = os.fsdecode(words[0])
+        if os.path.isabs(interpreter) and not os.path.exists(interpreter):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    elif b"\0" not in head:  # text (a binary format has NULs in its header): the kernel refuses it
+        raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), program)
 
 
 # ----- the kernel's cost of a first move --------------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "LimitUnavailable",
     "describe_oom",
     "enable_controllers",
+    "lift_limits",
     "oom_kills",
     "set_limits",
 ]
@@ -70,6 +71,24 @@ def set_limits(path: Path, extras: Sequence[Path], limits: ResourceLimits) -> No
             _write(v1 / "cpu.cfs_quota_us", str(quota))
     if limits.pids_max is not None:
         _write_one(path, extras, [("pids.max", "pids.max")], str(limits.pids_max))
+
+
+#: what each limit is set to when it is taken away: v2's and v1's files, each where it exists
+_UNLIMITED = {
+    "memory_max": (("memory.max", "max"), ("memory.limit_in_bytes", "-1")),
+    "cpu_max": (("cpu.max", f"max {CPU_PERIOD_USEC}"), ("cpu.cfs_quota_us", "-1")),
+    "pids_max": (("pids.max", "max"),),
+}
+
+
+def lift_limits(path: Path, extras: Sequence[Path], fields: Collection[str]) -> None:
+    """Take the limits ``fields`` (``memory_max``...) off the replica's cgroups. OSError when a file cannot
+    be written."""
+    for field in fields:
+        for name, value in _UNLIMITED[field]:
+            for directory in (path, *extras):
+                if (directory / name).exists():
+                    _write(directory / name, value)
 
 
 def oom_kills(path: Path, extras: Sequence[Path] = ()) -> int:

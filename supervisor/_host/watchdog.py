@@ -311,7 +311,7 @@ def _signal(groups: Iterable[int], pids: Iterable[int], signum: int) -> None:
 def _sweep_cgroups(cgroups: Sequence[Path], leaders: dict[int, _Leader]) -> tuple[list[int], list[int]]:
     """The run's cgroups: each replica's members get its stop signal, the grace (capped), then the whole
     tree is killed and removed. Returns (pids seen, pids still there)."""
-    from .containment import empty_and_remove, populated, signal_tree, tree_pids
+    from .containment import empty_and_remove, populated, replica_named, signal_tree, tree_pids
 
     if not cgroups:
         return [], []
@@ -322,7 +322,7 @@ def _sweep_cgroups(cgroups: Sequence[Path], leaders: dict[int, _Leader]) -> tupl
     with contextlib.suppress(OSError):
         for child in run_cgroup.iterdir():
             if child.is_dir():
-                leader = by_replica.get(child.name)
+                leader = by_replica.get(replica_named(child.name))
                 seen.update(signal_tree(child, leader.stop_signal if leader else signal.SIGTERM))
                 grace = min(leader.grace_seconds if leader else 1.0, _GRACE_CAP_SECONDS)
                 deadline = max(deadline, time.monotonic() + grace)

@@ -185,7 +185,9 @@ def load_run(run_dir: Path, *, run_id: str | None = None, entry: IndexEntry | No
 
 
 def _own_cgroups(run_id: str, paths: list[str | None]) -> tuple[Path, ...]:
-    """The recorded cgroups that are this run's: named for it, on a mounted cgroup filesystem."""
+    """The recorded cgroups that are this run's: named for it, on a mounted cgroup filesystem. ``gc``
+    signals whatever they list, so a hand-edited path counts only as written by a run: absolute, with no
+    ``.`` or ``..`` (``<mount>/../../tmp/x/topovisor-ID`` is no cgroup), and on the mount's filesystem."""
     if not any(paths):
         return ()
     from .._host.cgroupfs import CgroupHost
@@ -197,9 +199,22 @@ def _own_cgroups(run_id: str, paths: list[str | None]) -> tuple[Path, ...]:
         if not text:
             continue
         path = Path(text)
-        if path.name == f"topovisor-{run_id}" and any(path.is_relative_to(m) and path != m for m in mounts):
+        if not path.is_absolute() or os.path.normpath(text) != text or path.name != f"topovisor-{run_id}":
+            continue
+        mount = next((m for m in mounts if path.is_relative_to(m) and path != m), None)
+        if mount is not None and _same_filesystem(path, mount):
             found.append(path)
     return tuple(found)
+
+
+def _same_filesystem(path: Path, mount: Path) -> bool:
+    """``path`` (when it exists) is on ``mount``'s filesystem, not on one mounted inside it."""
+    try:
+        return path.stat().st_dev == mount.stat().st_dev
+    except FileNotFoundError:
+        return True  # a removed cgroup lists nothing: it is harmless, and the record still names it
+    except OSError:
+        return False
 
 
 def list_runs(*, include_finished: bool = False) -> list[RunRecord]:

@@ -78,7 +78,9 @@ def _replica_of(root: Path, pid: int) -> str | None:
         path = line.split(":", 2)[-1]
         marker = f"/{root.name}/"
         if marker in path:
-            return path.split(marker, 1)[1].split("/", 1)[0] or None
+            from .._host.containment import replica_named
+
+            return replica_named(path.split(marker, 1)[1].split("/", 1)[0]) or None
     return None
 
 

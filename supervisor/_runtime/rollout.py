@@ -59,6 +59,8 @@ async def rolling_restart(run: RunState, service: str, **options: Unpack[Rolling
         try:
             spec = _new_spec(run, service, overrides, service_spec)
             new = respecified(run.plan, spec) if spec is not None else _refilled(run, handle)
+            if new is not None:
+                _check_limits(run, new)
             floor = rollout_floor(handle, max_unavailable, min_ready)
         except ConfigError as exc:  # refused: nothing stopped; still an event, as every operation is
             run.emit(RolloutEnded(replica="", service=service, seconds=0.0, error=str(exc).splitlines()[0]))
@@ -228,6 +230,7 @@ async def _roll(run: RunState, replicas: Sequence[Replica], new: ServicePlan | N
         replica.transition(ReplicaState.RESTARTING)
         if new is not None:
             replica.respec(plans[replica.name], new)
+        run.containment.relimit(replica.name, replica.service_plan.resources)  # also a rollback's
     if new is not None:  # the new env's secrets are hidden from the first line the new replicas print
         run.learn_secrets()
     for replica in replicas:
@@ -296,6 +299,18 @@ async def _give_up(
     raise _Stopped(error)
 
 
+def _check_limits(run: RunState, new: ServicePlan) -> None:
+    """``ConfigError`` before anything stops, for limits the run's cgroups cannot take."""
+    from .._host.limits import LimitUnavailable
+
+    try:
+        run.containment.check_limits(new.resources)
+    except LimitUnavailable as exc:
+        asked = new.resources.asked() if new.resources is not None else {}
+        named = ", ".join(f"service '{new.name}' resources.{field}" for field in asked)
+        raise ConfigError(f"{named}: cannot be set here: {exc}", source=run.plan.source) from None
+
+
 def _record_plan(run: RunState, handle: ServiceHandle, new: ServicePlan, spec: Service | None) -> None:
     """The run's plan says what each replica runs now; once every replica rolled, the service's settings
     (restart policy, phases, ...) and its spec (for a later scale) are the new ones."""
@@ -304,6 +319,11 @@ def _record_plan(run: RunState, handle: ServiceHandle, new: ServicePlan, spec: S
     updated = with_service(run.plan, _with_replicas(service, replicas), spec)
     run.plan = updated
     handle.plan = updated.service(handle.name)
+    limits = handle.plan.resources  # a later scale's new replicas start under the service's limits
+    if limits is not None and limits.asked():
+        run.containment.limits[handle.name] = limits
+    else:
+        run.containment.limits.pop(handle.name, None)
     run.learn_secrets()
 
 

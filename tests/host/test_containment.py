@@ -148,3 +148,67 @@ def test_the_move_warm_up_moves_us_nowhere_and_stops_when_told() -> None:
     warming[0].join(10)
     assert not warming[0].is_alive()
     assert Path("/proc/self/cgroup").read_text() == before
+
+
+@pytest.mark.parametrize("mode", ["cgroup2", "freezer"])
+@pytest.mark.parametrize("name", ["tasks", "notify_on_release"])
+def test_a_replica_named_like_a_v1_control_file_still_gets_a_cgroup_of_its_own(mode: str, name: str) -> None:
+    """A v1 cgroup holds files named ``tasks`` and ``notify_on_release`` (the freezer's, and the memory one
+    a hybrid host measures in): a service of that name is contained, and found under its own name."""
+    from supervisor._records.leftovers import _replica_of
+
+    contained = _real(mode)
+    assert contained.path is not None
+    try:
+        argv = contained.enter(name, ["sleep", "300"], os.environ, None)
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE)
+        cgroup = contained.replica(name)
+        assert cgroup is not None
+        wait_until(lambda: cgroup.pids() == [process.pid] or process.poll() is not None, timeout=10)
+        assert process.poll() is None, process.stderr.read() if process.stderr else b""
+        assert _replica_of(contained.path, process.pid) == name
+        assert contained.empty_and_remove()
+        process.communicate(timeout=10)
+    finally:
+        contained.empty_and_remove()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"echo ran as a shell script\n", b"", b"#!\n", b"#!/no/such/interpreter -u\nprint('ran')\n"],
+    ids=["no-shebang", "empty", "bare-shebang", "missing-interpreter"],
+)
+def test_a_program_exec_refuses_is_refused_before_the_shell_would_run_it(tmp_path: Path, content: bytes) -> None:
+    """``sh``'s exec runs a file the kernel refuses (ENOEXEC) as a shell script, and says 'not found' with
+    exit 127 for a missing interpreter: the replica is refused as ``Popen`` refuses it, at once."""
+    contained = _real("cgroup2")
+    program = tmp_path / "serve"
+    program.write_bytes(content)
+    program.chmod(0o755)
+    with pytest.raises(OSError) as popen:
+        subprocess.run([str(program)], check=False)
+    try:
+        for argv, cwd in (([str(program)], None), (["./serve"], str(tmp_path)), (["serve"], None)):
+            with pytest.raises(OSError) as caught:
+                contained.enter("app", argv, {"PATH": str(tmp_path)}, cwd)
+            assert (type(caught.value), caught.value.errno) == (type(popen.value), popen.value.errno)
+            assert caught.value.strerror == popen.value.strerror and caught.value.filename == argv[0]
+    finally:
+        contained.empty_and_remove()
+
+
+def test_a_relative_path_entry_is_searched_from_the_replicas_directory_as_popen_does(tmp_path: Path) -> None:
+    """``PATH=node_modules/.bin:...`` with ``cwd:``: ``Popen`` (and ``sh``) search it from the replica's
+    directory, so the check before the shell finds the program there too (not from the supervisor's)."""
+    contained = _real("cgroup2")
+    (tmp_path / "bin").mkdir()
+    program = tmp_path / "bin" / "serve"
+    program.write_text("#!/bin/sh\necho served\n")
+    program.chmod(0o755)
+    env = {"PATH": "bin:/bin:/usr/bin"}
+    assert subprocess.run(["serve"], env=env, cwd=tmp_path, capture_output=True).stdout == b"served\n"
+    try:
+        argv = contained.enter("app", ["serve"], env, str(tmp_path))
+        assert subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True).stdout == b"served\n"
+    finally:
+        contained.empty_and_remove()

@@ -243,3 +243,23 @@ def test_list_runs_all_includes_finished_runs_in_the_default_runs_dir(private_st
     assert list_runs() == []
     (record,) = list_runs(include_finished=True)
     assert record.run_id == "run-old" and not record.indexed and record.phase == "stopped"
+
+
+def test_a_recorded_cgroup_that_climbs_out_of_the_cgroup_filesystem_is_not_the_runs(tmp_path: Path) -> None:
+    """gc kills what a recorded cgroup lists: a hand-edited path that leaves the cgroupfs by ``..`` for a
+    directory of ordinary files (a ``cgroup.procs`` naming any pid) is never taken for the run's cgroup."""
+    from supervisor._host.cgroupfs import CgroupHost
+    from supervisor._records.index import _own_cgroups
+
+    host = CgroupHost.read()
+    mounts = [h.mount for h in (host.unified, *host.v1.values()) if h is not None]
+    if not mounts:
+        pytest.skip("no cgroup filesystem is mounted here")
+    fake = tmp_path / "topovisor-r1"
+    fake.mkdir()
+    (fake / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    climbing = str(mounts[0]) + "/.." * (len(mounts[0].parts) - 1) + str(fake)
+    assert Path(climbing).resolve() == fake.resolve()
+    assert _own_cgroups("r1", [climbing]) == ()
+    recorded = mounts[0] / "topovisor-r1"  # as a run records it: taken, whether or not it still exists
+    assert _own_cgroups("r1", [str(recorded)]) == (recorded,)

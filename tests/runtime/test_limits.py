@@ -155,3 +155,36 @@ def test_limits_are_read_from_yaml_and_a_bad_one_names_file_service_and_field(tm
         with pytest.raises(sv.ConfigError) as caught:
             sv.make_plan(sv.load(path), runs_dir=tmp_path / "runs")
         assert "t.yaml" in str(caught.value) and "service 'w'" in str(caught.value) and said in str(caught.value)
+
+
+def _memory_limit(directories: list[Path]) -> list[int]:
+    files = [d / f for d in directories for f in ("memory.max", "memory.limit_in_bytes") if (d / f).exists()]
+    return [int(f.read_text().strip()) for f in files]
+
+
+@needs_limits
+@pytest.mark.anyio
+async def test_a_rolling_restart_onto_new_limits_sets_them_and_one_it_cannot_set_stops_nothing(runs_dir: Path) -> None:
+    """A rolled spec's ``resources`` are what the restarted replicas run under (the cgroup kept the old
+    ones), a limit taken away is lifted, and a rollout asking for a controller the run has no cgroup of is
+    refused before any replica stops."""
+    import attrs
+
+    service = sv.Service(
+        name="w", command=[PYTHON, "-c", _IDLE], ready=sv.LogCheck("up"), resources={"memory_max": "300MiB"}
+    )
+    async with sv.launch(sv.Topology(name="roll", services=[service]), runs_dir=runs_dir) as group:
+        cgroup = group._run.cgroup_of("w")
+        assert cgroup is not None
+        directories = [cgroup.path, *cgroup.extras]
+        assert _memory_limit(directories) == [300 * 1024**2]
+        await group.rolling_restart("w", service_spec=attrs.evolve(service, resources={"memory_max": "200MiB"}))
+        assert _memory_limit(directories) == [200 * 1024**2]
+        pid = group["w"].pids[0]
+        if "pids" not in {*group._run.containment.extras, *group._run.containment.enabled()}:
+            with pytest.raises(sv.ConfigError, match=r"service 'w' resources.pids_max: cannot be set here"):
+                await group.rolling_restart("w", service_spec=attrs.evolve(service, resources={"pids_max": 64}))
+            assert group["w"].pids == [pid]  # nothing stopped
+        await group.rolling_restart("w", service_spec=attrs.evolve(service, resources=None))
+        assert all(limit > 1024**4 for limit in _memory_limit(directories))  # lifted
+        assert group["w"].pids != [pid]

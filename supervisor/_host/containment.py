@@ -41,6 +41,7 @@ from .limits import LimitUnavailable, enable_controllers, lift_limits, set_limit
 __all__ = [
     "CHOICES",
     "MODES",
+    "PROBES_CGROUP",
     "ContainmentUnavailable",
     "LimitUnavailable",
     "ReplicaCgroup",
@@ -59,6 +60,7 @@ MODES = CHOICES[1:]  #: best first
 _PREFIX = "topovisor-"
 #: ends the cgroup of a replica named like a control file of its parent (v1's ``tasks``): no replica name has it
 _CLASH_SUFFIX = "@"
+PROBES_CGROUP = "@probes"  #: where exec probes run, beside the replicas' cgroups
 _FREEZE_WAIT_SECONDS = 2.0
 _EMPTY_WAIT_SECONDS = 10.0  #: after SIGKILL only a process stuck in the kernel (D state) stays longer
 #: enters each cgroup.procs file given before ``--``, then becomes the program (exit 125: could not enter)
@@ -248,6 +250,18 @@ class RunContainment:
         _check_executable(argv[0], env, cwd)
         self._entered.add(name)
         return ["/bin/sh", "-c", _ENTER_SCRIPT, "topovisor-enter", *cgroup.procs_files(), "--", *argv]
+
+    def enter_probe(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        """An exec probe's ``argv`` started in the run's probe cgroup (``@probes``: no replica has that name),
+        so that a probe's child that left its process group still ends with the run (teardown, watchdog,
+        gc), without counting as a replica's process. As is in mode marks."""
+        if self.path is None:
+            return list(argv)
+        probes = self.path / PROBES_CGROUP
+        with contextlib.suppress(FileExistsError):
+            probes.mkdir()
+        _check_executable(argv[0], env, None)
+        return ["/bin/sh", "-c", _ENTER_SCRIPT, "topovisor-enter", str(probes / "cgroup.procs"), "--", *argv]
 
     def pids(self) -> list[int]:
         return [] if self.path is None else tree_pids(self.path)

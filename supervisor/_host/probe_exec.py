@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import anyio.to_thread
@@ -32,14 +32,21 @@ _ESCAPE_ROUNDS = 5  #: kill what carries the attempt's mark, look again: new for
 _attempts = itertools.count()
 
 
-async def run_command(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> tuple[int, bytes]:
-    """Run ``argv`` to its exit: (exit status, tail of stdout+stderr).
+async def run_command(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    timeout: float,
+    *,
+    wrap: Callable[[Sequence[str], Mapping[str, str]], Sequence[str]] | None = None,
+) -> tuple[int, bytes]:
+    """Run ``argv`` to its exit: (exit status, tail of stdout+stderr); ``wrap`` makes it enter a cgroup.
 
     Raises ``TimeoutError`` after ``timeout`` seconds and ``OSError`` when it cannot start. Before this
     returns or raises, the command's process group and every descendant seen while it ran get SIGKILL,
     and the command is reaped (shielded from cancellation)."""
     mark = f"{os.getpid()}.{next(_attempts)}"
-    process = ChildProcess.spawn(argv, {**env, PROBE_ATTEMPT_ENV: mark}, None)
+    env = {**env, PROBE_ATTEMPT_ENV: mark}
+    process = ChildProcess.spawn(wrap(argv, env) if wrap is not None else argv, env, None)
     output = bytearray()
     try:
         with anyio.fail_after(timeout):

@@ -11,7 +11,7 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -212,13 +212,17 @@ class _Log:
         return CheckResult(False, f"no line matched /{self._pattern.pattern}/ yet")
 
 
+#: where an exec probe's command runs: its argv, made to enter the run's probe cgroup (``RunContainment``)
+ExecWrapper = Callable[[Sequence[str], Mapping[str, str]], Sequence[str]]
+
+
 class _Exec:
-    def __init__(self, check: ExecCheck, env: Mapping[str, str], timeout: float) -> None:
-        self.spec, self._env, self._timeout = check, env, timeout
+    def __init__(self, check: ExecCheck, env: Mapping[str, str], timeout: float, wrap: ExecWrapper | None) -> None:
+        self.spec, self._env, self._timeout, self._wrap = check, env, timeout, wrap
 
     async def check(self) -> CheckResult:
         try:
-            code, output_bytes = await run_command(self.spec.command, self._env, self._timeout)
+            code, output_bytes = await run_command(self.spec.command, self._env, self._timeout, wrap=self._wrap)
         except TimeoutError:
             return CheckResult(False, f"timed out after {self._timeout:g}s")
         except OSError as exc:
@@ -280,8 +284,10 @@ class ReadinessRunner:
         http_client: Callable[[], httpx.AsyncClient],
         budget: PollBudget | None = None,
         liveness: bool = False,
+        wrap_exec: ExecWrapper | None = None,
     ) -> None:
         self.probe = probe
+        self._wrap_exec = wrap_exec
         self._liveness = liveness
         self._attempt_timeout = probe.alive_attempt_timeout if liveness else probe.attempt_timeout
         self._budget = budget or PollBudget()
@@ -333,7 +339,7 @@ class ReadinessRunner:
         if isinstance(check, TcpCheck):
             return _Tcp(check, timeout)
         if isinstance(check, ExecCheck):
-            return _Exec(check, env, timeout)
+            return _Exec(check, env, timeout, self._wrap_exec)
         if isinstance(check, CallableCheck):
             return _Call(check.function, target, timeout)
         parts = [self._build(inner, target, env, client) for inner in check.checks]

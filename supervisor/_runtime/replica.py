@@ -10,7 +10,7 @@ import enum
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -111,6 +111,8 @@ class ReplicaHost(Protocol):
     def untrack(self, incarnation: Incarnation) -> None: ...
 
     def cgroup_of(self, replica: str) -> ReplicaCgroup | None: ...  #: where its processes are, if contained
+
+    def probe_argv(self, argv: Sequence[str], env: Mapping[str, str]) -> Sequence[str]: ...  #: an exec probe's
 
 
 class Incarnation:
@@ -384,7 +386,13 @@ class Replica:
         if plan.ready is not None:
             target = ProbeTarget(plan.name, plan.service, plan.index, process.pid, plan.host, plan.ports)
             incarnation.runner = ReadinessRunner(
-                plan.ready, target=target, stream=stream, env=env, http_client=host.http_client, budget=host.poll_budget
+                plan.ready,
+                target=target,
+                stream=stream,
+                env=env,
+                http_client=host.http_client,
+                budget=host.poll_budget,
+                wrap_exec=host.probe_argv,
             )
         self.incarnation = incarnation
         cgroup = host.cgroup_of(plan.name)
@@ -416,6 +424,7 @@ class Replica:
             env=incarnation.env,
             http_client=host.http_client,
             liveness=True,
+            wrap_exec=host.probe_argv,
         )
 
     def find_fatal_line(self, incarnation: Incarnation) -> str | None:

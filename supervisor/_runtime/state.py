@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -191,6 +191,10 @@ class RunState:
         save_record(self.run_dir, "summary.json", summary_of(self), indent=2)
 
     # ----- ReplicaHost ----------------------------------------------------------------------------
+    def probe_argv(self, argv: Sequence[str], env: Mapping[str, str]) -> Sequence[str]:
+        """An exec probe's command, started in the run's probe cgroup when the run is contained."""
+        return self.containment.enter_probe(argv, env)
+
     def cgroup_of(self, replica: str) -> ReplicaCgroup | None:
         """The replica's cgroup, when its processes were started in one."""
         return self.containment.holding(replica)

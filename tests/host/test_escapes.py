@@ -186,3 +186,18 @@ def test_auto_falls_back_to_marks_and_says_why(tmp_path: Path, runs_dir: Path) -
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
     assert "containment: marks" in result.stderr and "read-only" in result.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_exec_probe_s_escapee_dies_with_the_run(tmp_path: Path, runs_dir: Path, mode: str) -> None:
+    """A readiness probe's child that scrubbed its environment, left its session and let go of the probe's
+    output: neither mark, group nor pipe tie it to the run, but the run's probe cgroup does."""
+    pids = tmp_path / "pids"
+    probe = f"setsid env -i sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> {pids}; exit 0"
+    service = sv.Service("app", [PYTHON, "-c", "import time; time.sleep(300)"], ready=sv.ExecCheck(["sh", "-c", probe]))
+    async with sv.launch(sv.Topology("probes", [service], containment=mode), runs_dir=runs_dir) as group:
+        [child] = escaped(pids)
+        assert alive(child) and group.cgroup is not None
+        assert child in [int(p) for p in (group.cgroup / "@probes" / "cgroup.procs").read_text().split()]
+        cgroup = group.cgroup
+    assert not alive(child) and not cgroup.exists()

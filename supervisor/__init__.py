@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # the same table as _LAZY, for type checkers (a test keeps th
     from ._events import Marked as Marked
     from ._events import PhaseEnded as PhaseEnded
     from ._events import PhaseStarted as PhaseStarted
+    from ._events import PlannerDecided as PlannerDecided
+    from ._events import PlannerDone as PlannerDone
     from ._events import Ready as Ready
     from ._events import ReplicaAdded as ReplicaAdded
     from ._events import ReplicaRemoved as ReplicaRemoved
@@ -168,6 +170,8 @@ _LAZY = {
     "Phase": "_spec.model",
     "PhaseEnded": "_events",
     "PhaseStarted": "_events",
+    "PlannerDecided": "_events",
+    "PlannerDone": "_events",
     "OnChange": "_spec.model",
     "Outcome": "_runtime.runner",
     "Plan": "_plan.plan",

@@ -32,6 +32,8 @@ __all__ = [
     "Marked",
     "PhaseEnded",
     "PhaseStarted",
+    "PlannerDecided",
+    "PlannerDone",
     "Ready",
     "ReplicaAdded",
     "ReplicaRemoved",
@@ -219,6 +221,33 @@ class AutoscaleSwitched(Event):
 
     kind: ClassVar[str] = "autoscale_switched"
     enabled: bool
+
+
+@attrs.frozen(kw_only=True)
+class PlannerDecided(Event):
+    """A planner outside the run (Dynamo's, through the preset's follower) asked for new counts of several
+    services; they are scaled one after another (``ScaleStarted``/``ScaleEnded``), then ``PlannerDone``
+    says how it went. ``service`` lists the services, comma-separated; ``replica`` is empty."""
+
+    kind: ClassVar[str] = "planner_decided"
+    decision: str  #: the planner's id for it
+    source: str  #: who decided (``dynamo-planner``)
+    replicas_before: dict[str, int] = attrs.field(factory=dict, hash=False)
+    replicas_after: dict[str, int] = attrs.field(factory=dict, hash=False)  #: asked, within the bounds
+    asked: dict[str, int] = attrs.field(factory=dict, hash=False)  #: as the planner asked, before the bounds
+    again: bool = False  #: the decision before this one, taken again (its follower restarted before acknowledging)
+
+
+@attrs.frozen(kw_only=True)
+class PlannerDone(Event):
+    """A planner's decision is carried out as far as it could be; the planner may now be told so.
+    ``shortfall`` says, per service, what was not done as asked (capped to the bounds, refused, undone)."""
+
+    kind: ClassVar[str] = "planner_done"
+    decision: str
+    replicas: dict[str, int] = attrs.field(factory=dict, hash=False)  #: each service's replicas now
+    seconds: float
+    shortfall: dict[str, str] = attrs.field(factory=dict, hash=False)
 
 
 @attrs.frozen(kw_only=True)

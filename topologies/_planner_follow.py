@@ -2,11 +2,16 @@
 
 Run with the engine's Python (it imports ``dynamo._core``; nothing of topovisor): it reads each decision a
 ``VirtualConnectorCoordinator`` (the Planner in ``environment: virtual``, or anything playing it) publishes
-for ``--namespace``, caps the counts to the bounds, asks the run's control socket to ``scale`` prefill and
-decode (each answer comes once the new set is ready, or the removed replicas are down), and only then
-``complete``s the decision. A scale that is refused or undone is said (a line here; the run's ``ScaleEnded``
-event and summary carry it) and the decision completed all the same, so the Planner is never held up: it
-sees the workers actually registered. A newer decision that comes meanwhile is taken once this one is done.
+for ``--namespace``, caps the counts to the bounds, and hands the decision to the run's control socket
+(``planner_decision``): the run records it (events, summary, ``supervisor status``), scales prefill and
+decode through its own ``scale`` and answers once the new set is ready (or the removed replicas are down),
+with what fell short. Only then is the decision ``complete``d, shortfall or not, so the Planner is never
+held up: it sees the workers actually registered. A newer decision that comes meanwhile is taken once this
+one is done (the connector hands out the newest unacknowledged one).
+
+Killed mid-decision, the follower is restarted by its service's restart policy and hands the same decision
+in again: the run finishes the first hand-in whether its caller is there or not, takes the second after
+it, and scaling to the counts the services already have changes nothing.
 """
 
 from __future__ import annotations
@@ -50,10 +55,27 @@ def _say(text: str) -> None:
     print(f"planner-follow: {text}", flush=True)
 
 
-async def _scale(path: str, service: str, count: int) -> str | None:
-    """Scale through the socket; the run's error, if any."""
-    reply = await asyncio.to_thread(_ask, path, "scale", service=service, replicas=count)
-    return None if reply.get("ok") else str(reply.get("error", "refused"))
+#: a refused hand-in (the run still starting, its socket not yet there) is tried again this often
+RETRY_SECONDS = 1.0
+RETRIES = 60
+
+
+async def _hand_in(path: str, fields: dict[str, object]) -> dict[str, object]:
+    """The decision to the run; its outcome, or ``{"error": ...}`` once it kept being refused."""
+    error = "not tried"
+    for _ in range(RETRIES):
+        try:
+            reply = await asyncio.to_thread(_ask, path, "planner_decision", **fields)
+        except OSError as exc:  # the socket is not there yet, or the run is going away
+            error = f"control socket: {exc}"
+        else:
+            if reply.get("ok"):
+                result = reply.get("result")
+                return result if isinstance(result, dict) else {}
+            error = str(reply.get("error", "refused"))
+        _say(f"decision {fields['decision']}: the run answered: {error}; trying again")
+        await asyncio.sleep(RETRY_SECONDS)
+    return {"error": error}
 
 
 async def follow(args: argparse.Namespace) -> None:
@@ -66,23 +88,27 @@ async def follow(args: argparse.Namespace) -> None:
         while True:
             await client.wait()
             decision = await client.get()
-            asked = {"prefill": decision.num_prefill_workers, "decode": decision.num_decode_workers}
+            asked = {"prefill": int(decision.num_prefill_workers), "decode": int(decision.num_decode_workers)}
             bounds = {"prefill": (args.prefill_min, args.prefill_max), "decode": (args.decode_min, args.decode_max)}
             if not args.prefill:  # aggregated: the Planner's decode count is the workers'
                 asked.pop("prefill")
+            asked = {service: count for service, count in asked.items() if count >= 0}  # -1: not decided
+            counts = {service: max(bounds[service][0], min(bounds[service][1], n)) for service, n in asked.items()}
             _say(f"decision {decision.decision_id}: " + ", ".join(f"{k}={v}" for k, v in asked.items()))
-            shortfall = []
-            for service, wanted in asked.items():
-                low, high = bounds[service]
-                count = max(low, min(high, int(wanted)))
-                if count != wanted:
-                    shortfall.append(f"{service} {wanted} capped to {count} (bounds {low}-{high})")
-                error = await _scale(args.socket, service, count)
-                if error is not None:
-                    shortfall.append(f"{service} not scaled to {count}: {error}")
+            outcome = await _hand_in(
+                args.socket,
+                {
+                    "decision": int(decision.decision_id),
+                    "replicas": counts,
+                    "asked": asked,
+                    "bounds": {service: f"{bounds[service][0]}-{bounds[service][1]}" for service in counts},
+                    "source": "dynamo-planner",
+                },
+            )
             await client.complete(decision)
-            outcome = "; ".join(shortfall) if shortfall else "done"
-            _say(f"decision {decision.decision_id} completed: {outcome}")
+            shortfall = outcome.get("shortfall") or {}
+            said = "; ".join(f"{k} {v}" for k, v in shortfall.items()) if isinstance(shortfall, dict) else ""
+            _say(f"decision {decision.decision_id} completed: {outcome.get('error') or said or 'done'}")
     finally:
         runtime.shutdown()
 

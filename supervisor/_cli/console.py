@@ -25,6 +25,8 @@ from .._events import (
     GpuNotReleased,
     Marked,
     PhaseEnded,
+    PlannerDecided,
+    PlannerDone,
     Ready,
     ReplicaAdded,
     ReplicaRemoved,
@@ -103,6 +105,8 @@ class EventText:
             return _scale_line(event)
         if isinstance(event, AutoscaleDecided):
             return f"{event.service}: autoscale {event.replicas_before} -> {event.replicas_after}: {event.why}"
+        if isinstance(event, (PlannerDecided, PlannerDone)):
+            return _planner_line(event)
         if isinstance(event, AutoscaleSwitched):
             return f"{event.service}: autoscale {'resumed' if event.enabled else 'paused'}"
         if isinstance(event, (RolloutStarted, RolloutStepped, RolloutEnded)):
@@ -122,6 +126,17 @@ class EventText:
                 f"{event.waited_seconds:.1f}s after teardown"
             )
         return None
+
+
+def _planner_line(event: PlannerDecided | PlannerDone) -> str:
+    if isinstance(event, PlannerDecided):
+        moves = ", ".join(
+            f"{name} {event.replicas_before.get(name, '?')} -> {n}" for name, n in event.replicas_after.items()
+        )
+        again = " (again: its follower restarted)" if event.again else ""
+        return f"planner decision {event.decision} of {event.source}{again}: {moves or 'nothing'}"
+    short = "; ".join(f"{name} {text}" for name, text in event.shortfall.items())
+    return f"planner decision {event.decision} done in {event.seconds:.2f}s" + (f", SHORT: {short}" if short else "")
 
 
 def _scale_line(event: ScaleStarted | ScaleEnded | ReplicaAdded | ReplicaRemoved) -> str:

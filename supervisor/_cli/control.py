@@ -90,6 +90,7 @@ def status_command(call: Invocation) -> int:
         print()
         _print_table(routes)
     _print_autoscale(status.get("autoscale") or {})  # an older run sends none
+    _print_planner(status.get("planner") or {})
     return EXIT_OK
 
 
@@ -108,6 +109,21 @@ def _print_autoscale(services: dict[str, Any]) -> None:
         )  # fmt: skip
     print()
     _print_table(rows)
+
+
+def _print_planner(last: dict[str, Any]) -> None:
+    """The last outside planner decision: what it asked, what the run has now, and any shortfall."""
+    if not last:
+        return
+    before, after = last.get("from") or {}, last.get("to") or {}
+    moves = ", ".join(f"{name} {before.get(name, '?')} -> {count}" for name, count in after.items()) or "nothing"
+    print(f"\nplanner decision {last.get('decision')} ({last.get('source')}): {moves}", end="")
+    if last.get("under_way"):
+        print(": under way")
+        return
+    print(f": done in {last.get('seconds') or 0:.2f}s")
+    for name, text in (last.get("shortfall") or {}).items():
+        print(f"  shortfall: {name} {text}")
 
 
 def _print_table(rows: list[list[str]]) -> None:

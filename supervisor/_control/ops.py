@@ -236,6 +236,14 @@ OPERATIONS: dict[str, Operation] = {
     "stop": Operation(_stop, {"name": Param(str, required=False)}, shielded=True),
     "scale": _method("scale", "service", replicas=Param(int)),
     "autoscale": _method("autoscale", "service", enabled=Param(bool)),
+    "planner_decision": _method(
+        "planner_decision",
+        decision=Param((str, int)),
+        replicas=Param(dict),
+        asked=Param(dict, required=False),
+        bounds=Param(dict, required=False),
+        source=Param(str, required=False),
+    ),
     "rolling_restart": _method(
         "rolling_restart",
         "service",
@@ -298,12 +306,19 @@ def status_of(group: ControlledRun) -> dict[str, Any]:
         "ready_seconds": None if group.ready_at is None else group.ready_at - group.started_at,
         "services": {s.name: _service_status(s, redact, now, wall) for s in group.services},
         "autoscale": _autoscale_status(group),
+        "planner": _planner_status(group),
     }
 
 
 def _autoscale_status(group: ControlledRun) -> dict[str, Any]:
     """Per autoscaled service, its autoscaler's state; empty from a group that has none."""
     status = getattr(group, "autoscale_status", None)
+    return status() if callable(status) else {}
+
+
+def _planner_status(group: ControlledRun) -> dict[str, Any]:
+    """The last outside planner decision and its outcome; empty before any, or from a group that has none."""
+    status = getattr(group, "planner_status", None)
     return status() if callable(status) else {}
 
 

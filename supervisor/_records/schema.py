@@ -187,7 +187,9 @@ class OperationOutcome:
     """One live operation on the run, from its events: a scale or a rolling restart (also one that a
     dependent's ``on_change: restart`` ran), refused, undone or stopped when ``error`` is set."""
 
-    kind: str = ""  #: scale | rolling_restart | autoscale (a decision, ended by the scale that carried it out)
+    #: scale | rolling_restart | autoscale (a decision, ended by the scale that carried it out) | planner (an
+    #: outside planner's decision, one record per service it scaled; ``error``: its shortfall there)
+    kind: str = ""
     service: str = ""
     at_seconds: float | None = None  #: when it began, from the run's start
     seconds: float | None = None  #: how long it took (None: still under way)
@@ -200,6 +202,7 @@ class OperationOutcome:
     rolled_back: list[str] = attrs.Factory(list)
     left_failed: list[str] = attrs.Factory(list)
     reason: str | None = None  #: an autoscale decision: why (the metric and its value), redacted
+    decision: str | None = None  #: a planner's decision: its id
 
 
 @attrs.define

@@ -1,6 +1,7 @@
 """The live operations of a run for its summary: each scale and rolling restart, paired from its started and
 ended events (``ScaleStarted``/``ScaleEnded``, ``RolloutStarted``/``RolloutEnded``), and each autoscale
-decision (``AutoscaleDecided``) with the outcome of the scale that carried it out. Pure, like
+decision (``AutoscaleDecided``) with the outcome of the scale that carried it out, and each outside planner's
+decision (``PlannerDecided``/``PlannerDone``), one record per service it scaled. Pure, like
 ``_records.summary``: events in, records out.
 """
 
@@ -8,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .._events import AutoscaleDecided, Event, RolloutEnded, RolloutStarted, ScaleEnded, ScaleStarted
+from .._events import (
+    AutoscaleDecided,
+    Event,
+    PlannerDecided,
+    PlannerDone,
+    RolloutEnded,
+    RolloutStarted,
+    ScaleEnded,
+    ScaleStarted,
+)
 from .schema import OperationOutcome
 
 __all__ = ["operations_of"]
@@ -24,7 +34,9 @@ def operations_of(
     open_ones: dict[tuple[str, str], OperationOutcome] = {}  #: (kind, service) -> under way
     for event in events:
         at = event.monotonic - started_at
-        if isinstance(event, AutoscaleDecided):
+        if isinstance(event, (PlannerDecided, PlannerDone)):
+            operations += _planner(event, open_ones, at, redact)
+        elif isinstance(event, AutoscaleDecided):
             decision = OperationOutcome(
                 kind="autoscale",
                 service=event.service,
@@ -63,6 +75,39 @@ def operations_of(
                 operations.append(began)
             _ended(began, event, redact)
     return operations
+
+
+def _planner(
+    event: PlannerDecided | PlannerDone,
+    open_ones: dict[tuple[str, str], OperationOutcome],
+    at: float,
+    redact: Callable[[str], str],
+) -> list[OperationOutcome]:
+    """A decision opens one record per service (returned); its end closes them, with each one's shortfall."""
+    if isinstance(event, PlannerDecided):
+        why = f"decision {event.decision} of {event.source}" + (", again" if event.again else "")
+        began = []
+        for service, count in event.replicas_after.items():
+            record = OperationOutcome(
+                kind="planner",
+                service=service,
+                at_seconds=at,
+                replicas_before=event.replicas_before.get(service),
+                replicas_after=count,
+                reason=redact(why),
+                decision=event.decision,
+            )
+            open_ones[("planner", service)] = record
+            began.append(record)
+        return began
+    for service, count in event.replicas.items():
+        ended = open_ones.get(("planner", service))
+        if ended is not None and ended.decision == event.decision:
+            del open_ones[("planner", service)]
+            ended.seconds, ended.replicas_after = event.seconds, count
+            shortfall = event.shortfall.get(service)
+            ended.error = None if shortfall is None else redact(shortfall)
+    return []
 
 
 def _ended(operation: OperationOutcome, event: ScaleEnded | RolloutEnded, redact: Callable[[str], str]) -> None:

@@ -66,6 +66,10 @@ def _operation(operation: OperationOutcome) -> str:
         to = _count(operation.replicas_after)
         what = f"autoscale {operation.service} {_count(operation.replicas_before)} -> {to}"
         done = [operation.reason] if operation.reason else []
+    elif operation.kind == "planner":
+        to = _count(operation.replicas_after)
+        what = f"planner {operation.service} {_count(operation.replicas_before)} -> {to}"
+        done = [operation.reason] if operation.reason else []
     else:
         what = f"rolling restart {operation.service}"
         done = [f"rolled {', '.join(operation.rolled)}"] if operation.rolled else []
@@ -76,7 +80,7 @@ def _operation(operation: OperationOutcome) -> str:
     else:
         done.append(_seconds(operation.seconds))
     if operation.error is not None:
-        done.append(f"failed: {operation.error}")
+        done.append(f"{'short' if operation.kind == 'planner' else 'failed'}: {operation.error}")
     return f"{what}: {'; '.join(done)}"
 
 

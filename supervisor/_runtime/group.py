@@ -342,6 +342,29 @@ class RunningTopology:
 
         return autoscale_status(self._run)
 
+    async def planner_decision(
+        self,
+        *,
+        decision: str | int,
+        replicas: Mapping[str, int],
+        asked: Mapping[str, int] | None = None,
+        bounds: Mapping[str, str] | None = None,
+        source: str = "planner",
+    ) -> dict[str, Any]:
+        """Carry out an outside planner's decision (Dynamo's, through the preset's follower): each service
+        of ``replicas`` scaled to its count, one after another; returns the counts now and the shortfall
+        per service (``asked`` beyond ``bounds``, a scale refused or undone), once it is over. Recorded as
+        ``PlannerDecided``/``PlannerDone``; decisions go one at a time. See ``_runtime.decisions``."""
+        from .decisions import carry_out
+
+        return await carry_out(
+            self._run, decision=decision, replicas=replicas, asked=asked, bounds=bounds, source=source
+        )
+
+    def planner_status(self) -> dict[str, Any]:
+        """The last planner decision and its outcome (``under_way`` until it is over); empty before any."""
+        return self._run.planner_decisions.to_json()
+
     def kill_now(self) -> None:
         """SIGKILL every process of the run at once (the second Ctrl-C)."""
         _group_stop.kill_now(self._run)

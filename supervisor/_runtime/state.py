@@ -30,6 +30,7 @@ from .._records.paths import private_dirs
 from .._records.record import save_record
 from .autoscale_policy import AutoscaleState
 from .conditions import StartConditions
+from .decision_log import DecisionLog
 from .replica import Incarnation, Replica, ServiceHandle
 from .resources import ResourceSampler
 from .run_phase import RunPhase, check_phase_change
@@ -113,6 +114,7 @@ class RunState:
         self.retired: list[Replica] = []  #: scaled away; kept for the final sweep and a kill
         self.ports: PortAllocator | None = None  #: for replicas added while the run goes on
         self.autoscaling: dict[str, AutoscaleState] = {}  #: the services with ``autoscale:``, once ready
+        self.planner_decisions = DecisionLog()  #: an outside planner's decisions (``planner_decision``)
         self.stopping = False  #: the teardown began: nothing new is spawned
         self.kill_requested = False  #: the second Ctrl-C: SIGKILL instead of the stop signal
         self.teardown_began = anyio.Event()  #: as ``stopping`` turns true: live operations are cut short

@@ -208,6 +208,10 @@ def test_below_out_of_range_is_a_config_error() -> None:
         ({"served_model_name": "/abs"}, "Dynamo cannot serve a name starting with '/'"),
         # replicas is the common var's synonym for decode: both, differing, was decided silently for replicas
         ({"replicas": 3, "decode": 2}, "var 'replicas': replicas=3 is a synonym for decode, which is 2"),
+        ({"planner": "auto"}, "var 'planner': unknown mode 'auto' (one of: off, follow)"),
+        # measured: Dynamo 1.6.1's Planner does not import where the engines are installed
+        ({"planner": "run"}, "run is not supported: Dynamo 1.6.1's Planner (python -m dynamo.planner) fails at import"),
+        ({"planner": "follow", "discovery": "file"}, "the Planner's decisions travel through etcd"),
     ],
 )
 def test_bad_vars_are_config_errors(kwargs: dict[str, object], message: str) -> None:

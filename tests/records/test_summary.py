@@ -12,6 +12,8 @@ from supervisor._events import (
     Exited,
     Failed,
     PhaseEnded,
+    PlannerDecided,
+    PlannerDone,
     Ready,
     ReplicaRemoved,
     RolloutEnded,
@@ -414,4 +416,25 @@ def test_a_rollout_refused_before_it_began_is_an_operation_too() -> None:
     assert under_way.seconds is None and render_operations([under_way]) == [
         "operations:",
         "  @5.00s  scale w 1 -> 3: under way",
+    ]
+
+
+def test_a_planner_decision_is_one_operation_per_service_with_its_shortfall() -> None:
+    decided = PlannerDecided(
+        replica="", service="prefill,decode", decision="3", source="dynamo-planner", monotonic=T0 + 2,
+        replicas_before={"prefill": 1, "decode": 1}, replicas_after={"prefill": 1, "decode": 2},
+        asked={"prefill": 1, "decode": 5},
+    )  # fmt: skip
+    done = PlannerDone(
+        replica="", service="prefill,decode", decision="3", seconds=1.5, monotonic=T0 + 3.5,
+        replicas={"prefill": 1, "decode": 2}, shortfall={"decode": "asked 5, capped to 2 (bounds 1-2)"},
+    )  # fmt: skip
+    operations = operations_of([decided, done], started_at=T0)
+    assert [(o.kind, o.service, o.decision, o.seconds, o.error) for o in operations] == [
+        ("planner", "prefill", "3", 1.5, None),
+        ("planner", "decode", "3", 1.5, "asked 5, capped to 2 (bounds 1-2)"),
+    ]
+    assert render_operations(operations, quiet=True) == [
+        "operations:",
+        "  @2.00s  planner decode 1 -> 2: decision 3 of dynamo-planner; 1.50s; short: asked 5, capped to 2 (bounds 1-2)",
     ]

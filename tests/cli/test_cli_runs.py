@@ -229,7 +229,7 @@ def test_one_table_builds_the_parser_and_dispatches_every_command(
     runs' commands in this process through the same dispatcher as ``run`` (exit 2 for an unknown run)."""
     names = [command.name for command in COMMANDS]
     assert names == ["run", "validate", "sbatch", "graph", "ps", "stop", "gc", "logs", "env", "status",
-                     "restart", "scale", "sweep", "ab", "report", "gpus"]  # fmt: skip
+                     "restart", "scale", "autoscale", "sweep", "ab", "report", "gpus"]  # fmt: skip
     choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert list(choices) == names
     for command in COMMANDS:

@@ -193,8 +193,8 @@ async def test_an_exec_probe_s_escapee_dies_with_the_run(tmp_path: Path, runs_di
     """A readiness probe's child that scrubbed its environment, left its session and let go of the probe's
     output: neither mark, group nor pipe tie it to the run, but the run's probe cgroup does."""
     pids = tmp_path / "pids"
-    probe = f"setsid env -i sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> {pids}; exit 0"
-    service = sv.Service("app", [PYTHON, "-c", "import time; time.sleep(300)"], ready=sv.ExecCheck(["sh", "-c", probe]))
+    probe = sv.ExecCheck([PYTHON, str(PROGRAMS / "probe_escapee.py"), "--pids", str(pids)])
+    service = sv.Service("app", [PYTHON, "-c", "import time; time.sleep(300)"], ready=probe)
     async with sv.launch(sv.Topology("probes", [service], containment=mode), runs_dir=runs_dir) as group:
         [child] = escaped(pids)
         assert alive(child) and group.cgroup is not None

@@ -47,8 +47,11 @@ def sweep_command(call: Invocation) -> int:
 
     args = call.args
     if args.resume is not None:
-        if args.file or args.vary or call.command or args.warmup:
-            raise ConfigError("--resume SWEEP runs what the sweep recorded: no FILE, --vary, --warmup or -- CMD")
+        if args.file or args.vary or call.command or args.warmup or args.slurm:
+            raise ConfigError(
+                "--resume SWEEP runs what the sweep recorded (on Slurm if it was): no FILE, --vary, --warmup, "
+                "--slurm or -- CMD"
+            )
         result = anyio.run(
             lambda: sweep(
                 resume=args.resume,
@@ -69,7 +72,7 @@ def sweep_command(call: Invocation) -> int:
         lambda: sweep(
             args.file, command=call.command, vary=vary, sets=parse_overrides(args.overrides), trials=args.trials,
             order=args.order, seed=args.seed, runs_dir=args.runs_dir, fail_fast=args.fail_fast, warmup=warmup,
-            gpus=args.gpus, stop_stale=args.stop_stale, say=call.voice.say, on_start=_print_id,
+            gpus=args.gpus, stop_stale=args.stop_stale, slurm=args.slurm, say=call.voice.say, on_start=_print_id,
         )
     )  # fmt: skip
     return _finish(result)
@@ -98,7 +101,7 @@ def ab_command(call: Invocation) -> int:
             args.files[0], second, command=call.command, a_sets=parse_overrides(args.a), b_sets=parse_overrides(args.b),
             sets=parse_overrides(args.overrides), trials=args.trials, order=args.order, seed=args.seed,
             runs_dir=args.runs_dir, fail_fast=args.fail_fast, warmup=parse_warmup(args.warmup), gpus=args.gpus,
-            stop_stale=args.stop_stale, say=call.voice.say, on_start=_print_id,
+            stop_stale=args.stop_stale, slurm=args.slurm, say=call.voice.say, on_start=_print_id,
         )
     )  # fmt: skip
     return _finish(result)

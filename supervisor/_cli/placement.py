@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from .._plan.placement import placeholder_nodes
 from .._plan.plan import Plan, ReplicaPlan
 from .._spec.cluster import MAX_NODES
-from .._spec.model import Topology
-from .._spec.placement import ClusterNode
 
-__all__ = ["node_count", "placement_lines", "planning_nodes", "where_it_runs"]
+__all__ = ["node_count", "placement_lines", "where_it_runs"]
 
 
 def node_count(text: str) -> int:
@@ -26,15 +23,6 @@ def node_count(text: str) -> int:
     if not 1 <= count <= MAX_NODES:
         raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_NODES}, got {count}")
     return count
-
-
-def planning_nodes(topology: Topology) -> tuple[ClusterNode, ...] | None:
-    """Placeholder nodes for planning without an allocation, when the topology has a cluster."""
-    slurm = topology.cluster.slurm if topology.cluster is not None else None
-    count = slurm.nodes if slurm is not None else None
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_NODES:
-        return None  # no cluster, or a bad count that planning reports
-    return placeholder_nodes(count)
 
 
 def where_it_runs(replica: ReplicaPlan) -> str:

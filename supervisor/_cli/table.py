@@ -97,6 +97,16 @@ def _sbatch_arguments(parser: argparse.ArgumentParser) -> None:
     _file(parser)
     parser.set_defaults(slurm=True)
     add_sbatch_arguments(parser)
+    sweep = parser.add_argument_group("a sweep's script (the job runs supervisor sweep FILE --slurm ... -- CMD)")
+    sweep.add_argument(
+        "--vary", action="append", default=[], metavar="KEY=V1,V2",
+        help="an arm per value, as supervisor sweep's; every trial runs in the batch job",
+    )  # fmt: skip
+    sweep.add_argument("--trials", type=_positive, metavar="N", help="trials of each arm (default 1)")
+    sweep.add_argument("--order", metavar="ORDER", help="ABBA (default), ABAB, random, or a pattern of arm letters")
+    sweep.add_argument("--seed", type=int, metavar="N", help="with --order random: the shuffle's seed")
+    sweep.add_argument("--fail-fast", action="store_true", help="stop at the first failed trial")
+    sweep.add_argument("--warmup", metavar="'CMD ARGS'", help="run this once all are ready, before the window")
 
 
 def _graph_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +205,10 @@ def _trial_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stop-stale", action="store_true",
         help="stop what runs whose supervisor died left on the sweep's GPUs (through their records, as gc --yes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--slurm", action="store_true",
+        help="run every trial in one Slurm allocation (cluster: {slurm: {}} where a file has none), taken once",
     )  # fmt: skip
     parser.epilog = (
         "each trial is a fresh launch; CMD runs once all are ready, with the same templates and TOPOVISOR_* "

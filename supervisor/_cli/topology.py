@@ -24,13 +24,14 @@ import attrs
 from .._errors import ConfigError, SupervisorError
 from .._host.signals import hold_signals
 from .._marks import CONTAINMENT_ENV
+from .._plan.placement import planning_nodes
 from .._plan.plan import Plan, fill_command, make_plan
 from .._spec.cluster import placement_notes, with_slurm
 from .._spec.load import load
 from . import command as _cmd
 from .context import Invocation
 from .detach import detach, let_stop_signals_in, notify, output_to_run_dir
-from .placement import placement_lines, planning_nodes, where_it_runs
+from .placement import placement_lines, where_it_runs
 from .table import parse_overrides
 
 if TYPE_CHECKING:  # the runtime loads once the first replicas run (``run``): a fast start is the point
@@ -140,11 +141,18 @@ def graph_command(call: Invocation) -> int:
 
 
 def sbatch_command(call: Invocation) -> int:
-    """Engines may exist only on the compute nodes: not looked for here."""
-    from .sbatch import write_sbatch
+    """Engines may exist only on the compute nodes: not looked for here. With ``--vary``: a sweep's script."""
+    from .sbatch import sweep_flags, sweep_plans, write_sbatch
 
+    overrides = parse_overrides(call.args.overrides)
+    sweep = sweep_flags(call.args)
+    if sweep is not None:
+        if not call.command:
+            raise ConfigError("sbatch FILE --vary ...: no client command: give it after -- (CMD ARGS)")
+        plans, sets = sweep_plans(call.args, call.command, overrides)
+        return write_sbatch(call.args, call.command, plans, sets, sweep)
     plan = plan_invocation(call, check_executables=False).plan
-    return write_sbatch(call.args, call.command, plan, parse_overrides(call.args.overrides))
+    return write_sbatch(call.args, call.command, plan, overrides)
 
 
 def _show_command(

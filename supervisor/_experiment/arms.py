@@ -19,6 +19,7 @@ from .._errors import ConfigError
 if TYPE_CHECKING:
     from .._host.gpu_inventory import GpuInventory
     from .._plan.plan import Plan
+    from .._spec.model import Topology
 
 __all__ = [
     "TRIAL_DIR_TEMPLATE",
@@ -28,6 +29,7 @@ __all__ = [
     "arms_from_vary",
     "check_arms",
     "fill_trial_dir",
+    "load_arm",
     "parse_warmup",
 ]
 
@@ -141,6 +143,16 @@ def fill_trial_dir(argv: Sequence[str], trial_dir: Path) -> list[str]:
     return [arg.replace(TRIAL_DIR_TEMPLATE, str(trial_dir)) for arg in argv]
 
 
+def load_arm(arm: Arm, *, slurm: bool = False) -> Topology:
+    """The arm's topology; ``slurm`` (a sweep on Slurm): with ``cluster: {slurm: {}}`` where its file has
+    none, as ``run --slurm`` does."""
+    from .._spec.cluster import with_slurm
+    from .._spec.load import load
+
+    topology = load(arm.file, overrides=arm.overrides)
+    return with_slurm(topology) if slurm else topology
+
+
 def check_arms(
     arms: Sequence[Arm],
     command: Sequence[str],
@@ -148,17 +160,37 @@ def check_arms(
     *,
     warmup: Sequence[str] = (),
     gpus: GpuInventory | None = None,
+    slurm: bool = False,
+    check_executables: bool = True,
 ) -> list[Plan]:
     """Load and plan every arm, and fill the client's (and warm-up's) templates against each plan: every
-    problem of every arm in one ``ConfigError``, before anything starts. Returns the arms' plans."""
+    problem of every arm in one ``ConfigError``, before anything starts. Returns the arms' plans.
+
+    On Slurm (``slurm``, or an arm's file has ``cluster: {slurm: ...}``) every arm is, and each is planned
+    on placeholder nodes, as ``validate --slurm`` does: the allocation is taken only once all arms passed.
+    ``check_executables`` False: the engines may exist only on the compute nodes (``sbatch``)."""
+    from .._plan.placement import planning_nodes
     from .._plan.plan import fill_command, make_plan
+    from .._spec.cluster import with_slurm
     from .._spec.load import load
 
     problems: list[str] = []
-    plans: list[Plan] = []
+    loaded: list[tuple[Arm, Topology]] = []
     for arm in arms:
         try:
-            plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir, gpus=gpus)
+            loaded.append((arm, load(arm.file, overrides=arm.overrides)))
+        except ConfigError as exc:
+            problems.extend(f"arm {arm.label}: {p}" for p in exc.problems)
+    slurm = slurm or any(t.cluster is not None and t.cluster.slurm is not None for _, t in loaded)
+    plans: list[Plan] = []
+    for arm, topology in loaded:
+        try:
+            if slurm:
+                topology = with_slurm(topology)
+            plan = make_plan(
+                topology, runs_dir=runs_dir, gpus=gpus, nodes=planning_nodes(topology),
+                check_executables=check_executables,
+            )  # fmt: skip
             fill_command(fill_trial_dir(command, plan.run_dir / "trial"), plan)
             plan.client_env()
             plans.append(plan)

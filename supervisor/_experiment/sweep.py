@@ -17,6 +17,7 @@ from .._errors import ConfigError
 from .arms import Arm, arms_from_files, arms_from_sets, arms_from_vary, check_arms, empty_vary
 from .gpus_free import clear_gpus
 from .live import SweepProgress, format_left
+from .on_slurm import sweep_allocation, sweep_cluster
 from .order import trial_order
 from .report import report_data, report_text
 from .results import SweepDir, find_sweep, new_sweep_id
@@ -24,6 +25,8 @@ from .trial import run_trial
 
 if TYPE_CHECKING:
     from .._host.gpu_inventory import GpuInventory
+    from .._host.slurm_alloc import SlurmAllocation
+    from .._spec.model import SlurmCluster
 
 __all__ = ["SweepResult", "ab", "read_sweep", "sweep"]
 
@@ -74,6 +77,7 @@ async def sweep(
     warmup: Sequence[str] = (),
     gpus: GpuInventory | str | None = None,
     stop_stale: bool = False,
+    slurm: bool = False,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
     _arms: Sequence[Arm] | None = None,
@@ -86,7 +90,9 @@ async def sweep(
     ``resume``: a sweep's id (or folder): run only its trials not yet done. Bad input, or a GPU the arms
     plan on held by a process (``stop_stale``: stop those of runs whose supervisor died), raises
     ``ConfigError`` before anything starts; a trial that failed is a row with ``status`` failed.
-    ``say`` hears each trial begin and end, ``on_start`` the sweep's id before the first trial."""
+    ``say`` hears each trial begin and end, ``on_start`` the sweep's id before the first trial.
+    ``slurm`` (also when an arm's file has ``cluster: {slurm: ...}``): every trial in one Slurm allocation,
+    taken before the first trial and cancelled after the last (``_experiment.on_slurm``)."""
     node = _inventory(gpus)
     if resume is not None:
         return await _resume(resume, runs_dir, fail_fast, node, stop_stale, say, on_start)
@@ -109,12 +115,14 @@ async def sweep(
         except ConfigError as exc:
             problems += exc.problems
         try:
-            plans = check_arms(arms, command, None if runs_dir is None else str(runs_dir), warmup=warmup, gpus=node)
+            runs = None if runs_dir is None else str(runs_dir)
+            plans = check_arms(arms, command, runs, warmup=warmup, gpus=node, slurm=slurm)
         except ConfigError as exc:
             problems += exc.problems
     if problems or not plans:
         raise ConfigError(problems or ["no arm to run"])
     await clear_gpus(plans, node, stop_stale=stop_stale, say=say)
+    cluster = sweep_cluster(plans)
     folder = SweepDir(plans[0].run_dir.parent / "sweeps" / new_sweep_id())
     folder.write_spec(
         {
@@ -123,10 +131,10 @@ async def sweep(
             "trials": trials, "order": order, "seed": seed, "sequence": sequence, "command": list(command),
             "warmup": list(warmup), "gpus": gpus if isinstance(gpus, str) else None,
             "runs_dir": None if runs_dir is None else str(Path(runs_dir).absolute()),
-            "options": {"fail_fast": fail_fast}, "provenance": _provenance(arms),
+            "options": {"fail_fast": fail_fast}, "provenance": _provenance(arms), "slurm": cluster is not None,
         }
     )  # fmt: skip
-    return await _run(folder, fail_fast, node, say, on_start)
+    return await _run(folder, fail_fast, node, say, on_start, cluster)
 
 
 async def ab(
@@ -145,6 +153,7 @@ async def ab(
     warmup: Sequence[str] = (),
     gpus: GpuInventory | str | None = None,
     stop_stale: bool = False,
+    slurm: bool = False,
     say: Say | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> SweepResult:
@@ -160,7 +169,7 @@ async def ab(
         arms = arms_from_sets(str(a), groups, shared)
     return await sweep(
         command=command, trials=trials, order=order, seed=seed, runs_dir=runs_dir, fail_fast=fail_fast, warmup=warmup,
-        gpus=gpus, stop_stale=stop_stale, say=say, on_start=on_start, _arms=arms,
+        gpus=gpus, stop_stale=stop_stale, slurm=slurm, say=say, on_start=on_start, _arms=arms,
     )  # fmt: skip
 
 
@@ -183,9 +192,13 @@ async def _resume(
     if node is None and spec.get("gpus"):  # the simulated node it was planned on
         node = _inventory(spec["gpus"])
     arms = [Arm.from_json(a) for a in spec["arms"]]
-    plans = check_arms(arms, spec["command"], spec["runs_dir"], warmup=spec.get("warmup", []), gpus=node)
+    plans = check_arms(
+        arms, spec["command"], spec["runs_dir"], warmup=spec.get("warmup", []), gpus=node,
+        slurm=bool(spec.get("slurm")),
+    )  # fmt: skip
     await clear_gpus(plans, node, stop_stale=stop_stale, say=say)
-    return await _run(folder, fail_fast or bool(spec["options"].get("fail_fast")), node, say, on_start)
+    fail_fast = fail_fast or bool(spec["options"].get("fail_fast"))
+    return await _run(folder, fail_fast, node, say, on_start, sweep_cluster(plans))
 
 
 async def _run(
@@ -194,6 +207,7 @@ async def _run(
     node: GpuInventory | None,
     say: Say | None,
     on_start: Callable[[str], None] | None,
+    cluster: SlurmCluster | None = None,
 ) -> SweepResult:
     spec = folder.read_spec()
     if on_start is not None:
@@ -201,33 +215,54 @@ async def _run(
     arms = [Arm.from_json(a) for a in spec["arms"]]
     sequence: list[int] = spec["sequence"]
     done = folder.done()
-    provenance = spec["provenance"]
     progress = SweepProgress(folder.sweep_id, folder.path, len(sequence), len(done))
+    if len(done) >= len(sequence):
+        cluster = None  # nothing left to run: no allocation to wait for
     try:
-        for position, index in enumerate(sequence, start=1):
-            if position in done:
-                continue
-            arm = arms[index]
-            which = f"trial {position} of {len(sequence)} (arm {arm.label})"
-            progress.begin(position, arm.label)
-            if say is not None:
-                left = progress.seconds_left()
-                say(which + ("" if left is None else f", {format_left(left)}"))
-            row = await run_trial(
-                arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"],
-                f"sweep {folder.sweep_id}", warmup=spec.get("warmup", []), gpus=node,
-            )  # fmt: skip
-            row.update(provenance.get(arm.label, {}))
-            folder.add_row(row)
-            progress.end()
-            if say is not None:
-                ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
-                say(f"{which}: run {row['run_id']} {ending}")
-            if fail_fast and row["status"] != "ok":
-                break
+        async with sweep_allocation(cluster, folder.sweep_id, folder.path) as allocation:
+            if allocation is not None and say is not None:  # only one we took has a name
+                whose = "ours, cancelled after the last trial" if allocation.name else "the caller's, left as it is"
+                on = ",".join(member.name for member in allocation.nodes)
+                say(f"Slurm job {allocation.job_id} ({whose}) on {on}: every trial runs in it")
+            for position, index in enumerate(sequence, start=1):
+                if position in done:
+                    continue
+                row = await _trial(folder, spec, arms[index], position, progress, node, say, allocation)
+                if fail_fast and row["status"] != "ok":
+                    break
     finally:
         progress.close()
     return _result(folder)
+
+
+async def _trial(
+    folder: SweepDir,
+    spec: dict[str, Any],
+    arm: Arm,
+    position: int,
+    progress: SweepProgress,
+    node: GpuInventory | None,
+    say: Say | None,
+    allocation: SlurmAllocation | None,
+) -> dict[str, Any]:
+    """One trial of the sweep, its row recorded as soon as it ended."""
+    planned = len(spec["sequence"])
+    which = f"trial {position} of {planned} (arm {arm.label})"
+    progress.begin(position, arm.label)
+    if say is not None:
+        left = progress.seconds_left()
+        say(which + ("" if left is None else f", {format_left(left)}"))
+    row = await run_trial(
+        arm, position, spec["command"], folder.trial_dir(position), spec["runs_dir"], f"sweep {folder.sweep_id}",
+        warmup=spec.get("warmup", []), gpus=node, allocation=allocation,
+    )  # fmt: skip
+    row.update(spec["provenance"].get(arm.label, {}))
+    folder.add_row(row)
+    progress.end()
+    if say is not None:
+        ending = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
+        say(f"{which}: run {row['run_id']} {ending}")
+    return row
 
 
 def _result(folder: SweepDir) -> SweepResult:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ServiceFailed, SupervisorError
 from .._marks import RUN_ID_ENV
-from .arms import Arm, fill_trial_dir
+from .arms import Arm, fill_trial_dir, load_arm
 from .client import run_client, tail
 from .client_figures import client_figures
 from .provenance import trial_provenance
@@ -22,6 +22,7 @@ from .server_counters import EndpointFile, counter_deltas
 
 if TYPE_CHECKING:
     from .._host.gpu_inventory import GpuInventory
+    from .._host.slurm_alloc import SlurmAllocation
     from .._runtime.group import RunningTopology
 
 __all__ = ["TRIAL_DIR_ENV", "LeftBehind", "run_trial"]
@@ -43,20 +44,22 @@ async def run_trial(
     *,
     warmup: Sequence[str] = (),
     gpus: GpuInventory | None = None,
+    allocation: SlurmAllocation | None = None,
 ) -> dict[str, Any]:
     """The trial's row: ``status`` ok or failed (``error`` says why); raises ``LeftBehind`` when the
     run's summary does not verify that nothing is left. ``warmup`` (an argv with the client's templates)
     runs to its end before the window; its exit other than 0 fails the trial and the client never runs.
-    ``gpus``: the inventory the trial is planned and checked against (None: NVML where the plan has GPUs)."""
-    from .._plan.plan import fill_command, make_plan
+    ``gpus``: the inventory the trial is planned and checked against (None: NVML where the plan has GPUs).
+    ``allocation``: the sweep's Slurm allocation, lent (the trial is planned on its nodes, as a run inside
+    it would be, and leaves it as it found it)."""
+    from .._plan.plan import fill_command, plan_in
     from .._records.summary import read_summary
-    from .._runtime.runner import launch
-    from .._spec.load import load
+    from .._runtime.runner import launch_prepared
 
     if trial_dir.exists():  # a trial redone after a kill: none of the half-done one's files may be read
         shutil.rmtree(trial_dir)  # (its run dir stays, where the runs are: only the link to it goes)
     trial_dir.mkdir(parents=True)
-    plan = make_plan(load(arm.file, overrides=arm.overrides), runs_dir=runs_dir, gpus=gpus)
+    plan = plan_in(load_arm(arm, slurm=allocation is not None), allocation, runs_dir=runs_dir, gpus=gpus)
     argv = fill_command(fill_trial_dir(command, trial_dir), plan)
     warmup_argv = fill_command(fill_trial_dir(warmup, trial_dir), plan) if warmup else []
     env = {**os.environ, **plan.client_env(), RUN_ID_ENV: plan.run_id, TRIAL_DIR_ENV: str(trial_dir)}
@@ -72,7 +75,7 @@ async def run_trial(
     error: str | None = None
     warmed: dict[str, Any] = {}
     try:
-        async with launch(plan, gpus=gpus) as group:
+        async with launch_prepared(plan, gpus=gpus, allocation=allocation) as group:
             if warmup_argv:
                 warmup_code, warmup_seconds = await run_client(warmup_argv, env, trial_dir, "warmup")
                 warmed = {"warmup_exit": warmup_code, "warmup_seconds": warmup_seconds}

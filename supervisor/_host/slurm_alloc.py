@@ -157,6 +157,11 @@ class SlurmAllocation:
                 cancel_job(job_id, env, name=name)
             raise
 
+    def borrowed(self) -> SlurmAllocation:
+        """The same job lent to a run inside something longer (a sweep's trials): the run places its steps
+        there and leaves the job to the lender, which releases it (``owned`` False)."""
+        return attrs.evolve(self, owned=False)
+
     def release(self, env: Mapping[str, str] | None = None) -> None:
         """Cancel the allocation if we made it; one we run inside stays, for whoever made it."""
         if self.owned:

@@ -23,7 +23,7 @@ import random
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-from .._spec.cluster import placed
+from .._spec.cluster import MAX_NODES, placed
 from .._spec.model import PortSpec, Topology
 from .._spec.placement import ClusterNode, ReplicaPlacement
 from .ports import PortAllocator
@@ -34,6 +34,7 @@ __all__ = [
     "assign_nodes",
     "gpus_per_node_needed",
     "placeholder_nodes",
+    "planning_nodes",
     "replica_placement",
     "task_templates",
 ]
@@ -48,6 +49,15 @@ NodeSets = dict[str, list[tuple[ClusterNode, ...] | None]]  #: service -> per re
 def placeholder_nodes(count: int) -> tuple[ClusterNode, ...]:
     """Nodes ``node0 .. node{count-1}`` (each its own address): planning without an allocation."""
     return tuple(ClusterNode(f"node{i}", f"node{i}") for i in range(count))
+
+
+def planning_nodes(topology: Topology) -> tuple[ClusterNode, ...] | None:
+    """Placeholder nodes for planning without an allocation, when the topology has a cluster."""
+    slurm = topology.cluster.slurm if topology.cluster is not None else None
+    count = slurm.nodes if slurm is not None else None
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_NODES:
+        return None  # no cluster, or a bad count that planning reports
+    return placeholder_nodes(count)
 
 
 def assign_nodes(

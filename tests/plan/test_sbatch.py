@@ -258,3 +258,53 @@ def test_submit_of_a_written_file_and_a_refusal(
     call = json.loads((tmp_path / "call.json").read_text())
     assert call["argv"] == ["--parsable", str(target)] and call["stdin"] == ""
     assert target.read_text().startswith("#!/bin/bash\n")
+
+
+SPREAD = """
+name: spread
+vars: {span: 1}
+services:
+  web: {command: [sleep, "100"], replicas: 2, placement: {nodes: "${span}"}, gpus: 2, stop: {grace: 20s}}
+"""
+
+
+def test_a_sweeps_script_runs_the_sweep_in_the_batch_job_sized_for_its_largest_arm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sbatch FILE --vary ... -- CMD``: every arm checked here; the job asks for the largest arm's nodes
+    (2 replicas of 2 nodes each: 4) and runs ``supervisor sweep --slurm`` with the sweep's flags and CMD."""
+    args = ["--vary", "span=1,2", "--trials", "2", "--order", "ABAB", "--warmup", "echo warm", "--time", "1h"]
+    code, script, err = sbatch(tmp_path, capsys, *args, "--", "echo", "{trial_dir}", text=SPREAD)
+    assert code == 0, err
+    assert sbatch_lines(script) == [
+        "#SBATCH --job-name=topovisor-spread-sweep",
+        "#SBATCH --nodes=4",
+        "#SBATCH --time=1:00:00",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --signal=B:TERM@110",
+        "#SBATCH --no-kill",
+    ]
+    path = tmp_path / "t.yaml"
+    assert script.splitlines()[-1] == (
+        f"exec {sys.executable} -m supervisor sweep {path} --slurm --set cluster.slurm.nodes=4 "
+        "--set cluster.slurm.time=1:00:00 --vary span=1,2 --trials 2 --order ABAB --warmup 'echo warm' "
+        "-- echo '{trial_dir}'"
+    )
+    bash_accepts(script, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--vary", "span=1,x", "--order", "ABC", "--", "echo"], "arm span=x: service 'web', field 'placement"),
+        (["--vary", "span=1,x", "--order", "ABC", "--", "echo"], "--order ABC: names arm C"),
+        (["--trials", "2", "--", "echo"], "--trials is a sweep's: give --vary KEY=V1,V2 too"),
+        (["--vary", "span=1,2"], "no client command"),
+    ],
+)
+def test_a_sweeps_bad_input_is_reported_before_any_script(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    code, script, err = sbatch(tmp_path, capsys, *args, text=SPREAD)
+    assert (code, script) == (2, "")
+    assert expected in err

@@ -60,7 +60,8 @@ class Result:
     value: Stats
     baseline: Stats | None
     baseline_label: str
-    goal_kind: str  # "ratio": value/baseline (elapsed times) <= goal; "max": value <= goal; "info": no goal
+    goal_kind: str  # "ratio": value/baseline (elapsed times) <= goal; "max": value <= goal; "min": value >= goal;
+    # "info": no goal
     goal: float | None  # None: shown, but no PASS/MISS (INFO)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +72,7 @@ class Result:
         if self.goal_kind == "ratio":
             assert self.baseline is not None
             return self.value.median / self.baseline.median
-        if self.goal_kind == "max":
+        if self.goal_kind in ("max", "min"):
             return self.value.median
         return None
 
@@ -79,6 +80,8 @@ class Result:
     def verdict(self) -> str:
         if self.goal is None or self.score is None:
             return "INFO"
+        if self.goal_kind == "min":
+            return "PASS" if self.score >= self.goal else "MISS"
         return "PASS" if self.score <= self.goal else "MISS"
 
     def goal_text(self) -> str:
@@ -86,6 +89,8 @@ class Result:
             return f"ratio {self.score:.3f}" + (f" (goal <= {self.goal:g})" if self.goal is not None else "")
         if self.goal_kind == "max" and self.goal is not None:
             return f"median {fmt(self.value.median, self.unit)} (goal <= {fmt(self.goal or 0, self.unit)})"
+        if self.goal_kind == "min" and self.goal is not None:
+            return f"median {fmt(self.value.median, self.unit)} (goal >= {fmt(self.goal, self.unit)})"
         return "no goal"
 
     def line(self) -> str:
@@ -120,6 +125,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.2f} ms"
     if unit == "%":
         return f"{value:.2f} %"
+    if unit == "count":
+        return f"{value:g}"
     return f"{value:.1f} {unit}"
 
 
@@ -289,7 +296,8 @@ def summary(results: Sequence[Result]) -> str:
     rows = [("measurement", "median", "min", "max", "baseline", "goal", "score", "result")]
     for r in results:
         ratio = r.goal_kind == "ratio"
-        goal = "-" if r.goal is None else (f"<= {r.goal:g}" if ratio else f"<= {fmt(r.goal, r.unit)}")
+        bound = ">=" if r.goal_kind == "min" else "<="
+        goal = "-" if r.goal is None else (f"<= {r.goal:g}" if ratio else f"{bound} {fmt(r.goal, r.unit)}")
         score = "-" if r.score is None else (f"{r.score:.3f}" if ratio else fmt(r.score, r.unit))
         rows.append(
             (r.title, fmt(r.value.median, r.unit), fmt(r.value.low, r.unit), fmt(r.value.high, r.unit),

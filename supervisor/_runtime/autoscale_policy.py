@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from .._spec.autoscale import metric_names
 from .._spec.model import Autoscale
 
 __all__ = ["AutoscaleState", "Decision", "recommend"]
@@ -47,7 +48,8 @@ def recommend(
         assert spec.metric is not None and spec.target is not None
         if not metrics:
             return None
-        value = sum(sample.get(spec.metric, 0.0) for sample in metrics.values())
+        names = metric_names(spec.metric)
+        value = sum(sample.get(name, 0.0) for sample in metrics.values() for name in names)
         target = float(spec.target)
         ratio = value / (target * replicas) if replicas else math.inf
         wanted = replicas if replicas and abs(ratio - 1) <= TOLERANCE else math.ceil(value / target - 1e-9)

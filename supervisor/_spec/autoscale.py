@@ -8,9 +8,15 @@ from collections.abc import Callable
 
 from .model import Service
 
-__all__ = ["check_autoscale"]
+__all__ = ["check_autoscale", "metric_names"]
 
 _MAX_SECONDS = 365 * 24 * 3600.0
+
+
+def metric_names(metric: str) -> list[str]:
+    """The Prometheus names a ``metric:`` sums: one, or several joined by ``+``
+    (``vllm:num_requests_running + vllm:num_requests_waiting``)."""
+    return [name.strip() for name in metric.split("+")]
 
 
 def check_autoscale(service: Service, where: str, report: Callable[[str], None], *, max_replicas: int) -> None:
@@ -37,8 +43,9 @@ def check_autoscale(service: Service, where: str, report: Callable[[str], None],
         missing = "metric" if spec.metric is None else "target"
         report(f"{field}.{missing}': missing (the metric to read, and its value per replica to aim at)")
     else:
-        if not isinstance(spec.metric, str) or not spec.metric or any(c.isspace() or c in "{}\0" for c in spec.metric):
-            report(f"{field}.metric': expected a Prometheus metric name, got {spec.metric!r}")
+        names = metric_names(spec.metric) if isinstance(spec.metric, str) else [""]
+        if not all(name and not any(c.isspace() or c in "{}\0" for c in name) for name in names):
+            report(f"{field}.metric': expected a Prometheus metric name, or names joined by +, got {spec.metric!r}")
         target = spec.target
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
             report(f"{field}.target': expected a number more than 0, got {target!r}")

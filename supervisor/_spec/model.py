@@ -562,7 +562,9 @@ class Autoscale:
 
     min: int = 1  #: never fewer replicas (nor fewer than the service's ``min_ready``)
     max: int = 1  #: never more replicas
-    metric: str | None = None  #: a Prometheus metric name (``vllm:num_requests_waiting``), summed over labels
+    #: a Prometheus metric name (``vllm:num_requests_waiting``), summed over labels; or names joined by ``+``,
+    #: summed (``vllm:num_requests_running + vllm:num_requests_waiting``: the requests a replica holds)
+    metric: str | None = None
     target: float | None = None  #: the metric's value per replica to aim at
     up_after_seconds: float = attrs.field(default=30.0, converter=parse_duration)  #: a rise must last this long
     down_after_seconds: float = attrs.field(default=300.0, converter=parse_duration)  #: a fall must last this long

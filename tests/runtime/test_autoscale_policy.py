@@ -104,3 +104,39 @@ def test_a_refused_count_is_not_asked_again_until_the_count_changes_or_it_is_swi
     decision = state.decide(103, 3)
     assert decision is not None and decision.after == 6
     assert state.to_json()["refused"] is None and state.to_json()["enabled"] is True
+
+
+RUNNING = "vllm:num_requests_running"
+
+
+def steady_load(metric: str, target: float, *, clients: int = 14, seqs: int = 4, seconds: int = 300) -> list[int]:
+    """A pure simulation: ``clients`` each holding one request, round robin over the replicas, each of which
+    runs ``seqs`` at a time and queues the rest (vLLM's ``--max-num-seqs``), read once a second. Returns
+    the counts the autoscaler (max 8; up 5 s, down 15 s, cooldown 7 s) decided, in order."""
+    state = AutoscaleState(
+        spec(metric=metric, target=target, up_after_seconds=5, down_after_seconds=15, cooldown_seconds=7)
+    )
+    replicas, counts = 1, []
+    for second in range(seconds):
+        held = [clients // replicas + (i < clients % replicas) for i in range(replicas)]
+        metrics = {f"w.{i}": {RUNNING: float(min(seqs, n)), QUEUE: float(max(0, n - seqs))} for i, n in enumerate(held)}
+        wanted, value, why = recommend(state.spec, metrics, replicas, floor=1)  # type: ignore[misc]
+        state.observe(second, wanted, value, why)
+        decision = state.decide(second, replicas)
+        if decision is not None:
+            replicas = decision.after
+            state.last_change_at = second
+            counts.append(replicas)
+    return counts
+
+
+def test_a_sum_of_metrics_measures_the_load_and_holds_where_the_queue_alone_flaps() -> None:
+    """Under a steady load the queue alone flaps: it empties once the replicas can run every request, which
+    asks for the minimum, and fills again once they cannot (14 requests, 4 run per replica: 1 replica
+    queues 10, 5 replicas none). Summed with the running requests (``metric: a + b``) it is the load
+    itself, the same at any count: one scale-up, then still."""
+    assert steady_load(QUEUE, 2)[:6] == [5, 1, 5, 1, 5, 1]
+    assert steady_load(f"{RUNNING} + {QUEUE}", 4) == [4]
+    sample = {"w.0": {RUNNING: 1.0, QUEUE: 7.0, "other": 9.0}}
+    wanted = recommend(spec(metric=f"{RUNNING}+{QUEUE}", target=3), sample, 1, floor=1)
+    assert wanted == (3, 8.0, f"{RUNNING}+{QUEUE} = 8 over 1 replicas (8 each, target 3)")

@@ -50,6 +50,8 @@ def test_the_issue_example_loads_with_its_durations(tmp_path: Path) -> None:
         ("{max: 2, metric: m, target: 1, up_after: soon}", METRICS, "field 'autoscale': up_after: expected a duration"),
         ("{max: 2, metrc: m, target: 1}", METRICS, "unknown field 'metrc' (did you mean 'metric'?)"),
         ("{max: 2, metric: m, target: 1, period: 0s}", METRICS, "field 'autoscale.period': must be more than 0"),
+        ("{max: 2, metric: 'a + ', target: 1}", METRICS, "field 'autoscale.metric': expected a Prometheus metric name"),
+        ("{max: 2, metric: 'a b', target: 1}", METRICS, "or names joined by +, got 'a b'"),
         ("{max: 1, metric: m, target: 1}", f"{METRICS}\n    min_ready: 2\n    replicas: 2",
          "field 'autoscale.max': 1 is below the service's min_ready (2)"),
     ],

@@ -258,4 +258,6 @@ def _assert_never_restarted(runs_dir: Path) -> None:
     """The one run under ``runs_dir`` failed at once: no replica was restarted."""
     (run,) = runs_dir.iterdir()
     events = [event["event"] for event in read_events(run)]
-    assert "restarting" not in events, events
+    # on a failure, what each incarnation said and why it was judged so (a CI run once restarted it)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((run / "logs").glob("*")))
+    assert "restarting" not in events, f"{read_events(run)}\n{logs}"

@@ -298,7 +298,7 @@ class LineStream:
         self.sink = sink
         self.bytes_seen = 0
         self._pending = b""
-        self._tail = b""
+        self._tail = bytearray()  #: the end of the output: at least the last _TAIL_BYTES, trimmed now and then
         self._subscribers: list[LineSubscriber] = []
         self._activity: anyio.Event | None = None
         self.generation = 0  #: counts blocks of output; lets a waiter notice output that came meanwhile
@@ -400,10 +400,13 @@ class LineStream:
         self._keep_tail(complete)
 
     def _keep_tail(self, complete: bytes | memoryview) -> None:
+        """Appended, and trimmed only once it holds twice the tail: each byte is copied about once."""
         if len(complete) >= _TAIL_BYTES:
-            self._tail = bytes(complete[-_TAIL_BYTES:])
-        else:
-            self._tail = (self._tail + complete)[-_TAIL_BYTES:]
+            self._tail[:] = complete[-_TAIL_BYTES:]
+            return
+        self._tail += complete
+        if len(self._tail) > 2 * _TAIL_BYTES:
+            del self._tail[:-_TAIL_BYTES]
 
     def _emit(self, complete: bytes) -> None:
         self._to_file(complete)
@@ -424,7 +427,7 @@ class LineStream:
 
     def tail_text(self) -> str:
         """The last 64 KiB of output, including a last line still without its newline."""
-        text = self._tail.decode("utf-8", "replace")
+        text = self._tail[-_TAIL_BYTES:].decode("utf-8", "replace")
         if self._pending:
             text += self._pending.decode("utf-8", "replace").replace("\r", "") + "\n"
         return text
@@ -472,6 +475,8 @@ async def pump_pipe(fd: int, stream: LineStream) -> None:
                 stream.feed_buffer(buffer, size)
                 drained += size
                 await anyio.lowlevel.checkpoint()
+                if size < _READ_SIZE:  # that read emptied the pipe: what came since waits for the next turn
+                    break  # (reading on would follow a fast writer write by write, never napping)
             if drained >= _READ_SIZE:
                 continue
             now = time.monotonic()

@@ -67,10 +67,9 @@ from harness import (
     Settings,
     Stats,
     info,
-    kill_leftovers,
-    leftovers,
     library_version,
     report,
+    stop_leftovers,
     summary,
 )
 
@@ -448,10 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ninterrupted", flush=True)
             return 130
         finally:
-            left = leftovers(settings)
-            if left:
-                kill_leftovers(left)
-                print(f"!! processes left behind and killed: {left}", flush=True)
+            stop_leftovers(settings)
     print(f"\n{summary(results)}")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}; {time.monotonic() - began:.0f} s in all")
     if args.json:

@@ -32,7 +32,7 @@ from bench_restart import bench_restart
 from bench_scale import bench_scale
 from bench_startup import bench_startup
 from bench_teardown import bench_teardown
-from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, info, kill_leftovers, leftovers, library_version, summary
+from harness import LAUNCH_LIMIT_SECONDS, Result, Settings, info, library_version, stop_leftovers, summary
 
 import supervisor as sv
 
@@ -80,10 +80,7 @@ async def main_async(settings: Settings, only: Sequence[str]) -> list[Result]:
         try:
             await section(settings, results)
         finally:
-            left = leftovers(settings)
-            if left:
-                kill_leftovers(left)
-                print(f"!! {name}: processes left behind and killed: {left}", flush=True)
+            stop_leftovers(settings, name)
         info(f"({time.monotonic() - began:.1f} s)")
     return results
 
@@ -112,10 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ninterrupted", flush=True)
             return 130
         finally:
-            left = leftovers(settings)
-            if left:
-                kill_leftovers(left)
-                print(f"!! processes left behind and killed: {left}", flush=True)
+            stop_leftovers(settings)
     elapsed = time.monotonic() - began
     load_after = os.getloadavg()[0]
     loads = f"load average {load_before:.2f} -> {load_after:.2f}"

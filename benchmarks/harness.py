@@ -292,6 +292,14 @@ def kill_leftovers(pids: Sequence[int]) -> None:
             psutil.Process(pid).kill()
 
 
+def stop_leftovers(settings: Settings, what: str = "") -> None:
+    """After a section or a whole benchmark: kill what it left (by pid) and say so."""
+    left = leftovers(settings)
+    if left:
+        kill_leftovers(left)
+        print(f"!! {what + ': ' if what else ''}processes left behind and killed: {left}", flush=True)
+
+
 def summary(results: Sequence[Result]) -> str:
     rows = [("measurement", "median", "min", "max", "baseline", "goal", "score", "result")]
     for r in results:

@@ -249,7 +249,7 @@ class RunContainment:
             return list(argv)
         _check_executable(argv[0], env, cwd)
         self._entered.add(name)
-        return ["/bin/sh", "-c", _ENTER_SCRIPT, "topovisor-enter", *cgroup.procs_files(), "--", *argv]
+        return _entering(cgroup.procs_files(), argv)
 
     def enter_probe(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
         """An exec probe's ``argv`` started in the run's probe cgroup (``@probes``: no replica has that name),
@@ -261,7 +261,7 @@ class RunContainment:
         with contextlib.suppress(FileExistsError):
             probes.mkdir()
         _check_executable(argv[0], env, None)
-        return ["/bin/sh", "-c", _ENTER_SCRIPT, "topovisor-enter", str(probes / "cgroup.procs"), "--", *argv]
+        return _entering([str(probes / "cgroup.procs")], argv)
 
     def pids(self) -> list[int]:
         return [] if self.path is None else tree_pids(self.path)
@@ -338,6 +338,11 @@ def _v1_cgroups(
             with contextlib.suppress(ContainmentUnavailable):
                 made[controller] = _make_run_cgroup(controller, host.v1[controller], run_id)
     return made
+
+
+def _entering(procs_files: Sequence[str], argv: Sequence[str]) -> list[str]:
+    """``argv``, started so that it writes itself into each of ``procs_files`` first, then becomes itself."""
+    return ["/bin/sh", "-c", _ENTER_SCRIPT, "topovisor-enter", *procs_files, "--", *argv]
 
 
 def _make_run_cgroup(mode: str, hierarchy: Hierarchy | None, run_id: str) -> Path:

@@ -39,7 +39,8 @@ _MAX_PARTIAL_LINE = 1 << 20  # a "line" this long with no newline is written out
 _TAIL_BYTES = 64 * 1024  # error messages and fatal-output checks read this much of the end
 _READ_SIZE = 1 << 20  # the pipe's size (``process._PIPE_SIZE``): one read can empty it
 _BUSY_BYTES = 64 * 1024  # a wake-up that found this much: the writer is busy, so read it in batches
-_BUSY_NAP_SECONDS = 0.001  # room for ~1 MiB at 1 GB/s, so a busy writer fills at most about half the pipe
+_NAP_MIN_SECONDS = 0.001  # asyncio's timers have 1 ms resolution: a shorter nap is a 1 ms one there
+_NAP_MAX_SECONDS = 0.004  # how late a line of a busy writer's can be read (a ready line among its output)
 _BUSY_GAP_SECONDS = 0.002  # output again this soon after the last: a busy writer of small writes (print)
 _REOPEN_INTERVAL_SECONDS = 1.0  # after a failed write, how often to try the file again
 _log = logging.getLogger("supervisor._host.logs")
@@ -443,25 +444,40 @@ class LineStream:
         return self.closed
 
 
-def _worth_a_nap(drained: int, since_last_seconds: float) -> bool:
-    """A busy writer (this much, or output again this soon), yet not one so fast that the pipe would fill
-    during the nap and block it: that one is read as soon as it writes, as before."""
+def _next_nap(nap: float | None, drained: int, since_last_seconds: float) -> float | None:
+    """How long to nap before the next read, from the last nap (None: the last wait was for the pipe to be
+    readable) and what this turn drained; None: wait until the pipe is readable. That is for a quiet
+    writer, whose next line is read at once, and for one that nearly fills the pipe within the shortest
+    nap (1 MB blocks), which is read as it writes: a nap would only block it.
+
+    The nap keeps a busy writer's batches between a quarter and three quarters of the pipe: longer while
+    they are small, shorter while they are large. A batch is one read per wake-up, so the supervisor's CPU
+    follows the volume, not the writer's number of writes, and the writer is never left blocked for long."""
     busy = drained >= _BUSY_BYTES or since_last_seconds < _BUSY_GAP_SECONDS
-    during_nap = drained * _BUSY_NAP_SECONDS / max(since_last_seconds, 1e-6)
-    return busy and during_nap < _READ_SIZE / 2
+    if not drained or not busy:
+        return None
+    if drained >= _READ_SIZE * 7 // 8 and (nap is None or nap <= _NAP_MIN_SECONDS):
+        return None  # the pipe nearly filled within the shortest nap (1 MB blocks): read it as it writes
+    if nap is None:  # woken at the writer's first write: the batch says nothing of its pace yet
+        return _NAP_MIN_SECONDS
+    if drained >= _READ_SIZE * 3 // 4:
+        return max(nap / 2, _NAP_MIN_SECONDS)
+    if drained < _READ_SIZE // 4:
+        return min(nap * 1.5, _NAP_MAX_SECONDS)
+    return nap
 
 
 async def pump_pipe(fd: int, stream: LineStream) -> None:
     """Drain a non-blocking pipe into ``stream`` until end of file; yields to the loop between chunks.
 
     Each wake-up empties the pipe. One that found a busy writer (``_BUSY_BYTES`` or more, or output again
-    within ``_BUSY_GAP_SECONDS`` of the last) naps before the next instead of waiting to be woken at once:
-    the writer's next writes gather in the pipe and are read together, so the wake-ups, and the
-    supervisor's CPU, follow the volume rather than the number of writes, and a line after a quiet spell
-    (a ready line) is still read at once. A pipe found full is read again at once, and a writer fast
-    enough to fill half of it during a nap is read as it writes (a nap would block it)."""
+    within ``_BUSY_GAP_SECONDS`` of the last) naps before the next instead of waiting to be woken at once
+    (``_next_nap``): the writer's next writes gather in the pipe and are read together, so the wake-ups,
+    and the supervisor's CPU, follow the volume rather than the number of writes, and a line after a quiet
+    spell (a ready line) is still read at once. A pipe found full is read again at once."""
     buffer = bytearray(_READ_SIZE)
     last_drained_at = -math.inf
+    nap: float | None = None  #: the last nap; None when the last wait was for the pipe to be readable
     try:
         while True:
             drained = 0
@@ -474,18 +490,16 @@ async def pump_pipe(fd: int, stream: LineStream) -> None:
                     return
                 stream.feed_buffer(buffer, size)
                 drained += size
-                await anyio.lowlevel.checkpoint()
                 if size < _READ_SIZE:  # that read emptied the pipe: what came since waits for the next turn
                     break  # (reading on would follow a fast writer write by write, never napping)
-            if drained >= _READ_SIZE:
-                continue
+                await anyio.lowlevel.checkpoint()  # a full pipe: read on at once, letting others run
             now = time.monotonic()
-            if drained and _worth_a_nap(drained, now - last_drained_at):
-                last_drained_at = now
-                await anyio.sleep(_BUSY_NAP_SECONDS)
-                continue
+            nap = _next_nap(nap, drained, now - last_drained_at)
             if drained:
                 last_drained_at = now
-            await anyio.wait_readable(fd)
+            if nap is not None:
+                await anyio.sleep(nap)
+            else:
+                await anyio.wait_readable(fd)
     finally:
         stream.close()

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import supervisor as sv
-from supervisor._host.logs import LineStream, RotatingLogFile, _worth_a_nap, mark_line, pump_pipe
+from supervisor._host.logs import LineStream, RotatingLogFile, _next_nap, mark_line, pump_pipe
 
 from ..helpers import PYTHON
 from .test_logs import log_files
@@ -178,9 +178,27 @@ async def test_the_tail_after_a_crash_in_the_fast_path_holds_the_last_lines(runs
     assert "CUDA error: an illegal memory access" in str(failure.value)
 
 
-def test_a_busy_writer_is_read_in_batches_but_never_blocked_by_a_nap() -> None:
-    """The pump naps after a wake-up only for a busy writer that half a pipe holds for that long."""
-    assert not _worth_a_nap(200, since_last_seconds=5.0)  # a line after a quiet spell (ready): read at once
-    assert _worth_a_nap(300_000, since_last_seconds=0.001)  # 300 MB/s of lines: batched
-    assert _worth_a_nap(300, since_last_seconds=0.0001)  # print() per line, back to back: batched
-    assert not _worth_a_nap(900_000, since_last_seconds=0.0005)  # 1.8 GB/s: a 1 ms nap would fill the pipe
+def test_a_busy_writer_is_read_in_batches_that_the_nap_keeps_within_the_pipe() -> None:
+    """A quiet writer is read as it writes; a busy one after a nap that keeps batches between a quarter and
+    three quarters of the 1 MiB pipe; one that fills the pipe within the shortest nap is read as it writes."""
+    assert _next_nap(None, 200, since_last_seconds=5.0) is None  # a line after a quiet spell (ready): at once
+    assert _next_nap(0.001, 0, since_last_seconds=0.0001) is None  # nothing came: wait for the next line
+    assert _next_nap(None, 8192, since_last_seconds=0.0001) == 0.001  # woken by a busy writer: a short nap
+    assert _next_nap(0.001, 500_000, since_last_seconds=0.001) == 0.001  # half the pipe per nap: as it is
+    assert _next_nap(0.001, 8192, since_last_seconds=0.0001) == pytest.approx(0.0015)  # small batches: longer
+    assert _next_nap(0.004, 8192, since_last_seconds=0.0001) == 0.004  # ... up to the longest nap
+    assert _next_nap(0.002, 900_000, since_last_seconds=0.002) == 0.001  # large batches: shorter
+    assert _next_nap(0.001, 800_000, since_last_seconds=0.001) == 0.001  # ... down to the shortest
+    assert _next_nap(None, 1_000_000, since_last_seconds=0.0003) is None  # 1 MB blocks: read as it writes
+    assert _next_nap(0.001, 1_000_000, since_last_seconds=0.001) is None
+    # writers of lines settle on batches of at least a quarter of the pipe (or of the longest nap's output),
+    # never read write by write, and never on a full pipe that would block them
+    for rate in (50e6, 300e6, 500e6, 700e6):
+        nap: float | None = None
+        batches = []
+        for _ in range(50):
+            drained = min(int(rate * (nap or 0.00002)), 1 << 20)
+            batches.append(drained)
+            nap = _next_nap(nap, drained, since_last_seconds=nap or 0.00002)
+        least = min((1 << 20) // 4, int(rate * 0.004))
+        assert all(least <= batch <= (1 << 20) * 7 // 8 for batch in batches[10:]), (rate, batches)

@@ -63,11 +63,13 @@ _CLASH_SUFFIX = "@"
 PROBES_CGROUP = "@probes"  #: where exec probes run, beside the replicas' cgroups
 _FREEZE_WAIT_SECONDS = 2.0
 _EMPTY_WAIT_SECONDS = 10.0  #: after SIGKILL only a process stuck in the kernel (D state) stays longer
-#: enters each cgroup.procs file given before ``--``, then becomes the program (exit 125: could not enter)
+#: enters each cgroup.procs file given before ``--``, then becomes the program (exit 125: could not enter).
+#: A program named ``-x``: bash (``/bin/sh`` on RHEL) takes it for an option of ``exec`` unless ``--`` comes
+#: first, and dash takes that ``--`` for the program, so ``--`` is given to bash only
 _ENTER_SCRIPT = (
     'i=0; for f do i=$((i+1)); [ "$f" = -- ] && break; '
     'echo $$ 2>/dev/null >"$f" || { echo "topovisor: cannot enter the cgroup $f" >&2; exit 125; }; '
-    'done; shift $i; exec "$@"'
+    'done; shift $i; case $1 in -*) [ -n "${BASH_VERSION-}" ] && exec -- "$@";; esac; exec "$@"'
 )
 
 

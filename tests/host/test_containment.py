@@ -5,6 +5,7 @@ cgroup tree's own operations on this machine's real cgroups."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -111,6 +112,30 @@ def test_a_replica_is_in_its_cgroup_before_its_program_runs_and_the_tree_is_kill
         assert contained.empty_and_remove()
         process.wait(10)
         assert not contained.path.exists() and not alive(process.pid)
+    finally:
+        contained.empty_and_remove()
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_a_program_named_like_an_option_runs_in_its_cgroup_whichever_shell_is_bin_sh(
+    tmp_path: Path, shell: str
+) -> None:
+    """``/bin/sh`` is dash on Debian, bash on RHEL: ``exec -x`` is an option to bash, ``exec -- -x`` a program
+    named ``--`` to dash. The entry wrapper runs under each as ``/bin/sh`` would."""
+    program = tmp_path / "-prog"
+    program.write_text('#!/bin/sh\necho "ran $0 $1"; cat /proc/self/cgroup\n')
+    program.chmod(0o755)
+    found = shutil.which(shell)
+    assert found is not None, f"{shell} is part of every Debian and RHEL install this test runs on"
+    contained = _real("cgroup2")
+    assert contained.path is not None
+    try:
+        env = {"PATH": f"{tmp_path}:/bin:/usr/bin"}
+        argv = contained.enter("app", ["-prog", "arg"], env, None)
+        assert argv[0] == "/bin/sh"
+        seen = subprocess.run([found, *argv[1:]], capture_output=True, text=True, env=env, check=True, timeout=30)
+        assert seen.stdout.startswith("ran ") and " arg\n" in seen.stdout, seen
+        assert f"/{contained.path.name}/app" in seen.stdout
     finally:
         contained.empty_and_remove()
 

@@ -101,44 +101,49 @@ async def launch_prepared(
     it starts (``SyncTopology``, ``supervise``), ``head_start`` holds the replicas the CLI spawned before
     the event loop, ``allocation`` the Slurm allocation the CLI took before planning."""
     from .group import RunningTopology
-    from .preflight import open_containment, preflight
+    from .preflight import open_containment, preflight, warm_cgroup_moves
     from .state import RunState
 
     if isinstance(gpus, str):
         from .._host.gpu_inventory import SimulatedInventory
 
         gpus = SimulatedInventory.parse(gpus)
-    async with _planned(topology, runs_dir, gpus, allocation) as (plan, allocation):
-        if head_start is not None:  # it made the checks before its spawns (ports would now be ours)
-            assert plan is head_start.plan
-            inventory, gpus_before = head_start.inventory, head_start.gpus_before
-            containment = head_start.containment
-            assert containment is not None
-        else:
-            inventory = preflight(plan, gpus)
-            gpus_before = None
-            if inventory is not None:
-                from .gpu_checks import listed_before
+    stop_warming = warm_cgroup_moves(topology) if head_start is None else lambda: None  # the CLI's warmed
+    try:
+        async with _planned(topology, runs_dir, gpus, allocation) as (plan, allocation):
+            if head_start is not None:  # it made the checks before its spawns (ports would now be ours)
+                assert plan is head_start.plan
+                inventory, gpus_before = head_start.inventory, head_start.gpus_before
+                containment = head_start.containment
+                assert containment is not None
+            else:
+                inventory = preflight(plan, gpus)
+                gpus_before = None
+                if inventory is not None:
+                    from .gpu_checks import listed_before
 
-                gpus_before = listed_before(inventory, plan)
-            containment = open_containment(plan)
-        try:
-            run = RunState(
-                plan,
-                on_event=on_event,
-                on_output=on_output,
-                gpus=inventory,
-                gpus_before=gpus_before,
-                head_start=head_start,
-                allocation=allocation,
-                containment=containment,
-            )
-            async with RunningTopology.open(run, on_group=on_group) as group:
-                yield group
-        except BaseExceptionGroup as exc:
-            _reraise(exc)
-        finally:  # the teardown removed it; here for a run that never got that far. A survivor keeps it
-            containment.remove()  # (the watchdog's sweep and gc find the survivor by the recorded cgroup)
+                    gpus_before = listed_before(inventory, plan)
+                containment = open_containment(plan)
+            try:
+                run = RunState(
+                    plan,
+                    on_event=on_event,
+                    on_output=on_output,
+                    gpus=inventory,
+                    gpus_before=gpus_before,
+                    head_start=head_start,
+                    allocation=allocation,
+                    containment=containment,
+                )
+                async with RunningTopology.open(run, on_group=on_group) as group:
+                    stop_warming()  # the replicas are in their cgroups
+                    yield group
+            except BaseExceptionGroup as exc:
+                _reraise(exc)
+            finally:  # the teardown removed it; here for a run that never got that far. A survivor keeps it
+                containment.remove()  # (the watchdog's sweep and gc find the survivor by the recorded cgroup)
+    finally:
+        stop_warming()
 
 
 @asynccontextmanager

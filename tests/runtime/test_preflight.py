@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,3 +82,39 @@ def test_an_unwritable_runs_dir_is_bad_input_not_a_traceback(tmp_path: Path, kin
     assert "cannot write there" in result.stderr or "is not writable" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert ("No space left" in result.stderr) == (kind == "full")
+
+
+@pytest.mark.anyio
+async def test_a_launch_warms_the_cgroup_moves_until_its_replicas_are_in(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API warms the kernel's cgroup moves as ``supervisor run`` does (a harness launching again and
+    again pays the first move's RCU wait each time otherwise), from before planning until its replicas are
+    in; a run that moves nothing (marks) warms nothing."""
+    import supervisor as sv
+    from supervisor._host import containment
+    from supervisor._marks import CONTAINMENT_ENV
+
+    calls: list[str] = []
+
+    def recording_warm_moves() -> Callable[[], None]:
+        calls.append("warm")
+        return lambda: calls.append("stop")
+
+    monkeypatch.setattr(containment, "warm_moves", recording_warm_moves)
+    monkeypatch.delenv(CONTAINMENT_ENV, raising=False)
+    seen_at_spawn: list[list[str]] = []
+
+    def on_event(event: sv.Event) -> None:
+        if isinstance(event, sv.Spawned):
+            seen_at_spawn.append(list(calls))
+
+    service = sv.Service(name="s", command=["sleep", "60"])
+    async with sv.launch(sv.Topology(name="warm", services=[service]), runs_dir=runs_dir, on_event=on_event):
+        assert calls == ["warm", "stop"]
+    assert seen_at_spawn == [["warm"]]
+    calls.clear()
+    topology = sv.Topology(name="marks", services=[service], containment="marks")
+    async with sv.launch(topology, runs_dir=runs_dir):
+        pass
+    assert calls == []

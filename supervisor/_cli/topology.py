@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shlex
 import signal
 import sys
 import time
@@ -159,6 +158,8 @@ def _show_command(
     call: Invocation, argv: Sequence[str], env: Mapping[str, str], cwd: str | None, unset: Sequence[str] = ()
 ) -> None:
     """The command as a shell would take it: what a user pastes to run one replica by hand."""
+    import shlex  # validate --commands only: run starts its first replica without it
+
     prefix = "    "
     secrets = call.voice.redactor
     if cwd:

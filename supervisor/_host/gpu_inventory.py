@@ -25,6 +25,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._units import parse_size
+from .gpu_vendors import AMD, NVIDIA
 
 __all__ = [
     "AMD",
@@ -40,9 +41,6 @@ __all__ = [
     "gpu_vendor",
     "link_name",
 ]
-
-NVIDIA = "nvidia"  #: replicas get CUDA_VISIBLE_DEVICES; GPUs are joined by NVLink
-AMD = "amd"  #: replicas get HIP_VISIBLE_DEVICES (ROCm); GPUs are joined by XGMI
 
 PLAN_ANYWAY_HINT = "use --gpus 8x80GB to plan against a simulated node"
 #: what to do about it, by cause (``GpuUnavailable.hint``): the Python binding is missing

@@ -20,7 +20,6 @@ come from ``REMOTE_PORTS``, below the usual ephemeral range.
 from __future__ import annotations
 
 import random
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .._spec.cluster import MAX_NODES, placed
@@ -253,6 +252,8 @@ def _is_own_address(address: str) -> bool:
 
 
 def _bindable(address: str, port: int) -> bool:
+    import socket  # only for nodes' addresses, as ipaddress above
+
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._errors import ConfigError, suggest
+from .._host.gpu_vendors import NVIDIA
 from .._records.paths import default_runs_dir
 from .._spec.fatal import BUILTIN_FATAL_PATTERNS
 from .._spec.model import (
@@ -261,10 +262,9 @@ def _assign_gpus(
 ) -> tuple[dict[str, tuple[int, ...]], str]:
     """Replica name -> GPU indices, and the node's vendor; the node is read only when some replica asks for
     a GPU (NVIDIA's variables otherwise: nothing is assigned)."""
-    from .._host.gpu_inventory import NVIDIA, GpuUnavailable
-
     if all(service.gpus is None for service in services):
         return {}, NVIDIA
+    from .._host.gpu_inventory import GpuUnavailable
     from .._host.gpu_visible import open_inventory
     from .gpu_assign import GpuNode, GpuWant, assign_gpus
 
@@ -395,15 +395,17 @@ def _skeleton(
     placement: ReplicaPlacement | None,
     vendor: str = "nvidia",
 ) -> ReplicaPlan:
-    from .._host.gpu_visible import replica_gpu_env
-
     argv = service.command if service.command else ("/bin/sh", "-c", service.shell or "")
     env = dict(service.env)
-    # NVIDIA: CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER=PCI_BUS_ID (CUDA's numbering = NVML's); AMD:
-    # HIP_VISIBLE_DEVICES. The user's own value, if any, wins (e.g. an engine that maps devices itself)
-    added, unset = replica_gpu_env(vendor, gpus, service.env)
-    for name, value in added.items():
-        env.setdefault(name, value)
+    unset: tuple[str, ...] = ()
+    if gpus:  # a replica without GPUs gets no variables for them: gpu_visible is not even imported
+        from .._host.gpu_visible import replica_gpu_env
+
+        # NVIDIA: CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER=PCI_BUS_ID (CUDA's numbering = NVML's); AMD:
+        # HIP_VISIBLE_DEVICES. The user's own value, if any, wins (e.g. an engine that maps devices itself)
+        added, unset = replica_gpu_env(vendor, gpus, service.env)
+        for name, value in added.items():
+            env.setdefault(name, value)
     return ReplicaPlan(
         service=service.name,
         index=index,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 
 __all__ = ["PortAllocator"]
 
@@ -27,6 +26,8 @@ class PortAllocator:
         return port in self._taken
 
     def allocate(self) -> int:
+        import socket  # a plan without ports never opens one: the CLI's path to its first spawn skips it
+
         for _ in range(1000):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind((self.host, 0))
@@ -43,6 +44,8 @@ class PortAllocator:
     def allocate_in(self, low: int, high: int) -> int:
         """A free port in ``[low, high)``, scanned from a random start (two runs planning at once rarely
         pick the same one), never one already handed out or reserved, nor one another program has bound."""
+        import socket
+
         span = high - low
         if span <= 0:
             raise RuntimeError(f"no ports in {low}..{high - 1}")

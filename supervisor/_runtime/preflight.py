@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
@@ -155,6 +154,8 @@ def _maybe_listening(ports: Collection[int]) -> bool:
 
 def _bindable(port: int) -> bool:
     """Whether a socket with ``SO_REUSEADDR`` binds the wildcard address at ``port`` in IPv4 and IPv6."""
+    import socket  # only a plan with fixed ports gets here: a plain one spawns its first replica without it
+
     for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)

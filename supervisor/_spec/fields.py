@@ -5,7 +5,6 @@ cluster...), the cattrs converter generated from them on first use, and its erro
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -419,6 +418,8 @@ def _salloc_args(value: object, _: object = None) -> tuple[str, ...]:
     """``extra: [--gres=gpu:8, --exclusive]`` or one string split as a shell would."""
     value = _structured(value)
     if isinstance(value, str):
+        import shlex
+
         return tuple(shlex.split(value))
     if not isinstance(value, list):
         raise ValueError(f"expected a list of salloc arguments, got {value!r}")

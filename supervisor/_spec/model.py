@@ -6,7 +6,6 @@ Specs hold no runtime state and import no runtime module. Durations are seconds 
 
 from __future__ import annotations
 
-import shlex
 import signal as _signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -67,6 +66,8 @@ def _texts(value: Iterable[str]) -> tuple[str, ...]:
 
 def _strings(value: Iterable[object] | str) -> tuple[str, ...]:
     if isinstance(value, str):
+        import shlex  # only a command given as one string: a list (the usual form) needs no shell rules
+
         return tuple(shlex.split(value))
     return tuple(str(item) for item in value)
 

@@ -26,6 +26,15 @@ def _loader() -> type[Any]:
     ``supervisor run``'s start) loads only when a text is parsed, not for a file read from the cache."""
     import yaml
 
+    # the parser's patterns are compiled with it (a file read from the cache needs neither): a whole
+    # number, as YAML 1.2 reads one in decimal (no ``0x``, ``0o``, ``_`` or ``:`` forms of YAML 1.1)
+    whole_number = re.compile(r"^[-+]?[0-9]+$")
+    # PyYAML's YAML 1.1 float, less its ``_`` digit separators and base-60 (``1:30.5``) forms
+    yaml_float = re.compile(
+        r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    )
+
     class _Loader(yaml.SafeLoader):
         """YAML 1.2 booleans: only true/false. ``yes``, ``no``, ``on``, ``off`` stay strings (``[echo, yes]``).
 
@@ -42,7 +51,7 @@ def _loader() -> type[Any]:
         def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
             """Decimal digits only (YAML 1.1 reads ``0x10`` as 16, ``010`` as 8 and ``1:30`` as 90)."""
             text = str(self.construct_scalar(node))
-            if not _WHOLE_NUMBER.fullmatch(text):
+            if not whole_number.fullmatch(text):
                 raise yaml.constructor.ConstructorError(
                     None, None, f"expected a whole number in decimal digits, got {text!r}", node.start_mark
                 )
@@ -100,8 +109,8 @@ def _loader() -> type[Any]:
     _Loader.add_implicit_resolver(
         "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
     )
-    _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _WHOLE_NUMBER, list("-+0123456789"))
-    _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    _Loader.add_implicit_resolver("tag:yaml.org,2002:int", whole_number, list("-+0123456789"))
+    _Loader.add_implicit_resolver("tag:yaml.org,2002:float", yaml_float, list("-+0123456789."))
     _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
     return _Loader
@@ -149,13 +158,6 @@ def _var_hint(text: str, mark: object) -> str:
 
 
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
-#: a whole number, as YAML 1.2 reads one in decimal (no ``0x``, ``0o``, ``_`` or ``:`` forms of YAML 1.1)
-_WHOLE_NUMBER = re.compile(r"^[-+]?[0-9]+$")
-#: PyYAML's YAML 1.1 float, less its ``_`` digit separators and base-60 (``1:30.5``) forms
-_FLOAT = re.compile(
-    r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?"
-    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-)
 _PLAIN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _NULLS = frozenset({"null", "Null", "NULL"})

@@ -48,14 +48,19 @@ def preflight(plan: Plan, gpus: GpuInventory | None) -> GpuInventory | None:
     return inventory
 
 
+def _asked_containment(request: str) -> str:
+    """The mode asked for: the topology's, or where it says auto, ``TOPOVISOR_CONTAINMENT``'s (an
+    administrator may say more than the file); not checked here."""
+    if request == "auto":
+        return os.environ.get(CONTAINMENT_ENV, "").strip() or "auto"
+    return request
+
+
 def warm_cgroup_moves(topology: Topology | Plan) -> Callable[[], None]:
     """While a launch plans, the kernel gets ready for its replicas' cgroup moves (``warm_moves``: the
     first move after a quiet spell waits for an RCU grace period, 5-25 ms on the first replica's way to its
     first instruction); returns what stops it. Nothing for a run that moves nothing: marks or Slurm."""
-    request = topology.containment
-    if request == "auto":
-        request = os.environ.get(CONTAINMENT_ENV, "").strip() or "auto"
-    if topology.cluster is not None or request == "marks":
+    if topology.cluster is not None or _asked_containment(topology.containment) == "marks":
         return lambda: None
     from .._host.containment import warm_moves
 
@@ -70,12 +75,10 @@ def open_containment(plan: Plan) -> RunContainment:
     from .._host.containment import ContainmentUnavailable, LimitUnavailable, RunContainment
     from .._spec.model import LIMIT_CONTROLLERS
 
-    request = plan.containment
-    if request == "auto":  # the topology leaves it to the host: an administrator may say more
-        request = os.environ.get(CONTAINMENT_ENV, "").strip() or "auto"
-        if request not in CONTAINMENT_CHOICES:
-            choices = ", ".join(CONTAINMENT_CHOICES)
-            raise ConfigError(f"environment variable {CONTAINMENT_ENV}: must be one of {choices}, got {request!r}")
+    request = _asked_containment(plan.containment)
+    if plan.containment == "auto" and request not in CONTAINMENT_CHOICES:  # a topology's was checked with it
+        choices = ", ".join(CONTAINMENT_CHOICES)
+        raise ConfigError(f"environment variable {CONTAINMENT_ENV}: must be one of {choices}, got {request!r}")
     limits = {s.name: s.resources for s in plan.services if s.resources is not None and s.resources.asked()}
     asked = {LIMIT_CONTROLLERS[field]: (service, field) for service, given in limits.items() for field in given.asked()}
     if plan.cluster is not None and asked:

@@ -70,6 +70,13 @@ class _UnknownField(ValueError):
         super().__init__(_unknown_message(field, known))
 
 
+def _refuse_unknown(value: Mapping[Any, object], known: list[str]) -> None:
+    """The first key of ``value`` that is not one of ``known``, as an unknown field (with a suggestion)."""
+    for key in value:
+        if key not in known:
+            raise _UnknownField(str(key), known)
+
+
 def _unknown_message(field: str, known: list[str]) -> str:
     hint = suggest(field, known, 0.6) or f" (known: {', '.join(sorted(known))})"
     return f"unknown field '{field}'" + hint
@@ -190,10 +197,7 @@ def _check(value: object, *, with_settings: bool) -> tuple[Check, dict[str, Any]
     if len(kinds) > 1:
         raise ValueError(f"one check per probe, got {kinds}: combine checks with all: or any:")
     kind = kinds[0]
-    allowed = [kind, *_CHECK_OPTIONS[kind], *(_PROBE_SETTINGS if with_settings else ())]
-    for key in value:
-        if key not in allowed:
-            raise _UnknownField(str(key), allowed)
+    _refuse_unknown(value, [kind, *_CHECK_OPTIONS[kind], *(_PROBE_SETTINGS if with_settings else ())])
     target = _structured(value[kind]) if kind in ("all", "any") else value[kind]
     check: Check
     if kind == "http":
@@ -330,10 +334,7 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
     if value is None:
         return None
     if isinstance(value, Mapping):
-        allowed = _FIELDS_OF[GpuRequest]
-        for key in value:
-            if key not in allowed:
-                raise _UnknownField(str(key), allowed)
+        _refuse_unknown(value, _FIELDS_OF[GpuRequest])
         ids = _structured(value.get("ids"))
         if ids is not None and not isinstance(ids, list):
             raise ValueError(f"ids: expected a list of GPU indices, got {ids!r}")
@@ -367,10 +368,7 @@ def _profile(value: object, _: object = None) -> Profile | None:
         raise ValueError(
             f"expected a profiler name or {{tool: nsys | py-spy | rocprof | torch, args: [...]}}, got {value!r}"
         )
-    allowed = _FIELDS_OF[Profile]
-    for key in value:
-        if key not in allowed:
-            raise _UnknownField(str(key), allowed)
+    _refuse_unknown(value, _FIELDS_OF[Profile])
     if "tool" not in value:
         raise ValueError("tool: missing (nsys, py-spy, rocprof or torch)")
     grace = value.get("grace")
@@ -433,10 +431,7 @@ def _resources(value: object, _: object = None) -> ResourceLimits | None:
         return None
     if not isinstance(value, Mapping):
         raise ValueError(f"expected {{memory_max: 64GB, cpu_max: 4, pids_max: 4096}}, got {value!r}")
-    allowed = _FIELDS_OF[ResourceLimits]
-    for key in value:
-        if key not in allowed:
-            raise _UnknownField(str(key), allowed)
+    _refuse_unknown(value, _FIELDS_OF[ResourceLimits])
     memory, cpu, pids = value.get("memory_max"), value.get("cpu_max"), value.get("pids_max")
     if cpu is not None:
         cpu, origin = _typed(cpu)
@@ -473,10 +468,7 @@ def _autoscale(value: object, _: object = None) -> Autoscale | None:
         return value
     if not isinstance(value, Mapping):
         raise ValueError(f"expected {{min: 1, max: 8, metric: NAME, target: 4, up_after: 30s, ...}}, got {value!r}")
-    allowed = _FIELDS_OF[Autoscale]
-    for key in value:
-        if key not in allowed:
-            raise _UnknownField(str(key), allowed)
+    _refuse_unknown(value, _FIELDS_OF[Autoscale])
     kwargs: dict[str, Any] = {}
     for key, item in value.items():
         field = str(key)

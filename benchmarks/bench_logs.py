@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import resource
+import select
 import statistics
 import subprocess
 import time
@@ -145,6 +146,41 @@ def logs_pipe(settings: Settings, writer: Writer) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def logs_floor(settings: Settings, writer: Writer) -> tuple[float, float]:
+    """The least a pump that reads the pipe can spend: non-blocking reads into one reused 1 MiB buffer, each
+    written to the file as it is, and a 1 ms sleep after a read that left the pipe empty (the supervisor's
+    shortest nap), so a busy writer is read in batches. No lines, no tail, no event loop: (elapsed s, the
+    draining thread's CPU s from the spawn on), what the kernel alone charges for a pipe in between."""
+    path = settings.work / "floor.log"
+    buffer = bytearray(1 << 20)
+    with hand_processes() as hand, path.open("wb", buffering=0) as out:
+        began = time.monotonic()
+        proc = hand.spawn(writer.argv)
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+        os.set_blocking(fd, False)
+        cpu_began = time.thread_time()
+        deadline = began + LAUNCH_LIMIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                size = os.readv(fd, [buffer])
+            except BlockingIOError:
+                select.select([fd], [], [], 1.0)
+                continue
+            if not size:
+                break
+            out.write(memoryview(buffer)[:size])
+            if size < len(buffer):
+                time.sleep(0.001)
+        cpu = time.thread_time() - cpu_began
+        proc.wait(timeout=LAUNCH_LIMIT_SECONDS)
+        elapsed = time.monotonic() - began
+    check_file(path, writer, proc)
+    return elapsed, cpu
+
+
 def check_file(path: Path, writer: Writer, proc: subprocess.Popen[bytes]) -> None:
     got = count_lines([path])
     path.unlink()
@@ -170,6 +206,7 @@ async def bench_writer(settings: Settings, writer: Writer, results: list[Result]
     direct: list[float] = []
     pipe: list[float] = []
     pipe_cpu_ms_per_100mb: list[float] = []
+    floor_cpu_ms_per_100mb: list[float] = []
 
     async def run_supervised() -> None:
         elapsed, cpu_seconds = await logs_supervised(settings, writer)
@@ -185,9 +222,13 @@ async def bench_writer(settings: Settings, writer: Writer, results: list[Result]
         pipe.append(elapsed)
         pipe_cpu_ms_per_100mb.append(1000 * cpu_seconds * 100 / writer.megabytes)
 
-    runs = [run_supervised, run_direct, run_pipe]
-    for index in rounds(settings.count(5, 3), settings.budget(30, 15)):
-        for run in runs[index % 3 :] + runs[: index % 3]:  # rotate who goes first
+    async def run_floor() -> None:
+        _, cpu_seconds = await anyio.to_thread.run_sync(logs_floor, settings, writer)
+        floor_cpu_ms_per_100mb.append(1000 * cpu_seconds * 100 / writer.megabytes)
+
+    runs = [run_supervised, run_direct, run_pipe, run_floor]
+    for index in rounds(settings.count(5, 3), settings.budget(40, 20)):
+        for run in runs[index % len(runs) :] + runs[: index % len(runs)]:  # rotate who goes first
             await run()
     throughput = statistics.median(direct) / statistics.median(supervised)
     pipe_ratio = statistics.median(supervised) / statistics.median(pipe)
@@ -235,6 +276,24 @@ async def bench_writer(settings: Settings, writer: Writer, results: list[Result]
             note=f"of one core, from the spawn until the output is all on disk; "
             f"{statistics.median(cpu_ms_per_100mb):.0f} ms of CPU per 100 MB",
             extra={"cpu_ms_per_100mb": Stats(cpu_ms_per_100mb).to_json()},
+        ),
+        results,
+    )
+    megabytes_per_second = writer.megabytes / statistics.median(supervised)
+    floor_percent = statistics.median(floor_cpu_ms_per_100mb) / 1000 * megabytes_per_second  # s/100 MB x MB/s x 100 %
+    report(
+        Result(
+            key=f"{writer.key}_cpu_floor",
+            title=f"{writer.title}, CPU per 100 MB against the floor",
+            unit="ms",
+            value=Stats(cpu_ms_per_100mb),
+            baseline=Stats(floor_cpu_ms_per_100mb),
+            baseline_label="bare napping read/write loop",
+            goal_kind="info",
+            goal=None,
+            note=f"the floor of any pump that reads the pipe (no lines, no tail, no event loop); at the supervised "
+            f"pace ({megabytes_per_second:.0f} MB/s) the floor alone is {floor_percent:.1f} % of a core",
+            extra={"floor_percent_at_supervised_pace": floor_percent},
         ),
         results,
     )

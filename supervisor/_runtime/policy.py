@@ -11,7 +11,7 @@ from typing import Literal
 
 import attrs
 
-from .._spec.fatal import BUILTIN_FATAL_PATTERNS
+from .._spec.fatal import BUILTIN_FATAL_ALTERNATIVES
 from .._spec.model import RestartPolicy
 
 __all__ = ["Action", "Decision", "RestartBudget", "backoff_delay", "decide"]
@@ -115,9 +115,31 @@ def decide(
     return Decision("restart", why, backoff_delay(policy, attempt), attempt)
 
 
-def compile_fatal(patterns: tuple[str, ...], builtin: bool) -> re.Pattern[str] | None:
-    """One regex over the user's patterns and (optionally) the built-in ones."""
-    parts = list(patterns) + (list(BUILTIN_FATAL_PATTERNS.values()) if builtin else [])
+@attrs.frozen
+class FatalPatterns:
+    """A service's fatal patterns, each compiled alone. One regex joined from them would refuse a pattern
+    with its own inline flags (``(?i)cuda oom``: "global flags not at the start") and try its alternation
+    at every position of the 64 KiB tail (about 3 ms at each exit, against 0.3 for the built-ins alone)."""
+
+    regexes: tuple[re.Pattern[str], ...]
+
+    def search(self, text: str) -> re.Match[str] | None:
+        """The leftmost match of any pattern, the earlier pattern's at a tie: what ``a|b|...`` finds."""
+        best: re.Match[str] | None = None
+        for regex in self.regexes:
+            match = regex.search(text)
+            if match is not None and (best is None or match.start() < best.start()):
+                best = match
+        return best
+
+
+#: a built-in pattern as the plan lists it -> its alternatives, compiled one by one
+_BUILTIN_SPLIT = {"|".join(alternatives): alternatives for alternatives in BUILTIN_FATAL_ALTERNATIVES.values()}
+
+
+def compile_fatal(patterns: tuple[str, ...]) -> FatalPatterns | None:
+    """A plan's fatal patterns (the user's and the built-ins the plan added), matched line by line."""
+    parts = [part for pattern in patterns for part in _BUILTIN_SPLIT.get(pattern, (pattern,))]
     if not parts:
         return None
-    return re.compile("|".join(f"(?:{p})" for p in parts), re.MULTILINE)
+    return FatalPatterns(tuple(re.compile(part, re.MULTILINE) for part in parts))

@@ -179,7 +179,7 @@ class Replica:
         self._trial = False
         self._settled = anyio.Event()
         self._loop_scope: anyio.CancelScope | None = None
-        self._fatal = compile_fatal(service.fatal, builtin=False)  # the plan added the built-ins
+        self._fatal = compile_fatal(service.fatal)  # the plan added the built-ins
         self._phases = compile_phases(service.phases)
 
     def respec(self, plan: ReplicaPlan, service: ServicePlan) -> None:
@@ -187,7 +187,7 @@ class Replica:
         self.plan = plan
         self.service_plan = service
         self.budget = RestartBudget(service.restart)
-        self._fatal = compile_fatal(service.fatal, builtin=False)
+        self._fatal = compile_fatal(service.fatal)
         self._phases = compile_phases(service.phases)
 
     @property

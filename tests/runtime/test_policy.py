@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 
 import supervisor as sv
-from supervisor._runtime.policy import Decision, RestartBudget, backoff_delay, decide
+from supervisor._runtime.policy import Decision, RestartBudget, backoff_delay, compile_fatal, decide
+from supervisor._spec.fatal import BUILTIN_FATAL_PATTERNS
 
 
 def policy(restart: str = "always", *, backoff: sv.Backoff | None = None, **kwargs: object) -> sv.RestartPolicy:
@@ -87,3 +89,33 @@ def test_backoff_without_jitter(initial: float, factor: float, maximum: float, a
 
 def test_decision_action_is_one_of_three() -> None:
     assert Decision("restart").restart and not Decision("fail").restart
+
+
+def test_fatal_patterns_keep_their_own_inline_flags() -> None:
+    """A pattern valid alone (``(?i)``) stays valid beside others: joined into one regex it was refused."""
+    fatal = compile_fatal(("(?i)cuda oom", "boom"))
+    assert fatal is not None
+    match = fatal.search("step 1\nRuntimeError: CUDA OOM on rank 0\n")
+    assert match is not None and match.group() == "CUDA OOM"
+
+
+def test_fatal_patterns_find_what_one_joined_regex_finds() -> None:
+    """The leftmost match of any pattern, the earlier pattern's at a tie, for the built-ins split into their
+    alternatives as for the user's patterns: the same match as ``(?:a)|(?:b)|...`` at every sample."""
+    patterns = ("boom", "boo", "out of memory", *BUILTIN_FATAL_PATTERNS.values())
+    joined = re.compile("|".join(f"(?:{pattern})" for pattern in patterns), re.MULTILINE)
+    fatal = compile_fatal(patterns)
+    assert fatal is not None and len(fatal.regexes) > len(patterns)  # the built-ins are split
+    samples = [
+        "all fine\nstill fine\n",
+        "boom\n",  # "boom" and "boo" both match at 0: the earlier pattern's
+        "x boo then boom\n",
+        "OSError: [Errno 98] address already in use\nCUDA out of memory\n",
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n",
+        "No such file or directory: '/models/x/tokenizer.json'\nNCCL error in: x\n",
+        "ncclSystemError then EADDRINUSE then Repository Not Found\n",
+    ]
+    for text in samples:
+        expected, got = joined.search(text), fatal.search(text)
+        assert (got and (got.start(), got.end())) == (expected and (expected.start(), expected.end())), text
+    assert compile_fatal(()) is None

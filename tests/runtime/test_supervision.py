@@ -191,6 +191,7 @@ async def test_lost_and_regained_readiness_is_an_event_not_a_restart(runs_dir: P
         ("OSError: [Errno 98] Address already in use", (), "Address already in use"),
         ("RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1234, unhandled system error", (), "NCCL error"),
         ("ValueError: bad tensor_parallel_size 3", ("bad tensor_parallel_size",), "bad tensor_parallel_size 3"),
+        ("RuntimeError: CUDA OOM on rank 0", ("(?i)cuda oom", "boom"), "CUDA OOM on rank 0"),  # its own flags
     ],
 )
 async def test_fatal_output_is_not_retried(runs_dir: Path, say: str, fatal: tuple[str, ...], quoted: str) -> None:

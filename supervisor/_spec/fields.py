@@ -329,6 +329,15 @@ def _routes(value: object, _: object = None) -> dict[str, str]:
     return {str(key): _strict_str(item) for key, item in value.items()}
 
 
+def _subfield(name: str, convert: Callable[[Any], _T], value: object) -> _T:
+    """``convert(value)`` for the field ``name`` of a block read by hand: its error names the field
+    (``count: expected a whole number``), which the loader turns into ``field 'gpus.count'``."""
+    try:
+        return convert(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def _gpus(value: object, _: object = None) -> GpuRequest | None:
     value = _structured(value)
     if value is None:
@@ -340,12 +349,13 @@ def _gpus(value: object, _: object = None) -> GpuRequest | None:
             raise ValueError(f"ids: expected a list of GPU indices, got {ids!r}")
         count = value.get("count")
         memory = value.get("min_free_memory")
+        vendor = value.get("vendor")
         return GpuRequest(
-            count=len(ids) if count is None and ids is not None else _strict_int(count or 0),
-            ids=None if ids is None else tuple(_strict_int(item) for item in ids),
-            contiguous=_strict_bool(value.get("contiguous", False)),
-            min_free_memory_bytes=None if memory is None else _size(memory),
-            vendor=None if value.get("vendor") is None else _strict_str(value["vendor"]),
+            count=len(ids) if count is None and ids is not None else _subfield("count", _strict_int, count or 0),
+            ids=None if ids is None else _subfield("ids", lambda items: tuple(_strict_int(i) for i in items), ids),
+            contiguous=_subfield("contiguous", _strict_bool, value.get("contiguous", False)),
+            min_free_memory_bytes=None if memory is None else _subfield("min_free_memory", _size, memory),
+            vendor=None if vendor is None else _subfield("vendor", _strict_str, vendor),
         )
     return GpuRequest(count=_strict_int(value))
 
@@ -373,9 +383,9 @@ def _profile(value: object, _: object = None) -> Profile | None:
         raise ValueError("tool: missing (nsys, py-spy, rocprof or torch)")
     grace = value.get("grace")
     return Profile(
-        _strict_str(value["tool"]),
-        args=_strings(value.get("args") or []),
-        grace_seconds=None if grace is None else _duration(grace),
+        _subfield("tool", _strict_str, value["tool"]),
+        args=_subfield("args", _strings, value.get("args") or []),
+        grace_seconds=None if grace is None else _subfield("grace", _duration, grace),
     )
 
 
@@ -437,16 +447,10 @@ def _resources(value: object, _: object = None) -> ResourceLimits | None:
         cpu, origin = _typed(cpu)
         if isinstance(cpu, bool) or not isinstance(cpu, (int, float)):
             raise ValueError(f"cpu_max: expected a number of cores such as 4 or 2.5, got {cpu!r}{origin}")
-    try:
-        memory_bytes = None if memory is None else _size(memory)
-    except ValueError as exc:
-        raise ValueError(f"memory_max: {exc}") from None
-    try:
-        pids_count = None if pids is None else _strict_int(pids)
-    except ValueError as exc:
-        raise ValueError(f"pids_max: {exc}") from None
     return ResourceLimits(
-        memory_max_bytes=memory_bytes, cpu_max=None if cpu is None else float(cpu), pids_max=pids_count
+        memory_max_bytes=None if memory is None else _subfield("memory_max", _size, memory),
+        cpu_max=None if cpu is None else float(cpu),
+        pids_max=None if pids is None else _subfield("pids_max", _strict_int, pids),
     )
 
 
@@ -472,17 +476,14 @@ def _autoscale(value: object, _: object = None) -> Autoscale | None:
     kwargs: dict[str, Any] = {}
     for key, item in value.items():
         field = str(key)
-        try:
-            if field in ("min", "max"):
-                kwargs[field] = _strict_int(item)
-            elif field == "metric":
-                kwargs[field] = _strict_str(item)
-            elif field == "target":
-                kwargs[field] = _strict_float(item)
-            else:
-                kwargs[f"{field}_seconds"] = _duration(item)
-        except ValueError as exc:
-            raise ValueError(f"{field}: {exc}") from None
+        if field in ("min", "max"):
+            kwargs[field] = _subfield(field, _strict_int, item)
+        elif field == "metric":
+            kwargs[field] = _subfield(field, _strict_str, item)
+        elif field == "target":
+            kwargs[field] = _subfield(field, _strict_float, item)
+        else:
+            kwargs[f"{field}_seconds"] = _subfield(field, _duration, item)
     return Autoscale(**kwargs)
 
 
@@ -594,6 +595,26 @@ def _format_exception(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, (ValueError, TypeError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+#: a service's blocks read by hand (not by the converter): their errors start with the field's name
+_HAND_READ_BLOCKS: dict[str, type] = {
+    "gpus": GpuRequest,
+    "profile": Profile,
+    "resources": ResourceLimits,
+    "autoscale": Autoscale,
+}
+
+
+def _fold_subfield(path: str, text: str) -> tuple[str, str]:
+    """``$.services[0].gpus`` + ``count: expected ...`` -> ``$.services[0].gpus.count`` + ``expected ...``:
+    a hand-read block's error names its field as the converter's paths do (``log.max_bytes``)."""
+    block = path.rpartition(".")[2]
+    field, sep, rest = text.partition(": ")
+    cls = _HAND_READ_BLOCKS.get(block)
+    if sep and cls is not None and re.fullmatch(r"\$\.services\[\d+\]\.\w+", path) and field in _FIELDS_OF[cls]:
+        return f"{path}.{field}", rest
+    return path, text
 
 
 def _locate(path: str, names: list[str]) -> str:

@@ -22,6 +22,7 @@ from .fields import (
     _CONVERTER,
     _FIELDS_OF,
     _cluster,
+    _fold_subfield,
     _format_exception,
     _locate,
     _structured,
@@ -149,7 +150,8 @@ def _structure(data: Mapping[str, Any], names: list[str], source: str | None, un
         messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
         for message in messages:
             text, _, path = message.rpartition(" @ ")
-            lines.append(f"{_locate(path, names)}: {text}")
+            shown, text = _fold_subfield(path, text)
+            lines.append(f"{_locate(shown, names)}: {text}")
             paths.append(path)
     else:
         if not lines:

@@ -146,8 +146,8 @@ def test_limits_are_read_from_yaml_and_a_bad_one_names_file_service_and_field(tm
     limits = sv.load(path).services[0].resources
     assert limits == sv.ResourceLimits(memory_max_bytes=64 * 10**9, cpu_max=4.0, pids_max=4096)
     for bad, said in (
-        ("{memory_max: lots}", "field 'resources': memory_max: expected a size"),
-        ("{cpu_max: many}", "field 'resources': cpu_max: expected a number of cores"),
+        ("{memory_max: lots}", "field 'resources.memory_max': expected a size"),
+        ("{cpu_max: many}", "field 'resources.cpu_max': expected a number of cores"),
         ("{pid_max: 3}", "pid_max"),
         ("{pids_max: 0}", "field 'resources.pids_max': must be 1 or more"),
     ):

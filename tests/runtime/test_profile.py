@@ -114,7 +114,7 @@ def test_yaml_profile_forms() -> None:
     assert topology_from_text(text.replace("{}", "torch")).services[0].profile == sv.Profile("torch")
     with pytest.raises(sv.ConfigError, match=r"field 'profile': unknown field 'arg' \(did you mean 'args'\?\)"):
         topology_from_text(text.replace("{}", "{tool: nsys, arg: []}"))
-    with pytest.raises(sv.ConfigError, match="field 'profile': tool: missing"):
+    with pytest.raises(sv.ConfigError, match=r"field 'profile\.tool': missing"):
         topology_from_text(text.replace("{}", "{args: []}"))
 
 

@@ -47,7 +47,7 @@ def test_the_issue_example_loads_with_its_durations(tmp_path: Path) -> None:
         ("{max: 2, metric: m}", METRICS, "service 'w', field 'autoscale.target': missing"),
         ("{max: 2, metric: m, target: 0}", METRICS, "field 'autoscale.target': expected a number more than 0"),
         ("{max: 2, metric: m, target: 1}", "", "field 'autoscale.metric': the service has no metrics: endpoint"),
-        ("{max: 2, metric: m, target: 1, up_after: soon}", METRICS, "field 'autoscale': up_after: expected a duration"),
+        ("{max: 2, metric: m, target: 1, up_after: soon}", METRICS, "field 'autoscale.up_after': expected a duration"),
         ("{max: 2, metrc: m, target: 1}", METRICS, "unknown field 'metrc' (did you mean 'metric'?)"),
         ("{max: 2, metric: m, target: 1, period: 0s}", METRICS, "field 'autoscale.period': must be more than 0"),
         ("{max: 2, metric: 'a + ', target: 1}", METRICS, "field 'autoscale.metric': expected a Prometheus metric name"),

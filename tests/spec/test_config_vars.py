@@ -120,7 +120,11 @@ services:
     ("body", "expected"),
     [
         ("gpus: {cont: 2}", "service 'a', field 'gpus': unknown field 'cont' (did you mean 'count'?)"),
-        ("gpus: {count: x}", "field 'gpus': expected a whole number, got 'x'"),
+        ("gpus: {count: x}", "field 'gpus.count': expected a whole number, got 'x'"),
+        ("gpus: {ids: [0, x]}", "field 'gpus.ids': expected a whole number, got 'x'"),
+        ("gpus: {count: 1, min_free_memory: lots}", "field 'gpus.min_free_memory': expected a size"),
+        ("profile: {tool: nsys, grace: -1}", "field 'profile.grace': a duration cannot be negative"),
+        ("resources: {pids_max: 2.5}", "field 'resources.pids_max': expected a whole number, got 2.5"),
         ("phases: [a, b]", "field 'phases': expected a mapping of phase name"),
         ("phases: {load: '(unclosed'}", "field 'phases.load': bad regex"),
     ],

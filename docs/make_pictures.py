@@ -36,6 +36,7 @@ from supervisor._plan.plan import make_plan  # noqa: E402
 from supervisor._records.summary import read_summary  # noqa: E402
 from supervisor._records.summary_text import render_summary  # noqa: E402
 from supervisor._spec.load import load  # noqa: E402
+from supervisor._units import counted  # noqa: E402
 
 WIDTH = 168
 LOAD_SECONDS = "8"  #: the stand-ins' startup time: long enough to catch them loading
@@ -65,7 +66,7 @@ async def _live_picture(work: Path) -> Path:
     reporter = LiveReporter(board, console=console, quiet=False, logs=None, redact=str, services=services)
     replicas = sum(len(s.replicas) for s in plan.services)
     logs = plan.run_dir.relative_to(work) / "logs"  # not the temporary directory's name
-    reporter.say(f"run {plan.run_id}: {replicas} replicas, logs in {logs}")
+    reporter.say(f"run {plan.run_id}: {counted(replicas, 'replica')}, logs in {logs}")
 
     def past_weights() -> bool:
         return any(row.loading and row.phase_index >= 2 for row in board.rows())

@@ -1,11 +1,11 @@
 """Human units in configuration: durations like ``500ms``/``2m``/``7d`` and sizes like ``50MB``; and sizes
-written back for people (``format_size``)."""
+and counts written back for people (``format_size``, ``counted``)."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["format_size", "parse_duration", "parse_size", "slurm_time"]
+__all__ = ["counted", "format_size", "parse_duration", "parse_size", "slurm_time"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|us|µs)?\s*$")
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -100,3 +100,8 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "replica")`` -> ``1 replica``; ``counted(3, "replica")`` -> ``3 replicas``."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

@@ -39,6 +39,7 @@ from .._events import (
     Spawned,
     Stopped,
 )
+from .._units import counted
 
 if TYPE_CHECKING:
     from .._runtime.group import RunningTopology
@@ -141,7 +142,7 @@ def _planner_line(event: PlannerDecided | PlannerDone) -> str:
 
 def _scale_line(event: ScaleStarted | ScaleEnded | ReplicaAdded | ReplicaRemoved) -> str:
     if isinstance(event, ScaleStarted):
-        return f"{event.service}: scaling from {event.replicas_before} to {event.replicas_after} replicas"
+        return f"{event.service}: scaling from {event.replicas_before} to {counted(event.replicas_after, 'replica')}"
     if isinstance(event, ReplicaAdded):
         where = ", ".join(f"{name} {port}" for name, port in event.ports.items()) or "no ports"
         gpus = f", GPU {','.join(map(str, event.gpus))}" if event.gpus else ""
@@ -149,22 +150,22 @@ def _scale_line(event: ScaleStarted | ScaleEnded | ReplicaAdded | ReplicaRemoved
     if isinstance(event, ReplicaRemoved):
         return f"{event.replica}: removed"
     if event.error is not None:
-        return f"{event.service}: scale FAILED, {event.replicas} replicas as before: {event.error}"
-    return f"{event.service}: scaled to {event.replicas} replicas in {event.seconds:.2f}s"
+        return f"{event.service}: scale FAILED, {counted(event.replicas, 'replica')} as before: {event.error}"
+    return f"{event.service}: scaled to {counted(event.replicas, 'replica')} in {event.seconds:.2f}s"
 
 
 def _rollout_line(event: RolloutStarted | RolloutStepped | RolloutEnded) -> str:
     if isinstance(event, RolloutStarted):
         spec = " on a new spec" if event.respecified else ""
         return (
-            f"{event.service}: rolling restart of {event.replicas} replicas{spec}, "
+            f"{event.service}: rolling restart of {counted(event.replicas, 'replica')}{spec}, "
             f"{event.max_unavailable} at a time, at least {event.min_ready} ready"
         )
     if isinstance(event, RolloutStepped):
         return f"{event.replica}: rolled ({event.step}/{event.of}), ready again in {event.seconds:.2f}s"
     if event.error is not None:
         return f"{event.service}: rolling restart FAILED: {event.error}"
-    return f"{event.service}: rolling restart done, {len(event.rolled)} replicas in {event.seconds:.2f}s"
+    return f"{event.service}: rolling restart done, {counted(len(event.rolled), 'replica')} in {event.seconds:.2f}s"
 
 
 class _Reporter:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._control.protocol import ProtocolError, check_reply, request_blocking
 from .._errors import ControlError
+from .._units import counted
 from .context import reader_may_leave
 from .resources_text import RESOURCE_HEADERS, resource_cells
 from .table import parse_overrides
@@ -169,7 +170,7 @@ def scale_command(call: Invocation) -> int:
         run_id, "scale", lambda: _ask(run_id, path, "scale", service=args.service, replicas=args.replicas)
     )
     _print_result(reply)
-    print(f"run {run_id}: {args.service} has {args.replicas} replicas ({time.monotonic() - started:.2f}s)")
+    print(f"run {run_id}: {args.service} has {counted(args.replicas, 'replica')} ({time.monotonic() - started:.2f}s)")
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ from .._plan.placement import planning_nodes
 from .._plan.plan import Plan, fill_command, make_plan
 from .._spec.cluster import placement_notes, with_slurm
 from .._spec.load import load
+from .._units import counted
 from . import command as _cmd
 from .context import Invocation
 from .detach import detach, let_stop_signals_in, notify, output_to_run_dir
@@ -101,7 +102,7 @@ def validate_command(call: Invocation) -> int:
     planned = plan_invocation(call)
     plan = planned.plan
     replicas = sum(len(s.replicas) for s in plan.services)
-    print(f"ok: {call.args.file}: {len(plan.services)} services, {replicas} replicas")
+    print(f"ok: {call.args.file}: {counted(len(plan.services), 'service')}, {counted(replicas, 'replica')}")
     width = max((len(r.name) for s in plan.services for r in s.replicas), default=0)
     uses_gpus = any(r.gpus for s in plan.services for r in s.replicas)
     for service in plan.services:
@@ -290,7 +291,7 @@ def _run(call: Invocation, planned: Planned, stop_warming: Callable[[], None]) -
             # the run's first lines, stamped when it began: the head start's spawns, printed after them as
             # events, happened after that (printed now, they would read as earlier than the header)
             began = head_start.began_wall_time if head_start is not None else None
-            say(f"run {plan.run_id}: {replicas} replicas, logs in {plan.run_dir / 'logs'}", wall_time=began)
+            say(f"run {plan.run_id}: {counted(replicas, 'replica')}, logs in {plan.run_dir / 'logs'}", wall_time=began)
             allocation = planned.allocation
             if allocation is not None:
                 whose = "ours, cancelled at the end" if allocation.owned else "the caller's, left as it is"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from .._units import counted
 from .plan import Plan, ServicePlan
 
 __all__ = ["FORMATS", "layers", "render_dot", "render_graph", "render_mermaid", "render_text"]
@@ -41,7 +42,7 @@ def layers(plan: Plan) -> list[list[ServicePlan]]:
 def render_text(plan: Plan) -> str:
     """``name: N services, M replicas``, then one line per service by layer: its label and what it waits for."""
     replicas = sum(len(s.replicas) for s in plan.services)
-    lines = [f"{plan.name}: {len(plan.services)} services, {replicas} replicas"]
+    lines = [f"{plan.name}: {counted(len(plan.services), 'service')}, {counted(replicas, 'replica')}"]
     rows = []
     for depth, layer in enumerate(layers(plan)):
         for i, service in enumerate(layer):

@@ -22,6 +22,7 @@ from .._spec.cluster import placed
 from .._spec.model import GpuRequest, PortSpec, Service, Topology
 from .._spec.placement import ClusterNode, ReplicaPlacement
 from .._spec.validate import MAX_REPLICAS, check_topology
+from .._units import counted
 from .gpu_assign import GpuNode, GpuWant, assign_gpus
 from .placement import PortBook
 from .plan import Plan, ReplicaPlan, ServicePlan, _resolve_replica, _service_plan, _shared_context, _skeleton
@@ -80,7 +81,7 @@ def scaled_plan(
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
         problems.append(f"{where}: replicas must be a whole number from 0 to {MAX_REPLICAS}, got {replicas!r}")
     elif current.min_ready is not None and replicas < current.min_ready:
-        problems.append(f"{where}: {replicas} replicas would be below its min_ready of {current.min_ready}")
+        problems.append(f"{where}: {counted(replicas, 'replica')} would be below its min_ready of {current.min_ready}")
     if problems:
         raise ConfigError([f"scale to {replicas}: {p}" for p in problems], source=plan.source)
     if replicas <= len(current.replicas):

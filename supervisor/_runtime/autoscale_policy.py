@@ -19,6 +19,7 @@ import attrs
 
 from .._spec.autoscale import metric_names
 from .._spec.model import Autoscale
+from .._units import counted
 
 __all__ = ["AutoscaleState", "Decision", "recommend"]
 
@@ -54,7 +55,7 @@ def recommend(
         ratio = value / (target * replicas) if replicas else math.inf
         wanted = replicas if replicas and abs(ratio - 1) <= TOLERANCE else math.ceil(value / target - 1e-9)
         per = value / replicas if replicas else value
-        why = f"{spec.metric} = {value:g} over {len(metrics)} replicas ({per:g} each, target {target:g})"
+        why = f"{spec.metric} = {value:g} over {counted(len(metrics), 'replica')} ({per:g} each, target {target:g})"
     return max(floor, min(spec.max, wanted)), value, why
 
 

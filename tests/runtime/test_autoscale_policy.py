@@ -139,4 +139,4 @@ def test_a_sum_of_metrics_measures_the_load_and_holds_where_the_queue_alone_flap
     assert steady_load(f"{RUNNING} + {QUEUE}", 4) == [4]
     sample = {"w.0": {RUNNING: 1.0, QUEUE: 7.0, "other": 9.0}}
     wanted = recommend(spec(metric=f"{RUNNING}+{QUEUE}", target=3), sample, 1, floor=1)
-    assert wanted == (3, 8.0, f"{RUNNING}+{QUEUE} = 8 over 1 replicas (8 each, target 3)")
+    assert wanted == (3, 8.0, f"{RUNNING}+{QUEUE} = 8 over 1 replica (8 each, target 3)")

@@ -228,7 +228,7 @@ async def test_counts_that_cannot_be_are_refused(runs_dir: Path) -> None:
         ],
     )  # fmt: skip
     async with sv.launch(topology, runs_dir=runs_dir) as group:
-        with pytest.raises(sv.ConfigError, match="1 replicas would be below its min_ready of 2"):
+        with pytest.raises(sv.ConfigError, match="1 replica would be below its min_ready of 2"):
             await group.scale("w", 1)
         with pytest.raises(sv.ConfigError, match="replicas must be a whole number from 0 to 10000, got -1"):
             await group.scale("w", -1)

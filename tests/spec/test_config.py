@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import supervisor as sv
-from supervisor._units import format_size, parse_duration, parse_size
+from supervisor._units import counted, format_size, parse_duration, parse_size
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
 
@@ -42,6 +42,11 @@ def test_sizes(text: object, size: int) -> None:
 def test_sizes_for_people(size: int, text: str) -> None:
     """gc says how much it freed in these."""
     assert format_size(size) == text
+
+
+def test_counts_in_messages_agree_with_their_number() -> None:
+    assert [counted(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
+    assert counted(1, "service") == "1 service" and counted(2, "process", "processes") == "2 processes"
 
 
 @pytest.mark.parametrize("bad", ["10 parsecs", "-1s", "", True, [1]])

@@ -293,7 +293,7 @@ def _port(name: str, number: object) -> PortSpec:
         if "below" not in number:
             raise ValueError(f"port '{name}': expected a number, null, or {{below: N}}")
         return PortSpec(name, below=_strict_int(number["below"]))
-    return PortSpec(name, _typed(number)[0])  # type: ignore[arg-type]  # numbers: checked by plan  # type: ignore[arg-type]  # numbers: checked by plan
+    return PortSpec(name, _typed(number)[0])  # type: ignore[arg-type]  # numbers: checked by plan
 
 
 def _restart(value: object, _: object = None) -> RestartPolicy:

@@ -211,6 +211,11 @@ def _check_service(
         field = f"{where}, field 'ports'"
         if not isinstance(port.name, str) or not _NAME.fullmatch(port.name):
             report(f"{field}: port name {port.name!r} must be letters, digits, '_' or '-'")
+        elif port.name.isdigit():  # ``ports: [8000]`` reads as port 8000, but names a free port "8000"
+            report(
+                f"{field}: {port.name} is a port name here, not a port number: write {{http: {port.name}}} for "
+                f"port {port.name}, or a name ([http]) for a free port"
+            )
         if port.name in seen_ports:
             report(f"{field}: port '{port.name}' named twice")
         if port.name in _RESERVED_PORT_NAMES:

@@ -154,6 +154,7 @@ def test_a_port_below_a_limit_from_yaml(tmp_path: Path) -> None:
         ("{status: {below: x}}", "expected a whole number, got 'x'"),
         ("{status: {below: 100}}", "port status: below: must be 2049 or more"),
         ("{status: {}}", "port 'status': expected a number, null, or {below: N}"),
+        ("[8000]", "8000 is a port name here, not a port number: write {http: 8000} for port 8000"),
     ],
 )
 def test_bad_port_limits(tmp_path: Path, ports: str, expected: str) -> None:

@@ -261,7 +261,14 @@ def resolve_run(spec: str) -> RunRecord:
         return matches[0].readable()
     if matches:
         ids = [r.run_id for r in matches]
-        raise UnknownRun(f"{spec!r} matches {len(ids)} runs: {', '.join(ids)}; give more of the run id", ids)
+        raise UnknownRun(f"{spec!r} matches {len(ids)} runs: {_some(ids)}; give more of the run id", ids)
     live = [r.run_id for r in records if r.indexed]
-    known = f"recorded runs: {', '.join(live)}" if live else "no run is recorded (supervisor ps --all lists old ones)"
+    known = f"recorded runs: {_some(live)}" if live else "no run is recorded (supervisor ps --all lists old ones)"
     raise UnknownRun(f"no run matches {spec!r}; {known}", live)
+
+
+def _some(run_ids: list[str], shown: int = 5) -> str:
+    """The newest few of a list of run ids (oldest first), for an error line: a busy box records hundreds."""
+    if len(run_ids) <= shown:
+        return ", ".join(run_ids)
+    return f"{', '.join(run_ids[-shown:])} and {len(run_ids) - shown} older (supervisor ps lists them)"

@@ -82,6 +82,20 @@ def test_resolve_run_by_id_prefix_suffix_name_and_directory(runs_dir: Path) -> N
         resolve_run("demo")
 
 
+def test_an_unknown_run_names_the_newest_few_recorded_runs(runs_dir: Path) -> None:
+    """On a box that records hundreds of runs, the error stays one short line."""
+    for number in range(12):
+        run_id = f"20250101-0000{number:02d}-demo-{number:06d}"
+        register_run(run_id, write_run(runs_dir, run_id, {}, name="demo"), supervisor_pid=os.getpid())
+    with pytest.raises(UnknownRun) as caught:
+        resolve_run("zzz")
+    message = str(caught.value)
+    assert message.endswith("000007, 20250101-000008-demo-000008, 20250101-000009-demo-000009, "
+                            "20250101-000010-demo-000010, 20250101-000011-demo-000011 and 7 older "
+                            "(supervisor ps lists them)")  # fmt: skip
+    assert "000006" not in message and len(caught.value.candidates) == 12
+
+
 def test_leftovers_never_include_a_recorded_pid_whose_create_time_differs(reaper: Reaper, runs_dir: Path) -> None:
     """An unmarked process at a recorded pid is ours only if it started when the record says."""
     bystander = reaper.start([PYTHON, "-c", STUBBORN])

@@ -4,6 +4,7 @@ lines, ``\\r`` progress lines, and lines for a subscriber that arrives mid-run."
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import anyio
 import pytest
 
 import supervisor as sv
+from supervisor._host import process as process_module
 from supervisor._host.logs import LineStream, RotatingLogFile, _next_nap, mark_line, pump_pipe
 
 from ..helpers import PYTHON
@@ -202,3 +204,41 @@ def test_a_busy_writer_is_read_in_batches_that_the_nap_keeps_within_the_pipe() -
             nap = _next_nap(nap, drained, since_last_seconds=nap or 0.00002)
         least = min((1 << 20) // 4, int(rate * 0.004))
         assert all(least <= batch <= (1 << 20) * 7 // 8 for batch in batches[10:]), (rate, batches)
+
+
+@pytest.mark.anyio
+async def test_a_quiet_writer_costs_the_pump_little_memory_and_a_busy_one_is_read_in_large_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read buffer follows the output: a replica that prints a line keeps a small one (a fixed 1 MiB
+    each held 200 MB for 200 idle replicas), one that floods the pipe gets reads of up to the pipe's size."""
+    sizes: list[int] = []
+    real_readv = os.readv
+
+    def readv(fd: int, buffers: list[bytearray]) -> int:
+        sizes.append(len(buffers[0]))
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", readv)
+    for lines, widest in ((1, 64 * 1024), (20 * 16_384, 1 << 20)):  # one line; 20 blocks of 1 MiB
+        sizes.clear()
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, process_module._F_SETPIPE_SZ, process_module._PIPE_SIZE)  # as a replica's
+        os.set_blocking(read_end, False)
+        code = (
+            "import sys\n"
+            f"lines = [b'line %07d %s\\n' % (n, b'x' * 46) for n in range({lines})]\n"
+            "for start in range(0, len(lines), 16_384): sys.stdout.buffer.write(b''.join(lines[start:start + 16_384]))\n"
+        )
+        process = await anyio.open_process([PYTHON, "-c", code], stdout=write_end)
+        os.close(write_end)
+        stream = LineStream(RotatingLogFile(tmp_path / f"{lines}.log", max_bytes=50_000_000, backups=1))
+        with anyio.fail_after(60):
+            await pump_pipe(read_end, stream)
+            await process.wait()
+        os.close(read_end)
+        assert (tmp_path / f"{lines}.log").read_bytes().count(b"\n") == lines
+        if lines == 1:
+            assert max(sizes) < widest, sizes
+        else:
+            assert max(sizes) == widest, sizes

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .._marks import CONTAINMENT_CHOICES as CHOICES
 from .._spec.model import LIMIT_CONTROLLERS, ResourceLimits
-from .cgroupfs import DELEGATION_HINT, CgroupHost, Hierarchy
+from .cgroupfs import DELEGATION_HINT, CgroupHost, Hierarchy, read_small_file
 from .limits import LimitUnavailable, enable_controllers, lift_limits, set_limits
 
 __all__ = [
@@ -456,8 +456,8 @@ def tree_pids(path: Path) -> list[int]:
     """Every process in the cgroup ``path`` and its descendants (empty when it does not exist)."""
     found: list[int] = []
     for directory, _, _ in os.walk(path):
-        with contextlib.suppress(OSError), open(os.path.join(directory, "cgroup.procs"), "rb") as file:
-            found.extend(int(word) for word in file.read().split())
+        with contextlib.suppress(OSError):  # the resource sampler reads this for every replica at every round
+            found.extend(int(word) for word in read_small_file(os.path.join(directory, "cgroup.procs")).split())
     return found
 
 

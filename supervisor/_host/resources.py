@@ -19,10 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .cgroupfs import read_small_file
+
 if TYPE_CHECKING:
     from .gpu_inventory import GpuInventory
 
-__all__ = ["CgroupCounters", "ProcTable", "Reading", "ResourceUsage", "gpu_memory_by_pid", "gpu_memory_of", "pid_stats"]
+__all__ = [
+    "CgroupCounters",
+    "ProcTable",
+    "Reading",
+    "ResourceUsage",
+    "gpu_memory_by_pid",
+    "gpu_memory_of",
+    "pid_stats",
+]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -145,8 +155,7 @@ def pid_stats(pids: Iterable[int], proc: Path = Path("/proc")) -> tuple[float, i
     cpu, rss = 0.0, 0
     for pid in pids:
         try:
-            with open(proc / str(pid) / "stat", "rb") as file:
-                fields = file.read().rpartition(b")")[2].split()
+            fields = read_small_file(proc / str(pid) / "stat").rpartition(b")")[2].split()
             cpu += sum(int(fields[i]) for i in (11, 12, 13, 14)) / _CLOCK_TICKS
             rss += int(fields[21]) * _PAGE_BYTES
         except (OSError, IndexError, ValueError):
@@ -180,18 +189,16 @@ def _first_existing(directories: Sequence[Path], name: str) -> Path | None:
 
 def _read_int(path: Path) -> int | None:
     try:
-        with open(path, "rb") as file:
-            return int(file.read().split()[0])
+        return int(read_small_file(path).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
 def _usage_usec(path: Path) -> float | None:
     try:
-        with open(path, "rb") as file:
-            for line in file:
-                if line.startswith(b"usage_usec "):
-                    return int(line.split()[1]) / 1e6
+        for line in read_small_file(path).splitlines():
+            if line.startswith(b"usage_usec "):
+                return int(line.split()[1]) / 1e6
     except (OSError, ValueError, IndexError):
         pass
     return None

@@ -31,10 +31,20 @@ if TYPE_CHECKING:
     from .._host.gpu_inventory import GpuInventory
     from .replica import Replica
 
-__all__ = ["SAMPLE_INTERVAL_SECONDS", "ResourceSampler", "ServicePeaks", "sample_resources"]
+__all__ = [
+    "SAMPLER_CPU_SHARE",
+    "SAMPLE_INTERVAL_SECONDS",
+    "ResourceSampler",
+    "ServicePeaks",
+    "next_sample_in",
+    "sample_resources",
+]
 
-#: between samples: 100 replicas cost well under 1 % of a core at this rate (benchmarks/bench_resources.py)
+#: between samples, at least: 100 replicas cost well under 1 % of a core at this rate (bench_resources.py)
 SAMPLE_INTERVAL_SECONDS = 2.0
+#: the share of one core the sampler may take: a round that cost more waits longer for the next, so the
+#: cost stays bounded whatever the number of replicas (200 idle ones held a supervisor at 1.3 % of a core)
+SAMPLER_CPU_SHARE = 0.005
 
 
 @attrs.define
@@ -73,13 +83,15 @@ class ResourceSampler:
     def __init__(self, gpus: GpuInventory | None = None) -> None:
         self.gpus = gpus
         self.services: dict[str, ServicePeaks] = {}
+        self.round_cpu_seconds = 0.0  #: what the last round cost (its worker thread's and the loop's CPU)
         self._tracks: dict[str, _Track] = {}
 
     async def sample(self, replicas: Sequence[Replica], cgroup_of: Callable[[str], ReplicaCgroup | None]) -> None:
         targets = [t for t in (self._target(r, cgroup_of(r.name)) for r in replicas) if t is not None]
         if not targets:
             return
-        readings, held = await anyio.to_thread.run_sync(self._read, targets)
+        readings, held, read_cpu = await anyio.to_thread.run_sync(self._read, targets)
+        began = time.thread_time()
         now = time.monotonic()
         by_name = {r.name: r for r in replicas}
         totals: dict[str, ServicePeaks] = {}
@@ -95,6 +107,7 @@ class ResourceSampler:
             peak.memory_bytes = max(peak.memory_bytes, total.memory_bytes)
             if total.gpu_memory_bytes is not None:
                 peak.gpu_memory_bytes = max(peak.gpu_memory_bytes or 0, total.gpu_memory_bytes)
+        self.round_cpu_seconds = read_cpu + time.thread_time() - began
 
     def _target(self, replica: Replica, cgroup: ReplicaCgroup | None) -> _Target | None:
         track = self._tracks.setdefault(replica.name, _Track())
@@ -106,8 +119,9 @@ class ResourceSampler:
             return None  # never started: nothing to show yet
         return _Target(replica.name, replica.service, None, replica.pid if replica.running else None)
 
-    def _read(self, targets: list[_Target]) -> tuple[dict[str, Reading], dict[int, int] | None]:
-        """In a worker thread: every target's counters, and the GPUs' holders once."""
+    def _read(self, targets: list[_Target]) -> tuple[dict[str, Reading], dict[int, int] | None, float]:
+        """In a worker thread: every target's counters, the GPUs' holders once, and this thread's CPU."""
+        began = time.thread_time()
         table = ProcTable() if any(t.counters is None and t.leader is not None for t in targets) else None
         readings: dict[str, Reading] = {}
         for target in targets:
@@ -126,7 +140,7 @@ class ResourceSampler:
                 reading = Reading(pids=())
             readings[target.name] = reading
         held = gpu_memory_by_pid(self.gpus) if self.gpus is not None else None
-        return readings, held
+        return readings, held, time.thread_time() - began
 
     def _apply(self, target: _Target, reading: Reading, held: dict[int, int] | None, now: float) -> ResourceUsage:
         track = self._tracks[target.name]
@@ -163,7 +177,13 @@ async def sample_resources(
     replicas: Callable[[], Sequence[Replica]],
     cgroup_of: Callable[[str], ReplicaCgroup | None],
 ) -> None:
-    """The run's sampler task: a round now and every ``SAMPLE_INTERVAL_SECONDS`` until it is cancelled."""
+    """The run's sampler task: a round now and every ``SAMPLE_INTERVAL_SECONDS`` until it is cancelled, or
+    less often where a round costs more than ``SAMPLER_CPU_SHARE`` of a core at that rate."""
     while True:
         await sampler.sample(replicas(), cgroup_of)
-        await anyio.sleep(SAMPLE_INTERVAL_SECONDS)
+        await anyio.sleep(next_sample_in(sampler.round_cpu_seconds))
+
+
+def next_sample_in(round_cpu_seconds: float) -> float:
+    """Seconds until the next round: the interval, or longer, so rounds take at most their share of a core."""
+    return max(SAMPLE_INTERVAL_SECONDS, round_cpu_seconds / SAMPLER_CPU_SHARE)

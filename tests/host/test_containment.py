@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._host.cgroupfs import CgroupHost
+from supervisor._host.cgroupfs import CgroupHost, read_small_file
 from supervisor._host.containment import (
     ContainmentUnavailable,
     RunContainment,
@@ -237,3 +237,13 @@ def test_a_relative_path_entry_is_searched_from_the_replicas_directory_as_popen_
         assert subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True).stdout == b"served\n"
     finally:
         contained.empty_and_remove()
+
+
+@pytest.mark.parametrize("size", [0, 100, 4095, 4096, 4097, 65536 + 4096, 200_000])
+def test_a_small_file_is_read_whole_at_any_size(tmp_path: Path, size: int) -> None:
+    """The raw read the sampler uses stops at a short read: every size around its read lengths comes whole."""
+    path = tmp_path / "counter"
+    data = bytes(index % 251 for index in range(size))
+    path.write_bytes(data)
+    assert read_small_file(path) == data
+    assert read_small_file("/proc/self/stat").split()[0] == str(os.getpid()).encode()

@@ -129,3 +129,10 @@ async def test_gpu_memory_is_summed_from_the_inventory(runs_dir: Path) -> None:
         assert usage.gpu_memory_peak_bytes == 7 * 10**9
     totals = read_summary(group.run_dir).replicas["w"].resources
     assert totals is not None and totals.gpu_memory_peak_bytes == 7 * 10**9
+
+
+def test_the_sampler_waits_longer_after_a_round_that_cost_more_than_its_share() -> None:
+    """A round of a few replicas waits the interval; one that cost 50 ms of CPU waits 10 s, so sampling
+    takes at most half a percent of a core whatever the number of replicas."""
+    assert sampling.next_sample_in(0.0001) == sampling.SAMPLE_INTERVAL_SECONDS
+    assert sampling.next_sample_in(0.05) == pytest.approx(0.05 / sampling.SAMPLER_CPU_SHARE) == pytest.approx(10.0)

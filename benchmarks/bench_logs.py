@@ -10,9 +10,10 @@ import select
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import anyio.to_thread
@@ -126,24 +127,14 @@ def logs_direct(settings: Settings, writer: Writer) -> float:
 def logs_pipe(settings: Settings, writer: Writer) -> tuple[float, float]:
     """A bare pipe in between: read up to 1 MiB, write it to the file, nothing else (one thread, blocking).
     (elapsed s, the draining thread's CPU s from the spawn on): what a hand-written launcher's drain costs."""
-    path = settings.work / "pipe.log"
-    with hand_processes() as hand, path.open("wb") as out:
-        began = time.monotonic()
-        proc = hand.spawn(writer.argv)
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # as the supervisor does
+
+    def drain(fd: int, out: BinaryIO) -> None:
         os.set_blocking(fd, True)
-        cpu_began = time.thread_time()
         while chunk := os.read(fd, 1 << 20):
             out.write(chunk)
         out.flush()
-        cpu = time.thread_time() - cpu_began
-        proc.wait(timeout=LAUNCH_LIMIT_SECONDS)
-        elapsed = time.monotonic() - began
-    check_file(path, writer, proc)
-    return elapsed, cpu
+
+    return drained_by_hand(settings, writer, "pipe.log", drain)
 
 
 def logs_floor(settings: Settings, writer: Writer) -> tuple[float, float]:
@@ -151,18 +142,11 @@ def logs_floor(settings: Settings, writer: Writer) -> tuple[float, float]:
     written to the file as it is, and a 1 ms sleep after a read that left the pipe empty (the supervisor's
     shortest nap), so a busy writer is read in batches. No lines, no tail, no event loop: (elapsed s, the
     draining thread's CPU s from the spawn on), what the kernel alone charges for a pipe in between."""
-    path = settings.work / "floor.log"
     buffer = bytearray(1 << 20)
-    with hand_processes() as hand, path.open("wb", buffering=0) as out:
-        began = time.monotonic()
-        proc = hand.spawn(writer.argv)
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+
+    def drain(fd: int, out: BinaryIO) -> None:
         os.set_blocking(fd, False)
-        cpu_began = time.thread_time()
-        deadline = began + LAUNCH_LIMIT_SECONDS
+        deadline = time.monotonic() + LAUNCH_LIMIT_SECONDS
         while time.monotonic() < deadline:
             try:
                 size = os.readv(fd, [buffer])
@@ -174,6 +158,26 @@ def logs_floor(settings: Settings, writer: Writer) -> tuple[float, float]:
             out.write(memoryview(buffer)[:size])
             if size < len(buffer):
                 time.sleep(0.001)
+        out.flush()
+
+    return drained_by_hand(settings, writer, "floor.log", drain, buffering=0)  # each read, written as it is
+
+
+def drained_by_hand(
+    settings: Settings, writer: Writer, name: str, drain: Callable[[int, BinaryIO], None], buffering: int = -1
+) -> tuple[float, float]:
+    """The writer spawned with a 1 MiB pipe (as the supervisor sets it), ``drain(fd, file)`` in this thread:
+    (elapsed s from the spawn until the child has exited, the drain's CPU s)."""
+    path = settings.work / name
+    with hand_processes() as hand, path.open("wb", buffering=buffering) as out:
+        began = time.monotonic()
+        proc = hand.spawn(writer.argv)
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # as the supervisor does
+        cpu_began = time.thread_time()
+        drain(fd, out)
         cpu = time.thread_time() - cpu_began
         proc.wait(timeout=LAUNCH_LIMIT_SECONDS)
         elapsed = time.monotonic() - began

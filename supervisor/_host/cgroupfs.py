@@ -126,9 +126,9 @@ def read_small_file(path: str | Path) -> bytes:
     reads a few per replica, and ``open()``'s buffered file object costs about three times as much."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = [os.read(fd, 4096)]
-        while len(chunks[-1]) == (4096 if len(chunks) == 1 else 65536):  # a kernel file ends at a short read
-            chunks.append(os.read(fd, 65536))  # (cgroup.procs of a replica with many processes)
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:  # a kernel file ends at a short read (cgroup.procs may be long)
+            chunks.append(os.read(fd, 65536))
         return b"".join(chunks)
     finally:
         os.close(fd)

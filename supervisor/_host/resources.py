@@ -24,15 +24,7 @@ from .cgroupfs import read_small_file
 if TYPE_CHECKING:
     from .gpu_inventory import GpuInventory
 
-__all__ = [
-    "CgroupCounters",
-    "ProcTable",
-    "Reading",
-    "ResourceUsage",
-    "gpu_memory_by_pid",
-    "gpu_memory_of",
-    "pid_stats",
-]
+__all__ = ["CgroupCounters", "ProcTable", "Reading", "ResourceUsage", "gpu_memory_by_pid", "gpu_memory_of", "pid_stats"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

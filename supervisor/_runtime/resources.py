@@ -83,13 +83,13 @@ class ResourceSampler:
     def __init__(self, gpus: GpuInventory | None = None) -> None:
         self.gpus = gpus
         self.services: dict[str, ServicePeaks] = {}
-        self.round_cpu_seconds = 0.0  #: what the last round cost (its worker thread's and the loop's CPU)
         self._tracks: dict[str, _Track] = {}
 
-    async def sample(self, replicas: Sequence[Replica], cgroup_of: Callable[[str], ReplicaCgroup | None]) -> None:
+    async def sample(self, replicas: Sequence[Replica], cgroup_of: Callable[[str], ReplicaCgroup | None]) -> float:
+        """One round; returns what it cost (its worker thread's CPU and the loop's), in seconds."""
         targets = [t for t in (self._target(r, cgroup_of(r.name)) for r in replicas) if t is not None]
         if not targets:
-            return
+            return 0.0
         readings, held, read_cpu = await anyio.to_thread.run_sync(self._read, targets)
         began = time.thread_time()
         now = time.monotonic()
@@ -107,7 +107,7 @@ class ResourceSampler:
             peak.memory_bytes = max(peak.memory_bytes, total.memory_bytes)
             if total.gpu_memory_bytes is not None:
                 peak.gpu_memory_bytes = max(peak.gpu_memory_bytes or 0, total.gpu_memory_bytes)
-        self.round_cpu_seconds = read_cpu + time.thread_time() - began
+        return read_cpu + time.thread_time() - began
 
     def _target(self, replica: Replica, cgroup: ReplicaCgroup | None) -> _Target | None:
         track = self._tracks.setdefault(replica.name, _Track())
@@ -180,8 +180,8 @@ async def sample_resources(
     """The run's sampler task: a round now and every ``SAMPLE_INTERVAL_SECONDS`` until it is cancelled, or
     less often where a round costs more than ``SAMPLER_CPU_SHARE`` of a core at that rate."""
     while True:
-        await sampler.sample(replicas(), cgroup_of)
-        await anyio.sleep(next_sample_in(sampler.round_cpu_seconds))
+        cost = await sampler.sample(replicas(), cgroup_of)
+        await anyio.sleep(next_sample_in(cost))
 
 
 def next_sample_in(round_cpu_seconds: float) -> float:

@@ -1,0 +1,61 @@
+"""Disk room reserved past a busy log file's end, so its appends land in blocks the file already has.
+
+On ext4 a buffered append to a block the file does not have yet takes a delayed-allocation reservation per
+4 KiB page (quota and free-space counters, the extent status tree): measured here, a sixth to a quarter of
+the system time of a pump writing 500 MB/s. ``fallocate(FALLOC_FL_KEEP_SIZE)`` ahead of the writes takes
+that once per couple of MiB and leaves the file's size, and so what every reader sees, as it was. Truncating
+the file to its own size gives back what was not written into (at rotation and close).
+
+Only ext2/3/4 are asked (where it was measured): tmpfs would hold the room in memory, copy-on-write
+filesystems allocate again at each write anyway, and XFS reserves past the end by itself. Python has no
+``fallocate`` with a mode (``os.posix_fallocate`` grows the file), so libc's is called through ctypes;
+where it or ``fstatfs`` is missing, nothing is reserved and the writes go on as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from typing import Any
+
+__all__ = ["release_room", "reserve_room", "room_helps"]
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_EXT_SUPER_MAGIC = 0xEF53  #: ext2, ext3 and ext4 share it
+_STATFS_SIZE = 256  #: ``struct statfs`` is 120 bytes on 64-bit Linux; its first field is ``f_type``
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    except (OSError, AttributeError):  # not glibc/musl Linux
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def room_helps(fd: int) -> bool:
+    """Whether ``fd``'s filesystem is one where reserving ahead was measured to pay (ext2/3/4)."""
+    if _LIBC is None:
+        return False
+    buffer = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _LIBC.fstatfs(fd, buffer) != 0:
+        return False
+    return bool(ctypes.c_long.from_buffer(buffer).value == _EXT_SUPER_MAGIC)
+
+
+def reserve_room(fd: int, offset: int, length: int) -> bool:
+    """Allocate ``length`` bytes of ``fd`` from ``offset`` without changing its size; False when refused
+    (a full disk: the write itself will say so, or a filesystem that cannot)."""
+    return _LIBC is not None and _LIBC.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0
+
+
+def release_room(fd: int) -> None:
+    """Give back the blocks reserved past the end: truncating a file to its own size frees them."""
+    with contextlib.suppress(OSError):  # a file we cannot truncate keeps a few MiB too many: harmless
+        os.ftruncate(fd, os.fstat(fd).st_size)

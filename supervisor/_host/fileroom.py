@@ -26,14 +26,22 @@ _EXT_SUPER_MAGIC = 0xEF53  #: ext2, ext3 and ext4 share it
 _STATFS_SIZE = 256  #: ``struct statfs`` is 120 bytes on 64-bit Linux; its first field is ``f_type``
 
 
-def _libc() -> Any:
+def _libc() -> tuple[Any, Any] | None:
+    """(``fallocate`` with 64-bit offsets, ``fstatfs``), or None where libc lacks them (not Linux)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    except (OSError, AttributeError):  # not glibc/musl Linux
+        fstatfs = libc.fstatfs
+    except (OSError, AttributeError):
         return None
-    return libc
+    # fallocate64 takes 64-bit offsets everywhere; plain fallocate does only where a long is 64 bits
+    fallocate = getattr(libc, "fallocate64", None)
+    if fallocate is None and ctypes.sizeof(ctypes.c_long) == 8:
+        fallocate = getattr(libc, "fallocate", None)
+    if fallocate is None:
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return fallocate, fstatfs
 
 
 _LIBC = _libc()
@@ -44,7 +52,7 @@ def room_helps(fd: int) -> bool:
     if _LIBC is None:
         return False
     buffer = ctypes.create_string_buffer(_STATFS_SIZE)
-    if _LIBC.fstatfs(fd, buffer) != 0:
+    if _LIBC[1](fd, buffer) != 0:
         return False
     return bool(ctypes.c_long.from_buffer(buffer).value == _EXT_SUPER_MAGIC)
 
@@ -52,7 +60,7 @@ def room_helps(fd: int) -> bool:
 def reserve_room(fd: int, offset: int, length: int) -> bool:
     """Allocate ``length`` bytes of ``fd`` from ``offset`` without changing its size; False when refused
     (a full disk: the write itself will say so, or a filesystem that cannot)."""
-    return _LIBC is not None and _LIBC.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0
+    return _LIBC is not None and _LIBC[0](fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0
 
 
 def release_room(fd: int) -> None:

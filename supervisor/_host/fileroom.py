@@ -6,8 +6,8 @@ the system time of a pump writing 500 MB/s. ``fallocate(FALLOC_FL_KEEP_SIZE)`` a
 that once per couple of MiB and leaves the file's size, and so what every reader sees, as it was. Truncating
 the file to its own size gives back what was not written into (at rotation and close).
 
-Only ext2/3/4 are asked (where it was measured): tmpfs would hold the room in memory, copy-on-write
-filesystems allocate again at each write anyway, and XFS reserves past the end by itself. Python has no
+Only ext2/3/4 are asked, where it was measured: tmpfs would hold the room in memory, and others were not
+measured (XFS reserves past the end by itself; copy-on-write ones allocate at each write). Python has no
 ``fallocate`` with a mode (``os.posix_fallocate`` grows the file), so libc's is called through ctypes;
 where it or ``fstatfs`` is missing, nothing is reserved and the writes go on as before.
 """
@@ -54,7 +54,7 @@ def room_helps(fd: int) -> bool:
     buffer = ctypes.create_string_buffer(_STATFS_SIZE)
     if _LIBC[1](fd, buffer) != 0:
         return False
-    return bool(ctypes.c_long.from_buffer(buffer).value == _EXT_SUPER_MAGIC)
+    return ctypes.c_long.from_buffer(buffer).value == _EXT_SUPER_MAGIC
 
 
 def reserve_room(fd: int, offset: int, length: int) -> bool:

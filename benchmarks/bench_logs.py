@@ -159,7 +159,7 @@ def logs_floor(settings: Settings, writer: Writer) -> tuple[float, float]:
                 continue
             if not size:
                 break
-            if reserve and written + size > room_to:
+            if reserve and size >= 256 * 1024 and written + size > room_to:  # as the supervisor: busy batches
                 room_to = written + size + (2 << 20)
                 reserve_room(out.fileno(), written, room_to - written)
             out.write(memoryview(buffer)[:size])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = ["release_room", "reserve_room", "room_helps"]
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _EXT_SUPER_MAGIC = 0xEF53  #: ext2, ext3 and ext4 share it
+_CANNOT = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})  #: the file cannot, however often asked
 _STATFS_SIZE = 256  #: ``struct statfs`` is 120 bytes on 64-bit Linux; its first field is ``f_type``
 
 
@@ -57,13 +59,23 @@ def room_helps(fd: int) -> bool:
     return ctypes.c_long.from_buffer(buffer).value == _EXT_SUPER_MAGIC
 
 
-def reserve_room(fd: int, offset: int, length: int) -> bool:
-    """Allocate ``length`` bytes of ``fd`` from ``offset`` without changing its size; False when refused
-    (a full disk: the write itself will say so, or a filesystem that cannot)."""
-    return _LIBC is not None and _LIBC[0](fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0
+def reserve_room(fd: int, offset: int, length: int) -> bool | None:
+    """Allocate ``length`` bytes of ``fd`` from ``offset`` without changing its size.
+
+    True when reserved; False when not this time (a full disk or quota, which may have kept part of it: the
+    write itself will say so); None when the file cannot have room reserved (ext2, an ext3 file without
+    extents), so the caller stops asking."""
+    if _LIBC is None:
+        return None
+    if _LIBC[0](fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    return None if ctypes.get_errno() in _CANNOT else False
 
 
 def release_room(fd: int) -> None:
-    """Give back the blocks reserved past the end: truncating a file to its own size frees them."""
+    """Give back the blocks reserved past the end: truncating a file to its own size frees them.
+
+    Between the ``fstat`` and the truncation, bytes appended by another process (``echo >> x.log``) would be
+    cut: the supervisor is the file's only writer, and this runs on its one event-loop thread."""
     with contextlib.suppress(OSError):  # a file we cannot truncate keeps a few MiB too many: harmless
         os.ftruncate(fd, os.fstat(fd).st_size)

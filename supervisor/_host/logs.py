@@ -177,12 +177,19 @@ class RotatingLogFile:
             data = data[written:]
 
     def _reserve(self, coming: int) -> None:
-        """This batch and a busy writer's next MiBs in blocks the file already has, up to the rotation."""
+        """This batch and a busy writer's next MiBs in blocks the file already has, up to the rotation.
+
+        A reservation refused for a full disk is asked again only past its end (it may have kept part of
+        the room, given back like the rest); one the file cannot have is not asked again."""
         if self._room_helps is None:
             self._room_helps = room_helps(self._fd)
         start = max(self._size, self._room_to)
         end = min(self._size + coming + _ROOM_BYTES, self.max_bytes)
-        if self._room_helps and end > start and reserve_room(self._fd, start, end - start):
+        if not self._room_helps or end <= start:
+            return
+        if reserve_room(self._fd, start, end - start) is None:
+            self._room_helps = False
+        else:
             self._room_to = end
 
     def _rotate(self) -> None:

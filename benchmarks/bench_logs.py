@@ -32,6 +32,7 @@ from harness import (
 
 import supervisor as sv
 from supervisor._host.fileroom import reserve_room, room_helps
+from supervisor._host.logs import _ROOM_BYTES, _ROOM_FROM_BYTES
 
 # 4. log throughput
 
@@ -159,8 +160,8 @@ def logs_floor(settings: Settings, writer: Writer) -> tuple[float, float]:
                 continue
             if not size:
                 break
-            if reserve and size >= 256 * 1024 and written + size > room_to:  # as the supervisor: busy batches
-                room_to = written + size + (2 << 20)
+            if reserve and size >= _ROOM_FROM_BYTES and written + size > room_to:  # as the supervisor does
+                room_to = written + size + _ROOM_BYTES
                 reserve_room(out.fileno(), written, room_to - written)
             out.write(memoryview(buffer)[:size])
             written += size

@@ -46,15 +46,15 @@ def _libc() -> tuple[Any, Any] | None:
     return fallocate, fstatfs
 
 
-_LIBC = _libc()
+_FALLOCATE, _FSTATFS = _libc() or (None, None)
 
 
 def room_helps(fd: int) -> bool:
     """Whether ``fd``'s filesystem is one where reserving ahead was measured to pay (ext2/3/4)."""
-    if _LIBC is None:
+    if _FSTATFS is None:
         return False
     buffer = ctypes.create_string_buffer(_STATFS_SIZE)
-    if _LIBC[1](fd, buffer) != 0:
+    if _FSTATFS(fd, buffer) != 0:
         return False
     return ctypes.c_long.from_buffer(buffer).value == _EXT_SUPER_MAGIC
 
@@ -65,9 +65,9 @@ def reserve_room(fd: int, offset: int, length: int) -> bool | None:
     True when reserved; False when not this time (a full disk or quota, which may have kept part of it: the
     write itself will say so); None when the file cannot have room reserved (ext2, an ext3 file without
     extents), so the caller stops asking."""
-    if _LIBC is None:
+    if _FALLOCATE is None:
         return None
-    if _LIBC[0](fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+    if _FALLOCATE(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
         return True
     return None if ctypes.get_errno() in _CANNOT else False
 

@@ -76,12 +76,10 @@ def test_a_busy_log_reserves_ahead_and_leaves_nothing_reserved_behind(ext_dir: P
 class FakeRoom:
     """``fileroom`` as the log file sees it, on any filesystem: what was asked, what was given back."""
 
-    def __init__(self, answer: bool | None) -> None:
+    def __init__(self, answer: bool | None, monkeypatch: pytest.MonkeyPatch) -> None:
         self.answer = answer
         self.reserved: list[tuple[int, int]] = []
         self.released = 0
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(logs, "room_helps", lambda fd: True)
         monkeypatch.setattr(logs, "reserve_room", self.reserve)
         monkeypatch.setattr(logs, "release_room", self.release)
@@ -100,8 +98,7 @@ BATCH = (b"y" * 99 + b"\n") * 3000  # 300 KB: a busy writer's batch
 def test_room_is_given_back_at_rotation_close_and_after_an_outage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    room = FakeRoom(True)
-    room.install(monkeypatch)
+    room = FakeRoom(True, monkeypatch)
     sink = RotatingLogFile(tmp_path / "x.log", max_bytes=1_000_000, backups=1)
     sink.write_lines(BATCH)
     assert room.reserved == [(0, 1_000_000)]  # the batch and 2 MiB more, but never past the rotation
@@ -129,8 +126,7 @@ def test_a_refused_reservation_is_given_back_and_asked_again_only_past_its_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full disk may keep part of a refused reservation: it is given back like the rest."""
-    room = FakeRoom(False)
-    room.install(monkeypatch)
+    room = FakeRoom(False, monkeypatch)
     sink = RotatingLogFile(tmp_path / "x.log", max_bytes=50_000_000, backups=1)
     for _ in range(8):  # 2.4 MB: past the first reservation's end once
         sink.write_lines(BATCH)
@@ -142,8 +138,7 @@ def test_a_refused_reservation_is_given_back_and_asked_again_only_past_its_end(
 
 def test_a_file_that_cannot_have_room_is_asked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ext2, or an ext3 file without extents: EOPNOTSUPP each time it is asked."""
-    room = FakeRoom(None)
-    room.install(monkeypatch)
+    room = FakeRoom(None, monkeypatch)
     sink = RotatingLogFile(tmp_path / "x.log", max_bytes=50_000_000, backups=1)
     for _ in range(20):
         sink.write_lines(BATCH)
